@@ -1,0 +1,112 @@
+"""The one error table shared by servers, storage and the client.
+
+Domain code raises these (it never imports grpc). The server interceptor turns them into gRPC
+status codes by ``code`` name; the client turns status codes back into the same classes, so a
+caller catches ``genmesh.errors.InvalidArgument`` whichever side raised it.
+"""
+
+from __future__ import annotations
+
+
+class GenmeshError(Exception):
+    """Base class. ``code`` is the canonical gRPC status name sent to the caller."""
+
+    code = "INTERNAL"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidArgument(GenmeshError):
+    """The caller sent a value outside its allowed range; ``field`` names it."""
+
+    code = "INVALID_ARGUMENT"
+
+
+class NotFound(GenmeshError):
+    """An unknown job, model or object id."""
+
+    code = "NOT_FOUND"
+
+
+class FailedPrecondition(GenmeshError):
+    """The request is valid but the resource is in the wrong state (e.g. cancelling a finished job)."""
+
+    code = "FAILED_PRECONDITION"
+
+
+class ResourceExhausted(GenmeshError):
+    """The queue is full, a rate limit hit, or the device ran out of memory."""
+
+    code = "RESOURCE_EXHAUSTED"
+
+
+class Unavailable(GenmeshError):
+    """A dependency is down or not ready yet (model loading, object store unreachable, draining)."""
+
+    code = "UNAVAILABLE"
+
+
+class Cancelled(GenmeshError):
+    """The job was cancelled by CancelJob or by its client going away."""
+
+    code = "CANCELLED"
+
+
+class DeadlineExceeded(GenmeshError):
+    code = "DEADLINE_EXCEEDED"
+
+
+class Unauthenticated(GenmeshError):
+    """Missing or wrong API key (raised by the gateway, surfaced by the client)."""
+
+    code = "UNAUTHENTICATED"
+
+
+class PermissionDenied(GenmeshError):
+    code = "PERMISSION_DENIED"
+
+
+class Internal(GenmeshError):
+    """A server-side bug. The caller sees a short message; the traceback stays in the server log."""
+
+    code = "INTERNAL"
+
+
+BY_CODE: dict[str, type[GenmeshError]] = {
+    cls.code: cls
+    for cls in (
+        InvalidArgument,
+        NotFound,
+        FailedPrecondition,
+        ResourceExhausted,
+        Unavailable,
+        Cancelled,
+        DeadlineExceeded,
+        Unauthenticated,
+        PermissionDenied,
+        Internal,
+    )
+}
+
+
+def from_code(code: str, message: str) -> GenmeshError:
+    """The exception class for a status code name (unknown names become ``Internal``)."""
+    return BY_CODE.get(code, Internal)(message)
+
+
+def require(condition: bool, field: str, message: str) -> None:
+    """Raise ``InvalidArgument`` naming ``field`` unless ``condition`` holds."""
+    if not condition:
+        raise InvalidArgument(f"{field}: {message}", field=field)
+
+
+def require_range(value: float, field: str, low: float, high: float) -> None:
+    """Raise ``InvalidArgument`` unless ``low <= value <= high`` (message names field and range)."""
+    if not (low <= value <= high):
+        raise InvalidArgument(f"{field} must be between {low} and {high} (got {value})", field=field)
