@@ -1,0 +1,107 @@
+"""Conversions between runtime types and the genmesh.common.v1 messages every service shares."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from genmesh.common.v1 import artifact_pb2, job_pb2
+from servers.runtime import jobs
+from storage.object_store import StoredObject
+
+STATES = {
+    jobs.JobState.QUEUED: job_pb2.JOB_STATE_QUEUED,
+    jobs.JobState.RUNNING: job_pb2.JOB_STATE_RUNNING,
+    jobs.JobState.SUCCEEDED: job_pb2.JOB_STATE_SUCCEEDED,
+    jobs.JobState.FAILED: job_pb2.JOB_STATE_FAILED,
+    jobs.JobState.CANCELLED: job_pb2.JOB_STATE_CANCELLED,
+}
+
+
+def timestamp(seconds: float | None) -> Timestamp | None:
+    if seconds is None:
+        return None
+    stamp = Timestamp()
+    stamp.FromNanoseconds(int(seconds * 1e9))
+    return stamp
+
+
+def progress_message(progress: jobs.Progress | None) -> job_pb2.Progress | None:
+    if progress is None:
+        return None
+    message = job_pb2.Progress(
+        step=progress.step,
+        total_steps=progress.total_steps,
+        fraction=progress.fraction,
+        eta_seconds=progress.eta_seconds,
+        elapsed_seconds=progress.elapsed_seconds,
+    )
+    if progress.preview is not None:
+        preview = progress.preview
+        message.preview.CopyFrom(
+            job_pb2.Preview(
+                data=preview.data, content_type=preview.content_type, width=preview.width, height=preview.height
+            )
+        )
+    return message
+
+
+def job_status(job: jobs.Job) -> job_pb2.JobStatus:
+    return job_pb2.JobStatus(
+        job_id=job.id,
+        state=STATES[job.state],
+        queue_position=job.queue_position if job.state is jobs.JobState.QUEUED else 0,
+        progress=progress_message(job.progress),
+        error=job_pb2.JobError(code=job.error.code, message=job.error.message) if job.error else None,
+        cancelled=job_pb2.Cancelled(reason=job.cancel_reason) if job.cancel_reason else None,
+        create_time=timestamp(job.created_at),
+        start_time=timestamp(job.started_at),
+        end_time=timestamp(job.ended_at),
+        detached=job.detached,
+        method=job.method,
+    )
+
+
+def common_event_fields(job: jobs.Job, event: jobs.JobEvent) -> dict[str, Any]:
+    """The envelope fields of a stream event that every service shares, as message constructor kwargs.
+
+    Service-specific events (``Output``, ``Succeeded``) are left to the caller."""
+    fields: dict[str, Any] = {"job_id": job.id, "state": STATES[job.state]}
+    match event:
+        case jobs.Queued(position):
+            fields["queued"] = job_pb2.Queued(queue_position=position)
+            fields["state"] = job_pb2.JOB_STATE_QUEUED
+        case jobs.Started(queued_seconds):
+            fields["started"] = job_pb2.Started(queued_seconds=queued_seconds)
+            fields["state"] = job_pb2.JOB_STATE_RUNNING
+        case jobs.ProgressEvent(progress):
+            fields["progress"] = progress_message(progress)
+            fields["state"] = job_pb2.JOB_STATE_RUNNING
+        case jobs.Output(progress=progress):
+            fields["progress"] = progress_message(progress)
+            fields["state"] = job_pb2.JOB_STATE_RUNNING
+        case jobs.Succeeded():
+            fields["state"] = job_pb2.JOB_STATE_SUCCEEDED
+            fields["progress"] = progress_message(job.progress)
+        case jobs.Failed(code, message):
+            fields["error"] = job_pb2.JobError(code=code, message=message)
+            fields["state"] = job_pb2.JOB_STATE_FAILED
+        case jobs.CancelledEvent(reason):
+            fields["cancelled"] = job_pb2.Cancelled(reason=reason)
+            fields["state"] = job_pb2.JOB_STATE_CANCELLED
+    return fields
+
+
+def artifact(stored: StoredObject | None, data: bytes | None = None) -> artifact_pb2.Artifact | None:
+    if stored is None:
+        return None
+    return artifact_pb2.Artifact(
+        bucket=stored.bucket,
+        key=stored.key,
+        url=stored.url,
+        content_type=stored.content_type,
+        size_bytes=stored.size_bytes,
+        sha256=stored.sha256,
+        data=data or b"",
+    )

@@ -1,0 +1,110 @@
+"""The one server interceptor: binds request context for logs and maps exceptions to gRPC status.
+
+It wraps unary and streaming handlers alike. Typed ``GenmeshError``s keep their code and message;
+anything else is logged with its traceback and reaches the caller as a short INTERNAL message.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+import structlog
+
+from genmesh.errors import GenmeshError
+from servers.runtime.jobs import as_genmesh_error
+
+log = structlog.get_logger(__name__)
+
+# Health checks and reflection are chatty and uninteresting in access logs.
+QUIET_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
+
+
+def status_code(error: GenmeshError) -> grpc.StatusCode:
+    return grpc.StatusCode[error.code]
+
+
+def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
+    return {key: value for key, value in (context.invocation_metadata() or ()) if isinstance(value, str)}
+
+
+class ErrorAndContextInterceptor(grpc.aio.ServerInterceptor):
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None or details.method.startswith(QUIET_PREFIXES):
+            return handler
+        method = details.method
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                self._wrap_unary(handler.unary_unary, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                self._wrap_stream(handler.unary_stream, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler  # no client-streaming RPCs in genmesh
+
+    @staticmethod
+    def _bind(context: grpc.aio.ServicerContext, method: str) -> None:
+        metadata = _metadata(context)
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(
+            request_id=metadata.get("x-request-id") or uuid.uuid4().hex,
+            client_id=metadata.get("x-client-id", "direct"),
+            rpc=method,
+        )
+
+    @staticmethod
+    async def _abort(context: grpc.aio.ServicerContext, exc: Exception, started: float) -> None:
+        error = as_genmesh_error(exc)
+        seconds = round(time.monotonic() - started, 4)
+        if isinstance(exc, GenmeshError):
+            log.info("rpc_error", code=error.code, error=error.message, seconds=seconds)
+        else:
+            log.error("rpc_crashed", exc_info=exc, seconds=seconds)
+        await context.abort(status_code(error), error.message)
+
+    def _wrap_unary(self, behaviour: Callable[..., Awaitable[Any]], method: str) -> Callable[..., Awaitable[Any]]:
+        async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            self._bind(context, method)
+            started = time.monotonic()
+            try:
+                response = await behaviour(request, context)
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:
+                await self._abort(context, exc, started)
+            log.info("rpc_ok", seconds=round(time.monotonic() - started, 4))
+            return response
+
+        return wrapper
+
+    def _wrap_stream(
+        self, behaviour: Callable[..., AsyncIterator[Any]], method: str
+    ) -> Callable[..., AsyncIterator[Any]]:
+        async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            self._bind(context, method)
+            started = time.monotonic()
+            messages = 0
+            try:
+                async for response in behaviour(request, context):
+                    messages += 1
+                    yield response
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:
+                await self._abort(context, exc, started)
+            log.info("rpc_ok", messages=messages, seconds=round(time.monotonic() - started, 4))
+
+        return wrapper

@@ -1,0 +1,414 @@
+"""Jobs: a bounded queue, one worker thread per device, progress bridged into asyncio.
+
+Engines run in worker threads (they block on llama.cpp or torch). They report through a
+``JobContext``; every report becomes an event that is appended to the job's history and fanned out
+to its subscribers on the asyncio loop, so any number of clients can watch a job and a late
+watcher first replays what already happened. Nothing here imports grpc.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import structlog
+
+from genmesh.errors import Cancelled, GenmeshError, Internal, NotFound, ResourceExhausted, Unavailable
+
+log = structlog.get_logger(__name__)
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+
+
+@dataclass(frozen=True)
+class Preview:
+    data: bytes
+    content_type: str
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class Progress:
+    step: int
+    total_steps: int
+    elapsed_seconds: float
+    eta_seconds: float
+    preview: Preview | None = None
+
+    @property
+    def fraction(self) -> float:
+        return min(1.0, self.step / self.total_steps) if self.total_steps > 0 else 0.0
+
+
+# Events, in the order a job emits them: Queued+ Started (Output | ProgressEvent)* terminal.
+@dataclass(frozen=True)
+class Queued:
+    queue_position: int
+
+
+@dataclass(frozen=True)
+class Started:
+    queued_seconds: float
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    progress: Progress
+
+
+@dataclass(frozen=True)
+class Output:
+    """A piece of the result streamed as it is made (a text delta, an epoch's metrics)."""
+
+    payload: Any
+    progress: Progress | None = None
+
+
+@dataclass(frozen=True)
+class Succeeded:
+    result: Any
+
+
+@dataclass(frozen=True)
+class Failed:
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class CancelledEvent:
+    reason: str
+
+
+JobEvent = Queued | Started | ProgressEvent | Output | Succeeded | Failed | CancelledEvent
+TERMINAL_EVENTS = (Succeeded, Failed, CancelledEvent)
+
+CANCEL_REQUESTED = "cancel requested"
+CLIENT_DISCONNECTED = "client disconnected"
+SHUTTING_DOWN = "server shutting down"
+
+
+@dataclass
+class Job:
+    """One unit of work. Mutated only on the event loop thread (through ``JobQueue._publish``)."""
+
+    id: str
+    method: str
+    detached: bool
+    work: Callable[[JobContext], Any]
+    state: JobState = JobState.QUEUED
+    created_at: float = field(default_factory=time.time)
+    started_at: float | None = None
+    ended_at: float | None = None
+    queue_position: int = 0
+    progress: Progress | None = None
+    result: Any = None
+    error: Failed | None = None
+    cancel_reason: str | None = None
+    history: list[JobEvent] = field(default_factory=list)
+    # Set from any thread; the engine polls it between steps (tokens, denoising steps, batches).
+    cancel_requested: threading.Event = field(default_factory=threading.Event)
+    _reason: str = CANCEL_REQUESTED
+    _subscribers: set[asyncio.Queue[JobEvent]] = field(default_factory=set)
+
+    @property
+    def terminal(self) -> bool:
+        return self.state.terminal
+
+
+class JobContext:
+    """What an engine sees of its job: cancellation and progress reporting. Thread-safe."""
+
+    def __init__(self, job: Job, publish: Callable[[Job, JobEvent], None], device: str) -> None:
+        self.job_id = job.id
+        self.device = device
+        self._job = job
+        self._publish = publish
+        self._started = time.monotonic()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._job.cancel_requested.is_set()
+
+    def check_cancelled(self) -> None:
+        """Raise ``Cancelled`` if the job was cancelled; engines call it between steps."""
+        if self._job.cancel_requested.is_set():
+            raise Cancelled(self._job._reason)
+
+    def make_progress(self, step: int, total_steps: int, preview: Preview | None = None) -> Progress:
+        elapsed = time.monotonic() - self._started
+        eta = elapsed / step * max(0, total_steps - step) if step > 0 else 0.0
+        return Progress(step, total_steps, elapsed, eta, preview)
+
+    def progress(self, step: int, total_steps: int, preview: Preview | None = None) -> None:
+        self._publish(self._job, ProgressEvent(self.make_progress(step, total_steps, preview)))
+
+    def output(self, payload: Any, step: int | None = None, total_steps: int | None = None) -> None:
+        progress = self.make_progress(step, total_steps) if step is not None and total_steps is not None else None
+        self._publish(self._job, Output(payload, progress))
+
+
+class JobQueue:
+    """A bounded FIFO of jobs served by one worker thread per device.
+
+    ``submit`` answers ``ResourceExhausted`` at once when ``max_queued`` jobs already wait.
+    Finished jobs stay readable for ``retention_seconds`` (and at most ``max_retained``).
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        id_prefix: str,
+        devices: list[str],
+        max_queued: int,
+        retention_seconds: float = 3600.0,
+        max_retained: int = 1000,
+    ) -> None:
+        if not devices:
+            raise ValueError("a job queue needs at least one device")
+        self.name = name
+        self.id_prefix = id_prefix
+        self.devices = devices
+        self.max_queued = max_queued
+        self.retention_seconds = retention_seconds
+        self.max_retained = max_retained
+        self._jobs: dict[str, Job] = {}
+        self._pending: collections.deque[Job] = collections.deque()
+        self._cond = threading.Condition()
+        self._accepting = True
+        self._closed = False
+        self._running: set[str] = set()
+        self._threads: list[threading.Thread] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._idle = asyncio.Event()
+        self._counter = itertools.count()
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self._loop = loop or asyncio.get_running_loop()
+        self._idle.set()
+        for device in self.devices:
+            thread = threading.Thread(target=self._worker, args=(device,), name=f"{self.name}-{device}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop_accepting(self) -> None:
+        self._accepting = False
+
+    async def drain(self, timeout: float) -> bool:
+        """Stop accepting, cancel what still waits, let running jobs finish for up to ``timeout``
+        seconds, then cancel them too. Returns True when everything ended in time."""
+        self.stop_accepting()
+        with self._cond:
+            waiting = list(self._pending)
+            self._pending.clear()
+        for job in waiting:
+            job._reason = SHUTTING_DOWN
+            self._publish_now(job, CancelledEvent(SHUTTING_DOWN))
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+            clean = True
+        except TimeoutError:
+            clean = False
+            for job_id in list(self._running):
+                self.cancel(job_id, SHUTTING_DOWN)
+            try:
+                await asyncio.wait_for(self._idle.wait(), 10)
+            except TimeoutError:
+                log.warning("drain_timeout", queue=self.name, running=sorted(self._running))
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        return clean
+
+    # -- the public API (event loop thread) ------------------------------------------------
+    def submit(self, work: Callable[[JobContext], Any], *, method: str, detached: bool = False) -> Job:
+        if not self._accepting:
+            raise Unavailable("the server is shutting down and accepts no new jobs")
+        self._prune()
+        job = Job(id=self._new_id(), method=method, detached=detached, work=work)
+        with self._cond:
+            if len(self._pending) >= self.max_queued:
+                raise ResourceExhausted(f"the {self.name} queue is full ({self.max_queued} jobs waiting); retry later")
+            self._pending.append(job)
+            position = len(self._pending) - 1
+            self._jobs[job.id] = job
+            self._idle.clear()
+            self._cond.notify()
+        self._publish_now(job, Queued(position))
+        log.info("job_queued", job_id=job.id, method=method, queue_position=position, detached=detached)
+        return job
+
+    def get(self, job_id: str) -> Job:
+        try:
+            return self._jobs[job_id]
+        except KeyError:
+            raise NotFound(f"job {job_id!r} not found (finished jobs are kept for a limited time)") from None
+
+    def list(self) -> list[Job]:
+        return sorted(self._jobs.values(), key=lambda job: job.created_at, reverse=True)
+
+    def cancel(self, job_id: str, reason: str = CANCEL_REQUESTED) -> Job:
+        """Cancel a queued job at once, or ask a running one to stop at its next step."""
+        job = self.get(job_id)
+        if job.terminal:
+            return job
+        with self._cond:
+            was_pending = job in self._pending
+            if was_pending:
+                self._pending.remove(job)
+        job._reason = reason
+        job.cancel_requested.set()
+        if was_pending:
+            self._publish_now(job, CancelledEvent(reason))
+            self._announce_positions()
+        log.info("job_cancel_requested", job_id=job.id, reason=reason, was_queued=was_pending)
+        return job
+
+    async def events(self, job: Job) -> AsyncIterator[JobEvent]:
+        """Everything the job emitted so far, then live events until its terminal one."""
+        replay = list(job.history)
+        if job.terminal:
+            for event in replay:
+                yield event
+            return
+        inbox: asyncio.Queue[JobEvent] = asyncio.Queue()
+        job._subscribers.add(inbox)  # registered in the same loop step as the copy: nothing is missed
+        try:
+            for event in replay:
+                yield event
+            while True:
+                event = await inbox.get()
+                yield event
+                if isinstance(event, TERMINAL_EVENTS):
+                    return
+        finally:
+            job._subscribers.discard(inbox)
+
+    # -- internals -------------------------------------------------------------------------
+    def _new_id(self) -> str:
+        return f"{self.id_prefix}-{uuid.uuid4().hex[:16]}"
+
+    def _prune(self) -> None:
+        cutoff = time.time() - self.retention_seconds
+        finished = [job for job in self._jobs.values() if job.terminal]
+        finished.sort(key=lambda job: job.ended_at or 0)
+        excess = len(finished) - self.max_retained
+        for index, job in enumerate(finished):
+            if index < excess or (job.ended_at or 0) < cutoff:
+                del self._jobs[job.id]
+
+    def _publish(self, job: Job, event: JobEvent) -> None:
+        """From any thread: hand the event to the loop."""
+        assert self._loop is not None, "JobQueue.start() was not called"
+        self._loop.call_soon_threadsafe(self._publish_now, job, event)
+
+    def _publish_now(self, job: Job, event: JobEvent) -> None:
+        """On the loop thread: update the job, record the event, fan it out."""
+        if job.terminal:
+            return  # e.g. a late progress report after a cancel; the stream already ended
+        match event:
+            case Queued(position):
+                job.queue_position = position
+            case Started():
+                job.state = JobState.RUNNING
+                job.started_at = time.time()
+                job.queue_position = 0
+            case ProgressEvent(progress) | Output(progress=progress) if progress is not None:
+                job.progress = progress
+            case Succeeded(result):
+                job.state, job.result = JobState.SUCCEEDED, result
+            case Failed():
+                job.state, job.error = JobState.FAILED, event
+            case CancelledEvent(reason):
+                job.state, job.cancel_reason = JobState.CANCELLED, reason
+        if job.terminal:
+            job.ended_at = time.time()
+            job.cancel_requested.set()  # nothing may keep running for a finished job
+        # Progress-only events are not kept (a watcher needs the latest, not all); outputs are.
+        if not isinstance(event, ProgressEvent):
+            job.history.append(event)
+        for inbox in job._subscribers:
+            inbox.put_nowait(event)
+
+    def _announce_positions(self) -> None:
+        with self._cond:
+            waiting = list(self._pending)
+        for position, job in enumerate(waiting):
+            if job.queue_position != position:
+                self._publish_now(job, Queued(position))
+
+    def _take(self) -> Job | None:
+        with self._cond:
+            while not self._pending and not self._closed:
+                self._cond.wait()
+            if self._closed:
+                return None
+            job = self._pending.popleft()
+            self._running.add(job.id)
+            return job
+
+    def _worker(self, device: str) -> None:
+        structlog.contextvars.bind_contextvars(worker=threading.current_thread().name)
+        while (job := self._take()) is not None:
+            self._run(job, device)
+            with self._cond:
+                self._running.discard(job.id)
+                idle = not self._running and not self._pending
+            if idle and self._loop is not None:
+                self._loop.call_soon_threadsafe(self._idle.set)
+
+    def _run(self, job: Job, device: str) -> None:
+        queued_seconds = time.time() - job.created_at
+        self._publish(job, Started(queued_seconds))
+        self._loop.call_soon_threadsafe(self._announce_positions)
+        context = JobContext(job, self._publish, device)
+        started = time.monotonic()
+        with structlog.contextvars.bound_contextvars(job_id=job.id, method=job.method):
+            log.info("job_started", queued_seconds=round(queued_seconds, 3), device=device)
+            try:
+                context.check_cancelled()
+                result = job.work(context)
+                context.check_cancelled()
+            except Cancelled as exc:
+                log.info("job_cancelled", reason=exc.message, seconds=round(time.monotonic() - started, 3))
+                self._publish(job, CancelledEvent(exc.message))
+            except GenmeshError as exc:
+                log.info("job_failed", code=exc.code, error=exc.message, seconds=round(time.monotonic() - started, 3))
+                self._publish(job, Failed(exc.code, exc.message))
+            except Exception as exc:  # a bug or a library failure: log it whole, tell the caller little
+                log.exception("job_crashed", seconds=round(time.monotonic() - started, 3))
+                error = as_genmesh_error(exc)
+                self._publish(job, Failed(error.code, error.message))
+            else:
+                log.info("job_succeeded", seconds=round(time.monotonic() - started, 3))
+                self._publish(job, Succeeded(result))
+
+
+def as_genmesh_error(exc: BaseException) -> GenmeshError:
+    """Map library exceptions that have a meaning for the caller; anything else is INTERNAL."""
+    if isinstance(exc, GenmeshError):
+        return exc
+    if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
+        return ResourceExhausted("the device ran out of memory; try smaller sizes or batches, or a low-memory mode")
+    return Internal(f"internal error ({type(exc).__name__}); see the server log")

@@ -1,0 +1,134 @@
+"""Bootstrap shared by every genmesh server: grpc.aio server, health, reflection, drain on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import pkgutil
+import signal
+from collections.abc import Sequence
+from typing import Protocol
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+import genmesh
+from servers.runtime.interceptors import ErrorAndContextInterceptor
+from servers.runtime.jobs import JobQueue
+from servers.runtime.settings import ServerSettings
+
+log = structlog.get_logger(__name__)
+
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+
+
+class Service(Protocol):
+    """What a genmesh server plugs into the bootstrap."""
+
+    name: str
+    service_names: Sequence[str]  # full proto names, e.g. "genmesh.text.v1.TextService"
+    queue: JobQueue
+
+    def register(self, server: grpc.aio.Server) -> None: ...
+
+    async def start(self) -> None:
+        """Load models; health turns SERVING when this returns."""
+
+    async def close(self) -> None: ...
+
+
+def genmesh_service_names() -> list[str]:
+    """Every service defined under genmesh.* (so reflection on any server shows all of them)."""
+    names: list[str] = []
+    for module_info in pkgutil.walk_packages(genmesh.__path__, prefix="genmesh."):
+        if module_info.name.endswith("_pb2"):
+            module = importlib.import_module(module_info.name)
+            names.extend(service.full_name for service in module.DESCRIPTOR.services_by_name.values())
+    return sorted(names)
+
+
+class Server:
+    def __init__(self, service: Service, settings: ServerSettings) -> None:
+        self.service = service
+        self.settings = settings
+        self.port = 0
+        self._stop = asyncio.Event()
+
+    def _build(self) -> None:
+        # grpc.aio objects bind to the running loop: build them inside it.
+        self.health = health.aio.HealthServicer()
+        self.grpc = grpc.aio.server(
+            interceptors=[ErrorAndContextInterceptor()],
+            options=[
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+
+    async def _set_health(self, status: int) -> None:
+        for name in ("", *self.service.service_names):
+            await self.health.set(name, status)
+
+    async def start(self) -> None:
+        self._build()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
+        await self._set_health(NOT_SERVING)
+        self.service.register(self.grpc)
+        reflection.enable_server_reflection(
+            [
+                *genmesh_service_names(),
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ],
+            self.grpc,
+        )
+        self.port = self.grpc.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
+        await self.grpc.start()
+        self.service.queue.start()
+        log.info("server_listening", service=self.service.name, host=self.settings.host, port=self.port)
+        await self.service.start()
+        await self._set_health(SERVING)
+        log.info("server_ready", service=self.service.name)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def drain_and_stop(self) -> None:
+        """No new jobs, running ones finish (up to drain_seconds), then the server stops."""
+        log.info("server_draining", service=self.service.name, seconds=self.settings.drain_seconds)
+        await self._set_health(NOT_SERVING)
+        clean = await self.service.queue.drain(self.settings.drain_seconds)
+        await self.grpc.stop(grace=3)
+        await self.service.close()
+        log.info("server_stopped", service=self.service.name, clean=clean)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.request_stop)
+        starting = asyncio.create_task(self.start())
+        stopping = asyncio.create_task(self._stop.wait())
+        done, _ = await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if starting in done and starting.exception() is not None:
+            stopping.cancel()
+            await self.grpc.stop(grace=0)
+            raise starting.exception()  # type: ignore[misc]
+        await stopping
+        if not starting.done():
+            starting.cancel()
+        await self.drain_and_stop()
+
+
+def run_service(service: Service, settings: ServerSettings) -> None:
+    """Entry point body of ``python -m servers.<name>``."""
+    try:
+        asyncio.run(Server(service, settings).run())
+    except Exception:
+        log.exception("server_failed", service=service.name)
+        raise SystemExit(1) from None

@@ -1,0 +1,124 @@
+"""Typed settings parsed once from command-line flags and the environment.
+
+Each settings class is a frozen dataclass; every field becomes a ``--flag-name`` and reads
+``GENMESH_<FIELD>`` (or the env name in the field's metadata) when the flag is absent. Precedence:
+flag > environment > default. The result is passed down; nothing reads the environment later.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from storage.object_store import StorageSettings
+
+T = TypeVar("T")
+
+
+def env_name(field: dataclasses.Field[Any]) -> str:
+    return field.metadata.get("env") or f"GENMESH_{field.name.upper()}"
+
+
+def _base_type(annotation: Any) -> tuple[Any, bool]:
+    """(type, optional) for ``int``, ``int | None``, ``Path | None``..."""
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        args = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+        return args[0], True
+    return annotation, False
+
+
+def _convert(raw: str, kind: Any, name: str) -> Any:
+    if kind is bool:
+        lowered = raw.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off", ""):
+            return False
+        raise ValueError(f"{name}: expected true/false, got {raw!r}")
+    try:
+        return kind(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name}: cannot parse {raw!r} as {kind.__name__}") from exc
+
+
+def parse_settings(
+    cls: type[T], argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None, *, prog: str = ""
+) -> T:
+    """Build ``cls`` from flags (``argv``) and ``environ``; invalid values exit with a clear message."""
+    environ = os.environ if environ is None else environ
+    hints = typing.get_type_hints(cls)
+    parser = argparse.ArgumentParser(prog=prog or None, description=cls.__doc__)
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    for field in fields:
+        kind, _ = _base_type(hints[field.name])
+        flag = "--" + field.name.replace("_", "-")
+        helptext = f"{field.metadata.get('help', '')} [env {env_name(field)}]"
+        if kind is bool:
+            parser.add_argument(
+                flag, dest=field.name, action=argparse.BooleanOptionalAction, default=None, help=helptext
+            )
+        else:
+            parser.add_argument(flag, dest=field.name, default=None, help=helptext)
+    parsed = parser.parse_args(argv)
+    values: dict[str, Any] = {}
+    try:
+        for field in fields:
+            kind, optional = _base_type(hints[field.name])
+            raw = getattr(parsed, field.name)
+            if raw is None and env_name(field) in environ:
+                raw = environ[env_name(field)]
+            if raw is None:
+                continue
+            if isinstance(raw, bool):
+                values[field.name] = raw
+            elif optional and raw == "":
+                values[field.name] = None
+            else:
+                values[field.name] = _convert(raw, kind, env_name(field))
+        return cls(**values)
+    except (ValueError, TypeError) as exc:
+        parser.error(str(exc))
+        raise  # unreachable: parser.error exits
+
+
+def setting(default: Any, help: str, env: str | None = None, *, secret: bool = False) -> Any:
+    """A settings field: its default, its --help text, its environment name; secrets stay out of repr."""
+    metadata = {"help": help}
+    if env:
+        metadata["env"] = env
+    return dataclasses.field(default=default, metadata=metadata, repr=not secret)
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerSettings:
+    """Settings every genmesh server shares."""
+
+    host: str = setting("127.0.0.1", "address to listen on")
+    port: int = setting(50051, "gRPC port (0 picks a free one)")
+    max_queued: int = setting(16, "jobs that may wait in the queue; more get RESOURCE_EXHAUSTED")
+    job_retention_seconds: float = setting(3600.0, "how long finished jobs stay readable by GetJob")
+    drain_seconds: float = setting(30.0, "on SIGTERM, how long running jobs may take to finish")
+    log_level: str = setting("info", "debug, info, warning or error")
+    log_format: str = setting("auto", "json, console, or auto (console on a terminal, else JSON)")
+    threads: int = setting(2, "CPU threads for the model runtime (llama.cpp / torch)")
+    data_dir: Path = setting(Path.home() / ".local" / "share" / "genmesh", "where models and state live")
+    s3_endpoint: str = setting("127.0.0.1:8333", "S3 endpoint host:port", env="GENMESH_S3_ENDPOINT")
+    s3_access_key: str = setting("", "S3 access key", env="GENMESH_S3_ACCESS_KEY")
+    s3_secret_key: str = setting("", "S3 secret key", env="GENMESH_S3_SECRET_KEY", secret=True)
+    s3_secure: bool = setting(False, "use HTTPS for S3", env="GENMESH_S3_SECURE")
+    s3_region: str = setting("us-east-1", "S3 region", env="GENMESH_S3_REGION")
+
+    def storage(self) -> StorageSettings:
+        return StorageSettings(
+            endpoint=self.s3_endpoint,
+            access_key=self.s3_access_key,
+            secret_key=self.s3_secret_key,
+            secure=self.s3_secure,
+            region=self.s3_region,
+        )

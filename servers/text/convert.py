@@ -1,0 +1,131 @@
+"""Protobuf <-> Text domain types, with the validation that names fields and ranges."""
+
+from __future__ import annotations
+
+from google.protobuf import json_format
+
+from genmesh.errors import InvalidArgument, require, require_range
+from genmesh.text.v1 import text_pb2
+from servers.runtime import convert as common
+from servers.runtime import jobs
+from servers.text.types import ChatTurn, FinishReason, Sampling, TextOutcome, TextRequest
+from storage.object_store import StoredObject
+
+MAX_PROMPT_CHARS = 100_000
+MAX_MESSAGES = 256
+MAX_STOPS = 8
+MAX_STOP_CHARS = 256
+MAX_TOKENS = 32_768
+ROLES = ("system", "user", "assistant")
+FINISH_REASONS = {FinishReason.STOP: text_pb2.FINISH_REASON_STOP, FinishReason.LENGTH: text_pb2.FINISH_REASON_LENGTH}
+
+
+def sampling_from_proto(message: text_pb2.SamplingOptions) -> Sampling:
+    defaults = Sampling()
+
+    def pick(name: str):
+        return getattr(message, name) if message.HasField(name) else getattr(defaults, name)
+
+    sampling = Sampling(
+        max_tokens=pick("max_tokens"),
+        temperature=pick("temperature"),
+        top_p=pick("top_p"),
+        top_k=pick("top_k"),
+        min_p=pick("min_p"),
+        repeat_penalty=pick("repeat_penalty"),
+        seed=message.seed if message.HasField("seed") else None,
+        stop=tuple(message.stop),
+    )
+    require_range(sampling.max_tokens, "sampling.max_tokens", 1, MAX_TOKENS)
+    require_range(sampling.temperature, "sampling.temperature", 0.0, 2.0)
+    require(0.0 < sampling.top_p <= 1.0, "sampling.top_p", f"must be in (0, 1] (got {sampling.top_p})")
+    require_range(sampling.top_k, "sampling.top_k", 0, 1000)
+    require_range(sampling.min_p, "sampling.min_p", 0.0, 1.0)
+    require_range(sampling.repeat_penalty, "sampling.repeat_penalty", 0.5, 2.0)
+    if sampling.seed is not None:
+        require_range(sampling.seed, "sampling.seed", 0, 2**32 - 1)
+    require(len(sampling.stop) <= MAX_STOPS, "sampling.stop", f"at most {MAX_STOPS} stop sequences")
+    for stop in sampling.stop:
+        require(0 < len(stop) <= MAX_STOP_CHARS, "sampling.stop", f"each stop is 1..{MAX_STOP_CHARS} characters")
+    return sampling
+
+
+def _format(message: text_pb2.ResponseFormat) -> tuple[bool, dict | None]:
+    schema = json_format.MessageToDict(message.json_schema) if message.HasField("json_schema") else None
+    if message.type == text_pb2.ResponseFormat.TYPE_JSON:
+        return True, schema or None
+    if schema is not None:
+        raise InvalidArgument(
+            "response_format.json_schema: only allowed with response_format.type TYPE_JSON",
+            field="response_format.json_schema",
+        )
+    return False, None
+
+
+def generate_request(message: text_pb2.GenerateRequest) -> TextRequest:
+    require(bool(message.prompt.strip()), "prompt", "must not be empty")
+    require(len(message.prompt) <= MAX_PROMPT_CHARS, "prompt", f"at most {MAX_PROMPT_CHARS} characters")
+    json_output, schema = _format(message.response_format)
+    return TextRequest(
+        model=message.model,
+        prompt=message.prompt,
+        sampling=sampling_from_proto(message.sampling),
+        json_output=json_output,
+        json_schema=schema,
+    )
+
+
+def chat_request(message: text_pb2.ChatRequest) -> TextRequest:
+    require(1 <= len(message.messages) <= MAX_MESSAGES, "messages", f"must hold 1..{MAX_MESSAGES} messages")
+    turns = []
+    for index, turn in enumerate(message.messages):
+        field = f"messages[{index}]"
+        require(turn.role in ROLES, f"{field}.role", f"must be one of {', '.join(ROLES)} (got {turn.role!r})")
+        require(len(turn.content) <= MAX_PROMPT_CHARS, f"{field}.content", f"at most {MAX_PROMPT_CHARS} characters")
+        turns.append(ChatTurn(turn.role, turn.content))
+    require(turns[-1].role == "user", "messages", "the last message must have role 'user'")
+    require(any(t.content.strip() for t in turns if t.role == "user"), "messages", "need a non-empty user message")
+    json_output, schema = _format(message.response_format)
+    return TextRequest(
+        model=message.model,
+        messages=tuple(turns),
+        sampling=sampling_from_proto(message.sampling),
+        json_output=json_output,
+        json_schema=schema,
+    )
+
+
+def text_result(outcome: TextOutcome, record: StoredObject | None, queued_seconds: float) -> text_pb2.TextResult:
+    return text_pb2.TextResult(
+        text=outcome.text,
+        finish_reason=FINISH_REASONS[outcome.finish_reason],
+        usage=text_pb2.Usage(
+            prompt_tokens=outcome.prompt_tokens,
+            completion_tokens=outcome.completion_tokens,
+            total_tokens=outcome.prompt_tokens + outcome.completion_tokens,
+        ),
+        timings=text_pb2.Timings(
+            time_to_first_token_ms=outcome.time_to_first_token_ms,
+            tokens_per_second=outcome.tokens_per_second,
+            total_seconds=outcome.total_seconds,
+            queued_seconds=queued_seconds,
+        ),
+        model=outcome.model,
+        seed=outcome.seed,
+        record=common.artifact(record),
+    )
+
+
+def stream_event(response_type: type, job: jobs.Job, event: jobs.JobEvent):
+    """A GenerateResponse or ChatResponse (same shape) for one job event."""
+    fields = common.common_event_fields(job, event)
+    match event:
+        case jobs.Output(payload=text):
+            fields["delta"] = text_pb2.Delta(text=text)
+        case jobs.Succeeded(result=result):
+            fields["result"] = result
+    return response_type(**fields)
+
+
+def job_message(job: jobs.Job) -> text_pb2.Job:
+    return text_pb2.Job(status=common.job_status(job), result=job.result)

@@ -1,0 +1,157 @@
+"""Text generation on llama.cpp. Pure Python: no grpc, no storage; runs in a job worker thread."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from typing import Any, Protocol
+
+import structlog
+from llama_cpp import Llama, LlamaGrammar
+from llama_cpp.llama_grammar import JSON_GBNF
+
+from genmesh.errors import InvalidArgument, Unavailable
+from servers.text.chat_templates import ChatFormatter
+from servers.text.models import ModelCatalog, ModelSpec
+from servers.text.types import FinishReason, TextOutcome, TextRequest
+
+log = structlog.get_logger(__name__)
+
+
+class Reporter(Protocol):
+    """The part of a job context the engine uses (``servers.runtime.jobs.JobContext`` fits)."""
+
+    def check_cancelled(self) -> None: ...
+
+    def output(self, payload: Any, step: int | None = None, total_steps: int | None = None) -> None: ...
+
+
+class TextEngine:
+    """One loaded GGUF model at a time; a request for another model swaps it."""
+
+    def __init__(self, catalog: ModelCatalog, *, n_ctx: int, n_threads: int, n_gpu_layers: int = 0) -> None:
+        self.catalog = catalog
+        self.n_ctx = n_ctx
+        self.n_threads = n_threads
+        self.n_gpu_layers = n_gpu_layers
+        self._llm: Llama | None = None
+        self._spec: ModelSpec | None = None
+        self._formatter: ChatFormatter | None = None
+
+    @property
+    def loaded_name(self) -> str | None:
+        return self._spec.name if self._spec else None
+
+    def load(self, name: str = "") -> ModelSpec:
+        spec = self.catalog.resolve(name)
+        if self._spec is not None and self._spec.name == spec.name:
+            return spec
+        path = self.catalog.ensure_file(spec)
+        started = time.monotonic()
+        self._llm = None  # free the old model before loading the next
+        llm = Llama(
+            model_path=str(path),
+            n_ctx=self.n_ctx,
+            n_threads=self.n_threads,
+            n_threads_batch=self.n_threads,
+            n_gpu_layers=self.n_gpu_layers,
+            verbose=False,
+        )
+        self._formatter = ChatFormatter(
+            {key: str(value) for key, value in llm.metadata.items()},
+            bos_token=llm.detokenize([llm.token_bos()]).decode(errors="ignore"),
+            eos_token=llm.detokenize([llm.token_eos()]).decode(errors="ignore"),
+        )
+        self._llm, self._spec = llm, spec
+        log.info("model_loaded", model=spec.name, seconds=round(time.monotonic() - started, 3), n_ctx=self.n_ctx)
+        return spec
+
+    def _grammar(self, request: TextRequest) -> LlamaGrammar | None:
+        if not request.json_output:
+            return None
+        if request.json_schema is None:
+            return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
+        try:
+            return LlamaGrammar.from_json_schema(json.dumps(request.json_schema), verbose=False)
+        except Exception as exc:  # the converter raises bare exceptions for unsupported schemas
+            raise InvalidArgument(
+                f"response_format.json_schema: unsupported or invalid JSON schema ({exc})",
+                field="response_format.json_schema",
+            ) from None
+
+    def _prompt(self, request: TextRequest) -> tuple[str, tuple[str, ...]]:
+        if not request.is_chat:
+            return request.prompt or "", request.sampling.stop
+        assert self._formatter is not None
+        prompt, template_stops = self._formatter.prompt(request.messages)
+        return prompt, tuple(dict.fromkeys((*template_stops, *request.sampling.stop)))
+
+    def generate(self, request: TextRequest, reporter: Reporter) -> TextOutcome:
+        if self._llm is None and not request.model:
+            raise Unavailable("the text model is not loaded yet; retry shortly")
+        spec = self.load(request.model)
+        llm = self._llm
+        assert llm is not None
+        sampling = request.sampling
+        prompt, stops = self._prompt(request)
+        prompt_tokens = len(llm.tokenize(prompt.encode(), add_bos=True, special=request.is_chat))
+        room = self.n_ctx - prompt_tokens
+        if room < 1:
+            field = "messages" if request.is_chat else "prompt"
+            raise InvalidArgument(
+                f"{field}: {prompt_tokens} tokens leaves no room in the model's context of {self.n_ctx} tokens",
+                field=field,
+            )
+        max_tokens = min(sampling.max_tokens, room)
+        seed = sampling.seed if sampling.seed is not None else secrets.randbits(32)
+        grammar = self._grammar(request)
+
+        started = time.monotonic()
+        first_token_at = last_token_at = None
+        pieces: list[str] = []
+        completion_tokens = 0
+        finish = FinishReason.STOP
+        stream = llm.create_completion(
+            prompt,
+            max_tokens=max_tokens,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            top_k=sampling.top_k,
+            min_p=sampling.min_p,
+            repeat_penalty=sampling.repeat_penalty,
+            seed=seed,
+            stop=list(stops),
+            grammar=grammar,
+            stream=True,
+        )
+        try:
+            for chunk in stream:
+                reporter.check_cancelled()  # between tokens: a cancel stops within one token
+                choice = chunk["choices"][0]
+                if choice["finish_reason"] is not None:
+                    finish = FinishReason.LENGTH if choice["finish_reason"] == "length" else FinishReason.STOP
+                    if not choice["text"]:
+                        break
+                # llama-cpp-python streams one chunk per sampled token (text may be empty while a
+                # multi-byte character is incomplete), so chunks count completion tokens.
+                completion_tokens += 1
+                last_token_at = time.monotonic()
+                first_token_at = first_token_at or last_token_at
+                pieces.append(choice["text"])
+                reporter.output(choice["text"], completion_tokens, max_tokens)
+        finally:
+            stream.close()
+        ended = time.monotonic()
+        decode_seconds = (last_token_at - first_token_at) if first_token_at and last_token_at else 0.0
+        return TextOutcome(
+            text="".join(pieces),
+            finish_reason=finish,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            time_to_first_token_ms=((first_token_at or ended) - started) * 1000.0,
+            tokens_per_second=(completion_tokens - 1) / decode_seconds if decode_seconds > 0 else 0.0,
+            total_seconds=ended - started,
+            model=spec.name,
+            seed=seed,
+        )

