@@ -57,7 +57,11 @@ def copy_buf_deps() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=ROOT, help="root to write client/ and deploy/ under")
+    parser.add_argument("--buf-deps-only", action="store_true", help="only prepare google/api for `buf lint`")
     args = parser.parse_args()
+    if args.buf_deps_only:
+        copy_buf_deps()
+        return
     for stale in (args.out / "client" / "genmesh").glob("*/v1/*_pb2*.py*"):
         stale.unlink()
     generate(args.out)

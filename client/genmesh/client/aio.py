@@ -1,0 +1,88 @@
+"""The asyncio client (same surface as the blocking one, with ``async``)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from genmesh import errors
+from genmesh.client import requests
+from genmesh.client.connection import CHANNEL_OPTIONS, Connection, translate
+from genmesh.text.v1 import text_pb2, text_pb2_grpc
+
+
+async def final_result(events: AsyncIterator[Any]) -> Any:
+    async for event in events:
+        if event.WhichOneof("event") == "result":
+            return event.result
+    raise errors.Internal("the stream ended without a result")
+
+
+class AsyncTextClient:
+    def __init__(self, channel: grpc.aio.Channel, connection: Connection) -> None:
+        self._stub = text_pb2_grpc.TextServiceStub(channel)
+        self._metadata = connection.metadata()
+
+    async def _stream(self, call: Any, request: Any, timeout: float | None) -> AsyncIterator[Any]:
+        responses = call(request, metadata=self._metadata, timeout=timeout)
+        try:
+            async for event in responses:
+                yield event
+        except grpc.RpcError as exc:
+            raise translate(exc) from None
+        finally:
+            responses.cancel()
+
+    def stream_generate(self, prompt: str, *, timeout: float | None = None, **options: Any) -> AsyncIterator[Any]:
+        return self._stream(self._stub.Generate, requests.generate_request(prompt, **options), timeout)
+
+    async def generate(self, prompt: str, *, timeout: float | None = None, **options: Any) -> text_pb2.TextResult:
+        return await final_result(self.stream_generate(prompt, timeout=timeout, **options))
+
+    def stream_chat(
+        self, messages: requests.ChatMessages, *, timeout: float | None = None, **options: Any
+    ) -> AsyncIterator[Any]:
+        return self._stream(self._stub.Chat, requests.chat_request(messages, **options), timeout)
+
+    async def chat(self, messages: requests.ChatMessages, *, timeout: float | None = None, **options: Any):
+        return await final_result(self.stream_chat(messages, timeout=timeout, **options))
+
+    async def _unary(self, call: Any, request: Any) -> Any:
+        try:
+            return await call(request, metadata=self._metadata)
+        except grpc.RpcError as exc:
+            raise translate(exc) from None
+
+    async def list_models(self) -> list[Any]:
+        return list((await self._unary(self._stub.ListModels, text_pb2.ListModelsRequest())).models)
+
+    async def get_job(self, job_id: str) -> text_pb2.Job:
+        return await self._unary(self._stub.GetJob, text_pb2.GetJobRequest(job_id=job_id))
+
+    async def cancel_job(self, job_id: str) -> text_pb2.Job:
+        return await self._unary(self._stub.CancelJob, text_pb2.CancelJobRequest(job_id=job_id))
+
+
+class AsyncGenmeshClient:
+    """asyncio client for the genmesh gateway (or a single server)."""
+
+    def __init__(self, url: str | None = None, api_key: str | None = None, *, secure: bool | None = None) -> None:
+        self.connection = Connection.resolve(url, api_key, secure)
+        if self.connection.secure:
+            self._channel = grpc.aio.secure_channel(
+                self.connection.url, grpc.ssl_channel_credentials(), options=CHANNEL_OPTIONS
+            )
+        else:
+            self._channel = grpc.aio.insecure_channel(self.connection.url, options=CHANNEL_OPTIONS)
+        self.text = AsyncTextClient(self._channel, self.connection)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def __aenter__(self) -> AsyncGenmeshClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

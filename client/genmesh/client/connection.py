@@ -1,0 +1,47 @@
+"""Connection settings and the gRPC -> genmesh.errors translation shared by both clients."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import grpc
+
+from genmesh import errors
+
+DEFAULT_URL = "127.0.0.1:8080"
+# Generated images and videos can be large; match the servers' and gateway's limits.
+CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+]
+
+
+@dataclass(frozen=True)
+class Connection:
+    """Where the gateway is and the key to use. ``url`` is host:port (an http:// prefix is accepted)."""
+
+    url: str = DEFAULT_URL
+    api_key: str | None = field(default=None, repr=False)
+    secure: bool = False
+
+    @classmethod
+    def resolve(cls, url: str | None, api_key: str | None, secure: bool | None = None) -> Connection:
+        """Explicit arguments first, then GENMESH_URL / GENMESH_API_KEY, then the local default."""
+        raw = url or os.environ.get("GENMESH_URL") or DEFAULT_URL
+        is_tls = raw.startswith("https://") if secure is None else secure
+        target = raw.removeprefix("http://").removeprefix("https://").rstrip("/")
+        return cls(target, api_key or os.environ.get("GENMESH_API_KEY") or None, is_tls)
+
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("x-api-key", self.api_key),) if self.api_key else ()
+
+
+def translate(error: grpc.RpcError) -> errors.GenmeshError:
+    """The typed exception for a failed call (its message is the server's, never a traceback)."""
+    code = error.code() if hasattr(error, "code") else None
+    details = error.details() if hasattr(error, "details") else str(error)
+    name = code.name if code is not None else "UNKNOWN"
+    if name == "UNKNOWN":
+        return errors.Internal(details or "unknown error")
+    return errors.from_code(name, details or name)

@@ -1,0 +1,91 @@
+"""The blocking client."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+
+from genmesh import errors
+from genmesh.client import requests
+from genmesh.client.connection import CHANNEL_OPTIONS, Connection, translate
+from genmesh.text.v1 import text_pb2, text_pb2_grpc
+
+TERMINAL = ("result", "error", "cancelled")
+
+
+def final_result(events: Iterator[Any]) -> Any:
+    """Drain a stream and return its result (errors and cancellation raise)."""
+    for event in events:
+        if event.WhichOneof("event") == "result":
+            return event.result
+    raise errors.Internal("the stream ended without a result")
+
+
+class TextClient:
+    def __init__(self, channel: grpc.Channel, connection: Connection) -> None:
+        self._stub = text_pb2_grpc.TextServiceStub(channel)
+        self._metadata = connection.metadata()
+
+    def _stream(self, call: Any, request: Any, timeout: float | None) -> Iterator[Any]:
+        responses = call(request, metadata=self._metadata, timeout=timeout)
+        try:
+            yield from responses
+        except grpc.RpcError as exc:
+            raise translate(exc) from None
+        finally:
+            responses.cancel()  # no-op once finished; cancels the job when the caller stops early
+
+    def stream_generate(self, prompt: str, *, timeout: float | None = None, **options: Any) -> Iterator[Any]:
+        """Yield GenerateResponse events: queued, started, deltas, then the result."""
+        return self._stream(self._stub.Generate, requests.generate_request(prompt, **options), timeout)
+
+    def generate(self, prompt: str, *, timeout: float | None = None, **options: Any) -> text_pb2.TextResult:
+        return final_result(self.stream_generate(prompt, timeout=timeout, **options))
+
+    def stream_chat(
+        self, messages: requests.ChatMessages, *, timeout: float | None = None, **options: Any
+    ) -> Iterator[Any]:
+        return self._stream(self._stub.Chat, requests.chat_request(messages, **options), timeout)
+
+    def chat(self, messages: requests.ChatMessages, *, timeout: float | None = None, **options: Any):
+        return final_result(self.stream_chat(messages, timeout=timeout, **options))
+
+    def _unary(self, call: Any, request: Any) -> Any:
+        try:
+            return call(request, metadata=self._metadata)
+        except grpc.RpcError as exc:
+            raise translate(exc) from None
+
+    def list_models(self) -> list[Any]:
+        return list(self._unary(self._stub.ListModels, text_pb2.ListModelsRequest()).models)
+
+    def get_job(self, job_id: str) -> text_pb2.Job:
+        return self._unary(self._stub.GetJob, text_pb2.GetJobRequest(job_id=job_id))
+
+    def cancel_job(self, job_id: str) -> text_pb2.Job:
+        return self._unary(self._stub.CancelJob, text_pb2.CancelJobRequest(job_id=job_id))
+
+
+class GenmeshClient:
+    """Blocking client for the genmesh gateway (or a single server)."""
+
+    def __init__(self, url: str | None = None, api_key: str | None = None, *, secure: bool | None = None) -> None:
+        self.connection = Connection.resolve(url, api_key, secure)
+        if self.connection.secure:
+            self._channel = grpc.secure_channel(
+                self.connection.url, grpc.ssl_channel_credentials(), options=CHANNEL_OPTIONS
+            )
+        else:
+            self._channel = grpc.insecure_channel(self.connection.url, options=CHANNEL_OPTIONS)
+        self.text = TextClient(self._channel, self.connection)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> GenmeshClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,275 @@
+"""``genmesh up``: the whole mesh as local processes on loopback.
+
+Order: the S3 server, each chosen service (waiting until its health check says SERVING), then
+Envoy in front of them. Ctrl-C or SIGTERM stops everything in reverse order, by PID. All state
+(S3 data, models, generated keys, logs, the rendered gateway config) lives in one data folder.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import secrets
+import signal
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import structlog
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from servers.mesh.envoy import API_KEYS_ENV, API_KEYS_FILE_ENV, SERVICES, Envoy, load_api_keys, render_envoy_config
+from servers.mesh.processes import ManagedProcess, free_port, wait_until
+from servers.mesh.s3 import S3Server
+
+log = structlog.get_logger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DESCRIPTOR_PATH = REPO_ROOT / "deploy" / "envoy" / "genmesh.pb"
+DEFAULT_DATA_DIR = Path.home() / ".local" / "share" / "genmesh"
+SERVICE_MODULES = {name: f"servers.{name}" for name in SERVICES}
+# First start may assemble or build models; later starts take seconds.
+SERVICE_START_TIMEOUT = 600.0
+
+
+def implemented_services() -> list[str]:
+    def has_main(module: str) -> bool:
+        return (
+            importlib.util.find_spec(module) is not None and importlib.util.find_spec(f"{module}.__main__") is not None
+        )
+
+    return [name for name, module in SERVICE_MODULES.items() if has_main(module)]
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a secret file with mode 600 from the start (never world-readable, even briefly)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    tmp.replace(path)
+
+
+@dataclass(frozen=True)
+class LaunchOptions:
+    port: int = 8080
+    services: tuple[str, ...] = ("text",)
+    data_dir: Path = DEFAULT_DATA_DIR
+    threads: int = 2
+    rate_limit_rps: int = 100
+    rate_limit_burst: int = 200
+    service_args: dict[str, list[str]] = field(default_factory=dict)  # extra flags per service
+
+    @classmethod
+    def build(cls, *, port: int, services: str, data_dir: Path | None) -> LaunchOptions:
+        chosen = tuple(dict.fromkeys(name.strip() for name in services.split(",") if name.strip()))
+        available = implemented_services()
+        unknown = [name for name in chosen if name not in available]
+        if not chosen or unknown:
+            raise SystemExit(f"--services: choose from {', '.join(available)} (got {services!r})")
+        threads = int(os.environ.get("GENMESH_THREADS", "2"))
+        return cls(port=port, services=chosen, data_dir=(data_dir or DEFAULT_DATA_DIR).expanduser(), threads=threads)
+
+
+@dataclass
+class ApiKeys:
+    keys: dict[str, str]
+    generated_file: Path | None = None  # set when this run created the key
+
+
+def resolve_api_keys(data_dir: Path, environ: dict[str, str] | os._Environ[str] = os.environ) -> ApiKeys:
+    """Keys from GENMESH_API_KEYS / GENMESH_API_KEYS_FILE; else the data folder's key file; else a new
+    random key written there (mode 600). Never a built-in default."""
+    if environ.get(API_KEYS_ENV) or environ.get(API_KEYS_FILE_ENV):
+        return ApiKeys(load_api_keys(environ))
+    keys_file = data_dir / "api-keys"
+    if keys_file.exists():
+        return ApiKeys(load_api_keys({}, keys_file))
+    key = "gm_" + secrets.token_urlsafe(32)
+    write_private(keys_file, f"# genmesh API keys, one client=key per line\nlocal={key}\n")
+    return ApiKeys({"local": key}, generated_file=keys_file)
+
+
+def s3_credentials(data_dir: Path) -> tuple[str, str]:
+    """The local S3 server's credentials: generated once, kept in the data folder (mode 600)."""
+    path = data_dir / "s3-credentials.json"
+    if path.exists():
+        stored = json.loads(path.read_text())
+        return stored["access_key"], stored["secret_key"]
+    access, secret = "genmesh-" + secrets.token_hex(6), secrets.token_urlsafe(32)
+    write_private(path, json.dumps({"access_key": access, "secret_key": secret}))
+    return access, secret
+
+
+def health_status(port: int, service: str = "") -> int:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        return stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=2).status
+
+
+class Mesh:
+    """The running local mesh. ``start()`` returns once the gateway routes to every service."""
+
+    def __init__(self, options: LaunchOptions) -> None:
+        self.options = options
+        self.data_dir = options.data_dir.resolve()
+        self.logs = self.data_dir / "logs"
+        self.api_keys = ApiKeys({})
+        self.s3: S3Server | None = None
+        self.servers: dict[str, ManagedProcess] = {}
+        self.server_ports: dict[str, int] = {}
+        self.envoy: Envoy | None = None
+
+    @property
+    def url(self) -> str:
+        return f"127.0.0.1:{self.options.port}"
+
+    @property
+    def api_key(self) -> str:
+        return next(iter(self.api_keys.keys.values()))
+
+    def service_env(self) -> dict[str, str]:
+        assert self.s3 is not None
+        return {
+            "GENMESH_S3_ENDPOINT": self.s3.endpoint,
+            "GENMESH_S3_ACCESS_KEY": self.s3.access_key,
+            "GENMESH_S3_SECRET_KEY": self.s3.secret_key,
+            "GENMESH_DATA_DIR": str(self.data_dir),
+            "GENMESH_THREADS": str(self.options.threads),
+            "GENMESH_LOG_FORMAT": "json",
+        }
+
+    def start(self) -> Mesh:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.data_dir, 0o700)
+        self.api_keys = resolve_api_keys(self.data_dir)
+        access, secret = s3_credentials(self.data_dir)
+        try:
+            self.s3 = S3Server(self.data_dir / "s3", access, secret, log_path=self.logs / "s3.log").start()
+            for name in self.options.services:
+                self._start_service(name)
+            for name, process in self.servers.items():
+                port = self.server_ports[name]
+                wait_until(
+                    lambda port=port: health_status(port) == health_pb2.HealthCheckResponse.SERVING,
+                    timeout=SERVICE_START_TIMEOUT,
+                    what=f"the {name} server",
+                    process=process,
+                )
+                log.info("service_ready", service=name, port=port)
+            self._start_envoy()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start_service(self, name: str) -> None:
+        port = free_port()
+        argv = [sys.executable, "-m", SERVICE_MODULES[name], "--port", str(port)]
+        argv += self.options.service_args.get(name, [])
+        env = self.service_env()
+        self.servers[name] = ManagedProcess(name, argv, log_path=self.logs / f"{name}.log", env=env).start()
+        self.server_ports[name] = port
+
+    def _start_envoy(self) -> None:
+        admin_port = free_port()
+        config = render_envoy_config(
+            listen_port=self.options.port,
+            admin_port=admin_port,
+            descriptor_path=DESCRIPTOR_PATH,
+            api_keys=self.api_keys.keys,
+            upstreams={name: [("127.0.0.1", port)] for name, port in self.server_ports.items()},
+            rate_limit_rps=self.options.rate_limit_rps,
+            rate_limit_burst=self.options.rate_limit_burst,
+        )
+        config_path = self.data_dir / "envoy.yaml"
+        write_private(config_path, config)  # it holds the API keys
+        self.envoy = Envoy(config_path, admin_port=admin_port, log_path=self.logs / "envoy.log").start()
+        # Ready means the listener is up; wait until its health checks route to every service too.
+        wait_until(self._gateway_routes_all, timeout=60, what="the gateway's health checks", process=self.envoy)
+
+    def _gateway_routes_all(self) -> bool:
+        """True once Envoy's active health checks mark every service's endpoint healthy."""
+        assert self.envoy is not None
+        with urllib.request.urlopen(f"{self.envoy.admin_url}/clusters?format=json", timeout=2) as response:
+            clusters = json.load(response)["cluster_statuses"]
+        for cluster in clusters:
+            if cluster["name"] not in self.servers:
+                continue
+            hosts = cluster.get("host_statuses", [])
+            if not hosts or any(
+                host["health_status"].get("eds_health_status") != "HEALTHY"
+                or set(host["health_status"]) - {"eds_health_status"}
+                for host in hosts
+            ):
+                return False
+        return True
+
+    def dead_process(self) -> ManagedProcess | None:
+        for process in [p for p in (self.s3 and self.s3._process, *self.servers.values(), self.envoy) if p]:
+            if not process.alive():
+                return process
+        return None
+
+    def stop(self) -> None:
+        if self.envoy is not None:
+            self.envoy.stop()
+        for process in reversed(list(self.servers.values())):
+            process.stop(timeout=40)  # servers drain running jobs first
+        if self.s3 is not None:
+            self.s3.stop()
+
+    def banner(self) -> str:
+        key_line = (
+            f"API key (new, shown once; stored in {self.api_keys.generated_file}):\n    {self.api_key}"
+            if self.api_keys.generated_file
+            else "API key: from GENMESH_API_KEYS / GENMESH_API_KEYS_FILE, or the data folder's api-keys file"
+        )
+        return f"""
+genmesh is up: gateway http://{self.url} (gRPC and REST), services: {", ".join(self.servers)}
+{key_line}
+Data folder: {self.data_dir} (logs in {self.logs})
+
+Try it (set the key first: export GENMESH_API_KEY=...):
+  genmesh text "Once upon a time" --max-tokens 32
+  grpcurl -plaintext -H "x-api-key: $GENMESH_API_KEY" {self.url} list
+  curl -N -H "x-api-key: $GENMESH_API_KEY" http://{self.url}/v1/text:generate \\
+       -d '{{"prompt": "Once upon a time", "sampling": {{"max_tokens": 32}}}}'
+
+Ctrl-C stops everything.
+"""
+
+
+def run_mesh(options: LaunchOptions) -> int:
+    """Start, print how to use it, wait for Ctrl-C / SIGTERM or a crashed child, stop. Exit code."""
+    from servers.runtime.logging import configure_logging
+
+    configure_logging(os.environ.get("GENMESH_LOG_LEVEL", "info"), os.environ.get("GENMESH_LOG_FORMAT", "auto"))
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    mesh = Mesh(options)
+    started = time.monotonic()
+    try:
+        mesh.start()
+    except (RuntimeError, TimeoutError, ValueError) as exc:
+        print(f"genmesh up failed: {exc}", file=sys.stderr)
+        return 1
+    print(mesh.banner(), flush=True)
+    log.info("mesh_up", seconds=round(time.monotonic() - started, 2), url=mesh.url)
+    code = 0
+    while not stop.wait(1.0):
+        dead = mesh.dead_process()
+        if dead is not None:
+            print(f"{dead.name} exited unexpectedly; see {dead.log_path}\n{dead.log_tail(20)}", file=sys.stderr)
+            code = 1
+            break
+    mesh.stop()
+    log.info("mesh_down")
+    return code

@@ -1,0 +1,134 @@
+"""JobQueue: ordering, queue positions, a full queue, cancellation, replay, drain (real threads)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from genmesh.errors import InvalidArgument, ResourceExhausted, Unavailable
+from servers.runtime.jobs import (
+    CancelledEvent,
+    Failed,
+    JobContext,
+    JobQueue,
+    JobState,
+    Output,
+    Queued,
+    Started,
+    Succeeded,
+)
+
+
+def make_queue(max_queued: int = 4) -> JobQueue:
+    queue = JobQueue(name="test", id_prefix="t", devices=["cpu"], max_queued=max_queued)
+    queue.start()
+    return queue
+
+
+async def collect(queue: JobQueue, job) -> list:
+    return [event async for event in queue.events(job)]
+
+
+def blocking_work(release: threading.Event, steps: int = 1000):
+    def work(ctx: JobContext) -> str:
+        for step in range(1, steps + 1):
+            ctx.check_cancelled()
+            ctx.output(f"piece-{step}", step, steps)
+            if release.wait(0.01):
+                return "done"
+        return "done"
+
+    return work
+
+
+async def test_events_in_order_and_result() -> None:
+    queue = make_queue()
+
+    def work(ctx: JobContext) -> int:
+        for step in (1, 2, 3):
+            ctx.output(step, step, 3)
+        return 42
+
+    job = queue.submit(work, method="M")
+    events = await collect(queue, job)
+    assert isinstance(events[0], Queued) and events[0].queue_position == 0
+    assert isinstance(events[1], Started)
+    assert [e.payload for e in events if isinstance(e, Output)] == [1, 2, 3]
+    assert events[-1] == Succeeded(42)
+    assert job.state is JobState.SUCCEEDED and job.result == 42
+    assert job.progress is not None and job.progress.fraction == 1.0
+    # A late watcher replays the whole history.
+    assert await collect(queue, job) == events
+    await queue.drain(1)
+
+
+async def test_queue_positions_update_and_full_queue_is_rejected_at_once() -> None:
+    queue = make_queue(max_queued=2)
+    release = threading.Event()
+    running = queue.submit(blocking_work(release), method="M")
+    while running.state is not JobState.RUNNING:
+        await asyncio.sleep(0.01)
+    second = queue.submit(blocking_work(release), method="M")
+    third = queue.submit(blocking_work(release), method="M")
+    assert (second.queue_position, third.queue_position) == (0, 1)
+    with pytest.raises(ResourceExhausted, match="queue is full"):
+        queue.submit(blocking_work(release), method="M")
+    queue.cancel(second.id)
+    await asyncio.sleep(0.05)
+    assert second.state is JobState.CANCELLED
+    assert third.queue_position == 0  # moved up when the job ahead left
+    release.set()
+    await collect(queue, third)
+    assert third.state is JobState.SUCCEEDED
+    await queue.drain(1)
+
+
+async def test_cancel_running_job_stops_it_between_steps() -> None:
+    queue = make_queue()
+    release = threading.Event()
+    job = queue.submit(blocking_work(release), method="M")
+    seen = []
+    async for event in queue.events(job):
+        seen.append(event)
+        if isinstance(event, Output) and event.payload == "piece-3":
+            queue.cancel(job.id)
+    assert isinstance(seen[-1], CancelledEvent) and seen[-1].reason == "cancel requested"
+    assert job.state is JobState.CANCELLED
+    assert len([e for e in seen if isinstance(e, Output)]) < 10  # stopped within a step or two
+    await queue.drain(1)
+
+
+async def test_domain_errors_keep_their_code_and_crashes_hide_details() -> None:
+    queue = make_queue()
+
+    def bad_input(ctx: JobContext) -> None:
+        raise InvalidArgument("steps must be between 1 and 10 (got 99)", field="steps")
+
+    def crash(ctx: JobContext) -> None:
+        raise KeyError("secret-internal-detail")
+
+    failed = queue.submit(bad_input, method="M")
+    crashed = queue.submit(crash, method="M")
+    assert (await collect(queue, failed))[-1] == Failed("INVALID_ARGUMENT", "steps must be between 1 and 10 (got 99)")
+    last = (await collect(queue, crashed))[-1]
+    assert isinstance(last, Failed) and last.code == "INTERNAL"
+    assert "secret-internal-detail" not in last.message
+    await queue.drain(1)
+
+
+async def test_drain_rejects_new_jobs_cancels_waiting_and_lets_running_finish() -> None:
+    queue = make_queue()
+    release = threading.Event()
+    running = queue.submit(blocking_work(release, steps=30), method="M")
+    while running.state is not JobState.RUNNING:
+        await asyncio.sleep(0.01)
+    waiting = queue.submit(blocking_work(release), method="M")
+    drained = asyncio.create_task(queue.drain(5))
+    await asyncio.sleep(0.05)
+    with pytest.raises(Unavailable):
+        queue.submit(blocking_work(release), method="M")
+    assert await drained
+    assert running.state is JobState.SUCCEEDED  # ran to the end (30 short steps)
+    assert waiting.state is JobState.CANCELLED and waiting.cancel_reason == "server shutting down"

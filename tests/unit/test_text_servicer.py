@@ -1,0 +1,199 @@
+"""TextServicer in an in-process grpc.aio server with the real runtime and a fake engine and store:
+the stream contract, error mapping, cancellation, disconnects, detached jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import dataclass
+
+import grpc
+import pytest
+
+from genmesh.common.v1 import job_pb2
+from genmesh.text.v1 import text_pb2, text_pb2_grpc
+from servers.runtime.interceptors import ErrorAndContextInterceptor
+from servers.runtime.jobs import JobQueue
+from servers.text.servicer import TextServicer
+from servers.text.types import FinishReason, TextOutcome, TextRequest
+from storage.object_store import StoredObject
+
+
+@dataclass
+class FakeCatalog:
+    default_name: str = "fake"
+
+    def specs(self) -> list:
+        return []
+
+
+class FakeEngine:
+    """Streams one token per 5 ms; ``crash`` raises an unexpected error."""
+
+    n_ctx = 128
+    loaded_name = "fake"
+
+    def __init__(self) -> None:
+        self.catalog = FakeCatalog()
+        self.tokens_emitted = 0
+        self.gate = threading.Event()
+
+    def generate(self, request: TextRequest, reporter) -> TextOutcome:
+        if request.prompt == "crash":
+            raise RuntimeError("secret detail")
+        pieces = []
+        for step in range(1, request.sampling.max_tokens + 1):
+            reporter.check_cancelled()
+            pieces.append(f"t{step} ")
+            self.tokens_emitted = step
+            reporter.output(pieces[-1], step, request.sampling.max_tokens)
+            self.gate.wait(0.005)
+        return TextOutcome("".join(pieces), FinishReason.LENGTH, 3, len(pieces), 1.0, 100.0, 0.1, "fake", 7)
+
+
+class FakeStore:
+    def __init__(self) -> None:
+        self.saved: dict[str, bytes] = {}
+
+    def put_bytes(self, bucket: str, key: str, data: bytes, content_type: str) -> StoredObject:
+        self.saved[key] = data
+        return StoredObject(bucket, key, f"http://s3/{key}", content_type, len(data), "0" * 64)
+
+
+@pytest.fixture
+async def text_stub():
+    queue = JobQueue(name="text", id_prefix="txt", devices=["cpu"], max_queued=2)
+    engine, store = FakeEngine(), FakeStore()
+    server = grpc.aio.server(interceptors=[ErrorAndContextInterceptor()])
+    text_pb2_grpc.add_TextServiceServicer_to_server(TextServicer(engine, queue, store), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    queue.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    yield text_pb2_grpc.TextServiceStub(channel), engine, store, queue
+    await channel.close()
+    await queue.drain(2)
+    await server.stop(0)
+
+
+def generate(prompt: str = "hello", max_tokens: int = 5, **kwargs) -> text_pb2.GenerateRequest:
+    return text_pb2.GenerateRequest(prompt=prompt, sampling=text_pb2.SamplingOptions(max_tokens=max_tokens), **kwargs)
+
+
+def generate_with(**sampling) -> text_pb2.GenerateRequest:  # noqa: ANN003
+    return text_pb2.GenerateRequest(prompt="x", sampling=text_pb2.SamplingOptions(**sampling))
+
+
+async def test_stream_contract(text_stub) -> None:
+    stub, _, store, _ = text_stub
+    events = [event async for event in stub.Generate(generate(max_tokens=4))]
+    kinds = [event.WhichOneof("event") for event in events]
+    assert kinds[0] == "queued" and events[0].job_id.startswith("txt-")
+    assert kinds[1] == "started"
+    assert kinds[2:-1] == ["delta"] * 4
+    assert kinds[-1] == "result" and kinds.count("result") == 1
+    assert {event.job_id for event in events} == {events[0].job_id}
+    assert events[-1].state == job_pb2.JOB_STATE_SUCCEEDED
+    assert events[-2].progress.step == 4 and events[-2].progress.total_steps == 4
+    result = events[-1].result
+    assert result.text == "t1 t2 t3 t4 " and result.usage.total_tokens == 7
+    assert result.record.key.endswith(f"/{events[0].job_id}/result.json") and result.record.key in store.saved
+
+
+@pytest.mark.parametrize(
+    ("request_message", "field"),
+    [
+        (generate(max_tokens=-5), "sampling.max_tokens"),
+        (generate(prompt="   "), "prompt"),
+        (
+            text_pb2.GenerateRequest(prompt="x", sampling=text_pb2.SamplingOptions(temperature=3)),
+            "sampling.temperature",
+        ),
+        (generate_with(top_p=0), "sampling.top_p"),
+        (generate_with(seed=-1), "sampling.seed"),
+    ],
+)
+async def test_invalid_argument_names_the_field(text_stub, request_message, field) -> None:
+    stub = text_stub[0]
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        _ = [event async for event in stub.Generate(request_message)]
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field in caught.value.details()
+
+
+async def test_chat_validation(text_stub) -> None:
+    stub = text_stub[0]
+    bad = text_pb2.ChatRequest(messages=[text_pb2.ChatMessage(role="robot", content="hi")])
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        _ = [event async for event in stub.Chat(bad)]
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "messages[0].role" in caught.value.details()
+
+
+async def test_crash_is_internal_without_details(text_stub) -> None:
+    stub = text_stub[0]
+    events = []
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for event in stub.Generate(generate(prompt="crash")):
+            events.append(event)
+    assert caught.value.code() == grpc.StatusCode.INTERNAL
+    assert "secret detail" not in caught.value.details()
+    assert events[-1].WhichOneof("event") == "error" and events[-1].error.code == "INTERNAL"
+
+
+async def test_cancel_job_ends_the_stream_with_a_cancelled_event(text_stub) -> None:
+    stub, engine, store, _ = text_stub
+    events = []
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for event in stub.Generate(generate(max_tokens=10_000)):
+            events.append(event)
+            if event.WhichOneof("event") == "delta" and event.progress.step == 3:
+                job = await stub.CancelJob(text_pb2.CancelJobRequest(job_id=event.job_id))
+                assert job.status.job_id == event.job_id
+    assert caught.value.code() == grpc.StatusCode.CANCELLED
+    assert events[-1].WhichOneof("event") == "cancelled"
+    assert engine.tokens_emitted < 10  # stopped within a token or so
+    assert not store.saved  # nothing stored for a cancelled job
+    job = await stub.GetJob(text_pb2.GetJobRequest(job_id=events[0].job_id))
+    assert job.status.state == job_pb2.JOB_STATE_CANCELLED
+
+
+async def test_client_disconnect_cancels_unless_detached(text_stub) -> None:
+    stub, _, _, queue = text_stub
+    for detach in (False, True):
+        call = stub.Generate(generate(max_tokens=60, detach=detach))
+        first = await call.read()
+        await call.read()
+        call.cancel()
+        job = queue.get(first.job_id)
+        for _ in range(200):
+            if job.terminal:
+                break
+            await asyncio.sleep(0.02)
+        expected = "succeeded" if detach else "cancelled"
+        assert job.state.value == expected, detach
+        if detach:
+            fetched = await stub.GetJob(text_pb2.GetJobRequest(job_id=first.job_id))
+            assert fetched.result.usage.completion_tokens == 60
+
+
+async def test_unknown_job_is_not_found_and_bad_id_invalid(text_stub) -> None:
+    stub = text_stub[0]
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.GetJob(text_pb2.GetJobRequest(job_id="txt-doesnotexist"))
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.CancelJob(text_pb2.CancelJobRequest(job_id="../etc"))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_full_queue_is_resource_exhausted_at_once(text_stub) -> None:
+    stub = text_stub[0]
+    calls = [stub.Generate(generate(max_tokens=10_000)) for _ in range(3)]
+    for call in calls:
+        await call.read()  # running, queued 0, queued 1
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        _ = [event async for event in stub.Generate(generate())]
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    for call in calls:
+        call.cancel()
