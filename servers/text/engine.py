@@ -107,6 +107,10 @@ class TextEngine:
         seed = sampling.seed if sampling.seed is not None else secrets.randbits(32)
         grammar = self._grammar(request)
 
+        if sampling.seed is not None:
+            # Reusing the cached prompt prefix evaluates fewer tokens in a different batch shape,
+            # which changes the logits slightly; a fixed seed must give the same text, so start clean.
+            llm.reset()
         started = time.monotonic()
         first_token_at = last_token_at = None
         pieces: list[str] = []
