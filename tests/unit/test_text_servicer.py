@@ -80,7 +80,7 @@ def generate(prompt: str = "hello", max_tokens: int = 5, **kwargs) -> text_pb2.G
     return text_pb2.GenerateRequest(prompt=prompt, sampling=text_pb2.SamplingOptions(max_tokens=max_tokens), **kwargs)
 
 
-def generate_with(**sampling) -> text_pb2.GenerateRequest:  # noqa: ANN003
+def generate_with(**sampling) -> text_pb2.GenerateRequest:
     return text_pb2.GenerateRequest(prompt="x", sampling=text_pb2.SamplingOptions(**sampling))
 
 
