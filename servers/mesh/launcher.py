@@ -15,7 +15,6 @@ import signal
 import sys
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +22,15 @@ import grpc
 import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from servers.mesh.envoy import API_KEYS_ENV, API_KEYS_FILE_ENV, SERVICES, Envoy, load_api_keys, render_envoy_config
+from servers.mesh.envoy import (
+    API_KEYS_ENV,
+    API_KEYS_FILE_ENV,
+    LOCAL_OPENER,
+    SERVICES,
+    Envoy,
+    load_api_keys,
+    render_envoy_config,
+)
 from servers.mesh.processes import ManagedProcess, free_port, wait_until
 from servers.mesh.s3 import S3Server
 
@@ -197,7 +204,7 @@ class Mesh:
     def _gateway_routes_all(self) -> bool:
         """True once Envoy's active health checks mark every service's endpoint healthy."""
         assert self.envoy is not None
-        with urllib.request.urlopen(f"{self.envoy.admin_url}/clusters?format=json", timeout=2) as response:
+        with LOCAL_OPENER.open(f"{self.envoy.admin_url}/clusters?format=json", timeout=2) as response:
             clusters = json.load(response)["cluster_statuses"]
         for cluster in clusters:
             if cluster["name"] not in self.servers:

@@ -1,0 +1,313 @@
+"""The gateway config: rendering, strict validation by the real Envoy, API key loading, and one real
+Envoy started from it (no upstream needed: auth, unknown paths, empty clusters, probes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from google.api import annotations_pb2
+from grpc_tools import protoc
+
+from servers.mesh import envoy as envoy_mod
+from servers.mesh.envoy import (
+    ApiKeyError,
+    Envoy,
+    EnvoyConfigError,
+    envoy_binary,
+    load_api_keys,
+    render_envoy_config,
+    validate_envoy_config,
+)
+from servers.mesh.processes import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+PROTO_ROOT = ROOT / "protos"
+
+try:
+    envoy_binary()
+    HAVE_ENVOY = True
+except FileNotFoundError:
+    HAVE_ENVOY = False
+needs_envoy = pytest.mark.skipif(not HAVE_ENVOY, reason="envoy not installed (mesh extra)")
+
+ALL_LOCAL = {"text": [("127.0.0.1", 50051)], "image": [("127.0.0.1", 50052)], "video": [("127.0.0.1", 50053)]}
+ALL_LOCAL["training"] = [("127.0.0.1", 50054)]
+# Every character class a key may hold that means something to YAML, JSON, shells or string.Template.
+AWKWARD_KEY = "k\"e'y\\$x{y}#z:[a]&*!|>%@`~-"
+
+
+def build_descriptor(out: Path, files: list[str]) -> Path:
+    google_api = Path(annotations_pb2.__file__).resolve().parents[2]
+    well_known = Path(protoc.__file__).resolve().parent / "_proto"
+    argv = ["protoc", f"-I{PROTO_ROOT}", f"-I{google_api}", f"-I{well_known}", "--include_imports"]
+    assert protoc.main([*argv, f"--descriptor_set_out={out}", *files]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def descriptor(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    files = sorted(str(p.relative_to(PROTO_ROOT)) for p in PROTO_ROOT.glob("genmesh/*/v1/*.proto"))
+    if not files:
+        pytest.skip("no protos under protos/genmesh yet")
+    return build_descriptor(tmp_path_factory.mktemp("descriptor") / "genmesh.pb", files)
+
+
+def render(descriptor: Path, **overrides) -> str:
+    args = {
+        "listen_port": 8080,
+        "admin_port": 9901,
+        "descriptor_path": descriptor,
+        "api_keys": {"local": "secret-key-1"},
+        "upstreams": ALL_LOCAL,
+        "rate_limit_rps": 50,
+        "rate_limit_burst": 100,
+    }
+    return render_envoy_config(**{**args, **overrides})
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "envoy.yaml"
+    path.write_text(text)
+    return path
+
+
+# ------------------------------------------------------------------------------------------------
+# Rendering + envoy --mode validate
+
+
+@needs_envoy
+@pytest.mark.parametrize(
+    ("api_keys", "upstreams"),
+    [
+        pytest.param({"local": "secret-key-1"}, ALL_LOCAL, id="one-key-all-services"),
+        pytest.param(
+            {"alice": "a" * 43, "bob.ci": AWKWARD_KEY, "key-1": "plain"},
+            {"text": [("127.0.0.1", 6001), ("127.0.0.1", 6002)], "image": [("127.0.0.1", 6003)], "training": []},
+            id="awkward-keys-video-missing-training-empty",
+        ),
+        pytest.param({"only": "k"}, {}, id="no-upstream-at-all"),
+        pytest.param(
+            {"k8s": "key"},
+            {"text": [("text.genmesh.svc", 50051)], "image": [("::1", 50052)], "video": [("video", 50053)]},
+            id="dns-names-and-ipv6",
+        ),
+    ],
+)
+def test_rendered_configs_validate(tmp_path: Path, descriptor: Path, api_keys, upstreams) -> None:
+    text = render(descriptor, api_keys=api_keys, upstreams=upstreams)
+    assert "${" not in text
+    validate_envoy_config(write(tmp_path, text))
+
+
+def test_values_are_emitted_as_json(descriptor: Path) -> None:
+    text = render(
+        descriptor,
+        api_keys={"bob": AWKWARD_KEY},
+        upstreams={"text": [("text", 1)], "image": [("10.0.0.2", 2)]},
+        listen_host="0.0.0.0",
+        listen_port=18080,
+        admin_port=19901,
+    )
+    credentials = json.dumps([{"key": AWKWARD_KEY, "client": "bob"}])
+    assert f"credentials: {credentials}\n" in text
+    assert 'socket_address: {address: "0.0.0.0", port_value: 18080}' in text
+    assert "socket_address: {address: 127.0.0.1, port_value: 19901}" in text  # admin never leaves loopback
+    assert f"proto_descriptor: {json.dumps(str(descriptor.resolve()))}" in text
+    assert "max_tokens: 100" in text and "tokens_per_fill: 50" in text
+    # A host name makes a STRICT_DNS cluster, IP literals a STATIC one, no endpoint a STATIC empty one.
+    assert "- name: text\n    type: STRICT_DNS" in text
+    assert "- name: image\n    type: STATIC" in text
+    assert "- name: video\n    type: STATIC" in text
+    assert text.count("lb_endpoints: []") == 2  # video, training
+    # The reflection/health cluster holds every upstream once.
+    any_cluster = text[text.index("- name: any\n") :]
+    assert '"address": "text"' in any_cluster and '"address": "10.0.0.2"' in any_cluster
+    assert "- name: any\n    type: STRICT_DNS" in text
+
+
+def test_any_cluster_deduplicates_shared_servers(descriptor: Path) -> None:
+    shared = [("127.0.0.1", 7000)]
+    text = render(descriptor, upstreams={"text": shared, "image": shared})
+    any_cluster = text[text.index("- name: any\n") :]
+    assert any_cluster.count('"port_value": 7000') == 1
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"api_keys": {}}, "no API keys"),
+        ({"api_keys": {"a": "same", "b": "same"}}, "same key"),
+        ({"api_keys": {"bad name": "k"}}, "client name"),
+        ({"api_keys": {"a": "has space"}}, "visible ASCII"),
+        ({"api_keys": {"a": "x,y"}}, "visible ASCII"),
+        ({"upstreams": {"text": [("evil\n  injected: 1", 1)]}}, "bad host"),
+        ({"upstreams": {"text": [("127.0.0.1", 0)]}}, "bad port"),
+        ({"upstreams": {"text": [("127.0.0.1", "80")]}}, "bad port"),
+        ({"upstreams": {"audio": [("127.0.0.1", 1)]}}, "unknown upstream"),
+        ({"listen_host": "localhost"}, "listen_host"),
+        ({"rate_limit_rps": 0}, "rate_limit_rps"),
+        ({"rate_limit_burst": 1.5}, "rate_limit_burst"),
+    ],
+)
+def test_render_rejects_bad_input(descriptor: Path, overrides, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        render(descriptor, **overrides)
+
+
+@needs_envoy
+def test_validate_reports_envoys_error(tmp_path: Path) -> None:
+    # A descriptor without the image/video/training services: the transcoder refuses the config.
+    only_text = build_descriptor(tmp_path / "text.pb", ["genmesh/text/v1/text.proto"])
+    with pytest.raises(EnvoyConfigError, match=re.escape("genmesh.image.v1.ImageService")):
+        validate_envoy_config(write(tmp_path, render(only_text)))
+
+
+@needs_envoy
+def test_validate_reports_missing_descriptor(tmp_path: Path) -> None:
+    with pytest.raises(EnvoyConfigError, match="rejected"):
+        validate_envoy_config(write(tmp_path, render(tmp_path / "missing.pb")))
+
+
+@needs_envoy
+def test_command_line_renders_from_environment(
+    tmp_path: Path, descriptor: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GENMESH_API_KEYS", "ci=ci-key")
+    monkeypatch.delenv("GENMESH_API_KEYS_FILE", raising=False)
+    monkeypatch.setenv("GENMESH_UPSTREAM_TEXT", "text:50051,10.1.2.3:50051")
+    monkeypatch.setenv("GENMESH_UPSTREAM_IMAGE", "[::1]:50052")
+    out = tmp_path / "out" / "envoy.yaml"
+    assert envoy_mod.main(["--out", str(out), "--descriptor", str(descriptor), "--validate"]) == 0
+    assert os.stat(out).st_mode & 0o777 == 0o600
+    text = out.read_text()
+    assert '"key": "ci-key"' in text and '"address": "::1"' in text and '"address": "text"' in text
+    monkeypatch.delenv("GENMESH_API_KEYS")
+    assert envoy_mod.main(["--out", str(out), "--descriptor", str(descriptor)]) == 2  # no keys: refuses
+
+
+# ------------------------------------------------------------------------------------------------
+# API keys
+
+
+def test_load_keys_from_environment() -> None:
+    keys = load_api_keys({"GENMESH_API_KEYS": " alice=ka , kb,bob=kc,kd "})
+    assert keys == {"alice": "ka", "bob": "kc", "key-1": "kb", "key-2": "kd"}
+
+
+def test_load_keys_from_file_and_environment(tmp_path: Path) -> None:
+    keys_file = tmp_path / "keys"
+    keys_file.write_text("# gateway keys\n\nci=ci-key   # the CI runner\nplain-key\n  key-1=taken  \n")
+    keys = load_api_keys({"GENMESH_API_KEYS": "env-key"}, keys_file)
+    # Bare keys are numbered after explicit names are known, skipping names already taken.
+    assert keys == {"ci": "ci-key", "key-1": "taken", "key-2": "env-key", "key-3": "plain-key"}
+
+
+def test_keys_file_from_environment_variable(tmp_path: Path) -> None:
+    keys_file = tmp_path / "keys"
+    keys_file.write_text("ops=ops-key\n")
+    assert load_api_keys({"GENMESH_API_KEYS_FILE": str(keys_file)}) == {"ops": "ops-key"}
+    # An explicit file wins over the variable.
+    other = tmp_path / "other"
+    other.write_text("dev=dev-key\n")
+    assert load_api_keys({"GENMESH_API_KEYS_FILE": str(keys_file)}, other) == {"dev": "dev-key"}
+
+
+@pytest.mark.parametrize(
+    ("environ", "file_text", "message"),
+    [
+        ({}, None, "no API keys configured"),
+        ({"GENMESH_API_KEYS": "   "}, None, "no API keys configured"),
+        ({}, "# only a comment\n\n", "no API keys configured"),
+        ({"GENMESH_API_KEYS": "a,,b"}, None, "entry 2 is empty"),
+        ({"GENMESH_API_KEYS": "a,"}, None, "entry 2 is empty"),
+        ({"GENMESH_API_KEYS": "=key"}, None, "client name ''"),
+        ({"GENMESH_API_KEYS": "client="}, None, "empty API key"),
+        ({"GENMESH_API_KEYS": "client=a=b"}, None, "visible ASCII"),
+        ({"GENMESH_API_KEYS": "has space"}, None, "visible ASCII"),
+        ({"GENMESH_API_KEYS": "bad/name=key"}, None, "client name 'bad/name'"),
+        ({"GENMESH_API_KEYS": "a=k,b=k"}, None, "same API key"),
+        ({"GENMESH_API_KEYS": "a=k1,a=k2"}, None, "configured twice"),
+        ({"GENMESH_API_KEYS": "a=k1"}, "b=k1\n", "same API key"),
+        ({}, "ok=key\nnot ok\n", r"keys:2: an API key must be"),
+    ],
+)
+def test_load_keys_errors(tmp_path: Path, environ, file_text, message: str) -> None:
+    keys_file = None
+    if file_text is not None:
+        keys_file = tmp_path / "keys"
+        keys_file.write_text(file_text)
+    with pytest.raises(ApiKeyError, match=message):
+        load_api_keys(environ, keys_file)
+
+
+def test_missing_keys_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ApiKeyError, match="cannot read API keys file"):
+        load_api_keys({}, tmp_path / "nope")
+
+
+# ------------------------------------------------------------------------------------------------
+# A real Envoy from the rendered config (no genmesh server behind it)
+
+
+NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def http(url: str, headers: dict[str, str] | None = None, data: bytes | None = None) -> tuple[int, dict, bytes]:
+    request = urllib.request.Request(url, headers=headers or {}, data=data)
+    try:
+        with NO_PROXY.open(request, timeout=5) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+@needs_envoy
+def test_envoy_runs_the_rendered_config(tmp_path: Path, descriptor: Path) -> None:
+    port, admin_port = free_port(), free_port()
+    # Nothing listens on the upstream port: its health check fails, so the service gets no traffic.
+    config = write(
+        tmp_path,
+        render(
+            descriptor,
+            listen_port=port,
+            admin_port=admin_port,
+            api_keys={"bob": AWKWARD_KEY},
+            upstreams={"text": [("127.0.0.1", free_port())]},
+        ),
+    )
+    gateway = Envoy(config, admin_port=admin_port, log_path=tmp_path / "envoy.log", concurrency=1).start()
+    try:
+        base = f"http://127.0.0.1:{port}"
+        assert http(f"{base}/healthz")[:1] == (200,)  # probes need no key
+
+        status, headers, body = http(f"{base}/v1/images/models")
+        assert status == 401 and json.loads(body) == {"code": 16, "message": "Client authentication failed."}
+        assert http(f"{base}/v1/images/models", {"x-api-key": "wrong"})[0] == 401
+
+        # The awkward key reached Envoy intact; image has no endpoint: 503 with a gRPC-style JSON body.
+        for auth in ({"x-api-key": AWKWARD_KEY}, {"authorization": f"Bearer {AWKWARD_KEY}"}):
+            status, headers, body = http(f"{base}/v1/images/models", auth)
+            assert status == 503, body
+            assert json.loads(body) == {"code": 14, "message": "no healthy upstream"}
+            assert headers["x-ratelimit-limit"] == "100"
+
+        status, _, body = http(f"{base}/v1/nothing", {"x-api-key": AWKWARD_KEY})
+        assert status == 404 and json.loads(body)["code"] == 5
+
+        # A second Envoy on the same port fails at startup instead of sharing the traffic.
+        clash_admin = free_port()
+        clash_config = tmp_path / "clash.yaml"
+        clash_config.write_text(render(descriptor, listen_port=port, admin_port=clash_admin))
+        clash = Envoy(clash_config, admin_port=clash_admin, log_path=tmp_path / "clash.log", concurrency=1)
+        with pytest.raises(RuntimeError, match="exited"):
+            clash.start(timeout=20)
+        assert "Address already in use" in clash.log_tail()
+    finally:
+        gateway.stop()
+    assert not gateway.alive()
