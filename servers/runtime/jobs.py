@@ -124,6 +124,8 @@ class Job:
     result: Any = None
     error: Failed | None = None
     cancel_reason: str | None = None
+    # The submitting call's log context (request id, client id), re-bound in the worker thread.
+    log_context: dict[str, Any] = field(default_factory=dict)
     history: list[JobEvent] = field(default_factory=list)
     # Set from any thread; the engine polls it between steps (tokens, denoising steps, batches).
     cancel_requested: threading.Event = field(default_factory=threading.Event)
@@ -138,9 +140,12 @@ class Job:
 class JobContext:
     """What an engine sees of its job: cancellation and progress reporting. Thread-safe."""
 
-    def __init__(self, job: Job, publish: Callable[[Job, JobEvent], None], device: str) -> None:
+    def __init__(
+        self, job: Job, publish: Callable[[Job, JobEvent], None], device: str, queued_seconds: float = 0.0
+    ) -> None:
         self.job_id = job.id
         self.device = device
+        self.queued_seconds = queued_seconds
         self._job = job
         self._publish = publish
         self._started = time.monotonic()
@@ -246,7 +251,12 @@ class JobQueue:
         if not self._accepting:
             raise Unavailable("the server is shutting down and accepts no new jobs")
         self._prune()
-        job = Job(id=self._new_id(), method=method, detached=detached, work=work)
+        log_context = {
+            key: value
+            for key, value in structlog.contextvars.get_contextvars().items()
+            if key in ("request_id", "client_id")
+        }
+        job = Job(id=self._new_id(), method=method, detached=detached, work=work, log_context=log_context)
         with self._cond:
             if len(self._pending) >= self.max_queued:
                 raise ResourceExhausted(f"the {self.name} queue is full ({self.max_queued} jobs waiting); retry later")
@@ -382,9 +392,9 @@ class JobQueue:
         queued_seconds = time.time() - job.created_at
         self._publish(job, Started(queued_seconds))
         self._loop.call_soon_threadsafe(self._announce_positions)
-        context = JobContext(job, self._publish, device)
+        context = JobContext(job, self._publish, device, queued_seconds)
         started = time.monotonic()
-        with structlog.contextvars.bound_contextvars(job_id=job.id, method=job.method):
+        with structlog.contextvars.bound_contextvars(job_id=job.id, method=job.method, **job.log_context):
             log.info("job_started", queued_seconds=round(queued_seconds, 3), device=device)
             try:
                 context.check_cancelled()

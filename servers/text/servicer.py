@@ -35,9 +35,7 @@ class TextServicer(text_pb2_grpc.TextServiceServicer):
     def _work(self, request: TextRequest, method: str, client: str, context: JobContext) -> text_pb2.TextResult:
         outcome = self.engine.generate(request, context)
         record = save_record(self.store, context.job_id, method, request, outcome, client)
-        job = self.queue.get(context.job_id)  # read-only: queued time for the result
-        queued = (job.started_at or job.created_at) - job.created_at
-        return convert.text_result(outcome, record, queued)
+        return convert.text_result(outcome, record, context.queued_seconds)
 
     def _stream(self, request: TextRequest, method: str, detach: bool, response_type: type, context):
         work = functools.partial(self._work, request, method, client_id(context))
