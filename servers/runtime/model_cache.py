@@ -1,0 +1,96 @@
+"""Loaded models with a keep-alive: load on first use, unload after an idle time.
+
+Device memory holds one model at a time per cache (a request for another model swaps it). The
+worker thread uses a model inside ``with cache.use(name) as model:``; an idle timer unloads it
+only when no job holds it. ``keep_alive_seconds <= 0`` keeps models loaded forever.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+M = TypeVar("M")
+
+
+class ModelCache(Generic[M]):
+    def __init__(
+        self,
+        load: Callable[[str], M],
+        *,
+        keep_alive_seconds: float,
+        unload: Callable[[M], None] | None = None,
+    ) -> None:
+        self._load = load
+        self._unload = unload
+        self.keep_alive_seconds = keep_alive_seconds
+        self._lock = threading.RLock()
+        self._name: str | None = None
+        self._model: M | None = None
+        self._in_use = 0
+        self._last_used = time.monotonic()
+        self._timer: threading.Timer | None = None
+        self.last_load_seconds = 0.0
+
+    @property
+    def loaded_name(self) -> str | None:
+        return self._name
+
+    def is_loaded(self, name: str) -> bool:
+        return self._name == name and self._model is not None
+
+    @contextlib.contextmanager
+    def use(self, name: str) -> Iterator[M]:
+        """The model called ``name``, loading it (and unloading another) first if needed."""
+        with self._lock:
+            self.last_load_seconds = 0.0
+            if self._name != name or self._model is None:
+                self._drop()
+                started = time.monotonic()
+                self._model = self._load(name)
+                self._name = name
+                self.last_load_seconds = time.monotonic() - started
+                log.info("model_loaded", model=name, seconds=round(self.last_load_seconds, 3))
+            self._in_use += 1
+            model = self._model
+        try:
+            yield model
+        finally:
+            with self._lock:
+                self._in_use -= 1
+                self._last_used = time.monotonic()
+                self._schedule_unload()
+
+    def _schedule_unload(self) -> None:
+        if self.keep_alive_seconds <= 0:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = threading.Timer(self.keep_alive_seconds, self._unload_if_idle)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _unload_if_idle(self) -> None:
+        with self._lock:
+            idle = time.monotonic() - self._last_used
+            if self._in_use == 0 and self._model is not None and idle >= self.keep_alive_seconds * 0.99:
+                log.info("model_unloaded_idle", model=self._name, idle_seconds=round(idle, 1))
+                self._drop()
+
+    def _drop(self) -> None:
+        if self._model is not None and self._unload is not None:
+            self._unload(self._model)
+        self._model, self._name = None, None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._drop()

@@ -1,0 +1,44 @@
+"""ModelCache: load on first use, swap on another name, unload after the keep-alive when idle."""
+
+from __future__ import annotations
+
+import time
+
+from servers.runtime.model_cache import ModelCache
+
+
+def test_load_once_swap_and_idle_unload() -> None:
+    loads, unloads = [], []
+    cache = ModelCache(
+        lambda name: loads.append(name) or f"model:{name}", keep_alive_seconds=0.2, unload=unloads.append
+    )
+    with cache.use("a") as model:
+        assert model == "model:a"
+    with cache.use("a"):
+        pass
+    assert loads == ["a"] and cache.is_loaded("a")
+    with cache.use("b"):
+        assert unloads == ["model:a"]
+    deadline = time.monotonic() + 5
+    while cache.loaded_name is not None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert cache.loaded_name is None and unloads == ["model:a", "model:b"]
+    cache.close()
+
+
+def test_model_in_use_is_not_unloaded() -> None:
+    cache = ModelCache(lambda name: name, keep_alive_seconds=0.05)
+    with cache.use("a"):
+        cache._unload_if_idle()
+        assert cache.is_loaded("a")
+        time.sleep(0.1)
+        assert cache.is_loaded("a")
+    cache.close()
+
+
+def test_keep_alive_zero_keeps_models() -> None:
+    cache = ModelCache(lambda name: name, keep_alive_seconds=0)
+    with cache.use("a"):
+        pass
+    time.sleep(0.05)
+    assert cache.is_loaded("a")
