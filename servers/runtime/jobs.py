@@ -167,8 +167,12 @@ class JobContext:
     def progress(self, step: int, total_steps: int, preview: Preview | None = None) -> None:
         self._publish(self._job, ProgressEvent(self.make_progress(step, total_steps, preview)))
 
-    def output(self, payload: Any, step: int | None = None, total_steps: int | None = None) -> None:
-        progress = self.make_progress(step, total_steps) if step is not None and total_steps is not None else None
+    def output(
+        self, payload: Any, step: int | None = None, total_steps: int | None = None, preview: Preview | None = None
+    ) -> None:
+        """A piece of the result (or a stage change), with the progress it brings when known."""
+        known = step is not None and total_steps is not None
+        progress = self.make_progress(step, total_steps, preview) if known else None
         self._publish(self._job, Output(payload, progress))
 
 

@@ -19,6 +19,7 @@ import pytest
 from genmesh import errors
 from genmesh.client import AsyncGenmeshClient, GenmeshClient
 from genmesh.common.v1 import job_pb2
+from servers.mesh.processes import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -246,3 +247,17 @@ def test_generated_key_file_is_private(mesh) -> None:
     key_file = mesh.data_dir / "api-keys"
     assert key_file.stat().st_mode & 0o777 == 0o600
     assert mesh.api_key in key_file.read_text()
+
+
+def test_rate_limit_answers_429_then_recovers(gateway_url, api_key, client) -> None:
+    # The test mesh allows a burst of 200 requests refilled at 100/s: 400 quick ones must hit it.
+    with rest(gateway_url, api_key) as http:
+        statuses = [http.get("/v1/text/models").status_code for _ in range(400)]
+        assert 429 in statuses and 200 in statuses
+        limited = [
+            response for response in (http.get("/v1/text/models") for _ in range(100)) if response.status_code == 429
+        ]
+        assert limited, "the bucket was not empty after 400 requests"
+        assert limited[0].json()["code"] == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+        assert "x-ratelimit-limit" in limited[0].headers
+    wait_until(lambda: bool(client.text.list_models()), timeout=10, what="the rate limit to refill")
