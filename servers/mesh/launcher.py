@@ -75,8 +75,8 @@ class LaunchOptions:
 
     @classmethod
     def build(cls, *, port: int, services: str, data_dir: Path | None) -> LaunchOptions:
-        chosen = tuple(dict.fromkeys(name.strip() for name in services.split(",") if name.strip()))
         available = implemented_services()
+        chosen = tuple(dict.fromkeys(name.strip() for name in services.split(",") if name.strip())) or tuple(available)
         unknown = [name for name in chosen if name not in available]
         if not chosen or unknown:
             raise SystemExit(f"--services: choose from {', '.join(available)} (got {services!r})")
@@ -245,6 +245,7 @@ Data folder: {self.data_dir} (logs in {self.logs})
 
 Try it (set the key first: export GENMESH_API_KEY=...):
   genmesh text "Once upon a time" --max-tokens 32
+  genmesh image "a lighthouse at dusk" -o lighthouse.png    (if the image service runs)
   grpcurl -plaintext -H "x-api-key: $GENMESH_API_KEY" {self.url} list
   curl -N -H "x-api-key: $GENMESH_API_KEY" http://{self.url}/v1/text:generate \\
        -d '{{"prompt": "Once upon a time", "sampling": {{"max_tokens": 32}}}}'

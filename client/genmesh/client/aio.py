@@ -10,6 +10,7 @@ import grpc
 from genmesh import errors
 from genmesh.client import requests
 from genmesh.client.connection import CHANNEL_OPTIONS, Connection, translate
+from genmesh.image.v1 import image_pb2, image_pb2_grpc
 from genmesh.text.v1 import text_pb2, text_pb2_grpc
 
 
@@ -20,9 +21,9 @@ async def final_result(events: AsyncIterator[Any]) -> Any:
     raise errors.Internal("the stream ended without a result")
 
 
-class AsyncTextClient:
-    def __init__(self, channel: grpc.aio.Channel, connection: Connection) -> None:
-        self._stub = text_pb2_grpc.TextServiceStub(channel)
+class _AsyncServiceClient:
+    def __init__(self, stub: Any, connection: Connection) -> None:
+        self._stub = stub
         self._metadata = connection.metadata()
 
     async def _stream(self, call: Any, request: Any, timeout: float | None) -> AsyncIterator[Any]:
@@ -34,6 +35,17 @@ class AsyncTextClient:
             raise translate(exc) from None
         finally:
             responses.cancel()
+
+    async def _unary(self, call: Any, request: Any) -> Any:
+        try:
+            return await call(request, metadata=self._metadata)
+        except grpc.RpcError as exc:
+            raise translate(exc) from None
+
+
+class AsyncTextClient(_AsyncServiceClient):
+    def __init__(self, channel: grpc.aio.Channel, connection: Connection) -> None:
+        super().__init__(text_pb2_grpc.TextServiceStub(channel), connection)
 
     def stream_generate(self, prompt: str, *, timeout: float | None = None, **options: Any) -> AsyncIterator[Any]:
         return self._stream(self._stub.Generate, requests.generate_request(prompt, **options), timeout)
@@ -49,12 +61,6 @@ class AsyncTextClient:
     async def chat(self, messages: requests.ChatMessages, *, timeout: float | None = None, **options: Any):
         return await final_result(self.stream_chat(messages, timeout=timeout, **options))
 
-    async def _unary(self, call: Any, request: Any) -> Any:
-        try:
-            return await call(request, metadata=self._metadata)
-        except grpc.RpcError as exc:
-            raise translate(exc) from None
-
     async def list_models(self) -> list[Any]:
         return list((await self._unary(self._stub.ListModels, text_pb2.ListModelsRequest())).models)
 
@@ -63,6 +69,26 @@ class AsyncTextClient:
 
     async def cancel_job(self, job_id: str) -> text_pb2.Job:
         return await self._unary(self._stub.CancelJob, text_pb2.CancelJobRequest(job_id=job_id))
+
+
+class AsyncImageClient(_AsyncServiceClient):
+    def __init__(self, channel: grpc.aio.Channel, connection: Connection) -> None:
+        super().__init__(image_pb2_grpc.ImageServiceStub(channel), connection)
+
+    def stream_generate(self, prompt: str, *, timeout: float | None = None, **options: Any) -> AsyncIterator[Any]:
+        return self._stream(self._stub.GenerateImage, requests.image_request(prompt, **options), timeout)
+
+    async def generate(self, prompt: str, *, timeout: float | None = None, **options: Any) -> image_pb2.ImageResult:
+        return await final_result(self.stream_generate(prompt, timeout=timeout, **options))
+
+    async def list_models(self) -> list[Any]:
+        return list((await self._unary(self._stub.ListModels, image_pb2.ListModelsRequest())).models)
+
+    async def get_job(self, job_id: str) -> image_pb2.Job:
+        return await self._unary(self._stub.GetJob, image_pb2.GetJobRequest(job_id=job_id))
+
+    async def cancel_job(self, job_id: str) -> image_pb2.Job:
+        return await self._unary(self._stub.CancelJob, image_pb2.CancelJobRequest(job_id=job_id))
 
 
 class AsyncGenmeshClient:
@@ -77,6 +103,7 @@ class AsyncGenmeshClient:
         else:
             self._channel = grpc.aio.insecure_channel(self.connection.url, options=CHANNEL_OPTIONS)
         self.text = AsyncTextClient(self._channel, self.connection)
+        self.images = AsyncImageClient(self._channel, self.connection)
 
     async def close(self) -> None:
         await self._channel.close()

@@ -7,6 +7,8 @@ from typing import Any
 
 from google.protobuf import struct_pb2
 
+from genmesh.common.v1 import diffusion_pb2, media_pb2
+from genmesh.image.v1 import image_pb2
 from genmesh.text.v1 import text_pb2
 
 ChatMessages = Sequence[Mapping[str, str] | tuple[str, str] | text_pb2.ChatMessage]
@@ -89,3 +91,80 @@ def chat_request(
         response_format=response_format(json, json_schema),
         detach=detach,
     )
+
+
+SCHEDULERS = {
+    "euler": "SCHEDULER_EULER",
+    "euler_a": "SCHEDULER_EULER_ANCESTRAL",
+    "dpmpp_2m": "SCHEDULER_DPMPP_2M",
+    "dpmpp_2m_karras": "SCHEDULER_DPMPP_2M_KARRAS",
+    "dpmpp_2m_sde": "SCHEDULER_DPMPP_2M_SDE",
+    "dpmpp_2m_sde_karras": "SCHEDULER_DPMPP_2M_SDE_KARRAS",
+    "dpmpp_sde": "SCHEDULER_DPMPP_SDE",
+    "dpmpp_sde_karras": "SCHEDULER_DPMPP_SDE_KARRAS",
+    "ddim": "SCHEDULER_DDIM",
+    "unipc": "SCHEDULER_UNIPC",
+    "lms": "SCHEDULER_LMS",
+    "lms_karras": "SCHEDULER_LMS_KARRAS",
+    "pndm": "SCHEDULER_PNDM",
+    "heun": "SCHEDULER_HEUN",
+    "deis": "SCHEDULER_DEIS",
+}
+IMAGE_FORMATS = {"png": "IMAGE_FORMAT_PNG", "webp": "IMAGE_FORMAT_WEBP", "jpeg": "IMAGE_FORMAT_JPEG"}
+
+
+def image_request(
+    prompt: str,
+    *,
+    model: str = "",
+    negative_prompt: str = "",
+    width: int | None = None,
+    height: int | None = None,
+    steps: int | None = None,
+    guidance_scale: float | None = None,
+    seed: int | None = None,
+    scheduler: str | None = None,
+    num_images: int | None = None,
+    init_image: bytes | None = None,
+    init_image_ref: tuple[str, str] | None = None,
+    strength: float | None = None,
+    output_format: str = "png",
+    quality: int | None = None,
+    return_inline: bool = False,
+    preview_interval_steps: int = 0,
+    detach: bool = False,
+) -> image_pb2.GenerateImageRequest:
+    """Keyword arguments -> GenerateImageRequest; unknown scheduler/format names raise ValueError."""
+    request = image_pb2.GenerateImageRequest(
+        model=model,
+        prompt=prompt,
+        negative_prompt=negative_prompt,
+        return_inline=return_inline,
+        preview_interval_steps=preview_interval_steps,
+        detach=detach,
+    )
+    optional = {
+        "width": width,
+        "height": height,
+        "steps": steps,
+        "guidance_scale": guidance_scale,
+        "seed": seed,
+        "num_images": num_images,
+        "strength": strength,
+        "quality": quality,
+    }
+    for name, value in optional.items():
+        if value is not None:
+            setattr(request, name, value)
+    if scheduler:
+        if scheduler not in SCHEDULERS:
+            raise ValueError(f"scheduler must be one of {', '.join(SCHEDULERS)} (got {scheduler!r})")
+        request.scheduler = diffusion_pb2.Scheduler.Value(SCHEDULERS[scheduler])
+    if output_format not in IMAGE_FORMATS:
+        raise ValueError(f"output_format must be one of {', '.join(IMAGE_FORMATS)} (got {output_format!r})")
+    request.output_format = media_pb2.ImageFormat.Value(IMAGE_FORMATS[output_format])
+    if init_image is not None:
+        request.init_image_data = init_image
+    elif init_image_ref is not None:
+        request.init_image_ref.bucket, request.init_image_ref.key = init_image_ref
+    return request

@@ -10,6 +10,7 @@ import grpc
 from genmesh import errors
 from genmesh.client import requests
 from genmesh.client.connection import CHANNEL_OPTIONS, Connection, translate
+from genmesh.image.v1 import image_pb2, image_pb2_grpc
 from genmesh.text.v1 import text_pb2, text_pb2_grpc
 
 TERMINAL = ("result", "error", "cancelled")
@@ -23,9 +24,11 @@ def final_result(events: Iterator[Any]) -> Any:
     raise errors.Internal("the stream ended without a result")
 
 
-class TextClient:
-    def __init__(self, channel: grpc.Channel, connection: Connection) -> None:
-        self._stub = text_pb2_grpc.TextServiceStub(channel)
+class _ServiceClient:
+    """Shared plumbing: the API key on every call, gRPC errors as genmesh.errors."""
+
+    def __init__(self, stub: Any, connection: Connection) -> None:
+        self._stub = stub
         self._metadata = connection.metadata()
 
     def _stream(self, call: Any, request: Any, timeout: float | None) -> Iterator[Any]:
@@ -36,6 +39,17 @@ class TextClient:
             raise translate(exc) from None
         finally:
             responses.cancel()  # no-op once finished; cancels the job when the caller stops early
+
+    def _unary(self, call: Any, request: Any) -> Any:
+        try:
+            return call(request, metadata=self._metadata)
+        except grpc.RpcError as exc:
+            raise translate(exc) from None
+
+
+class TextClient(_ServiceClient):
+    def __init__(self, channel: grpc.Channel, connection: Connection) -> None:
+        super().__init__(text_pb2_grpc.TextServiceStub(channel), connection)
 
     def stream_generate(self, prompt: str, *, timeout: float | None = None, **options: Any) -> Iterator[Any]:
         """Yield GenerateResponse events: queued, started, deltas, then the result."""
@@ -52,12 +66,6 @@ class TextClient:
     def chat(self, messages: requests.ChatMessages, *, timeout: float | None = None, **options: Any):
         return final_result(self.stream_chat(messages, timeout=timeout, **options))
 
-    def _unary(self, call: Any, request: Any) -> Any:
-        try:
-            return call(request, metadata=self._metadata)
-        except grpc.RpcError as exc:
-            raise translate(exc) from None
-
     def list_models(self) -> list[Any]:
         return list(self._unary(self._stub.ListModels, text_pb2.ListModelsRequest()).models)
 
@@ -66,6 +74,30 @@ class TextClient:
 
     def cancel_job(self, job_id: str) -> text_pb2.Job:
         return self._unary(self._stub.CancelJob, text_pb2.CancelJobRequest(job_id=job_id))
+
+
+class ImageClient(_ServiceClient):
+    def __init__(self, channel: grpc.Channel, connection: Connection) -> None:
+        super().__init__(image_pb2_grpc.ImageServiceStub(channel), connection)
+
+    def stream_generate(self, prompt: str, *, timeout: float | None = None, **options: Any) -> Iterator[Any]:
+        """Yield GenerateImageResponse events: queued, started, progress (with previews), result.
+        Options: width, height, steps, guidance_scale, seed, scheduler ("euler_a", ...), num_images,
+        init_image (bytes) or init_image_ref ((bucket, key)), strength, output_format ("png", "webp",
+        "jpeg"), quality, return_inline, preview_interval_steps, negative_prompt, model, detach."""
+        return self._stream(self._stub.GenerateImage, requests.image_request(prompt, **options), timeout)
+
+    def generate(self, prompt: str, *, timeout: float | None = None, **options: Any) -> image_pb2.ImageResult:
+        return final_result(self.stream_generate(prompt, timeout=timeout, **options))
+
+    def list_models(self) -> list[Any]:
+        return list(self._unary(self._stub.ListModels, image_pb2.ListModelsRequest()).models)
+
+    def get_job(self, job_id: str) -> image_pb2.Job:
+        return self._unary(self._stub.GetJob, image_pb2.GetJobRequest(job_id=job_id))
+
+    def cancel_job(self, job_id: str) -> image_pb2.Job:
+        return self._unary(self._stub.CancelJob, image_pb2.CancelJobRequest(job_id=job_id))
 
 
 class GenmeshClient:
@@ -80,6 +112,7 @@ class GenmeshClient:
         else:
             self._channel = grpc.insecure_channel(self.connection.url, options=CHANNEL_OPTIONS)
         self.text = TextClient(self._channel, self.connection)
+        self.images = ImageClient(self._channel, self.connection)
 
     def close(self) -> None:
         self._channel.close()

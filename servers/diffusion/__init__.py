@@ -1,0 +1,20 @@
+"""The diffusion engine shared by the Image and Video services: pure Python on torch + diffusers.
+
+No grpc, no protobuf, no storage: servicers convert requests into these types, and job contexts
+reach the engine through a two-method protocol (``check_cancelled``, ``progress``). Modules:
+
+- ``families``: what differs between SD1.5 and SDXL (pipeline classes, sizes, preview factors).
+- ``tokenizer``: CLIP's real tokenizer, built offline from the shipped BPE merge list.
+- ``configs``: config-only diffusers folders for single-file checkpoints (SD1.5, SDXL, or any pipeline).
+- ``builtin``: the deterministic tiny smoke-test model (and a tiny AnimateDiff motion adapter).
+- ``single_file``: diffusers SD1.5 -> original single-file checkpoint layout.
+- ``loading``: ``ModelSource`` and offline loading into a ready pipeline, img2img derived from txt2img.
+- ``schedulers``: scheduler names -> diffusers classes and settings.
+- ``devices``, ``memory``: device/dtype/threads; full/lowvram/auto placement; OOM -> ResourceExhausted.
+- ``progress``: the ``callback_on_step_end`` adapter (progress, cancel, latent previews).
+- ``images``: PNG/WebP/JPEG encoding with A1111 parameters; safe decoding of init images.
+- ``generate``: one batched txt2img/img2img run with per-image seeds.
+- ``cache``: build-once folders in the cache directory.
+
+diffusers and transformers are imported where they are used (importing this package costs only torch).
+"""

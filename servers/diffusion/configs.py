@@ -1,0 +1,80 @@
+"""Config-only diffusers folders: what ``from_single_file(path, config=FOLDER)`` needs to run offline.
+
+A single-file checkpoint (.safetensors/.ckpt in the original LDM layout) holds weights but no
+architecture; diffusers reads the architecture from a diffusers-layout folder of configs
+(model_index.json, unet/vae/text_encoder(_2) configs, the scheduler config, the tokenizer(s)).
+Without ``config=`` it fetches that folder from the model hub, even with ``local_files_only``.
+
+``configs/sd15`` and ``configs/sdxl`` hold the public architecture configs of
+stable-diffusion-v1-5 and stable-diffusion-xl-base-1.0 as small JSON files. The tokenizers'
+``vocab.json`` + ``merges.txt`` (~1.5 MB, derived from ``configs/clip``'s merge list) are not kept
+in the repository: :func:`config_folder` copies the JSON tree into a cache folder and writes them
+there on first use. The folder name carries a hash of the shipped files, so an updated config never
+reuses a stale cache. Deliberate differences from the public repositories: no safety checker or
+feature extractor (a 1.2 GB model this service does not run), and no watermarker for SDXL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from servers.diffusion.cache import build_once
+from servers.diffusion.families import ModelFamily
+from servers.diffusion.tokenizer import write_clip_vocab
+
+if TYPE_CHECKING:
+    from diffusers import DiffusionPipeline
+
+CONFIGS_DIR = Path(__file__).parent / "configs"
+
+
+def bundled_config_dir(family: ModelFamily | str) -> Path:
+    """The shipped JSON tree of a family (no tokenizer vocabularies: use :func:`config_folder`)."""
+    return CONFIGS_DIR / ModelFamily(family).value
+
+
+def _tree_digest(root: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(root).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def _fill_config_folder(source: Path, dest: Path) -> None:
+    shutil.copytree(source, dest, dirs_exist_ok=True)
+    for tokenizer_dir in sorted(dest.glob("tokenizer*")):
+        write_clip_vocab(tokenizer_dir)
+
+
+def config_folder(family: ModelFamily | str, cache_dir: Path) -> Path:
+    """A complete config-only diffusers folder for ``family``, built under ``cache_dir`` once."""
+    source = bundled_config_dir(family)
+    dest = Path(cache_dir) / "configs" / f"{ModelFamily(family).value}-{_tree_digest(source)}"
+    return build_once(dest, lambda tmp: _fill_config_folder(source, tmp))
+
+
+def write_config_folder(pipe: DiffusionPipeline, folder: Path) -> Path:
+    """Write a config-only folder describing ``pipe`` itself (model_index.json, every component's
+    config, its tokenizers): the ``config=`` for a single-file checkpoint of a non-standard
+    architecture, such as the built-in tiny model."""
+    from diffusers import ModelMixin, SchedulerMixin
+    from transformers import PreTrainedModel
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    pipe.save_config(str(folder))
+    for name, component in pipe.components.items():
+        if component is None:
+            continue
+        target = folder / name
+        if isinstance(component, ModelMixin | SchedulerMixin):
+            component.save_config(str(target))
+        elif isinstance(component, PreTrainedModel):
+            component.config.save_pretrained(str(target))
+        elif hasattr(component, "save_pretrained"):  # tokenizers, image processors
+            component.save_pretrained(str(target))
+    return folder

@@ -1,0 +1,73 @@
+"""The model families the diffusion services run (SD1.5 and SDXL): one small table of what differs.
+
+Each entry names the diffusers pipeline classes per task, the native resolution, the scheduler the
+model ships with, how much free device memory ``auto`` wants before it keeps the weights resident,
+and the linear latent -> RGB factors used for cheap previews (from ComfyUI's published
+``latent_formats``: a least-squares fit of each family's VAE decoder on its scaled latents).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+GIB = 1024**3
+
+
+class ModelFamily(StrEnum):
+    SD15 = "sd15"
+    SDXL = "sdxl"
+
+
+class Task(StrEnum):
+    TXT2IMG = "txt2img"
+    IMG2IMG = "img2img"
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    family: ModelFamily
+    pipelines: dict[Task, str]  # diffusers class name per task
+    native_resolution: int  # pixels, square
+    default_scheduler: str  # name in servers.diffusion.schedulers.SCHEDULERS
+    full_mode_min_free_bytes: int  # `auto` keeps weights on the device when this much is free
+    latent_rgb_factors: tuple[tuple[float, float, float], ...]  # one (R, G, B) row per latent channel
+    latent_rgb_bias: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+
+FAMILIES: dict[ModelFamily, FamilySpec] = {
+    ModelFamily.SD15: FamilySpec(
+        family=ModelFamily.SD15,
+        pipelines={Task.TXT2IMG: "StableDiffusionPipeline", Task.IMG2IMG: "StableDiffusionImg2ImgPipeline"},
+        native_resolution=512,
+        default_scheduler="pndm",
+        # fp16 SD1.5 peaks at ~3.8 GiB for one 512x512 image; batches and 1024 px need more.
+        full_mode_min_free_bytes=6 * GIB,
+        latent_rgb_factors=(
+            (0.3512, 0.2297, 0.3227),
+            (0.3250, 0.4974, 0.2350),
+            (-0.2829, 0.1762, 0.2721),
+            (-0.2120, -0.2616, -0.7177),
+        ),
+    ),
+    ModelFamily.SDXL: FamilySpec(
+        family=ModelFamily.SDXL,
+        pipelines={Task.TXT2IMG: "StableDiffusionXLPipeline", Task.IMG2IMG: "StableDiffusionXLImg2ImgPipeline"},
+        native_resolution=1024,
+        default_scheduler="euler",
+        # ~7 GiB of fp16 weights (UNet + two text encoders + VAE) plus 1024 px activations and an
+        # fp32 VAE decode: lowvram below 16 GiB free, which is what lets SDXL run on 12 GiB cards.
+        full_mode_min_free_bytes=16 * GIB,
+        latent_rgb_factors=(
+            (0.3651, 0.4232, 0.4341),
+            (-0.2533, -0.0042, 0.1068),
+            (0.1076, 0.1111, -0.0362),
+            (-0.3165, -0.2492, -0.2188),
+        ),
+        latent_rgb_bias=(0.1084, -0.0175, -0.0011),
+    ),
+}
+
+
+def family_spec(family: ModelFamily | str) -> FamilySpec:
+    return FAMILIES[ModelFamily(family)]

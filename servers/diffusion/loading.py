@@ -1,0 +1,272 @@
+"""Where a model comes from (:class:`ModelSource`) and loading it into a ready pipeline, offline.
+
+Three kinds of source: a diffusers folder (``model_index.json`` + component folders), a single
+original-layout checkpoint (``.safetensors``, or a ``.ckpt`` read with ``weights_only``) of family
+``sd15`` or ``sdxl`` (detected from its keys and tensor shapes when not given), and a built-in model
+(``builtin:tiny-sd15``) made locally on first use.
+
+Loading never touches the network: every path must exist before diffusers sees it (a missing
+folder would otherwise be taken for a hub repository id), every call passes ``local_files_only``,
+and single files always get ``config=`` (a local config folder; without it diffusers fetches one from
+the hub even with ``local_files_only``). Servers also set ``HF_HUB_OFFLINE=1`` in their environment
+before importing this package, as a second guard.
+
+One load serves every task: :meth:`LoadedModel.pipeline` derives the img2img pipeline from the
+txt2img one's components (``from_pipe``: shared weights, no second load).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import structlog
+import torch
+
+from genmesh.errors import InvalidArgument, NotFound
+from servers.diffusion.builtin import builtin_folder
+from servers.diffusion.configs import config_folder
+from servers.diffusion.devices import default_dtype, select_device
+from servers.diffusion.families import ModelFamily, Task, family_spec
+from servers.diffusion.memory import MemoryMode, apply_memory_mode, out_of_memory_guard, resolve_memory_mode
+from servers.diffusion.schedulers import make_scheduler, scheduler_name
+
+if TYPE_CHECKING:
+    from diffusers import DiffusionPipeline
+
+log = structlog.get_logger(__name__)
+
+BUILTIN_PREFIX = "builtin:"
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
+FIELD = "model"
+
+
+class SourceKind(StrEnum):
+    DIFFUSERS = "diffusers"
+    SINGLE_FILE = "single_file"
+    BUILTIN = "builtin"
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A model's origin. ``family`` None means detect it; ``config_dir`` (single files only) is the
+    config-only folder describing the checkpoint's architecture, by default the family's bundled one."""
+
+    kind: SourceKind
+    location: str  # a folder or file path, or a built-in model's name
+    family: ModelFamily | None = None
+    config_dir: Path | None = None
+
+    @classmethod
+    def parse(
+        cls, spec: str, *, family: ModelFamily | str | None = None, config_dir: Path | None = None
+    ) -> ModelSource:
+        """``builtin:NAME``, a ``.safetensors``/``.ckpt`` file, or a diffusers folder."""
+        family = ModelFamily(family) if family else None
+        if spec.startswith(BUILTIN_PREFIX):
+            return cls(SourceKind.BUILTIN, spec[len(BUILTIN_PREFIX) :], family=ModelFamily.SD15)
+        if spec.lower().endswith(SINGLE_FILE_SUFFIXES):
+            return cls(SourceKind.SINGLE_FILE, spec, family=family, config_dir=config_dir)
+        return cls(SourceKind.DIFFUSERS, spec, family=family)
+
+    def __str__(self) -> str:
+        return f"{BUILTIN_PREFIX}{self.location}" if self.kind is SourceKind.BUILTIN else self.location
+
+
+def _read_single_file_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Every tensor name and shape of a checkpoint, without reading the tensors when possible."""
+    if path.suffix.lower() == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            return {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}  # noqa: SIM118
+    try:
+        state: Any = torch.load(str(path), map_location="cpu", mmap=True, weights_only=True)
+    except RuntimeError:  # the legacy (pre-zipfile) format cannot be memory-mapped
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    while isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    return {key: tuple(value.shape) for key, value in state.items() if isinstance(value, torch.Tensor)}
+
+
+def detect_single_file_family(path: Path) -> ModelFamily:
+    """``sd15`` or ``sdxl`` from a checkpoint's keys (text encoder layout), checked against the
+    UNet's cross-attention width; ``InvalidArgument`` for other models (SD2, SDXL refiner, inpainting)."""
+    try:
+        shapes = _read_single_file_shapes(Path(path))
+    except Exception as exc:
+        raise InvalidArgument(f"{FIELD}: {path} is not a readable checkpoint ({exc})", field=FIELD) from None
+    keys = shapes.keys()
+    conv_in = shapes.get("model.diffusion_model.input_blocks.0.0.weight")
+    if conv_in is not None and conv_in[1] != 4:
+        raise InvalidArgument(
+            f"{FIELD}: {path} has {conv_in[1]} UNet input channels (an inpainting or edit model?)", field=FIELD
+        )
+    context = {shape[1] for key, shape in shapes.items() if key.endswith("attn2.to_k.weight") and len(shape) == 2}
+    if any(key.startswith("conditioner.embedders.1.") for key in keys) or context == {2048}:
+        return ModelFamily.SDXL
+    if any(key.startswith("cond_stage_model.transformer.") for key in keys) or context == {768}:
+        return ModelFamily.SD15
+    if any(key.startswith("cond_stage_model.model.") for key in keys) or context == {1024}:
+        raise InvalidArgument(f"{FIELD}: {path} looks like Stable Diffusion 2.x, which is not supported", field=FIELD)
+    raise InvalidArgument(f"{FIELD}: {path} is not an SD1.5 or SDXL checkpoint", field=FIELD)
+
+
+def detect_folder_family(path: Path) -> ModelFamily:
+    """``sd15`` or ``sdxl`` from a diffusers folder's ``model_index.json``."""
+    index = Path(path) / "model_index.json"
+    if not index.is_file():
+        raise InvalidArgument(f"{FIELD}: {path} is not a diffusers folder (no model_index.json)", field=FIELD)
+    class_name = json.loads(index.read_text()).get("_class_name", "")
+    if class_name.startswith("StableDiffusionXL"):
+        return ModelFamily.SDXL
+    if class_name.startswith("StableDiffusion") and "3" not in class_name and "Upscale" not in class_name:
+        return ModelFamily.SD15
+    raise InvalidArgument(f"{FIELD}: {path} holds a {class_name or 'unknown'} pipeline, not SD1.5 or SDXL", field=FIELD)
+
+
+def family_of(pipe: DiffusionPipeline) -> ModelFamily:
+    return ModelFamily.SDXL if "text_encoder_2" in pipe.components else ModelFamily.SD15
+
+
+def _existing(path: str, what: str) -> Path:
+    resolved = Path(path).expanduser()
+    if not resolved.exists():
+        raise NotFound(f"{FIELD}: no {what} at {path}")
+    return resolved
+
+
+def _pipeline_class(family: ModelFamily, task: Task) -> type[DiffusionPipeline]:
+    import diffusers
+
+    return getattr(diffusers, family_spec(family).pipelines[task])
+
+
+def _quiet_progress_bars() -> None:
+    """Servers log structured lines; the libraries' tqdm bars would only clutter stderr."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def _read_pipeline(source: ModelSource, family: ModelFamily, dtype: torch.dtype, cache_dir: Path) -> DiffusionPipeline:
+    cls = _pipeline_class(family, Task.TXT2IMG)
+    extra: dict[str, Any] = {}
+    if family is ModelFamily.SD15:
+        extra = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
+    if source.kind is SourceKind.SINGLE_FILE:
+        config_dir = source.config_dir or config_folder(family, cache_dir)
+        _existing(str(config_dir), "config folder")
+        return cls.from_single_file(
+            source.location, config=str(config_dir), dtype=dtype, local_files_only=True, **extra
+        )
+    folder = builtin_folder(source.location, cache_dir) if source.kind is SourceKind.BUILTIN else Path(source.location)
+    return cls.from_pretrained(str(folder), dtype=dtype, local_files_only=True, **extra)
+
+
+@dataclass
+class LoadedModel:
+    """A loaded model placed on its device, and the task pipelines derived from it."""
+
+    source: ModelSource
+    family: ModelFamily
+    device: torch.device
+    dtype: torch.dtype
+    memory_mode: MemoryMode  # as resolved: full or lowvram
+    load_seconds: float
+    default_scheduler: str
+    _pipelines: dict[Task, DiffusionPipeline] = field(default_factory=dict, repr=False)
+
+    def pipeline(self, task: Task | str = Task.TXT2IMG) -> DiffusionPipeline:
+        """The pipeline for ``task``; img2img shares the txt2img pipeline's components."""
+        task = Task(task)
+        if task not in self._pipelines:
+            base = self._pipelines[Task.TXT2IMG]
+            # from_pipe casts the shared modules to its dtype (float32 unless told): pass ours.
+            derived = _pipeline_class(self.family, task).from_pipe(base, dtype=self.dtype)
+            derived.set_progress_bar_config(disable=True)
+            if self.memory_mode is MemoryMode.LOW_VRAM and self.device.type == "cuda":
+                # Offload hooks live on the shared modules; the derived pipeline re-installs its own.
+                derived.enable_model_cpu_offload(device=self.device)
+            self._pipelines[task] = derived
+        return self._pipelines[task]
+
+
+def load_model(
+    source: ModelSource,
+    *,
+    cache_dir: Path,
+    device: torch.device | str = "auto",
+    dtype: torch.dtype | None = None,
+    memory_mode: MemoryMode | str = MemoryMode.AUTO,
+) -> LoadedModel:
+    """Load ``source`` offline and place it on ``device`` in ``memory_mode``.
+
+    ``cache_dir`` holds built-in models and config folders made on first use. ``dtype`` None: fp16
+    on a GPU, fp32 on the CPU. Errors: ``NotFound`` (no such path or built-in name),
+    ``InvalidArgument`` naming ``model`` (not an SD1.5/SDXL model), ``ResourceExhausted`` (the
+    device ran out of memory while the weights moved to it).
+    """
+    started = time.monotonic()
+    device = select_device(device) if isinstance(device, str) else device
+    dtype = dtype or default_dtype(device)
+    cache_dir = Path(cache_dir)
+    if source.kind is SourceKind.BUILTIN:
+        family = ModelFamily.SD15
+    elif source.kind is SourceKind.SINGLE_FILE:
+        path = _existing(source.location, "checkpoint file")
+        family = source.family or detect_single_file_family(path)
+    else:
+        path = _existing(source.location, "diffusers folder")
+        family = source.family or detect_folder_family(path)
+    spec = family_spec(family)
+    _quiet_progress_bars()
+    pipe = _read_pipeline(source, family, dtype, cache_dir)
+    pipe.set_progress_bar_config(disable=True)
+    if scheduler_name(pipe.scheduler) is None:
+        log.info(
+            "scheduler_replaced", model=str(source), found=type(pipe.scheduler).__name__, used=spec.default_scheduler
+        )
+        pipe.scheduler = make_scheduler(spec.default_scheduler, pipe.scheduler.config)
+    mode = resolve_memory_mode(memory_mode, device, full_mode_min_free_bytes=spec.full_mode_min_free_bytes)
+    with out_of_memory_guard(device, mode):
+        apply_memory_mode(pipe, mode, device)
+    loaded = LoadedModel(
+        source=source,
+        family=family,
+        device=device,
+        dtype=dtype,
+        memory_mode=mode,
+        load_seconds=time.monotonic() - started,
+        default_scheduler=scheduler_name(pipe.scheduler) or spec.default_scheduler,
+        _pipelines={Task.TXT2IMG: pipe},
+    )
+    log.info(
+        "model_loaded",
+        model=str(source),
+        family=family.value,
+        device=str(device),
+        dtype=str(dtype).removeprefix("torch."),
+        memory_mode=mode.value,
+        seconds=round(loaded.load_seconds, 3),
+    )
+    return loaded
+
+
+def load_pipeline(
+    source: ModelSource,
+    *,
+    task: Task | str = Task.TXT2IMG,
+    cache_dir: Path,
+    device: torch.device | str = "auto",
+    dtype: torch.dtype | None = None,
+    memory_mode: MemoryMode | str = MemoryMode.AUTO,
+) -> DiffusionPipeline:
+    """:func:`load_model` then the pipeline for ``task``, for callers that need just one."""
+    return load_model(source, cache_dir=cache_dir, device=device, dtype=dtype, memory_mode=memory_mode).pipeline(task)

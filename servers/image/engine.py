@@ -1,0 +1,132 @@
+"""Image generation on diffusers: model cache, generation, nothing about grpc or storage."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import structlog
+from PIL import Image
+
+from genmesh.errors import InvalidArgument
+from servers.diffusion.devices import configure_threads, device_label, select_device
+from servers.diffusion.generate import GenerationParams, GenerationResult, generate, resolve_params
+from servers.diffusion.loading import LoadedModel, load_model
+from servers.diffusion.memory import free_device_memory
+from servers.image.catalog import CatalogEntry, ImageCatalog
+from servers.image.types import ImageRequest
+from servers.runtime.model_cache import ModelCache
+
+log = structlog.get_logger(__name__)
+
+
+class Reporter(Protocol):
+    """The part of a job context the engine uses (``servers.runtime.jobs.JobContext`` fits)."""
+
+    def check_cancelled(self) -> None: ...
+
+    def progress(self, step: int, total_steps: int, preview: Any = None) -> None: ...
+
+    def output(self, payload: Any, step: int | None = None, total_steps: int | None = None) -> None: ...
+
+
+@dataclass(frozen=True)
+class ImageOutcome:
+    result: GenerationResult
+    model: CatalogEntry
+    family: str
+    memory_mode: str
+    device: str
+    load_seconds: float
+
+
+class ImageEngine:
+    """One loaded model per device at a time, unloaded after ``keep_alive_seconds`` idle."""
+
+    def __init__(
+        self,
+        catalog: ImageCatalog,
+        *,
+        cache_dir: Path,
+        device: str = "auto",
+        memory_mode: str = "auto",
+        keep_alive_seconds: float = 600.0,
+        threads: int = 2,
+        max_pixels: int = 4 * 1024 * 1024,
+    ) -> None:
+        configure_threads(threads)
+        self.catalog = catalog
+        self.cache_dir = cache_dir
+        self.device = select_device(device)
+        self.memory_mode = memory_mode
+        self.max_pixels = max_pixels
+        self.models: ModelCache[LoadedModel] = ModelCache(
+            self._load, keep_alive_seconds=keep_alive_seconds, unload=self._unload
+        )
+
+    @property
+    def device_label(self) -> str:
+        return device_label(self.device)
+
+    def _load(self, name: str) -> LoadedModel:
+        entry = self.catalog.resolve(name)
+        return load_model(entry.source, cache_dir=self.cache_dir, device=self.device, memory_mode=self.memory_mode)
+
+    def _unload(self, model: LoadedModel) -> None:
+        del model
+        free_device_memory(self.device)
+
+    def preload(self, name: str = "") -> None:
+        with self.models.use(self.catalog.resolve(name).name):
+            pass
+
+    def loaded_model(self) -> LoadedModel | None:
+        name = self.models.loaded_name
+        if name is None:
+            return None
+        with self.models.use(name) as model:
+            return model
+
+    def generate(self, request: ImageRequest, init_image: Image.Image | None, reporter: Reporter) -> ImageOutcome:
+        entry = self.catalog.resolve(request.model)
+        if not self.models.is_loaded(entry.name):
+            reporter.output("loading_model")
+        with self.models.use(entry.name) as model:
+            load_seconds = self.models.last_load_seconds
+            params = GenerationParams(
+                prompt=request.prompt,
+                negative_prompt=request.negative_prompt,
+                width=request.width,
+                height=request.height,
+                steps=request.steps,
+                guidance_scale=request.guidance_scale,
+                seed=request.seed if request.seed is not None else secrets.randbits(32),
+                scheduler=request.scheduler,
+                num_images=request.num_images,
+                strength=request.strength,
+                init_image=init_image,
+                preview_every=request.preview_interval_steps,
+            )
+            resolved = resolve_params(params, model.family, model.default_scheduler)
+            pixels = (resolved.width or 0) * (resolved.height or 0) * resolved.num_images
+            if pixels > self.max_pixels:
+                raise InvalidArgument(
+                    f"num_images: width x height x num_images is {pixels} pixels; this server allows at most "
+                    f"{self.max_pixels} per job (use fewer or smaller images)",
+                    field="num_images",
+                )
+            reporter.output("denoising")
+            result = generate(model, resolved, reporter)
+            return ImageOutcome(
+                result=result,
+                model=entry,
+                family=str(model.family),
+                memory_mode=str(model.memory_mode),
+                device=device_label(model.device),
+                load_seconds=load_seconds,
+            )
+
+    def close(self) -> None:
+        self.models.close()

@@ -1,0 +1,65 @@
+"""Stores a job's images (and its record) in the ``outputs`` bucket under YYYYMMDD_HHmm/<job_id>/."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from PIL import Image
+
+from servers.diffusion.images import CONTENT_TYPES, EXTENSIONS, a1111_parameters, encode_image
+from servers.diffusion.schedulers import scheduler_label
+from servers.image.engine import ImageOutcome
+from servers.image.types import ImageRequest
+from storage.buckets import OUTPUTS
+from storage.keys import output_prefix
+from storage.object_store import ObjectStore, StoredObject
+
+
+@dataclass(frozen=True)
+class SavedImage:
+    index: int
+    seed: int
+    stored: StoredObject
+    data: bytes
+
+
+def save_images(store: ObjectStore, prefix: str, request: ImageRequest, outcome: ImageOutcome) -> list[SavedImage]:
+    """Encode each image (PNG carries its generation parameters, as popular UIs write them) and upload it."""
+    params = outcome.result.params
+    saved = []
+    for index, (image, seed) in enumerate(zip(outcome.result.images, outcome.result.seeds, strict=True)):
+        text = a1111_parameters(
+            prompt=params.prompt,
+            negative_prompt=params.negative_prompt,
+            steps=params.steps,
+            sampler=scheduler_label(params.scheduler or ""),
+            cfg_scale=params.guidance_scale,
+            seed=seed,
+            width=params.width or image.width,
+            height=params.height or image.height,
+            model=outcome.model.name,
+            extra={"Denoising strength": params.strength} if params.strength is not None else None,
+        )
+        data = encode_image(image, request.output_format, quality=request.quality, parameters=text)
+        key = f"{prefix}image_{index}.{EXTENSIONS[request.output_format]}"
+        stored = store.put_bytes(OUTPUTS, key, data, CONTENT_TYPES[request.output_format])
+        saved.append(SavedImage(index, seed, stored, data))
+    return saved
+
+
+def job_prefix(job_id: str) -> str:
+    """Computed once per job, so every file of a job lands in the same minute folder."""
+    return output_prefix(job_id)
+
+
+def save_init_image(store: ObjectStore, prefix: str, image: Image.Image) -> StoredObject:
+    """Keep an inline init image next to the results (as PNG), so a record can always be re-run."""
+    return store.put_bytes(OUTPUTS, f"{prefix}init.png", encode_image(image, "png"), "image/png")
+
+
+def save_record(store: ObjectStore, prefix: str, record: dict) -> StoredObject:
+    record = {"created": datetime.now(UTC).isoformat(), **record}
+    data = json.dumps(record, ensure_ascii=False, indent=2).encode()
+    return store.put_bytes(OUTPUTS, f"{prefix}result.json", data, "application/json")

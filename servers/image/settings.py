@@ -1,0 +1,36 @@
+"""Settings of the Image server (flags and GENMESH_* environment, parsed once)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from servers.runtime.settings import ServerSettings, setting
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageSettings(ServerSettings):
+    """genmesh Image server: Stable Diffusion 1.5 / SDXL txt2img and img2img with diffusers."""
+
+    port: int = setting(50052, "gRPC port", env="GENMESH_IMAGE_PORT")
+    model: str = setting("", "default model name (empty: the first user model, else the smoke-test model)",
+                         env="GENMESH_IMAGE_MODEL")  # fmt: skip
+    models_dir: Path | None = setting(None, "folder of diffusers folders and .safetensors/.ckpt files "
+                                      "(default: <data_dir>/models/image)", env="GENMESH_IMAGE_MODELS_DIR")  # fmt: skip
+    device: str = setting("auto", "auto, cpu, cuda, cuda:N (cuda also means ROCm)", env="GENMESH_DEVICE")
+    memory_mode: str = setting("auto", "auto, full or lowvram (attention/VAE slicing, CPU offload)",
+                               env="GENMESH_MEMORY_MODE")  # fmt: skip
+    keep_alive_seconds: float = setting(600.0, "unload an idle model after this long (0: never)",
+                                        env="GENMESH_IMAGE_KEEP_ALIVE_SECONDS")  # fmt: skip
+    preload: bool = setting(True, "load the default model at start (health turns SERVING after)",
+                            env="GENMESH_IMAGE_PRELOAD")  # fmt: skip
+    compile: bool = setting(False, "torch.compile the UNet and VAE decoder at load (GPU; slow first start)",
+                            env="GENMESH_IMAGE_COMPILE")  # fmt: skip
+    max_pixels: int = setting(4 * 1024 * 1024, "most pixels one job may generate (width*height*num_images)",
+                              env="GENMESH_IMAGE_MAX_PIXELS")  # fmt: skip
+
+    def resolved_models_dir(self) -> Path:
+        return self.models_dir or self.data_dir / "models" / "image"
+
+    def cache_dir(self) -> Path:
+        return self.data_dir / "cache" / "diffusion"

