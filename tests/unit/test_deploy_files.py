@@ -49,6 +49,7 @@ TEMPLATE = DEPLOY / "envoy" / "envoy.yaml.tmpl"
 SERVER_DOCKERFILES = ("Dockerfile.cpu", "Dockerfile.rocm", "Dockerfile.cuda")
 DOCKERFILES = (*SERVER_DOCKERFILES, "Dockerfile.gateway")
 SERVICES = {"text": 50051, "image": 50052, "video": 50053, "training": 50054}
+IMPLEMENTED = ("text", "image")  # run by default; the others are opt-in profiles until they exist
 K8S_VARIANTS = {"cpu": KUBE, "rocm": KUBE / "overlays" / "rocm", "cuda": KUBE / "overlays" / "cuda"}
 # Never in a build context: the venv, git, tests, local secrets, build leftovers.
 KEPT_OUT_OF_CONTEXT = (
@@ -293,10 +294,11 @@ def test_compose_services_profiles_and_gpu_overrides(yaml: Any) -> None:
     services = load_docs(yaml, COMPOSE / "compose.yaml")[0]["services"]
     assert {"minio", "buckets", "text", "gateway"} <= set(services)
     assert services["minio"]["image"].startswith("${MINIO_IMAGE:-minio/minio:")
-    assert "profiles" not in services["text"]
     for name, port in SERVICES.items():
         service = services[name]
-        if name != "text":
+        if name in IMPLEMENTED:
+            assert "profiles" not in service, f"{name} is implemented and runs by default"
+        else:
             assert name in service["profiles"], f"{name} must be opt-in (a profile)"
         assert service["command"] == ["python3", "-m", f"servers.{name}"]
         assert service["environment"][f"GENMESH_{name.upper()}_PORT"] == str(port)
@@ -342,7 +344,7 @@ def test_compose_config_validates() -> None:
         services = subprocess.run(
             [*argv, "config", "--services"], env={**base_env, **DUMMY_ENV}, capture_output=True, text=True
         ).stdout.split()
-        assert sorted(services) == ["buckets", "gateway", "minio", "text"], services  # profiles are opt-in
+        assert sorted(services) == sorted(["buckets", "gateway", "minio", *IMPLEMENTED]), services
     # Without the secrets, compose refuses (an empty .env.example is exactly that case).
     empty_env = ["--env-file", str(COMPOSE / ".env.example")]
     argv = [*command, "--project-directory", str(COMPOSE), "-f", str(COMPOSE / "compose.yaml"), *empty_env]
