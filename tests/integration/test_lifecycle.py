@@ -30,7 +30,7 @@ def own_mesh(tmp_path: Path):
     """A mesh of its own: these tests stop its text server."""
     mesh = Mesh(
         LaunchOptions(port=free_port(), services=("text",), data_dir=tmp_path / "data",
-                      service_args={"text": ["--drain-seconds", "60", "--context-length", "2048"]})
+                      service_args={"text": ["--drain-seconds", "180", "--context-length", "2048"]})
     ).start()  # fmt: skip
     try:
         yield mesh
@@ -47,7 +47,7 @@ def test_sigterm_drains_running_job_and_gateway_stops_routing(own_mesh: Mesh) ->
     def generate() -> None:
         with GenmeshClient(own_mesh.url, own_mesh.api_key) as client:
             try:
-                events.extend(client.text.stream_generate("Count:", max_tokens=300, temperature=0.7))
+                events.extend(client.text.stream_generate("Count:", max_tokens=120, temperature=0.7))
             except errors.GenmeshError as exc:
                 failures.append(exc)
 
@@ -69,7 +69,7 @@ def test_sigterm_drains_running_job_and_gateway_stops_routing(own_mesh: Mesh) ->
 
         wait_until(refused, timeout=15, what="the gateway to stop routing")
 
-    worker.join(120)
+    worker.join(240)
     assert not failures, failures
     assert events[-1].WhichOneof("event") == "result"  # the running job finished
     assert events[-1].result.usage.completion_tokens > 0
