@@ -48,6 +48,7 @@ protos: install
 
 bench: install
 	$(PY) bench/text.py
+	$(PY) bench/image.py
 
 clean:
 	rm -rf $(VENV) .build .pytest_cache .ruff_cache

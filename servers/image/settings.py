@@ -24,8 +24,6 @@ class ImageSettings(ServerSettings):
                                         env="GENMESH_IMAGE_KEEP_ALIVE_SECONDS")  # fmt: skip
     preload: bool = setting(True, "load the default model at start (health turns SERVING after)",
                             env="GENMESH_IMAGE_PRELOAD")  # fmt: skip
-    compile: bool = setting(False, "torch.compile the UNet and VAE decoder at load (GPU; slow first start)",
-                            env="GENMESH_IMAGE_COMPILE")  # fmt: skip
     max_pixels: int = setting(4 * 1024 * 1024, "most pixels one job may generate (width*height*num_images)",
                               env="GENMESH_IMAGE_MAX_PIXELS")  # fmt: skip
 
