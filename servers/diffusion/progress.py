@@ -16,25 +16,17 @@ from __future__ import annotations
 
 import io
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
 from servers.diffusion.families import ModelFamily, family_spec
+from servers.runtime.jobs import Preview  # one preview type from engine to stream
 
 if TYPE_CHECKING:
     from PIL import Image
 
 PREVIEW_MAX_SIDE = 256
-
-
-@dataclass(frozen=True)
-class Preview:
-    data: bytes
-    content_type: str
-    width: int
-    height: int
 
 
 class StepReporter(Protocol):

@@ -74,6 +74,7 @@ class ImageServicer(image_pb2_grpc.ImageServiceServicer):
         self, request: image_pb2.GenerateImageRequest, context
     ) -> AsyncIterator[image_pb2.GenerateImageResponse]:
         domain = convert.generate_image_request(request)
+        await asyncio.to_thread(self.engine.catalog.resolve, domain.model)  # unknown model: NOT_FOUND at once
         init_image = None
         if domain.init_image_data is not None:  # bad images are refused before queueing
             init_image = await asyncio.to_thread(decode_image, domain.init_image_data, field="init_image_data")
