@@ -192,6 +192,7 @@ class JobQueue:
         max_queued: int,
         retention_seconds: float = 3600.0,
         max_retained: int = 1000,
+        drain_seconds: float | None = None,
     ) -> None:
         if not devices:
             raise ValueError("a job queue needs at least one device")
@@ -201,6 +202,9 @@ class JobQueue:
         self.max_queued = max_queued
         self.retention_seconds = retention_seconds
         self.max_retained = max_retained
+        # How long a drain lets running jobs finish; None: the server's setting. Queues of
+        # checkpointed hours-long jobs use 0: they stop at once and resume after the restart.
+        self.drain_seconds = drain_seconds
         self._jobs: dict[str, Job] = {}
         self._pending: collections.deque[Job] = collections.deque()
         self._cond = threading.Condition()
@@ -251,7 +255,10 @@ class JobQueue:
         return clean
 
     # -- the public API (event loop thread) ------------------------------------------------
-    def submit(self, work: Callable[[JobContext], Any], *, method: str, detached: bool = False) -> Job:
+    def submit(
+        self, work: Callable[[JobContext], Any], *, method: str, detached: bool = False, job_id: str | None = None
+    ) -> Job:
+        """Queue ``work``; ``job_id`` re-uses an id (a persisted job resuming after a restart)."""
         if not self._accepting:
             raise Unavailable("the server is shutting down and accepts no new jobs")
         self._prune()
@@ -260,7 +267,7 @@ class JobQueue:
             for key, value in structlog.contextvars.get_contextvars().items()
             if key in ("request_id", "client_id")
         }
-        job = Job(id=self._new_id(), method=method, detached=detached, work=work, log_context=log_context)
+        job = Job(id=job_id or self._new_id(), method=method, detached=detached, work=work, log_context=log_context)
         with self._cond:
             if len(self._pending) >= self.max_queued:
                 raise ResourceExhausted(f"the {self.name} queue is full ({self.max_queued} jobs waiting); retry later")

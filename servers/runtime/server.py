@@ -32,7 +32,7 @@ class Service(Protocol):
 
     name: str
     service_names: Sequence[str]  # full proto names, e.g. "genmesh.text.v1.TextService"
-    queue: JobQueue
+    queues: Sequence[JobQueue]  # every queue the service runs jobs on (started and drained here)
 
     def register(self, server: grpc.aio.Server) -> None: ...
 
@@ -90,7 +90,8 @@ class Server:
         )
         self.port = self.grpc.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
         await self.grpc.start()
-        self.service.queue.start()
+        for queue in self.service.queues:
+            queue.start()
         log.info("server_listening", service=self.service.name, host=self.settings.host, port=self.port)
         await self.service.start()
         await self._set_health(SERVING)
@@ -103,7 +104,13 @@ class Server:
         """No new jobs, running ones finish (up to drain_seconds), then the server stops."""
         log.info("server_draining", service=self.service.name, seconds=self.settings.drain_seconds)
         await self._set_health(NOT_SERVING)
-        clean = await self.service.queue.drain(self.settings.drain_seconds)
+        results = await asyncio.gather(
+            *(
+                queue.drain(self.settings.drain_seconds if queue.drain_seconds is None else queue.drain_seconds)
+                for queue in self.service.queues
+            )
+        )
+        clean = all(results)
         await self.grpc.stop(grace=3)
         await self.service.close()
         log.info("server_stopped", service=self.service.name, clean=clean)

@@ -32,6 +32,7 @@ class TextService:
             max_queued=settings.max_queued,
             retention_seconds=settings.job_retention_seconds,
         )
+        self.queues = (self.queue,)
         self.store = ObjectStore(settings.storage())
 
     def register(self, server: grpc.aio.Server) -> None:

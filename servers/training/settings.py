@@ -1,0 +1,20 @@
+"""Settings of the Training server (flags and GENMESH_* environment, parsed once)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from servers.runtime.settings import ServerSettings, setting
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingSettings(ServerSettings):
+    """genmesh Training server: synthetic data, Restormer training, reports, registry, restore."""
+
+    port: int = setting(50054, "gRPC port", env="GENMESH_TRAINING_PORT")
+    device: str = setting("auto", "auto, cpu, cuda, cuda:N (cuda also means ROCm)", env="GENMESH_DEVICE")
+    max_queued_trainings: int = setting(8, "training jobs that may wait; more get RESOURCE_EXHAUSTED",
+                                        env="GENMESH_TRAINING_MAX_QUEUED")  # fmt: skip
+    amp: bool = setting(True, "mixed precision on GPU (bf16/fp16 autocast)", env="GENMESH_TRAINING_AMP")
+    resume_on_start: bool = setting(True, "continue interrupted training jobs from their checkpoints at start",
+                                    env="GENMESH_TRAINING_RESUME")  # fmt: skip
