@@ -239,7 +239,8 @@ class JobQueue:
             job._reason = SHUTTING_DOWN
             self._publish_now(job, CancelledEvent(SHUTTING_DOWN))
         try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
+            if not self._idle.is_set():
+                await asyncio.wait_for(self._idle.wait(), timeout)
             clean = True
         except TimeoutError:
             clean = False

@@ -24,12 +24,13 @@ def mesh(tmp_path_factory: pytest.TempPathFactory, monkeypatch_session: pytest.M
         monkeypatch_session.delenv(name, raising=False)
     options = LaunchOptions(
         port=free_port(),
-        services=("text", "image"),
+        services=("text", "image", "training"),
         data_dir=tmp_path_factory.mktemp("genmesh-data"),
         # Small queue so the full-queue path is testable; a small context keeps memory low.
         service_args={
             "text": ["--max-queued", "2", "--context-length", "2048"],
             "image": ["--threads", "1"],
+            "training": ["--threads", "1"],
         },
     )
     mesh = Mesh(options).start()

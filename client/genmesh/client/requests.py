@@ -10,6 +10,7 @@ from google.protobuf import struct_pb2
 from genmesh.common.v1 import diffusion_pb2, media_pb2
 from genmesh.image.v1 import image_pb2
 from genmesh.text.v1 import text_pb2
+from genmesh.training.v1 import training_pb2
 
 ChatMessages = Sequence[Mapping[str, str] | tuple[str, str] | text_pb2.ChatMessage]
 
@@ -167,4 +168,92 @@ def image_request(
         request.init_image_data = init_image
     elif init_image_ref is not None:
         request.init_image_ref.bucket, request.init_image_ref.key = init_image_ref
+    return request
+
+
+CONTENT_KINDS = {
+    "documents": "CONTENT_KIND_DOCUMENTS",
+    "textures": "CONTENT_KIND_TEXTURES",
+    "shapes": "CONTENT_KIND_SHAPES",
+}
+TRAINING_ARCHITECTURES = {"tiny": "ARCHITECTURE_TINY", "small": "ARCHITECTURE_SMALL", "base": "ARCHITECTURE_BASE"}
+
+
+def synthetic_data_request(
+    *,
+    num_images: int | None = None,
+    degradation_type: str = "",
+    seed: int | None = None,
+    width: int | None = None,
+    height: int | None = None,
+    content_kinds: Iterable[str] = (),
+    dataset_name: str = "",
+) -> training_pb2.GenerateSyntheticDataRequest:
+    request = training_pb2.GenerateSyntheticDataRequest(degradation_type=degradation_type, dataset_name=dataset_name)
+    for name, value in {"num_images": num_images, "seed": seed, "width": width, "height": height}.items():
+        if value is not None:
+            setattr(request, name, value)
+    for kind in content_kinds:
+        if kind not in CONTENT_KINDS:
+            raise ValueError(f"content kind must be one of {', '.join(CONTENT_KINDS)} (got {kind!r})")
+        request.content_kinds.append(training_pb2.ContentKind.Value(CONTENT_KINDS[kind]))
+    return request
+
+
+def training_spec(
+    *,
+    layer: int,
+    dataset_prefix: str = "",
+    num_epochs: int | None = None,
+    batch_size: int | None = None,
+    learning_rate: float | None = None,
+    max_pairs: int | None = None,
+    patch_size: int | None = None,
+    validation_split: float | None = None,
+    seed: int | None = None,
+    architecture: str | None = None,
+    description: str = "",
+) -> training_pb2.TrainingJobSpec:
+    spec = training_pb2.TrainingJobSpec(layer=layer, dataset_prefix=dataset_prefix, description=description)
+    optional = {
+        "num_epochs": num_epochs,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "max_pairs": max_pairs,
+        "patch_size": patch_size,
+        "validation_split": validation_split,
+        "seed": seed,
+    }
+    for name, value in optional.items():
+        if value is not None:
+            setattr(spec, name, value)
+    if architecture:
+        if architecture not in TRAINING_ARCHITECTURES:
+            raise ValueError(f"architecture must be one of {', '.join(TRAINING_ARCHITECTURES)} (got {architecture!r})")
+        spec.architecture = training_pb2.Architecture.Value(TRAINING_ARCHITECTURES[architecture])
+    return spec
+
+
+def restore_request(
+    model_id: str,
+    *,
+    image: bytes | None = None,
+    image_ref: tuple[str, str] | None = None,
+    tile_size: int | None = None,
+    tile_overlap: int | None = None,
+    output_format: str = "png",
+    quality: int | None = None,
+    return_inline: bool = False,
+) -> training_pb2.RestoreImageRequest:
+    request = training_pb2.RestoreImageRequest(model_id=model_id, return_inline=return_inline)
+    if image is not None:
+        request.image_data = image
+    elif image_ref is not None:
+        request.image_ref.bucket, request.image_ref.key = image_ref
+    for name, value in {"tile_size": tile_size, "tile_overlap": tile_overlap, "quality": quality}.items():
+        if value is not None:
+            setattr(request, name, value)
+    if output_format not in IMAGE_FORMATS:
+        raise ValueError(f"output_format must be one of {', '.join(IMAGE_FORMATS)} (got {output_format!r})")
+    request.output_format = media_pb2.ImageFormat.Value(IMAGE_FORMATS[output_format])
     return request

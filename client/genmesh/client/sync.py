@@ -12,6 +12,7 @@ from genmesh.client import requests
 from genmesh.client.connection import CHANNEL_OPTIONS, Connection, translate
 from genmesh.image.v1 import image_pb2, image_pb2_grpc
 from genmesh.text.v1 import text_pb2, text_pb2_grpc
+from genmesh.training.v1 import training_pb2, training_pb2_grpc
 
 TERMINAL = ("result", "error", "cancelled")
 
@@ -100,6 +101,65 @@ class ImageClient(_ServiceClient):
         return self._unary(self._stub.CancelJob, image_pb2.CancelJobRequest(job_id=job_id))
 
 
+class TrainingClient(_ServiceClient):
+    def __init__(self, channel: grpc.Channel, connection: Connection) -> None:
+        super().__init__(training_pb2_grpc.TrainingServiceStub(channel), connection)
+
+    def stream_synthetic_data(self, *, timeout: float | None = None, **options: Any) -> Iterator[Any]:
+        """Yield GenerateSyntheticDataResponse events. Options: num_images, degradation_type, seed,
+        width, height, content_kinds ("documents", "textures", "shapes"), dataset_name."""
+        return self._stream(self._stub.GenerateSyntheticData, requests.synthetic_data_request(**options), timeout)
+
+    def generate_synthetic_data(self, *, timeout: float | None = None, **options: Any) -> Any:
+        return final_result(self.stream_synthetic_data(timeout=timeout, **options))
+
+    def create_job(self, *, resume_job_id: str = "", **spec: Any) -> training_pb2.TrainingJob:
+        """Start a detached training job (returns at once). Spec: layer (required), dataset_prefix,
+        num_epochs, batch_size, learning_rate, max_pairs, patch_size, validation_split, seed,
+        architecture ("tiny", "small", "base"), description."""
+        request = training_pb2.CreateTrainingJobRequest(
+            spec=requests.training_spec(**spec) if spec else None, resume_job_id=resume_job_id
+        )
+        return self._unary(self._stub.CreateTrainingJob, request)
+
+    def get_job(self, job_id: str) -> training_pb2.TrainingJob:
+        return self._unary(self._stub.GetTrainingJob, training_pb2.GetTrainingJobRequest(job_id=job_id))
+
+    def list_jobs(self, *, state: int = 0, layer: int = 0, page_size: int = 0, page_token: str = "") -> Any:
+        request = training_pb2.ListTrainingJobsRequest(
+            state=state, layer=layer, page_size=page_size, page_token=page_token
+        )
+        return self._unary(self._stub.ListTrainingJobs, request)
+
+    def cancel_job(self, job_id: str) -> training_pb2.TrainingJob:
+        return self._unary(self._stub.CancelTrainingJob, training_pb2.CancelTrainingJobRequest(job_id=job_id))
+
+    def watch(self, job_id: str, *, timeout: float | None = None) -> Iterator[Any]:
+        """Everything the job did so far (replayed), then live events until it ends."""
+        return self._stream(self._stub.WatchTrainingJob, training_pb2.WatchTrainingJobRequest(job_id=job_id), timeout)
+
+    def get_report(self, job_id: str, *, return_inline: bool = False) -> training_pb2.TrainingReport:
+        request = training_pb2.GetTrainingReportRequest(job_id=job_id, return_inline=return_inline)
+        return self._unary(self._stub.GetTrainingReport, request)
+
+    def list_models(self, layer: int = 0) -> list[Any]:
+        return list(self._unary(self._stub.ListModels, training_pb2.ListModelsRequest(layer=layer)).models)
+
+    def evaluate(self, model_id: str, *, dataset_prefix: str = "", max_pairs: int | None = None) -> Any:
+        request = training_pb2.EvaluateModelRequest(model_id=model_id, dataset_prefix=dataset_prefix)
+        if max_pairs is not None:
+            request.max_pairs = max_pairs
+        return self._unary(self._stub.EvaluateModel, request)
+
+    def stream_restore(self, model_id: str, *, timeout: float | None = None, **options: Any) -> Iterator[Any]:
+        """Options: image (bytes) or image_ref ((bucket, key)), tile_size, tile_overlap, output_format,
+        quality, return_inline."""
+        return self._stream(self._stub.RestoreImage, requests.restore_request(model_id, **options), timeout)
+
+    def restore(self, model_id: str, *, timeout: float | None = None, **options: Any) -> Any:
+        return final_result(self.stream_restore(model_id, timeout=timeout, **options))
+
+
 class GenmeshClient:
     """Blocking client for the genmesh gateway (or a single server)."""
 
@@ -113,6 +173,7 @@ class GenmeshClient:
             self._channel = grpc.insecure_channel(self.connection.url, options=CHANNEL_OPTIONS)
         self.text = TextClient(self._channel, self.connection)
         self.images = ImageClient(self._channel, self.connection)
+        self.training = TrainingClient(self._channel, self.connection)
 
     def close(self) -> None:
         self._channel.close()

@@ -1,0 +1,361 @@
+"""Protobuf <-> Training domain types, with the validation that names fields and ranges."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from genmesh.common.v1 import artifact_pb2, job_pb2, media_pb2
+from genmesh.errors import InvalidArgument, require, require_range
+from genmesh.training.v1 import training_pb2
+from servers.diffusion.images import ImageFormat
+from servers.runtime import convert as common
+from servers.runtime import jobs
+from servers.runtime.convert import timestamp
+from servers.training.model_tasks import EvaluateOutcome, RestoreOutcome, RestoreRequest
+from servers.training.records import EpochRecord, TrainingRecord
+from servers.training.registry import RegisteredModelInfo, parse_model_id
+from servers.training.spec import TrainingSpec, random_seed
+from servers.training.synthetic import SyntheticSpec
+from servers.training.synthetic_job import SyntheticOutcome
+from storage.buckets import TRAINING_OUTPUTS
+from storage.keys import validate_key
+
+IMAGE_FORMATS = {
+    media_pb2.IMAGE_FORMAT_UNSPECIFIED: ImageFormat.PNG,
+    media_pb2.IMAGE_FORMAT_PNG: ImageFormat.PNG,
+    media_pb2.IMAGE_FORMAT_WEBP: ImageFormat.WEBP,
+    media_pb2.IMAGE_FORMAT_JPEG: ImageFormat.JPEG,
+}
+
+ARCHITECTURES = {
+    training_pb2.ARCHITECTURE_UNSPECIFIED: "base",
+    training_pb2.ARCHITECTURE_TINY: "tiny",
+    training_pb2.ARCHITECTURE_SMALL: "small",
+    training_pb2.ARCHITECTURE_BASE: "base",
+}
+ARCHITECTURE_ENUMS = {"tiny": training_pb2.ARCHITECTURE_TINY, "small": training_pb2.ARCHITECTURE_SMALL,
+                      "base": training_pb2.ARCHITECTURE_BASE}  # fmt: skip
+STATES = {
+    "queued": job_pb2.JOB_STATE_QUEUED,
+    "running": job_pb2.JOB_STATE_RUNNING,
+    "succeeded": job_pb2.JOB_STATE_SUCCEEDED,
+    "failed": job_pb2.JOB_STATE_FAILED,
+    "cancelled": job_pb2.JOB_STATE_CANCELLED,
+}
+STATE_NAMES = {value: name for name, value in STATES.items()}
+STAGES = {
+    "loading_data": training_pb2.STAGE_LOADING_DATA,
+    "training": training_pb2.STAGE_TRAINING,
+    "validating": training_pb2.STAGE_VALIDATING,
+    "saving": training_pb2.STAGE_SAVING,
+    "generating": training_pb2.STAGE_GENERATING,
+    "loading_model": training_pb2.STAGE_LOADING_MODEL,
+    "restoring": training_pb2.STAGE_RESTORING,
+}
+OPTIONAL_FIELDS = ("num_epochs", "batch_size", "learning_rate", "max_pairs", "patch_size", "validation_split", "seed")
+
+
+def requested_fields(spec: training_pb2.TrainingJobSpec) -> dict[str, Any]:
+    """The spec fields the caller set (optional ones only when present)."""
+    fields: dict[str, Any] = {}
+    if spec.layer:
+        fields["layer"] = spec.layer
+    if spec.dataset_prefix:
+        fields["dataset_prefix"] = spec.dataset_prefix
+    for name in OPTIONAL_FIELDS:
+        if spec.HasField(name):
+            fields[name] = getattr(spec, name)
+    if spec.architecture:
+        if spec.architecture not in ARCHITECTURES:
+            raise InvalidArgument(f"spec.architecture: unknown value {spec.architecture}", field="spec.architecture")
+        fields["architecture"] = ARCHITECTURES[spec.architecture]
+    if spec.description:
+        fields["description"] = spec.description
+    return fields
+
+
+def training_spec(spec: training_pb2.TrainingJobSpec) -> TrainingSpec:
+    fields = requested_fields(spec)
+    fields.setdefault("seed", random_seed())
+    if "layer" not in fields:
+        raise InvalidArgument("layer: required, 1..99 (models are organised as layer_1, layer_2, ...)", field="layer")
+    return TrainingSpec(**fields).validate()
+
+
+def spec_message(spec: TrainingSpec) -> training_pb2.TrainingJobSpec:
+    message = training_pb2.TrainingJobSpec(
+        layer=spec.layer,
+        dataset_prefix=spec.dataset_prefix,
+        num_epochs=spec.num_epochs,
+        batch_size=spec.batch_size,
+        learning_rate=spec.learning_rate,
+        patch_size=spec.patch_size,
+        validation_split=spec.validation_split,
+        seed=spec.seed,
+        architecture=ARCHITECTURE_ENUMS[spec.architecture],
+        description=spec.description,
+    )
+    if spec.max_pairs is not None:
+        message.max_pairs = spec.max_pairs
+    return message
+
+
+def quality(psnr: float, ssim: float, accuracy: float) -> training_pb2.QualityMetrics:
+    return training_pb2.QualityMetrics(psnr=psnr, ssim=ssim, accuracy=accuracy)
+
+
+def epoch_message(epoch: EpochRecord | None) -> training_pb2.EpochMetrics | None:
+    if epoch is None:
+        return None
+    return training_pb2.EpochMetrics(
+        epoch=epoch.epoch,
+        train_loss=epoch.train_loss,
+        validation_loss=epoch.validation_loss,
+        validation=quality(epoch.psnr, epoch.ssim, epoch.accuracy),
+        baseline=quality(epoch.baseline_psnr, epoch.baseline_ssim, epoch.baseline_accuracy),
+        learning_rate=epoch.learning_rate,
+        epoch_seconds=epoch.epoch_seconds,
+        end_time=timestamp(epoch.end_time),
+    )
+
+
+# -- training jobs ----------------------------------------------------------------------------------
+
+
+def training_job(record: TrainingRecord, job: jobs.Job | None) -> training_pb2.TrainingJob:
+    """The resource: the persisted record, with the live queue position and progress if running here."""
+    checkpoint = None
+    if record.checkpoint_key:
+        checkpoint = artifact_pb2.Artifact(
+            bucket=TRAINING_OUTPUTS,
+            key=record.checkpoint_key,
+            sha256=record.checkpoint_sha256,
+            size_bytes=record.checkpoint_size,
+            content_type="application/octet-stream",
+        )
+    message = training_pb2.TrainingJob(
+        job_id=record.job_id,
+        state=STATES[record.state],
+        spec=spec_message(record.spec),
+        stage=STAGES.get(record.stage, training_pb2.STAGE_UNSPECIFIED) if record.state == "running" else 0,
+        current_epoch=record.current_epoch,
+        total_epochs=record.spec.num_epochs,
+        history=[epoch_message(epoch) for epoch in record.history],
+        best_metrics=epoch_message(record.best),
+        checkpoint=checkpoint,
+        model_id=record.model_id,
+        resumed_count=record.resumed_count,
+        resumed_from_job_id=record.resumed_from_job_id,
+        dataset=training_pb2.DatasetStats(**record.dataset) if record.dataset else None,
+        error=job_pb2.JobError(code=record.error_code, message=record.error_message) if record.error_code else None,
+        cancelled=job_pb2.Cancelled(reason=record.cancel_reason) if record.cancel_reason else None,
+        create_time=timestamp(record.created_at),
+        start_time=timestamp(record.started_at),
+        end_time=timestamp(record.ended_at),
+        device=record.device if record.state != "queued" else "",
+    )
+    if job is not None and not job.terminal:
+        if job.state is jobs.JobState.QUEUED:
+            message.queue_position = job.queue_position
+        message.progress.CopyFrom(common.progress_message(job.progress) or job_pb2.Progress())
+    return message
+
+
+def quality_message(value: Any) -> training_pb2.QualityMetrics | None:
+    return quality(value.psnr, value.ssim, value.accuracy) if value is not None else None
+
+
+def registered_model(info: RegisteredModelInfo) -> training_pb2.RegisteredModel:
+    return training_pb2.RegisteredModel(
+        model_id=info.model_id,
+        layer=info.layer,
+        version=info.version,
+        create_time=timestamp(info.created_at.timestamp()),
+        artifact=artifact_pb2.Artifact(
+            bucket=info.bucket,
+            key=info.key,
+            size_bytes=info.size_bytes,
+            sha256=info.sha256,
+            content_type="application/octet-stream",
+        ),
+        job_id=info.job_id,
+        architecture=ARCHITECTURE_ENUMS.get(info.architecture, training_pb2.ARCHITECTURE_UNSPECIFIED),
+        parameter_count=info.parameter_count,
+        size_bytes=info.size_bytes,
+        dataset_prefix=info.dataset_prefix,
+        best_epoch=info.best_epoch,
+        metrics=quality_message(info.metrics),
+        baseline=quality_message(info.baseline),
+        previous_model_id=info.previous_model_id,
+        delta_vs_previous=quality_message(info.delta_vs_previous),
+    )
+
+
+def watch_event(
+    record: TrainingRecord, event: jobs.JobEvent, replayed: bool, result: training_pb2.TrainingResult | None
+) -> training_pb2.WatchTrainingJobResponse:
+    fields: dict[str, Any] = {"job_id": record.job_id, "replayed": replayed, "state": STATES[record.state]}
+    match event:
+        case jobs.Queued(position):
+            fields["queued"] = job_pb2.Queued(queue_position=position)
+        case jobs.Started(queued_seconds):
+            fields["started"] = job_pb2.Started(queued_seconds=queued_seconds)
+        case jobs.ProgressEvent(progress):
+            fields["progress"] = common.progress_message(progress)
+            fields["progress_update"] = training_pb2.TrainingProgress(
+                stage=STAGES.get(record.stage or "training", training_pb2.STAGE_TRAINING),
+                epoch=min(record.current_epoch + 1, record.spec.num_epochs),
+                total_epochs=record.spec.num_epochs,
+            )
+        case jobs.Output(payload=("stage", stage)):
+            fields["progress_update"] = training_pb2.TrainingProgress(
+                stage=STAGES[stage], epoch=min(record.current_epoch + 1, record.spec.num_epochs),
+                total_epochs=record.spec.num_epochs,
+            )  # fmt: skip
+        case jobs.Output(payload=("epoch", epoch)):
+            fields["epoch_completed"] = epoch_message(epoch)
+            fields["event_time"] = timestamp(epoch.end_time)
+        case jobs.Output(payload=("checkpoint", epoch, stored, best)):
+            fields["checkpoint_saved"] = training_pb2.CheckpointSaved(
+                epoch=epoch, checkpoint=common.artifact(stored), best=best
+            )
+        case jobs.Output(payload=("resumed", count, from_epoch, reason)):
+            fields["resumed"] = training_pb2.Resumed(resumed_count=count, from_epoch=from_epoch, reason=reason)
+        case jobs.Succeeded():
+            fields["result"] = result
+            fields["state"] = job_pb2.JOB_STATE_SUCCEEDED
+        case jobs.Failed(code, message):
+            fields["error"] = job_pb2.JobError(code=code, message=message)
+            fields["state"] = job_pb2.JOB_STATE_FAILED
+        case jobs.CancelledEvent(reason):
+            fields["cancelled"] = job_pb2.Cancelled(reason=reason)
+            fields["state"] = job_pb2.JOB_STATE_CANCELLED
+    if "event_time" not in fields:
+        fields["event_time"] = timestamp(time.time())
+    return training_pb2.WatchTrainingJobResponse(**fields)
+
+
+# -- synthetic data, restore, evaluate ---------------------------------------------------------------
+
+CONTENT_KINDS = {
+    training_pb2.CONTENT_KIND_DOCUMENTS: "documents",
+    training_pb2.CONTENT_KIND_TEXTURES: "textures",
+    training_pb2.CONTENT_KIND_SHAPES: "shapes",
+}
+CONTENT_KIND_ENUMS = {name: value for value, name in CONTENT_KINDS.items()}
+
+
+def synthetic_spec(request: training_pb2.GenerateSyntheticDataRequest) -> SyntheticSpec:
+    kinds = []
+    for value in request.content_kinds:
+        if value not in CONTENT_KINDS:
+            raise InvalidArgument(
+                "content_kinds: each must be CONTENT_KIND_DOCUMENTS, _TEXTURES or _SHAPES", field="content_kinds"
+            )
+        kinds.append(CONTENT_KINDS[value])
+    spec = SyntheticSpec(
+        num_images=request.num_images if request.HasField("num_images") else None,
+        degradation_type=request.degradation_type,
+        seed=request.seed if request.HasField("seed") else None,
+        width=request.width if request.HasField("width") else None,
+        height=request.height if request.HasField("height") else None,
+        content_kinds=tuple(kinds),
+        dataset_name=request.dataset_name,
+    )
+    return spec.resolve()
+
+
+def synthetic_result(outcome: SyntheticOutcome) -> training_pb2.SyntheticDataResult:
+    spec = outcome.spec
+    return training_pb2.SyntheticDataResult(
+        batch_id=outcome.batch_id,
+        dataset_name=spec.dataset_name,
+        dataset_prefix=outcome.dataset_prefix,
+        pair_count=outcome.pair_count,
+        clean_count=outcome.pair_count,
+        degraded_count=outcome.pair_count,
+        manifest=common.artifact(outcome.manifest),
+        seed=spec.seed,
+        degradation_type=spec.degradation_type,
+        content_kinds=[CONTENT_KIND_ENUMS[kind] for kind in spec.content_kinds],
+        width=spec.width,
+        height=spec.height,
+        total_bytes=outcome.total_bytes,
+        total_seconds=outcome.total_seconds,
+    )
+
+
+def task_event(response_type: type, job: jobs.Job, event: jobs.JobEvent):
+    """An event of GenerateSyntheticData or RestoreImage (same envelope)."""
+    fields = common.common_event_fields(job, event)
+    match event:
+        case jobs.ProgressEvent():
+            stage = getattr(job, "stage_hint", "generating")
+            fields["progress_update"] = training_pb2.ProgressUpdate(stage=STAGES.get(stage, 0))
+        case jobs.Output(payload=stage):
+            fields["progress_update"] = training_pb2.ProgressUpdate(stage=STAGES[stage])
+        case jobs.Succeeded(result=result):
+            fields["result"] = result
+    return response_type(**fields)
+
+
+def restore_request(message: training_pb2.RestoreImageRequest) -> RestoreRequest:
+    parse_model_id(message.model_id)
+    source = message.WhichOneof("image")
+    require(source is not None, "image_data", "an image is required (image_data or image_ref)")
+    tile = message.tile_size if message.HasField("tile_size") else 512
+    require(
+        tile == 0 or (64 <= tile <= 4096 and tile % 8 == 0),
+        "tile_size",
+        f"0, or 64..4096 and a multiple of 8 (got {tile})",
+    )
+    overlap = message.tile_overlap if message.HasField("tile_overlap") else 32
+    require(0 <= overlap <= max(tile // 2, 0), "tile_overlap", f"must be 0..tile_size/2 = {tile // 2} (got {overlap})")
+    quality_value = message.quality if message.HasField("quality") else 90
+    require_range(quality_value, "quality", 1, 100)
+    require(message.output_format in IMAGE_FORMATS, "output_format", f"unknown format {message.output_format}")
+    image_ref = None
+    if source == "image_ref":
+        require(bool(message.image_ref.bucket), "image_ref.bucket", "must not be empty")
+        image_ref = (message.image_ref.bucket, validate_key(message.image_ref.key, "image_ref.key"))
+    return RestoreRequest(
+        model_id=message.model_id,
+        image_data=message.image_data if source == "image_data" else None,
+        image_ref=image_ref,
+        tile_size=tile,
+        tile_overlap=overlap if tile else 0,
+        output_format=IMAGE_FORMATS[message.output_format],
+        quality=quality_value,
+        return_inline=message.return_inline,
+    )
+
+
+def restore_result(outcome: RestoreOutcome, inline: bool) -> training_pb2.RestoreResult:
+    return training_pb2.RestoreResult(
+        image=common.artifact(outcome.stored, outcome.data if inline else None),
+        model_id=outcome.model_id,
+        width=outcome.width,
+        height=outcome.height,
+        tile_count=outcome.tile_count,
+        tile_size=outcome.tile_size,
+        tile_overlap=outcome.tile_overlap,
+        total_seconds=outcome.total_seconds,
+    )
+
+
+def evaluate_response(outcome: EvaluateOutcome) -> training_pb2.EvaluateModelResponse:
+    return training_pb2.EvaluateModelResponse(
+        model_id=outcome.model_id,
+        dataset_prefix=outcome.dataset_prefix,
+        pair_count=outcome.pair_count,
+        metrics=quality_message(outcome.metrics),
+        baseline=quality_message(outcome.baseline),
+        improvement=quality(
+            outcome.metrics.psnr - outcome.baseline.psnr,
+            outcome.metrics.ssim - outcome.baseline.ssim,
+            outcome.metrics.accuracy - outcome.baseline.accuracy,
+        ),
+        record=common.artifact(outcome.record),
+        total_seconds=outcome.total_seconds,
+    )

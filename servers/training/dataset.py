@@ -1,0 +1,130 @@
+"""Training pairs from object storage: training-data/clean/<name>.png + training-data/degraded/<name>.png.
+
+Unpaired, unreadable, mismatched or too-small files are counted and skipped, never fatal.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import structlog
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from genmesh.errors import InvalidArgument
+from storage.buckets import TRAINING_DATA
+from storage.object_store import ObjectStore
+
+log = structlog.get_logger(__name__)
+
+CLEAN, DEGRADED = "clean/", "degraded/"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+MAX_SIDE = 8192
+
+
+@dataclass
+class DatasetStats:
+    clean_files: int = 0
+    degraded_files: int = 0
+    pairs_found: int = 0
+    pairs_used: int = 0
+    skipped_pairs: int = 0
+    train_pairs: int = 0
+    validation_pairs: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Pairs:
+    names: list[str]
+    degraded: list[torch.Tensor]  # (3, H, W) float in [0, 1]
+    clean: list[torch.Tensor]
+    stats: DatasetStats = field(default_factory=DatasetStats)
+
+
+def _names(store: ObjectStore, folder: str, prefix: str) -> dict[str, str]:
+    """{pair name: key} of the images under ``folder`` whose name starts with ``prefix``."""
+    found = {}
+    for entry in store.list(TRAINING_DATA, folder + prefix):
+        name, dot, suffix = entry.key[len(folder) :].rpartition(".")
+        if dot and f".{suffix.lower()}" in IMAGE_SUFFIXES and "/" not in name:
+            found[name] = entry.key
+    return found
+
+
+def find_pairs(store: ObjectStore, prefix: str) -> tuple[list[tuple[str, str, str]], DatasetStats]:
+    """Complete pairs (name, clean key, degraded key) in name order, and the file counts."""
+    clean, degraded = _names(store, CLEAN, prefix), _names(store, DEGRADED, prefix)
+    names = sorted(clean.keys() & degraded.keys())
+    stats = DatasetStats(clean_files=len(clean), degraded_files=len(degraded), pairs_found=len(names))
+    return [(name, clean[name], degraded[name]) for name in names], stats
+
+
+def decode(data: bytes) -> torch.Tensor | None:
+    """RGB float tensor (3, H, W) in [0, 1], or None for data that is not a sane image."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if max(image.size) > MAX_SIDE:
+                return None
+            array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        return None
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+def load_pairs(
+    store: ObjectStore,
+    prefix: str,
+    *,
+    max_pairs: int | None,
+    min_side: int,
+    field_name: str = "dataset_prefix",
+    on_pair: Callable[[int, int], None] | None = None,
+    check_cancelled: Callable[[], None] = lambda: None,
+) -> Pairs:
+    """Download and decode the pairs; InvalidArgument naming ``field_name`` when none is usable."""
+    found, stats = find_pairs(store, prefix)
+    wanted = found[:max_pairs] if max_pairs else found
+    pairs = Pairs([], [], [], stats)
+    for index, (name, clean_key, degraded_key) in enumerate(wanted, start=1):
+        check_cancelled()
+        clean = decode(store.get_bytes(TRAINING_DATA, clean_key))
+        degraded = decode(store.get_bytes(TRAINING_DATA, degraded_key))
+        usable = (
+            clean is not None
+            and degraded is not None
+            and clean.shape == degraded.shape
+            and min(clean.shape[1:]) >= min_side
+        )
+        if usable:
+            pairs.names.append(name)
+            pairs.clean.append(clean)
+            pairs.degraded.append(degraded)
+        else:
+            stats.skipped_pairs += 1
+            log.info("pair_skipped", name=name, reason="unreadable, mismatched or smaller than a patch")
+        if on_pair:
+            on_pair(index, len(wanted))
+    stats.pairs_used = len(pairs.names)
+    if stats.pairs_used < 2:
+        raise InvalidArgument(
+            f"{field_name}: {stats.pairs_used} usable pairs under training-data/clean|degraded/{prefix}* "
+            f"({stats.pairs_found} complete pairs found, {stats.skipped_pairs} skipped); at least 2 are needed: "
+            "generate synthetic data or upload pairs first",
+            field=field_name,
+        )
+    return pairs
+
+
+def split(pairs: Pairs, validation_split: float, seed: int) -> tuple[list[int], list[int]]:
+    """Indices of the training and validation pairs (at least one each), shuffled by ``seed``."""
+    order = torch.randperm(len(pairs.names), generator=torch.Generator().manual_seed(seed)).tolist()
+    validation = min(len(order) - 1, max(1, round(len(order) * validation_split)))
+    pairs.stats.validation_pairs = validation
+    pairs.stats.train_pairs = len(order) - validation
+    return sorted(order[validation:]), sorted(order[:validation])

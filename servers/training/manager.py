@@ -1,0 +1,155 @@
+"""Training jobs as long-lived resources: create, list, get, cancel, watch, and resume after a
+restart. grpc-free; the servicer converts. The work itself is ``runner.TrainingRunner``.
+
+A job is a ``TrainingRecord`` (persisted in object storage) plus, while this process runs it, a
+``Job`` in the training queue (for live events). Jobs always run detached.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import structlog
+
+from genmesh.errors import FailedPrecondition, InvalidArgument
+from servers.runtime import jobs
+from servers.runtime.jobs import Job, JobContext, JobQueue
+from servers.training.dataset import find_pairs
+from servers.training.records import JobRecords, TrainingRecord
+from servers.training.runner import TrainingRunner
+from servers.training.spec import TrainingSpec, resume_spec
+
+log = structlog.get_logger(__name__)
+
+METHOD = "CreateTrainingJob"
+
+
+@dataclass(frozen=True)
+class Replayed:
+    """An event rebuilt from the persisted record (it happened before this process ran the job)."""
+
+    event: jobs.JobEvent
+
+
+class TrainingManager:
+    def __init__(self, queue: JobQueue, records: JobRecords, runner: TrainingRunner) -> None:
+        self.queue = queue
+        self.records = records
+        self.runner = runner
+        self._live: dict[str, TrainingRecord] = {}  # records of jobs this process knows, by id
+        self._lock = threading.Lock()
+
+    # -- create / resume ------------------------------------------------------------------
+    def create(self, spec: TrainingSpec, *, resume_job_id: str = "", requested: dict | None = None) -> TrainingRecord:
+        job_id = self.queue._new_id()
+        record = TrainingRecord(job_id=job_id, spec=spec)
+        if resume_job_id:
+            previous = self.get(resume_job_id)
+            if previous.state not in ("failed", "cancelled"):
+                raise FailedPrecondition(
+                    f"resume_job_id: job {resume_job_id} is {previous.state}; only failed or cancelled jobs resume"
+                )
+            if not previous.checkpoint_key:
+                raise FailedPrecondition(f"resume_job_id: job {resume_job_id} has no checkpoint to continue from")
+            record.spec = resume_spec(previous.spec, requested or {})
+            record.resumed_from_job_id = resume_job_id
+            record.checkpoint_key = previous.checkpoint_key
+            record.history = list(previous.history)
+            record.current_epoch = previous.current_epoch
+            record.best_epoch = previous.best_epoch
+        self._check_data(record.spec)
+        self.records.save(record)  # persisted before it is queued: a crash now still resumes it
+        self._submit(record)
+        return record
+
+    def _check_data(self, spec: TrainingSpec) -> None:
+        """Refuse at once a job that would find no data (unreadable files are only found later)."""
+        found, stats = find_pairs(self.runner.store, spec.dataset_prefix)
+        if len(found) < 2:
+            raise InvalidArgument(
+                f"spec.dataset_prefix: {len(found)} complete pairs under training-data/clean|degraded/"
+                f"{spec.dataset_prefix}* ({stats.clean_files} clean, {stats.degraded_files} degraded files); "
+                "at least 2 are needed: generate synthetic data or upload pairs first",
+                field="spec.dataset_prefix",
+            )
+
+    def _submit(self, record: TrainingRecord) -> Job:
+        with self._lock:
+            self._live[record.job_id] = record
+        return self.queue.submit(
+            lambda context: self._run(record, context), method=METHOD, detached=True, job_id=record.job_id
+        )
+
+    def _run(self, record: TrainingRecord, context: JobContext) -> TrainingRecord:
+        return self.runner.run(record, context)
+
+    def resume_interrupted(self) -> list[str]:
+        """At start: queue again every job that was queued or running when the server stopped."""
+        resumed = []
+        for record in reversed(self.records.all()):  # oldest first keeps their order
+            if not record.active:
+                continue
+            if record.started_at is not None:
+                record.resumed_count += 1
+                record.interrupted_reason = record.interrupted_reason or "server restarted"
+            record.state = "queued"
+            self.records.save(record)
+            self._submit(record)
+            resumed.append(record.job_id)
+            log.info("training_job_resumed", job_id=record.job_id, from_epoch=record.current_epoch)
+        return resumed
+
+    # -- read -----------------------------------------------------------------------------
+    def get(self, job_id: str) -> TrainingRecord:
+        with self._lock:
+            record = self._live.get(job_id)
+        return record if record is not None else self.records.load(job_id)
+
+    def queue_job(self, job_id: str) -> Job | None:
+        try:
+            return self.queue.get(job_id)
+        except Exception:
+            return None
+
+    def list(self, *, state: str = "", layer: int = 0) -> list[TrainingRecord]:
+        stored = {record.job_id: record for record in self.records.all()}
+        with self._lock:
+            stored.update(self._live)
+        records = sorted(stored.values(), key=lambda record: record.created_at, reverse=True)
+        return [r for r in records if (not state or r.state == state) and (not layer or r.spec.layer == layer)]
+
+    # -- cancel ---------------------------------------------------------------------------
+    def cancel(self, job_id: str) -> TrainingRecord:
+        record = self.get(job_id)
+        if not record.active:
+            return record
+        job = self.queue_job(job_id)
+        if job is None:
+            raise InvalidArgument(f"job_id: job {job_id} is not running on this server", field="job_id")
+        self.queue.cancel(job_id)
+        if job.terminal and record.state == "queued":  # cancelled while waiting: the runner never ran
+            record.state, record.cancel_reason = "cancelled", jobs.CANCEL_REQUESTED
+            record.ended_at = job.ended_at
+            self.records.save(record)
+        return record
+
+    # -- watch ----------------------------------------------------------------------------
+    async def watch(self, job_id: str) -> AsyncIterator[jobs.JobEvent | Replayed]:
+        """What already happened (from the record), then live events until the job ends."""
+        record = self.get(job_id)
+        job = self.queue_job(job_id)
+        from_epoch = self.runner.first_epoch_this_run(job_id)
+        for epoch in record.history:
+            if job is None or from_epoch is None or epoch.epoch < from_epoch:
+                yield Replayed(jobs.Output(("epoch", epoch)))
+        if job is None:
+            terminal = self.runner.terminal_event(record)
+            if terminal is not None:
+                yield Replayed(terminal)
+            return
+        replay = len(job.history)  # events() copies the history in the same loop step: these are replays
+        async for event in self.queue.events(job):
+            yield Replayed(event) if replay > 0 else event
+            replay -= 1

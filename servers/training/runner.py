@@ -1,0 +1,235 @@
+"""The body of a training job, run in the training queue's worker thread (no grpc).
+
+Data from object storage -> Trainer -> after every epoch a checkpoint and the job record are
+written (so a restart loses at most the epoch in progress) -> at the end the best weights are
+registered as a model and the automatic report is written.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+import torch
+
+from genmesh.errors import Cancelled, GenmeshError
+from servers.runtime import jobs
+from servers.runtime.jobs import JobContext, as_genmesh_error
+from servers.training import registry
+from servers.training.dataset import load_pairs, split
+from servers.training.model.trainer import EpochResult, TrainConfig, Trainer
+from servers.training.records import EpochRecord, JobRecords, TrainingRecord
+from servers.training.reports import (
+    DatasetStats,
+    Environment,
+    ModelInfo,
+    ReportInput,
+    Timings,
+    build_report,
+    save_report,
+)
+from storage.buckets import TRAINING_OUTPUTS
+from storage.keys import training_output_prefix
+from storage.object_store import ObjectStore
+
+log = structlog.get_logger(__name__)
+
+
+def _epoch_record(result: EpochResult) -> EpochRecord:
+    return EpochRecord(
+        epoch=result.epoch,
+        train_loss=result.train_loss,
+        validation_loss=result.validation_loss,
+        psnr=result.validation.psnr,
+        ssim=result.validation.ssim,
+        accuracy=result.validation.accuracy,
+        baseline_psnr=result.baseline.psnr,
+        baseline_ssim=result.baseline.ssim,
+        baseline_accuracy=result.baseline.accuracy,
+        learning_rate=result.learning_rate,
+        epoch_seconds=result.epoch_seconds,
+        end_time=result.end_time.timestamp(),
+    )
+
+
+class TrainingRunner:
+    def __init__(self, store: ObjectStore, records: JobRecords, *, device: str, amp: bool, threads: int) -> None:
+        self.store = store
+        self.records = records
+        self.device = device
+        self.amp = amp
+        self.threads = threads
+        self._first_epoch: dict[str, int] = {}
+
+    def first_epoch_this_run(self, job_id: str) -> int | None:
+        """The first epoch this process trains for ``job_id`` (earlier ones come from the record)."""
+        return self._first_epoch.get(job_id)
+
+    @staticmethod
+    def terminal_event(record: TrainingRecord) -> jobs.JobEvent | None:
+        """The terminal event of a job that finished before this process (for Watch replays)."""
+        if record.state == "succeeded":
+            return jobs.Succeeded(record)
+        if record.state == "failed":
+            return jobs.Failed(record.error_code or "INTERNAL", record.error_message)
+        if record.state == "cancelled":
+            return jobs.CancelledEvent(record.cancel_reason or jobs.CANCEL_REQUESTED)
+        return None
+
+    def _stage(self, record: TrainingRecord, context: JobContext, stage: str) -> None:
+        record.stage = stage
+        context.output(("stage", stage))
+
+    def run(self, record: TrainingRecord, context: JobContext) -> TrainingRecord:
+        record.state, record.device = "running", self.device
+        record.started_at = record.started_at or time.time()
+        if record.interrupted_reason:
+            context.output(("resumed", record.resumed_count, record.current_epoch, record.interrupted_reason))
+            record.interrupted_reason = ""
+        self._first_epoch[record.job_id] = record.current_epoch + 1
+        self.records.save(record)
+        try:
+            self._train(record, context)
+        except Cancelled as exc:
+            if exc.message == jobs.SHUTTING_DOWN:  # drained: keep it queued, the next start resumes it
+                record.state, record.interrupted_reason = "queued", jobs.SHUTTING_DOWN
+            else:
+                record.state, record.cancel_reason, record.ended_at = "cancelled", exc.message, time.time()
+            record.stage = ""
+            self.records.save(record)
+            raise
+        except Exception as exc:
+            error = as_genmesh_error(exc)
+            record.state, record.error_code, record.error_message = "failed", error.code, error.message
+            record.ended_at, record.stage = time.time(), ""
+            self.records.save(record)
+            if isinstance(exc, GenmeshError):
+                raise
+            raise error from exc
+        return record
+
+    def _train(self, record: TrainingRecord, context: JobContext) -> None:
+        spec = record.spec
+        self._stage(record, context, "loading_data")
+        pairs = load_pairs(
+            self.store,
+            spec.dataset_prefix,
+            max_pairs=spec.max_pairs,
+            min_side=spec.patch_size,
+            field_name="spec.dataset_prefix",
+            check_cancelled=context.check_cancelled,
+        )
+        train_idx, val_idx = split(pairs, spec.validation_split, spec.seed)
+        record.dataset = pairs.stats.as_dict()
+        self.records.save(record)
+        train = [(pairs.degraded[i], pairs.clean[i]) for i in train_idx]
+        validation = [(pairs.degraded[i], pairs.clean[i]) for i in val_idx]
+        if record.checkpoint_key:
+            checkpoint = self.store.get_bytes(TRAINING_OUTPUTS, record.checkpoint_key)
+            trainer = Trainer.resume(
+                checkpoint, train, validation, epochs=spec.num_epochs, device=self.device, threads=self.threads,
+                amp=self.amp,
+            )  # fmt: skip
+        else:
+            config = TrainConfig(
+                epochs=spec.num_epochs, batch_size=spec.batch_size, learning_rate=spec.learning_rate,
+                patch_size=spec.patch_size, seed=spec.seed, architecture=spec.architecture, device=self.device,
+                amp=self.amp, threads=self.threads,
+            )  # fmt: skip
+            trainer = Trainer(config, train, validation)
+        record.device = trainer.device_name
+        if trainer.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(trainer.device)
+        self._stage(record, context, "training")
+        trainer.run(
+            on_step=lambda step, total: context.progress(step, total),
+            on_epoch=lambda result: self._epoch_done(record, trainer, context, result),
+            check_cancelled=context.check_cancelled,
+        )
+        self._stage(record, context, "saving")
+        info = self._register(record, trainer)
+        record.model_id = info.model_id
+        record.state, record.ended_at, record.stage = "succeeded", time.time(), ""
+        self._report(record, trainer, info)
+        self.records.save(record)
+
+    def _epoch_done(self, record: TrainingRecord, trainer: Trainer, context: JobContext, result: EpochResult) -> None:
+        prefix = training_output_prefix("checkpoints", record.job_id)
+        stored = self.store.put_bytes(
+            TRAINING_OUTPUTS, prefix + "last.pt", trainer.checkpoint_bytes(), "application/octet-stream"
+        )
+        if result.best:
+            self.store.put_bytes(
+                TRAINING_OUTPUTS, prefix + "best.pt", trainer.best_model_bytes(), "application/octet-stream"
+            )
+            record.best_epoch = result.epoch
+        epoch = _epoch_record(result)
+        record.history = [item for item in record.history if item.epoch < epoch.epoch] + [epoch]
+        record.current_epoch = result.epoch
+        record.checkpoint_key, record.checkpoint_sha256 = stored.key, stored.sha256
+        record.checkpoint_size = stored.size_bytes
+        self.records.save(record)
+        context.output(("epoch", epoch))
+        context.output(("checkpoint", result.epoch, stored, result.best))
+        log.info("epoch_done", epoch=result.epoch, psnr=round(result.validation.psnr, 3),
+                 baseline_psnr=round(result.baseline.psnr, 3), train_loss=round(result.train_loss, 5))  # fmt: skip
+
+    def _register(self, record: TrainingRecord, trainer: Trainer) -> registry.RegisteredModelInfo:
+        best = record.best
+        assert best is not None
+        metadata: dict[str, Any] = {
+            "job_id": record.job_id,
+            "architecture": record.spec.architecture,
+            "parameter_count": trainer.parameter_count,
+            "dataset_prefix": record.spec.dataset_prefix,
+            "best_epoch": best.epoch,
+            "metrics": {"psnr": best.psnr, "ssim": best.ssim, "accuracy": best.accuracy},
+            "baseline": {"psnr": best.baseline_psnr, "ssim": best.baseline_ssim, "accuracy": best.baseline_accuracy},
+            "validation_loss": best.validation_loss,
+            "spec": record.spec.to_dict(),
+        }
+        return registry.register_model(
+            self.store, layer=record.spec.layer, model_bytes=trainer.best_model_bytes(), metadata=metadata,
+            now=datetime.now(UTC),
+        )  # fmt: skip
+
+    def _report(self, record: TrainingRecord, trainer: Trainer, info: registry.RegisteredModelInfo) -> None:
+        previous = registry.previous_model(self.store, record.spec.layer, before_id=info.model_id)
+        peak = torch.cuda.max_memory_allocated(trainer.device) if trainer.device.type == "cuda" else 0
+        device_name = (
+            torch.cuda.get_device_name(trainer.device) if trainer.device.type == "cuda" else platform.processor()
+        )
+        report = build_report(
+            ReportInput(
+                job_id=record.job_id,
+                layer=record.spec.layer,
+                status="succeeded",
+                spec=record.spec.to_dict(),
+                history=record.history,
+                dataset=DatasetStats(**record.dataset),
+                timings=Timings(created=record.created_at, started=record.started_at, ended=record.ended_at),
+                description=record.spec.description,
+                best_epoch=record.best_epoch,
+                model=ModelInfo(
+                    architecture=record.spec.architecture,
+                    parameter_count=trainer.parameter_count,
+                    size_bytes=info.size_bytes,
+                    model_id=info.model_id,
+                    key=info.key,
+                ),
+                previous=previous.as_previous() if previous else None,
+                environment=Environment(
+                    python=platform.python_version(),
+                    torch=torch.__version__,
+                    device=trainer.device_name,
+                    device_name=device_name or "cpu",
+                    peak_memory_bytes=peak,
+                ),
+                resumed_count=record.resumed_count,
+                resumed_from_job_id=record.resumed_from_job_id,
+            )
+        )
+        save_report(self.store, report)

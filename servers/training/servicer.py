@@ -1,0 +1,196 @@
+"""TrainingService: proto in, manager / job, proto out. Validation lives in convert.py."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+from collections.abc import AsyncIterator
+
+from google.protobuf import struct_pb2
+
+from genmesh.errors import InvalidArgument, NotFound, require_range
+from genmesh.training.v1 import training_pb2, training_pb2_grpc
+from servers.runtime.jobs import JobContext, JobQueue, Succeeded
+from servers.runtime.streaming import stream_job
+from servers.training import convert, registry
+from servers.training.manager import Replayed, TrainingManager
+from servers.training.model_tasks import ModelTasks, RestoreRequest
+from servers.training.records import TrainingRecord
+from servers.training.reports import plot_key, report_keys
+from servers.training.synthetic import SyntheticSpec
+from servers.training.synthetic_job import run_synthetic
+from storage.buckets import TRAINING_OUTPUTS
+from storage.keys import validate_job_id
+from storage.object_store import ObjectStore
+
+SERVICE_NAME = training_pb2.DESCRIPTOR.services_by_name["TrainingService"].full_name
+PLOTS = {"loss": "Loss per epoch", "psnr": "Validation PSNR per epoch", "ssim": "Validation SSIM per epoch",
+         "accuracy": "Validation accuracy per epoch"}  # fmt: skip
+
+
+def _page(page_size: int, page_token: str, default: int) -> tuple[int, int]:
+    require_range(page_size, "page_size", 0, 1000)
+    if page_token and not page_token.isdigit():
+        raise InvalidArgument("page_token: not a token from a previous page", field="page_token")
+    return int(page_token or 0), page_size or default
+
+
+class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
+    def __init__(self, manager: TrainingManager, tasks: JobQueue, models: ModelTasks, store: ObjectStore) -> None:
+        self.manager = manager
+        self.tasks = tasks
+        self.models = models
+        self.store = store
+
+    # -- synthetic data ------------------------------------------------------------------------
+    def _synthetic(self, spec: SyntheticSpec, context: JobContext) -> training_pb2.SyntheticDataResult:
+        return convert.synthetic_result(run_synthetic(self.store, spec, context))
+
+    async def GenerateSyntheticData(
+        self, request, context
+    ) -> AsyncIterator[training_pb2.GenerateSyntheticDataResponse]:
+        spec = convert.synthetic_spec(request)
+        job = self.tasks.submit(functools.partial(self._synthetic, spec), method="GenerateSyntheticData")
+        job.stage_hint = "generating"  # type: ignore[attr-defined]  # what plain progress events mean
+        events = functools.partial(convert.task_event, training_pb2.GenerateSyntheticDataResponse)
+        async for event in stream_job(self.tasks, job, events):
+            yield event
+
+    # -- training jobs -------------------------------------------------------------------------
+    def _message(self, record: TrainingRecord) -> training_pb2.TrainingJob:
+        return convert.training_job(record, self.manager.queue_job(record.job_id))
+
+    async def CreateTrainingJob(self, request, context) -> training_pb2.TrainingJob:
+        if request.resume_job_id:
+            validate_job_id(request.resume_job_id, "resume_job_id")
+            requested = convert.requested_fields(request.spec)
+            spec = None
+        else:
+            spec = convert.training_spec(request.spec)
+            requested = None
+        record = await asyncio.to_thread(
+            self.manager.create,
+            spec,  # type: ignore[arg-type]  # resumed jobs take the original spec
+            resume_job_id=request.resume_job_id,
+            requested=requested,
+        )
+        return self._message(record)
+
+    async def GetTrainingJob(self, request, context) -> training_pb2.TrainingJob:
+        record = await asyncio.to_thread(self.manager.get, validate_job_id(request.job_id))
+        return self._message(record)
+
+    async def ListTrainingJobs(self, request, context) -> training_pb2.ListTrainingJobsResponse:
+        start, size = _page(request.page_size, request.page_token, 50)
+        state = convert.STATE_NAMES.get(request.state, "") if request.state else ""
+        records = await asyncio.to_thread(self.manager.list, state=state, layer=request.layer)
+        page = records[start : start + size]
+        next_token = str(start + size) if start + size < len(records) else ""
+        return training_pb2.ListTrainingJobsResponse(
+            training_jobs=[self._message(record) for record in page], next_page_token=next_token
+        )
+
+    async def CancelTrainingJob(self, request, context) -> training_pb2.TrainingJob:
+        record = await asyncio.to_thread(self.manager.cancel, validate_job_id(request.job_id))
+        return self._message(record)
+
+    async def _result(self, record: TrainingRecord) -> training_pb2.TrainingResult:
+        info = await asyncio.to_thread(registry.get_model, self.store, record.model_id)
+        return training_pb2.TrainingResult(
+            model_id=record.model_id,
+            model=convert.registered_model(info),
+            best_metrics=convert.epoch_message(record.best),
+        )
+
+    async def WatchTrainingJob(self, request, context) -> AsyncIterator[training_pb2.WatchTrainingJobResponse]:
+        job_id = validate_job_id(request.job_id)
+        record = await asyncio.to_thread(self.manager.get, job_id)
+        async for item in self.manager.watch(job_id):
+            replayed = isinstance(item, Replayed)
+            event = item.event if isinstance(item, Replayed) else item
+            record = self.manager.get(job_id) if not replayed else record
+            result = await self._result(record) if isinstance(event, Succeeded) else None
+            yield convert.watch_event(record, event, replayed, result)
+
+    # -- reports and models --------------------------------------------------------------------
+    async def GetTrainingReport(self, request, context) -> training_pb2.TrainingReport:
+        job_id = validate_job_id(request.job_id)
+        return await asyncio.to_thread(self._report, job_id, request.return_inline)
+
+    def _report(self, job_id: str, inline: bool) -> training_pb2.TrainingReport:
+        record = self.manager.get(job_id)
+        text_key, json_key = report_keys(job_id)
+        try:
+            text, data = (
+                self.store.get_bytes(TRAINING_OUTPUTS, text_key),
+                self.store.get_bytes(TRAINING_OUTPUTS, json_key),
+            )
+        except NotFound:
+            raise NotFound(
+                f"job {job_id} has no report yet (it is {record.state}; reports are written when a job succeeds)"
+            ) from None
+        structured = struct_pb2.Struct()
+        structured.update(json.loads(data))
+        plots = []
+        for name, title in PLOTS.items():
+            key = plot_key(job_id, name)
+            if self.store.exists(TRAINING_OUTPUTS, key):
+                stored = self.store.stat(TRAINING_OUTPUTS, key)
+                png = self.store.get_bytes(TRAINING_OUTPUTS, key) if inline else None
+                plots.append(
+                    training_pb2.ReportPlot(name=name, title=title, artifact=convert.common.artifact(stored, png))
+                )
+        text_stored, json_stored = (
+            self.store.stat(TRAINING_OUTPUTS, text_key),
+            self.store.stat(TRAINING_OUTPUTS, json_key),
+        )
+        return training_pb2.TrainingReport(
+            job_id=job_id,
+            text=text.decode(),
+            data=structured,
+            text_artifact=convert.common.artifact(text_stored, text if inline else None),
+            json_artifact=convert.common.artifact(json_stored, data if inline else None),
+            plots=plots,
+            create_time=convert.timestamp(record.ended_at),
+        )
+
+    async def ListModels(self, request, context) -> training_pb2.ListModelsResponse:
+        require_range(request.layer, "layer", 0, 99)
+        start, size = _page(request.page_size, request.page_token, 100)
+        models = await asyncio.to_thread(registry.list_models, self.store, request.layer or None)
+        page = models[start : start + size]
+        next_token = str(start + size) if start + size < len(models) else ""
+        return training_pb2.ListModelsResponse(
+            models=[convert.registered_model(info) for info in page], next_page_token=next_token
+        )
+
+    # -- evaluation and restore ----------------------------------------------------------------
+    async def EvaluateModel(self, request, context) -> training_pb2.EvaluateModelResponse:
+        registry.parse_model_id(request.model_id)
+        max_pairs = request.max_pairs if request.HasField("max_pairs") else None
+        if max_pairs is not None:
+            require_range(max_pairs, "max_pairs", 1, 100_000)
+
+        def work(job_context: JobContext) -> training_pb2.EvaluateModelResponse:
+            outcome = self.models.evaluate(request.model_id, request.dataset_prefix, max_pairs, job_context)
+            return convert.evaluate_response(outcome)
+
+        job = self.tasks.submit(work, method="EvaluateModel")
+        result = None
+        async for event in stream_job(self.tasks, job, lambda _job, event: event):
+            if isinstance(event, Succeeded):
+                result = event.result
+        return result
+
+    def _restore(self, request: RestoreRequest, context: JobContext) -> training_pb2.RestoreResult:
+        return convert.restore_result(self.models.restore(request, context), request.return_inline)
+
+    async def RestoreImage(self, request, context) -> AsyncIterator[training_pb2.RestoreImageResponse]:
+        domain = convert.restore_request(request)
+        await asyncio.to_thread(registry.get_model, self.store, domain.model_id)  # NOT_FOUND before queueing
+        job = self.tasks.submit(functools.partial(self._restore, domain), method="RestoreImage")
+        job.stage_hint = "restoring"  # type: ignore[attr-defined]
+        events = functools.partial(convert.task_event, training_pb2.RestoreImageResponse)
+        async for event in stream_job(self.tasks, job, events):
+            yield event
