@@ -268,7 +268,7 @@ class JobQueue:
             for key, value in structlog.contextvars.get_contextvars().items()
             if key in ("request_id", "client_id")
         }
-        job = Job(id=job_id or self._new_id(), method=method, detached=detached, work=work, log_context=log_context)
+        job = Job(id=job_id or self.new_id(), method=method, detached=detached, work=work, log_context=log_context)
         with self._cond:
             if len(self._pending) >= self.max_queued:
                 raise ResourceExhausted(f"the {self.name} queue is full ({self.max_queued} jobs waiting); retry later")
@@ -328,7 +328,8 @@ class JobQueue:
             job._subscribers.discard(inbox)
 
     # -- internals -------------------------------------------------------------------------
-    def _new_id(self) -> str:
+    def new_id(self) -> str:
+        """A fresh job id with this queue's prefix (for resources created before they are queued)."""
         return f"{self.id_prefix}-{uuid.uuid4().hex[:16]}"
 
     def _prune(self) -> None:

@@ -286,13 +286,13 @@ def synthetic_result(outcome: SyntheticOutcome) -> training_pb2.SyntheticDataRes
     )
 
 
-def task_event(response_type: type, job: jobs.Job, event: jobs.JobEvent):
-    """An event of GenerateSyntheticData or RestoreImage (same envelope)."""
+def task_event(response_type: type, progress_stage: str, job: jobs.Job, event: jobs.JobEvent):
+    """An event of GenerateSyntheticData or RestoreImage (same envelope); plain progress events mean
+    ``progress_stage`` (pairs generated, tiles restored)."""
     fields = common.common_event_fields(job, event)
     match event:
         case jobs.ProgressEvent():
-            stage = getattr(job, "stage_hint", "generating")
-            fields["progress_update"] = training_pb2.ProgressUpdate(stage=STAGES.get(stage, 0))
+            fields["progress_update"] = training_pb2.ProgressUpdate(stage=STAGES[progress_stage])
         case jobs.Output(payload=stage):
             fields["progress_update"] = training_pb2.ProgressUpdate(stage=STAGES[stage])
         case jobs.Succeeded(result=result):

@@ -42,9 +42,15 @@ class TrainingManager:
         self._lock = threading.Lock()
 
     # -- create / resume ------------------------------------------------------------------
-    def create(self, spec: TrainingSpec, *, resume_job_id: str = "", requested: dict | None = None) -> TrainingRecord:
-        job_id = self.queue._new_id()
-        record = TrainingRecord(job_id=job_id, spec=spec)
+    def create(
+        self, spec: TrainingSpec | None, *, resume_job_id: str = "", requested: dict | None = None
+    ) -> TrainingRecord:
+        """A new job from ``spec``, or (``resume_job_id``) one that continues a failed or cancelled
+        job from its checkpoint with that job's spec (``requested`` may only raise num_epochs)."""
+        if spec is None and not resume_job_id:
+            raise InvalidArgument("spec: required", field="spec")
+        job_id = self.queue.new_id()
+        record = TrainingRecord(job_id=job_id, spec=spec)  # type: ignore[arg-type]  # set below when resuming
         if resume_job_id:
             previous = self.get(resume_job_id)
             if previous.state not in ("failed", "cancelled"):

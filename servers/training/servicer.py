@@ -52,8 +52,7 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
     ) -> AsyncIterator[training_pb2.GenerateSyntheticDataResponse]:
         spec = convert.synthetic_spec(request)
         job = self.tasks.submit(functools.partial(self._synthetic, spec), method="GenerateSyntheticData")
-        job.stage_hint = "generating"  # type: ignore[attr-defined]  # what plain progress events mean
-        events = functools.partial(convert.task_event, training_pb2.GenerateSyntheticDataResponse)
+        events = functools.partial(convert.task_event, training_pb2.GenerateSyntheticDataResponse, "generating")
         async for event in stream_job(self.tasks, job, events):
             yield event
 
@@ -190,7 +189,6 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
         domain = convert.restore_request(request)
         await asyncio.to_thread(registry.get_model, self.store, domain.model_id)  # NOT_FOUND before queueing
         job = self.tasks.submit(functools.partial(self._restore, domain), method="RestoreImage")
-        job.stage_hint = "restoring"  # type: ignore[attr-defined]
-        events = functools.partial(convert.task_event, training_pb2.RestoreImageResponse)
+        events = functools.partial(convert.task_event, training_pb2.RestoreImageResponse, "restoring")
         async for event in stream_job(self.tasks, job, events):
             yield event

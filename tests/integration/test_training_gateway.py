@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from genmesh import errors
 from genmesh.client import GenmeshClient
 from genmesh.common.v1 import job_pb2
 from servers.mesh.launcher import LaunchOptions, Mesh
@@ -210,3 +211,43 @@ def test_killed_server_resumes_the_job_from_its_checkpoint(tmp_path: Path) -> No
             assert "Resumed from checkpoint: 1 time" in client.training.get_report(job.job_id).text
     finally:
         mesh.stop()
+
+
+def test_user_pairs_unpaired_and_unreadable_files_are_counted_and_skipped(client, dataset, object_store) -> None:
+    source = dataset["dataset_prefix"]
+    for index in range(3):  # three good pairs under the user's own names
+        for folder in ("clean", "degraded"):
+            data = object_store.get_bytes("training-data", f"{folder}/{source}{index:05d}.png")
+            object_store.put_bytes("training-data", f"{folder}/mine_{index}.png", data, "image/png")
+    object_store.put_bytes("training-data", "clean/mine_lonely.png", b"no partner", "image/png")
+    object_store.put_bytes("training-data", "clean/mine_broken.png", b"not a png", "image/png")
+    object_store.put_bytes("training-data", "degraded/mine_broken.png", b"not a png either", "image/png")
+    job = client.training.create_job(
+        layer=11, dataset_prefix="mine_", num_epochs=1, patch_size=48, architecture="tiny", validation_split=0.3
+    )
+    wait_until(lambda: client.training.get_job(job.job_id).state == job_pb2.JOB_STATE_SUCCEEDED, timeout=120,
+               what="the job on user pairs")  # fmt: skip
+    stats = client.training.get_job(job.job_id).dataset
+    assert (stats.clean_files, stats.degraded_files, stats.pairs_found) == (5, 4, 4)
+    assert (stats.pairs_used, stats.skipped_pairs) == (3, 1)
+    assert stats.train_pairs + stats.validation_pairs == 3
+
+
+def test_a_cancelled_job_continues_as_a_new_job_from_its_checkpoint(client, dataset) -> None:
+    spec = {"layer": 12, "dataset_prefix": dataset["dataset_prefix"], "num_epochs": 12, "batch_size": 2,
+            "patch_size": 48, "architecture": "tiny", "seed": 4}  # fmt: skip
+    first = client.training.create_job(**spec)
+    wait_until(lambda: client.training.get_job(first.job_id).current_epoch >= 1, timeout=120, what="an epoch")
+    client.training.cancel_job(first.job_id)
+    wait_until(lambda: client.training.get_job(first.job_id).state == job_pb2.JOB_STATE_CANCELLED, timeout=60,
+               what="the cancel")  # fmt: skip
+    done = client.training.get_job(first.job_id).current_epoch
+    with pytest.raises(errors.InvalidArgument, match="only num_epochs"):
+        client.training.create_job(resume_job_id=first.job_id, **{**spec, "batch_size": 8})
+    second = client.training.create_job(resume_job_id=first.job_id, **{**spec, "num_epochs": 13})
+    assert second.resumed_from_job_id == first.job_id and second.spec.num_epochs == 13
+    wait_until(lambda: client.training.get_job(second.job_id).state == job_pb2.JOB_STATE_SUCCEEDED, timeout=180,
+               what="the continued job")  # fmt: skip
+    finished = client.training.get_job(second.job_id)
+    assert [epoch.epoch for epoch in finished.history] == list(range(1, 14))
+    assert finished.history[done - 1] == client.training.get_job(first.job_id).history[done - 1]
