@@ -251,3 +251,30 @@ def test_a_cancelled_job_continues_as_a_new_job_from_its_checkpoint(client, data
     finished = client.training.get_job(second.job_id)
     assert [epoch.epoch for epoch in finished.history] == list(range(1, 14))
     assert finished.history[done - 1] == client.training.get_job(first.job_id).history[done - 1]
+
+
+def test_sigterm_stops_training_at_once_and_the_next_start_resumes_it(tmp_path: Path) -> None:
+    mesh = Mesh(LaunchOptions(port=free_port(), services=("training",), data_dir=tmp_path / "data",
+                              service_args={"training": ["--threads", "1"]})).start()  # fmt: skip
+    try:
+        with GenmeshClient(mesh.url, mesh.api_key) as client:
+            data = client.training.generate_synthetic_data(num_images=12, width=96, height=96, seed=8)
+            job = client.training.create_job(
+                layer=5, dataset_prefix=data.dataset_prefix, num_epochs=40, patch_size=48, architecture="tiny",
+                batch_size=2,
+            )  # fmt: skip
+            wait_until(lambda: client.training.get_job(job.job_id).current_epoch >= 1, timeout=120, what="an epoch")
+            server = mesh.servers["training"]
+            server.stop(timeout=30)  # SIGTERM: a drain that does not wait for 40 epochs
+            assert server.returncode() == 0
+            restarted = ManagedProcess(server.name, server.argv, log_path=server.log_path, env=server.env).start()
+            mesh.servers["training"] = restarted
+            wait_until(
+                lambda: client.training.get_job(job.job_id).state == job_pb2.JOB_STATE_SUCCEEDED,
+                timeout=300, what="the resumed job to finish", process=restarted,
+            )  # fmt: skip
+            resumed = [event for event in client.training.watch(job.job_id) if event.WhichOneof("event") == "resumed"]
+            assert resumed and resumed[0].resumed.reason == "server shutting down"
+            assert client.training.get_job(job.job_id).resumed_count == 1
+    finally:
+        mesh.stop()
