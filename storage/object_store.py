@@ -64,10 +64,18 @@ class StorageSettings:
     secure: bool = False
     region: str = "us-east-1"
     presign_expiry_seconds: int = 3600
+    # Where callers reach the store, when that differs from where the servers do (compose, k8s):
+    # presigned URLs are signed for this host:port. Empty: the same as ``endpoint``.
+    public_endpoint: str = ""
+    public_secure: bool | None = None  # None: as ``secure``
 
     def __post_init__(self) -> None:
         if not _ENDPOINT.fullmatch(self.endpoint):
             raise ValueError(f"S3 endpoint must be host:port without a scheme or path (got {self.endpoint!r})")
+        if self.public_endpoint and not _ENDPOINT.fullmatch(self.public_endpoint):
+            raise ValueError(
+                f"S3 public endpoint must be host:port without a scheme or path (got {self.public_endpoint!r})"
+            )
         if not self.access_key or not self.secret_key:
             raise ValueError("S3 access key and secret key must not be empty")
         if not 1 <= self.presign_expiry_seconds <= MAX_PRESIGN_SECONDS:
@@ -203,6 +211,17 @@ class ObjectStore:
             region=settings.region,  # known region: the SDK never asks the store for bucket locations
             http_client=_http_client(self._retry),
         )
+        # Presigning is local computation (the region is known), so a client for the public
+        # endpoint never talks to it; it only puts the right host in the signed URL.
+        self._signer = self._client
+        if settings.public_endpoint:
+            self._signer = Minio(
+                settings.public_endpoint,
+                access_key=settings.access_key,
+                secret_key=settings.secret_key,
+                secure=settings.secure if settings.public_secure is None else settings.public_secure,
+                region=settings.region,
+            )
 
     # -- buckets ---------------------------------------------------------------------------------
 
@@ -364,7 +383,7 @@ class ObjectStore:
         validate_key(key)
         expires = timedelta(seconds=self.settings.presign_expiry_seconds)
         return self._call(
-            "presign_get", lambda: self._client.presigned_get_object(bucket, key, expires=expires), bucket=bucket
+            "presign_get", lambda: self._signer.presigned_get_object(bucket, key, expires=expires), bucket=bucket
         )
 
     # -- retries and error mapping ----------------------------------------------------------------

@@ -113,6 +113,9 @@ class ServerSettings:
     s3_secret_key: str = setting("", "S3 secret key", env="GENMESH_S3_SECRET_KEY", secret=True)
     s3_secure: bool = setting(False, "use HTTPS for S3", env="GENMESH_S3_SECURE")
     s3_region: str = setting("us-east-1", "S3 region", env="GENMESH_S3_REGION")
+    s3_public_endpoint: str = setting(
+        "", "host:port that callers use for presigned URLs (default: the S3 endpoint)", env="GENMESH_S3_PUBLIC_ENDPOINT"
+    )
 
     def storage(self) -> StorageSettings:
         return StorageSettings(
@@ -121,4 +124,5 @@ class ServerSettings:
             secret_key=self.s3_secret_key,
             secure=self.s3_secure,
             region=self.s3_region,
+            public_endpoint=self.s3_public_endpoint,
         )

@@ -145,6 +145,20 @@ def test_presigned_url_downloads_the_same_bytes(store):
         assert response.read() == data
 
 
+def test_presigned_urls_name_the_public_endpoint(s3_server, store):
+    # Callers may reach the store under another name than the servers do (compose, Kubernetes).
+    port = s3_server.endpoint.rsplit(":", 1)[1]
+    public = ObjectStore(replace(s3_server.settings(), public_endpoint=f"localhost:{port}"))
+    data = os.urandom(1024)
+    stored = public.put_bytes(OUTPUTS, "presign/public.bin", data, "application/octet-stream")
+    assert urllib.parse.urlsplit(stored.url).hostname == "localhost"
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(stored.url, timeout=5) as response:
+        assert response.read() == data
+    with pytest.raises(ValueError, match="public endpoint"):
+        replace(s3_server.settings(), public_endpoint="http://example:9000")
+
+
 def test_missing_key_is_not_found(store):
     with pytest.raises(NotFound, match="outputs/no/such-key"):
         store.get_bytes(OUTPUTS, "no/such-key")
