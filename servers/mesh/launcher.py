@@ -11,6 +11,7 @@ import importlib.util
 import json
 import os
 import secrets
+import shutil
 import signal
 import sys
 import threading
@@ -238,20 +239,36 @@ class Mesh:
             if self.api_keys.generated_file
             else "API key: from GENMESH_API_KEYS / GENMESH_API_KEYS_FILE, or the data folder's api-keys file"
         )
+        genmesh, grpcurl = (command_name(name) for name in ("genmesh", "grpcurl"))
+        examples = {
+            "text": f'{genmesh} text "Once upon a time" --max-tokens 32',
+            "image": f'{genmesh} image "a lighthouse at dusk" -o lighthouse.png',
+            "training": f"{genmesh} synthetic-data --num-images 40 --preset gaussian-noise\n"
+            f"  {genmesh} train --layer 1 --architecture tiny --epochs 5 --patch-size 64",
+        }
+        tries = "\n".join(f"  {examples[name]}" for name in self.servers if name in examples)
         return f"""
 genmesh is up: gateway http://{self.url} (gRPC and REST), services: {", ".join(self.servers)}
 {key_line}
 Data folder: {self.data_dir} (logs in {self.logs})
 
 Try it (set the key first: export GENMESH_API_KEY=...):
-  genmesh text "Once upon a time" --max-tokens 32
-  genmesh image "a lighthouse at dusk" -o lighthouse.png    (if the image service runs)
-  grpcurl -plaintext -H "x-api-key: $GENMESH_API_KEY" {self.url} list
+{tries}
+  {grpcurl} -plaintext -H "x-api-key: $GENMESH_API_KEY" {self.url} list
   curl -N -H "x-api-key: $GENMESH_API_KEY" http://{self.url}/v1/text:generate \\
        -d '{{"prompt": "Once upon a time", "sampling": {{"max_tokens": 32}}}}'
 
 Ctrl-C stops everything.
 """
+
+
+def command_name(name: str) -> str:
+    """``name`` when the shell finds this venv's copy, else its full path (e.g. ``.venv/bin/genmesh``)."""
+    here = Path(sys.executable).parent / name
+    found = shutil.which(name)
+    if found and Path(found).resolve() == here.resolve():
+        return name
+    return str(here) if here.exists() else name
 
 
 def run_mesh(options: LaunchOptions) -> int:
