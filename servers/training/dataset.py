@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import structlog
@@ -15,6 +15,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from genmesh.errors import InvalidArgument
+from servers.training.reports.inputs import DatasetStats
 from storage.buckets import TRAINING_DATA
 from storage.object_store import ObjectStore
 
@@ -23,20 +24,6 @@ log = structlog.get_logger(__name__)
 CLEAN, DEGRADED = "clean/", "degraded/"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 MAX_SIDE = 8192
-
-
-@dataclass
-class DatasetStats:
-    clean_files: int = 0
-    degraded_files: int = 0
-    pairs_found: int = 0
-    pairs_used: int = 0
-    skipped_pairs: int = 0
-    train_pairs: int = 0
-    validation_pairs: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return dict(self.__dict__)
 
 
 @dataclass
@@ -91,6 +78,7 @@ def load_pairs(
     found, stats = find_pairs(store, prefix)
     wanted = found[:max_pairs] if max_pairs else found
     pairs = Pairs([], [], [], stats)
+    skipped = 0
     for index, (name, clean_key, degraded_key) in enumerate(wanted, start=1):
         check_cancelled()
         clean = decode(store.get_bytes(TRAINING_DATA, clean_key))
@@ -106,11 +94,11 @@ def load_pairs(
             pairs.clean.append(clean)
             pairs.degraded.append(degraded)
         else:
-            stats.skipped_pairs += 1
+            skipped += 1
             log.info("pair_skipped", name=name, reason="unreadable, mismatched or smaller than a patch")
         if on_pair:
             on_pair(index, len(wanted))
-    stats.pairs_used = len(pairs.names)
+    stats = pairs.stats = replace(stats, pairs_used=len(pairs.names), skipped_pairs=skipped)
     if stats.pairs_used < 2:
         raise InvalidArgument(
             f"{field_name}: {stats.pairs_used} usable pairs under training-data/clean|degraded/{prefix}* "
@@ -125,6 +113,5 @@ def split(pairs: Pairs, validation_split: float, seed: int) -> tuple[list[int], 
     """Indices of the training and validation pairs (at least one each), shuffled by ``seed``."""
     order = torch.randperm(len(pairs.names), generator=torch.Generator().manual_seed(seed)).tolist()
     validation = min(len(order) - 1, max(1, round(len(order) * validation_split)))
-    pairs.stats.validation_pairs = validation
-    pairs.stats.train_pairs = len(order) - validation
+    pairs.stats = replace(pairs.stats, validation_pairs=validation, train_pairs=len(order) - validation)
     return sorted(order[validation:]), sorted(order[:validation])

@@ -7,6 +7,7 @@ registered as a model and the automatic report is written.
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 import time
 from datetime import UTC, datetime
@@ -123,7 +124,7 @@ class TrainingRunner:
             check_cancelled=context.check_cancelled,
         )
         train_idx, val_idx = split(pairs, spec.validation_split, spec.seed)
-        record.dataset = pairs.stats.as_dict()
+        record.dataset = dataclasses.asdict(pairs.stats)
         self.records.save(record)
         train = [(pairs.degraded[i], pairs.clean[i]) for i in train_idx]
         validation = [(pairs.degraded[i], pairs.clean[i]) for i in val_idx]
