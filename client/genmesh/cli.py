@@ -65,7 +65,9 @@ def print_stream(events: Any, as_json: bool) -> Any:
         typer.secho(
             f"[{result.model} | {result.usage.completion_tokens} tokens | "
             f"first token {timings.time_to_first_token_ms:.0f} ms | {timings.tokens_per_second:.1f} tok/s | "
-            f"saved s3://{result.record.bucket}/{result.record.key}]",
+            + (
+                f"saved s3://{result.record.bucket}/{result.record.key}]" if result.HasField("record") else "not saved]"
+            ),
             err=True,
             dim=True,
         )

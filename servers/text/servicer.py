@@ -7,8 +7,10 @@ import functools
 from collections.abc import AsyncIterator
 
 import grpc
+import structlog
 
 from genmesh.common.v1 import model_pb2
+from genmesh.errors import Unavailable
 from genmesh.text.v1 import text_pb2, text_pb2_grpc
 from servers.runtime.jobs import JobContext, JobQueue
 from servers.runtime.streaming import stream_job
@@ -18,6 +20,8 @@ from servers.text.records import save_record
 from servers.text.types import TextRequest
 from storage.keys import validate_job_id
 from storage.object_store import ObjectStore
+
+log = structlog.get_logger(__name__)
 
 SERVICE_NAME = text_pb2.DESCRIPTOR.services_by_name["TextService"].full_name
 
@@ -34,7 +38,12 @@ class TextServicer(text_pb2_grpc.TextServiceServicer):
 
     def _work(self, request: TextRequest, method: str, client: str, context: JobContext) -> text_pb2.TextResult:
         outcome = self.engine.generate(request, context)
-        record = save_record(self.store, context.job_id, method, request, outcome, client)
+        try:
+            record = save_record(self.store, context.job_id, method, request, outcome, client)
+        except Unavailable as exc:
+            # The text is the result and was already streamed: return it rather than lose it.
+            log.warning("record_not_saved", error=exc.message)
+            record = None
         return convert.text_result(outcome, record, context.queued_seconds)
 
     def _stream(self, request: TextRequest, method: str, detach: bool, response_type: type, context):

@@ -11,6 +11,7 @@ import grpc
 import pytest
 
 from genmesh.common.v1 import job_pb2
+from genmesh.errors import Unavailable
 from genmesh.text.v1 import text_pb2, text_pb2_grpc
 from servers.runtime.interceptors import ErrorAndContextInterceptor
 from servers.runtime.jobs import JobQueue
@@ -54,8 +55,11 @@ class FakeEngine:
 class FakeStore:
     def __init__(self) -> None:
         self.saved: dict[str, bytes] = {}
+        self.down = False
 
     def put_bytes(self, bucket: str, key: str, data: bytes, content_type: str) -> StoredObject:
+        if self.down:
+            raise Unavailable("object storage at s3:9000 is unreachable: connection refused")
         self.saved[key] = data
         return StoredObject(bucket, key, f"http://s3/{key}", content_type, len(data), "0" * 64)
 
@@ -197,3 +201,11 @@ async def test_full_queue_is_resource_exhausted_at_once(text_stub) -> None:
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     for call in calls:
         call.cancel()
+
+
+async def test_text_is_returned_when_storage_is_down(text_stub) -> None:
+    stub, _, store, _ = text_stub
+    store.down = True
+    events = [event async for event in stub.Generate(generate(max_tokens=3))]
+    result = events[-1].result
+    assert result.text == "t1 t2 t3 " and not result.HasField("record")
