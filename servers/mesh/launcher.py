@@ -43,6 +43,8 @@ DEFAULT_DATA_DIR = Path.home() / ".local" / "share" / "genmesh"
 SERVICE_MODULES = {name: f"servers.{name}" for name in SERVICES}
 # First start may assemble or build models; later starts take seconds.
 SERVICE_START_TIMEOUT = 600.0
+# A server's drain (GENMESH_DRAIN_SECONDS, 30 s by default) plus its own shutdown, before SIGKILL.
+SERVER_STOP_TIMEOUT = 60.0
 
 
 def implemented_services() -> list[str]:
@@ -229,7 +231,7 @@ class Mesh:
         if self.envoy is not None:
             self.envoy.stop()
         for process in reversed(list(self.servers.values())):
-            process.stop(timeout=40)  # servers drain running jobs first
+            process.stop(timeout=SERVER_STOP_TIMEOUT)  # servers drain running jobs first
         if self.s3 is not None:
             self.s3.stop()
 
@@ -276,9 +278,12 @@ def run_mesh(options: LaunchOptions) -> int:
     from servers.runtime.logging import configure_logging
 
     configure_logging(os.environ.get("GENMESH_LOG_LEVEL", "info"), os.environ.get("GENMESH_LOG_FORMAT", "auto"))
-    stop = threading.Event()
+
+    def interrupt(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt  # while starting: Mesh.start stops what it started
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signum, interrupt)
     mesh = Mesh(options)
     started = time.monotonic()
     try:
@@ -286,6 +291,12 @@ def run_mesh(options: LaunchOptions) -> int:
     except (RuntimeError, TimeoutError, ValueError) as exc:
         print(f"genmesh up failed: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("genmesh up interrupted while starting; everything it started is stopped", file=sys.stderr)
+        return 130
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
     print(mesh.banner(), flush=True)
     log.info("mesh_up", seconds=round(time.monotonic() - started, 2), url=mesh.url)
     code = 0

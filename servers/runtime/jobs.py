@@ -257,9 +257,16 @@ class JobQueue:
 
     # -- the public API (event loop thread) ------------------------------------------------
     def submit(
-        self, work: Callable[[JobContext], Any], *, method: str, detached: bool = False, job_id: str | None = None
+        self,
+        work: Callable[[JobContext], Any],
+        *,
+        method: str,
+        detached: bool = False,
+        job_id: str | None = None,
+        force: bool = False,
     ) -> Job:
-        """Queue ``work``; ``job_id`` re-uses an id (a persisted job resuming after a restart)."""
+        """Queue ``work``. ``job_id`` re-uses an id and ``force`` skips the queue limit: a persisted
+        job resuming after a restart was accepted before. Call on the event loop thread."""
         if not self._accepting:
             raise Unavailable("the server is shutting down and accepts no new jobs")
         self._prune()
@@ -270,7 +277,7 @@ class JobQueue:
         }
         job = Job(id=job_id or self.new_id(), method=method, detached=detached, work=work, log_context=log_context)
         with self._cond:
-            if len(self._pending) >= self.max_queued:
+            if len(self._pending) >= self.max_queued and not force:
                 raise ResourceExhausted(f"the {self.name} queue is full ({self.max_queued} jobs waiting); retry later")
             self._pending.append(job)
             position = len(self._pending) - 1
@@ -381,6 +388,12 @@ class JobQueue:
             if job.queue_position != position:
                 self._publish_now(job, Queued(position))
 
+    def _set_idle_if_idle(self) -> None:
+        """On the loop: checked here, not in the worker, so a job submitted in between keeps it busy."""
+        with self._cond:
+            if not self._running and not self._pending:
+                self._idle.set()
+
     def _take(self) -> Job | None:
         with self._cond:
             while not self._pending and not self._closed:
@@ -397,9 +410,8 @@ class JobQueue:
             self._run(job, device)
             with self._cond:
                 self._running.discard(job.id)
-                idle = not self._running and not self._pending
-            if idle and self._loop is not None:
-                self._loop.call_soon_threadsafe(self._idle.set)
+            if self._loop is not None:
+                self._loop.call_soon_threadsafe(self._set_idle_if_idle)
 
     def _run(self, job: Job, device: str) -> None:
         queued_seconds = time.time() - job.created_at
@@ -410,9 +422,9 @@ class JobQueue:
         with structlog.contextvars.bound_contextvars(job_id=job.id, method=job.method, **job.log_context):
             log.info("job_started", queued_seconds=round(queued_seconds, 3), device=device)
             try:
-                context.check_cancelled()
+                # No cancel check around the work: engines check between steps, and a job whose
+                # work finished has finished (its results are stored).
                 result = job.work(context)
-                context.check_cancelled()
             except Cancelled as exc:
                 log.info("job_cancelled", reason=exc.message, seconds=round(time.monotonic() - started, 3))
                 self._publish(job, CancelledEvent(exc.message))

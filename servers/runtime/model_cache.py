@@ -32,6 +32,7 @@ class ModelCache(Generic[M]):
         self._unload = unload
         self.keep_alive_seconds = keep_alive_seconds
         self._lock = threading.RLock()
+        self._released = threading.Condition(self._lock)  # signalled when a user lets go
         self._name: str | None = None
         self._model: M | None = None
         self._in_use = 0
@@ -52,6 +53,9 @@ class ModelCache(Generic[M]):
         with self._lock:
             self.last_load_seconds = 0.0
             if self._name != name or self._model is None:
+                # Another thread may still hold the current model (a preload racing a job): never
+                # unload under it.
+                self._released.wait_for(lambda: self._in_use == 0)
                 self._drop()
                 started = time.monotonic()
                 self._model = self._load(name)
@@ -66,6 +70,7 @@ class ModelCache(Generic[M]):
             with self._lock:
                 self._in_use -= 1
                 self._last_used = time.monotonic()
+                self._released.notify_all()
                 self._schedule_unload()
 
     def _schedule_unload(self) -> None:
@@ -89,8 +94,10 @@ class ModelCache(Generic[M]):
             self._unload(self._model)
         self._model, self._name = None, None
 
-    def close(self) -> None:
+    def close(self, timeout: float = 30.0) -> None:
+        """Unload, after waiting up to ``timeout`` seconds for a job still using the model."""
         with self._lock:
             if self._timer is not None:
                 self._timer.cancel()
+            self._released.wait_for(lambda: self._in_use == 0, timeout=timeout)
             self._drop()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from jinja2 import TemplateError
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
+from genmesh.errors import InvalidArgument
 from servers.text.types import ChatTurn
 
 # Gemma has no system role: the system text opens the first user turn (as Google's template does).
@@ -48,7 +50,12 @@ class ChatFormatter:
         self.stops = stops
 
     def prompt(self, messages: Sequence[ChatTurn]) -> tuple[str, tuple[str, ...]]:
-        response = self._formatter(messages=[{"role": m.role, "content": m.content} for m in messages])
+        try:
+            response = self._formatter(messages=[{"role": m.role, "content": m.content} for m in messages])
+        except (TemplateError, ValueError) as exc:  # e.g. "roles must alternate user/assistant"
+            raise InvalidArgument(
+                f"messages: the model's chat template refused them: {exc}", field="messages"
+            ) from None
         stop = response.stop
         extra = (stop,) if isinstance(stop, str) else tuple(stop or ())
         return response.prompt, tuple(stop for stop in dict.fromkeys((*self.stops, *extra)) if stop)

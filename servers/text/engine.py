@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import threading
 import time
 from typing import Any, Protocol
 
@@ -37,6 +38,7 @@ class TextEngine:
         self.n_gpu_layers = n_gpu_layers
         self._llm: Llama | None = None
         self._spec: ModelSpec | None = None
+        self._load_lock = threading.Lock()
         self._formatter: ChatFormatter | None = None
 
     @property
@@ -44,12 +46,17 @@ class TextEngine:
         return self._spec.name if self._spec else None
 
     def load(self, name: str = "") -> ModelSpec:
+        with self._load_lock:  # start-up preload and a job naming a model may race
+            return self._load(name)
+
+    def _load(self, name: str) -> ModelSpec:
         spec = self.catalog.resolve(name)
-        if self._spec is not None and self._spec.name == spec.name:
+        if self._spec is not None and self._spec.name == spec.name and self._llm is not None:
             return spec
         path = self.catalog.ensure_file(spec)
         started = time.monotonic()
-        self._llm = None  # free the old model before loading the next
+        # Free the old model first (memory), and forget it whole, so a failed load leaves no half state.
+        self._llm, self._spec, self._formatter = None, None, None
         llm = Llama(
             model_path=str(path),
             n_ctx=self.n_ctx,
@@ -88,9 +95,10 @@ class TextEngine:
         return prompt, tuple(dict.fromkeys((*template_stops, *request.sampling.stop)))
 
     def generate(self, request: TextRequest, reporter: Reporter) -> TextOutcome:
-        if self._llm is None and not request.model:
-            raise Unavailable("the text model is not loaded yet; retry shortly")
-        spec = self.load(request.model)
+        try:
+            spec = self.load(request.model)
+        except (ValueError, RuntimeError, OSError) as exc:  # llama.cpp refuses a broken or foreign file
+            raise Unavailable(f"model: {request.model or 'the default model'} could not be loaded ({exc})") from None
         llm = self._llm
         assert llm is not None
         sampling = request.sampling

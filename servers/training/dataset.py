@@ -71,12 +71,17 @@ def load_pairs(
     max_pairs: int | None,
     min_side: int,
     field_name: str = "dataset_prefix",
+    names: list[str] | None = None,
     on_pair: Callable[[int, int], None] | None = None,
     check_cancelled: Callable[[], None] = lambda: None,
 ) -> Pairs:
     """Download and decode the pairs; InvalidArgument naming ``field_name`` when none is usable."""
     found, stats = find_pairs(store, prefix)
-    wanted = found[:max_pairs] if max_pairs else found
+    if names is not None:  # a resumed job: exactly the pairs it chose before
+        chosen = set(names)
+        wanted = [pair for pair in found if pair[0] in chosen]
+    else:
+        wanted = found[:max_pairs] if max_pairs else found
     pairs = Pairs([], [], [], stats)
     skipped = 0
     for index, (name, clean_key, degraded_key) in enumerate(wanted, start=1):

@@ -7,15 +7,17 @@ A job is a ``TrainingRecord`` (persisted in object storage) plus, while this pro
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import structlog
 
-from genmesh.errors import FailedPrecondition, InvalidArgument
+from genmesh.errors import FailedPrecondition, GenmeshError, InvalidArgument, Unavailable
 from servers.runtime import jobs
-from servers.runtime.jobs import Job, JobContext, JobQueue
+from servers.runtime.jobs import Job, JobQueue
 from servers.training.dataset import find_pairs
 from servers.training.records import JobRecords, TrainingRecord
 from servers.training.runner import TrainingRunner
@@ -42,15 +44,28 @@ class TrainingManager:
         self._lock = threading.Lock()
 
     # -- create / resume ------------------------------------------------------------------
-    def create(
+    # Queue operations run on the event loop (the queue's thread rule); object-store calls in threads.
+    async def create(
         self, spec: TrainingSpec | None, *, resume_job_id: str = "", requested: dict | None = None
     ) -> TrainingRecord:
         """A new job from ``spec``, or (``resume_job_id``) one that continues a failed or cancelled
         job from its checkpoint with that job's spec (``requested`` may only raise num_epochs)."""
+        record = await asyncio.to_thread(self._prepare, spec, resume_job_id, requested or {})
+        # Queued first: a full queue or a draining server refuses before anything is persisted.
+        self._submit(record)
+        try:
+            await asyncio.to_thread(self.records.save, record)
+        except GenmeshError:
+            self.queue.cancel(record.job_id, "its record could not be stored")
+            with self._lock:
+                self._live.pop(record.job_id, None)
+            raise
+        return record
+
+    def _prepare(self, spec: TrainingSpec | None, resume_job_id: str, requested: dict) -> TrainingRecord:
         if spec is None and not resume_job_id:
             raise InvalidArgument("spec: required", field="spec")
-        job_id = self.queue.new_id()
-        record = TrainingRecord(job_id=job_id, spec=spec)  # type: ignore[arg-type]  # set below when resuming
+        record = TrainingRecord(job_id=self.queue.new_id(), spec=spec)  # type: ignore[arg-type]  # resume sets it
         if resume_job_id:
             previous = self.get(resume_job_id)
             if previous.state not in ("failed", "cancelled"):
@@ -59,15 +74,14 @@ class TrainingManager:
                 )
             if not previous.checkpoint_key:
                 raise FailedPrecondition(f"resume_job_id: job {resume_job_id} has no checkpoint to continue from")
-            record.spec = resume_spec(previous.spec, requested or {})
+            record.spec = resume_spec(previous.spec, requested)
             record.resumed_from_job_id = resume_job_id
             record.checkpoint_key = previous.checkpoint_key
+            record.pair_names = list(previous.pair_names)
             record.history = list(previous.history)
             record.current_epoch = previous.current_epoch
             record.best_epoch = previous.best_epoch
         self._check_data(record.spec)
-        self.records.save(record)  # persisted before it is queued: a crash now still resumes it
-        self._submit(record)
         return record
 
     def _check_data(self, spec: TrainingSpec) -> None:
@@ -81,28 +95,31 @@ class TrainingManager:
                 field="spec.dataset_prefix",
             )
 
-    def _submit(self, record: TrainingRecord) -> Job:
+    def _submit(self, record: TrainingRecord, *, force: bool = False) -> Job:
+        job = self.queue.submit(
+            lambda context: self.runner.run(record, context),
+            method=METHOD,
+            detached=True,
+            job_id=record.job_id,
+            force=force,
+        )
         with self._lock:
             self._live[record.job_id] = record
-        return self.queue.submit(
-            lambda context: self._run(record, context), method=METHOD, detached=True, job_id=record.job_id
-        )
+        return job
 
-    def _run(self, record: TrainingRecord, context: JobContext) -> TrainingRecord:
-        return self.runner.run(record, context)
-
-    def resume_interrupted(self) -> list[str]:
-        """At start: queue again every job that was queued or running when the server stopped."""
+    async def resume_interrupted(self) -> list[str]:
+        """At start: queue again every job that was queued or running when the server stopped
+        (past the queue limit: they were accepted before)."""
         resumed = []
-        for record in reversed(self.records.all()):  # oldest first keeps their order
+        for record in reversed(await asyncio.to_thread(self.records.all)):  # oldest first keeps their order
             if not record.active:
                 continue
             if record.started_at is not None:
                 record.resumed_count += 1
                 record.interrupted_reason = record.interrupted_reason or "server restarted"
             record.state = "queued"
-            self.records.save(record)
-            self._submit(record)
+            await asyncio.to_thread(self.records.save, record)
+            self._submit(record, force=True)
             resumed.append(record.job_id)
             log.info("training_job_resumed", job_id=record.job_id, from_epoch=record.current_epoch)
         return resumed
@@ -127,18 +144,19 @@ class TrainingManager:
         return [r for r in records if (not state or r.state == state) and (not layer or r.spec.layer == layer)]
 
     # -- cancel ---------------------------------------------------------------------------
-    def cancel(self, job_id: str) -> TrainingRecord:
-        record = self.get(job_id)
+    async def cancel(self, job_id: str) -> TrainingRecord:
+        record = await asyncio.to_thread(self.get, job_id)
         if not record.active:
             return record
         job = self.queue_job(job_id)
-        if job is None:
-            raise InvalidArgument(f"job_id: job {job_id} is not running on this server", field="job_id")
-        self.queue.cancel(job_id)
-        if job.terminal and record.state == "queued":  # cancelled while waiting: the runner never ran
-            record.state, record.cancel_reason = "cancelled", jobs.CANCEL_REQUESTED
-            record.ended_at = job.ended_at
-            self.records.save(record)
+        if job is not None:
+            self.queue.cancel(job_id)  # a running job stops at its next step; the runner saves it
+            if not (job.terminal and record.state == "queued"):
+                return record
+        # Cancelled while waiting (the runner never ran), or a record no process runs (resume off,
+        # another replica gone): mark it here. Its checkpoint, if any, stays for resume_job_id.
+        record.state, record.cancel_reason, record.ended_at = "cancelled", jobs.CANCEL_REQUESTED, time.time()
+        await asyncio.to_thread(self.records.save, record)
         return record
 
     # -- watch ----------------------------------------------------------------------------
@@ -152,8 +170,12 @@ class TrainingManager:
                 yield Replayed(jobs.Output(("epoch", epoch)))
         if job is None:
             terminal = self.runner.terminal_event(record)
-            if terminal is not None:
-                yield Replayed(terminal)
+            if terminal is None:
+                raise Unavailable(
+                    f"training job {job_id} is {record.state} but not running on this server "
+                    "(resume is off, or another replica has it); cancel it or resume it with resume_job_id"
+                )
+            yield Replayed(terminal)
             return
         replay = len(job.history)  # events() copies the history in the same loop step: these are replays
         async for event in self.queue.events(job):

@@ -62,6 +62,9 @@ class TrainingRecord:
     resumed_count: int = 0
     resumed_from_job_id: str = ""
     dataset: dict[str, int] = field(default_factory=dict)
+    # The pairs chosen when the job first ran: a resumed job trains on exactly these, even if the
+    # prefix matches other files by then.
+    pair_names: list[str] = field(default_factory=list)
     error_code: str = ""
     error_message: str = ""
     cancel_reason: str = ""

@@ -99,6 +99,7 @@ class TrainingRunner:
                 record.state, record.interrupted_reason = "queued", jobs.SHUTTING_DOWN
             else:
                 record.state, record.cancel_reason, record.ended_at = "cancelled", exc.message, time.time()
+                self._report_safely(record, "cancelled")
             record.stage = ""
             self.records.save(record)
             raise
@@ -106,11 +107,21 @@ class TrainingRunner:
             error = as_genmesh_error(exc)
             record.state, record.error_code, record.error_message = "failed", error.code, error.message
             record.ended_at, record.stage = time.time(), ""
+            self._report_safely(record, "failed")
             self.records.save(record)
             if isinstance(exc, GenmeshError):
                 raise
             raise error from exc
         return record
+
+    def _report_safely(self, record: TrainingRecord, status: str) -> None:
+        """A job that ends without a model still gets a report once it has epochs to show."""
+        if not record.history:
+            return
+        try:
+            self._report(record, None, None, status=status)
+        except Exception:
+            log.exception("report_failed", job_id=record.job_id)
 
     def _train(self, record: TrainingRecord, context: JobContext) -> None:
         spec = record.spec
@@ -121,10 +132,12 @@ class TrainingRunner:
             max_pairs=spec.max_pairs,
             min_side=spec.patch_size,
             field_name="spec.dataset_prefix",
+            names=record.pair_names or None,
             check_cancelled=context.check_cancelled,
         )
         train_idx, val_idx = split(pairs, spec.validation_split, spec.seed)
         record.dataset = dataclasses.asdict(pairs.stats)
+        record.pair_names = list(pairs.names)
         self.records.save(record)
         train = [(pairs.degraded[i], pairs.clean[i]) for i in train_idx]
         validation = [(pairs.degraded[i], pairs.clean[i]) for i in val_idx]
@@ -134,6 +147,11 @@ class TrainingRunner:
                 checkpoint, train, validation, epochs=spec.num_epochs, device=self.device, threads=self.threads,
                 amp=self.amp,
             )  # fmt: skip
+            # The checkpoint is the truth: a crash between writing it and the record leaves the
+            # record one epoch behind.
+            record.history = [_epoch_record(result) for result in trainer.history]
+            record.current_epoch = trainer.epoch
+            record.best_epoch = trainer.best.epoch if trainer.best else 0
         else:
             config = TrainConfig(
                 epochs=spec.num_epochs, batch_size=spec.batch_size, learning_rate=spec.learning_rate,
@@ -151,10 +169,17 @@ class TrainingRunner:
             check_cancelled=context.check_cancelled,
         )
         self._stage(record, context, "saving")
-        info = self._register(record, trainer)
-        record.model_id = info.model_id
+        if record.model_id:  # registered before a crash: never twice
+            info = registry.get_model(self.store, record.model_id)
+        else:
+            info = self._register(record, trainer)
+            record.model_id = info.model_id
+            self.records.save(record)
         record.state, record.ended_at, record.stage = "succeeded", time.time(), ""
-        self._report(record, trainer, info)
+        try:
+            self._report(record, trainer, info, status="succeeded")
+        except Exception:  # the model is registered: a report problem must not fail the job
+            log.exception("report_failed", job_id=record.job_id)
         self.records.save(record)
 
     def _epoch_done(self, record: TrainingRecord, trainer: Trainer, context: JobContext, result: EpochResult) -> None:
@@ -197,40 +222,49 @@ class TrainingRunner:
             now=datetime.now(UTC),
         )  # fmt: skip
 
-    def _report(self, record: TrainingRecord, trainer: Trainer, info: registry.RegisteredModelInfo) -> None:
-        previous = registry.previous_model(self.store, record.spec.layer, before_id=info.model_id)
-        peak = torch.cuda.max_memory_allocated(trainer.device) if trainer.device.type == "cuda" else 0
-        device_name = (
-            torch.cuda.get_device_name(trainer.device) if trainer.device.type == "cuda" else platform.processor()
-        )
+    def _report(
+        self,
+        record: TrainingRecord,
+        trainer: Trainer | None,
+        info: registry.RegisteredModelInfo | None,
+        *,
+        status: str,
+    ) -> None:
+        previous = registry.previous_model(self.store, record.spec.layer, before_id=info.model_id if info else None)
+        device = trainer.device if trainer is not None else torch.device("cpu")
+        cuda = device.type == "cuda"
+        model = None
+        if trainer is not None and info is not None:
+            model = ModelInfo(
+                architecture=record.spec.architecture,
+                parameter_count=trainer.parameter_count,
+                size_bytes=info.size_bytes,
+                model_id=info.model_id,
+                key=info.key,
+            )
         report = build_report(
             ReportInput(
                 job_id=record.job_id,
                 layer=record.spec.layer,
-                status="succeeded",
+                status=status,
                 spec=record.spec.to_dict(),
                 history=record.history,
                 dataset=DatasetStats(**record.dataset),
                 timings=Timings(created=record.created_at, started=record.started_at, ended=record.ended_at),
                 description=record.spec.description,
-                best_epoch=record.best_epoch,
-                model=ModelInfo(
-                    architecture=record.spec.architecture,
-                    parameter_count=trainer.parameter_count,
-                    size_bytes=info.size_bytes,
-                    model_id=info.model_id,
-                    key=info.key,
-                ),
+                best_epoch=record.best_epoch or None,
+                model=model,
                 previous=previous.as_previous() if previous else None,
                 environment=Environment(
                     python=platform.python_version(),
                     torch=torch.__version__,
-                    device=trainer.device_name,
-                    device_name=device_name or "cpu",
-                    peak_memory_bytes=peak,
+                    device=record.device,
+                    device_name=torch.cuda.get_device_name(device) if cuda else (platform.processor() or "cpu"),
+                    peak_memory_bytes=torch.cuda.max_memory_allocated(device) if cuda else 0,
                 ),
                 resumed_count=record.resumed_count,
                 resumed_from_job_id=record.resumed_from_job_id,
+                error_message=record.error_message,
             )
         )
         save_report(self.store, report)

@@ -53,7 +53,7 @@ class TrainingService:
     async def start(self) -> None:
         await asyncio.to_thread(self.store.ensure_buckets)
         if self.settings.resume_on_start:
-            resumed = await asyncio.to_thread(self.manager.resume_interrupted)
+            resumed = await self.manager.resume_interrupted()
             if resumed:
                 log.info("training_jobs_resumed", jobs=resumed)
 

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 from google.protobuf import struct_pb2
 
-from genmesh.errors import InvalidArgument, NotFound, require_range
+from genmesh.errors import FailedPrecondition, InvalidArgument, NotFound, require_range
 from genmesh.training.v1 import training_pb2, training_pb2_grpc
 from servers.runtime.jobs import JobContext, JobQueue, Succeeded
 from servers.runtime.streaming import stream_job
@@ -68,12 +68,7 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
         else:
             spec = convert.training_spec(request.spec)
             requested = None
-        record = await asyncio.to_thread(
-            self.manager.create,
-            spec,  # type: ignore[arg-type]  # resumed jobs take the original spec
-            resume_job_id=request.resume_job_id,
-            requested=requested,
-        )
+        record = await self.manager.create(spec, resume_job_id=request.resume_job_id, requested=requested)
         return self._message(record)
 
     async def GetTrainingJob(self, request, context) -> training_pb2.TrainingJob:
@@ -91,7 +86,7 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
         )
 
     async def CancelTrainingJob(self, request, context) -> training_pb2.TrainingJob:
-        record = await asyncio.to_thread(self.manager.cancel, validate_job_id(request.job_id))
+        record = await self.manager.cancel(validate_job_id(request.job_id))
         return self._message(record)
 
     async def _result(self, record: TrainingRecord) -> training_pb2.TrainingResult:
@@ -126,8 +121,9 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
                 self.store.get_bytes(TRAINING_OUTPUTS, json_key),
             )
         except NotFound:
-            raise NotFound(
-                f"job {job_id} has no report yet (it is {record.state}; reports are written when a job succeeds)"
+            raise FailedPrecondition(
+                f"job {job_id} has no report yet (it is {record.state}; a report is written when a job ends "
+                "after at least one epoch)"
             ) from None
         structured = struct_pb2.Struct()
         structured.update(json.loads(data))

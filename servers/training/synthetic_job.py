@@ -6,6 +6,9 @@ import json
 import time
 from dataclasses import dataclass
 
+import structlog
+
+from genmesh.errors import GenmeshError
 from servers.runtime.jobs import JobContext
 from servers.training.synthetic import (
     SyntheticSpec,
@@ -18,6 +21,16 @@ from servers.training.synthetic import (
 )
 from storage.buckets import SYNTHETIC_DATA, TRAINING_DATA
 from storage.object_store import ObjectStore, StoredObject
+
+log = structlog.get_logger(__name__)
+
+
+def _remove(store: ObjectStore, keys: list[str]) -> None:
+    for key in keys:
+        try:
+            store.delete(TRAINING_DATA, key)
+        except GenmeshError as exc:
+            log.warning("synthetic_cleanup_failed", key=key, error=exc.message)
 
 
 @dataclass(frozen=True)
@@ -33,22 +46,28 @@ class SyntheticOutcome:
 
 def run_synthetic(store: ObjectStore, spec: SyntheticSpec, context: JobContext) -> SyntheticOutcome:
     """Pairs go to training-data/{clean,degraded}/<name>.png as they are made; the manifest in
-    synthetic-data/<batch_id>/ is written last, so a batch with a manifest is complete (a cancelled
-    batch keeps the pairs already uploaded, without a manifest)."""
+    synthetic-data/<batch_id>/ is written last, so a batch with a manifest is complete. A cancelled
+    or failed batch deletes the pairs it wrote (best effort), so no half batch feeds a training job."""
     started = time.monotonic()
     batch_id = make_batch_id()
     context.output("generating")
-    metas, total_bytes = [], 0
-    for pair in generate_pairs(spec, batch_id, check_cancelled=context.check_cancelled):
-        clean, degraded = encode_png(pair.clean), encode_png(pair.degraded)
-        store.put_bytes(TRAINING_DATA, pair.clean_key, clean, "image/png")
-        store.put_bytes(TRAINING_DATA, pair.degraded_key, degraded, "image/png")
-        total_bytes += len(clean) + len(degraded)
-        metas.append(pair.meta())
-        context.progress(len(metas), spec.num_images or len(metas))
-    context.output("saving")
-    data = json.dumps(manifest(spec, batch_id, metas), indent=1).encode()
-    stored = store.put_bytes(SYNTHETIC_DATA, manifest_key(batch_id), data, "application/json")
+    metas, written, total_bytes = [], [], 0
+    try:
+        for pair in generate_pairs(spec, batch_id, check_cancelled=context.check_cancelled):
+            clean, degraded = encode_png(pair.clean), encode_png(pair.degraded)
+            written.append(pair.clean_key)
+            store.put_bytes(TRAINING_DATA, pair.clean_key, clean, "image/png")
+            written.append(pair.degraded_key)
+            store.put_bytes(TRAINING_DATA, pair.degraded_key, degraded, "image/png")
+            total_bytes += len(clean) + len(degraded)
+            metas.append(pair.meta())
+            context.progress(len(metas), spec.num_images or len(metas))
+        context.output("saving")
+        data = json.dumps(manifest(spec, batch_id, metas), indent=1).encode()
+        stored = store.put_bytes(SYNTHETIC_DATA, manifest_key(batch_id), data, "application/json")
+    except BaseException:
+        _remove(store, written)
+        raise
     return SyntheticOutcome(
         spec=spec,
         batch_id=batch_id,

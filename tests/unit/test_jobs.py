@@ -132,3 +132,16 @@ async def test_drain_rejects_new_jobs_cancels_waiting_and_lets_running_finish() 
     assert await drained
     assert running.state is JobState.SUCCEEDED  # ran to the end (30 short steps)
     assert waiting.state is JobState.CANCELLED and waiting.cancel_reason == "server shutting down"
+
+
+async def test_force_submit_passes_the_queue_limit_for_resumed_jobs() -> None:
+    queue = make_queue(max_queued=1)
+    release = threading.Event()
+    queue.submit(blocking_work(release), method="M")
+    queue.submit(blocking_work(release), method="M")
+    with pytest.raises(ResourceExhausted):
+        queue.submit(blocking_work(release), method="M")
+    resumed = queue.submit(blocking_work(release), method="M", job_id="t-resumed", force=True)
+    assert resumed.id == "t-resumed" and queue.get("t-resumed") is resumed
+    release.set()
+    await queue.drain(5)

@@ -42,3 +42,25 @@ def test_keep_alive_zero_keeps_models() -> None:
         pass
     time.sleep(0.05)
     assert cache.is_loaded("a")
+
+
+def test_swap_waits_until_the_current_model_is_released() -> None:
+    import threading
+
+    cache = ModelCache(lambda name: name, keep_alive_seconds=0)
+    order = []
+    holding = threading.Event()
+
+    def holder() -> None:
+        with cache.use("a"):
+            holding.set()
+            time.sleep(0.2)
+            order.append("released a")
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    holding.wait()
+    with cache.use("b"):
+        order.append("loaded b")
+    thread.join()
+    assert order == ["released a", "loaded b"]

@@ -139,9 +139,9 @@ class TrainingServiceServicer:
     def CreateTrainingJob(self, request, context):
         """Creates a training job and returns it at once, state QUEUED (the REST body is the
         TrainingJobSpec itself). The pairs under `dataset_prefix` are counted first.
-        Errors: INVALID_ARGUMENT (a spec field out of range; the message names it),
-        FAILED_PRECONDITION (fewer than 2 pairs match `dataset_prefix`, or `resume_job_id` names a job
-        without a checkpoint or one that succeeded), NOT_FOUND (unknown `resume_job_id`),
+        Errors: INVALID_ARGUMENT (a spec field out of range, or fewer than 2 pairs match
+        `dataset_prefix`; the message names the field), FAILED_PRECONDITION (`resume_job_id` names a
+        job without a checkpoint or one that succeeded), NOT_FOUND (unknown `resume_job_id`),
         RESOURCE_EXHAUSTED (training queue full), UNAVAILABLE (server not ready or draining).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -208,8 +208,8 @@ class TrainingServiceServicer:
         clean image, and the degraded input with it too (the baseline). Stores the result, with
         per-pair metrics, in the `evaluation` bucket. Runs on the training device's queue, so it can
         take minutes on a large dataset: bound it with `max_pairs` and set a deadline; cancelled when
-        the client disconnects. Errors: INVALID_ARGUMENT (a field out of range), NOT_FOUND (unknown
-        model), FAILED_PRECONDITION (no pairs match `dataset_prefix`), RESOURCE_EXHAUSTED (queue full,
+        the client disconnects. Errors: INVALID_ARGUMENT (a field out of range, or no readable pairs
+        match `dataset_prefix`), NOT_FOUND (unknown model), RESOURCE_EXHAUSTED (queue full,
         or out of device memory), UNAVAILABLE (server not ready or draining).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
