@@ -61,6 +61,19 @@ def validate_key(key: str, field: str = "key") -> str:
     return key
 
 
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
+def validate_bucket(bucket: str, field: str = "bucket") -> str:
+    """An S3 bucket name: 3-63 of [a-z0-9.-], starting and ending with a letter or digit."""
+    if not isinstance(bucket, str) or not _BUCKET.fullmatch(bucket):
+        raise InvalidArgument(
+            f"{field} must be an S3 bucket name: 3-63 lowercase letters, digits, '.' or '-' (got {bucket!r})",
+            field=field,
+        )
+    return bucket
+
+
 def validate_key_part(part: str, field: str = "name") -> str:
     """One segment of a key (a file name): a valid key without any "/"."""
     validate_key(part, field)

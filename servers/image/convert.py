@@ -21,7 +21,7 @@ from servers.image.records import SavedImage
 from servers.image.types import ImageFormat, ImageRequest, ObjectLocation
 from servers.runtime import convert as common
 from servers.runtime import jobs
-from storage.keys import validate_key
+from storage.keys import validate_bucket, validate_key
 from storage.object_store import StoredObject
 
 # proto enum value -> scheduler name used by servers.diffusion (and back).
@@ -83,7 +83,10 @@ def generate_image_request(message: image_pb2.GenerateImageRequest) -> ImageRequ
         scheduler = SCHEDULERS[message.scheduler]
     require(message.output_format in FORMATS, "output_format", f"unknown format value {message.output_format}")
     quality = message.quality if message.HasField("quality") else 90
-    require_range(quality, "quality", 1, 100)
+    if FORMATS[message.output_format] is not ImageFormat.PNG:  # documented as ignored for PNG
+        require_range(quality, "quality", 1, 100)
+    else:
+        quality = 90
     require_range(message.preview_interval_steps, "preview_interval_steps", 0, MAX_STEPS)
 
     init_data, init_ref = None, None
@@ -93,7 +96,7 @@ def generate_image_request(message: image_pb2.GenerateImageRequest) -> ImageRequ
         init_data = message.init_image_data
     elif source == "init_image_ref":
         ref = message.init_image_ref
-        require(bool(ref.bucket), "init_image_ref.bucket", "must not be empty")
+        validate_bucket(ref.bucket, "init_image_ref.bucket")
         init_ref = ObjectLocation(ref.bucket, validate_key(ref.key, "init_image_ref.key"))
     strength = None
     if message.HasField("strength"):

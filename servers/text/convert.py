@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from google.protobuf import json_format
 
 from genmesh.errors import InvalidArgument, require, require_range
@@ -50,8 +52,25 @@ def sampling_from_proto(message: text_pb2.SamplingOptions) -> Sampling:
     return sampling
 
 
+def _integral(value: Any) -> Any:
+    """protobuf Struct keeps every number as a double: give JSON Schema back its integers
+    ("minLength": 2, "enum": [1, 2]), which the grammar converter needs."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _integral(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_integral(item) for item in value]
+    return value
+
+
 def _format(message: text_pb2.ResponseFormat) -> tuple[bool, dict | None]:
-    schema = json_format.MessageToDict(message.json_schema) if message.HasField("json_schema") else None
+    require(
+        message.type in text_pb2.ResponseFormat.Type.values(),
+        "response_format.type",
+        f"must be TYPE_TEXT or TYPE_JSON (got {message.type})",
+    )
+    schema = _integral(json_format.MessageToDict(message.json_schema)) if message.HasField("json_schema") else None
     if message.type == text_pb2.ResponseFormat.TYPE_JSON:
         return True, schema or None
     if schema is not None:

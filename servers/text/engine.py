@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import threading
 import time
@@ -10,7 +11,7 @@ from typing import Any, Protocol
 
 import structlog
 from llama_cpp import Llama, LlamaGrammar
-from llama_cpp.llama_grammar import JSON_GBNF
+from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 
 from genmesh.errors import InvalidArgument, Unavailable
 from servers.text.chat_templates import ChatFormatter
@@ -18,6 +19,8 @@ from servers.text.models import ModelCatalog, ModelSpec
 from servers.text.types import FinishReason, TextOutcome, TextRequest
 
 log = structlog.get_logger(__name__)
+
+_EMPTY_RULE = re.compile(r"::=[ \t]*(\n|$)")
 
 
 class Reporter(Protocol):
@@ -79,13 +82,23 @@ class TextEngine:
             return None
         if request.json_schema is None:
             return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
+        field = "response_format.json_schema"
         try:
-            return LlamaGrammar.from_json_schema(json.dumps(request.json_schema), verbose=False)
-        except Exception as exc:  # the converter raises bare exceptions for unsupported schemas
+            gbnf = json_schema_to_gbnf(json.dumps(request.json_schema))
+        except Exception as exc:  # the converter raises bare KeyErrors/TypeErrors for schemas it cannot use
+            detail = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__} at {exc}"
             raise InvalidArgument(
-                f"response_format.json_schema: unsupported or invalid JSON schema ({exc})",
-                field="response_format.json_schema",
+                f"{field}: not a JSON schema this server can enforce ({detail}); supported: type, properties, "
+                "required, items, enum, const, anyOf/oneOf, string/array length limits, pattern",
+                field=field,
             ) from None
+        # A rule with an empty body (e.g. from "enum": []) makes llama.cpp's grammar parser fail,
+        # and sampling with a failed grammar crashes the process: refuse it here.
+        if _EMPTY_RULE.search(gbnf):
+            raise InvalidArgument(
+                f"{field}: the schema allows no value at all (an empty enum, anyOf or oneOf?)", field=field
+            )
+        return LlamaGrammar.from_string(gbnf, verbose=False)
 
     def _prompt(self, request: TextRequest) -> tuple[str, tuple[str, ...]]:
         if not request.is_chat:

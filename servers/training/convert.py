@@ -19,7 +19,7 @@ from servers.training.spec import TrainingSpec, random_seed
 from servers.training.synthetic import SyntheticSpec
 from servers.training.synthetic_job import SyntheticOutcome
 from storage.buckets import TRAINING_OUTPUTS
-from storage.keys import validate_key
+from storage.keys import validate_bucket, validate_key
 
 IMAGE_FORMATS = {
     media_pb2.IMAGE_FORMAT_UNSPECIFIED: ImageFormat.PNG,
@@ -311,13 +311,16 @@ def restore_request(message: training_pb2.RestoreImageRequest) -> RestoreRequest
         f"0, or 64..4096 and a multiple of 8 (got {tile})",
     )
     overlap = message.tile_overlap if message.HasField("tile_overlap") else 32
-    require(0 <= overlap <= max(tile // 2, 0), "tile_overlap", f"must be 0..tile_size/2 = {tile // 2} (got {overlap})")
+    if tile:  # 0 runs the whole image: no tiles, no overlap
+        require(0 <= overlap <= tile // 2, "tile_overlap", f"must be 0..tile_size/2 = {tile // 2} (got {overlap})")
+    else:
+        overlap = 0
     quality_value = message.quality if message.HasField("quality") else 90
     require_range(quality_value, "quality", 1, 100)
     require(message.output_format in IMAGE_FORMATS, "output_format", f"unknown format {message.output_format}")
     image_ref = None
     if source == "image_ref":
-        require(bool(message.image_ref.bucket), "image_ref.bucket", "must not be empty")
+        validate_bucket(message.image_ref.bucket, "image_ref.bucket")
         image_ref = (message.image_ref.bucket, validate_key(message.image_ref.key, "image_ref.key"))
     return RestoreRequest(
         model_id=message.model_id,

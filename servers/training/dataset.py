@@ -83,17 +83,14 @@ def load_pairs(
     else:
         wanted = found[:max_pairs] if max_pairs else found
     pairs = Pairs([], [], [], stats)
-    skipped = 0
+    skipped = too_small = 0
     for index, (name, clean_key, degraded_key) in enumerate(wanted, start=1):
         check_cancelled()
         clean = decode(store.get_bytes(TRAINING_DATA, clean_key))
         degraded = decode(store.get_bytes(TRAINING_DATA, degraded_key))
-        usable = (
-            clean is not None
-            and degraded is not None
-            and clean.shape == degraded.shape
-            and min(clean.shape[1:]) >= min_side
-        )
+        readable = clean is not None and degraded is not None and clean.shape == degraded.shape
+        usable = readable and min(clean.shape[1:]) >= min_side
+        too_small += readable and not usable
         if usable:
             pairs.names.append(name)
             pairs.clean.append(clean)
@@ -104,6 +101,12 @@ def load_pairs(
         if on_pair:
             on_pair(index, len(wanted))
     stats = pairs.stats = replace(stats, pairs_used=len(pairs.names), skipped_pairs=skipped)
+    if stats.pairs_used < 2 and too_small:
+        raise InvalidArgument(
+            f"spec.patch_size: {too_small} of the {len(wanted)} pairs are smaller than the {min_side} px patch; "
+            "use a smaller patch_size or larger images",
+            field="spec.patch_size",
+        )
     if stats.pairs_used < 2:
         raise InvalidArgument(
             f"{field_name}: {stats.pairs_used} usable pairs under training-data/clean|degraded/{prefix}* "

@@ -26,6 +26,7 @@ from storage.keys import output_prefix
 from storage.object_store import ObjectStore, StoredObject
 
 MAX_RESTORE_SIDE = 16384
+MIN_RESTORE_SIDE = 8
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,11 @@ class ModelTasks:
         else:
             data, field = request.image_data or b"", "image_data"
         image = decode_image(data, field=field, max_side=MAX_RESTORE_SIDE, max_pixels=MAX_RESTORE_SIDE**2 // 4)
+        if min(image.size) < MIN_RESTORE_SIDE:
+            raise InvalidArgument(
+                f"{field}: the image is {image.width}x{image.height}; at least {MIN_RESTORE_SIDE} pixels a side",
+                field=field,
+            )
         context.output("loading_model")
         with self.models.use(request.model_id) as model:
             context.output("restoring")

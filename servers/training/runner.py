@@ -156,7 +156,7 @@ class TrainingRunner:
             config = TrainConfig(
                 epochs=spec.num_epochs, batch_size=spec.batch_size, learning_rate=spec.learning_rate,
                 patch_size=spec.patch_size, seed=spec.seed, architecture=spec.architecture, device=self.device,
-                amp=self.amp, threads=self.threads,
+                amp=self.amp, threads=self.threads, min_learning_rate=min(1e-6, spec.learning_rate),
             )  # fmt: skip
             trainer = Trainer(config, train, validation)
         record.device = trainer.device_name

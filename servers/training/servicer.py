@@ -18,6 +18,7 @@ from servers.training.manager import Replayed, TrainingManager
 from servers.training.model_tasks import ModelTasks, RestoreRequest
 from servers.training.records import TrainingRecord
 from servers.training.reports import plot_key, report_keys
+from servers.training.spec import validate_dataset_prefix
 from servers.training.synthetic import SyntheticSpec
 from servers.training.synthetic_job import run_synthetic
 from storage.buckets import TRAINING_OUTPUTS
@@ -31,7 +32,7 @@ PLOTS = {"loss": "Loss per epoch", "psnr": "Validation PSNR per epoch", "ssim": 
 
 def _page(page_size: int, page_token: str, default: int) -> tuple[int, int]:
     require_range(page_size, "page_size", 0, 1000)
-    if page_token and not page_token.isdigit():
+    if page_token and not (page_token.isascii() and page_token.isdigit() and len(page_token) <= 9):
         raise InvalidArgument("page_token: not a token from a previous page", field="page_token")
     return int(page_token or 0), page_size or default
 
@@ -76,6 +77,7 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
         return self._message(record)
 
     async def ListTrainingJobs(self, request, context) -> training_pb2.ListTrainingJobsResponse:
+        require_range(request.layer, "layer", 0, 99)
         start, size = _page(request.page_size, request.page_token, 50)
         state = convert.STATE_NAMES.get(request.state, "") if request.state else ""
         records = await asyncio.to_thread(self.manager.list, state=state, layer=request.layer)
@@ -163,6 +165,7 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
     # -- evaluation and restore ----------------------------------------------------------------
     async def EvaluateModel(self, request, context) -> training_pb2.EvaluateModelResponse:
         registry.parse_model_id(request.model_id)
+        validate_dataset_prefix(request.dataset_prefix, "dataset_prefix")
         max_pairs = request.max_pairs if request.HasField("max_pairs") else None
         if max_pairs is not None:
             require_range(max_pairs, "max_pairs", 1, 100_000)

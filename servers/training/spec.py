@@ -33,14 +33,7 @@ class TrainingSpec:
 
     def validate(self) -> TrainingSpec:
         require_range(self.layer, "layer", 1, 99)
-        require(
-            len(self.dataset_prefix) <= MAX_PREFIX_CHARS, "dataset_prefix", f"at most {MAX_PREFIX_CHARS} characters"
-        )
-        require(
-            bool(_PREFIX.fullmatch(self.dataset_prefix)),
-            "dataset_prefix",
-            "only letters, digits, '.', '_' and '-' (a pair name prefix, not a path)",
-        )
+        validate_dataset_prefix(self.dataset_prefix, "dataset_prefix")
         require_range(self.num_epochs, "num_epochs", 1, 10_000)
         require_range(self.batch_size, "batch_size", 1, 256)
         require(0 < self.learning_rate <= 1, "learning_rate", f"must be in (0, 1] (got {self.learning_rate})")
@@ -65,6 +58,13 @@ class TrainingSpec:
     def from_dict(cls, data: dict[str, Any]) -> TrainingSpec:
         known = {field.name for field in dataclasses.fields(cls)}
         return cls(**{key: value for key, value in data.items() if key in known})
+
+
+def validate_dataset_prefix(prefix: str, field: str) -> str:
+    """A pair-name prefix: up to 256 of [A-Za-z0-9._-] (never a path)."""
+    require(len(prefix) <= MAX_PREFIX_CHARS, field, f"at most {MAX_PREFIX_CHARS} characters")
+    require(bool(_PREFIX.fullmatch(prefix)), field, "only letters, digits, '.', '_' and '-' (a pair name prefix)")
+    return prefix
 
 
 def random_seed() -> int:

@@ -129,7 +129,7 @@ BAD_INPUTS = [
     ({"prompt": "x", "num_images": 9}, "num_images"),
     ({"prompt": "x", "strength": 0.5}, "strength"),
     ({"prompt": " "}, "prompt"),
-    ({"prompt": "x", "quality": 0}, "quality"),
+    ({"prompt": "x", "quality": 0, "output_format": "IMAGE_FORMAT_JPEG"}, "quality"),
     ({"prompt": "x", "init_image_data": base64.b64encode(b"not an image at all").decode()}, "init_image_data"),
     ({"prompt": "x", "init_image_data": base64.b64encode(png_bytes(20000, 20000, "1")).decode()}, "init_image_data"),
 ]

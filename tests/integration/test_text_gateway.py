@@ -126,6 +126,15 @@ def test_invalid_input_is_400_naming_the_field(gateway_url, api_key, client) -> 
         client.text.chat([{"role": "wizard", "content": "hi"}])
     with pytest.raises(errors.NotFound, match="model"):
         client.text.generate("hi", model="no-such-model")
+    # A schema that allows nothing must be refused, not handed to llama.cpp (whose parser crashes on it).
+    for schema in ({"enum": []}, {"anyOf": []}):
+        with pytest.raises(errors.InvalidArgument, match=r"response_format\.json_schema"):
+            client.text.generate("hi", json_schema=schema, max_tokens=4)
+    assert client.text.generate("Pick:", json_schema={"type": "integer", "enum": [1, 2, 3]}, max_tokens=4).text in (
+        "1",
+        "2",
+        "3",
+    )
 
 
 def test_unknown_path_is_404_and_unknown_job_is_404(gateway_url, api_key) -> None:

@@ -158,6 +158,11 @@ def test_unknown_ids_and_presets(gateway_url, api_key) -> None:
         assert bad.status_code == 400 and "degradation_type" in bad.json()["message"]
         missing = client.post("/v1/training/models/layer_3-20200101_000000:restore", json={"image_data": "AAAA"})
         assert missing.status_code == 404
+        for params in ({"page_token": "\u00b2"}, {"page_token": "9" * 5000}, {"layer": 100}):
+            bad_page = client.get("/v1/training/jobs", params=params)
+            assert bad_page.status_code == 400, (params, bad_page.text)
+        evaluate = client.post("/v1/training/models/layer_3-20200101_000000:evaluate", json={"dataset_prefix": "../x"})
+        assert evaluate.status_code == 400 and "dataset_prefix" in evaluate.json()["message"]
 
 
 def test_cli_train_and_report(mesh, dataset, tmp_path: Path) -> None:

@@ -55,7 +55,8 @@ def test_every_scheduler_enum_maps_to_a_name() -> None:
         ({"num_images": 0}, "num_images"),
         ({"seed": 2**32}, "seed"),
         ({"scheduler": 99}, "scheduler"),
-        ({"quality": 101}, "quality"),
+        ({"quality": 101, "output_format": media_pb2.IMAGE_FORMAT_JPEG}, "quality"),
+        ({"init_image_ref": {"bucket": "A B", "key": "a.png"}}, "init_image_ref.bucket"),
         ({"preview_interval_steps": -1}, "preview_interval_steps"),
         ({"strength": 0.5}, "strength"),
         ({"init_image_data": b"x", "strength": 0.0}, "strength"),
@@ -68,3 +69,7 @@ def test_bad_fields_are_named(fields: dict, field: str) -> None:
     with pytest.raises(InvalidArgument) as caught:
         generate_image_request(request(**fields))
     assert caught.value.field == field and field in caught.value.message
+
+
+def test_quality_is_ignored_for_png() -> None:
+    assert generate_image_request(request(quality=0)).quality == 90

@@ -137,7 +137,9 @@ async def test_drain_rejects_new_jobs_cancels_waiting_and_lets_running_finish() 
 async def test_force_submit_passes_the_queue_limit_for_resumed_jobs() -> None:
     queue = make_queue(max_queued=1)
     release = threading.Event()
-    queue.submit(blocking_work(release), method="M")
+    running = queue.submit(blocking_work(release), method="M")
+    while running.state is not JobState.RUNNING:
+        await asyncio.sleep(0.01)
     queue.submit(blocking_work(release), method="M")
     with pytest.raises(ResourceExhausted):
         queue.submit(blocking_work(release), method="M")
