@@ -49,6 +49,21 @@ class ChatFormatter:
         self._formatter = Jinja2ChatFormatter(template=template, eos_token=eos_token, bos_token="")
         self.stops = stops
 
+    def pieces(self, messages: Sequence[ChatTurn]) -> tuple[list[tuple[str, bool]], tuple[str, ...]]:
+        """The prompt as (text, is_template) pieces: message contents are marked so the engine
+        tokenizes them as plain text, and a "<start_of_turn>" typed by a user stays text instead of
+        becoming a control token (no faked turns)."""
+        marks = [f"\x00{index}\x00" for index in range(len(messages))]
+        prompt, stops = self.prompt([ChatTurn(m.role, mark) for m, mark in zip(messages, marks, strict=True)])
+        pieces: list[tuple[str, bool]] = []
+        for index, mark in enumerate(marks):
+            before, found, prompt = prompt.partition(mark)
+            if not found:  # the template dropped or changed this message: fall back to one string
+                return [(self.prompt(messages)[0], True)], stops
+            pieces += [(before, True), (messages[index].content, False)]
+        pieces.append((prompt, True))
+        return [(text, special) for text, special in pieces if text], stops
+
     def prompt(self, messages: Sequence[ChatTurn]) -> tuple[str, tuple[str, ...]]:
         try:
             response = self._formatter(messages=[{"role": m.role, "content": m.content} for m in messages])

@@ -100,12 +100,19 @@ class TextEngine:
             )
         return LlamaGrammar.from_string(gbnf, verbose=False)
 
-    def _prompt(self, request: TextRequest) -> tuple[str, tuple[str, ...]]:
+    def _prompt_tokens(self, llm: Llama, request: TextRequest) -> tuple[list[int], tuple[str, ...]]:
+        """Token ids of the prompt and the stop strings. A raw prompt is sent as is (control tokens
+        included: Generate is for people who write their own templates); chat message contents are
+        tokenized as plain text between the template's control tokens."""
         if not request.is_chat:
-            return request.prompt or "", request.sampling.stop
+            tokens = llm.tokenize((request.prompt or "").encode(), add_bos=True, special=True)
+            return tokens, request.sampling.stop
         assert self._formatter is not None
-        prompt, template_stops = self._formatter.prompt(request.messages)
-        return prompt, tuple(dict.fromkeys((*template_stops, *request.sampling.stop)))
+        pieces, template_stops = self._formatter.pieces(request.messages)
+        tokens: list[int] = []
+        for index, (text, is_template) in enumerate(pieces):
+            tokens += llm.tokenize(text.encode(), add_bos=index == 0, special=is_template)
+        return tokens, tuple(dict.fromkeys((*template_stops, *request.sampling.stop)))
 
     def generate(self, request: TextRequest, reporter: Reporter) -> TextOutcome:
         try:
@@ -115,8 +122,8 @@ class TextEngine:
         llm = self._llm
         assert llm is not None
         sampling = request.sampling
-        prompt, stops = self._prompt(request)
-        prompt_tokens = len(llm.tokenize(prompt.encode(), add_bos=True, special=request.is_chat))
+        prompt, stops = self._prompt_tokens(llm, request)
+        prompt_tokens = len(prompt)
         room = self.n_ctx - prompt_tokens
         if room < 1:
             field = "messages" if request.is_chat else "prompt"
