@@ -3,7 +3,6 @@ the stream contract, error mapping, cancellation, disconnects, detached jobs."""
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from dataclasses import dataclass
 
@@ -170,10 +169,8 @@ async def test_client_disconnect_cancels_unless_detached(text_stub) -> None:
         await call.read()
         call.cancel()
         job = queue.get(first.job_id)
-        for _ in range(200):
-            if job.terminal:
-                break
-            await asyncio.sleep(0.02)
+        async for _ in queue.events(job):  # ends with the job's terminal event
+            pass
         expected = "succeeded" if detach else "cancelled"
         assert job.state.value == expected, detach
         if detach:
@@ -193,13 +190,18 @@ async def test_unknown_job_is_not_found_and_bad_id_invalid(text_stub) -> None:
 
 async def test_full_queue_is_resource_exhausted_at_once(text_stub) -> None:
     stub = text_stub[0]
-    calls = [stub.Generate(generate(max_tokens=10_000)) for _ in range(3)]
-    for call in calls:
-        await call.read()  # running, queued 0, queued 1
+    # The queue holds 2 waiting jobs. The first must have left the queue (started) before the
+    # others arrive, else the third would find the queue full: wait for its Started event.
+    running = stub.Generate(generate(max_tokens=10_000))
+    while (await running.read()).WhichOneof("event") != "started":
+        pass
+    waiting = [stub.Generate(generate(max_tokens=10_000)) for _ in range(2)]
+    positions = [(await call.read()).queued.queue_position for call in waiting]
+    assert sorted(positions) == [0, 1]
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         _ = [event async for event in stub.Generate(generate())]
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    for call in calls:
+    for call in (running, *waiting):
         call.cancel()
 
 
