@@ -23,32 +23,17 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
+from full_size import SD15_NAME, build_full_size_sd15  # bench/, beside this script
 
 from genmesh.client import GenmeshClient
+from servers.compute.devices import configure_threads
 from servers.diffusion.builtin import TINY_SD15
-from servers.diffusion.configs import config_folder
-from servers.diffusion.devices import configure_threads
 from servers.diffusion.generate import GenerationParams, generate
 from servers.diffusion.loading import ModelSource, load_model
 from servers.mesh.launcher import LaunchOptions, Mesh
 from servers.mesh.processes import free_port
 
 PROMPT = "a lighthouse on a cliff at dusk, oil painting"
-FULL_SIZE_NAME = "sd15-random"
-
-
-def build_full_size_sd15(models_dir: Path, cache_dir: Path) -> Path:
-    """SD1.5-size random weights saved as a diffusers folder (what a user's model looks like)."""
-    from diffusers import StableDiffusionPipeline
-
-    folder = models_dir / FULL_SIZE_NAME
-    if (folder / "model_index.json").exists():
-        return folder
-    torch.manual_seed(0)
-    config = config_folder("sd15", cache_dir)
-    pipe = StableDiffusionPipeline.from_pretrained(str(config), local_files_only=True, low_cpu_mem_usage=False)
-    pipe.save_pretrained(str(folder), safe_serialization=True)
-    return folder
 
 
 def median_seconds(run: Callable[[], object], runs: int) -> list[float]:
@@ -78,7 +63,7 @@ def main() -> None:
         models_dir.mkdir(parents=True)
         if args.full_size:
             source = ModelSource.parse(str(build_full_size_sd15(models_dir, cache_dir)))
-            model_name = FULL_SIZE_NAME
+            model_name = SD15_NAME
         else:
             source = ModelSource.parse(f"builtin:{TINY_SD15}")
             model_name = TINY_SD15

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from servers.diffusion.devices import configure_threads, device_label, select_device
+from servers.compute.devices import configure_threads, device_label, select_device
 from servers.training.model import TrainConfig, Trainer, build_model, count_parameters
 from servers.training.model.trainer import Pair
 

@@ -124,6 +124,14 @@ class RetryPolicy:
 
 
 @dataclass(frozen=True)
+class ObjectLocation:
+    """Where an input object is (a request's ``ObjectRef``), validated by ``storage.keys``."""
+
+    bucket: str
+    key: str
+
+
+@dataclass(frozen=True)
 class StoredObject:
     bucket: str
     key: str

@@ -10,10 +10,11 @@ reach the engine through a two-method protocol (``check_cancelled``, ``progress`
 - ``single_file``: diffusers SD1.5 -> original single-file checkpoint layout.
 - ``loading``: ``ModelSource`` and offline loading into a ready pipeline, img2img derived from txt2img.
 - ``schedulers``: scheduler names -> diffusers classes and settings.
-- ``devices``, ``memory``: device/dtype/threads; full/lowvram/auto placement; OOM -> ResourceExhausted.
+- ``memory``: full/lowvram/auto placement; OOM -> ResourceExhausted (devices: ``servers.compute``).
 - ``progress``: the ``callback_on_step_end`` adapter (progress, cancel, latent previews).
-- ``images``: PNG/WebP/JPEG encoding with A1111 parameters; safe decoding of init images.
 - ``generate``: one batched txt2img/img2img run with per-image seeds.
+- ``motion``: AnimateDiff motion adapters: sources, bundled configs, offline loading, single files.
+- ``animate``: one AnimateDiff run (text/image/video-to-video, context windows, chunked decoding).
 - ``cache``: build-once folders in the cache directory.
 
 diffusers and transformers are imported where they are used (importing this package costs only torch).

@@ -1,5 +1,9 @@
-"""Which diffusion models the Image service can run: the built-in smoke-test model, and every
-diffusers folder or single-file checkpoint in the models folder."""
+"""What a diffusion server can run: catalogs of base models and of motion adapters.
+
+A catalog lists a folder (diffusers folders and single-file checkpoints, scanned on every call so a
+file dropped in is usable at once) plus a built-in smoke-test entry, and resolves names; an unknown
+name is ``NotFound`` naming the request field and listing what exists.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from genmesh.errors import NotFound
-from servers.diffusion.builtin import TINY_SD15
+from servers.diffusion.builtin import TINY_MOTION_ADAPTER, TINY_SD15
 from servers.diffusion.loading import SINGLE_FILE_SUFFIXES, ModelSource
 
 SMOKE_TEST_DESCRIPTION = (
     "smoke-test model: a tiny SD1.5-shaped pipeline with random weights (it draws noise); "
     "put a real checkpoint in the models folder to draw pictures"
+)
+SMOKE_TEST_ADAPTER_DESCRIPTION = (
+    "smoke-test motion adapter: tiny, random weights, fits only the smoke-test model; put "
+    "mm_sd_v15_v2.ckpt (or another AnimateDiff v1/v2/v3 SD1.5 module) in the motion adapters folder"
 )
 
 
@@ -33,27 +41,48 @@ class CatalogEntry:
         return sum(item.stat().st_size for item in path.rglob("*") if item.is_file())
 
 
-class ImageCatalog:
-    def __init__(self, models_dir: Path, default: str = "") -> None:
+@dataclass(frozen=True)
+class CatalogKind:
+    """What one kind of catalog looks for."""
+
+    field: str  # the request field that names an entry
+    what: str  # "model", "motion adapter"
+    folder_marker: str  # a diffusers folder of this kind holds this file
+    builtin: str
+    builtin_description: str
+
+
+BASE_MODELS = CatalogKind("model", "model", "model_index.json", TINY_SD15, SMOKE_TEST_DESCRIPTION)
+MOTION_ADAPTERS = CatalogKind(
+    "motion_adapter", "motion adapter", "config.json", TINY_MOTION_ADAPTER, SMOKE_TEST_ADAPTER_DESCRIPTION
+)
+
+
+class ModelCatalog:
+    def __init__(self, models_dir: Path, default: str = "", kind: CatalogKind = BASE_MODELS) -> None:
         self.models_dir = models_dir
+        self.kind = kind
         self._default = default
 
     def entries(self) -> list[CatalogEntry]:
         found: list[CatalogEntry] = []
         if self.models_dir.is_dir():
             for path in sorted(self.models_dir.iterdir()):
-                if path.is_dir() and (path / "model_index.json").is_file():
+                if path.is_dir() and (path / self.kind.folder_marker).is_file():
                     found.append(CatalogEntry(path.name, ModelSource.parse(str(path)), f"diffusers folder {path.name}"))
                 elif path.is_file() and path.suffix.lower() in SINGLE_FILE_SUFFIXES:
                     found.append(CatalogEntry(path.stem, ModelSource.parse(str(path)), f"checkpoint {path.name}"))
+        builtin = self.kind.builtin
         found.append(
-            CatalogEntry(TINY_SD15, ModelSource.parse(f"builtin:{TINY_SD15}"), SMOKE_TEST_DESCRIPTION, smoke_test=True)
+            CatalogEntry(
+                builtin, ModelSource.parse(f"builtin:{builtin}"), self.kind.builtin_description, smoke_test=True
+            )
         )
         return found
 
     @property
     def default_name(self) -> str:
-        """The configured default, else the first user model, else the smoke-test model."""
+        """The configured default, else the first user entry, else the smoke-test one."""
         return self._default or self.entries()[0].name
 
     def resolve(self, name: str) -> CatalogEntry:
@@ -63,4 +92,5 @@ class ImageCatalog:
             if entry.name == wanted:
                 return entry
         names = ", ".join(entry.name for entry in entries)
-        raise NotFound(f"model: unknown model {wanted!r}; available: {names}", field="model")
+        field = self.kind.field
+        raise NotFound(f"{field}: unknown {self.kind.what} {wanted!r}; available: {names}", field=field)

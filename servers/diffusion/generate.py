@@ -22,10 +22,10 @@ import torch
 
 from genmesh.errors import require, require_range
 from servers.diffusion.families import ModelFamily, Task, family_spec
-from servers.diffusion.images import fit_image, snap_size
 from servers.diffusion.memory import out_of_memory_guard
 from servers.diffusion.progress import StepCallback, StepReporter
 from servers.diffusion.schedulers import make_scheduler, scheduler_spec
+from servers.media.images import fit_image, snap_size
 
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
@@ -59,7 +59,7 @@ class GenerationParams:
     scheduler: str | None = None
     num_images: int = 1
     strength: float | None = None
-    init_image: Image.Image | None = None  # RGB, e.g. from servers.diffusion.images.decode_image
+    init_image: Image.Image | None = None  # RGB, e.g. from servers.media.images.decode_image
     preview_every: int = 0  # a preview every N steps; 0 for none
 
     @property

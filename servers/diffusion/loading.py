@@ -12,7 +12,10 @@ the hub even with ``local_files_only``). Servers also set ``HF_HUB_OFFLINE=1`` i
 before importing this package, as a second guard.
 
 One load serves every task: :meth:`LoadedModel.pipeline` derives the img2img pipeline from the
-txt2img one's components (``from_pipe``: shared weights, no second load).
+txt2img one's components (``from_pipe``: shared weights, no second load). Loaded with a motion
+adapter, the model serves the video tasks instead: the base UNet becomes AnimateDiff's motion UNet
+(the 2D UNet is dropped, so the weights are held once) and the scheduler is set up as AnimateDiff
+needs it.
 """
 
 from __future__ import annotations
@@ -28,10 +31,10 @@ import structlog
 import torch
 
 from genmesh.errors import InvalidArgument, NotFound
+from servers.compute.devices import default_dtype, select_device
 from servers.diffusion.builtin import builtin_folder
 from servers.diffusion.configs import config_folder
-from servers.diffusion.devices import default_dtype, select_device
-from servers.diffusion.families import ModelFamily, Task, family_spec
+from servers.diffusion.families import FamilySpec, ModelFamily, Task, family_spec
 from servers.diffusion.memory import MemoryMode, apply_memory_mode, out_of_memory_guard, resolve_memory_mode
 from servers.diffusion.schedulers import make_scheduler, scheduler_name
 
@@ -77,7 +80,7 @@ class ModelSource:
         return f"{BUILTIN_PREFIX}{self.location}" if self.kind is SourceKind.BUILTIN else self.location
 
 
-def _read_single_file_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+def read_checkpoint_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     """Every tensor name and shape of a checkpoint, without reading the tensors when possible."""
     if path.suffix.lower() == ".safetensors":
         from safetensors import safe_open
@@ -97,7 +100,7 @@ def detect_single_file_family(path: Path) -> ModelFamily:
     """``sd15`` or ``sdxl`` from a checkpoint's keys (text encoder layout), checked against the
     UNet's cross-attention width; ``InvalidArgument`` for other models (SD2, SDXL refiner, inpainting)."""
     try:
-        shapes = _read_single_file_shapes(Path(path))
+        shapes = read_checkpoint_shapes(Path(path))
     except Exception as exc:
         raise InvalidArgument(f"{FIELD}: {path} is not a readable checkpoint ({exc})", field=FIELD) from None
     keys = shapes.keys()
@@ -182,12 +185,19 @@ class LoadedModel:
     load_seconds: float
     default_scheduler: str
     _pipelines: dict[Task, DiffusionPipeline] = field(default_factory=dict, repr=False)
+    root_task: Task = Task.TXT2IMG  # the task of the loaded pipeline; the others derive from it
+    motion_adapter: ModelSource | None = None
 
     def pipeline(self, task: Task | str = Task.TXT2IMG) -> DiffusionPipeline:
-        """The pipeline for ``task``; img2img shares the txt2img pipeline's components."""
+        """The pipeline for ``task``, sharing the loaded pipeline's components."""
         task = Task(task)
+        if task.video != self.root_task.video:
+            needs = "a model loaded with a motion adapter" if task.video else "a model loaded without one"
+            raise InvalidArgument(f"{FIELD}: task {task.value} needs {needs}", field=FIELD)
+        if task not in family_spec(self.family).pipelines:
+            raise InvalidArgument(f"{FIELD}: {self.family.value} models cannot run {task.value}", field=FIELD)
         if task not in self._pipelines:
-            base = self._pipelines[Task.TXT2IMG]
+            base = self._pipelines[self.root_task]
             # from_pipe casts the shared modules to its dtype (float32 unless told): pass ours.
             derived = _pipeline_class(self.family, task).from_pipe(base, dtype=self.dtype)
             derived.set_progress_bar_config(disable=True)
@@ -198,6 +208,38 @@ class LoadedModel:
         return self._pipelines[task]
 
 
+def _animate(
+    pipe: DiffusionPipeline,
+    adapter_source: ModelSource,
+    spec: FamilySpec,
+    dtype: torch.dtype,
+    cache_dir: Path,
+    model_name: str,
+) -> DiffusionPipeline:
+    """The AnimateDiff text-to-video pipeline built from a loaded base pipeline and a motion adapter."""
+    from servers.diffusion.motion import FIELD as MOTION_FIELD
+    from servers.diffusion.motion import animatediff_scheduler_config, check_fits, load_motion_adapter
+
+    if Task.TXT2VID not in spec.pipelines:
+        raise InvalidArgument(
+            f"{MOTION_FIELD}: {spec.family.value} models have no AnimateDiff support here (use an SD1.5 model)",
+            field=MOTION_FIELD,
+        )
+    adapter = load_motion_adapter(adapter_source, cache_dir=cache_dir, dtype=dtype)
+    check_fits(adapter, pipe.unet.config, adapter_name=str(adapter_source), model_name=model_name)
+    scheduler = make_scheduler("ddim", animatediff_scheduler_config(pipe.scheduler.config))
+    keep = ("vae", "text_encoder", "tokenizer", "feature_extractor", "image_encoder")
+    components = {name: pipe.components.get(name) for name in keep}
+    # The constructor turns the 2D UNet into a motion UNet (a copy); the 2D one goes with `pipe`.
+    video = _pipeline_class(spec.family, Task.TXT2VID)(
+        **components, unet=pipe.unet, motion_adapter=adapter, scheduler=scheduler
+    )
+    if video.unet.dtype != dtype:  # from_unet2d builds the motion UNet in float32
+        video.unet.to(dtype=dtype)
+    video.vae.enable_slicing()  # a chunk of frames decodes one frame at a time: memory stays flat
+    return video
+
+
 def load_model(
     source: ModelSource,
     *,
@@ -205,13 +247,16 @@ def load_model(
     device: torch.device | str = "auto",
     dtype: torch.dtype | None = None,
     memory_mode: MemoryMode | str = MemoryMode.AUTO,
+    motion_adapter: ModelSource | None = None,
 ) -> LoadedModel:
-    """Load ``source`` offline and place it on ``device`` in ``memory_mode``.
+    """Load ``source`` offline and place it on ``device`` in ``memory_mode``; with ``motion_adapter``
+    the model runs the video tasks (AnimateDiff) instead of the image ones.
 
     ``cache_dir`` holds built-in models and config folders made on first use. ``dtype`` None: fp16
     on a GPU, fp32 on the CPU. Errors: ``NotFound`` (no such path or built-in name),
-    ``InvalidArgument`` naming ``model`` (not an SD1.5/SDXL model), ``ResourceExhausted`` (the
-    device ran out of memory while the weights moved to it).
+    ``InvalidArgument`` naming ``model`` (not an SD1.5/SDXL model) or ``motion_adapter`` (not one,
+    or one that does not fit the model), ``ResourceExhausted`` (the device ran out of memory while
+    the weights moved to it).
     """
     started = time.monotonic()
     device = select_device(device) if isinstance(device, str) else device
@@ -228,13 +273,17 @@ def load_model(
     spec = family_spec(family)
     _quiet_progress_bars()
     pipe = _read_pipeline(source, family, dtype, cache_dir)
+    root_task, min_free = Task.TXT2IMG, spec.full_mode_min_free_bytes
+    if motion_adapter is not None:
+        pipe = _animate(pipe, motion_adapter, spec, dtype, cache_dir, Path(source.location).stem or str(source))
+        root_task, min_free = Task.TXT2VID, spec.video_full_mode_min_free_bytes
     pipe.set_progress_bar_config(disable=True)
     if scheduler_name(pipe.scheduler) is None:
         log.info(
             "scheduler_replaced", model=str(source), found=type(pipe.scheduler).__name__, used=spec.default_scheduler
         )
         pipe.scheduler = make_scheduler(spec.default_scheduler, pipe.scheduler.config)
-    mode = resolve_memory_mode(memory_mode, device, full_mode_min_free_bytes=spec.full_mode_min_free_bytes)
+    mode = resolve_memory_mode(memory_mode, device, full_mode_min_free_bytes=min_free)
     with out_of_memory_guard(device, mode):
         apply_memory_mode(pipe, mode, device)
     loaded = LoadedModel(
@@ -245,11 +294,14 @@ def load_model(
         memory_mode=mode,
         load_seconds=time.monotonic() - started,
         default_scheduler=scheduler_name(pipe.scheduler) or spec.default_scheduler,
-        _pipelines={Task.TXT2IMG: pipe},
+        _pipelines={root_task: pipe},
+        root_task=root_task,
+        motion_adapter=motion_adapter,
     )
     log.info(
         "model_loaded",
         model=str(source),
+        motion_adapter=str(motion_adapter) if motion_adapter else None,
         family=family.value,
         device=str(device),
         dtype=str(dtype).removeprefix("torch."),
@@ -257,16 +309,3 @@ def load_model(
         seconds=round(loaded.load_seconds, 3),
     )
     return loaded
-
-
-def load_pipeline(
-    source: ModelSource,
-    *,
-    task: Task | str = Task.TXT2IMG,
-    cache_dir: Path,
-    device: torch.device | str = "auto",
-    dtype: torch.dtype | None = None,
-    memory_mode: MemoryMode | str = MemoryMode.AUTO,
-) -> DiffusionPipeline:
-    """:func:`load_model` then the pipeline for ``task``, for callers that need just one."""
-    return load_model(source, cache_dir=cache_dir, device=device, dtype=dtype, memory_mode=memory_mode).pipeline(task)

@@ -25,7 +25,7 @@ import structlog
 import torch
 
 from genmesh.errors import InvalidArgument, ResourceExhausted
-from servers.diffusion.devices import backend_of, device_info
+from servers.compute.devices import backend_of, device_info
 
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
@@ -105,8 +105,13 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return False
 
 
-def out_of_memory_error(device: torch.device, mode: MemoryMode | None = None) -> ResourceExhausted:
-    advice = "use a smaller width and height or fewer images (num_images)"
+IMAGE_ADVICE = "use a smaller width and height or fewer images (num_images)"
+VIDEO_ADVICE = "use fewer frames (num_frames) or a smaller width and height"
+
+
+def out_of_memory_error(
+    device: torch.device, mode: MemoryMode | None = None, advice: str = IMAGE_ADVICE
+) -> ResourceExhausted:
     if mode is not MemoryMode.LOW_VRAM and device.type == "cuda":
         advice += ", or run the server with memory mode lowvram"
     where = f"the {backend_of(device).upper()} device {device}" if device.type == "cuda" else "the CPU"
@@ -114,7 +119,9 @@ def out_of_memory_error(device: torch.device, mode: MemoryMode | None = None) ->
 
 
 @contextmanager
-def out_of_memory_guard(device: torch.device, mode: MemoryMode | None = None) -> Iterator[None]:
+def out_of_memory_guard(
+    device: torch.device, mode: MemoryMode | None = None, advice: str = IMAGE_ADVICE
+) -> Iterator[None]:
     """Turn an out-of-memory error inside the block into ``ResourceExhausted`` with advice, after
     freeing the memory the failed call held (the traceback's frames are dropped first)."""
     try:
@@ -128,4 +135,4 @@ def out_of_memory_guard(device: torch.device, mode: MemoryMode | None = None) ->
     # Outside the except block: the exception and the tensors its frames referenced are gone.
     free_device_memory(device)
     log.warning("out_of_memory", device=str(device), memory_mode=mode and mode.value, error=failure)
-    raise out_of_memory_error(device, mode)
+    raise out_of_memory_error(device, mode, advice)

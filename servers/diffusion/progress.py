@@ -39,11 +39,11 @@ class StepReporter(Protocol):
 
 def latents_to_rgb(latents: torch.Tensor, family: ModelFamily | str) -> torch.Tensor:
     """Approximate RGB in [0, 1], shape (H, W, 3), of the first image of a batch of latents
-    ((B, 4, h, w), or (B, 4, frames, h, w) for video: the first frame)."""
+    ((B, 4, h, w), or (B, 4, frames, h, w) for video: the middle frame)."""
     spec = family_spec(family)
     sample = latents[0].detach().float().cpu()
     if sample.ndim == 4:  # (channels, frames, h, w)
-        sample = sample[:, 0]
+        sample = sample[:, sample.shape[1] // 2]
     factors = torch.tensor(spec.latent_rgb_factors, dtype=torch.float32)  # (4, 3)
     bias = torch.tensor(spec.latent_rgb_bias, dtype=torch.float32)
     rgb = torch.einsum("chw,cr->hwr", sample, factors) + bias

@@ -21,28 +21,10 @@ from servers.image.records import SavedImage
 from servers.image.types import ImageFormat, ImageRequest, ObjectLocation
 from servers.runtime import convert as common
 from servers.runtime import jobs
+from servers.runtime.convert import MEMORY_MODES, SCHEDULER_ENUMS, SCHEDULERS
 from storage.keys import validate_bucket, validate_key
 from storage.object_store import StoredObject
 
-# proto enum value -> scheduler name used by servers.diffusion (and back).
-SCHEDULERS: dict[int, str] = {
-    diffusion_pb2.SCHEDULER_EULER: "euler",
-    diffusion_pb2.SCHEDULER_EULER_ANCESTRAL: "euler_a",
-    diffusion_pb2.SCHEDULER_DPMPP_2M: "dpmpp_2m",
-    diffusion_pb2.SCHEDULER_DPMPP_2M_KARRAS: "dpmpp_2m_karras",
-    diffusion_pb2.SCHEDULER_DPMPP_2M_SDE: "dpmpp_2m_sde",
-    diffusion_pb2.SCHEDULER_DPMPP_2M_SDE_KARRAS: "dpmpp_2m_sde_karras",
-    diffusion_pb2.SCHEDULER_DPMPP_SDE: "dpmpp_sde",
-    diffusion_pb2.SCHEDULER_DPMPP_SDE_KARRAS: "dpmpp_sde_karras",
-    diffusion_pb2.SCHEDULER_DDIM: "ddim",
-    diffusion_pb2.SCHEDULER_UNIPC: "unipc",
-    diffusion_pb2.SCHEDULER_LMS: "lms",
-    diffusion_pb2.SCHEDULER_LMS_KARRAS: "lms_karras",
-    diffusion_pb2.SCHEDULER_PNDM: "pndm",
-    diffusion_pb2.SCHEDULER_HEUN: "heun",
-    diffusion_pb2.SCHEDULER_DEIS: "deis",
-}
-SCHEDULER_ENUMS = {name: value for value, name in SCHEDULERS.items()}
 FORMATS = {
     media_pb2.IMAGE_FORMAT_UNSPECIFIED: ImageFormat.PNG,
     media_pb2.IMAGE_FORMAT_PNG: ImageFormat.PNG,
@@ -135,7 +117,6 @@ STAGES = {
     "decoding": image_pb2.STAGE_DECODING,
     "saving": image_pb2.STAGE_SAVING,
 }
-MEMORY_MODES = {"full": diffusion_pb2.MEMORY_MODE_FULL, "lowvram": diffusion_pb2.MEMORY_MODE_LOW_VRAM}
 
 
 def image_result(

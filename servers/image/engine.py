@@ -11,11 +11,11 @@ import structlog
 from PIL import Image
 
 from genmesh.errors import InvalidArgument
-from servers.diffusion.devices import configure_threads, device_label, select_device
+from servers.compute.devices import configure_threads, device_label, select_device
+from servers.diffusion.catalog import CatalogEntry, ModelCatalog
 from servers.diffusion.generate import GenerationParams, GenerationResult, generate, resolve_params
 from servers.diffusion.loading import LoadedModel, load_model
 from servers.diffusion.memory import free_device_memory
-from servers.image.catalog import CatalogEntry, ImageCatalog
 from servers.image.types import ImageRequest
 from servers.runtime.model_cache import ModelCache
 
@@ -47,7 +47,7 @@ class ImageEngine:
 
     def __init__(
         self,
-        catalog: ImageCatalog,
+        catalog: ModelCatalog,
         *,
         cache_dir: Path,
         device: str = "auto",
@@ -81,13 +81,6 @@ class ImageEngine:
     def preload(self, name: str = "") -> None:
         with self.models.use(self.catalog.resolve(name).name):
             pass
-
-    def loaded_model(self) -> LoadedModel | None:
-        name = self.models.loaded_name
-        if name is None:
-            return None
-        with self.models.use(name) as model:
-            return model
 
     def generate(self, request: ImageRequest, init_image: Image.Image | None, reporter: Reporter) -> ImageOutcome:
         entry = self.catalog.resolve(request.model)

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from PIL import Image
 
-from servers.diffusion.images import CONTENT_TYPES, EXTENSIONS, a1111_parameters, encode_image
 from servers.diffusion.schedulers import scheduler_label
 from servers.image.engine import ImageOutcome
 from servers.image.types import ImageRequest
+from servers.media.images import CONTENT_TYPES, EXTENSIONS, a1111_parameters, encode_image
 from storage.buckets import OUTPUTS
-from storage.keys import output_prefix
 from storage.object_store import ObjectStore, StoredObject
 
 
@@ -49,17 +46,6 @@ def save_images(store: ObjectStore, prefix: str, request: ImageRequest, outcome:
     return saved
 
 
-def job_prefix(job_id: str) -> str:
-    """Computed once per job, so every file of a job lands in the same minute folder."""
-    return output_prefix(job_id)
-
-
 def save_init_image(store: ObjectStore, prefix: str, image: Image.Image) -> StoredObject:
     """Keep an inline init image next to the results (as PNG), so a record can always be re-run."""
     return store.put_bytes(OUTPUTS, f"{prefix}init.png", encode_image(image, "png"), "image/png")
-
-
-def save_record(store: ObjectStore, prefix: str, record: dict) -> StoredObject:
-    record = {"created": datetime.now(UTC).isoformat(), **record}
-    data = json.dumps(record, ensure_ascii=False, indent=2).encode()
-    return store.put_bytes(OUTPUTS, f"{prefix}result.json", data, "application/json")

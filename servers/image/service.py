@@ -7,7 +7,7 @@ import asyncio
 import grpc
 
 from genmesh.image.v1 import image_pb2_grpc
-from servers.image.catalog import ImageCatalog
+from servers.diffusion.catalog import ModelCatalog
 from servers.image.engine import ImageEngine
 from servers.image.servicer import SERVICE_NAME, ImageServicer
 from servers.image.settings import ImageSettings
@@ -22,7 +22,7 @@ class ImageService:
     def __init__(self, settings: ImageSettings) -> None:
         self.settings = settings
         self.engine = ImageEngine(
-            ImageCatalog(settings.resolved_models_dir(), settings.model),
+            ModelCatalog(settings.resolved_models_dir(), settings.model),
             cache_dir=settings.cache_dir(),
             device=settings.device,
             memory_mode=settings.memory_mode,

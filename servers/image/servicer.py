@@ -13,12 +13,13 @@ from PIL import Image
 from genmesh.common.v1 import model_pb2
 from genmesh.image.v1 import image_pb2, image_pb2_grpc
 from servers.diffusion.families import family_spec
-from servers.diffusion.images import decode_image
 from servers.image import convert, records
 from servers.image.engine import ImageEngine
 from servers.image.types import ImageRequest, ObjectLocation
+from servers.media.images import decode_image
 from servers.runtime.jobs import JobContext, JobQueue
 from servers.runtime.streaming import stream_job
+from storage import outputs
 from storage.keys import validate_job_id
 from storage.object_store import ObjectStore
 
@@ -43,7 +44,7 @@ class ImageServicer(image_pb2_grpc.ImageServiceServicer):
         outcome = self.engine.generate(request, init_image, context)
         context.output("saving")
         save_started = time.monotonic()
-        prefix = records.job_prefix(context.job_id)
+        prefix = outputs.job_prefix(context.job_id)
         saved = records.save_images(self.store, prefix, request, outcome)
         if request.init_image_data is not None and init_image is not None:
             stored = records.save_init_image(self.store, prefix, init_image)
@@ -56,7 +57,7 @@ class ImageServicer(image_pb2_grpc.ImageServiceServicer):
             decode_seconds=result.decode_seconds,
         )
         draft = convert.image_result(request, outcome, saved, init_location, None, timings)
-        record = records.save_record(
+        record = outputs.save_record(
             self.store,
             prefix,
             {

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from servers.diffusion.images import ImageFormat
+from servers.media.images import ImageFormat
+from storage.object_store import ObjectLocation
 
-
-@dataclass(frozen=True)
-class ObjectLocation:
-    bucket: str
-    key: str
+__all__ = ["ImageRequest", "ObjectLocation"]
 
 
 @dataclass(frozen=True)

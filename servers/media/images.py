@@ -108,7 +108,7 @@ def png_parameters(data: bytes) -> str | None:
         return image.info.get("parameters")
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
+def to_rgb(image: Image.Image) -> Image.Image:
     if image.mode == "RGB":
         return image
     if image.mode == "P":
@@ -151,7 +151,7 @@ def decode_image(
             image.seek(0)  # animated formats: the first frame
             image.load()
             image = ImageOps.exif_transpose(image)
-            return _to_rgb(image)
+            return to_rgb(image)
     except InvalidArgument:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

@@ -245,6 +245,7 @@ class Mesh:
         examples = {
             "text": f'{genmesh} text "Once upon a time" --max-tokens 32',
             "image": f'{genmesh} image "a lighthouse at dusk" -o lighthouse.png',
+            "video": f'{genmesh} video "waves on a beach" -o waves.mp4 --frames 16 --fps 8',
             "training": f"{genmesh} synthetic-data --num-images 40 --preset gaussian-noise\n"
             f"  {genmesh} train --layer 1 --architecture tiny --epochs 5 --patch-size 64",
         }

@@ -6,7 +6,7 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from genmesh.common.v1 import artifact_pb2, job_pb2
+from genmesh.common.v1 import artifact_pb2, diffusion_pb2, job_pb2
 from servers.runtime import jobs
 from storage.object_store import StoredObject
 
@@ -105,3 +105,26 @@ def artifact(stored: StoredObject | None, data: bytes | None = None) -> artifact
         sha256=stored.sha256,
         data=data or b"",
     )
+
+
+# -- the diffusion services (Image, Video) ------------------------------------------------------
+# proto enum value -> scheduler name used by servers.diffusion (and back).
+SCHEDULERS: dict[int, str] = {
+    diffusion_pb2.SCHEDULER_EULER: "euler",
+    diffusion_pb2.SCHEDULER_EULER_ANCESTRAL: "euler_a",
+    diffusion_pb2.SCHEDULER_DPMPP_2M: "dpmpp_2m",
+    diffusion_pb2.SCHEDULER_DPMPP_2M_KARRAS: "dpmpp_2m_karras",
+    diffusion_pb2.SCHEDULER_DPMPP_2M_SDE: "dpmpp_2m_sde",
+    diffusion_pb2.SCHEDULER_DPMPP_2M_SDE_KARRAS: "dpmpp_2m_sde_karras",
+    diffusion_pb2.SCHEDULER_DPMPP_SDE: "dpmpp_sde",
+    diffusion_pb2.SCHEDULER_DPMPP_SDE_KARRAS: "dpmpp_sde_karras",
+    diffusion_pb2.SCHEDULER_DDIM: "ddim",
+    diffusion_pb2.SCHEDULER_UNIPC: "unipc",
+    diffusion_pb2.SCHEDULER_LMS: "lms",
+    diffusion_pb2.SCHEDULER_LMS_KARRAS: "lms_karras",
+    diffusion_pb2.SCHEDULER_PNDM: "pndm",
+    diffusion_pb2.SCHEDULER_HEUN: "heun",
+    diffusion_pb2.SCHEDULER_DEIS: "deis",
+}
+SCHEDULER_ENUMS = {name: value for value, name in SCHEDULERS.items()}
+MEMORY_MODES = {"full": diffusion_pb2.MEMORY_MODE_FULL, "lowvram": diffusion_pb2.MEMORY_MODE_LOW_VRAM}

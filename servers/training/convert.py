@@ -8,7 +8,7 @@ from typing import Any
 from genmesh.common.v1 import artifact_pb2, job_pb2, media_pb2
 from genmesh.errors import InvalidArgument, require, require_range
 from genmesh.training.v1 import training_pb2
-from servers.diffusion.images import ImageFormat
+from servers.media.images import ImageFormat
 from servers.runtime import convert as common
 from servers.runtime import jobs
 from servers.runtime.convert import timestamp

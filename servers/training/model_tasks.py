@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 from genmesh.errors import InvalidArgument
-from servers.diffusion.devices import select_device
-from servers.diffusion.images import CONTENT_TYPES, EXTENSIONS, ImageFormat, decode_image, encode_image
+from servers.compute.devices import select_device
+from servers.media.images import CONTENT_TYPES, EXTENSIONS, ImageFormat, decode_image, encode_image
 from servers.runtime.jobs import JobContext
 from servers.runtime.model_cache import ModelCache
 from servers.training import registry

@@ -8,7 +8,7 @@ import grpc
 import structlog
 
 from genmesh.training.v1 import training_pb2_grpc
-from servers.diffusion.devices import configure_threads, device_label, select_device
+from servers.compute.devices import configure_threads, device_label, select_device
 from servers.runtime.jobs import JobQueue
 from servers.training.manager import TrainingManager
 from servers.training.model_tasks import ModelTasks

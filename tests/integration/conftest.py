@@ -1,4 +1,5 @@
-"""The local mesh (S3 server + text server + Envoy), started once for all integration tests."""
+"""The local mesh (S3 server, the text, image, video and training servers, Envoy), started once for all
+integration tests."""
 
 from __future__ import annotations
 
@@ -24,12 +25,13 @@ def mesh(tmp_path_factory: pytest.TempPathFactory, monkeypatch_session: pytest.M
         monkeypatch_session.delenv(name, raising=False)
     options = LaunchOptions(
         port=free_port(),
-        services=("text", "image", "training"),
+        services=("text", "image", "video", "training"),
         data_dir=tmp_path_factory.mktemp("genmesh-data"),
         # Small queue so the full-queue path is testable; a small context keeps memory low.
         service_args={
             "text": ["--max-queued", "2", "--context-length", "2048"],
             "image": ["--threads", "1"],
+            "video": ["--threads", "1"],
             "training": ["--threads", "1"],
         },
     )

@@ -6,14 +6,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
-import json
 import os
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
-import httpx
 import pytest
 from PIL import Image
 
@@ -21,25 +19,9 @@ from genmesh import errors
 from genmesh.client import GenmeshClient
 from genmesh.common.v1 import job_pb2
 from servers.mesh.processes import wait_until
+from tests.integration.helpers import png_bytes, sse
 
 pytestmark = pytest.mark.integration
-
-
-def sse(gateway_url: str, api_key: str, path: str, body: dict) -> tuple[int, list[dict]]:
-    with (
-        httpx.Client(base_url=gateway_url, headers={"x-api-key": api_key}, timeout=120) as http,
-        http.stream("POST", path, json=body) as response,
-    ):
-        if response.status_code != 200:
-            response.read()
-            return response.status_code, [response.json()]
-        return 200, [json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: ")]
-
-
-def png_bytes(width: int = 96, height: int = 64, mode: str = "RGB") -> bytes:
-    buffer = io.BytesIO()
-    Image.new(mode, (width, height), color=(200, 30, 90) if mode == "RGB" else 128).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def test_rest_txt2img_streams_progress_and_stores_a_png(gateway_url, api_key, object_store) -> None:

@@ -49,7 +49,7 @@ TEMPLATE = DEPLOY / "envoy" / "envoy.yaml.tmpl"
 SERVER_DOCKERFILES = ("Dockerfile.cpu", "Dockerfile.rocm", "Dockerfile.cuda")
 DOCKERFILES = (*SERVER_DOCKERFILES, "Dockerfile.gateway")
 SERVICES = {"text": 50051, "image": 50052, "video": 50053, "training": 50054}
-IMPLEMENTED = ("text", "image", "training")  # run by default; the others are opt-in profiles until they exist
+IMPLEMENTED = ("text", "image", "video", "training")  # run by default
 K8S_VARIANTS = {"cpu": KUBE, "rocm": KUBE / "overlays" / "rocm", "cuda": KUBE / "overlays" / "cuda"}
 # Never in a build context: the venv, git, tests, local secrets, build leftovers.
 KEPT_OUT_OF_CONTEXT = (

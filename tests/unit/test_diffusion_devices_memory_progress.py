@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from genmesh.errors import Cancelled, InvalidArgument, ResourceExhausted, Unavailable
-from servers.diffusion.devices import (
+from servers.compute.devices import (
     backend_of,
     configure_threads,
     default_dtype,

@@ -12,11 +12,11 @@ import torch
 from PIL import Image
 
 from genmesh.errors import Cancelled, InvalidArgument, ResourceExhausted
-from servers.diffusion.devices import configure_threads
+from servers.compute.devices import configure_threads
 from servers.diffusion.generate import GenerationParams, generate, resolve_params
-from servers.diffusion.images import encode_image, png_parameters
 from servers.diffusion.loading import ModelSource, load_model
 from servers.diffusion.progress import PREVIEW_MAX_SIDE, Preview
+from servers.media.images import encode_image, png_parameters
 
 
 @pytest.fixture(scope="session")
@@ -169,8 +169,8 @@ def test_bad_parameters_name_their_field(tiny, overrides: dict, field: str) -> N
 
 
 def test_png_carries_generation_parameters(tiny) -> None:
-    from servers.diffusion.images import a1111_parameters
     from servers.diffusion.schedulers import scheduler_label
+    from servers.media.images import a1111_parameters
 
     result = generate(tiny, small(negative_prompt="blurry", scheduler="dpmpp_2m_karras"))
     params = result.params

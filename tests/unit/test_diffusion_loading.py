@@ -12,8 +12,8 @@ import torch
 from safetensors.torch import save_file
 
 from genmesh.errors import InvalidArgument, NotFound
+from servers.compute.devices import configure_threads
 from servers.diffusion.configs import write_config_folder
-from servers.diffusion.devices import configure_threads
 from servers.diffusion.families import Task
 from servers.diffusion.loading import (
     ModelSource,

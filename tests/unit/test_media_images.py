@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from genmesh.errors import InvalidArgument
-from servers.diffusion.images import a1111_parameters, decode_image, encode_image, png_parameters, snap_size
+from servers.media.images import a1111_parameters, decode_image, encode_image, png_parameters, snap_size
 
 
 def png_bytes(image: Image.Image, **kwargs) -> bytes:

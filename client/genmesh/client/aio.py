@@ -12,6 +12,7 @@ from genmesh.client import requests
 from genmesh.client.connection import CHANNEL_OPTIONS, Connection, translate
 from genmesh.image.v1 import image_pb2, image_pb2_grpc
 from genmesh.text.v1 import text_pb2, text_pb2_grpc
+from genmesh.video.v1 import video_pb2, video_pb2_grpc
 
 
 async def final_result(events: AsyncIterator[Any]) -> Any:
@@ -91,6 +92,26 @@ class AsyncImageClient(_AsyncServiceClient):
         return await self._unary(self._stub.CancelJob, image_pb2.CancelJobRequest(job_id=job_id))
 
 
+class AsyncVideoClient(_AsyncServiceClient):
+    def __init__(self, channel: grpc.aio.Channel, connection: Connection) -> None:
+        super().__init__(video_pb2_grpc.VideoServiceStub(channel), connection)
+
+    def stream_generate(self, prompt: str, *, timeout: float | None = None, **options: Any) -> AsyncIterator[Any]:
+        return self._stream(self._stub.GenerateVideo, requests.video_request(prompt, **options), timeout)
+
+    async def generate(self, prompt: str, *, timeout: float | None = None, **options: Any) -> video_pb2.VideoResult:
+        return await final_result(self.stream_generate(prompt, timeout=timeout, **options))
+
+    async def list_models(self) -> list[Any]:
+        return list((await self._unary(self._stub.ListModels, video_pb2.ListModelsRequest())).models)
+
+    async def get_job(self, job_id: str) -> video_pb2.Job:
+        return await self._unary(self._stub.GetJob, video_pb2.GetJobRequest(job_id=job_id))
+
+    async def cancel_job(self, job_id: str) -> video_pb2.Job:
+        return await self._unary(self._stub.CancelJob, video_pb2.CancelJobRequest(job_id=job_id))
+
+
 class AsyncGenmeshClient:
     """asyncio client for the genmesh gateway (or a single server)."""
 
@@ -104,6 +125,7 @@ class AsyncGenmeshClient:
             self._channel = grpc.aio.insecure_channel(self.connection.url, options=CHANNEL_OPTIONS)
         self.text = AsyncTextClient(self._channel, self.connection)
         self.images = AsyncImageClient(self._channel, self.connection)
+        self.videos = AsyncVideoClient(self._channel, self.connection)
 
     async def close(self) -> None:
         await self._channel.close()

@@ -11,6 +11,7 @@ from genmesh.common.v1 import diffusion_pb2, media_pb2
 from genmesh.image.v1 import image_pb2
 from genmesh.text.v1 import text_pb2
 from genmesh.training.v1 import training_pb2
+from genmesh.video.v1 import video_pb2
 
 ChatMessages = Sequence[Mapping[str, str] | tuple[str, str] | text_pb2.ChatMessage]
 
@@ -168,6 +169,89 @@ def image_request(
         request.init_image_data = init_image
     elif init_image_ref is not None:
         request.init_image_ref.bucket, request.init_image_ref.key = init_image_ref
+    return request
+
+
+VIDEO_FORMATS = {"gif": "VIDEO_FORMAT_GIF", "mp4": "VIDEO_FORMAT_MP4", "webp": "VIDEO_FORMAT_WEBP"}
+
+
+def video_request(
+    prompt: str,
+    *,
+    model: str = "",
+    motion_adapter: str = "",
+    negative_prompt: str = "",
+    width: int | None = None,
+    height: int | None = None,
+    num_frames: int | None = None,
+    fps: int | None = None,
+    steps: int | None = None,
+    guidance_scale: float | None = None,
+    seed: int | None = None,
+    scheduler: str | None = None,
+    output_format: str = "gif",
+    return_inline: bool = False,
+    save_frames: bool = False,
+    preview_interval_steps: int = 0,
+    detach: bool = False,
+    init_image: bytes | None = None,
+    init_image_ref: tuple[str, str] | None = None,
+    init_video: bytes | None = None,
+    init_video_ref: tuple[str, str] | None = None,
+    strength: float | None = None,
+    prompt_schedule: Mapping[int, str] | None = None,
+) -> video_pb2.GenerateVideoRequest:
+    """Keyword arguments -> GenerateVideoRequest; unknown scheduler/format names, or more than one
+    of init_image / init_image_ref / init_video / init_video_ref, raise ValueError."""
+    if scheduler and scheduler not in SCHEDULERS:
+        raise ValueError(f"scheduler must be one of {', '.join(SCHEDULERS)} (got {scheduler!r})")
+    if output_format not in VIDEO_FORMATS:
+        raise ValueError(f"output_format must be one of {', '.join(VIDEO_FORMATS)} (got {output_format!r})")
+    inits = {
+        "init_image": init_image,
+        "init_image_ref": init_image_ref,
+        "init_video": init_video,
+        "init_video_ref": init_video_ref,
+    }
+    given = [name for name, value in inits.items() if value is not None]
+    if len(given) > 1:
+        raise ValueError(f"give at most one of init_image, init_image_ref, init_video, init_video_ref (got {given})")
+    request = video_pb2.GenerateVideoRequest(
+        model=model,
+        motion_adapter=motion_adapter,
+        prompt=prompt,
+        negative_prompt=negative_prompt,
+        output_format=video_pb2.VideoFormat.Value(VIDEO_FORMATS[output_format]),
+        return_inline=return_inline,
+        save_frames=save_frames,
+        preview_interval_steps=preview_interval_steps,
+        detach=detach,
+    )
+    optional = {
+        "width": width,
+        "height": height,
+        "num_frames": num_frames,
+        "fps": fps,
+        "steps": steps,
+        "guidance_scale": guidance_scale,
+        "seed": seed,
+        "strength": strength,
+    }
+    for name, value in optional.items():
+        if value is not None:
+            setattr(request, name, value)
+    if scheduler:
+        request.scheduler = diffusion_pb2.Scheduler.Value(SCHEDULERS[scheduler])
+    if init_image is not None:
+        request.init_image_data = init_image
+    elif init_image_ref is not None:
+        request.init_image_ref.bucket, request.init_image_ref.key = init_image_ref
+    elif init_video is not None:
+        request.init_video_data = init_video
+    elif init_video_ref is not None:
+        request.init_video_ref.bucket, request.init_video_ref.key = init_video_ref
+    if prompt_schedule:
+        request.prompt_schedule.update({int(frame): text for frame, text in prompt_schedule.items()})
     return request
 
 

@@ -13,6 +13,7 @@ from genmesh.client.connection import CHANNEL_OPTIONS, Connection, translate
 from genmesh.image.v1 import image_pb2, image_pb2_grpc
 from genmesh.text.v1 import text_pb2, text_pb2_grpc
 from genmesh.training.v1 import training_pb2, training_pb2_grpc
+from genmesh.video.v1 import video_pb2, video_pb2_grpc
 
 TERMINAL = ("result", "error", "cancelled")
 
@@ -101,6 +102,32 @@ class ImageClient(_ServiceClient):
         return self._unary(self._stub.CancelJob, image_pb2.CancelJobRequest(job_id=job_id))
 
 
+class VideoClient(_ServiceClient):
+    def __init__(self, channel: grpc.Channel, connection: Connection) -> None:
+        super().__init__(video_pb2_grpc.VideoServiceStub(channel), connection)
+
+    def stream_generate(self, prompt: str, *, timeout: float | None = None, **options: Any) -> Iterator[Any]:
+        """Yield GenerateVideoResponse events: queued, started, progress (per step and decoded chunk),
+        result. Options: model, motion_adapter, negative_prompt, width, height, num_frames, fps, steps,
+        guidance_scale, seed, scheduler ("ddim", "euler_a", ...), output_format ("gif", "mp4", "webp"),
+        return_inline, save_frames, preview_interval_steps, detach, one of init_image (bytes),
+        init_image_ref ((bucket, key)), init_video (bytes) or init_video_ref, strength, prompt_schedule
+        ({frame: prompt})."""
+        return self._stream(self._stub.GenerateVideo, requests.video_request(prompt, **options), timeout)
+
+    def generate(self, prompt: str, *, timeout: float | None = None, **options: Any) -> video_pb2.VideoResult:
+        return final_result(self.stream_generate(prompt, timeout=timeout, **options))
+
+    def list_models(self) -> list[Any]:
+        return list(self._unary(self._stub.ListModels, video_pb2.ListModelsRequest()).models)
+
+    def get_job(self, job_id: str) -> video_pb2.Job:
+        return self._unary(self._stub.GetJob, video_pb2.GetJobRequest(job_id=job_id))
+
+    def cancel_job(self, job_id: str) -> video_pb2.Job:
+        return self._unary(self._stub.CancelJob, video_pb2.CancelJobRequest(job_id=job_id))
+
+
 class TrainingClient(_ServiceClient):
     def __init__(self, channel: grpc.Channel, connection: Connection) -> None:
         super().__init__(training_pb2_grpc.TrainingServiceStub(channel), connection)
@@ -173,6 +200,7 @@ class GenmeshClient:
             self._channel = grpc.insecure_channel(self.connection.url, options=CHANNEL_OPTIONS)
         self.text = TextClient(self._channel, self.connection)
         self.images = ImageClient(self._channel, self.connection)
+        self.videos = VideoClient(self._channel, self.connection)
         self.training = TrainingClient(self._channel, self.connection)
 
     def close(self) -> None:

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from genmesh.errors import FailedPrecondition, Internal, InvalidArgument, ResourceExhausted
-from servers.diffusion.devices import configure_threads, device_label, select_device
+from servers.compute.devices import configure_threads, device_label, select_device
 
 from . import checkpoint as files
 from .metrics import Quality, mean_quality, quality_per_image

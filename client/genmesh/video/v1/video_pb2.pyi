@@ -27,6 +27,13 @@ class Stage(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     STAGE_DECODING: _ClassVar[Stage]
     STAGE_ENCODING: _ClassVar[Stage]
     STAGE_SAVING: _ClassVar[Stage]
+
+class VideoTask(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    VIDEO_TASK_UNSPECIFIED: _ClassVar[VideoTask]
+    VIDEO_TASK_TEXT_TO_VIDEO: _ClassVar[VideoTask]
+    VIDEO_TASK_IMAGE_TO_VIDEO: _ClassVar[VideoTask]
+    VIDEO_TASK_VIDEO_TO_VIDEO: _ClassVar[VideoTask]
 VIDEO_FORMAT_UNSPECIFIED: VideoFormat
 VIDEO_FORMAT_GIF: VideoFormat
 VIDEO_FORMAT_MP4: VideoFormat
@@ -37,9 +44,20 @@ STAGE_DENOISING: Stage
 STAGE_DECODING: Stage
 STAGE_ENCODING: Stage
 STAGE_SAVING: Stage
+VIDEO_TASK_UNSPECIFIED: VideoTask
+VIDEO_TASK_TEXT_TO_VIDEO: VideoTask
+VIDEO_TASK_IMAGE_TO_VIDEO: VideoTask
+VIDEO_TASK_VIDEO_TO_VIDEO: VideoTask
 
 class GenerateVideoRequest(_message.Message):
-    __slots__ = ("model", "motion_adapter", "prompt", "negative_prompt", "width", "height", "num_frames", "fps", "steps", "guidance_scale", "seed", "scheduler", "output_format", "return_inline", "save_frames", "preview_interval_steps", "detach")
+    __slots__ = ("model", "motion_adapter", "prompt", "negative_prompt", "width", "height", "num_frames", "fps", "steps", "guidance_scale", "seed", "scheduler", "output_format", "return_inline", "save_frames", "preview_interval_steps", "detach", "init_image_data", "init_image_ref", "init_video_data", "init_video_ref", "strength", "prompt_schedule")
+    class PromptScheduleEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: int
+        value: str
+        def __init__(self, key: _Optional[int] = ..., value: _Optional[str] = ...) -> None: ...
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MOTION_ADAPTER_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
@@ -57,6 +75,12 @@ class GenerateVideoRequest(_message.Message):
     SAVE_FRAMES_FIELD_NUMBER: _ClassVar[int]
     PREVIEW_INTERVAL_STEPS_FIELD_NUMBER: _ClassVar[int]
     DETACH_FIELD_NUMBER: _ClassVar[int]
+    INIT_IMAGE_DATA_FIELD_NUMBER: _ClassVar[int]
+    INIT_IMAGE_REF_FIELD_NUMBER: _ClassVar[int]
+    INIT_VIDEO_DATA_FIELD_NUMBER: _ClassVar[int]
+    INIT_VIDEO_REF_FIELD_NUMBER: _ClassVar[int]
+    STRENGTH_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_SCHEDULE_FIELD_NUMBER: _ClassVar[int]
     model: str
     motion_adapter: str
     prompt: str
@@ -74,16 +98,33 @@ class GenerateVideoRequest(_message.Message):
     save_frames: bool
     preview_interval_steps: int
     detach: bool
-    def __init__(self, model: _Optional[str] = ..., motion_adapter: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., num_frames: _Optional[int] = ..., fps: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., scheduler: _Optional[_Union[_diffusion_pb2.Scheduler, str]] = ..., output_format: _Optional[_Union[VideoFormat, str]] = ..., return_inline: _Optional[bool] = ..., save_frames: _Optional[bool] = ..., preview_interval_steps: _Optional[int] = ..., detach: _Optional[bool] = ...) -> None: ...
+    init_image_data: bytes
+    init_image_ref: _artifact_pb2.ObjectRef
+    init_video_data: bytes
+    init_video_ref: _artifact_pb2.ObjectRef
+    strength: float
+    prompt_schedule: _containers.ScalarMap[int, str]
+    def __init__(self, model: _Optional[str] = ..., motion_adapter: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., num_frames: _Optional[int] = ..., fps: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., scheduler: _Optional[_Union[_diffusion_pb2.Scheduler, str]] = ..., output_format: _Optional[_Union[VideoFormat, str]] = ..., return_inline: _Optional[bool] = ..., save_frames: _Optional[bool] = ..., preview_interval_steps: _Optional[int] = ..., detach: _Optional[bool] = ..., init_image_data: _Optional[bytes] = ..., init_image_ref: _Optional[_Union[_artifact_pb2.ObjectRef, _Mapping]] = ..., init_video_data: _Optional[bytes] = ..., init_video_ref: _Optional[_Union[_artifact_pb2.ObjectRef, _Mapping]] = ..., strength: _Optional[float] = ..., prompt_schedule: _Optional[_Mapping[int, str]] = ...) -> None: ...
 
 class ProgressUpdate(_message.Message):
-    __slots__ = ("stage",)
+    __slots__ = ("stage", "frames_decoded", "total_frames")
     STAGE_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_DECODED_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FRAMES_FIELD_NUMBER: _ClassVar[int]
     stage: Stage
-    def __init__(self, stage: _Optional[_Union[Stage, str]] = ...) -> None: ...
+    frames_decoded: int
+    total_frames: int
+    def __init__(self, stage: _Optional[_Union[Stage, str]] = ..., frames_decoded: _Optional[int] = ..., total_frames: _Optional[int] = ...) -> None: ...
 
 class VideoParameters(_message.Message):
-    __slots__ = ("model", "motion_adapter", "prompt", "negative_prompt", "width", "height", "num_frames", "fps", "steps", "guidance_scale", "seed", "scheduler", "output_format", "memory_mode", "device")
+    __slots__ = ("model", "motion_adapter", "prompt", "negative_prompt", "width", "height", "num_frames", "fps", "steps", "guidance_scale", "seed", "scheduler", "output_format", "memory_mode", "device", "task", "strength", "init_media", "context_length", "context_stride", "prompt_schedule", "decode_chunk_size", "low_memory_retry")
+    class PromptScheduleEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: int
+        value: str
+        def __init__(self, key: _Optional[int] = ..., value: _Optional[str] = ...) -> None: ...
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MOTION_ADAPTER_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
@@ -99,6 +140,14 @@ class VideoParameters(_message.Message):
     OUTPUT_FORMAT_FIELD_NUMBER: _ClassVar[int]
     MEMORY_MODE_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    STRENGTH_FIELD_NUMBER: _ClassVar[int]
+    INIT_MEDIA_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_STRIDE_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_SCHEDULE_FIELD_NUMBER: _ClassVar[int]
+    DECODE_CHUNK_SIZE_FIELD_NUMBER: _ClassVar[int]
+    LOW_MEMORY_RETRY_FIELD_NUMBER: _ClassVar[int]
     model: str
     motion_adapter: str
     prompt: str
@@ -114,7 +163,15 @@ class VideoParameters(_message.Message):
     output_format: VideoFormat
     memory_mode: _diffusion_pb2.MemoryMode
     device: str
-    def __init__(self, model: _Optional[str] = ..., motion_adapter: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., num_frames: _Optional[int] = ..., fps: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., scheduler: _Optional[_Union[_diffusion_pb2.Scheduler, str]] = ..., output_format: _Optional[_Union[VideoFormat, str]] = ..., memory_mode: _Optional[_Union[_diffusion_pb2.MemoryMode, str]] = ..., device: _Optional[str] = ...) -> None: ...
+    task: VideoTask
+    strength: float
+    init_media: _artifact_pb2.ObjectRef
+    context_length: int
+    context_stride: int
+    prompt_schedule: _containers.ScalarMap[int, str]
+    decode_chunk_size: int
+    low_memory_retry: bool
+    def __init__(self, model: _Optional[str] = ..., motion_adapter: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., num_frames: _Optional[int] = ..., fps: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., scheduler: _Optional[_Union[_diffusion_pb2.Scheduler, str]] = ..., output_format: _Optional[_Union[VideoFormat, str]] = ..., memory_mode: _Optional[_Union[_diffusion_pb2.MemoryMode, str]] = ..., device: _Optional[str] = ..., task: _Optional[_Union[VideoTask, str]] = ..., strength: _Optional[float] = ..., init_media: _Optional[_Union[_artifact_pb2.ObjectRef, _Mapping]] = ..., context_length: _Optional[int] = ..., context_stride: _Optional[int] = ..., prompt_schedule: _Optional[_Mapping[int, str]] = ..., decode_chunk_size: _Optional[int] = ..., low_memory_retry: _Optional[bool] = ...) -> None: ...
 
 class Timings(_message.Message):
     __slots__ = ("queued_seconds", "model_load_seconds", "denoise_seconds", "decode_seconds", "encode_seconds", "save_seconds", "total_seconds")

@@ -26,11 +26,13 @@ if _version_not_supported:
 
 
 class VideoServiceStub:
-    """Text-to-video with AnimateDiff: an SD1.5 base model plus a motion adapter (diffusers), streamed
-    step by step. Results are written to the `outputs` bucket under YYYYMMDD_HHmm/<job_id>/.
+    """Video with AnimateDiff: an SD1.5 base model plus a motion adapter (diffusers), streamed step by
+    step. Text-to-video, image-to-video (animate a still, e.g. an ImageService result) and
+    video-to-video. Results are written to the `outputs` bucket under YYYYMMDD_HHmm/<job_id>/.
 
     Memory mode (full / lowvram / auto) is a server setting, as for ImageService; results report
-    the mode that ran.
+    the mode that ran. Clips longer than 16 frames run with sliding context windows (FreeNoise), so
+    memory does not grow with the frame count.
     """
 
     def __init__(self, channel):
@@ -62,22 +64,26 @@ class VideoServiceStub:
 
 
 class VideoServiceServicer:
-    """Text-to-video with AnimateDiff: an SD1.5 base model plus a motion adapter (diffusers), streamed
-    step by step. Results are written to the `outputs` bucket under YYYYMMDD_HHmm/<job_id>/.
+    """Video with AnimateDiff: an SD1.5 base model plus a motion adapter (diffusers), streamed step by
+    step. Text-to-video, image-to-video (animate a still, e.g. an ImageService result) and
+    video-to-video. Results are written to the `outputs` bucket under YYYYMMDD_HHmm/<job_id>/.
 
     Memory mode (full / lowvram / auto) is a server setting, as for ImageService; results report
-    the mode that ran.
+    the mode that ran. Clips longer than 16 frames run with sliding context windows (FreeNoise), so
+    memory does not grow with the frame count.
     """
 
     def GenerateVideo(self, request, context):
-        """Generates a short animation from a prompt. Streams: Queued (at once, with the job id),
-        Started, a ProgressUpdate after every denoising step (with a preview every
-        `preview_interval_steps` steps when asked), then exactly one of Result, Error or Cancelled.
-        A model or motion adapter that is not loaded yet is loaded by the job itself (ProgressUpdate
-        stage STAGE_LOADING_MODEL).
-        Errors: INVALID_ARGUMENT (a field out of range; the message names it), NOT_FOUND (unknown
-        model or motion adapter), RESOURCE_EXHAUSTED (queue full, or the device ran out of memory: the
-        message advises fewer frames or a smaller size), UNAVAILABLE (server not ready or draining).
+        """Generates a short animation from a prompt, optionally starting from an init image or video.
+        Streams: Queued (at once, with the job id), Started, a ProgressUpdate after every denoising
+        step (with a preview every `preview_interval_steps` steps when asked) and per decoded chunk,
+        then exactly one of Result, Error or Cancelled. A model or motion adapter that is not loaded
+        yet is loaded by the job itself (ProgressUpdate stage STAGE_LOADING_MODEL).
+        Errors: INVALID_ARGUMENT (a field out of range, media that cannot be decoded, or a motion
+        adapter that does not fit the base model; the message names the field), NOT_FOUND (unknown
+        model or motion adapter, or no object at an `*_ref`), RESOURCE_EXHAUSTED (queue full, or the
+        device ran out of memory even after one retry in a lower-memory configuration: the message
+        advises fewer frames or a smaller size), UNAVAILABLE (server not ready or draining).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -140,11 +146,13 @@ def add_VideoServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class VideoService:
-    """Text-to-video with AnimateDiff: an SD1.5 base model plus a motion adapter (diffusers), streamed
-    step by step. Results are written to the `outputs` bucket under YYYYMMDD_HHmm/<job_id>/.
+    """Video with AnimateDiff: an SD1.5 base model plus a motion adapter (diffusers), streamed step by
+    step. Text-to-video, image-to-video (animate a still, e.g. an ImageService result) and
+    video-to-video. Results are written to the `outputs` bucket under YYYYMMDD_HHmm/<job_id>/.
 
     Memory mode (full / lowvram / auto) is a server setting, as for ImageService; results report
-    the mode that ran.
+    the mode that ran. Clips longer than 16 frames run with sliding context windows (FreeNoise), so
+    memory does not grow with the frame count.
     """
 
     @staticmethod

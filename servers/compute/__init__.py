@@ -1,0 +1,1 @@
+"""What every torch-based service shares about compute: device and dtype selection, CPU threads."""

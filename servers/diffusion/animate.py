@@ -1,0 +1,351 @@
+"""Run AnimateDiff on a loaded model: parameters in, PIL frames out.
+
+Three tasks on one loaded model (``LoadedModel`` with a motion adapter): text-to-video,
+image-to-video (the still repeated over every frame, re-noised by ``strength``: the usual way to
+animate a still with a motion module) and video-to-video. The starting noise comes from one CPU
+generator seeded ``seed``, so the same seed, parameters and device give the same frames.
+
+Long clips: above ``CONTEXT_LENGTH`` frames (and whenever a prompt schedule is given, which needs
+it) the motion modules run over sliding context windows (FreeNoise: 16 frames, stride 4), the
+length the motion modules were trained on. FreeNoise changes the pipeline's modules, so it is
+switched on for the job and off again after it.
+
+Memory: the pipeline is asked for latents, and this module decodes them itself, a few frames at a
+time (``decode_chunk_size``): decoding never holds every frame at full resolution in the VAE, each
+chunk reports progress, and a cancel between chunks stops at once. A device out-of-memory error is
+retried once in the lower-memory configuration (feed-forward chunking, FreeNoise split inference
+for long clips, one frame decoded at a time; undone after the job), which ``lowvram`` servers use
+from the start; a second failure is ``ResourceExhausted`` advising fewer frames or a smaller size.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Protocol
+
+import structlog
+import torch
+
+from genmesh.errors import require, require_range
+from servers.diffusion.families import Task
+from servers.diffusion.generate import MAX_GUIDANCE, MAX_PROMPT_CHARS, MAX_STEPS, SEED_MODULUS
+from servers.diffusion.memory import (
+    VIDEO_ADVICE,
+    MemoryMode,
+    free_device_memory,
+    is_out_of_memory,
+    out_of_memory_guard,
+)
+from servers.diffusion.progress import StepCallback
+from servers.diffusion.schedulers import make_scheduler, scheduler_spec
+from servers.media.images import fit_image, snap_size
+
+if TYPE_CHECKING:
+    from diffusers import DiffusionPipeline
+    from PIL import Image
+
+    from servers.diffusion.loading import LoadedModel
+
+log = structlog.get_logger(__name__)
+
+MIN_SIDE, MAX_SIDE = 64, 1024
+MIN_FRAMES, MAX_FRAMES = 2, 64
+DEFAULT_FRAMES = 16  # what AnimateDiff motion modules were trained on
+DEFAULT_SIDE = 512
+DEFAULT_FPS, MAX_FPS = 8, 60
+DEFAULT_STEPS = 25
+DEFAULT_GUIDANCE = 7.5
+DEFAULT_SCHEDULER = "ddim"
+DEFAULT_IMAGE_STRENGTH = 0.8  # a still needs room to move
+DEFAULT_VIDEO_STRENGTH = 0.6
+CONTEXT_LENGTH, CONTEXT_STRIDE = 16, 4
+MAX_SCHEDULE_ENTRIES = 16
+
+
+@dataclass(frozen=True)
+class StageUpdate:
+    """A stage change (or decoding progress) reported through the job's ``output``."""
+
+    stage: str  # "denoising", "decoding"; services add their own ("loading_model", "saving"...)
+    done: int = 0  # decoding: frames decoded so far
+    total: int = 0  # decoding: frames to decode
+
+
+class VideoReporter(Protocol):
+    """What a run needs from its job (``servers.runtime.jobs.JobContext`` fits)."""
+
+    def check_cancelled(self) -> None: ...
+
+    def progress(self, step: int, total_steps: int, preview: Any = None) -> None: ...
+
+    def output(self, payload: Any, step: int | None = None, total_steps: int | None = None) -> None: ...
+
+
+@dataclass(frozen=True)
+class VideoParams:
+    """One request. ``None`` means the default: the input's size or 512, 16 frames (an init video:
+    its length, at most 64), DDIM, strength 0.8 for an image and 0.6 for a video."""
+
+    prompt: str
+    negative_prompt: str = ""
+    width: int | None = None
+    height: int | None = None
+    num_frames: int | None = None
+    steps: int = DEFAULT_STEPS
+    guidance_scale: float = DEFAULT_GUIDANCE
+    seed: int = 0
+    scheduler: str | None = None
+    strength: float | None = None
+    init_image: Image.Image | None = None
+    init_video: list[Image.Image] | None = None
+    prompt_schedule: dict[int, str] = field(default_factory=dict)
+    preview_every: int = 0
+
+    @property
+    def task(self) -> Task:
+        if self.init_video is not None:
+            return Task.VID2VID
+        return Task.IMG2VID if self.init_image is not None else Task.TXT2VID
+
+
+@dataclass(frozen=True)
+class VideoOutput:
+    frames: list[Image.Image]
+    params: VideoParams  # every default resolved
+    steps_run: int
+    context_length: int  # 0: the clip was denoised whole
+    context_stride: int
+    decode_chunk_size: int
+    low_memory_retry: bool
+    denoise_seconds: float
+    decode_seconds: float
+
+
+def _default_size(params: VideoParams) -> tuple[int, int]:
+    source = params.init_image if params.init_image is not None else (params.init_video or [None])[0]
+    if source is None:
+        return DEFAULT_SIDE, DEFAULT_SIDE
+    scale = min(1.0, MAX_SIDE / max(source.size))
+    if scale < 1.0:
+        source = source.resize((max(1, round(source.width * scale)), max(1, round(source.height * scale))))
+    width, height = snap_size(source)
+    return max(MIN_SIDE, width), max(MIN_SIDE, height)
+
+
+def resolve_video_params(params: VideoParams) -> VideoParams:
+    """``params`` with defaults filled in and every field checked (``InvalidArgument`` names it)."""
+    require(0 < len(params.prompt) <= MAX_PROMPT_CHARS, "prompt", f"must be 1..{MAX_PROMPT_CHARS} characters")
+    require(
+        len(params.negative_prompt) <= MAX_PROMPT_CHARS, "negative_prompt", f"at most {MAX_PROMPT_CHARS} characters"
+    )
+    default_width, default_height = _default_size(params)
+    width = params.width if params.width is not None else default_width
+    height = params.height if params.height is not None else default_height
+    for name, value in (("width", width), ("height", height)):
+        require_range(value, name, MIN_SIDE, MAX_SIDE)
+        require(value % 8 == 0, name, f"must be a multiple of 8 (got {value})")
+    num_frames = params.num_frames
+    if params.init_video is not None:
+        available = len(params.init_video)
+        num_frames = min(available, MAX_FRAMES) if num_frames is None else num_frames
+        require(
+            num_frames <= available,
+            "num_frames",
+            f"the init video has {available} frames (got num_frames={num_frames})",
+        )
+    num_frames = DEFAULT_FRAMES if num_frames is None else num_frames
+    require_range(num_frames, "num_frames", MIN_FRAMES, MAX_FRAMES)
+    require_range(params.steps, "steps", 1, MAX_STEPS)
+    require_range(params.guidance_scale, "guidance_scale", 0.0, MAX_GUIDANCE)
+    require_range(params.seed, "seed", 0, SEED_MODULUS - 1)
+    require_range(params.preview_every, "preview_interval_steps", 0, MAX_STEPS)
+    scheduler = params.scheduler or DEFAULT_SCHEDULER
+    scheduler_spec(scheduler)  # InvalidArgument naming "scheduler" for unknown names
+    strength = params.strength
+    if params.task is Task.TXT2VID:
+        require(strength is None, "strength", "is only valid with an init image or video")
+    else:
+        default = DEFAULT_VIDEO_STRENGTH if params.task is Task.VID2VID else DEFAULT_IMAGE_STRENGTH
+        strength = default if strength is None else strength
+        require(0.0 < strength <= 1.0, "strength", f"must be in (0, 1] (got {strength:g})")
+        require(
+            int(params.steps * strength) >= 1,
+            "strength",
+            f"steps * strength must be at least 1 (got {params.steps} * {strength:g})",
+        )
+    schedule = dict(sorted(params.prompt_schedule.items()))
+    require(
+        len(schedule) <= MAX_SCHEDULE_ENTRIES, "prompt_schedule", f"at most {MAX_SCHEDULE_ENTRIES} entries"
+    )  # fmt: skip
+    for frame, text in schedule.items():
+        require(0 <= frame < num_frames, "prompt_schedule", f"frame {frame} is outside 0..{num_frames - 1}")
+        require(
+            len(text.strip()) > 0 and len(text) <= MAX_PROMPT_CHARS,
+            "prompt_schedule",
+            f"the prompt for frame {frame} must be 1..{MAX_PROMPT_CHARS} characters",
+        )
+    return replace(
+        params, width=width, height=height, num_frames=num_frames, scheduler=scheduler, strength=strength,
+        prompt_schedule=schedule,
+    )  # fmt: skip
+
+
+# -- pipeline configuration for one job ----------------------------------------------------------
+def _motion_blocks(pipe: DiffusionPipeline) -> list[Any]:
+    unet = pipe.unet
+    blocks = [*unet.down_blocks, unet.mid_block, *unet.up_blocks]
+    return [block for block in blocks if getattr(block, "motion_modules", None) is not None]
+
+
+@contextmanager
+def context_windows(pipe: DiffusionPipeline, num_frames: int, scheduled: bool) -> Iterator[tuple[int, int]]:
+    """FreeNoise sliding windows for long clips (and prompt travel); yields (length, stride), (0, 0)
+    when the clip is denoised whole. Undone on exit: the pipeline serves other jobs next."""
+    if num_frames <= CONTEXT_LENGTH and not scheduled:
+        yield 0, 0
+        return
+    length = min(CONTEXT_LENGTH, num_frames)
+    pipe.enable_free_noise(context_length=length, context_stride=CONTEXT_STRIDE)
+    try:
+        yield length, CONTEXT_STRIDE
+    finally:
+        # diffusers' disable_free_noise also visits a mid block without motion modules (v3): not used.
+        pipe._free_noise_context_length = None
+        for block in _motion_blocks(pipe):
+            pipe._disable_free_noise_in_block(block)
+
+
+def _unwrap_split_inference(module: torch.nn.Module) -> None:
+    from diffusers.pipelines.free_noise_utils import SplitInferenceModule
+
+    for name, child in list(module.named_children()):
+        if isinstance(child, SplitInferenceModule):
+            setattr(module, name, child.module)
+            child = child.module
+        _unwrap_split_inference(child)
+
+
+@contextmanager
+def low_memory(pipe: DiffusionPipeline, windowed: bool) -> Iterator[None]:
+    """The lower-memory configuration: chunked feed-forward, and for windowed clips FreeNoise split
+    inference (the spatial layers run a window of frames at a time). Undone on exit."""
+    pipe.unet.enable_forward_chunking(chunk_size=1, dim=1)
+    if windowed:  # after enable_free_noise: it only converts unwrapped transformer blocks
+        pipe.enable_free_noise_split_inference(spatial_split_size=256, temporal_split_size=CONTEXT_LENGTH)
+    try:
+        yield
+    finally:
+        if windowed:
+            _unwrap_split_inference(pipe.unet)
+        pipe.unet.disable_forward_chunking()
+
+
+# -- one run ---------------------------------------------------------------------------------------
+def _call_arguments(params: VideoParams, callback: StepCallback) -> dict[str, Any]:
+    prompt: str | dict[int, str] = params.prompt
+    if params.prompt_schedule:
+        prompt = {0: params.prompt, **params.prompt_schedule}
+    call: dict[str, Any] = {
+        "prompt": prompt,
+        "negative_prompt": params.negative_prompt or None,
+        "num_inference_steps": params.steps,
+        "guidance_scale": params.guidance_scale,
+        "generator": torch.Generator(device="cpu").manual_seed(params.seed),
+        "width": params.width,
+        "height": params.height,
+        "callback_on_step_end": callback,
+        "callback_on_step_end_tensor_inputs": ["latents"],
+        "output_type": "latent",
+    }
+    assert params.width is not None and params.height is not None and params.num_frames is not None
+    if params.task is Task.TXT2VID:
+        call["num_frames"] = params.num_frames
+    else:
+        source = [params.init_image] * params.num_frames if params.init_video is None else params.init_video
+        call["video"] = [[fit_image(frame, params.width, params.height) for frame in source[: params.num_frames]]]
+        call["strength"] = params.strength
+    return call
+
+
+def decode_frames(
+    pipe: DiffusionPipeline, latents: torch.Tensor, chunk_size: int, reporter: VideoReporter, total_steps: int
+) -> list[Image.Image]:
+    """VAE-decode video latents (B=1, C, F, h, w) ``chunk_size`` frames at a time, reporting each chunk."""
+    vae = pipe.vae
+    _, channels, frames, height, width = latents.shape
+    flat = (latents / vae.config.scaling_factor).permute(0, 2, 1, 3, 4).reshape(frames, channels, height, width)
+    images: list[Image.Image] = []
+    reporter.output(StageUpdate("decoding", 0, frames), total_steps, total_steps)
+    for start in range(0, frames, chunk_size):
+        reporter.check_cancelled()
+        with torch.inference_mode():
+            decoded = vae.decode(flat[start : start + chunk_size].to(vae.dtype)).sample
+        images.extend(pipe.video_processor.postprocess(decoded.float(), output_type="pil"))
+        reporter.output(StageUpdate("decoding", len(images), frames), total_steps, total_steps)
+    return images
+
+
+def _run(
+    model: LoadedModel, params: VideoParams, reporter: VideoReporter, *, decode_chunk_size: int, low: bool
+) -> VideoOutput:
+    pipe = model.pipeline(params.task)
+    callback = StepCallback(reporter, model.family, preview_every=params.preview_every, total_steps=params.steps)
+    call = _call_arguments(params, callback)
+    own_scheduler = pipe.scheduler
+    started = time.monotonic()
+    with ExitStack() as stack:
+        length, stride = stack.enter_context(
+            context_windows(pipe, params.num_frames or 0, bool(params.prompt_schedule))
+        )
+        if low:
+            stack.enter_context(low_memory(pipe, windowed=length > 0))
+        pipe.scheduler = make_scheduler(params.scheduler or DEFAULT_SCHEDULER, own_scheduler.config)
+        try:
+            latents = pipe(**call).frames
+        finally:
+            pipe.scheduler = own_scheduler
+        denoised = time.monotonic()
+        total = callback.steps_done
+        frames = decode_frames(pipe, latents, 1 if low else decode_chunk_size, reporter, total)
+    ended = time.monotonic()
+    return VideoOutput(
+        frames=frames,
+        params=params,
+        steps_run=callback.steps_done,
+        context_length=length,
+        context_stride=stride,
+        decode_chunk_size=1 if low else decode_chunk_size,
+        low_memory_retry=False,
+        denoise_seconds=denoised - started,
+        decode_seconds=ended - denoised,
+    )
+
+
+def animate(
+    model: LoadedModel, params: VideoParams, reporter: VideoReporter, *, decode_chunk_size: int = 2
+) -> VideoOutput:
+    """Resolve ``params``, run the model's AnimateDiff pipeline for the task, decode the frames.
+
+    Raises ``genmesh.errors.Cancelled`` (from ``reporter.check_cancelled()``) between steps or
+    decoded chunks: nothing more is decoded. Out of device memory: one retry in the lower-memory
+    configuration, then ``ResourceExhausted`` with advice; the model stays usable either way.
+    """
+    params = resolve_video_params(params)
+    low = model.memory_mode is MemoryMode.LOW_VRAM
+    if not low:
+        failure = None
+        try:
+            return _run(model, params, reporter, decode_chunk_size=decode_chunk_size, low=False)
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            failure = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+        # Outside the except block, so the failed attempt's tensors can be freed.
+        free_device_memory(model.device)
+        log.warning("out_of_memory_retrying_low_memory", device=str(model.device), error=failure)
+    with out_of_memory_guard(model.device, model.memory_mode, VIDEO_ADVICE):
+        output = _run(model, params, reporter, decode_chunk_size=decode_chunk_size, low=True)
+    return replace(output, low_memory_retry=not low)

@@ -1,0 +1,161 @@
+"""AnimateDiff motion adapters: where they come from, loading them offline, fitting them to a base
+model, and writing one in the original single-file layout.
+
+Users download motion modules as single files in the original AnimateDiff layout
+(``mm_sd_v15_v2.ckpt``, ``v3_sd15_mm.ckpt``) or as diffusers ``MotionAdapter`` folders. A single
+file holds weights only; its architecture comes from a bundled config (``configs/motion_adapter/
+v1|v2|v3``), chosen from the file's keys as diffusers itself tells the versions apart: v2 has a
+motion mid block, v1 has 24 positions instead of 32, v3 has neither. ``from_single_file`` always
+gets ``config=``, so the hub is never reached. The built-in tiny adapter (``builtin:``) matches the
+built-in tiny SD1.5.
+
+An adapter fits a base model when their UNet channel layouts match; an SDXL base (or any other
+mismatch) is ``InvalidArgument`` naming ``motion_adapter``.
+"""
+
+from __future__ import annotations
+
+import math
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from genmesh.errors import InvalidArgument, NotFound
+from servers.diffusion.builtin import TINY_MOTION_ADAPTER, tiny_motion_adapter_folder
+from servers.diffusion.configs import CONFIGS_DIR
+from servers.diffusion.loading import ModelSource, SourceKind, read_checkpoint_shapes
+
+if TYPE_CHECKING:
+    from diffusers import MotionAdapter
+
+FIELD = "motion_adapter"
+MOTION_CONFIGS_DIR = CONFIGS_DIR / "motion_adapter"
+# diffusers' own markers for telling the AnimateDiff versions apart (loaders.single_file_utils).
+_PE_KEY = "down_blocks.0.motion_modules.0.temporal_transformer.transformer_blocks.0.attention_blocks.0.pos_encoder.pe"
+_V2_KEY = "mid_block.motion_modules.0.temporal_transformer.norm.bias"
+_SDXL_KEY = "up_blocks.2.motion_modules.0.temporal_transformer.norm.weight"
+
+
+class MotionVersion(StrEnum):
+    V1 = "v1"
+    V2 = "v2"
+    V3 = "v3"
+
+
+def motion_config_dir(version: MotionVersion | str) -> Path:
+    return MOTION_CONFIGS_DIR / MotionVersion(version).value
+
+
+def detect_motion_version(path: Path) -> MotionVersion:
+    """v1, v2 or v3 from an original-layout motion module's keys; ``InvalidArgument`` for anything
+    else (an SD1.5 checkpoint, an SDXL motion module, a damaged file)."""
+    try:
+        shapes = read_checkpoint_shapes(Path(path))
+    except Exception as exc:
+        raise InvalidArgument(f"{FIELD}: {path} is not a readable checkpoint ({exc})", field=FIELD) from None
+    if _PE_KEY not in shapes:
+        raise InvalidArgument(f"{FIELD}: {path} is not an AnimateDiff motion module", field=FIELD)
+    if _SDXL_KEY in shapes and shapes[_SDXL_KEY][-1] == 320:
+        raise InvalidArgument(f"{FIELD}: {path} is an SDXL motion module; this server runs SD1.5 ones", field=FIELD)
+    if _V2_KEY in shapes:
+        return MotionVersion.V2
+    return MotionVersion.V1 if shapes[_PE_KEY][1] == 24 else MotionVersion.V3
+
+
+def load_motion_adapter(source: ModelSource, *, cache_dir: Path, dtype: torch.dtype) -> MotionAdapter:
+    """Load ``source`` (built-in, diffusers folder or single file) offline, on the CPU."""
+    from diffusers import MotionAdapter
+
+    if source.kind is SourceKind.BUILTIN:
+        if source.location != TINY_MOTION_ADAPTER:
+            raise NotFound(f"{FIELD}: unknown built-in motion adapter {source.location!r}", field=FIELD)
+        folder = tiny_motion_adapter_folder(Path(cache_dir))
+        return MotionAdapter.from_pretrained(str(folder), dtype=dtype, local_files_only=True)
+    path = Path(source.location).expanduser()
+    if not path.exists():
+        raise NotFound(f"{FIELD}: no motion adapter at {source.location}", field=FIELD)
+    if source.kind is SourceKind.SINGLE_FILE:
+        config = source.config_dir or motion_config_dir(detect_motion_version(path))
+        return MotionAdapter.from_single_file(str(path), config=str(config), dtype=dtype, local_files_only=True)
+    if not (path / "config.json").is_file():
+        raise InvalidArgument(f"{FIELD}: {path} is not a MotionAdapter folder (no config.json)", field=FIELD)
+    return MotionAdapter.from_pretrained(str(path), dtype=dtype, local_files_only=True)
+
+
+def check_fits(adapter: MotionAdapter, unet_config: Any, *, adapter_name: str, model_name: str) -> None:
+    """``InvalidArgument`` naming ``motion_adapter`` unless the adapter's blocks match the UNet's."""
+    adapter_channels = tuple(adapter.config.block_out_channels)
+    unet_channels = tuple(unet_config.block_out_channels)
+    if adapter_channels != unet_channels or unet_config.get("addition_embed_type"):
+        raise InvalidArgument(
+            f"{FIELD}: {adapter_name!r} does not fit model {model_name!r}: the adapter's blocks have "
+            f"{list(adapter_channels)} channels, the model's UNet {list(unet_channels)} (SD1.5 motion adapters "
+            "need an SD1.5-family model)",
+            field=FIELD,
+        )
+
+
+def animatediff_scheduler_config(base: dict[str, Any]) -> dict[str, Any]:
+    """A base model's scheduler config as AnimateDiff needs it: linear betas, no sample clipping,
+    evenly spaced timesteps (the settings the motion modules were trained with)."""
+    return {
+        **dict(base),
+        "beta_schedule": "linear",
+        "clip_sample": False,
+        "timestep_spacing": "linspace",
+        "steps_offset": 1,
+    }
+
+
+# -- writing the original layout (for tests and tools: users bring these files) ---------------------
+_TO_ORIGINAL = ((".attn1.", ".attention_blocks.0."), (".attn2.", ".attention_blocks.1."),
+                (".norm1.", ".norms.0."), (".norm2.", ".norms.1."), (".norm3.", ".ff_norm."))  # fmt: skip
+
+
+def _sinusoid(positions: int, dim: int) -> torch.Tensor:
+    """AnimateDiff's positional encoding table (1, positions, dim)."""
+    position = torch.arange(positions).unsqueeze(1)
+    div = torch.exp(torch.arange(0, dim, 2) * (-math.log(10000.0) / dim))
+    table = torch.zeros(1, positions, dim)
+    table[0, :, 0::2] = torch.sin(position * div)
+    table[0, :, 1::2] = torch.cos(position * div)
+    return table
+
+
+def motion_adapter_to_original(adapter: MotionAdapter) -> dict[str, torch.Tensor]:
+    """A diffusers MotionAdapter's weights in the original AnimateDiff key layout (what
+    ``mm_sd_v15_v2.ckpt`` holds): ``motion_modules.N.temporal_transformer.``, ``attention_blocks``,
+    ``norms``, ``ff_norm``, and a ``pos_encoder.pe`` per attention block."""
+    state: dict[str, torch.Tensor] = {}
+    for key, value in adapter.state_dict().items():
+        head, marker, tail = key.partition(".motion_modules.")
+        index, _, rest = tail.partition(".")
+        if not marker or not rest:
+            raise InvalidArgument(f"{FIELD}: unexpected motion adapter parameter {key!r}", field=FIELD)
+        if rest.endswith("pos_embed.pe"):
+            block = rest.removesuffix("pos_embed.pe")
+            for attention in (0, 1):
+                name = f"{head}.motion_modules.{index}.temporal_transformer.{block}attention_blocks.{attention}"
+                state[f"{name}.pos_encoder.pe"] = _sinusoid(value.shape[1], value.shape[2])
+            continue
+        rest = "." + rest
+        for new, old in _TO_ORIGINAL:
+            rest = rest.replace(new, old)
+        state[f"{head}.motion_modules.{index}.temporal_transformer{rest}"] = value
+    return state
+
+
+def save_motion_adapter_single_file(adapter: MotionAdapter, path: Path) -> Path:
+    """Write ``adapter`` as one original-layout file (``.safetensors``, or ``.ckpt`` via torch.save)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {key: value.detach().contiguous().clone() for key, value in motion_adapter_to_original(adapter).items()}
+    if path.suffix.lower() == ".ckpt":
+        torch.save(state, str(path))
+    else:
+        from safetensors.torch import save_file
+
+        save_file(state, str(path), metadata={"format": "pt"})
+    return path

@@ -1,0 +1,187 @@
+"""Protobuf <-> Video domain types, with the validation that names fields and ranges."""
+
+from __future__ import annotations
+
+from genmesh.common.v1 import artifact_pb2, diffusion_pb2
+from genmesh.errors import require, require_range
+from genmesh.video.v1 import video_pb2
+from servers.diffusion import animate
+from servers.diffusion.families import Task
+from servers.diffusion.generate import MAX_GUIDANCE, MAX_PROMPT_CHARS, MAX_STEPS
+from servers.media.video import VideoFormat
+from servers.runtime import convert as common
+from servers.runtime import jobs
+from servers.runtime.convert import MEMORY_MODES, SCHEDULER_ENUMS, SCHEDULERS
+from servers.video.engine import VideoOutcome
+from servers.video.records import SavedVideo
+from servers.video.types import VideoRequest
+from storage.keys import validate_bucket, validate_key
+from storage.object_store import ObjectLocation, StoredObject
+
+FORMATS = {
+    video_pb2.VIDEO_FORMAT_UNSPECIFIED: VideoFormat.GIF,
+    video_pb2.VIDEO_FORMAT_GIF: VideoFormat.GIF,
+    video_pb2.VIDEO_FORMAT_MP4: VideoFormat.MP4,
+    video_pb2.VIDEO_FORMAT_WEBP: VideoFormat.WEBP,
+}
+FORMAT_ENUMS = {VideoFormat.GIF: video_pb2.VIDEO_FORMAT_GIF, VideoFormat.MP4: video_pb2.VIDEO_FORMAT_MP4,
+                VideoFormat.WEBP: video_pb2.VIDEO_FORMAT_WEBP}  # fmt: skip
+TASKS = {Task.TXT2VID: video_pb2.VIDEO_TASK_TEXT_TO_VIDEO, Task.IMG2VID: video_pb2.VIDEO_TASK_IMAGE_TO_VIDEO,
+         Task.VID2VID: video_pb2.VIDEO_TASK_VIDEO_TO_VIDEO}  # fmt: skip
+STAGES = {
+    "loading_model": video_pb2.STAGE_LOADING_MODEL,
+    "denoising": video_pb2.STAGE_DENOISING,
+    "decoding": video_pb2.STAGE_DECODING,
+    "encoding": video_pb2.STAGE_ENCODING,
+    "saving": video_pb2.STAGE_SAVING,
+}
+
+
+def _optional(message: video_pb2.GenerateVideoRequest, name: str) -> int | float | None:
+    return getattr(message, name) if message.HasField(name) else None
+
+
+def _size(message: video_pb2.GenerateVideoRequest, name: str) -> int | None:
+    value = _optional(message, name)
+    if value is not None:
+        require_range(value, name, animate.MIN_SIDE, animate.MAX_SIDE)
+        require(value % 8 == 0, name, f"must be a multiple of 8 (got {value})")
+    return value  # type: ignore[return-value]
+
+
+def _location(ref: artifact_pb2.ObjectRef, field: str) -> ObjectLocation:
+    validate_bucket(ref.bucket, f"{field}.bucket")
+    return ObjectLocation(ref.bucket, validate_key(ref.key, f"{field}.key"))
+
+
+def generate_video_request(message: video_pb2.GenerateVideoRequest) -> VideoRequest:
+    require(bool(message.prompt.strip()), "prompt", "must not be empty")
+    require(len(message.prompt) <= MAX_PROMPT_CHARS, "prompt", f"at most {MAX_PROMPT_CHARS} characters")
+    require(
+        len(message.negative_prompt) <= MAX_PROMPT_CHARS, "negative_prompt", f"at most {MAX_PROMPT_CHARS} characters"
+    )
+    num_frames = _optional(message, "num_frames")
+    if num_frames is not None:
+        require_range(num_frames, "num_frames", animate.MIN_FRAMES, animate.MAX_FRAMES)
+    fps = message.fps if message.HasField("fps") else animate.DEFAULT_FPS
+    require_range(fps, "fps", 1, animate.MAX_FPS)
+    steps = message.steps if message.HasField("steps") else animate.DEFAULT_STEPS
+    require_range(steps, "steps", 1, MAX_STEPS)
+    guidance = message.guidance_scale if message.HasField("guidance_scale") else animate.DEFAULT_GUIDANCE
+    require_range(guidance, "guidance_scale", 0.0, MAX_GUIDANCE)
+    seed = _optional(message, "seed")
+    if seed is not None:
+        require_range(seed, "seed", 0, 2**32 - 1)
+    scheduler = None
+    if message.scheduler != diffusion_pb2.SCHEDULER_UNSPECIFIED:
+        require(message.scheduler in SCHEDULERS, "scheduler", f"unknown scheduler value {message.scheduler}")
+        scheduler = SCHEDULERS[message.scheduler]
+    require(message.output_format in FORMATS, "output_format", f"unknown format value {message.output_format}")
+    require_range(message.preview_interval_steps, "preview_interval_steps", 0, MAX_STEPS)
+
+    source = message.WhichOneof("init")
+    if source == "init_image_data":
+        require(len(message.init_image_data) > 0, "init_image_data", "must not be empty")
+    if source == "init_video_data":
+        require(len(message.init_video_data) > 0, "init_video_data", "must not be empty")
+    strength = _optional(message, "strength")
+    if strength is not None:
+        require(source is not None, "strength", "is only valid with an init image or video")
+        require(0.0 < strength <= 1.0, "strength", f"must be in (0, 1] (got {strength:g})")
+    return VideoRequest(
+        prompt=message.prompt,
+        model=message.model,
+        motion_adapter=message.motion_adapter,
+        negative_prompt=message.negative_prompt,
+        width=_size(message, "width"),
+        height=_size(message, "height"),
+        num_frames=num_frames,  # type: ignore[arg-type]
+        fps=fps,
+        steps=steps,
+        guidance_scale=guidance,
+        seed=seed,  # type: ignore[arg-type]
+        scheduler=scheduler,
+        output_format=FORMATS[message.output_format],
+        return_inline=message.return_inline,
+        save_frames=message.save_frames,
+        preview_interval_steps=message.preview_interval_steps,
+        init_image_data=message.init_image_data if source == "init_image_data" else None,
+        init_image_ref=_location(message.init_image_ref, "init_image_ref") if source == "init_image_ref" else None,
+        init_video_data=message.init_video_data if source == "init_video_data" else None,
+        init_video_ref=_location(message.init_video_ref, "init_video_ref") if source == "init_video_ref" else None,
+        strength=strength,  # type: ignore[arg-type]
+        prompt_schedule=dict(message.prompt_schedule),
+    )
+
+
+def _ref(location: ObjectLocation | None) -> artifact_pb2.ObjectRef | None:
+    return artifact_pb2.ObjectRef(bucket=location.bucket, key=location.key) if location else None
+
+
+def video_result(
+    request: VideoRequest,
+    outcome: VideoOutcome,
+    saved: SavedVideo,
+    init_media: ObjectLocation | None,
+    record: StoredObject | None,
+    timings: video_pb2.Timings,
+) -> video_pb2.VideoResult:
+    output = outcome.output
+    params = output.params
+    inline = request.return_inline
+    num_frames = len(output.frames)
+    return video_pb2.VideoResult(
+        video=common.artifact(saved.video, saved.video_data if inline else None),
+        poster=common.artifact(saved.poster, saved.poster_data if inline else None),
+        frames=[common.artifact(stored, data if inline else None) for stored, data in saved.frames],
+        num_frames=num_frames,
+        fps=request.fps,
+        duration_seconds=num_frames / request.fps,
+        seed=params.seed,
+        parameters=video_pb2.VideoParameters(
+            model=outcome.model.name,
+            motion_adapter=outcome.motion_adapter.name,
+            prompt=params.prompt,
+            negative_prompt=params.negative_prompt,
+            width=params.width or 0,
+            height=params.height or 0,
+            num_frames=num_frames,
+            fps=request.fps,
+            steps=params.steps,
+            guidance_scale=params.guidance_scale,
+            seed=params.seed,
+            scheduler=SCHEDULER_ENUMS.get(params.scheduler or "", diffusion_pb2.SCHEDULER_UNSPECIFIED),
+            output_format=FORMAT_ENUMS[request.output_format],
+            memory_mode=MEMORY_MODES.get(outcome.memory_mode, diffusion_pb2.MEMORY_MODE_UNSPECIFIED),
+            device=outcome.device,
+            task=TASKS[params.task],
+            strength=params.strength,
+            init_media=_ref(init_media),
+            context_length=output.context_length,
+            context_stride=output.context_stride,
+            prompt_schedule=params.prompt_schedule,
+            decode_chunk_size=output.decode_chunk_size,
+            low_memory_retry=output.low_memory_retry,
+        ),
+        timings=timings,
+        record=common.artifact(record),
+    )
+
+
+def stream_event(job: jobs.Job, event: jobs.JobEvent) -> video_pb2.GenerateVideoResponse:
+    fields = common.common_event_fields(job, event)
+    match event:
+        case jobs.ProgressEvent():
+            fields["progress_update"] = video_pb2.ProgressUpdate(stage=video_pb2.STAGE_DENOISING)
+        case jobs.Output(payload=animate.StageUpdate(stage=stage, done=done, total=total)):
+            fields["progress_update"] = video_pb2.ProgressUpdate(
+                stage=STAGES[stage], frames_decoded=done if stage == "decoding" else 0,
+                total_frames=total if stage == "decoding" else 0,
+            )  # fmt: skip
+        case jobs.Succeeded(result=result):
+            fields["result"] = result
+    return video_pb2.GenerateVideoResponse(**fields)
+
+
+def job_message(job: jobs.Job) -> video_pb2.Job:
+    return video_pb2.Job(status=common.job_status(job), result=job.result)

@@ -1,0 +1,155 @@
+"""Video generation on diffusers (AnimateDiff): model cache and generation, nothing about grpc or storage."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+from PIL import Image
+
+from genmesh.errors import InvalidArgument
+from servers.compute.devices import configure_threads, device_label, select_device
+from servers.diffusion.animate import (
+    StageUpdate,
+    VideoOutput,
+    VideoParams,
+    VideoReporter,
+    animate,
+    resolve_video_params,
+)
+from servers.diffusion.catalog import CatalogEntry, ModelCatalog
+from servers.diffusion.loading import LoadedModel, load_model
+from servers.diffusion.memory import free_device_memory
+from servers.runtime.model_cache import ModelCache
+from servers.video.types import VideoRequest
+
+log = structlog.get_logger(__name__)
+_PAIR = "\x1f"  # joins a base model and a motion adapter into one cache key
+
+
+@dataclass(frozen=True)
+class VideoOutcome:
+    output: VideoOutput
+    model: CatalogEntry
+    motion_adapter: CatalogEntry
+    memory_mode: str
+    device: str
+    load_seconds: float
+
+
+class VideoEngine:
+    """One (base model, motion adapter) pair loaded per device, unloaded after ``keep_alive_seconds`` idle."""
+
+    def __init__(
+        self,
+        models: ModelCatalog,
+        adapters: ModelCatalog,
+        *,
+        cache_dir: Path,
+        device: str = "auto",
+        memory_mode: str = "auto",
+        keep_alive_seconds: float = 600.0,
+        threads: int = 2,
+        decode_chunk_size: int = 2,
+        max_pixels: int = 64 * 512 * 512,
+    ) -> None:
+        configure_threads(threads)
+        if decode_chunk_size < 1:
+            raise InvalidArgument(f"decode_chunk_size must be at least 1 (got {decode_chunk_size})")
+        self.catalog = models
+        self.adapters = adapters
+        self.cache_dir = cache_dir
+        self.device = select_device(device)
+        self.memory_mode = memory_mode
+        self.decode_chunk_size = decode_chunk_size
+        self.max_pixels = max_pixels
+        self.models: ModelCache[LoadedModel] = ModelCache(
+            self._load, keep_alive_seconds=keep_alive_seconds, unload=self._unload
+        )
+
+    @property
+    def device_label(self) -> str:
+        return device_label(self.device)
+
+    def resolve(self, model: str, motion_adapter: str) -> tuple[CatalogEntry, CatalogEntry]:
+        """Both entries, or ``NotFound`` naming ``model`` / ``motion_adapter`` (no loading)."""
+        return self.catalog.resolve(model), self.adapters.resolve(motion_adapter)
+
+    def _load(self, key: str) -> LoadedModel:
+        model_name, adapter_name = key.split(_PAIR)
+        model, adapter = self.resolve(model_name, adapter_name)
+        return load_model(
+            model.source, cache_dir=self.cache_dir, device=self.device, memory_mode=self.memory_mode,
+            motion_adapter=adapter.source,
+        )  # fmt: skip
+
+    def _unload(self, model: LoadedModel) -> None:
+        del model
+        free_device_memory(self.device)
+
+    def is_loaded(self, model: str, motion_adapter: str) -> bool:
+        return self.models.is_loaded(f"{model}{_PAIR}{motion_adapter}")
+
+    def loaded_names(self) -> tuple[str, str] | None:
+        key = self.models.loaded_name
+        return tuple(key.split(_PAIR)) if key else None  # type: ignore[return-value]
+
+    def preload(self) -> None:
+        model, adapter = self.resolve("", "")
+        with self.models.use(f"{model.name}{_PAIR}{adapter.name}"):
+            pass
+
+    def params_for(
+        self, request: VideoRequest, init_image: Image.Image | None, init_video: list[Image.Image] | None
+    ) -> VideoParams:
+        """The run's parameters (seed chosen, defaults resolved), checked against every range and
+        the server's pixel budget: ``InvalidArgument`` naming the field, before any queueing."""
+        params = resolve_video_params(
+            VideoParams(
+                prompt=request.prompt,
+                negative_prompt=request.negative_prompt,
+                width=request.width,
+                height=request.height,
+                num_frames=request.num_frames,
+                steps=request.steps,
+                guidance_scale=request.guidance_scale,
+                seed=request.seed if request.seed is not None else secrets.randbits(32),
+                scheduler=request.scheduler,
+                strength=request.strength,
+                init_image=init_image,
+                init_video=init_video,
+                prompt_schedule=dict(request.prompt_schedule),
+                preview_every=request.preview_interval_steps,
+            )
+        )
+        pixels = (params.width or 0) * (params.height or 0) * (params.num_frames or 0)
+        if pixels > self.max_pixels:
+            raise InvalidArgument(
+                f"num_frames: width x height x num_frames is {pixels} pixels; this server allows at most "
+                f"{self.max_pixels} per job (use fewer frames or a smaller size)",
+                field="num_frames",
+            )
+        return params
+
+    def generate(self, request: VideoRequest, params: VideoParams, reporter: VideoReporter) -> VideoOutcome:
+        model_entry, adapter_entry = self.resolve(request.model, request.motion_adapter)
+        key = f"{model_entry.name}{_PAIR}{adapter_entry.name}"
+        if not self.models.is_loaded(key):
+            reporter.output(StageUpdate("loading_model"))
+        with self.models.use(key) as model:
+            load_seconds = self.models.last_load_seconds
+            reporter.output(StageUpdate("denoising"))
+            output = animate(model, params, reporter, decode_chunk_size=self.decode_chunk_size)
+            return VideoOutcome(
+                output=output,
+                model=model_entry,
+                motion_adapter=adapter_entry,
+                memory_mode=str(model.memory_mode),
+                device=device_label(model.device),
+                load_seconds=load_seconds,
+            )
+
+    def close(self) -> None:
+        self.models.close()

@@ -1,0 +1,104 @@
+"""One GenerateVideo job as a use case: inputs fetched and checked before queueing, then (on the
+device worker) generate, encode, store, and build the result. The servicer only converts and submits."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from google.protobuf import json_format
+from PIL import Image
+
+from genmesh.errors import NotFound
+from genmesh.video.v1 import video_pb2
+from servers.diffusion.animate import StageUpdate, VideoParams
+from servers.media.images import decode_image
+from servers.media.video import decode_video
+from servers.runtime.jobs import JobContext
+from servers.video import convert, records
+from servers.video.engine import VideoEngine
+from servers.video.types import VideoRequest
+from storage import outputs
+from storage.object_store import ObjectLocation, ObjectStore
+
+
+def _fetch(store: ObjectStore, location: ObjectLocation, field: str) -> bytes:
+    try:
+        return store.get_bytes(location.bucket, location.key)
+    except NotFound:
+        raise NotFound(f"{field}: no object {location.key!r} in bucket {location.bucket!r}", field=field) from None
+
+
+@dataclass(frozen=True)
+class VideoJob:
+    request: VideoRequest
+    engine: VideoEngine
+    store: ObjectStore
+    params: VideoParams
+    init_image: Image.Image | None = None
+    init_video_data: bytes | None = None
+
+    @classmethod
+    def prepare(cls, request: VideoRequest, engine: VideoEngine, store: ObjectStore) -> VideoJob:
+        """Resolve names, fetch and decode the init media, check every parameter: each failure is
+        answered at once (NOT_FOUND / INVALID_ARGUMENT naming the field), nothing waits in the queue."""
+        engine.resolve(request.model, request.motion_adapter)
+        image, frames, video_data = None, None, None
+        if request.init_image_data is not None:
+            image = decode_image(request.init_image_data, field="init_image_data")
+        elif request.init_image_ref is not None:
+            image = decode_image(_fetch(store, request.init_image_ref, "init_image_ref"), field="init_image_ref")
+        elif request.init_video_data is not None:
+            video_data = request.init_video_data
+            frames = decode_video(video_data, field="init_video_data")
+        elif request.init_video_ref is not None:
+            frames = decode_video(_fetch(store, request.init_video_ref, "init_video_ref"), field="init_video_ref")
+        params = engine.params_for(request, image, frames)
+        return cls(request, engine, store, params, image if request.init_image_data is not None else None, video_data)
+
+    def run(self, context: JobContext) -> video_pb2.VideoResult:
+        started = time.monotonic()
+        request = self.request
+        outcome = self.engine.generate(request, self.params, context)
+        steps = outcome.output.steps_run
+        context.output(StageUpdate("encoding"), steps, steps)
+        encode_started = time.monotonic()
+        encoded = records.encode(request, outcome)
+        encode_seconds = time.monotonic() - encode_started
+        context.check_cancelled()  # the last point where a cancel leaves nothing stored
+        context.output(StageUpdate("saving"), steps, steps)
+        save_started = time.monotonic()
+        prefix = outputs.job_prefix(context.job_id)
+        saved = records.save(self.store, prefix, request.output_format, encoded)
+        init_media = request.init_image_ref or request.init_video_ref
+        if self.init_image is not None or self.init_video_data is not None:
+            stored = records.save_init_media(self.store, prefix, self.init_image, self.init_video_data)
+            init_media = ObjectLocation(stored.bucket, stored.key)
+        output = outcome.output
+        timings = video_pb2.Timings(
+            queued_seconds=context.queued_seconds,
+            model_load_seconds=outcome.load_seconds,
+            denoise_seconds=output.denoise_seconds,
+            decode_seconds=output.decode_seconds,
+            encode_seconds=encode_seconds,
+        )
+        draft = convert.video_result(request, outcome, saved, init_media, None, timings)
+        record = outputs.save_record(
+            self.store,
+            prefix,
+            {
+                "job_id": context.job_id,
+                "parameters": _as_dict(draft.parameters),
+                "video": {"key": saved.video.key, "sha256": saved.video.sha256, "size_bytes": saved.video.size_bytes},
+                "poster": saved.poster.key,
+                "frames": [stored.key for stored, _ in saved.frames],
+                "timings": _as_dict(timings),
+            },
+        )
+        timings.save_seconds = time.monotonic() - save_started
+        timings.total_seconds = time.monotonic() - started
+        return convert.video_result(request, outcome, saved, init_media, record, timings)
+
+
+def _as_dict(message) -> dict:
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)

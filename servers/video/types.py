@@ -1,0 +1,36 @@
+"""Domain types of the Video service (plain Python; convert.py maps protobuf to and from them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from servers.media.video import VideoFormat
+from storage.object_store import ObjectLocation
+
+
+@dataclass(frozen=True)
+class VideoRequest:
+    """A validated GenerateVideo request; ``None`` means "use the default"."""
+
+    prompt: str
+    model: str = ""
+    motion_adapter: str = ""
+    negative_prompt: str = ""
+    width: int | None = None
+    height: int | None = None
+    num_frames: int | None = None
+    fps: int = 8
+    steps: int = 25
+    guidance_scale: float = 7.5
+    seed: int | None = None
+    scheduler: str | None = None
+    output_format: VideoFormat = VideoFormat.GIF
+    return_inline: bool = False
+    save_frames: bool = False
+    preview_interval_steps: int = 0
+    init_image_data: bytes | None = None
+    init_image_ref: ObjectLocation | None = None
+    init_video_data: bytes | None = None
+    init_video_ref: ObjectLocation | None = None
+    strength: float | None = None
+    prompt_schedule: dict[int, str] = field(default_factory=dict)
