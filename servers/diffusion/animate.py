@@ -30,18 +30,14 @@ import structlog
 import torch
 
 from genmesh.errors import require, require_range
+from servers.compute.memory import free_device_memory, is_out_of_memory
 from servers.diffusion.families import Task
 from servers.diffusion.generate import MAX_GUIDANCE, MAX_PROMPT_CHARS, MAX_STEPS, SEED_MODULUS
-from servers.diffusion.memory import (
-    VIDEO_ADVICE,
-    MemoryMode,
-    free_device_memory,
-    is_out_of_memory,
-    out_of_memory_guard,
-)
+from servers.diffusion.memory import VIDEO_ADVICE, MemoryMode, out_of_memory_guard
 from servers.diffusion.progress import StepCallback
 from servers.diffusion.schedulers import make_scheduler, scheduler_spec
 from servers.media.images import fit_image, snap_size
+from servers.runtime.jobs import StageChanged  # one stage type from engine to stream
 
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
@@ -63,15 +59,6 @@ DEFAULT_IMAGE_STRENGTH = 0.8  # a still needs room to move
 DEFAULT_VIDEO_STRENGTH = 0.6
 CONTEXT_LENGTH, CONTEXT_STRIDE = 16, 4
 MAX_SCHEDULE_ENTRIES = 16
-
-
-@dataclass(frozen=True)
-class StageUpdate:
-    """A stage change (or decoding progress) reported through the job's ``output``."""
-
-    stage: str  # "denoising", "decoding"; services add their own ("loading_model", "saving"...)
-    done: int = 0  # decoding: frames decoded so far
-    total: int = 0  # decoding: frames to decode
 
 
 class VideoReporter(Protocol):
@@ -278,13 +265,13 @@ def decode_frames(
     _, channels, frames, height, width = latents.shape
     flat = (latents / vae.config.scaling_factor).permute(0, 2, 1, 3, 4).reshape(frames, channels, height, width)
     images: list[Image.Image] = []
-    reporter.output(StageUpdate("decoding", 0, frames), total_steps, total_steps)
+    reporter.output(StageChanged("decoding", 0, frames), total_steps, total_steps)
     for start in range(0, frames, chunk_size):
         reporter.check_cancelled()
         with torch.inference_mode():
             decoded = vae.decode(flat[start : start + chunk_size].to(vae.dtype)).sample
         images.extend(pipe.video_processor.postprocess(decoded.float(), output_type="pil"))
-        reporter.output(StageUpdate("decoding", len(images), frames), total_steps, total_steps)
+        reporter.output(StageChanged("decoding", len(images), frames), total_steps, total_steps)
     return images
 
 

@@ -15,7 +15,6 @@ is emptied, so the same pipeline serves the next request.
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
@@ -26,6 +25,7 @@ import torch
 
 from genmesh.errors import InvalidArgument, ResourceExhausted
 from servers.compute.devices import backend_of, device_info
+from servers.compute.memory import free_device_memory, is_out_of_memory
 
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
@@ -83,26 +83,6 @@ def apply_memory_mode(pipe: DiffusionPipeline, mode: MemoryMode, device: torch.d
         pipe.enable_model_cpu_offload(device=device)
     else:
         pipe.to(device)
-
-
-def free_device_memory(device: torch.device) -> None:
-    """Collect garbage and hand the allocator's cached blocks back to the device."""
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-
-
-_OOM_TEXTS = ("out of memory", "can't allocate memory", "hiperroroutofmemory")
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """True for torch's OutOfMemoryError and the RuntimeErrors that report the same on HIP/CPU."""
-    if isinstance(exc, torch.OutOfMemoryError):
-        return True
-    if isinstance(exc, RuntimeError | MemoryError):
-        text = str(exc).lower()
-        return isinstance(exc, MemoryError) or any(marker in text for marker in _OOM_TEXTS)
-    return False
 
 
 IMAGE_ADVICE = "use a smaller width and height or fewer images (num_images)"

@@ -110,15 +110,6 @@ def generate_image_request(message: image_pb2.GenerateImageRequest) -> ImageRequ
     )
 
 
-STAGES = {
-    "loading_model": image_pb2.STAGE_LOADING_MODEL,
-    "encoding_input": image_pb2.STAGE_ENCODING_INPUT,
-    "denoising": image_pb2.STAGE_DENOISING,
-    "decoding": image_pb2.STAGE_DECODING,
-    "saving": image_pb2.STAGE_SAVING,
-}
-
-
 def image_result(
     request: ImageRequest,
     outcome: ImageOutcome,
@@ -170,8 +161,8 @@ def stream_event(job: jobs.Job, event: jobs.JobEvent) -> image_pb2.GenerateImage
     match event:
         case jobs.ProgressEvent():
             fields["progress_update"] = image_pb2.ProgressUpdate(stage=image_pb2.STAGE_DENOISING)
-        case jobs.Output(payload=stage):
-            fields["progress_update"] = image_pb2.ProgressUpdate(stage=STAGES[stage])
+        case jobs.Output(payload=jobs.StageChanged(stage=stage)):
+            fields["progress_update"] = image_pb2.ProgressUpdate(stage=common.stage_value(image_pb2.Stage, stage))
         case jobs.Succeeded(result=result):
             fields["result"] = result
     return image_pb2.GenerateImageResponse(**fields)

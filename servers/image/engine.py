@@ -12,11 +12,12 @@ from PIL import Image
 
 from genmesh.errors import InvalidArgument
 from servers.compute.devices import configure_threads, device_label, select_device
+from servers.compute.memory import free_device_memory
 from servers.diffusion.catalog import CatalogEntry, ModelCatalog
 from servers.diffusion.generate import GenerationParams, GenerationResult, generate, resolve_params
 from servers.diffusion.loading import LoadedModel, load_model
-from servers.diffusion.memory import free_device_memory
 from servers.image.types import ImageRequest
+from servers.runtime.jobs import StageChanged
 from servers.runtime.model_cache import ModelCache
 
 log = structlog.get_logger(__name__)
@@ -85,7 +86,7 @@ class ImageEngine:
     def generate(self, request: ImageRequest, init_image: Image.Image | None, reporter: Reporter) -> ImageOutcome:
         entry = self.catalog.resolve(request.model)
         if not self.models.is_loaded(entry.name):
-            reporter.output("loading_model")
+            reporter.output(StageChanged("loading_model"))
         with self.models.use(entry.name) as model:
             load_seconds = self.models.last_load_seconds
             params = GenerationParams(
@@ -110,7 +111,7 @@ class ImageEngine:
                     f"{self.max_pixels} per job (use fewer or smaller images)",
                     field="num_images",
                 )
-            reporter.output("denoising")
+            reporter.output(StageChanged("denoising"))
             result = generate(model, resolved, reporter)
             return ImageOutcome(
                 result=result,

@@ -17,7 +17,7 @@ from servers.image import convert, records
 from servers.image.engine import ImageEngine
 from servers.image.types import ImageRequest, ObjectLocation
 from servers.media.images import decode_image
-from servers.runtime.jobs import JobContext, JobQueue
+from servers.runtime.jobs import JobContext, JobQueue, StageChanged
 from servers.runtime.streaming import stream_job
 from storage import outputs
 from storage.keys import validate_job_id
@@ -38,11 +38,11 @@ class ImageServicer(image_pb2_grpc.ImageServiceServicer):
         started = time.monotonic()
         init_location = request.init_image_ref
         if request.init_image_ref is not None:
-            context.output("encoding_input")
+            context.output(StageChanged("encoding_input"))
             ref = request.init_image_ref
             init_image = decode_image(self.store.get_bytes(ref.bucket, ref.key), field="init_image_ref")
         outcome = self.engine.generate(request, init_image, context)
-        context.output("saving")
+        context.output(StageChanged("saving"))
         save_started = time.monotonic()
         prefix = outputs.job_prefix(context.job_id)
         saved = records.save_images(self.store, prefix, request, outcome)

@@ -93,6 +93,12 @@ def common_event_fields(job: jobs.Job, event: jobs.JobEvent) -> dict[str, Any]:
     return fields
 
 
+def stage_value(stage_enum: Any, stage: str) -> int:
+    """A service's proto ``Stage`` value for a ``StageChanged.stage`` name (``"saving"`` ->
+    ``STAGE_SAVING``); one mapping by name for every service, so no per-service stage tables."""
+    return stage_enum.Value(f"STAGE_{stage.upper()}")
+
+
 def artifact(stored: StoredObject | None, data: bytes | None = None) -> artifact_pb2.Artifact | None:
     if stored is None:
         return None

@@ -22,6 +22,7 @@ from typing import Any
 import structlog
 
 from genmesh.errors import Cancelled, GenmeshError, Internal, NotFound, ResourceExhausted, Unavailable
+from servers.compute.memory import is_out_of_memory
 
 log = structlog.get_logger(__name__)
 
@@ -76,8 +77,29 @@ class ProgressEvent:
 
 
 @dataclass(frozen=True)
+class StageChanged:
+    """A job entered a stage, or moved on inside one (``done`` of ``total`` items, e.g. frames).
+
+    ``stage`` is the lower-case name of the service's proto ``Stage`` value without its prefix
+    (``"decoding"`` is ``STAGE_DECODING``): ``servers.runtime.convert.stage_value`` maps it by name.
+    """
+
+    stage: str
+    done: int = 0
+    total: int = 0
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    """Generated text, streamed as it is made."""
+
+    text: str
+
+
+@dataclass(frozen=True)
 class Output:
-    """A piece of the result streamed as it is made (a text delta, an epoch's metrics)."""
+    """A piece of the result (or a stage change) streamed as it is made. ``payload`` is one of the
+    typed payloads: ``StageChanged``, ``TextDelta``, or a service's own dataclass (Training's epochs)."""
 
     payload: Any
     progress: Progress | None = None
@@ -444,6 +466,6 @@ def as_genmesh_error(exc: BaseException) -> GenmeshError:
     """Map library exceptions that have a meaning for the caller; anything else is INTERNAL."""
     if isinstance(exc, GenmeshError):
         return exc
-    if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
+    if is_out_of_memory(exc):
         return ResourceExhausted("the device ran out of memory; try smaller sizes or batches, or a low-memory mode")
     return Internal(f"internal error ({type(exc).__name__}); see the server log")

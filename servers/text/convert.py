@@ -139,7 +139,7 @@ def stream_event(response_type: type, job: jobs.Job, event: jobs.JobEvent):
     """A GenerateResponse or ChatResponse (same shape) for one job event."""
     fields = common.common_event_fields(job, event)
     match event:
-        case jobs.Output(payload=text):
+        case jobs.Output(payload=jobs.TextDelta(text=text)):
             fields["delta"] = text_pb2.Delta(text=text)
         case jobs.Succeeded(result=result):
             fields["result"] = result

@@ -14,6 +14,7 @@ from llama_cpp import Llama, LlamaGrammar
 from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 
 from genmesh.errors import InvalidArgument, Unavailable
+from servers.runtime.jobs import TextDelta
 from servers.text.chat_templates import ChatFormatter
 from servers.text.models import ModelCatalog, ModelSpec
 from servers.text.types import FinishReason, TextOutcome, TextRequest
@@ -171,7 +172,7 @@ class TextEngine:
                 last_token_at = time.monotonic()
                 first_token_at = first_token_at or last_token_at
                 pieces.append(choice["text"])
-                reporter.output(choice["text"], completion_tokens, max_tokens)
+                reporter.output(TextDelta(choice["text"]), completion_tokens, max_tokens)
         finally:
             stream.close()
         ended = time.monotonic()

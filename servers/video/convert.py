@@ -28,13 +28,6 @@ FORMAT_ENUMS = {VideoFormat.GIF: video_pb2.VIDEO_FORMAT_GIF, VideoFormat.MP4: vi
                 VideoFormat.WEBP: video_pb2.VIDEO_FORMAT_WEBP}  # fmt: skip
 TASKS = {Task.TXT2VID: video_pb2.VIDEO_TASK_TEXT_TO_VIDEO, Task.IMG2VID: video_pb2.VIDEO_TASK_IMAGE_TO_VIDEO,
          Task.VID2VID: video_pb2.VIDEO_TASK_VIDEO_TO_VIDEO}  # fmt: skip
-STAGES = {
-    "loading_model": video_pb2.STAGE_LOADING_MODEL,
-    "denoising": video_pb2.STAGE_DENOISING,
-    "decoding": video_pb2.STAGE_DECODING,
-    "encoding": video_pb2.STAGE_ENCODING,
-    "saving": video_pb2.STAGE_SAVING,
-}
 
 
 def _optional(message: video_pb2.GenerateVideoRequest, name: str) -> int | float | None:
@@ -173,11 +166,10 @@ def stream_event(job: jobs.Job, event: jobs.JobEvent) -> video_pb2.GenerateVideo
     match event:
         case jobs.ProgressEvent():
             fields["progress_update"] = video_pb2.ProgressUpdate(stage=video_pb2.STAGE_DENOISING)
-        case jobs.Output(payload=animate.StageUpdate(stage=stage, done=done, total=total)):
+        case jobs.Output(payload=jobs.StageChanged(stage=stage, done=done, total=total)):
             fields["progress_update"] = video_pb2.ProgressUpdate(
-                stage=STAGES[stage], frames_decoded=done if stage == "decoding" else 0,
-                total_frames=total if stage == "decoding" else 0,
-            )  # fmt: skip
+                stage=common.stage_value(video_pb2.Stage, stage), frames_decoded=done, total_frames=total
+            )
         case jobs.Succeeded(result=result):
             fields["result"] = result
     return video_pb2.GenerateVideoResponse(**fields)

@@ -11,8 +11,8 @@ from PIL import Image
 
 from genmesh.errors import InvalidArgument
 from servers.compute.devices import configure_threads, device_label, select_device
+from servers.compute.memory import free_device_memory
 from servers.diffusion.animate import (
-    StageUpdate,
     VideoOutput,
     VideoParams,
     VideoReporter,
@@ -21,7 +21,7 @@ from servers.diffusion.animate import (
 )
 from servers.diffusion.catalog import CatalogEntry, ModelCatalog
 from servers.diffusion.loading import LoadedModel, load_model
-from servers.diffusion.memory import free_device_memory
+from servers.runtime.jobs import StageChanged
 from servers.runtime.model_cache import ModelCache
 from servers.video.types import VideoRequest
 
@@ -137,10 +137,10 @@ class VideoEngine:
         model_entry, adapter_entry = self.resolve(request.model, request.motion_adapter)
         key = f"{model_entry.name}{_PAIR}{adapter_entry.name}"
         if not self.models.is_loaded(key):
-            reporter.output(StageUpdate("loading_model"))
+            reporter.output(StageChanged("loading_model"))
         with self.models.use(key) as model:
             load_seconds = self.models.last_load_seconds
-            reporter.output(StageUpdate("denoising"))
+            reporter.output(StageChanged("denoising"))
             output = animate(model, params, reporter, decode_chunk_size=self.decode_chunk_size)
             return VideoOutcome(
                 output=output,

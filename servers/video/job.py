@@ -11,10 +11,10 @@ from PIL import Image
 
 from genmesh.errors import NotFound
 from genmesh.video.v1 import video_pb2
-from servers.diffusion.animate import StageUpdate, VideoParams
+from servers.diffusion.animate import VideoParams
 from servers.media.images import decode_image
 from servers.media.video import decode_video
-from servers.runtime.jobs import JobContext
+from servers.runtime.jobs import JobContext, StageChanged
 from servers.video import convert, records
 from servers.video.engine import VideoEngine
 from servers.video.types import VideoRequest
@@ -61,12 +61,12 @@ class VideoJob:
         request = self.request
         outcome = self.engine.generate(request, self.params, context)
         steps = outcome.output.steps_run
-        context.output(StageUpdate("encoding"), steps, steps)
+        context.output(StageChanged("encoding"), steps, steps)
         encode_started = time.monotonic()
         encoded = records.encode(request, outcome)
         encode_seconds = time.monotonic() - encode_started
         context.check_cancelled()  # the last point where a cancel leaves nothing stored
-        context.output(StageUpdate("saving"), steps, steps)
+        context.output(StageChanged("saving"), steps, steps)
         save_started = time.monotonic()
         prefix = outputs.job_prefix(context.job_id)
         saved = records.save(self.store, prefix, request.output_format, encoded)

@@ -15,7 +15,7 @@ from PIL import Image
 from genmesh.errors import Cancelled, InvalidArgument, ResourceExhausted
 from servers.compute.devices import configure_threads
 from servers.diffusion import animate as animate_module
-from servers.diffusion.animate import StageUpdate, VideoParams, animate, resolve_video_params
+from servers.diffusion.animate import VideoParams, animate, resolve_video_params
 from servers.diffusion.builtin import build_tiny_motion_adapter
 from servers.diffusion.loading import ModelSource, load_model
 from servers.diffusion.memory import MemoryMode
@@ -26,6 +26,7 @@ from servers.diffusion.motion import (
     motion_config_dir,
     save_motion_adapter_single_file,
 )
+from servers.runtime.jobs import StageChanged
 
 TINY = ModelSource.parse("builtin:tiny-sd15")
 ADAPTER = ModelSource.parse("builtin:tiny-motion-adapter")
@@ -69,7 +70,7 @@ def test_text_to_video_is_deterministic_and_reports_steps_and_decoding(video_mod
     first = animate(video_model, VideoParams("a cat", **SMALL), recorder)
     assert len(first.frames) == 8 and first.frames[0].size == (64, 64)
     assert recorder.steps == [(1, 3), (2, 3), (3, 3)]
-    decoding = [item for item in recorder.outputs if isinstance(item, StageUpdate) and item.stage == "decoding"]
+    decoding = [item for item in recorder.outputs if isinstance(item, StageChanged) and item.stage == "decoding"]
     assert [item.done for item in decoding] == [0, 2, 4, 6, 8]  # chunks of two frames
     assert first.params.scheduler == "ddim" and first.context_length == 0 and not first.low_memory_retry
     again = animate(video_model, VideoParams("a cat", **SMALL), Recorder())
@@ -102,7 +103,7 @@ def test_cancel_stops_within_a_step_and_decodes_nothing(video_model) -> None:
     with pytest.raises(Cancelled):
         animate(video_model, VideoParams("a cat", **{**SMALL, "steps": 20}), recorder)
     assert len(recorder.steps) == 2
-    assert not [item for item in recorder.outputs if isinstance(item, StageUpdate) and item.stage == "decoding"]
+    assert not [item for item in recorder.outputs if isinstance(item, StageChanged) and item.stage == "decoding"]
     assert len(animate(video_model, VideoParams("a cat", **SMALL), Recorder()).frames) == 8  # still usable
 
 

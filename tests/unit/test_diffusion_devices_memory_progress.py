@@ -15,10 +15,10 @@ from servers.compute.devices import (
     parse_dtype,
     select_device,
 )
+from servers.compute.memory import is_out_of_memory
 from servers.diffusion.families import ModelFamily
 from servers.diffusion.memory import (
     MemoryMode,
-    is_out_of_memory,
     out_of_memory_error,
     out_of_memory_guard,
     parse_memory_mode,

@@ -13,7 +13,7 @@ from genmesh.common.v1 import job_pb2
 from genmesh.errors import Unavailable
 from genmesh.text.v1 import text_pb2, text_pb2_grpc
 from servers.runtime.interceptors import ErrorAndContextInterceptor
-from servers.runtime.jobs import JobQueue
+from servers.runtime.jobs import JobQueue, TextDelta
 from servers.text.servicer import TextServicer
 from servers.text.types import FinishReason, TextOutcome, TextRequest
 from storage.object_store import StoredObject
@@ -46,7 +46,7 @@ class FakeEngine:
             reporter.check_cancelled()
             pieces.append(f"t{step} ")
             self.tokens_emitted = step
-            reporter.output(pieces[-1], step, request.sampling.max_tokens)
+            reporter.output(TextDelta(pieces[-1]), step, request.sampling.max_tokens)
             self.gate.wait(0.005)
         return TextOutcome("".join(pieces), FinishReason.LENGTH, 3, len(pieces), 1.0, 100.0, 0.1, "fake", 7)
 
