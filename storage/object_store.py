@@ -320,6 +320,13 @@ class ObjectStore:
 
         return self._call("get_object", download, bucket=bucket, key=key)
 
+    def get_input(self, location: ObjectLocation, field: str) -> bytes:
+        """A request's input object (e.g. ``init_image_ref``); a missing one is ``NotFound`` naming ``field``."""
+        try:
+            return self.get_bytes(location.bucket, location.key)
+        except NotFound:
+            raise NotFound(f"{field}: no object {location.key!r} in bucket {location.bucket!r}", field=field) from None
+
     def download_file(self, bucket: str, key: str, path: str | os.PathLike[str]) -> Path:
         """Download to ``path`` whole or not at all (a temporary file beside it, renamed at the end)."""
         validate_key(key)

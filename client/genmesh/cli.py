@@ -14,6 +14,7 @@ from genmesh import errors
 from genmesh.client import GenmeshClient
 from genmesh.client.requests import SCHEDULERS, VIDEO_FORMATS
 from genmesh.image.v1 import image_pb2
+from genmesh.services import SERVICES, service_for_job
 from genmesh.video.v1 import video_pb2
 
 app = typer.Typer(help="genmesh: a self-hosted generative-AI service mesh.", no_args_is_help=True)
@@ -658,12 +659,13 @@ def models(url: UrlOption = None, api_key: KeyOption = None, as_json: JsonFlag =
 
 
 def job_service(client: GenmeshClient, job_id: str) -> Any:
-    """The service that owns a job, by its id's prefix: "img-" image, "vid-" video, others text."""
-    if job_id.startswith("img-"):
-        return client.images
-    if job_id.startswith("vid-"):
-        return client.videos
-    return client.text
+    """The client of the service that owns a job, by its id's prefix (``genmesh.services``)."""
+    service = service_for_job(job_id)
+    clients = {"text": client.text, "image": client.images, "video": client.videos, "training": client.training}
+    if service is None:
+        prefixes = ", ".join(f"{prefix}-" for info in SERVICES for prefix in info.job_prefixes)
+        usage_error(f"job id {job_id!r} does not start with a known prefix ({prefixes})")
+    return clients[service.name]
 
 
 @job_app.command("get")

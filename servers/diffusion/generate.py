@@ -134,6 +134,9 @@ class _NoReporter:
     def progress(self, step: int, total_steps: int, preview: Any = None) -> None:
         return None
 
+    def output(self, payload: Any, step: int | None = None, total_steps: int | None = None) -> None:
+        return None
+
 
 def run_pipeline(
     pipe: DiffusionPipeline,
@@ -152,7 +155,9 @@ def run_pipeline(
         raise ValueError("generation parameters must be resolved first (resolve_params)")
     reporter = reporter or _NoReporter()
     seeds = [(params.seed + index) % SEED_MODULUS for index in range(params.num_images)]
-    callback = StepCallback(reporter, family, preview_every=params.preview_every, total_steps=params.steps)
+    callback = StepCallback(
+        reporter, family, preview_every=params.preview_every, total_steps=params.steps, announce_decoding=True
+    )
     call: dict[str, Any] = {
         "prompt": params.prompt,
         "negative_prompt": params.negative_prompt or None,

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import torch
 
 from servers.diffusion.families import ModelFamily, family_spec
-from servers.runtime.jobs import Preview  # one preview type from engine to stream
+from servers.runtime.jobs import Preview, StageChanged  # one preview/stage type from engine to stream
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -35,6 +35,8 @@ class StepReporter(Protocol):
     def check_cancelled(self) -> None: ...
 
     def progress(self, step: int, total_steps: int, preview: Any = None) -> None: ...
+
+    def output(self, payload: Any, step: int | None = None, total_steps: int | None = None) -> None: ...
 
 
 def latents_to_rgb(latents: torch.Tensor, family: ModelFamily | str) -> torch.Tensor:
@@ -80,8 +82,11 @@ class StepCallback:
         *,
         preview_every: int = 0,
         total_steps: int | None = None,
+        announce_decoding: bool = False,
     ) -> None:
         self.reporter = reporter
+        # Pipelines that decode inside their call (txt2img, img2img): say so after the last step.
+        self.announce_decoding = announce_decoding
         self.family = ModelFamily(family)
         self.preview_every = preview_every
         self.total_steps = total_steps
@@ -101,4 +106,6 @@ class StepCallback:
             preview = latent_preview(latents, self.family)
             self.previews_sent += 1
         self.reporter.progress(self.steps_done, total, preview)
+        if self.announce_decoding and self.steps_done == total:
+            self.reporter.output(StageChanged("decoding"), total, total)
         return callback_kwargs

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from genmesh.services import BY_NAME
 from servers.runtime.settings import ServerSettings, setting
 
 
@@ -12,7 +13,7 @@ from servers.runtime.settings import ServerSettings, setting
 class ImageSettings(ServerSettings):
     """genmesh Image server: Stable Diffusion 1.5 / SDXL txt2img and img2img with diffusers."""
 
-    port: int = setting(50052, "gRPC port", env="GENMESH_IMAGE_PORT")
+    port: int = setting(BY_NAME["image"].port, "gRPC port", env="GENMESH_IMAGE_PORT")
     model: str = setting("", "default model name (empty: the first user model, else the smoke-test model)",
                          env="GENMESH_IMAGE_MODEL")  # fmt: skip
     models_dir: Path | None = setting(None, "folder of diffusers folders and .safetensors/.ckpt files "

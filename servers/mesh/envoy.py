@@ -20,13 +20,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from string import Template
 
+from genmesh.services import BY_NAME, NAMES
 from servers.mesh.processes import ManagedProcess, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE_PATH = REPO_ROOT / "deploy" / "envoy" / "envoy.yaml.tmpl"
 
-SERVICES = ("text", "image", "video", "training")
-"""Cluster names, one per service; the template also has ``any`` (every upstream, for reflection/health)."""
+SERVICES = NAMES
+"""Cluster names, one per declared service (``genmesh.services``); the template also has ``any``
+(every upstream, for reflection/health)."""
 
 API_KEYS_ENV = "GENMESH_API_KEYS"
 API_KEYS_FILE_ENV = "GENMESH_API_KEYS_FILE"
@@ -169,6 +171,29 @@ def _positive_int(name: str, value: int) -> int:
     return value
 
 
+# One route and one cluster per declared service, in the template's indentation; the anchors
+# (*retry, *h2, *no_panic, *grpc_health) are defined once in the template.
+_ROUTE = """
+              - match: {{prefix: /{package}.}}
+                route:
+                  cluster: {name}
+                  timeout: 0s
+                  max_stream_duration: {{grpc_timeout_header_max: 0s}}
+                  retry_policy: *retry"""
+_CLUSTER = """
+  - name: {name}
+    type: {type}
+    dns_lookup_family: V4_PREFERRED
+    connect_timeout: 2s
+    typed_extension_protocol_options: *h2
+    common_lb_config: *no_panic
+    health_checks: *grpc_health
+    load_assignment:
+      cluster_name: {name}
+      endpoints:
+      - lb_endpoints: {endpoints}"""
+
+
 def render_envoy_config(
     *,
     listen_port: int,
@@ -215,13 +240,17 @@ def render_envoy_config(
         "RATE_LIMIT_BURST": str(_positive_int("rate_limit_burst", rate_limit_burst)),
     }
     every: list[tuple[str, int]] = []
+    routes, clusters = [], []
     for service in SERVICES:
         endpoints = [_check_endpoint(service, host, port) for host, port in upstreams.get(service, ())]
-        values[f"{service.upper()}_CLUSTER_TYPE"], values[f"{service.upper()}_LB_ENDPOINTS"] = _cluster_fields(
-            endpoints
-        )
+        routes.append(_ROUTE.format(package=BY_NAME[service].proto_package, name=service))
+        cluster_type, lb_endpoints = _cluster_fields(endpoints)
+        clusters.append(_CLUSTER.format(name=service, type=cluster_type, endpoints=lb_endpoints))
         every.extend(endpoint for endpoint in endpoints if endpoint not in every)
     values["ANY_CLUSTER_TYPE"], values["ANY_LB_ENDPOINTS"] = _cluster_fields(every)
+    values["TRANSCODED_SERVICES"] = json.dumps([BY_NAME[service].proto_service for service in SERVICES])
+    values["SERVICE_ROUTES"] = "".join(routes)  # each starts with a newline and its own indentation
+    values["SERVICE_CLUSTERS"] = "".join(clusters)
 
     return Template(TEMPLATE_PATH.read_text(encoding="utf-8")).substitute(values)
 

@@ -7,7 +7,6 @@ Envoy in front of them. Ctrl-C or SIGTERM stops everything in reverse order, by 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import secrets
@@ -34,13 +33,13 @@ from servers.mesh.envoy import (
 )
 from servers.mesh.processes import ManagedProcess, free_port, wait_until
 from servers.mesh.s3 import S3Server
+from servers.registry import SERVERS
 
 log = structlog.get_logger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DESCRIPTOR_PATH = REPO_ROOT / "deploy" / "envoy" / "genmesh.pb"
 DEFAULT_DATA_DIR = Path.home() / ".local" / "share" / "genmesh"
-SERVICE_MODULES = {name: f"servers.{name}" for name in SERVICES}
 # First start may assemble or build models; later starts take seconds.
 SERVICE_START_TIMEOUT = 600.0
 # A server's drain (GENMESH_DRAIN_SECONDS, 30 s by default) plus its own shutdown, before SIGKILL.
@@ -48,12 +47,8 @@ SERVER_STOP_TIMEOUT = 60.0
 
 
 def implemented_services() -> list[str]:
-    def has_main(module: str) -> bool:
-        return (
-            importlib.util.find_spec(module) is not None and importlib.util.find_spec(f"{module}.__main__") is not None
-        )
-
-    return [name for name, module in SERVICE_MODULES.items() if has_main(module)]
+    """Every service with a server (``servers/registry.py``), in the declared order."""
+    return [name for name in SERVICES if name in SERVERS]
 
 
 def write_private(path: Path, text: str) -> None:
@@ -181,7 +176,7 @@ class Mesh:
 
     def _start_service(self, name: str) -> None:
         port = free_port()
-        argv = [sys.executable, "-m", SERVICE_MODULES[name], "--port", str(port)]
+        argv = [sys.executable, "-m", "servers", name, "--port", str(port)]
         argv += self.options.service_args.get(name, [])
         env = self.service_env()
         self.servers[name] = ManagedProcess(name, argv, log_path=self.logs / f"{name}.log", env=env).start()

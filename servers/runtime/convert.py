@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from genmesh.common.v1 import artifact_pb2, diffusion_pb2, job_pb2
@@ -91,6 +92,11 @@ def common_event_fields(job: jobs.Job, event: jobs.JobEvent) -> dict[str, Any]:
             fields["cancelled"] = job_pb2.Cancelled(reason=reason)
             fields["state"] = job_pb2.JOB_STATE_CANCELLED
     return fields
+
+
+def message_dict(message: Any) -> dict[str, Any]:
+    """A message as the JSON-ready dict stored in records (proto field names, as REST shows them)."""
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)
 
 
 def stage_value(stage_enum: Any, stage: str) -> int:

@@ -12,13 +12,13 @@ import structlog
 from genmesh.common.v1 import model_pb2
 from genmesh.errors import Unavailable
 from genmesh.text.v1 import text_pb2, text_pb2_grpc
+from servers.runtime.job_rpcs import JobRpcs
 from servers.runtime.jobs import JobContext, JobQueue
 from servers.runtime.streaming import stream_job
 from servers.text import convert
 from servers.text.engine import TextEngine
 from servers.text.records import save_record
 from servers.text.types import TextRequest
-from storage.keys import validate_job_id
 from storage.object_store import ObjectStore
 
 log = structlog.get_logger(__name__)
@@ -30,7 +30,9 @@ def client_id(context: grpc.aio.ServicerContext) -> str:
     return dict(context.invocation_metadata() or ()).get("x-client-id", "direct")
 
 
-class TextServicer(text_pb2_grpc.TextServiceServicer):
+class TextServicer(JobRpcs, text_pb2_grpc.TextServiceServicer):
+    job_message = staticmethod(convert.job_message)
+
     def __init__(self, engine: TextEngine, queue: JobQueue, store: ObjectStore) -> None:
         self.engine = engine
         self.queue = queue
@@ -78,9 +80,3 @@ class TextServicer(text_pb2_grpc.TextServiceServicer):
                 for spec in specs
             ]
         )
-
-    async def GetJob(self, request: text_pb2.GetJobRequest, context) -> text_pb2.Job:
-        return convert.job_message(self.queue.get(validate_job_id(request.job_id)))
-
-    async def CancelJob(self, request: text_pb2.CancelJobRequest, context) -> text_pb2.Job:
-        return convert.job_message(self.queue.cancel(validate_job_id(request.job_id)))

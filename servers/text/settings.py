@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from genmesh.services import BY_NAME
 from servers.runtime.settings import ServerSettings, setting
 
 
@@ -12,7 +13,7 @@ from servers.runtime.settings import ServerSettings, setting
 class TextSettings(ServerSettings):
     """genmesh Text server: LLM generation and chat on llama.cpp."""
 
-    port: int = setting(50051, "gRPC port", env="GENMESH_TEXT_PORT")
+    port: int = setting(BY_NAME["text"].port, "gRPC port", env="GENMESH_TEXT_PORT")
     model: str = setting("", "default model name (empty: the built-in Gemma 3 270M)", env="GENMESH_TEXT_MODEL")
     model_path: Path | None = setting(None, "a GGUF file to serve (becomes the default)", env="GENMESH_TEXT_MODEL_PATH")
     models_dir: Path | None = setting(None, "folder of *.gguf files (default: <data_dir>/models/text)")

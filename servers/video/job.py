@@ -6,27 +6,19 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from google.protobuf import json_format
 from PIL import Image
 
-from genmesh.errors import NotFound
 from genmesh.video.v1 import video_pb2
 from servers.diffusion.animate import VideoParams
 from servers.media.images import decode_image
 from servers.media.video import decode_video
+from servers.runtime import convert as common
 from servers.runtime.jobs import JobContext, StageChanged
 from servers.video import convert, records
 from servers.video.engine import VideoEngine
 from servers.video.types import VideoRequest
 from storage import outputs
 from storage.object_store import ObjectLocation, ObjectStore
-
-
-def _fetch(store: ObjectStore, location: ObjectLocation, field: str) -> bytes:
-    try:
-        return store.get_bytes(location.bucket, location.key)
-    except NotFound:
-        raise NotFound(f"{field}: no object {location.key!r} in bucket {location.bucket!r}", field=field) from None
 
 
 @dataclass(frozen=True)
@@ -47,12 +39,12 @@ class VideoJob:
         if request.init_image_data is not None:
             image = decode_image(request.init_image_data, field="init_image_data")
         elif request.init_image_ref is not None:
-            image = decode_image(_fetch(store, request.init_image_ref, "init_image_ref"), field="init_image_ref")
+            image = decode_image(store.get_input(request.init_image_ref, "init_image_ref"), field="init_image_ref")
         elif request.init_video_data is not None:
             video_data = request.init_video_data
             frames = decode_video(video_data, field="init_video_data")
         elif request.init_video_ref is not None:
-            frames = decode_video(_fetch(store, request.init_video_ref, "init_video_ref"), field="init_video_ref")
+            frames = decode_video(store.get_input(request.init_video_ref, "init_video_ref"), field="init_video_ref")
         params = engine.params_for(request, image, frames)
         return cls(request, engine, store, params, image if request.init_image_data is not None else None, video_data)
 
@@ -88,17 +80,13 @@ class VideoJob:
             prefix,
             {
                 "job_id": context.job_id,
-                "parameters": _as_dict(draft.parameters),
+                "parameters": common.message_dict(draft.parameters),
                 "video": {"key": saved.video.key, "sha256": saved.video.sha256, "size_bytes": saved.video.size_bytes},
                 "poster": saved.poster.key,
                 "frames": [stored.key for stored, _ in saved.frames],
-                "timings": _as_dict(timings),
+                "timings": common.message_dict(timings),
             },
         )
         timings.save_seconds = time.monotonic() - save_started
         timings.total_seconds = time.monotonic() - started
         return convert.video_result(request, outcome, saved, init_media, record, timings)
-
-
-def _as_dict(message) -> dict:
-    return json_format.MessageToDict(message, preserving_proto_field_name=True)

@@ -8,18 +8,20 @@ from collections.abc import AsyncIterator
 from genmesh.common.v1 import model_pb2
 from genmesh.video.v1 import video_pb2, video_pb2_grpc
 from servers.diffusion.catalog import CatalogEntry
+from servers.runtime.job_rpcs import JobRpcs
 from servers.runtime.jobs import JobQueue
 from servers.runtime.streaming import stream_job
 from servers.video import convert
 from servers.video.engine import VideoEngine
 from servers.video.job import VideoJob
-from storage.keys import validate_job_id
 from storage.object_store import ObjectStore
 
 SERVICE_NAME = video_pb2.DESCRIPTOR.services_by_name["VideoService"].full_name
 
 
-class VideoServicer(video_pb2_grpc.VideoServiceServicer):
+class VideoServicer(JobRpcs, video_pb2_grpc.VideoServiceServicer):
+    job_message = staticmethod(convert.job_message)
+
     def __init__(self, engine: VideoEngine, queue: JobQueue, store: ObjectStore) -> None:
         self.engine = engine
         self.queue = queue
@@ -70,9 +72,3 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):
             is_default=is_default,
             labels=labels,
         )
-
-    async def GetJob(self, request: video_pb2.GetJobRequest, context) -> video_pb2.Job:
-        return convert.job_message(self.queue.get(validate_job_id(request.job_id)))
-
-    async def CancelJob(self, request: video_pb2.CancelJobRequest, context) -> video_pb2.Job:
-        return convert.job_message(self.queue.cancel(validate_job_id(request.job_id)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from genmesh.services import BY_NAME
 from servers.runtime.settings import ServerSettings, setting
 
 
@@ -12,7 +13,7 @@ from servers.runtime.settings import ServerSettings, setting
 class VideoSettings(ServerSettings):
     """genmesh Video server: AnimateDiff text/image/video-to-video on SD1.5 models with diffusers."""
 
-    port: int = setting(50053, "gRPC port", env="GENMESH_VIDEO_PORT")
+    port: int = setting(BY_NAME["video"].port, "gRPC port", env="GENMESH_VIDEO_PORT")
     model: str = setting("", "default base model (empty: the first user model, else the smoke-test model)",
                          env="GENMESH_VIDEO_MODEL")  # fmt: skip
     motion_adapter: str = setting("", "default motion adapter (empty: the first user adapter, else the smoke-test "

@@ -19,7 +19,9 @@ import pytest
 from genmesh import errors
 from genmesh.client import AsyncGenmeshClient, GenmeshClient
 from genmesh.common.v1 import job_pb2
-from servers.mesh.processes import wait_until
+from servers.mesh.envoy import Envoy, render_envoy_config
+from servers.mesh.launcher import DESCRIPTOR_PATH
+from servers.mesh.processes import free_port, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -197,13 +199,20 @@ def test_disconnect_cancels_but_detached_jobs_finish(client) -> None:
 
 def test_full_queue_is_resource_exhausted(client) -> None:
     # The test mesh runs the text server with --max-queued 2: one running + two waiting fill it.
-    streams = [client.text.stream_generate("Count:", max_tokens=1500) for _ in range(3)]
-    positions = [next(stream).queued.queue_position for stream in streams]
-    assert positions[1:] == [0, 1]
-    with pytest.raises(errors.ResourceExhausted, match="queue is full"):
-        client.text.generate("hi", max_tokens=1)
-    for stream in streams:
-        stream.close()
+    # The first job must have left the queue (started) before the others arrive, else the third
+    # would find the queue full: wait for its Started event, then add the two, one after the other.
+    running = client.text.stream_generate("Count:", max_tokens=1500)
+    while next(running).WhichOneof("event") != "started":
+        pass
+    waiting = [client.text.stream_generate("Count:", max_tokens=1500) for _ in range(2)]
+    positions = [next(stream).queued.queue_position for stream in waiting]
+    assert positions == [0, 1]
+    try:
+        with pytest.raises(errors.ResourceExhausted, match="queue is full"):
+            client.text.generate("hi", max_tokens=1)
+    finally:
+        for stream in (running, *waiting):
+            stream.close()  # the client goes away: its jobs are cancelled
 
 
 def test_grpcurl_lists_every_service_through_the_gateway(mesh) -> None:
@@ -258,15 +267,31 @@ def test_generated_key_file_is_private(mesh) -> None:
     assert mesh.api_key in key_file.read_text()
 
 
-def test_rate_limit_answers_429_then_recovers(gateway_url, api_key, client) -> None:
-    # The test mesh allows a burst of 200 requests refilled at 100/s: 400 quick ones must hit it.
-    with rest(gateway_url, api_key) as http:
-        statuses = [http.get("/v1/text/models").status_code for _ in range(400)]
-        assert 429 in statuses and 200 in statuses
-        limited = [
-            response for response in (http.get("/v1/text/models") for _ in range(100)) if response.status_code == 429
-        ]
-        assert limited, "the bucket was not empty after 400 requests"
-        assert limited[0].json()["code"] == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
-        assert "x-ratelimit-limit" in limited[0].headers
-    wait_until(lambda: bool(client.text.list_models()), timeout=10, what="the rate limit to refill")
+def test_rate_limit_answers_429_then_recovers(mesh, tmp_path: Path) -> None:
+    # Its own gateway in front of the same Text server, with a bucket of 5 refilled at 1/s: a
+    # bucket that quick requests empty whatever the machine's speed (the shared gateway's 100/s
+    # refill can keep up with requests on a slow, busy machine).
+    port, admin_port = free_port(), free_port()
+    config = tmp_path / "envoy.yaml"
+    config.write_text(
+        render_envoy_config(
+            listen_port=port, admin_port=admin_port, descriptor_path=DESCRIPTOR_PATH, api_keys={"ci": "limit-key"},
+            upstreams={"text": [("127.0.0.1", mesh.server_ports["text"])]}, rate_limit_rps=1, rate_limit_burst=5,
+        )
+    )  # fmt: skip
+    envoy = Envoy(config, admin_port=admin_port, log_path=tmp_path / "envoy.log").start()
+    try:
+        with rest(f"http://127.0.0.1:{port}", "limit-key") as http:
+            wait_until(lambda: http.get("/v1/text/models").status_code == 200, timeout=60, what="the gateway")
+            limited = None
+            for _ in range(200):  # at most 5 + 1 per second succeed: a 429 comes within a few requests
+                response = http.get("/v1/text/models")
+                if response.status_code == 429:
+                    limited = response
+                    break
+            assert limited is not None, "the bucket never emptied"
+            assert limited.json()["code"] == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+            assert "x-ratelimit-limit" in limited.headers
+            wait_until(lambda: http.get("/v1/text/models").status_code == 200, timeout=10, what="a refill")
+    finally:
+        envoy.stop()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from genmesh import cli
@@ -500,7 +501,10 @@ def test_job_commands_route_by_id_prefix() -> None:
         assert cli.job_service(client, "vid-1") is client.videos
         assert cli.job_service(client, "img-1") is client.images
         assert cli.job_service(client, "txt-1") is client.text
-        assert cli.job_service(client, "other-1") is client.text
+        assert cli.job_service(client, "trn-1") is client.training
+        with pytest.raises(typer.Exit) as caught:
+            cli.job_service(client, "other-1")
+        assert caught.value.exit_code == 2
     finally:
         client.close()
 

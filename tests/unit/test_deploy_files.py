@@ -34,6 +34,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+import genmesh.services
 from servers.mesh.envoy import envoy_binary, load_api_keys
 from servers.mesh.processes import free_port
 
@@ -48,7 +49,7 @@ TEMPLATE = DEPLOY / "envoy" / "envoy.yaml.tmpl"
 
 SERVER_DOCKERFILES = ("Dockerfile.cpu", "Dockerfile.rocm", "Dockerfile.cuda")
 DOCKERFILES = (*SERVER_DOCKERFILES, "Dockerfile.gateway")
-SERVICES = {"text": 50051, "image": 50052, "video": 50053, "training": 50054}
+SERVICES = {service.name: service.port for service in genmesh.services.SERVICES}
 IMPLEMENTED = ("text", "image", "video", "training")  # run by default
 K8S_VARIANTS = {"cpu": KUBE, "rocm": KUBE / "overlays" / "rocm", "cuda": KUBE / "overlays" / "cuda"}
 # Never in a build context: the venv, git, tests, local secrets, build leftovers.

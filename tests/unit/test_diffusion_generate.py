@@ -36,6 +36,7 @@ class Recorder:
     def __init__(self, cancel_after: int | None = None) -> None:
         self.cancel_after = cancel_after
         self.events: list[tuple[int, int, Preview | None]] = []
+        self.stages: list[str] = []
 
     def check_cancelled(self) -> None:
         if self.cancel_after is not None and len(self.events) >= self.cancel_after:
@@ -43,6 +44,9 @@ class Recorder:
 
     def progress(self, step: int, total_steps: int, preview: Preview | None = None) -> None:
         self.events.append((step, total_steps, preview))
+
+    def output(self, payload, step: int | None = None, total_steps: int | None = None) -> None:
+        self.stages.append(payload.stage)
 
 
 def small(**overrides) -> GenerationParams:
@@ -94,6 +98,7 @@ def test_img2img(tiny) -> None:
     assert result.images[0].size == (80, 72)  # default size: the init image's, snapped to multiples of 8
     assert result.params.strength == 0.5
     assert result.steps_run == recorder.events[-1][0] == recorder.events[-1][1] == 2  # steps * strength
+    assert recorder.stages == ["decoding"]  # announced once, after the last step
     sized = generate(tiny, GenerationParams("x", init_image=init, width=64, height=64, steps=2, scheduler="ddim"))
     assert sized.images[0].size == (64, 64) and sized.params.strength == 0.75
     big = resolve_params(GenerationParams("x", init_image=Image.new("RGB", (4000, 3000))), "sd15", "pndm")

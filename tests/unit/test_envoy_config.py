@@ -126,7 +126,7 @@ def test_values_are_emitted_as_json(descriptor: Path) -> None:
     assert "- name: video\n    type: STATIC" in text
     assert text.count("lb_endpoints: []") == 2  # video, training
     # The reflection/health cluster holds every upstream once.
-    any_cluster = text[text.index("- name: any\n") :]
+    any_cluster = _cluster(text, "any")
     assert '"address": "text"' in any_cluster and '"address": "10.0.0.2"' in any_cluster
     assert "- name: any\n    type: STRICT_DNS" in text
 
@@ -134,8 +134,14 @@ def test_values_are_emitted_as_json(descriptor: Path) -> None:
 def test_any_cluster_deduplicates_shared_servers(descriptor: Path) -> None:
     shared = [("127.0.0.1", 7000)]
     text = render(descriptor, upstreams={"text": shared, "image": shared})
-    any_cluster = text[text.index("- name: any\n") :]
-    assert any_cluster.count('"port_value": 7000') == 1
+    assert _cluster(text, "any").count('"port_value": 7000') == 1
+
+
+def _cluster(text: str, name: str) -> str:
+    """One cluster's block of the rendered config (up to the next cluster, or the end)."""
+    start = text.index(f"- name: {name}\n")
+    end = text.find("\n  - name: ", start + 1)
+    return text[start : end if end != -1 else None]
 
 
 @pytest.mark.parametrize(

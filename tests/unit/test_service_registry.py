@@ -1,0 +1,62 @@
+"""Every service is declared once (genmesh.services + servers/registry.py) and everything else
+follows from that: settings defaults, `python -m servers <name>`, the launcher, the gateway."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from genmesh.services import BY_NAME, SERVICES, service_for_job
+from servers.mesh.envoy import render_envoy_config
+from servers.mesh.launcher import implemented_services
+from servers.registry import SERVERS, _load
+
+
+@pytest.mark.parametrize("name", sorted(SERVERS))
+def test_each_server_declares_importable_settings_with_its_port(name: str) -> None:
+    spec = SERVERS[name]
+    settings = _load(spec.settings)
+    assert settings.__dataclass_fields__["port"].default == BY_NAME[name].port
+    assert spec.service.startswith(f"servers.{name}.service:")
+
+
+def test_job_ids_route_to_their_service_and_prefixes_are_unique() -> None:
+    prefixes = [prefix for service in SERVICES for prefix in service.job_prefixes]
+    assert len(prefixes) == len(set(prefixes))
+    assert service_for_job("vid-0123abcd").name == "video"
+    assert service_for_job("tsk-1").name == "training"
+    assert service_for_job("nope-1") is None and service_for_job("") is None
+
+
+def test_launcher_and_gateway_follow_the_declaration(tmp_path) -> None:
+    assert implemented_services() == [service.name for service in SERVICES]
+    config = yaml.safe_load(
+        render_envoy_config(
+            listen_port=8080, admin_port=9901, descriptor_path=tmp_path / "d.pb", api_keys={"ci": "k"},
+            upstreams={}, rate_limit_rps=1, rate_limit_burst=1,
+        )
+    )  # fmt: skip
+    clusters = [cluster["name"] for cluster in config["static_resources"]["clusters"]]
+    assert clusters == ["any", *(service.name for service in SERVICES)]
+    manager = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    routes = {
+        route["match"]["prefix"]: route["route"]["cluster"]
+        for route in manager["route_config"]["virtual_hosts"][0]["routes"]
+        if "route" in route
+    }
+    for service in SERVICES:
+        assert routes[f"/{service.proto_package}."] == service.name
+    transcoder = next(f for f in manager["http_filters"] if f["name"] == "envoy.filters.http.grpc_json_transcoder")
+    assert transcoder["typed_config"]["services"] == [service.proto_service for service in SERVICES]
+
+
+def test_python_m_servers_names_the_choices() -> None:
+    done = subprocess.run([sys.executable, "-m", "servers"], capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "text" in done.stderr and "video" in done.stderr
+    helped = subprocess.run(
+        [sys.executable, "-m", "servers", "video", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert helped.returncode == 0 and "--motion-adapter" in helped.stdout
