@@ -44,7 +44,8 @@ def generate(out: Path) -> None:
                 (python_out / part / "__init__.py").touch()
     descriptor = out / DESCRIPTOR
     descriptor.parent.mkdir(parents=True, exist_ok=True)
-    run_protoc("--include_imports", f"--descriptor_set_out={descriptor}", *files)
+    # google.rpc.BadRequest rides in error details; the transcoder must know it to render REST error bodies.
+    run_protoc("--include_imports", f"--descriptor_set_out={descriptor}", *files, "google/rpc/error_details.proto")
 
 
 def copy_buf_deps() -> None:

@@ -2,7 +2,8 @@
 
 Domain code raises these (it never imports grpc). The server interceptor turns them into gRPC
 status codes by ``code`` name; the client turns status codes back into the same classes, so a
-caller catches ``genmesh.errors.InvalidArgument`` whichever side raised it.
+caller catches ``genmesh.errors.InvalidArgument`` whichever side raised it. ``field`` travels too, as
+a ``google.rpc.BadRequest`` detail in the rich gRPC status.
 """
 
 from __future__ import annotations
@@ -95,9 +96,9 @@ BY_CODE: dict[str, type[GenmeshError]] = {
 }
 
 
-def from_code(code: str, message: str) -> GenmeshError:
-    """The exception class for a status code name (unknown names become ``Internal``)."""
-    return BY_CODE.get(code, Internal)(message)
+def from_code(code: str, message: str, field: str | None = None) -> GenmeshError:
+    """The exception for a status code name (unknown names become ``Internal``), naming ``field`` if given."""
+    return BY_CODE.get(code, Internal)(message, field=field)
 
 
 def require(condition: bool, field: str, message: str) -> None:

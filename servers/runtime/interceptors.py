@@ -2,6 +2,13 @@
 
 It wraps unary and streaming handlers alike. Typed ``GenmeshError``s keep their code and message;
 anything else is logged with its traceback and reaches the caller as a short INTERNAL message.
+
+An error that names a request ``field`` also carries it in the rich status (``grpc-status-details-bin``)
+as a standard ``google.rpc.BadRequest`` with one ``FieldViolation`` (field, description = the message),
+so clients read the field without parsing the message. NOT_FOUND uses BadRequest too: its ``field`` is
+the request field that names the missing thing (``model``, ``init_image_ref``), which is what a
+FieldViolation holds; ``google.rpc.ResourceInfo`` describes the resource (type, name, owner) and has no
+place for a request field. INTERNAL errors never carry details.
 """
 
 from __future__ import annotations
@@ -13,6 +20,9 @@ from typing import Any
 
 import grpc
 import structlog
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
 from genmesh.errors import GenmeshError
 from servers.runtime.jobs import as_genmesh_error
@@ -25,6 +35,18 @@ QUIET_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 
 def status_code(error: GenmeshError) -> grpc.StatusCode:
     return grpc.StatusCode[error.code]
+
+
+def rich_status(error: GenmeshError) -> grpc.Status | None:
+    """The status with a ``google.rpc.BadRequest`` naming ``error.field``; None without a field or for
+    INTERNAL (whose details stay in the server log)."""
+    if not error.field or error.code == "INTERNAL":
+        return None
+    violation = error_details_pb2.BadRequest.FieldViolation(field=error.field, description=error.message)
+    detail = any_pb2.Any()
+    detail.Pack(error_details_pb2.BadRequest(field_violations=[violation]))
+    code = status_code(error)
+    return rpc_status.to_status(status_pb2.Status(code=code.value[0], message=error.message, details=[detail]))
 
 
 def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
@@ -70,10 +92,14 @@ class ErrorAndContextInterceptor(grpc.aio.ServerInterceptor):
         error = as_genmesh_error(exc)
         seconds = round(time.monotonic() - started, 4)
         if isinstance(exc, GenmeshError):
-            log.info("rpc_error", code=error.code, error=error.message, seconds=seconds)
+            log.info("rpc_error", code=error.code, error=error.message, field=error.field, seconds=seconds)
         else:
             log.error("rpc_crashed", exc_info=exc, seconds=seconds)
-        await context.abort(status_code(error), error.message)
+        status = rich_status(error)
+        if status is None:
+            await context.abort(status_code(error), error.message)
+        else:
+            await context.abort(status.code, status.details, status.trailing_metadata)
 
     def _wrap_unary(self, behaviour: Callable[..., Awaitable[Any]], method: str) -> Callable[..., Awaitable[Any]]:
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:

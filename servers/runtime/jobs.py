@@ -114,6 +114,7 @@ class Succeeded:
 class Failed:
     code: str
     message: str
+    field: str | None = None  # the request field at fault, when there is one (sent as a BadRequest detail)
 
 
 @dataclass(frozen=True)
@@ -316,9 +317,6 @@ class JobQueue:
         except KeyError:
             raise NotFound(f"job {job_id!r} not found (finished jobs are kept for a limited time)") from None
 
-    def list(self) -> list[Job]:
-        return sorted(self._jobs.values(), key=lambda job: job.created_at, reverse=True)
-
     def cancel(self, job_id: str, reason: str = CANCEL_REQUESTED) -> Job:
         """Cancel a queued job at once, or ask a running one to stop at its next step."""
         job = self.get(job_id)
@@ -452,11 +450,11 @@ class JobQueue:
                 self._publish(job, CancelledEvent(exc.message))
             except GenmeshError as exc:
                 log.info("job_failed", code=exc.code, error=exc.message, seconds=round(time.monotonic() - started, 3))
-                self._publish(job, Failed(exc.code, exc.message))
+                self._publish(job, Failed(exc.code, exc.message, exc.field))
             except Exception as exc:  # a bug or a library failure: log it whole, tell the caller little
                 log.exception("job_crashed", seconds=round(time.monotonic() - started, 3))
                 error = as_genmesh_error(exc)
-                self._publish(job, Failed(error.code, error.message))
+                self._publish(job, Failed(error.code, error.message, error.field if error.code != "INTERNAL" else None))
             else:
                 log.info("job_succeeded", seconds=round(time.monotonic() - started, 3))
                 self._publish(job, Succeeded(result))

@@ -19,7 +19,7 @@ async def stream_job(queue: JobQueue, job: Job, to_message: Callable[[Job, JobEv
             yield to_message(job, event)
             if isinstance(event, Failed):
                 finished = True
-                raise from_code(event.code, event.message)
+                raise from_code(event.code, event.message, event.field)
             if isinstance(event, CancelledEvent):
                 finished = True
                 raise Cancelled(f"job {job.id} cancelled: {event.reason}")

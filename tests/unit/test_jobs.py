@@ -111,7 +111,9 @@ async def test_domain_errors_keep_their_code_and_crashes_hide_details() -> None:
 
     failed = queue.submit(bad_input, method="M")
     crashed = queue.submit(crash, method="M")
-    assert (await collect(queue, failed))[-1] == Failed("INVALID_ARGUMENT", "steps must be between 1 and 10 (got 99)")
+    assert (await collect(queue, failed))[-1] == Failed(
+        "INVALID_ARGUMENT", "steps must be between 1 and 10 (got 99)", "steps"
+    )
     last = (await collect(queue, crashed))[-1]
     assert isinstance(last, Failed) and last.code == "INTERNAL"
     assert "secret-internal-detail" not in last.message

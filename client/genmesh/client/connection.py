@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass, field
 
 import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from genmesh import errors
 
@@ -37,11 +39,31 @@ class Connection:
         return (("x-api-key", self.api_key),) if self.api_key else ()
 
 
+def error_field(error: grpc.RpcError) -> str | None:
+    """The request field a failed call names: the first ``google.rpc.BadRequest`` field violation in
+    the rich status (``grpc-status-details-bin``), or None when there is none or it is unreadable."""
+    if not hasattr(error, "trailing_metadata"):
+        return None
+    try:
+        status = rpc_status.from_call(error)
+    except Exception:  # a malformed or inconsistent detail must not hide the error itself
+        return None
+    for detail in status.details if status is not None else ():
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad_request = error_details_pb2.BadRequest()
+            detail.Unpack(bad_request)
+            for violation in bad_request.field_violations:
+                if violation.field:
+                    return violation.field
+    return None
+
+
 def translate(error: grpc.RpcError) -> errors.GenmeshError:
-    """The typed exception for a failed call (its message is the server's, never a traceback)."""
+    """The typed exception for a failed call (its message is the server's, never a traceback), with
+    ``field`` set from the status details when the server named one."""
     code = error.code() if hasattr(error, "code") else None
     details = error.details() if hasattr(error, "details") else str(error)
     name = code.name if code is not None else "UNKNOWN"
     if name == "UNKNOWN":
         return errors.Internal(details or "unknown error")
-    return errors.from_code(name, details or name)
+    return errors.from_code(name, details or name, error_field(error))
