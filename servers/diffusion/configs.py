@@ -19,14 +19,10 @@ from __future__ import annotations
 import hashlib
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from servers.diffusion.cache import build_once
 from servers.diffusion.families import ModelFamily
 from servers.diffusion.tokenizer import write_clip_vocab
-
-if TYPE_CHECKING:
-    from diffusers import DiffusionPipeline
 
 CONFIGS_DIR = Path(__file__).parent / "configs"
 
@@ -55,26 +51,3 @@ def config_folder(family: ModelFamily | str, cache_dir: Path) -> Path:
     source = bundled_config_dir(family)
     dest = Path(cache_dir) / "configs" / f"{ModelFamily(family).value}-{_tree_digest(source)}"
     return build_once(dest, lambda tmp: _fill_config_folder(source, tmp))
-
-
-def write_config_folder(pipe: DiffusionPipeline, folder: Path) -> Path:
-    """Write a config-only folder describing ``pipe`` itself (model_index.json, every component's
-    config, its tokenizers): the ``config=`` for a single-file checkpoint of a non-standard
-    architecture, such as the built-in tiny model."""
-    from diffusers import ModelMixin, SchedulerMixin
-    from transformers import PreTrainedModel
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    pipe.save_config(str(folder))
-    for name, component in pipe.components.items():
-        if component is None:
-            continue
-        target = folder / name
-        if isinstance(component, ModelMixin | SchedulerMixin):
-            component.save_config(str(target))
-        elif isinstance(component, PreTrainedModel):
-            component.config.save_pretrained(str(target))
-        elif hasattr(component, "save_pretrained"):  # tokenizers, image processors
-            component.save_pretrained(str(target))
-    return folder

@@ -1,5 +1,5 @@
 """AnimateDiff motion adapters: where they come from, loading them offline, fitting them to a base
-model, and writing one in the original single-file layout.
+model.
 
 Users download motion modules as single files in the original AnimateDiff layout
 (``mm_sd_v15_v2.ckpt``, ``v3_sd15_mm.ckpt``) or as diffusers ``MotionAdapter`` folders. A single
@@ -7,7 +7,8 @@ file holds weights only; its architecture comes from a bundled config (``configs
 v1|v2|v3``), chosen from the file's keys as diffusers itself tells the versions apart: v2 has a
 motion mid block, v1 has 24 positions instead of 32, v3 has neither. ``from_single_file`` always
 gets ``config=``, so the hub is never reached. The built-in tiny adapter (``builtin:``) matches the
-built-in tiny SD1.5.
+built-in tiny SD1.5. (The reverse, writing an adapter in the original layout, is test tooling:
+``tests/support/single_file.py``.)
 
 An adapter fits a base model when their UNet channel layouts match; an SDXL base (or any other
 mismatch) is ``InvalidArgument`` naming ``motion_adapter``.
@@ -15,7 +16,6 @@ mismatch) is ``InvalidArgument`` naming ``motion_adapter``.
 
 from __future__ import annotations
 
-import math
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -107,55 +107,3 @@ def animatediff_scheduler_config(base: dict[str, Any]) -> dict[str, Any]:
         "timestep_spacing": "linspace",
         "steps_offset": 1,
     }
-
-
-# -- writing the original layout (for tests and tools: users bring these files) ---------------------
-_TO_ORIGINAL = ((".attn1.", ".attention_blocks.0."), (".attn2.", ".attention_blocks.1."),
-                (".norm1.", ".norms.0."), (".norm2.", ".norms.1."), (".norm3.", ".ff_norm."))  # fmt: skip
-
-
-def _sinusoid(positions: int, dim: int) -> torch.Tensor:
-    """AnimateDiff's positional encoding table (1, positions, dim)."""
-    position = torch.arange(positions).unsqueeze(1)
-    div = torch.exp(torch.arange(0, dim, 2) * (-math.log(10000.0) / dim))
-    table = torch.zeros(1, positions, dim)
-    table[0, :, 0::2] = torch.sin(position * div)
-    table[0, :, 1::2] = torch.cos(position * div)
-    return table
-
-
-def motion_adapter_to_original(adapter: MotionAdapter) -> dict[str, torch.Tensor]:
-    """A diffusers MotionAdapter's weights in the original AnimateDiff key layout (what
-    ``mm_sd_v15_v2.ckpt`` holds): ``motion_modules.N.temporal_transformer.``, ``attention_blocks``,
-    ``norms``, ``ff_norm``, and a ``pos_encoder.pe`` per attention block."""
-    state: dict[str, torch.Tensor] = {}
-    for key, value in adapter.state_dict().items():
-        head, marker, tail = key.partition(".motion_modules.")
-        index, _, rest = tail.partition(".")
-        if not marker or not rest:
-            raise InvalidArgument(f"{FIELD}: unexpected motion adapter parameter {key!r}", field=FIELD)
-        if rest.endswith("pos_embed.pe"):
-            block = rest.removesuffix("pos_embed.pe")
-            for attention in (0, 1):
-                name = f"{head}.motion_modules.{index}.temporal_transformer.{block}attention_blocks.{attention}"
-                state[f"{name}.pos_encoder.pe"] = _sinusoid(value.shape[1], value.shape[2])
-            continue
-        rest = "." + rest
-        for new, old in _TO_ORIGINAL:
-            rest = rest.replace(new, old)
-        state[f"{head}.motion_modules.{index}.temporal_transformer{rest}"] = value
-    return state
-
-
-def save_motion_adapter_single_file(adapter: MotionAdapter, path: Path) -> Path:
-    """Write ``adapter`` as one original-layout file (``.safetensors``, or ``.ckpt`` via torch.save)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {key: value.detach().contiguous().clone() for key, value in motion_adapter_to_original(adapter).items()}
-    if path.suffix.lower() == ".ckpt":
-        torch.save(state, str(path))
-    else:
-        from safetensors.torch import save_file
-
-        save_file(state, str(path), metadata={"format": "pt"})
-    return path

@@ -1,4 +1,9 @@
-"""Diffusers SD1.5 pipeline -> one original-layout ("LDM"/A1111/civitai) checkpoint file.
+"""Test tooling: diffusers models written as the single files users download (original layouts).
+
+Users bring single files; genmesh only reads them. These writers make such files from the built-in
+tiny models, so the loading paths are tested without real weights.
+
+Diffusers SD1.5 pipeline -> one original-layout ("LDM"/A1111/civitai) checkpoint file.
 
 Community SD1.5 models are distributed as a single .safetensors in the key layout of the original
 CompVis code (``model.diffusion_model.*``, ``first_stage_model.*``,
@@ -13,14 +18,16 @@ just cannot be written).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import torch
 
 from genmesh.errors import InvalidArgument
 
 if TYPE_CHECKING:
-    import torch
-    from diffusers import StableDiffusionPipeline
+    from diffusers import DiffusionPipeline, MotionAdapter, StableDiffusionPipeline
 
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
@@ -183,4 +190,81 @@ def save_single_file(pipe: StableDiffusionPipeline, path: Path) -> Path:
     state = {key: value.detach().contiguous().clone() for key, value in to_original_state_dict(pipe).items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(state, str(path), metadata={"format": "pt"})
+    return path
+
+
+def write_config_folder(pipe: DiffusionPipeline, folder: Path) -> Path:
+    """Write a config-only folder describing ``pipe`` itself (model_index.json, every component's
+    config, its tokenizers): the ``config=`` for a single-file checkpoint of a non-standard
+    architecture, such as the built-in tiny model."""
+    from diffusers import ModelMixin, SchedulerMixin
+    from transformers import PreTrainedModel
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    pipe.save_config(str(folder))
+    for name, component in pipe.components.items():
+        if component is None:
+            continue
+        target = folder / name
+        if isinstance(component, ModelMixin | SchedulerMixin):
+            component.save_config(str(target))
+        elif isinstance(component, PreTrainedModel):
+            component.config.save_pretrained(str(target))
+        elif hasattr(component, "save_pretrained"):  # tokenizers, image processors
+            component.save_pretrained(str(target))
+    return folder
+
+
+# -- writing the original layout (for tests and tools: users bring these files) ---------------------
+_TO_ORIGINAL = ((".attn1.", ".attention_blocks.0."), (".attn2.", ".attention_blocks.1."),
+                (".norm1.", ".norms.0."), (".norm2.", ".norms.1."), (".norm3.", ".ff_norm."))  # fmt: skip
+
+
+def _sinusoid(positions: int, dim: int) -> torch.Tensor:
+    """AnimateDiff's positional encoding table (1, positions, dim)."""
+    position = torch.arange(positions).unsqueeze(1)
+    div = torch.exp(torch.arange(0, dim, 2) * (-math.log(10000.0) / dim))
+    table = torch.zeros(1, positions, dim)
+    table[0, :, 0::2] = torch.sin(position * div)
+    table[0, :, 1::2] = torch.cos(position * div)
+    return table
+
+
+def motion_adapter_to_original(adapter: MotionAdapter) -> dict[str, torch.Tensor]:
+    """A diffusers MotionAdapter's weights in the original AnimateDiff key layout (what
+    ``mm_sd_v15_v2.ckpt`` holds): ``motion_modules.N.temporal_transformer.``, ``attention_blocks``,
+    ``norms``, ``ff_norm``, and a ``pos_encoder.pe`` per attention block."""
+    state: dict[str, torch.Tensor] = {}
+    for key, value in adapter.state_dict().items():
+        head, marker, tail = key.partition(".motion_modules.")
+        index, _, rest = tail.partition(".")
+        if not marker or not rest:
+            raise InvalidArgument(
+                f"{'motion_adapter'}: unexpected motion adapter parameter {key!r}", field="motion_adapter"
+            )
+        if rest.endswith("pos_embed.pe"):
+            block = rest.removesuffix("pos_embed.pe")
+            for attention in (0, 1):
+                name = f"{head}.motion_modules.{index}.temporal_transformer.{block}attention_blocks.{attention}"
+                state[f"{name}.pos_encoder.pe"] = _sinusoid(value.shape[1], value.shape[2])
+            continue
+        rest = "." + rest
+        for new, old in _TO_ORIGINAL:
+            rest = rest.replace(new, old)
+        state[f"{head}.motion_modules.{index}.temporal_transformer{rest}"] = value
+    return state
+
+
+def save_motion_adapter_single_file(adapter: MotionAdapter, path: Path) -> Path:
+    """Write ``adapter`` as one original-layout file (``.safetensors``, or ``.ckpt`` via torch.save)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {key: value.detach().contiguous().clone() for key, value in motion_adapter_to_original(adapter).items()}
+    if path.suffix.lower() == ".ckpt":
+        torch.save(state, str(path))
+    else:
+        from safetensors.torch import save_file
+
+        save_file(state, str(path), metadata={"format": "pt"})
     return path

@@ -13,7 +13,6 @@ from safetensors.torch import save_file
 
 from genmesh.errors import InvalidArgument, NotFound
 from servers.compute.devices import configure_threads
-from servers.diffusion.configs import write_config_folder
 from servers.diffusion.families import Task
 from servers.diffusion.loading import (
     ModelSource,
@@ -23,7 +22,7 @@ from servers.diffusion.loading import (
     load_model,
 )
 from servers.diffusion.memory import MemoryMode
-from servers.diffusion.single_file import save_single_file
+from tests.support.single_file import save_single_file, write_config_folder
 
 
 @pytest.fixture(scope="session")
@@ -169,9 +168,9 @@ socket.socket.connect_ex = refuse
 socket.create_connection = refuse
 socket.getaddrinfo = refuse
 
-from servers.diffusion.configs import write_config_folder
+from tests.support.single_file import write_config_folder
 from servers.diffusion.loading import ModelSource, load_model
-from servers.diffusion.single_file import save_single_file
+from tests.support.single_file import save_single_file
 
 cache, work = Path(sys.argv[1]), Path(sys.argv[2])
 model = load_model(ModelSource.parse("builtin:tiny-sd15"), cache_dir=cache, device="cpu")
