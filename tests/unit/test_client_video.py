@@ -19,6 +19,7 @@ import typer
 from typer.testing import CliRunner
 
 from genmesh import cli
+from genmesh.cli import video as cli_video
 from genmesh.client import AsyncGenmeshClient, GenmeshClient
 from genmesh.client.requests import SCHEDULERS, video_request
 from genmesh.client.sync import VideoClient
@@ -303,7 +304,7 @@ def one_line_error(result, *words: str) -> None:
 
 @pytest.fixture
 def no_send(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli, "GenmeshClient", NoClient)
+    monkeypatch.setattr(cli_video, "GenmeshClient", NoClient)
 
 
 @pytest.mark.usefixtures("no_send")
@@ -425,7 +426,7 @@ def test_cli_ctrl_c_while_handling_an_event_cancels_the_stream(
     def interrupt(event: object) -> str:
         raise KeyboardInterrupt  # Ctrl-C while the CLI handles the first progress update
 
-    monkeypatch.setattr(cli, "video_progress_text", interrupt)
+    monkeypatch.setattr(cli_video, "video_progress_text", interrupt)
     run_until_interrupted(tmp_path, url, fake)
 
 

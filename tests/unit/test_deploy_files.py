@@ -50,7 +50,7 @@ TEMPLATE = DEPLOY / "envoy" / "envoy.yaml.tmpl"
 SERVER_DOCKERFILES = ("Dockerfile.cpu", "Dockerfile.rocm", "Dockerfile.cuda")
 DOCKERFILES = (*SERVER_DOCKERFILES, "Dockerfile.gateway")
 SERVICES = {service.name: service.port for service in genmesh.services.SERVICES}
-IMPLEMENTED = ("text", "image", "video", "training")  # run by default
+IMPLEMENTED = tuple(SERVICES)  # every declared service runs by default
 K8S_VARIANTS = {"cpu": KUBE, "rocm": KUBE / "overlays" / "rocm", "cuda": KUBE / "overlays" / "cuda"}
 # Never in a build context: the venv, git, tests, local secrets, build leftovers.
 KEPT_OUT_OF_CONTEXT = (

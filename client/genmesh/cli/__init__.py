@@ -1,0 +1,20 @@
+"""The ``genmesh`` command line: run the mesh locally and use it.
+
+One module per area (``text``, ``image``, ``video``, ``training``, ``jobs``: models, jobs, ``up``),
+sharing ``common`` (connection options, one-line errors); importing this package registers them all
+on ``app`` in the order ``genmesh --help`` shows them.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from genmesh.cli.base import app
+
+for _module in ("text", "image", "video", "training", "jobs"):  # registers the commands, in this order
+    importlib.import_module(f"genmesh.cli.{_module}")
+
+from genmesh.cli.jobs import job_service  # noqa: E402
+from genmesh.cli.video import video_progress_text  # noqa: E402
+
+__all__ = ["app", "job_service", "video_progress_text"]

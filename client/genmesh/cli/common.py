@@ -1,0 +1,37 @@
+"""What every genmesh command shares: connection options, JSON output, one-line errors."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, NoReturn
+
+import typer
+from google.protobuf import json_format
+
+from genmesh import errors
+
+UrlOption = Annotated[
+    str | None, typer.Option("--url", envvar="GENMESH_URL", help="Gateway host:port (default 127.0.0.1:8080).")
+]
+KeyOption = Annotated[
+    str | None, typer.Option("--api-key", envvar="GENMESH_API_KEY", help="API key for the gateway.", show_default=False)
+]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON lines instead of text.")]
+
+
+def to_dict(message: Any) -> dict[str, Any]:
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+
+
+def fail(error: errors.GenmeshError) -> None:
+    typer.secho(f"error: {error.code}: {error.message}", err=True, fg=typer.colors.RED)
+    raise typer.Exit(2 if isinstance(error, errors.InvalidArgument) else 1)
+
+
+def usage_error(message: str) -> NoReturn:
+    """A one-line error about the command line itself, found before anything is sent (exit 2)."""
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    raise typer.Exit(2)
+
+
+Seed = Annotated[int | None, typer.Option(help="Seed for reproducible sampling.")]
+Model = Annotated[str, typer.Option(help="Model name (see `genmesh models`); default: the server's.")]

@@ -1,0 +1,88 @@
+"""genmesh image."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from genmesh import errors
+from genmesh.cli.base import app
+from genmesh.cli.common import JsonFlag, KeyOption, Model, Seed, UrlOption, fail, to_dict
+from genmesh.client import GenmeshClient
+from genmesh.image.v1 import image_pb2
+
+
+def output_paths(output: Path, count: int) -> list[Path]:
+    """``out.png`` for one image; ``out_0.png``, ``out_1.png``... for a batch."""
+    if count == 1:
+        return [output]
+    return [output.with_name(f"{output.stem}_{index}{output.suffix}") for index in range(count)]
+
+
+@app.command()
+def image(
+    prompt: Annotated[str, typer.Argument(help="What to draw.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the image (PNG/WebP/JPEG).")] = Path(
+        "image.png"
+    ),
+    negative_prompt: Annotated[str, typer.Option(help="What to steer away from.")] = "",
+    width: Annotated[int | None, typer.Option(help="Pixels, 64..2048, multiple of 8 (default: model's).")] = None,
+    height: Annotated[int | None, typer.Option(help="Pixels, 64..2048, multiple of 8 (default: model's).")] = None,
+    steps: Annotated[int | None, typer.Option(help="Denoising steps, 1..150 (default 25).")] = None,
+    guidance_scale: Annotated[float | None, typer.Option(help="CFG scale 0..30 (default 7.5).")] = None,
+    seed: Seed = None,
+    scheduler: Annotated[str | None, typer.Option(help="euler, euler_a, dpmpp_2m_karras, ddim, ...")] = None,
+    num_images: Annotated[int | None, typer.Option(help="Images in one batch, 1..8.")] = None,
+    init_image: Annotated[Path | None, typer.Option(help="An init image for img2img.")] = None,
+    strength: Annotated[float | None, typer.Option(help="img2img strength (0, 1] (default 0.75).")] = None,
+    quality: Annotated[int | None, typer.Option(help="WebP/JPEG quality 1..100.")] = None,
+    model: Model = "",
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Generate images (txt2img, or img2img with --init-image) with a live progress bar."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    suffix = output.suffix.lower().lstrip(".")
+    fmt = {"jpg": "jpeg", "jpeg": "jpeg", "webp": "webp"}.get(suffix, "png")
+    options: dict[str, Any] = {
+        "negative_prompt": negative_prompt, "width": width, "height": height, "steps": steps,
+        "guidance_scale": guidance_scale, "seed": seed, "scheduler": scheduler, "num_images": num_images,
+        "strength": strength, "quality": quality, "model": model, "output_format": fmt, "return_inline": True,
+    }  # fmt: skip
+    if init_image is not None:
+        options["init_image"] = init_image.read_bytes()
+    result = None
+    with GenmeshClient(url, api_key) as client:
+        try:
+            events = client.images.stream_generate(prompt, **options)
+            with Progress(
+                TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                TimeRemainingColumn(), transient=True, disable=as_json, console=None,
+            ) as bar:  # fmt: skip
+                task = bar.add_task("queued", total=None)
+                for event in events:
+                    kind = event.WhichOneof("event")
+                    if as_json:
+                        typer.echo(json.dumps(to_dict(event)))
+                    if kind == "queued":
+                        bar.update(task, description=f"queued (position {event.queued.queue_position})")
+                    elif kind == "progress_update":
+                        stage = image_pb2.Stage.Name(event.progress_update.stage)
+                        bar.update(task, description=stage.removeprefix("STAGE_").lower().replace("_", " "))
+                        if event.progress.total_steps:
+                            bar.update(task, total=event.progress.total_steps, completed=event.progress.step)
+                    elif kind == "result":
+                        result = event.result
+        except errors.GenmeshError as error:
+            fail(error)
+    if result is None:
+        return
+    for path, generated in zip(output_paths(output, len(result.images)), result.images, strict=True):
+        path.write_bytes(generated.artifact.data)
+        if not as_json:
+            typer.echo(f"{path}  seed {generated.seed}  s3://{generated.artifact.bucket}/{generated.artifact.key}")

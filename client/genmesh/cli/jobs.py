@@ -1,0 +1,97 @@
+"""genmesh models / job get|cancel / up."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from genmesh import errors
+from genmesh.cli.base import app, job_app
+from genmesh.cli.common import JsonFlag, KeyOption, UrlOption, fail, to_dict, usage_error
+from genmesh.client import GenmeshClient
+from genmesh.services import SERVICES, service_for_job
+
+
+@app.command()
+def models(url: UrlOption = None, api_key: KeyOption = None, as_json: JsonFlag = False) -> None:
+    """List the models each service can run."""
+    listed: list[tuple[str, Any]] = []
+    with GenmeshClient(url, api_key) as client:
+        services = (
+            ("text", client.text),
+            ("image", client.images),
+            ("video", client.videos),
+            ("training", client.training),
+        )
+        for service, sub in services:
+            try:
+                listed.extend((service, model) for model in sub.list_models())
+            except errors.Unavailable:
+                continue  # that service is not running
+            except errors.GenmeshError as error:
+                fail(error)
+    for service, model in listed:
+        if as_json:
+            typer.echo(json.dumps({"service": service, **to_dict(model)}))
+        else:
+            if service == "training":
+                delta = f"{model.delta_vs_previous.psnr:+.2f} dB vs previous" if model.previous_model_id else "first"
+                typer.echo(
+                    f"{service:8} {model.model_id:28} v{model.version:<3} PSNR {model.metrics.psnr:6.2f}  {delta}"
+                )
+                continue
+            flags = ", ".join(f for f, on in (("default", model.is_default), ("loaded", model.loaded)) if on)
+            if service == "video" and model.labels.get("kind") == "motion_adapter":
+                flags = ", ".join(filter(None, ("adapter", flags)))
+            typer.echo(f"{service:8} {model.name:28} {model.size_bytes / 1e6:8.1f} MB  {flags:16} {model.description}")
+
+
+def job_service(client: GenmeshClient, job_id: str) -> Any:
+    """The client of the service that owns a job, by its id's prefix (``genmesh.services``)."""
+    service = service_for_job(job_id)
+    clients = {"text": client.text, "image": client.images, "video": client.videos, "training": client.training}
+    if service is None:
+        prefixes = ", ".join(f"{prefix}-" for info in SERVICES for prefix in info.job_prefixes)
+        usage_error(f"job id {job_id!r} does not start with a known prefix ({prefixes})")
+    return clients[service.name]
+
+
+@job_app.command("get")
+def job_get(job_id: str, url: UrlOption = None, api_key: KeyOption = None) -> None:
+    """Show a job's status and result as JSON."""
+    with GenmeshClient(url, api_key) as client:
+        try:
+            typer.echo(json.dumps(to_dict(job_service(client, job_id).get_job(job_id)), indent=2))
+        except errors.GenmeshError as error:
+            fail(error)
+
+
+@job_app.command("cancel")
+def job_cancel(job_id: str, url: UrlOption = None, api_key: KeyOption = None) -> None:
+    """Cancel a queued or running job."""
+    with GenmeshClient(url, api_key) as client:
+        try:
+            typer.echo(json.dumps(to_dict(job_service(client, job_id).cancel_job(job_id)), indent=2))
+        except errors.GenmeshError as error:
+            fail(error)
+
+
+@app.command()
+def up(
+    port: Annotated[int, typer.Option(help="Gateway port on 127.0.0.1.")] = 8080,
+    services: Annotated[str, typer.Option(help="Comma-separated services to start (default: all implemented).")] = "",
+    data_dir: Annotated[
+        Path | None, typer.Option(envvar="GENMESH_DATA_DIR", help="Where state lives (default ~/.local/share/genmesh).")
+    ] = None,
+) -> None:
+    """Run the whole mesh locally: S3 server, services, Envoy. Ctrl-C stops everything."""
+    from servers.mesh.launcher import LaunchOptions, run_mesh
+
+    raise typer.Exit(run_mesh(LaunchOptions.build(port=port, services=services, data_dir=data_dir)))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,139 @@
+"""genmesh synthetic-data / train / report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from genmesh import errors
+from genmesh.cli.base import app
+from genmesh.cli.common import JsonFlag, KeyOption, Seed, UrlOption, fail, to_dict
+from genmesh.client import GenmeshClient
+
+
+@app.command("synthetic-data")
+def synthetic_data(
+    num_images: Annotated[int | None, typer.Option(help="Pairs to make, 1..10000 (default 20).")] = None,
+    preset: Annotated[str, typer.Option(help="Degradation: document-clean, gaussian-noise, blur, jpeg, mixed...")] = "",
+    width: Annotated[int | None, typer.Option(help="Pixels, 64..2048 (default 256).")] = None,
+    height: Annotated[int | None, typer.Option(help="Pixels, 64..2048 (default 256).")] = None,
+    kind: Annotated[list[str] | None, typer.Option(help="documents, textures or shapes (repeatable).")] = None,
+    dataset_name: Annotated[str, typer.Option(help="Pair names start with it (default synthetic).")] = "",
+    seed: Seed = None,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Generate clean/degraded training pairs into training-data/."""
+    with GenmeshClient(url, api_key) as client:
+        try:
+            result = client.training.generate_synthetic_data(
+                num_images=num_images, degradation_type=preset, width=width, height=height,
+                content_kinds=kind or (), dataset_name=dataset_name, seed=seed,
+            )  # fmt: skip
+        except errors.GenmeshError as error:
+            fail(error)
+    if as_json:
+        typer.echo(json.dumps(to_dict(result)))
+    else:
+        typer.echo(f"{result.pair_count} pairs, dataset prefix {result.dataset_prefix}")
+        typer.echo(f"manifest s3://{result.manifest.bucket}/{result.manifest.key}")
+
+
+EPOCH_HEADER = (
+    f"{'epoch':>5} {'train loss':>10} {'val loss':>9} {'PSNR':>7} {'SSIM':>6} {'base PSNR':>9} {'gain dB':>8} {'s':>6}"
+)
+
+
+def epoch_row(metrics: Any) -> str:
+    gain = metrics.validation.psnr - metrics.baseline.psnr
+    return (
+        f"{metrics.epoch:>5} {metrics.train_loss:>10.4f} {metrics.validation_loss:>9.4f} "
+        f"{metrics.validation.psnr:>7.2f} {metrics.validation.ssim:>6.3f} {metrics.baseline.psnr:>9.2f} "
+        f"{gain:>+8.2f} {metrics.epoch_seconds:>6.1f}"
+    )
+
+
+@app.command()
+def train(
+    layer: Annotated[int | None, typer.Option(help="Model layer to train, 1..99.")] = None,
+    dataset_prefix: Annotated[str, typer.Option(help="Pairs whose names start with this.")] = "",
+    epochs: Annotated[int | None, typer.Option(help="Epochs, 1..10000 (default 10).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Patches per step, 1..256 (default 4).")] = None,
+    learning_rate: Annotated[float | None, typer.Option("--lr", help="AdamW learning rate (default 3e-4).")] = None,
+    patch_size: Annotated[int | None, typer.Option(help="Crop side, 16..1024, multiple of 8 (default 128).")] = None,
+    max_pairs: Annotated[int | None, typer.Option(help="Most pairs to use.")] = None,
+    validation_split: Annotated[float | None, typer.Option(help="Held-out share 0.05..0.5 (default 0.2).")] = None,
+    architecture: Annotated[str | None, typer.Option(help="tiny, small or base (default base).")] = None,
+    seed: Seed = None,
+    description: Annotated[str, typer.Option(help="Free text for people.")] = "",
+    attach: Annotated[str | None, typer.Option(help="Watch an existing job instead of creating one.")] = None,
+    detach: Annotated[bool, typer.Option(help="Create the job and return without watching.")] = False,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Start a training job (or --attach to one) and show its per-epoch metrics live.
+    The job runs on the server: Ctrl-C stops watching, not training."""
+    with GenmeshClient(url, api_key) as client:
+        try:
+            if attach:
+                job_id = attach
+            else:
+                if layer is None:
+                    raise typer.BadParameter("--layer is required to create a job", param_hint="--layer")
+                job = client.training.create_job(
+                    layer=layer, dataset_prefix=dataset_prefix, num_epochs=epochs, batch_size=batch_size,
+                    learning_rate=learning_rate, patch_size=patch_size, max_pairs=max_pairs,
+                    validation_split=validation_split, architecture=architecture, seed=seed, description=description,
+                )  # fmt: skip
+                job_id = job.job_id
+                typer.echo(json.dumps(to_dict(job)) if as_json else f"job {job_id} created")
+            if detach:
+                return
+            if not as_json:
+                typer.echo(EPOCH_HEADER)
+            for event in client.training.watch(job_id):
+                kind = event.WhichOneof("event")
+                if as_json:
+                    if kind != "progress_update":
+                        typer.echo(json.dumps(to_dict(event)))
+                elif kind == "epoch_completed":
+                    typer.echo(epoch_row(event.epoch_completed))
+                elif kind == "resumed":
+                    typer.echo(f"resumed from epoch {event.resumed.from_epoch} ({event.resumed.reason})")
+                elif kind == "result":
+                    typer.echo(f"model {event.result.model_id} registered; `genmesh report {job_id}` for the report")
+                elif kind == "cancelled":
+                    typer.echo(f"cancelled: {event.cancelled.reason}")
+                elif kind == "error":
+                    typer.secho(f"failed: {event.error.code}: {event.error.message}", err=True, fg=typer.colors.RED)
+                    raise typer.Exit(1)
+        except errors.GenmeshError as error:
+            fail(error)
+        except KeyboardInterrupt:
+            typer.echo(f"stopped watching; the job goes on (genmesh train --attach {job_id})")
+
+
+@app.command()
+def report(
+    job_id: str,
+    plots_dir: Annotated[Path | None, typer.Option(help="Also save the charts (PNG) here.")] = None,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Print a training job's automatic report."""
+    with GenmeshClient(url, api_key) as client:
+        try:
+            found = client.training.get_report(job_id, return_inline=plots_dir is not None)
+        except errors.GenmeshError as error:
+            fail(error)
+    typer.echo(json.dumps(to_dict(found.data), indent=2) if as_json else found.text)
+    if plots_dir is not None:
+        plots_dir.mkdir(parents=True, exist_ok=True)
+        for plot in found.plots:
+            (plots_dir / f"{plot.name}.png").write_bytes(plot.artifact.data)
