@@ -21,6 +21,10 @@ that died halfway leaves weights nobody lists, and its id is never handed out ag
 Versions (1, 2, ...) and deltas against the previous version of the same layer are computed when
 reading, from the registered models in id order (oldest first), so they stay consistent if a model
 is deleted by hand.
+
+Why this module is long: ids, keys, the sidecar format, reading (versions, deltas) and the
+cross-process reservation are one on-disk contract that has to change together; pagination is the
+API's (``servers.training.api.convert.paginate``), the metric types ``servers.training.types``.
 """
 
 from __future__ import annotations
@@ -41,7 +45,8 @@ from typing import Any
 import structlog
 
 from genmesh.errors import Internal, InvalidArgument, NotFound
-from servers.training.reports.inputs import PreviousModel, Quality
+from servers.training.reports.inputs import PreviousModel
+from servers.training.types import Quality
 from storage.buckets import MODELS
 from storage.keys import model_prefix
 from storage.object_store import ObjectStore
@@ -53,8 +58,6 @@ MAX_LAYER = 99
 MAX_SUFFIX = 9999
 CLAIMS_FOLDER = ".claims"
 WEIGHTS_CONTENT_TYPE = "application/octet-stream"
-DEFAULT_PAGE_SIZE = 100
-MAX_PAGE_SIZE = 1000
 _RESERVE_ATTEMPTS = 50
 
 _STAMP = r"[0-9]{8}_[0-9]{6}"
@@ -383,25 +386,6 @@ def load_model_bytes(store: ObjectStore, model_id: str, *, verify: bool = True) 
     if verify and expected and hashlib.sha256(data).hexdigest() != expected:
         raise Internal(f"model {model_id!r}: the weights in {MODELS}/{ref.weights_key} do not match their sha256")
     return data
-
-
-def paginate(
-    models: list[RegisteredModelInfo], page_size: int = 0, page_token: str = ""
-) -> tuple[list[RegisteredModelInfo], str]:
-    """One page of a ``list_models`` result for ListModels: (page, next_page_token). ``page_size``
-    0..1000 (0 means 100); the token is the last model id of the previous page ("" when done).
-    InvalidArgument naming "page_size" or "page_token"."""
-    if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 0 or page_size > MAX_PAGE_SIZE:
-        raise InvalidArgument(f"page_size must be between 0 and {MAX_PAGE_SIZE} (got {page_size!r})", field="page_size")
-    size = page_size or DEFAULT_PAGE_SIZE
-    start = 0
-    if page_token:
-        after = parse_model_id(page_token, "page_token")
-        # Newest first: the page starts after the token's position (which may have been deleted).
-        start = next((i for i, info in enumerate(models) if info.ref < after), len(models))
-    page = models[start : start + size]
-    more = start + size < len(models)
-    return page, (page[-1].model_id if more and page else "")
 
 
 # -- writing ---------------------------------------------------------------------------------------

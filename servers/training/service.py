@@ -10,12 +10,12 @@ import structlog
 from genmesh.training.v1 import training_pb2_grpc
 from servers.compute.devices import configure_threads, device_label, select_device
 from servers.runtime.jobs import JobQueue
-from servers.training.manager import TrainingManager
-from servers.training.model_tasks import ModelTasks
-from servers.training.records import JobRecords
-from servers.training.runner import TrainingRunner
-from servers.training.servicer import SERVICE_NAME, TrainingServicer
+from servers.training.api.servicer import SERVICE_NAME, TrainingServicer
+from servers.training.jobs.manager import TrainingManager
+from servers.training.jobs.records import JobRecords
+from servers.training.jobs.runner import TrainingRunner
 from servers.training.settings import TrainingSettings
+from servers.training.tasks.models import ModelTasks
 from storage.object_store import ObjectStore
 
 log = structlog.get_logger(__name__)

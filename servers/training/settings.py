@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from genmesh.services import BY_NAME
 from servers.runtime.settings import ServerSettings, setting
 
 
@@ -11,7 +12,7 @@ from servers.runtime.settings import ServerSettings, setting
 class TrainingSettings(ServerSettings):
     """genmesh Training server: synthetic data, Restormer training, reports, registry, restore."""
 
-    port: int = setting(50054, "gRPC port", env="GENMESH_TRAINING_PORT")
+    port: int = setting(BY_NAME["training"].port, "gRPC port", env="GENMESH_TRAINING_PORT")
     device: str = setting("auto", "auto, cpu, cuda, cuda:N (cuda also means ROCm)", env="GENMESH_DEVICE")
     max_queued_trainings: int = setting(8, "training jobs that may wait; more get RESOURCE_EXHAUSTED",
                                         env="GENMESH_TRAINING_MAX_QUEUED")  # fmt: skip

@@ -20,15 +20,8 @@ from servers.training.registry import (
     previous_model,
     register_model,
 )
-from servers.training.reports import (
-    DatasetStats,
-    EpochRecord,
-    ModelInfo,
-    Quality,
-    ReportInput,
-    build_report,
-    save_report,
-)
+from servers.training.reports import ModelInfo, ReportInput, build_report, save_report
+from servers.training.types import DatasetStats, EpochMetrics, Quality
 from storage import MODELS, TRAINING_OUTPUTS, ObjectStore
 
 pytestmark = pytest.mark.integration
@@ -186,7 +179,7 @@ def test_same_second_across_processes_gets_distinct_ids(s3_server, store, monkey
 def test_save_report_to_training_outputs(store, registered):
     _, v2, _ = registered
     history = [
-        EpochRecord(e, 0.1 / e, 0.11 / e, Quality(26 + e, 0.8, 0.85), Quality(24.1, 0.7, 0.6), 1e-4, 2.0)
+        EpochMetrics(e, 0.1 / e, 0.11 / e, Quality(26 + e, 0.8, 0.85), Quality(24.1, 0.7, 0.6), 1e-4, 2.0)
         for e in (1, 2, 3)
     ]
     inp = ReportInput(

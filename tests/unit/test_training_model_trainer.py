@@ -12,7 +12,6 @@ from torch import nn
 
 from genmesh.errors import Cancelled, FailedPrecondition, InvalidArgument
 from servers.training.model import (
-    EpochResult,
     TrainConfig,
     Trainer,
     TrainingDiverged,
@@ -22,6 +21,7 @@ from servers.training.model import (
     split_indices,
 )
 from servers.training.model.checkpoint import MODEL_FORMAT, read_file, to_bytes
+from servers.training.types import EpochMetrics
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -54,13 +54,13 @@ def config(**changes) -> TrainConfig:
     return dataclasses.replace(base, **changes)
 
 
-def without_times(result: EpochResult) -> EpochResult:
-    return dataclasses.replace(result, epoch_seconds=0.0, end_time=result.end_time.min)
+def without_times(result: EpochMetrics) -> EpochMetrics:
+    return dataclasses.replace(result, epoch_seconds=0.0, end_time=0.0)
 
 
 def test_training_beats_the_degraded_baseline():
     pairs = make_pairs(20, 64, seed=1)
-    results: list[EpochResult] = []
+    results: list[EpochMetrics] = []
     steps: list[tuple[int, int]] = []
     trainer = Trainer(config(epochs=4, batch_size=4), pairs[:16], pairs[16:])
     best = trainer.run(on_step=lambda s, t: steps.append((s, t)), on_epoch=results.append)
@@ -90,7 +90,7 @@ def test_resume_after_an_epoch_continues_exactly(tmp_path, data):
     first = Trainer(config(epochs=3), train, val)
     checkpoint = tmp_path / "last.pt"
 
-    def stop_after_two(result: EpochResult) -> None:
+    def stop_after_two(result: EpochMetrics) -> None:
         first.save_checkpoint(checkpoint)
         if result.epoch == 2:
             raise Cancelled("server shutting down")
@@ -140,7 +140,7 @@ def test_cancel_stops_before_the_next_optimizer_step(data):
     train, val = data
     trainer = Trainer(config(epochs=5), train, val)
     steps: list[int] = []
-    epochs: list[EpochResult] = []
+    epochs: list[EpochMetrics] = []
 
     def check() -> None:
         if len(steps) == 3:

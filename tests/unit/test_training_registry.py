@@ -20,13 +20,12 @@ from servers.training.registry import (
     list_models,
     load_model_bytes,
     model_keys,
-    paginate,
     parse_model_id,
     previous_model,
     register_model,
     reserve_model_id,
 )
-from servers.training.reports import Quality
+from servers.training.types import Quality
 from storage.buckets import MODELS
 from storage.keys import validate_key
 from storage.object_store import ObjectEntry, StoredObject
@@ -307,28 +306,6 @@ def test_reserve_model_id_skips_taken_suffixes(store):
     assert reserve_model_id(store, 4, T0).model_id == "layer_4-20261122_143518"
     assert reserve_model_id(store, 4, T0).model_id == "layer_4-20261122_143518-2"
     assert reserve_model_id(store, 4, T0 + timedelta(seconds=1)).model_id == "layer_4-20261122_143519"
-
-
-def test_paginate(store):
-    models = [
-        register_model(store, layer=1, model_bytes=b"x", metadata={}, now=T0 + timedelta(seconds=i)) for i in range(5)
-    ]
-    listed = list_models(store)
-    assert [m.model_id for m in listed] == [m.model_id for m in reversed(models)]
-    page, token = paginate(listed, 2)
-    assert [m.model_id for m in page] == [models[4].model_id, models[3].model_id] and token == models[3].model_id
-    page, token = paginate(listed, 2, token)
-    assert [m.model_id for m in page] == [models[2].model_id, models[1].model_id]
-    page, token = paginate(listed, 2, token)
-    assert [m.model_id for m in page] == [models[0].model_id] and token == ""
-    assert paginate(listed, 0)[0] == listed
-    for size in (-1, 1001):
-        with pytest.raises(InvalidArgument) as info:
-            paginate(listed, size)
-        assert info.value.field == "page_size"
-    with pytest.raises(InvalidArgument) as info:
-        paginate(listed, 2, "garbage")
-    assert info.value.field == "page_token"
 
 
 def test_a_claim_by_another_process_wins_the_race(store, monkeypatch):

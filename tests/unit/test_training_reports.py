@@ -11,12 +11,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from servers.training.reports import (
-    DatasetStats,
     Environment,
-    EpochRecord,
     ModelInfo,
     PreviousModel,
-    Quality,
     ReportInput,
     Thresholds,
     Timings,
@@ -26,6 +23,7 @@ from servers.training.reports import (
 )
 from servers.training.reports.recommendations import slope
 from servers.training.reports.report import duration_text, normalize_spec, size_text
+from servers.training.types import DatasetStats, EpochMetrics, Quality
 
 START = datetime(2026, 11, 22, 14, 30, 22, tzinfo=UTC)
 BASELINE = Quality(24.10, 0.702, 0.601)
@@ -58,12 +56,12 @@ def curve(
     train_loss: list[float] | None = None,
     validation_loss: list[float] | None = None,
     epoch_seconds: float = 38.0,
-) -> list[EpochRecord]:
+) -> list[EpochMetrics]:
     n = len(psnr)
     train_loss = train_loss or [0.09 * math.exp(-0.2 * i) for i in range(n)]
     validation_loss = validation_loss or [0.088 * math.exp(-0.19 * i) for i in range(n)]
     return [
-        EpochRecord(
+        EpochMetrics(
             epoch=i + 1,
             train_loss=train_loss[i],
             validation_loss=validation_loss[i],
@@ -240,7 +238,7 @@ def test_long_history_table_is_shortened_but_json_has_every_epoch():
 
 def test_inputs_accept_flat_dicts_other_dataclasses_and_unix_times():
     @dataclass
-    class StoredEpoch:  # the shape of servers.training.records.EpochRecord
+    class StoredEpoch:  # the flat shape older job records stored
         epoch: int
         train_loss: float
         validation_loss: float

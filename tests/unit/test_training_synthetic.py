@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from genmesh.errors import Cancelled, InvalidArgument
-from servers.training.synthetic import (
+from servers.training.data.synthetic import (
     CONTENT_KINDS,
     PRESETS,
     Pair,

@@ -26,8 +26,8 @@ import torch
 from torch import nn
 
 from genmesh.errors import InvalidArgument
+from servers.training.types import Quality
 
-from .metrics import Quality
 from .restormer import Restormer, RestormerConfig, count_parameters
 
 CHECKPOINT_FORMAT = "genmesh.training.checkpoint/1"

@@ -13,18 +13,19 @@ defines them. Pure functions on float tensors with values in [0, 1], shaped (N, 
   the reference on every channel.
 
 Each metric has a ``*_per_image`` form returning an (N,) float64 tensor and a plain form returning
-the mean over the batch as a Python float. ``quality`` computes all three at once.
+the mean over the batch as a Python float. ``quality`` computes all three at once, as a
+``servers.training.types.Quality``.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from genmesh.errors import InvalidArgument
+from servers.training.types import Quality
 
 PSNR_IDENTICAL = 100.0
 SSIM_WINDOW = 11
@@ -32,25 +33,6 @@ SSIM_SIGMA = 1.5
 SSIM_K1 = 0.01
 SSIM_K2 = 0.03
 ACCURACY_TOLERANCE = 0.02
-
-
-@dataclass(frozen=True)
-class Quality:
-    """One set of ``QualityMetrics``: PSNR in dB, SSIM in [-1, 1], accuracy in [0, 1]."""
-
-    psnr: float
-    ssim: float
-    accuracy: float
-
-    def to_dict(self) -> dict[str, float]:
-        return {"psnr": self.psnr, "ssim": self.ssim, "accuracy": self.accuracy}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, float]) -> Quality:
-        return cls(psnr=float(data["psnr"]), ssim=float(data["ssim"]), accuracy=float(data["accuracy"]))
-
-    def __sub__(self, other: Quality) -> Quality:
-        return Quality(self.psnr - other.psnr, self.ssim - other.ssim, self.accuracy - other.accuracy)
 
 
 def _pair(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from genmesh.errors import InvalidArgument, ResourceExhausted
+from servers.compute.memory import free_device_memory, is_out_of_memory
 
 TileCallback = Callable[[int, int], None]
 CancelCheck = Callable[[], None]
@@ -122,7 +123,10 @@ def restore_image(
                     on_tile(1, 1)
             else:
                 result = _run_tiled(model, source, device, tile_size, overlap, on_tile, check_cancelled, amp)
-    except torch.OutOfMemoryError:
+    except Exception as exc:
+        if not is_out_of_memory(exc):
+            raise
+        free_device_memory(device)
         raise ResourceExhausted(
             f"out of device memory restoring a {width}x{height} image"
             + (f" in {tile_size}-pixel tiles" if tile_size else " whole")

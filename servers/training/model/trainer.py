@@ -17,6 +17,12 @@ dropout). ``run`` loops over the remaining epochs:
 epoch k continues exactly as an uninterrupted run would (bit-identical on the CPU; on a GPU, as
 deterministic as its kernels). Cancellation: ``check_cancelled()`` runs before every optimizer step
 and every validation image, and raises ``genmesh.errors.Cancelled``.
+
+Why this module is long: ``Trainer`` is one stateful object whose training loop, validation,
+``state_dict``/``load_state_dict`` and best-weights bookkeeping must agree on every piece of state
+for a resume to be exact, so they stay together. What is shared lives elsewhere: the metrics
+(``EpochMetrics``, ``Quality``) and the recipe's ranges (``check_recipe``, also the API's spec
+validation) in ``servers.training.types``, out-of-memory detection in ``servers.compute.memory``.
 """
 
 from __future__ import annotations
@@ -36,17 +42,17 @@ import torch.nn.functional as F
 
 from genmesh.errors import FailedPrecondition, Internal, InvalidArgument, ResourceExhausted
 from servers.compute.devices import configure_threads, device_label, select_device
+from servers.compute.memory import free_device_memory, is_out_of_memory
+from servers.training.types import EpochMetrics, Quality, check_recipe
 
 from . import checkpoint as files
-from .metrics import Quality, mean_quality, quality_per_image
+from .metrics import mean_quality, quality_per_image
 from .restormer import ARCHITECTURES, architecture_config, build_model, count_parameters
 from .tiling import restore_image, validate_tiling
 
 Pair = tuple[torch.Tensor, torch.Tensor]  # (degraded, clean), each (3, H, W) float in [0, 1]
 StepCallback = Callable[[int, int], None]
 CancelCheck = Callable[[], None]
-
-MAX_SEED = 2**32 - 1
 
 
 class TrainingDiverged(Internal):
@@ -81,16 +87,10 @@ class TrainConfig:
     validation_tile_overlap: int = 32
 
     def __post_init__(self) -> None:
-        _require(1 <= self.epochs <= 10000, "epochs", f"must be between 1 and 10000 (got {self.epochs})")
-        _require(1 <= self.batch_size <= 256, "batch_size", f"must be between 1 and 256 (got {self.batch_size})")
-        _require(0 < self.learning_rate <= 1, "learning_rate", f"must be in (0, 1] (got {self.learning_rate})")
-        _require(
-            16 <= self.patch_size <= 1024 and self.patch_size % 8 == 0,
-            "patch_size",
-            f"must be a multiple of 8 between 16 and 1024 (got {self.patch_size})",
-        )
-        _require(0 <= self.seed <= MAX_SEED, "seed", f"must be between 0 and {MAX_SEED} (got {self.seed})")
-        architecture_config(self.architecture)
+        check_recipe(
+            epochs=self.epochs, batch_size=self.batch_size, learning_rate=self.learning_rate,
+            patch_size=self.patch_size, seed=self.seed, architecture=self.architecture, epochs_field="epochs",
+        )  # fmt: skip
         _require(self.threads is None or self.threads >= 1, "threads", f"must be at least 1 (got {self.threads})")
         _require(self.weight_decay >= 0, "weight_decay", f"must be >= 0 (got {self.weight_decay})")
         _require(
@@ -122,38 +122,6 @@ RESUMABLE_CHANGES = frozenset({"epochs", "device", "threads", "amp"})
 def _require(condition: bool, field: str, message: str) -> None:
     if not condition:
         raise InvalidArgument(f"{field} {message}", field=field)
-
-
-@dataclass(frozen=True)
-class EpochResult:
-    """Metrics at the end of one epoch (the proto's ``EpochMetrics``), plus whether it is the best
-    so far by validation PSNR and the optimizer steps done over the job."""
-
-    epoch: int
-    train_loss: float
-    validation_loss: float
-    validation: Quality
-    baseline: Quality
-    learning_rate: float
-    epoch_seconds: float
-    end_time: datetime
-    global_step: int
-    best: bool
-
-    def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["validation"] = self.validation.to_dict()
-        data["baseline"] = self.baseline.to_dict()
-        data["end_time"] = self.end_time.isoformat()
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> EpochResult:
-        values = dict(data)
-        values["validation"] = Quality.from_dict(data["validation"])
-        values["baseline"] = Quality.from_dict(data["baseline"])
-        values["end_time"] = datetime.fromisoformat(data["end_time"])
-        return cls(**values)
 
 
 def split_indices(count: int, validation_split: float, seed: int) -> tuple[list[int], list[int]]:
@@ -225,8 +193,8 @@ class Trainer:
         self.epoch = 0  # epochs completed
         self.global_step = 0  # optimizer steps completed over the job
         self.step_in_epoch = 0  # optimizer steps completed in the epoch in progress
-        self.history: list[EpochResult] = []
-        self.best: EpochResult | None = None
+        self.history: list[EpochMetrics] = []
+        self.best: EpochMetrics | None = None
         self.best_state: dict[str, torch.Tensor] | None = None
         self.baseline: Quality | None = None
         self._loss_sum = torch.zeros((), device=self.device)
@@ -269,14 +237,15 @@ class Trainer:
     def run(
         self,
         on_step: StepCallback | None = None,
-        on_epoch: Callable[[EpochResult], None] | None = None,
+        on_epoch: Callable[[EpochMetrics], None] | None = None,
         check_cancelled: CancelCheck | None = None,
         on_validation_step: StepCallback | None = None,
-    ) -> EpochResult | None:
+    ) -> EpochMetrics | None:
         """Train the remaining epochs. ``on_step(global_step, total_steps)`` after every optimizer
         step (``step_in_epoch``, ``steps_per_epoch`` and ``running_loss`` give the in-epoch view);
-        ``on_validation_step(done, total)`` after every validation image; ``on_epoch(result)``
-        after each epoch, when ``state_dict`` / ``save_checkpoint`` capture it; ``check_cancelled``
+        ``on_validation_step(done, total)`` when validation starts (done 0) and after every
+        validation image; ``on_epoch(result)`` after each epoch, when ``state_dict`` /
+        ``save_checkpoint`` capture it; ``check_cancelled``
         before every step and validation image. Returns the best epoch so far. Raises
         ``ResourceExhausted`` when the device runs out of memory, ``TrainingDiverged`` when the
         loss becomes NaN or infinite."""
@@ -287,7 +256,10 @@ class Trainer:
                 result = self._finish_epoch(started, train_loss, check_cancelled, on_validation_step)
                 if on_epoch:
                     on_epoch(result)
-        except torch.OutOfMemoryError:
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            free_device_memory(self.device)
             raise ResourceExhausted(
                 f"out of device memory training {self.config.architecture} with batch_size "
                 f"{self.config.batch_size} and patch_size {self.config.patch_size} on {self.device_name}: "
@@ -376,6 +348,8 @@ class Trainer:
         baseline_q: list[Quality] = []
         tile = self.config.validation_tile_size
         total = len(self.val_pairs)
+        if on_validation_step:
+            on_validation_step(0, total)  # validation starts
         with torch.inference_mode():
             for i, (degraded, clean) in enumerate(self.val_pairs):
                 if check_cancelled:
@@ -409,10 +383,10 @@ class Trainer:
         train_loss: float,
         check_cancelled: CancelCheck | None,
         on_validation_step: StepCallback | None,
-    ) -> EpochResult:
+    ) -> EpochMetrics:
         validation_loss, validation, baseline = self.validate(check_cancelled, on_validation_step)
         is_best = self.best is None or validation.psnr > self.best.validation.psnr
-        result = EpochResult(
+        result = EpochMetrics(
             epoch=self.epoch + 1,
             train_loss=train_loss,
             validation_loss=validation_loss,
@@ -420,7 +394,7 @@ class Trainer:
             baseline=baseline,
             learning_rate=self.learning_rate,
             epoch_seconds=time.perf_counter() - started,
-            end_time=datetime.now(UTC),
+            end_time=time.time(),
             global_step=self.global_step,
             best=is_best,
         )
@@ -504,8 +478,8 @@ class Trainer:
         self.epoch = int(state["epoch"])
         self.global_step = int(state["global_step"])
         self.step_in_epoch = 0
-        self.history = [EpochResult.from_dict(r) for r in state["history"]]
-        self.best = EpochResult.from_dict(state["best"]) if state["best"] else None
+        self.history = [EpochMetrics.from_dict(r) for r in state["history"]]
+        self.best = EpochMetrics.from_dict(state["best"]) if state["best"] else None
         self.best_state = state["best_state"]
         self.baseline = Quality.from_dict(state["baseline"]) if state["baseline"] else None
 
@@ -563,7 +537,7 @@ class Trainer:
 __all__ = [
     "ARCHITECTURES",
     "RESUMABLE_CHANGES",
-    "EpochResult",
+    "EpochMetrics",
     "Pair",
     "TrainConfig",
     "Trainer",

@@ -1,33 +1,21 @@
 """Training reports: the text/JSON report of a finished training job, its charts and recommendations.
 
-Inputs are plain dataclasses (``ReportInput`` and friends); the servicer converts its protobuf
-messages. ``build_report`` is pure; ``save_report`` uploads a report to ``training-outputs``.
+Inputs are plain dataclasses (``ReportInput`` and friends, over ``servers.training.types``).
+``build_report`` is pure; ``save_report`` uploads a report to ``training-outputs``.
 matplotlib is imported only when charts are drawn.
 """
 
-from servers.training.reports.inputs import (
-    DatasetStats,
-    Environment,
-    EpochRecord,
-    ModelInfo,
-    PreviousModel,
-    Quality,
-    ReportInput,
-    Timings,
-)
+from servers.training.reports.inputs import Environment, ModelInfo, PreviousModel, ReportInput, Timings
 from servers.training.reports.plots import Plot, render_plots
 from servers.training.reports.recommendations import DEFAULT_THRESHOLDS, Recommendation, Thresholds, recommend
 from servers.training.reports.report import Report, SavedReport, build_report, plot_key, report_keys, save_report
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
-    "DatasetStats",
     "Environment",
-    "EpochRecord",
     "ModelInfo",
     "Plot",
     "PreviousModel",
-    "Quality",
     "Recommendation",
     "Report",
     "ReportInput",

@@ -1,4 +1,5 @@
-"""Plain-dataclass inputs of a training report (no protobuf: the servicer converts its messages).
+"""Plain-dataclass inputs of a training report (no protobuf). The shared concepts (``Quality``,
+``EpochMetrics``, ``DatasetStats``) are ``servers.training.types``; these are the report's own.
 
 Units follow ``genmesh.training.v1``: PSNR in dB, SSIM in [-1, 1], accuracy a share in [0, 1] (the
 share of pixels within 0.02 of the clean image on every channel), losses are L1 on pixels in
@@ -7,81 +8,15 @@ share of pixels within 0.02 of the clean image on every channel), losses are L1 
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from servers.training.types import DatasetStats, EpochMetrics, Quality, finite
+
 Status = Literal["succeeded", "cancelled", "failed"]
 STATUSES: tuple[str, ...] = ("succeeded", "cancelled", "failed")
-
-
-@dataclass(frozen=True)
-class Quality:
-    """Image quality against the clean reference (``QualityMetrics``)."""
-
-    psnr: float
-    ssim: float
-    accuracy: float
-
-    @classmethod
-    def from_mapping(cls, data: Mapping[str, Any]) -> Quality:
-        return cls(
-            psnr=float(data.get("psnr", 0.0)),
-            ssim=float(data.get("ssim", 0.0)),
-            accuracy=float(data.get("accuracy", 0.0)),
-        )
-
-    def to_dict(self) -> dict[str, float]:
-        return {"psnr": self.psnr, "ssim": self.ssim, "accuracy": self.accuracy}
-
-    def minus(self, other: Quality) -> Quality:
-        """``self - other`` per metric (positive = self is better)."""
-        return Quality(self.psnr - other.psnr, self.ssim - other.ssim, self.accuracy - other.accuracy)
-
-
-@dataclass(frozen=True)
-class EpochRecord:
-    """Metrics at the end of one epoch (``EpochMetrics``)."""
-
-    epoch: int
-    train_loss: float
-    validation_loss: float
-    validation: Quality
-    baseline: Quality
-    learning_rate: float
-    epoch_seconds: float
-
-    @classmethod
-    def from_mapping(cls, data: Mapping[str, Any]) -> EpochRecord:
-        """From ``{"validation": {"psnr": ..}, "baseline": {..}, ..}`` or a flat form:
-        ``{"validation_psnr": .., "baseline_ssim": .., ..}`` or ``{"psnr": .., "baseline_psnr": .., ..}``
-        (the validation metrics unprefixed, as in ``servers.training.records.EpochRecord``)."""
-
-        def quality(prefix: str) -> Quality:
-            nested = data.get(prefix)
-            if isinstance(nested, Mapping):
-                return Quality.from_mapping(nested)
-
-            def get(name: str) -> float:
-                for key in (f"{prefix}_{name}", name if prefix == "validation" else None):
-                    if key is not None and key in data:
-                        return float(data[key])
-                return math.nan
-
-            return Quality(psnr=get("psnr"), ssim=get("ssim"), accuracy=get("accuracy"))
-
-        return cls(
-            epoch=int(data["epoch"]),
-            train_loss=float(data.get("train_loss", math.nan)),
-            validation_loss=float(data.get("validation_loss", math.nan)),
-            validation=quality("validation"),
-            baseline=quality("baseline"),
-            learning_rate=float(data.get("learning_rate", 0.0)),
-            epoch_seconds=float(data.get("epoch_seconds", 0.0)),
-        )
 
 
 @dataclass(frozen=True)
@@ -98,32 +33,6 @@ class Timings:
     def __post_init__(self) -> None:
         for name in ("created", "started", "ended"):
             object.__setattr__(self, name, as_utc(getattr(self, name)))
-
-
-@dataclass(frozen=True)
-class DatasetStats:
-    """The pairs a job found and used (``DatasetStats``)."""
-
-    clean_files: int = 0
-    degraded_files: int = 0
-    pairs_found: int = 0
-    pairs_used: int = 0
-    skipped_pairs: int = 0
-    train_pairs: int = 0
-    validation_pairs: int = 0
-
-    def effectiveness(self) -> float | None:
-        """Data effectiveness: pairs used / clean files (pairs found when no clean file was
-        counted), as a share in [0, 1]; None when both are 0."""
-        denominator = self.clean_files or self.pairs_found
-        if denominator <= 0:
-            return None
-        return self.pairs_used / denominator
-
-    def effectiveness_denominator(self) -> tuple[str, int]:
-        if self.clean_files:
-            return "clean files", self.clean_files
-        return "complete pairs found", self.pairs_found
 
 
 @dataclass(frozen=True)
@@ -186,7 +95,7 @@ class ReportInput:
     layer: int
     status: Status
     spec: Mapping[str, Any]
-    history: list[EpochRecord]  # or mappings / dataclasses with the same fields (converted)
+    history: list[EpochMetrics]  # or mappings / dataclasses with the same fields (converted)
     dataset: DatasetStats = field(default_factory=DatasetStats)
     timings: Timings = field(default_factory=Timings)
     description: str = ""
@@ -202,13 +111,13 @@ class ReportInput:
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES} (got {self.status!r})")
-        history = [_epoch_record(h) for h in self.history]
+        history = [EpochMetrics.coerce(h) for h in self.history]
         history.sort(key=lambda h: h.epoch)
         object.__setattr__(self, "history", history)
         if self.best_epoch is not None and all(h.epoch != self.best_epoch for h in history):
             raise ValueError(f"best_epoch {self.best_epoch} is not in the history")
 
-    def best_record(self) -> EpochRecord | None:
+    def best_record(self) -> EpochMetrics | None:
         """The best epoch's record: ``best_epoch``, else the highest validation PSNR (earliest on ties)."""
         if not self.history:
             return None
@@ -216,8 +125,8 @@ class ReportInput:
             return next(h for h in self.history if h.epoch == self.best_epoch)
         best = self.history[0]
         for record in self.history[1:]:
-            if _finite(record.validation.psnr) and (
-                not _finite(best.validation.psnr) or record.validation.psnr > best.validation.psnr
+            if finite(record.validation.psnr) and (
+                not finite(best.validation.psnr) or record.validation.psnr > best.validation.psnr
             ):
                 best = record
         return best
@@ -237,18 +146,3 @@ def as_utc(value: datetime | float | None) -> datetime | None:
     if isinstance(value, datetime):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
     return datetime.fromtimestamp(float(value), UTC)
-
-
-def _epoch_record(item: Any) -> EpochRecord:
-    """An ``EpochRecord`` from itself, a mapping, or any dataclass with the same field names."""
-    if isinstance(item, EpochRecord):
-        return item
-    if dataclasses.is_dataclass(item) and not isinstance(item, type):
-        return EpochRecord.from_mapping(dataclasses.asdict(item))
-    if isinstance(item, Mapping):
-        return EpochRecord.from_mapping(item)
-    raise TypeError(f"history items must be EpochRecord, mappings or dataclasses (got {type(item).__name__})")
-
-
-def _finite(value: float) -> bool:
-    return isinstance(value, int | float) and math.isfinite(value)

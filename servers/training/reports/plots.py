@@ -14,7 +14,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
-from servers.training.reports.inputs import EpochRecord
+from servers.training.types import EpochMetrics
 
 WIDTH_IN, HEIGHT_IN, DPI = 6.4, 3.6, 100
 MARKERS_UP_TO = 40  # epochs; longer runs are drawn as plain lines
@@ -69,7 +69,7 @@ def _finite_pairs(xs: Sequence[int], ys: Sequence[float]) -> tuple[list[int], li
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
-def loss_plot(history: Sequence[EpochRecord], best_epoch: int | None = None) -> Plot:
+def loss_plot(history: Sequence[EpochMetrics], best_epoch: int | None = None) -> Plot:
     title = "Training and validation loss per epoch"
     fig, ax = _new_axes()
     epochs = [h.epoch for h in history]
@@ -92,12 +92,12 @@ def loss_plot(history: Sequence[EpochRecord], best_epoch: int | None = None) -> 
 
 
 def quality_plot(
-    history: Sequence[EpochRecord],
+    history: Sequence[EpochMetrics],
     *,
     name: str,
     title: str,
     ylabel: str,
-    value: Callable[[EpochRecord], tuple[float, float]],
+    value: Callable[[EpochMetrics], tuple[float, float]],
     best_epoch: int | None = None,
 ) -> Plot:
     """Validation metric per epoch (solid) and the degraded baseline (dashed); ``value`` returns
@@ -121,7 +121,7 @@ def quality_plot(
     return Plot(name, title, _png(fig))
 
 
-def render_plots(history: Sequence[EpochRecord], best_epoch: int | None = None) -> list[Plot]:
+def render_plots(history: Sequence[EpochMetrics], best_epoch: int | None = None) -> list[Plot]:
     """The four charts of a report, in the order loss, psnr, ssim, accuracy; none without history."""
     if not history:
         return []

@@ -35,7 +35,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from servers.training.reports.inputs import EpochRecord, ReportInput
+from servers.training.reports.inputs import ReportInput
+from servers.training.types import EpochMetrics, finite
 
 Severity = Literal["ok", "warning", "tip"]
 SEVERITY_ORDER: dict[str, int] = {"ok": 0, "warning": 1, "tip": 2}
@@ -91,20 +92,16 @@ def slope(values: Sequence[float]) -> float:
     return num / den
 
 
-def _finite(value: float) -> bool:
-    return math.isfinite(value)
-
-
 def _lr(value: float) -> str:
     return f"{value:.3g}"
 
 
-def _window(history: Sequence[EpochRecord], size: int) -> list[EpochRecord]:
+def _window(history: Sequence[EpochMetrics], size: int) -> list[EpochMetrics]:
     return list(history[-max(size, 1) :])
 
 
-def check_overfitting(history: Sequence[EpochRecord], t: Thresholds) -> Recommendation | None:
-    if len(history) < 4 or not all(_finite(h.validation_loss) and _finite(h.train_loss) for h in history):
+def check_overfitting(history: Sequence[EpochMetrics], t: Thresholds) -> Recommendation | None:
+    if len(history) < 4 or not all(finite(h.validation_loss) and finite(h.train_loss) for h in history):
         return None
     best_i = min(range(len(history)), key=lambda i: history[i].validation_loss)
     best, last = history[best_i], history[-1]
@@ -137,7 +134,7 @@ def check_more_epochs(inp: ReportInput, t: Thresholds, overfitting: bool) -> Rec
         return None
     window = _window(history, t.trend_window)
     psnrs = [h.validation.psnr for h in window]
-    if not all(_finite(p) for p in psnrs):
+    if not all(finite(p) for p in psnrs):
         return None
     rate = slope(psnrs)
     if rate <= t.improving_slope_db:
@@ -163,7 +160,7 @@ def check_plateau(inp: ReportInput, t: Thresholds, blocked: bool) -> Recommendat
     if n < t.plateau_min_epochs or blocked:
         return None
     psnrs = [h.validation.psnr for h in history]
-    if not all(_finite(p) for p in psnrs):
+    if not all(finite(p) for p in psnrs):
         return None
     best = max(psnrs)
     reached = next(i for i, p in enumerate(psnrs) if p >= best - t.plateau_tolerance_db)
@@ -188,7 +185,7 @@ def check_plateau(inp: ReportInput, t: Thresholds, blocked: bool) -> Recommendat
 
 def check_below_baseline(inp: ReportInput, t: Thresholds) -> Recommendation | None:
     best = inp.best_record()
-    if best is None or not _finite(best.validation.psnr):
+    if best is None or not finite(best.validation.psnr):
         return None
     gain = best.validation.psnr - best.baseline.psnr
     if gain >= t.min_gain_db:
@@ -217,7 +214,7 @@ def check_diverging(inp: ReportInput, t: Thresholds) -> Recommendation | None:
         return None
     lr = inp.spec.get("learning_rate")
     advice = f"lower the learning rate (e.g. {_lr(float(lr) / 10)} instead of {_lr(float(lr))})" if lr else "lower it"
-    bad = [h.epoch for h in history if not (_finite(h.train_loss) and _finite(h.validation_loss))]
+    bad = [h.epoch for h in history if not (finite(h.train_loss) and finite(h.validation_loss))]
     if bad:
         return Recommendation(
             "diverging",
@@ -333,7 +330,7 @@ def check_slow_cpu(inp: ReportInput, t: Thresholds) -> Recommendation | None:
 def check_previous(inp: ReportInput, t: Thresholds) -> Recommendation | None:
     best = inp.best_record()
     prev = inp.previous
-    if best is None or prev is None or not _finite(best.validation.psnr):
+    if best is None or prev is None or not finite(best.validation.psnr):
         return None
     delta = best.validation.psnr - prev.metrics.psnr
     evidence = {"previous_model_id": prev.model_id, "psnr_delta_db": delta, "tolerance_db": t.comparison_tolerance_db}

@@ -9,6 +9,11 @@ Text sections, in order: JOB, PARAMETERS, DATA, METRICS PER EPOCH, TOTAL IMPROVE
 COMPARISON WITH THE PREVIOUS MODEL, ENVIRONMENT, RECOMMENDATIONS. JSON top-level keys (those of
 ``TrainingReport.data``): job, parameters, data, epochs, improvement, model, comparison,
 environment, recommendations. NaN and infinite numbers become null in the JSON and "n/a" in the text.
+
+Why this module is long: it is the whole report layout. Each of the nine sections is one function
+that builds its text lines and its JSON together, so the two forms cannot drift apart; splitting
+them over modules would only scatter one format. The inputs are ``reports.inputs`` over
+``servers.training.types``, the rules ``reports.recommendations``, the charts ``reports.plots``.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from servers.training.reports.inputs import EpochRecord, Quality, ReportInput, as_utc
+from servers.training.reports.inputs import ReportInput, as_utc
 from servers.training.reports.plots import Plot, render_plots
 from servers.training.reports.recommendations import (
     DEFAULT_THRESHOLDS,
@@ -29,6 +34,7 @@ from servers.training.reports.recommendations import (
     Thresholds,
     recommend,
 )
+from servers.training.types import DEFAULT_ARCHITECTURE, EpochMetrics, Quality, finite
 
 if TYPE_CHECKING:
     from storage.object_store import ObjectStore, StoredObject
@@ -43,7 +49,6 @@ EFFECTIVENESS_DEFINITION = (
     "pairs used / clean files (complete pairs found if no clean file was counted), "
     "the share of the data that went into training"
 )
-_ARCHITECTURES = {0: "base", 1: "tiny", 2: "small", 3: "base"}
 
 
 @dataclass(frozen=True)
@@ -67,27 +72,19 @@ class Report:
 # -- formatting ------------------------------------------------------------------------------------
 
 
-def _utc(value: datetime | float | None) -> datetime | None:
-    return as_utc(value)
-
-
 def _iso(value: datetime | None) -> str | None:
-    value = _utc(value)
+    value = as_utc(value)
     return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
 
 
 def _when(value: datetime | None) -> str:
-    value = _utc(value)
+    value = as_utc(value)
     return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else "n/a"
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def duration_text(seconds: float | None) -> str:
     """``4 minutes 56 seconds``, ``1 hour 0 minutes 5 seconds``, ``42.5 seconds``."""
-    if seconds is None or not _finite(seconds) or seconds < 0:
+    if seconds is None or not finite(seconds) or seconds < 0:
         return "n/a"
     if seconds < 60:
         return f"{seconds:.1f} seconds"
@@ -120,19 +117,19 @@ def _wrap(line: str, indent: str = "    ") -> str:
 
 
 def _num(value: Any, spec: str) -> str:
-    return format(value, spec) if _finite(value) else "n/a"
+    return format(value, spec) if finite(value) else "n/a"
 
 
 def _pct(share: Any, digits: int = 1) -> str:
-    return f"{share * 100:.{digits}f}%" if _finite(share) else "n/a"
+    return f"{share * 100:.{digits}f}%" if finite(share) else "n/a"
 
 
 def _signed(value: Any, spec: str) -> str:
-    return format(value, "+" + spec) if _finite(value) else "n/a"
+    return format(value, "+" + spec) if finite(value) else "n/a"
 
 
 def _rel(first: Any, last: Any) -> float | None:
-    if not (_finite(first) and _finite(last)) or first == 0:
+    if not (finite(first) and finite(last)) or first == 0:
         return None
     return (last - first) / abs(first)
 
@@ -150,10 +147,6 @@ def _clean(value: Any) -> Any:
     if isinstance(value, Sequence):
         return [_clean(v) for v in value]
     return str(value)
-
-
-def _quality_dict(q: Quality) -> dict[str, float]:
-    return q.to_dict()
 
 
 # -- spec normalisation ----------------------------------------------------------------------------
@@ -180,14 +173,10 @@ def _int_or(value: Any) -> Any:
 
 
 def architecture_name(value: Any) -> str:
-    """ "ARCHITECTURE_SMALL", 2, "small" -> "small"; unspecified -> "base"."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return _ARCHITECTURES.get(value, str(value))
-    text = str(value or "").strip()
-    if not text:
-        return "base"
-    text = text.removeprefix("ARCHITECTURE_").lower()
-    return "base" if text == "unspecified" else text
+    """ "ARCHITECTURE_SMALL", "small" -> "small"; unspecified (0, "", "ARCHITECTURE_UNSPECIFIED") -> the
+    default preset. The presets themselves are ``servers.training.model.restormer.ARCHITECTURES``."""
+    text = str(value or "").strip().removeprefix("ARCHITECTURE_").lower()
+    return DEFAULT_ARCHITECTURE if text in ("", "0", "unspecified") else text
 
 
 def normalize_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -214,12 +203,12 @@ def normalize_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
 
 def _job_section(inp: ReportInput, report_time: datetime | None) -> tuple[list[str], dict[str, Any]]:
     t = inp.timings
-    started, ended, created = _utc(t.started), _utc(t.ended), _utc(t.created)
+    started, ended, created = as_utc(t.started), as_utc(t.ended), as_utc(t.created)
     total = t.total_seconds
     if total is None and started and ended:
         total = (ended - started).total_seconds()
     queued = (started - created).total_seconds() if started and created else None
-    epoch_times = [h.epoch_seconds for h in inp.history if _finite(h.epoch_seconds)]
+    epoch_times = [h.epoch_seconds for h in inp.history if finite(h.epoch_seconds)]
     mean_epoch = sum(epoch_times) / len(epoch_times) if epoch_times else None
     done = inp.history[-1].epoch if inp.history else 0
     planned = inp.planned_epochs()
@@ -297,7 +286,7 @@ def _parameters_section(inp: ReportInput) -> tuple[list[str], dict[str, Any]]:
         f"Epochs: {show('num_epochs')}",
         f"Batch size: {show('batch_size')}",
         f"Learning rate: {show('learning_rate')} (initial; {LR_SCHEDULE}"
-        + (f", {final_lr:.3g} at the last epoch)" if _finite(final_lr) else ")"),
+        + (f", {final_lr:.3g} at the last epoch)" if finite(final_lr) else ")"),
         f"Optimizer: {OPTIMIZER}",
         f"Loss: {LOSS}",
         f"Patch size: {show('patch_size')}",
@@ -346,7 +335,7 @@ def _data_section(inp: ReportInput) -> tuple[list[str], dict[str, Any]]:
     return lines, data
 
 
-def _table_rows(history: Sequence[EpochRecord], best_epoch: int | None) -> list[EpochRecord | None]:
+def _table_rows(history: Sequence[EpochMetrics], best_epoch: int | None) -> list[EpochMetrics | None]:
     """Rows to show; None marks a gap. Every row when the history is short."""
     n = len(history)
     if n <= MAX_TABLE_ROWS:
@@ -355,7 +344,7 @@ def _table_rows(history: Sequence[EpochRecord], best_epoch: int | None) -> list[
     step = math.ceil(n / (MAX_TABLE_ROWS - 20))
     keep |= set(range(0, n, step))
     keep |= {i for i, h in enumerate(history) if h.epoch == best_epoch}
-    rows: list[EpochRecord | None] = []
+    rows: list[EpochMetrics | None] = []
     previous = -1
     for i in sorted(keep):
         if i != previous + 1:
@@ -365,15 +354,15 @@ def _table_rows(history: Sequence[EpochRecord], best_epoch: int | None) -> list[
     return rows
 
 
-def _epochs_section(inp: ReportInput, best: EpochRecord | None) -> tuple[list[str], list[dict[str, Any]]]:
+def _epochs_section(inp: ReportInput, best: EpochMetrics | None) -> tuple[list[str], list[dict[str, Any]]]:
     best_epoch = best.epoch if best else None
     data = [
         {
             "epoch": h.epoch,
             "train_loss": h.train_loss,
             "validation_loss": h.validation_loss,
-            "validation": _quality_dict(h.validation),
-            "baseline": _quality_dict(h.baseline),
+            "validation": h.validation.to_dict(),
+            "baseline": h.baseline.to_dict(),
             "learning_rate": h.learning_rate,
             "epoch_seconds": h.epoch_seconds,
             "best": h.epoch == best_epoch,
@@ -419,7 +408,7 @@ def _epochs_section(inp: ReportInput, best: EpochRecord | None) -> tuple[list[st
 
 
 def _metric_change(first: float, last: float) -> dict[str, Any]:
-    change = last - first if _finite(first) and _finite(last) else None
+    change = last - first if finite(first) and finite(last) else None
     rel = _rel(first, last)
     return {
         "first": first,
@@ -429,7 +418,7 @@ def _metric_change(first: float, last: float) -> dict[str, Any]:
     }
 
 
-def _improvement_section(inp: ReportInput, best: EpochRecord | None) -> tuple[list[str], dict[str, Any]]:
+def _improvement_section(inp: ReportInput, best: EpochMetrics | None) -> tuple[list[str], dict[str, Any]]:
     lines = ["TOTAL IMPROVEMENT"]
     if best is None or not inp.history:
         lines.append("No epoch completed.")
@@ -445,9 +434,9 @@ def _improvement_section(inp: ReportInput, best: EpochRecord | None) -> tuple[li
     data = {
         "best_epoch": best.epoch,
         "final_epoch": last.epoch,
-        "baseline": _quality_dict(baseline),
-        "best": {**_quality_dict(best.validation), "validation_loss": best.validation_loss},
-        "final": {**_quality_dict(last.validation), "validation_loss": last.validation_loss},
+        "baseline": baseline.to_dict(),
+        "best": {**best.validation.to_dict(), "validation_loss": best.validation_loss},
+        "final": {**last.validation.to_dict(), "validation_loss": last.validation_loss},
         "best_vs_baseline": gains(best_gain),
         "final_vs_baseline": gains(final_gain),
         "first_to_last": {
@@ -473,7 +462,7 @@ def _improvement_section(inp: ReportInput, best: EpochRecord | None) -> tuple[li
     def change(label: str, a: float, b: float, spec: str, unit: str = "") -> str:
         rel = _rel(a, b)
         rel_text = f", {rel * 100:+.1f}%" if rel is not None else ""
-        diff = b - a if _finite(a) and _finite(b) else None
+        diff = b - a if finite(a) and finite(b) else None
         return f"- {label}: {_num(a, spec)} -> {_num(b, spec)}{unit} ({_signed(diff, spec)}{unit}{rel_text})"
 
     lines += vs_baseline(f"Best epoch ({best.epoch}) vs the degraded inputs (baseline):", best.validation, best_gain)
@@ -491,7 +480,7 @@ def _improvement_section(inp: ReportInput, best: EpochRecord | None) -> tuple[li
     return lines, data
 
 
-def _model_section(inp: ReportInput, best: EpochRecord | None) -> tuple[list[str], dict[str, Any]]:
+def _model_section(inp: ReportInput, best: EpochMetrics | None) -> tuple[list[str], dict[str, Any]]:
     m = inp.model
     registered = bool(m and m.model_id)
     data: dict[str, Any] = {
@@ -521,7 +510,7 @@ def _model_section(inp: ReportInput, best: EpochRecord | None) -> tuple[list[str
     return lines, data
 
 
-def _comparison_section(inp: ReportInput, best: EpochRecord | None, t: Thresholds) -> tuple[list[str], dict[str, Any]]:
+def _comparison_section(inp: ReportInput, best: EpochMetrics | None, t: Thresholds) -> tuple[list[str], dict[str, Any]]:
     prev = inp.previous
     title = f"COMPARISON WITH THE PREVIOUS MODEL OF LAYER {inp.layer}"
     if prev is None:
@@ -538,7 +527,7 @@ def _comparison_section(inp: ReportInput, best: EpochRecord | None, t: Threshold
     delta = current.minus(prev.metrics)
     loss_delta = (
         best.validation_loss - prev.validation_loss
-        if prev.validation_loss is not None and _finite(prev.validation_loss) and _finite(best.validation_loss)
+        if prev.validation_loss is not None and finite(prev.validation_loss) and finite(best.validation_loss)
         else None
     )
     tol = t.comparison_tolerance_db
@@ -553,9 +542,9 @@ def _comparison_section(inp: ReportInput, best: EpochRecord | None, t: Threshold
     data = {
         "previous_model_id": prev.model_id,
         "previous_job_id": prev.job_id or None,
-        "previous_created_at": _utc(prev.created),
-        "previous": {**_quality_dict(prev.metrics), "validation_loss": prev.validation_loss},
-        "current": {**_quality_dict(current), "validation_loss": best.validation_loss},
+        "previous_created_at": as_utc(prev.created),
+        "previous": {**prev.metrics.to_dict(), "validation_loss": prev.validation_loss},
+        "current": {**current.to_dict(), "validation_loss": best.validation_loss},
         "delta": {
             "psnr": delta.psnr,
             "ssim": delta.ssim,
@@ -568,7 +557,7 @@ def _comparison_section(inp: ReportInput, best: EpochRecord | None, t: Threshold
     }
 
     def judge(diff: float | None, tolerance: float, lower_is_better: bool = False) -> str:
-        if diff is None or not _finite(diff):
+        if diff is None or not finite(diff):
             return "n/a"
         if abs(diff) <= tolerance:
             return "about the same"
@@ -632,7 +621,7 @@ def build_report(
 ) -> Report:
     """The report of one training job. Pure: no I/O (``with_plots=False`` skips matplotlib)."""
     best = inp.best_record()
-    created = _utc(inp.generated_at) or _utc(inp.timings.ended) or datetime.now(UTC)
+    created = as_utc(inp.generated_at) or as_utc(inp.timings.ended) or datetime.now(UTC)
     recommendations = recommend(inp, thresholds)
 
     job_lines, job = _job_section(inp, created)

@@ -14,9 +14,9 @@ its manifest. Typical use by the servicer::
     put("synthetic-data", manifest_key(batch_id), json.dumps(manifest(spec, batch_id, metas)))
 """
 
-from servers.training.synthetic.content import CONTENT_KINDS, render_content
-from servers.training.synthetic.degradations import PRESETS, degrade, get_preset, preset_names
-from servers.training.synthetic.generate import (
+from servers.training.data.synthetic.content import CONTENT_KINDS, render_content
+from servers.training.data.synthetic.degradations import PRESETS, degrade, get_preset, preset_names
+from servers.training.data.synthetic.generate import (
     GENERATOR_VERSION,
     Pair,
     clean_key,
@@ -31,7 +31,7 @@ from servers.training.synthetic.generate import (
     pair_name,
     pair_rngs,
 )
-from servers.training.synthetic.spec import (
+from servers.training.data.synthetic.spec import (
     DEFAULT_DATASET,
     DEFAULT_IMAGES,
     DEFAULT_PRESET,

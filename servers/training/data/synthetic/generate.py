@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from servers.training.synthetic.content import render_content
-from servers.training.synthetic.degradations import degrade
-from servers.training.synthetic.spec import SyntheticSpec
+from servers.training.data.synthetic.content import render_content
+from servers.training.data.synthetic.degradations import degrade
+from servers.training.data.synthetic.spec import SyntheticSpec
 from storage.buckets import TRAINING_DATA as TRAINING_DATA_BUCKET
 
 MANIFEST_VERSION = 1

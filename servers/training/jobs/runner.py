@@ -8,6 +8,7 @@ registered as a model and the automatic report is written.
 from __future__ import annotations
 
 import dataclasses
+import math
 import platform
 import time
 from datetime import UTC, datetime
@@ -18,13 +19,12 @@ import torch
 
 from genmesh.errors import Cancelled, GenmeshError
 from servers.runtime import jobs
-from servers.runtime.jobs import JobContext, as_genmesh_error
+from servers.runtime.jobs import JobContext, JobState, StageChanged, as_genmesh_error
 from servers.training import registry
-from servers.training.dataset import load_pairs, split
-from servers.training.model.trainer import EpochResult, TrainConfig, Trainer
-from servers.training.records import EpochRecord, JobRecords, TrainingRecord
+from servers.training.data.pairs import load_pairs
+from servers.training.jobs.records import JobRecords, TrainingRecord
+from servers.training.model.trainer import TrainConfig, Trainer, split_indices
 from servers.training.reports import (
-    DatasetStats,
     Environment,
     ModelInfo,
     ReportInput,
@@ -32,6 +32,7 @@ from servers.training.reports import (
     build_report,
     save_report,
 )
+from servers.training.types import CheckpointSaved, DatasetStats, EpochCompleted, EpochMetrics, EpochProgress, Resumed
 from storage.buckets import TRAINING_OUTPUTS
 from storage.keys import training_output_prefix
 from storage.object_store import ObjectStore
@@ -39,21 +40,39 @@ from storage.object_store import ObjectStore
 log = structlog.get_logger(__name__)
 
 
-def _epoch_record(result: EpochResult) -> EpochRecord:
-    return EpochRecord(
-        epoch=result.epoch,
-        train_loss=result.train_loss,
-        validation_loss=result.validation_loss,
-        psnr=result.validation.psnr,
-        ssim=result.validation.ssim,
-        accuracy=result.validation.accuracy,
-        baseline_psnr=result.baseline.psnr,
-        baseline_ssim=result.baseline.ssim,
-        baseline_accuracy=result.baseline.accuracy,
-        learning_rate=result.learning_rate,
-        epoch_seconds=result.epoch_seconds,
-        end_time=result.end_time.timestamp(),
-    )
+class _EpochReporter:
+    """Trainer callbacks -> progress events. Each updates ``record.live`` (the TrainingProgress
+    fields) and publishes the job's progress at most every ``interval`` seconds (and at the end of
+    every epoch's training and validation), since reading the loss waits for the device; the
+    switch to validation is a ``StageChanged("validating")``."""
+
+    def __init__(self, record: TrainingRecord, trainer: Trainer, context: JobContext, interval: float = 1.0) -> None:
+        self.record, self.trainer, self.context, self.interval = record, trainer, context, interval
+        self._last = -math.inf  # the first step is always reported
+
+    def _due(self, done: int, total: int) -> bool:
+        now = time.monotonic()
+        if done < total and now - self._last < self.interval:
+            return False
+        self._last = now
+        return True
+
+    def _publish(self, stage: str, done: int, total: int) -> None:
+        trainer = self.trainer
+        self.record.live = EpochProgress(stage, trainer.epoch + 1, done, total, trainer.running_loss)
+        self.context.progress(trainer.global_step, trainer.total_steps)
+
+    def step(self, _global_step: int, _total_steps: int) -> None:
+        done, total = self.trainer.step_in_epoch, self.trainer.steps_per_epoch
+        if self._due(done, total):
+            self._publish("training", done, total)
+
+    def validation_step(self, done: int, total: int) -> None:
+        if done == 0:
+            self.record.stage = "validating"
+            self.context.output(StageChanged("validating", 0, total))
+        if done == 0 or self._due(done, total):
+            self._publish("validating", done, total)
 
 
 class TrainingRunner:
@@ -72,23 +91,24 @@ class TrainingRunner:
     @staticmethod
     def terminal_event(record: TrainingRecord) -> jobs.JobEvent | None:
         """The terminal event of a job that finished before this process (for Watch replays)."""
-        if record.state == "succeeded":
-            return jobs.Succeeded(record)
-        if record.state == "failed":
-            return jobs.Failed(record.error_code or "INTERNAL", record.error_message)
-        if record.state == "cancelled":
-            return jobs.CancelledEvent(record.cancel_reason or jobs.CANCEL_REQUESTED)
+        match record.state:
+            case JobState.SUCCEEDED:
+                return jobs.Succeeded(record)
+            case JobState.FAILED:
+                return jobs.Failed(record.error_code or "INTERNAL", record.error_message)
+            case JobState.CANCELLED:
+                return jobs.CancelledEvent(record.cancel_reason or jobs.CANCEL_REQUESTED)
         return None
 
     def _stage(self, record: TrainingRecord, context: JobContext, stage: str) -> None:
         record.stage = stage
-        context.output(("stage", stage))
+        context.output(StageChanged(stage))
 
     def run(self, record: TrainingRecord, context: JobContext) -> TrainingRecord:
-        record.state, record.device = "running", self.device
+        record.state, record.device = JobState.RUNNING, self.device
         record.started_at = record.started_at or time.time()
         if record.interrupted_reason:
-            context.output(("resumed", record.resumed_count, record.current_epoch, record.interrupted_reason))
+            context.output(Resumed(record.resumed_count, record.current_epoch, record.interrupted_reason))
             record.interrupted_reason = ""
         self._first_epoch[record.job_id] = record.current_epoch + 1
         self.records.save(record)
@@ -96,17 +116,17 @@ class TrainingRunner:
             self._train(record, context)
         except Cancelled as exc:
             if exc.message == jobs.SHUTTING_DOWN:  # drained: keep it queued, the next start resumes it
-                record.state, record.interrupted_reason = "queued", jobs.SHUTTING_DOWN
+                record.state, record.interrupted_reason = JobState.QUEUED, jobs.SHUTTING_DOWN
             else:
-                record.state, record.cancel_reason, record.ended_at = "cancelled", exc.message, time.time()
+                record.state, record.cancel_reason, record.ended_at = JobState.CANCELLED, exc.message, time.time()
                 self._report_safely(record, "cancelled")
-            record.stage = ""
+            record.stage, record.live = "", None
             self.records.save(record)
             raise
         except Exception as exc:
             error = as_genmesh_error(exc)
-            record.state, record.error_code, record.error_message = "failed", error.code, error.message
-            record.ended_at, record.stage = time.time(), ""
+            record.state, record.error_code, record.error_message = JobState.FAILED, error.code, error.message
+            record.ended_at, record.stage, record.live = time.time(), "", None
             self._report_safely(record, "failed")
             self.records.save(record)
             if isinstance(exc, GenmeshError):
@@ -135,7 +155,8 @@ class TrainingRunner:
             names=record.pair_names or None,
             check_cancelled=context.check_cancelled,
         )
-        train_idx, val_idx = split(pairs, spec.validation_split, spec.seed)
+        train_idx, val_idx = split_indices(len(pairs.names), spec.validation_split, spec.seed)
+        pairs.stats = dataclasses.replace(pairs.stats, train_pairs=len(train_idx), validation_pairs=len(val_idx))
         record.dataset = dataclasses.asdict(pairs.stats)
         record.pair_names = list(pairs.names)
         self.records.save(record)
@@ -149,7 +170,7 @@ class TrainingRunner:
             )  # fmt: skip
             # The checkpoint is the truth: a crash between writing it and the record leaves the
             # record one epoch behind.
-            record.history = [_epoch_record(result) for result in trainer.history]
+            record.history = list(trainer.history)
             record.current_epoch = trainer.epoch
             record.best_epoch = trainer.best.epoch if trainer.best else 0
         else:
@@ -163,11 +184,14 @@ class TrainingRunner:
         if trainer.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(trainer.device)
         self._stage(record, context, "training")
+        progress = _EpochReporter(record, trainer, context)
         trainer.run(
-            on_step=lambda step, total: context.progress(step, total),
+            on_step=progress.step,
             on_epoch=lambda result: self._epoch_done(record, trainer, context, result),
             check_cancelled=context.check_cancelled,
+            on_validation_step=progress.validation_step,
         )
+        record.live = None
         self._stage(record, context, "saving")
         if record.model_id:  # registered before a crash: never twice
             info = registry.get_model(self.store, record.model_id)
@@ -175,33 +199,35 @@ class TrainingRunner:
             info = self._register(record, trainer)
             record.model_id = info.model_id
             self.records.save(record)
-        record.state, record.ended_at, record.stage = "succeeded", time.time(), ""
+        record.state, record.ended_at, record.stage = JobState.SUCCEEDED, time.time(), ""
         try:
             self._report(record, trainer, info, status="succeeded")
         except Exception:  # the model is registered: a report problem must not fail the job
             log.exception("report_failed", job_id=record.job_id)
         self.records.save(record)
 
-    def _epoch_done(self, record: TrainingRecord, trainer: Trainer, context: JobContext, result: EpochResult) -> None:
+    def _epoch_done(self, record: TrainingRecord, trainer: Trainer, context: JobContext, epoch: EpochMetrics) -> None:
         prefix = training_output_prefix("checkpoints", record.job_id)
         stored = self.store.put_bytes(
             TRAINING_OUTPUTS, prefix + "last.pt", trainer.checkpoint_bytes(), "application/octet-stream"
         )
-        if result.best:
+        if epoch.best:
             self.store.put_bytes(
                 TRAINING_OUTPUTS, prefix + "best.pt", trainer.best_model_bytes(), "application/octet-stream"
             )
-            record.best_epoch = result.epoch
-        epoch = _epoch_record(result)
+            record.best_epoch = epoch.epoch
         record.history = [item for item in record.history if item.epoch < epoch.epoch] + [epoch]
-        record.current_epoch = result.epoch
+        record.current_epoch = epoch.epoch
         record.checkpoint_key, record.checkpoint_sha256 = stored.key, stored.sha256
         record.checkpoint_size = stored.size_bytes
+        record.live = None
         self.records.save(record)
-        context.output(("epoch", epoch))
-        context.output(("checkpoint", result.epoch, stored, result.best))
-        log.info("epoch_done", epoch=result.epoch, psnr=round(result.validation.psnr, 3),
-                 baseline_psnr=round(result.baseline.psnr, 3), train_loss=round(result.train_loss, 5))  # fmt: skip
+        context.output(EpochCompleted(epoch))
+        context.output(CheckpointSaved(epoch.epoch, stored, epoch.best))
+        if epoch.epoch < record.spec.num_epochs:
+            self._stage(record, context, "training")
+        log.info("epoch_done", epoch=epoch.epoch, psnr=round(epoch.validation.psnr, 3),
+                 baseline_psnr=round(epoch.baseline.psnr, 3), train_loss=round(epoch.train_loss, 5))  # fmt: skip
 
     def _register(self, record: TrainingRecord, trainer: Trainer) -> registry.RegisteredModelInfo:
         best = record.best
@@ -212,8 +238,8 @@ class TrainingRunner:
             "parameter_count": trainer.parameter_count,
             "dataset_prefix": record.spec.dataset_prefix,
             "best_epoch": best.epoch,
-            "metrics": {"psnr": best.psnr, "ssim": best.ssim, "accuracy": best.accuracy},
-            "baseline": {"psnr": best.baseline_psnr, "ssim": best.baseline_ssim, "accuracy": best.baseline_accuracy},
+            "metrics": best.validation.to_dict(),
+            "baseline": best.baseline.to_dict(),
             "validation_loss": best.validation_loss,
             "spec": record.spec.to_dict(),
         }

@@ -3,6 +3,8 @@
 Each job is one JSON object, ``training-outputs/jobs/<job_id>.json``, rewritten whole (never
 half-written) at creation, start, every epoch and the end. A restarted server reads them back,
 answers Get/List/Watch for finished jobs, and resumes the interrupted ones from their checkpoints.
+``state`` is a ``JobState`` stored as its value ("queued", "running", ...); ``history`` holds
+``EpochMetrics`` (records written before it existed, with flat "psnr"/"baseline_psnr" keys, load too).
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from typing import Any
 import structlog
 
 from genmesh.errors import NotFound
-from servers.training.spec import TrainingSpec
+from servers.runtime.jobs import JobState
+from servers.training.types import EpochMetrics, EpochProgress, TrainingSpec
 from storage.buckets import TRAINING_OUTPUTS
 from storage.keys import validate_job_id
 from storage.object_store import ObjectStore
@@ -24,36 +27,19 @@ from storage.object_store import ObjectStore
 log = structlog.get_logger(__name__)
 
 JOBS_PREFIX = "jobs/"
-ACTIVE_STATES = ("queued", "running")
-
-
-@dataclass
-class EpochRecord:
-    epoch: int
-    train_loss: float
-    validation_loss: float
-    psnr: float
-    ssim: float
-    accuracy: float
-    baseline_psnr: float
-    baseline_ssim: float
-    baseline_accuracy: float
-    learning_rate: float
-    epoch_seconds: float
-    end_time: float
 
 
 @dataclass
 class TrainingRecord:
     job_id: str
     spec: TrainingSpec
-    state: str = "queued"  # queued | running | succeeded | failed | cancelled
+    state: JobState = JobState.QUEUED  # stored as its string value, e.g. "queued"
     created_at: float = field(default_factory=time.time)
     started_at: float | None = None
     ended_at: float | None = None
     stage: str = ""
     current_epoch: int = 0
-    history: list[EpochRecord] = field(default_factory=list)
+    history: list[EpochMetrics] = field(default_factory=list)
     best_epoch: int = 0
     checkpoint_key: str = ""
     checkpoint_sha256: str = ""
@@ -70,25 +56,32 @@ class TrainingRecord:
     cancel_reason: str = ""
     device: str = ""
     interrupted_reason: str = ""  # why it stopped last time it was running (for a Resumed event)
+    # Where the job is inside its epoch while this process runs it (never persisted).
+    live: EpochProgress | None = None
 
     @property
-    def best(self) -> EpochRecord | None:
+    def best(self) -> EpochMetrics | None:
         return next((item for item in self.history if item.epoch == self.best_epoch), None)
 
     @property
     def active(self) -> bool:
-        return self.state in ACTIVE_STATES
+        return not self.state.terminal
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
+        data.pop("live")
+        data["state"] = self.state.value
         data["spec"] = self.spec.to_dict()
+        data["history"] = [epoch.to_dict() for epoch in self.history]
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainingRecord:
         data = dict(data)
         data["spec"] = TrainingSpec.from_dict(data["spec"])
-        data["history"] = [EpochRecord(**item) for item in data.get("history", [])]
+        data["state"] = JobState(data.get("state", JobState.QUEUED))
+        data["history"] = [EpochMetrics.from_dict(item) for item in data.get("history", [])]
+        data.pop("live", None)
         known = {item.name for item in dataclasses.fields(cls)}
         return cls(**{key: value for key, value in data.items() if key in known})
 

@@ -9,8 +9,8 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from genmesh.errors import InvalidArgument
-from servers.training.synthetic.content import CONTENT_KINDS
-from servers.training.synthetic.degradations import PRESETS
+from servers.training.data.synthetic.content import CONTENT_KINDS
+from servers.training.data.synthetic.degradations import PRESETS
 
 MIN_IMAGES, MAX_IMAGES, DEFAULT_IMAGES = 1, 10_000, 20
 MIN_SIDE, MAX_SIDE, DEFAULT_SIDE = 64, 2048, 256

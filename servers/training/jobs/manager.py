@@ -17,11 +17,11 @@ import structlog
 
 from genmesh.errors import FailedPrecondition, GenmeshError, InvalidArgument, Unavailable
 from servers.runtime import jobs
-from servers.runtime.jobs import Job, JobQueue
-from servers.training.dataset import find_pairs
-from servers.training.records import JobRecords, TrainingRecord
-from servers.training.runner import TrainingRunner
-from servers.training.spec import TrainingSpec, resume_spec
+from servers.runtime.jobs import Job, JobQueue, JobState
+from servers.training.data.pairs import find_pairs
+from servers.training.jobs.records import JobRecords, TrainingRecord
+from servers.training.jobs.runner import TrainingRunner
+from servers.training.types import EpochCompleted, TrainingSpec, resume_spec
 
 log = structlog.get_logger(__name__)
 
@@ -68,7 +68,7 @@ class TrainingManager:
         record = TrainingRecord(job_id=self.queue.new_id(), spec=spec)  # type: ignore[arg-type]  # resume sets it
         if resume_job_id:
             previous = self.get(resume_job_id)
-            if previous.state not in ("failed", "cancelled"):
+            if previous.state not in (JobState.FAILED, JobState.CANCELLED):
                 raise FailedPrecondition(
                     f"resume_job_id: job {resume_job_id} is {previous.state}; only failed or cancelled jobs resume"
                 )
@@ -117,7 +117,7 @@ class TrainingManager:
             if record.started_at is not None:
                 record.resumed_count += 1
                 record.interrupted_reason = record.interrupted_reason or "server restarted"
-            record.state = "queued"
+            record.state = JobState.QUEUED
             await asyncio.to_thread(self.records.save, record)
             self._submit(record, force=True)
             resumed.append(record.job_id)
@@ -136,7 +136,7 @@ class TrainingManager:
         except Exception:
             return None
 
-    def list(self, *, state: str = "", layer: int = 0) -> list[TrainingRecord]:
+    def list(self, *, state: JobState | None = None, layer: int = 0) -> list[TrainingRecord]:
         stored = {record.job_id: record for record in self.records.all()}
         with self._lock:
             stored.update(self._live)
@@ -155,7 +155,7 @@ class TrainingManager:
                 return record
         # Cancelled while waiting (the runner never ran), or a record no process runs (resume off,
         # another replica gone): mark it here. Its checkpoint, if any, stays for resume_job_id.
-        record.state, record.cancel_reason, record.ended_at = "cancelled", jobs.CANCEL_REQUESTED, time.time()
+        record.state, record.cancel_reason, record.ended_at = JobState.CANCELLED, jobs.CANCEL_REQUESTED, time.time()
         await asyncio.to_thread(self.records.save, record)
         return record
 
@@ -167,7 +167,7 @@ class TrainingManager:
         from_epoch = self.runner.first_epoch_this_run(job_id)
         for epoch in record.history:
             if job is None or from_epoch is None or epoch.epoch < from_epoch:
-                yield Replayed(jobs.Output(("epoch", epoch)))
+                yield Replayed(jobs.Output(EpochCompleted(epoch)))
         if job is None:
             terminal = self.runner.terminal_event(record)
             if terminal is None:

@@ -15,7 +15,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from genmesh.errors import InvalidArgument
-from servers.training.reports.inputs import DatasetStats
+from servers.training.types import DatasetStats
 from storage.buckets import TRAINING_DATA
 from storage.object_store import ObjectStore
 
@@ -72,7 +72,6 @@ def load_pairs(
     min_side: int,
     field_name: str = "dataset_prefix",
     names: list[str] | None = None,
-    on_pair: Callable[[int, int], None] | None = None,
     check_cancelled: Callable[[], None] = lambda: None,
 ) -> Pairs:
     """Download and decode the pairs; InvalidArgument naming ``field_name`` when none is usable."""
@@ -84,7 +83,7 @@ def load_pairs(
         wanted = found[:max_pairs] if max_pairs else found
     pairs = Pairs([], [], [], stats)
     skipped = too_small = 0
-    for index, (name, clean_key, degraded_key) in enumerate(wanted, start=1):
+    for name, clean_key, degraded_key in wanted:
         check_cancelled()
         clean = decode(store.get_bytes(TRAINING_DATA, clean_key))
         degraded = decode(store.get_bytes(TRAINING_DATA, degraded_key))
@@ -98,8 +97,6 @@ def load_pairs(
         else:
             skipped += 1
             log.info("pair_skipped", name=name, reason="unreadable, mismatched or smaller than a patch")
-        if on_pair:
-            on_pair(index, len(wanted))
     stats = pairs.stats = replace(stats, pairs_used=len(pairs.names), skipped_pairs=skipped)
     if stats.pairs_used < 2 and too_small:
         raise InvalidArgument(
@@ -115,11 +112,3 @@ def load_pairs(
             field=field_name,
         )
     return pairs
-
-
-def split(pairs: Pairs, validation_split: float, seed: int) -> tuple[list[int], list[int]]:
-    """Indices of the training and validation pairs (at least one each), shuffled by ``seed``."""
-    order = torch.randperm(len(pairs.names), generator=torch.Generator().manual_seed(seed)).tolist()
-    validation = min(len(order) - 1, max(1, round(len(order) * validation_split)))
-    pairs.stats = replace(pairs.stats, validation_pairs=validation, train_pairs=len(order) - validation)
-    return sorted(order[validation:]), sorted(order[:validation])

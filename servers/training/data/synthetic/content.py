@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from genmesh.errors import InvalidArgument
-from servers.training.synthetic.words import HEADING_WORDS, STAMP_WORDS, WORDS
+from servers.training.data.synthetic.words import HEADING_WORDS, STAMP_WORDS, WORDS
 
 DOCUMENTS = "documents"
 TEXTURES = "textures"

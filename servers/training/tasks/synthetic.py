@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import structlog
 
 from genmesh.errors import GenmeshError
-from servers.runtime.jobs import JobContext
-from servers.training.synthetic import (
+from servers.runtime.jobs import JobContext, StageChanged
+from servers.training.data.synthetic import (
     SyntheticSpec,
     dataset_prefix,
     encode_png,
@@ -50,7 +50,7 @@ def run_synthetic(store: ObjectStore, spec: SyntheticSpec, context: JobContext) 
     or failed batch deletes the pairs it wrote (best effort), so no half batch feeds a training job."""
     started = time.monotonic()
     batch_id = make_batch_id()
-    context.output("generating")
+    context.output(StageChanged("generating"))
     metas, written, total_bytes = [], [], 0
     try:
         for pair in generate_pairs(spec, batch_id, check_cancelled=context.check_cancelled):
@@ -62,7 +62,7 @@ def run_synthetic(store: ObjectStore, spec: SyntheticSpec, context: JobContext) 
             total_bytes += len(clean) + len(degraded)
             metas.append(pair.meta())
             context.progress(len(metas), spec.num_images or len(metas))
-        context.output("saving")
+        context.output(StageChanged("saving"))
         data = json.dumps(manifest(spec, batch_id, metas), indent=1).encode()
         stored = store.put_bytes(SYNTHETIC_DATA, manifest_key(batch_id), data, "application/json")
     except BaseException:

@@ -14,13 +14,14 @@ from PIL import Image
 from genmesh.errors import InvalidArgument
 from servers.compute.devices import select_device
 from servers.media.images import CONTENT_TYPES, EXTENSIONS, ImageFormat, decode_image, encode_image
-from servers.runtime.jobs import JobContext
+from servers.runtime.jobs import JobContext, StageChanged
 from servers.runtime.model_cache import ModelCache
 from servers.training import registry
-from servers.training.dataset import decode, find_pairs
+from servers.training.data.pairs import decode, find_pairs
 from servers.training.model.checkpoint import LoadedModel, load_restoration_model
-from servers.training.model.metrics import Quality, mean_quality, quality
+from servers.training.model.metrics import mean_quality, quality
 from servers.training.model.tiling import count_tiles, restore_image
+from servers.training.types import Quality
 from storage.buckets import EVALUATION, OUTPUTS, TRAINING_DATA
 from storage.keys import output_prefix
 from storage.object_store import ObjectStore, StoredObject
@@ -101,9 +102,9 @@ class ModelTasks:
                 f"{field}: the image is {image.width}x{image.height}; at least {MIN_RESTORE_SIDE} pixels a side",
                 field=field,
             )
-        context.output("loading_model")
+        context.output(StageChanged("loading_model"))
         with self.models.use(request.model_id) as model:
-            context.output("restoring")
+            context.output(StageChanged("restoring"))
             tensor = to_tensor(image)
             tile = request.tile_size if request.tile_size and request.tile_size < max(image.size) else 0
             restored = restore_image(
@@ -115,7 +116,7 @@ class ModelTasks:
                 check_cancelled=context.check_cancelled,
                 amp=self.amp,
             )
-        context.output("saving")
+        context.output(StageChanged("saving"))
         encoded = encode_image(to_image(restored), request.output_format, quality=request.quality)
         key = f"{output_prefix(context.job_id)}restored.{EXTENSIONS[request.output_format]}"
         stored = self.store.put_bytes(OUTPUTS, key, encoded, CONTENT_TYPES[request.output_format])

@@ -9,18 +9,19 @@ from collections.abc import AsyncIterator
 
 from google.protobuf import struct_pb2
 
-from genmesh.errors import FailedPrecondition, InvalidArgument, NotFound, require_range
+from genmesh.errors import FailedPrecondition, NotFound, require_range
 from genmesh.training.v1 import training_pb2, training_pb2_grpc
 from servers.runtime.jobs import JobContext, JobQueue, Succeeded
 from servers.runtime.streaming import stream_job
-from servers.training import convert, registry
-from servers.training.manager import Replayed, TrainingManager
-from servers.training.model_tasks import ModelTasks, RestoreRequest
-from servers.training.records import TrainingRecord
+from servers.training import registry
+from servers.training.api import convert
+from servers.training.data.synthetic import SyntheticSpec
+from servers.training.jobs.manager import Replayed, TrainingManager
+from servers.training.jobs.records import TrainingRecord
 from servers.training.reports import plot_key, report_keys
-from servers.training.spec import validate_dataset_prefix
-from servers.training.synthetic import SyntheticSpec
-from servers.training.synthetic_job import run_synthetic
+from servers.training.tasks.models import ModelTasks, RestoreRequest
+from servers.training.tasks.synthetic import run_synthetic
+from servers.training.types import validate_dataset_prefix
 from storage.buckets import TRAINING_OUTPUTS
 from storage.keys import validate_job_id
 from storage.object_store import ObjectStore
@@ -28,13 +29,6 @@ from storage.object_store import ObjectStore
 SERVICE_NAME = training_pb2.DESCRIPTOR.services_by_name["TrainingService"].full_name
 PLOTS = {"loss": "Loss per epoch", "psnr": "Validation PSNR per epoch", "ssim": "Validation SSIM per epoch",
          "accuracy": "Validation accuracy per epoch"}  # fmt: skip
-
-
-def _page(page_size: int, page_token: str, default: int) -> tuple[int, int]:
-    require_range(page_size, "page_size", 0, 1000)
-    if page_token and not (page_token.isascii() and page_token.isdigit() and len(page_token) <= 9):
-        raise InvalidArgument("page_token: not a token from a previous page", field="page_token")
-    return int(page_token or 0), page_size or default
 
 
 class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
@@ -78,11 +72,10 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
 
     async def ListTrainingJobs(self, request, context) -> training_pb2.ListTrainingJobsResponse:
         require_range(request.layer, "layer", 0, 99)
-        start, size = _page(request.page_size, request.page_token, 50)
-        state = convert.STATE_NAMES.get(request.state, "") if request.state else ""
+        convert.check_page_request(request.page_size, request.page_token)
+        state = convert.STATE_ENUMS.get(request.state)
         records = await asyncio.to_thread(self.manager.list, state=state, layer=request.layer)
-        page = records[start : start + size]
-        next_token = str(start + size) if start + size < len(records) else ""
+        page, next_token = convert.paginate(records, request.page_size, request.page_token, default_size=50)
         return training_pb2.ListTrainingJobsResponse(
             training_jobs=[self._message(record) for record in page], next_page_token=next_token
         )
@@ -107,7 +100,7 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
             event = item.event if isinstance(item, Replayed) else item
             record = self.manager.get(job_id) if not replayed else record
             result = await self._result(record) if isinstance(event, Succeeded) else None
-            yield convert.watch_event(record, event, replayed, result)
+            yield convert.watch_event(record, self.manager.queue_job(job_id), event, replayed, result)
 
     # -- reports and models --------------------------------------------------------------------
     async def GetTrainingReport(self, request, context) -> training_pb2.TrainingReport:
@@ -154,10 +147,9 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
 
     async def ListModels(self, request, context) -> training_pb2.ListModelsResponse:
         require_range(request.layer, "layer", 0, 99)
-        start, size = _page(request.page_size, request.page_token, 100)
+        convert.check_page_request(request.page_size, request.page_token)
         models = await asyncio.to_thread(registry.list_models, self.store, request.layer or None)
-        page = models[start : start + size]
-        next_token = str(start + size) if start + size < len(models) else ""
+        page, next_token = convert.paginate(models, request.page_size, request.page_token, default_size=100)
         return training_pb2.ListModelsResponse(
             models=[convert.registered_model(info) for info in page], next_page_token=next_token
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from genmesh.common.v1 import artifact_pb2, job_pb2, media_pb2
@@ -12,12 +13,22 @@ from servers.media.images import ImageFormat
 from servers.runtime import convert as common
 from servers.runtime import jobs
 from servers.runtime.convert import timestamp
-from servers.training.model_tasks import EvaluateOutcome, RestoreOutcome, RestoreRequest
-from servers.training.records import EpochRecord, TrainingRecord
+from servers.runtime.jobs import JobState, StageChanged
+from servers.training.data.synthetic import SyntheticSpec
+from servers.training.jobs.records import TrainingRecord
 from servers.training.registry import RegisteredModelInfo, parse_model_id
-from servers.training.spec import TrainingSpec, random_seed
-from servers.training.synthetic import SyntheticSpec
-from servers.training.synthetic_job import SyntheticOutcome
+from servers.training.tasks.models import EvaluateOutcome, RestoreOutcome, RestoreRequest
+from servers.training.tasks.synthetic import SyntheticOutcome
+from servers.training.types import (
+    DEFAULT_ARCHITECTURE,
+    CheckpointSaved,
+    EpochCompleted,
+    EpochMetrics,
+    Quality,
+    Resumed,
+    TrainingSpec,
+    random_seed,
+)
 from storage.buckets import TRAINING_OUTPUTS
 from storage.keys import validate_bucket, validate_key
 
@@ -28,31 +39,31 @@ IMAGE_FORMATS = {
     media_pb2.IMAGE_FORMAT_JPEG: ImageFormat.JPEG,
 }
 
-ARCHITECTURES = {
-    training_pb2.ARCHITECTURE_UNSPECIFIED: "base",
-    training_pb2.ARCHITECTURE_TINY: "tiny",
-    training_pb2.ARCHITECTURE_SMALL: "small",
-    training_pb2.ARCHITECTURE_BASE: "base",
-}
-ARCHITECTURE_ENUMS = {"tiny": training_pb2.ARCHITECTURE_TINY, "small": training_pb2.ARCHITECTURE_SMALL,
-                      "base": training_pb2.ARCHITECTURE_BASE}  # fmt: skip
-STATES = {
-    "queued": job_pb2.JOB_STATE_QUEUED,
-    "running": job_pb2.JOB_STATE_RUNNING,
-    "succeeded": job_pb2.JOB_STATE_SUCCEEDED,
-    "failed": job_pb2.JOB_STATE_FAILED,
-    "cancelled": job_pb2.JOB_STATE_CANCELLED,
-}
-STATE_NAMES = {value: name for name, value in STATES.items()}
-STAGES = {
-    "loading_data": training_pb2.STAGE_LOADING_DATA,
-    "training": training_pb2.STAGE_TRAINING,
-    "validating": training_pb2.STAGE_VALIDATING,
-    "saving": training_pb2.STAGE_SAVING,
-    "generating": training_pb2.STAGE_GENERATING,
-    "loading_model": training_pb2.STAGE_LOADING_MODEL,
-    "restoring": training_pb2.STAGE_RESTORING,
-}
+STATE_ENUMS = {value: state for state, value in common.STATES.items()}
+
+
+def architecture_name(value: int) -> str:
+    """``ARCHITECTURE_SMALL`` -> "small" (by name; the presets are ``model.restormer.ARCHITECTURES``)."""
+    if value == training_pb2.ARCHITECTURE_UNSPECIFIED:
+        return DEFAULT_ARCHITECTURE
+    try:
+        return training_pb2.Architecture.Name(value).removeprefix("ARCHITECTURE_").lower()
+    except ValueError:
+        raise InvalidArgument(f"spec.architecture: unknown value {value}", field="spec.architecture") from None
+
+
+def architecture_value(name: str) -> int:
+    """ "small" -> ``ARCHITECTURE_SMALL``; UNSPECIFIED for a name the proto does not know."""
+    try:
+        return training_pb2.Architecture.Value(f"ARCHITECTURE_{name.upper()}")
+    except ValueError:
+        return training_pb2.ARCHITECTURE_UNSPECIFIED
+
+
+def stage(name: str) -> int:
+    return common.stage_value(training_pb2.Stage, name)
+
+
 OPTIONAL_FIELDS = ("num_epochs", "batch_size", "learning_rate", "max_pairs", "patch_size", "validation_split", "seed")
 
 
@@ -67,9 +78,7 @@ def requested_fields(spec: training_pb2.TrainingJobSpec) -> dict[str, Any]:
         if spec.HasField(name):
             fields[name] = getattr(spec, name)
     if spec.architecture:
-        if spec.architecture not in ARCHITECTURES:
-            raise InvalidArgument(f"spec.architecture: unknown value {spec.architecture}", field="spec.architecture")
-        fields["architecture"] = ARCHITECTURES[spec.architecture]
+        fields["architecture"] = architecture_name(spec.architecture)
     if spec.description:
         fields["description"] = spec.description
     return fields
@@ -93,7 +102,7 @@ def spec_message(spec: TrainingSpec) -> training_pb2.TrainingJobSpec:
         patch_size=spec.patch_size,
         validation_split=spec.validation_split,
         seed=spec.seed,
-        architecture=ARCHITECTURE_ENUMS[spec.architecture],
+        architecture=architecture_value(spec.architecture),
         description=spec.description,
     )
     if spec.max_pairs is not None:
@@ -101,23 +110,46 @@ def spec_message(spec: TrainingSpec) -> training_pb2.TrainingJobSpec:
     return message
 
 
-def quality(psnr: float, ssim: float, accuracy: float) -> training_pb2.QualityMetrics:
-    return training_pb2.QualityMetrics(psnr=psnr, ssim=ssim, accuracy=accuracy)
+def quality_message(value: Quality | None) -> training_pb2.QualityMetrics | None:
+    if value is None:
+        return None
+    return training_pb2.QualityMetrics(psnr=value.psnr, ssim=value.ssim, accuracy=value.accuracy)
 
 
-def epoch_message(epoch: EpochRecord | None) -> training_pb2.EpochMetrics | None:
+def epoch_message(epoch: EpochMetrics | None) -> training_pb2.EpochMetrics | None:
     if epoch is None:
         return None
     return training_pb2.EpochMetrics(
         epoch=epoch.epoch,
         train_loss=epoch.train_loss,
         validation_loss=epoch.validation_loss,
-        validation=quality(epoch.psnr, epoch.ssim, epoch.accuracy),
-        baseline=quality(epoch.baseline_psnr, epoch.baseline_ssim, epoch.baseline_accuracy),
+        validation=quality_message(epoch.validation),
+        baseline=quality_message(epoch.baseline),
         learning_rate=epoch.learning_rate,
         epoch_seconds=epoch.epoch_seconds,
         end_time=timestamp(epoch.end_time),
     )
+
+
+# -- pages (ListTrainingJobs, ListModels) ----------------------------------------------------------
+
+MAX_PAGE_SIZE = 1000
+
+
+def check_page_request(page_size: int, page_token: str) -> None:
+    """Before any work: InvalidArgument naming "page_size" (0..1000) or "page_token"."""
+    require_range(page_size, "page_size", 0, MAX_PAGE_SIZE)
+    if page_token and not (page_token.isascii() and page_token.isdigit() and len(page_token) <= 9):
+        raise InvalidArgument("page_token: not a token from a previous page", field="page_token")
+
+
+def paginate(items: list, page_size: int, page_token: str, *, default_size: int) -> tuple[list, str]:
+    """One page of a newest-first list: (page, next_page_token). The token is the offset of the
+    next page as digits, "" on the last page; ``page_size`` 0 means ``default_size``."""
+    check_page_request(page_size, page_token)
+    start, size = int(page_token or 0), page_size or default_size
+    more = start + size < len(items)
+    return items[start : start + size], str(start + size) if more else ""
 
 
 # -- training jobs ----------------------------------------------------------------------------------
@@ -136,9 +168,9 @@ def training_job(record: TrainingRecord, job: jobs.Job | None) -> training_pb2.T
         )
     message = training_pb2.TrainingJob(
         job_id=record.job_id,
-        state=STATES[record.state],
+        state=common.STATES[record.state],
         spec=spec_message(record.spec),
-        stage=STAGES.get(record.stage, training_pb2.STAGE_UNSPECIFIED) if record.state == "running" else 0,
+        stage=stage(record.stage) if record.state is JobState.RUNNING and record.stage else 0,
         current_epoch=record.current_epoch,
         total_epochs=record.spec.num_epochs,
         history=[epoch_message(epoch) for epoch in record.history],
@@ -153,17 +185,13 @@ def training_job(record: TrainingRecord, job: jobs.Job | None) -> training_pb2.T
         create_time=timestamp(record.created_at),
         start_time=timestamp(record.started_at),
         end_time=timestamp(record.ended_at),
-        device=record.device if record.state != "queued" else "",
+        device=record.device if record.state is not JobState.QUEUED else "",
     )
     if job is not None and not job.terminal:
         if job.state is jobs.JobState.QUEUED:
             message.queue_position = job.queue_position
         message.progress.CopyFrom(common.progress_message(job.progress) or job_pb2.Progress())
     return message
-
-
-def quality_message(value: Any) -> training_pb2.QualityMetrics | None:
-    return quality(value.psnr, value.ssim, value.accuracy) if value is not None else None
 
 
 def registered_model(info: RegisteredModelInfo) -> training_pb2.RegisteredModel:
@@ -180,7 +208,7 @@ def registered_model(info: RegisteredModelInfo) -> training_pb2.RegisteredModel:
             content_type="application/octet-stream",
         ),
         job_id=info.job_id,
-        architecture=ARCHITECTURE_ENUMS.get(info.architecture, training_pb2.ARCHITECTURE_UNSPECIFIED),
+        architecture=architecture_value(info.architecture),
         parameter_count=info.parameter_count,
         size_bytes=info.size_bytes,
         dataset_prefix=info.dataset_prefix,
@@ -192,47 +220,62 @@ def registered_model(info: RegisteredModelInfo) -> training_pb2.RegisteredModel:
     )
 
 
+@dataclass(frozen=True)
+class _RecordJob:
+    """A job read from its record, for the envelope fields (``common_event_fields`` reads these)."""
+
+    id: str
+    state: JobState
+    progress: jobs.Progress | None = None
+
+
+def training_progress(record: TrainingRecord, stage_name: str = "") -> training_pb2.TrainingProgress:
+    """Where the job is: ``record.live`` (the step inside the epoch) while this process trains it."""
+    name = stage_name or record.stage or "training"
+    message = training_pb2.TrainingProgress(
+        stage=stage(name),
+        epoch=min(record.current_epoch + 1, record.spec.num_epochs),
+        total_epochs=record.spec.num_epochs,
+    )
+    live = record.live
+    if live is not None and live.stage == name:
+        message.epoch, message.step, message.steps_per_epoch, message.loss = (
+            live.epoch,
+            live.step,
+            live.steps,
+            live.loss,
+        )
+    return message
+
+
 def watch_event(
-    record: TrainingRecord, event: jobs.JobEvent, replayed: bool, result: training_pb2.TrainingResult | None
+    record: TrainingRecord,
+    job: jobs.Job | None,
+    event: jobs.JobEvent,
+    replayed: bool,
+    result: training_pb2.TrainingResult | None,
 ) -> training_pb2.WatchTrainingJobResponse:
-    fields: dict[str, Any] = {"job_id": record.job_id, "replayed": replayed, "state": STATES[record.state]}
+    """One WatchTrainingJob event: the shared envelope (of the queue's job when this process runs
+    it, else of the record), then the training payloads."""
+    fields = common.common_event_fields(job or _RecordJob(record.job_id, record.state), event)
+    fields["replayed"] = replayed
+    fields["event_time"] = timestamp(time.time())
     match event:
-        case jobs.Queued(position):
-            fields["queued"] = job_pb2.Queued(queue_position=position)
-        case jobs.Started(queued_seconds):
-            fields["started"] = job_pb2.Started(queued_seconds=queued_seconds)
-        case jobs.ProgressEvent(progress):
-            fields["progress"] = common.progress_message(progress)
-            fields["progress_update"] = training_pb2.TrainingProgress(
-                stage=STAGES.get(record.stage or "training", training_pb2.STAGE_TRAINING),
-                epoch=min(record.current_epoch + 1, record.spec.num_epochs),
-                total_epochs=record.spec.num_epochs,
-            )
-        case jobs.Output(payload=("stage", stage)):
-            fields["progress_update"] = training_pb2.TrainingProgress(
-                stage=STAGES[stage], epoch=min(record.current_epoch + 1, record.spec.num_epochs),
-                total_epochs=record.spec.num_epochs,
-            )  # fmt: skip
-        case jobs.Output(payload=("epoch", epoch)):
+        case jobs.ProgressEvent():
+            fields["progress_update"] = training_progress(record)
+        case jobs.Output(payload=StageChanged(name)):
+            fields["progress_update"] = training_progress(record, name)
+        case jobs.Output(payload=EpochCompleted(epoch)):
             fields["epoch_completed"] = epoch_message(epoch)
             fields["event_time"] = timestamp(epoch.end_time)
-        case jobs.Output(payload=("checkpoint", epoch, stored, best)):
+        case jobs.Output(payload=CheckpointSaved(epoch, stored, best)):
             fields["checkpoint_saved"] = training_pb2.CheckpointSaved(
                 epoch=epoch, checkpoint=common.artifact(stored), best=best
             )
-        case jobs.Output(payload=("resumed", count, from_epoch, reason)):
+        case jobs.Output(payload=Resumed(count, from_epoch, reason)):
             fields["resumed"] = training_pb2.Resumed(resumed_count=count, from_epoch=from_epoch, reason=reason)
         case jobs.Succeeded():
             fields["result"] = result
-            fields["state"] = job_pb2.JOB_STATE_SUCCEEDED
-        case jobs.Failed(code, message):
-            fields["error"] = job_pb2.JobError(code=code, message=message)
-            fields["state"] = job_pb2.JOB_STATE_FAILED
-        case jobs.CancelledEvent(reason):
-            fields["cancelled"] = job_pb2.Cancelled(reason=reason)
-            fields["state"] = job_pb2.JOB_STATE_CANCELLED
-    if "event_time" not in fields:
-        fields["event_time"] = timestamp(time.time())
     return training_pb2.WatchTrainingJobResponse(**fields)
 
 
@@ -292,9 +335,9 @@ def task_event(response_type: type, progress_stage: str, job: jobs.Job, event: j
     fields = common.common_event_fields(job, event)
     match event:
         case jobs.ProgressEvent():
-            fields["progress_update"] = training_pb2.ProgressUpdate(stage=STAGES[progress_stage])
-        case jobs.Output(payload=stage):
-            fields["progress_update"] = training_pb2.ProgressUpdate(stage=STAGES[stage])
+            fields["progress_update"] = training_pb2.ProgressUpdate(stage=stage(progress_stage))
+        case jobs.Output(payload=StageChanged(name)):
+            fields["progress_update"] = training_pb2.ProgressUpdate(stage=stage(name))
         case jobs.Succeeded(result=result):
             fields["result"] = result
     return response_type(**fields)
@@ -354,11 +397,7 @@ def evaluate_response(outcome: EvaluateOutcome) -> training_pb2.EvaluateModelRes
         pair_count=outcome.pair_count,
         metrics=quality_message(outcome.metrics),
         baseline=quality_message(outcome.baseline),
-        improvement=quality(
-            outcome.metrics.psnr - outcome.baseline.psnr,
-            outcome.metrics.ssim - outcome.baseline.ssim,
-            outcome.metrics.accuracy - outcome.baseline.accuracy,
-        ),
+        improvement=quality_message(outcome.metrics.minus(outcome.baseline)),
         record=common.artifact(outcome.record),
         total_seconds=outcome.total_seconds,
     )

@@ -1,0 +1,157 @@
+"""Training's domain types, job records, typed events and their proto conversion (no mesh)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from genmesh.common.v1 import job_pb2
+from genmesh.errors import InvalidArgument
+from genmesh.training.v1 import training_pb2
+from servers.runtime import jobs
+from servers.runtime.jobs import JobState, StageChanged
+from servers.training.api import convert
+from servers.training.jobs.records import TrainingRecord
+from servers.training.jobs.runner import _EpochReporter
+from servers.training.types import (
+    CheckpointSaved,
+    EpochCompleted,
+    EpochMetrics,
+    EpochProgress,
+    Quality,
+    Resumed,
+    TrainingSpec,
+)
+from storage.object_store import StoredObject
+
+EPOCH = EpochMetrics(
+    1, 0.1, 0.09, Quality(30.0, 0.9, 0.8), Quality(25.0, 0.7, 0.6), 1e-4, 3.0, 1_700_000_000.0, 8, True
+)
+
+
+def record(**changes) -> TrainingRecord:
+    values = {"job_id": "trn-0123456789abcdef", "spec": TrainingSpec(layer=2, num_epochs=3), "state": JobState.RUNNING}
+    return TrainingRecord(**{**values, **changes})
+
+
+def test_epoch_metrics_round_trip_and_older_forms():
+    assert EpochMetrics.from_dict(EPOCH.to_dict()) == EPOCH
+    flat = {"epoch": 1, "train_loss": 0.1, "validation_loss": 0.09, "psnr": 30.0, "ssim": 0.9, "accuracy": 0.8,
+            "baseline_psnr": 25.0, "baseline_ssim": 0.7, "baseline_accuracy": 0.6, "learning_rate": 1e-4,
+            "epoch_seconds": 3.0, "end_time": 1_700_000_000.0}  # fmt: skip
+    assert EpochMetrics.from_dict(flat) == EpochMetrics(**{**EPOCH.__dict__, "global_step": 0, "best": False})
+    iso = EpochMetrics.from_dict({**EPOCH.to_dict(), "end_time": "2023-11-14T22:13:20+00:00"})
+    assert iso.end_time == 1_700_000_000.0
+    assert math.isnan(EpochMetrics.from_dict({"epoch": 2}).validation.psnr)
+    assert Quality(3.0, 0.5, 0.5) - Quality(1.0, 0.25, 0.5) == Quality(2.0, 0.25, 0.0)
+
+
+def test_records_store_the_state_as_its_string_and_never_the_live_progress():
+    item = record(history=[EPOCH], live=EpochProgress("training", 1, 2, 4, 0.1))
+    data = json.loads(json.dumps(item.to_dict()))
+    assert data["state"] == "running" and "live" not in data
+    loaded = TrainingRecord.from_dict(data)
+    assert loaded.state is JobState.RUNNING and loaded.history == [EPOCH] and loaded.live is None
+    old = {**data, "state": "succeeded", "history": [{**EPOCH.to_dict(), "validation": None}]}
+    assert TrainingRecord.from_dict(old).state is JobState.SUCCEEDED
+    assert record(state=JobState.QUEUED).active and not record(state=JobState.CANCELLED).active
+
+
+def test_progress_events_carry_the_step_inside_the_epoch():
+    item = record(stage="training", current_epoch=1, live=EpochProgress("training", 2, 3, 5, 0.25))
+    progress = jobs.Progress(8, 15, 2.0, 1.0)
+    event = convert.watch_event(item, None, jobs.ProgressEvent(progress), False, None)
+    update = event.progress_update
+    assert update.stage == training_pb2.STAGE_TRAINING and (update.epoch, update.total_epochs) == (2, 3)
+    assert (update.step, update.steps_per_epoch, update.loss) == (3, 5, 0.25)
+    assert event.progress.step == 8 and event.state == job_pb2.JOB_STATE_RUNNING and not event.replayed
+
+
+def test_validation_is_a_stage_with_its_own_steps():
+    item = record(stage="validating", live=EpochProgress("validating", 1, 0, 4, 0.2))
+    event = convert.watch_event(item, None, jobs.Output(StageChanged("validating", 0, 4)), False, None)
+    assert event.progress_update.stage == training_pb2.STAGE_VALIDATING
+    assert (event.progress_update.step, event.progress_update.steps_per_epoch) == (0, 4)
+    stage = convert.watch_event(record(), None, jobs.Output(StageChanged("saving")), True, None)
+    assert stage.progress_update.stage == training_pb2.STAGE_SAVING and stage.progress_update.step == 0
+
+
+def test_typed_outputs_become_their_events():
+    item = record()
+    done = convert.watch_event(item, None, jobs.Output(EpochCompleted(EPOCH)), True, None)
+    assert done.epoch_completed.validation.psnr == 30.0 and done.replayed
+    assert done.event_time.seconds == 1_700_000_000
+    stored = StoredObject("training-outputs", "checkpoints/x/last.pt", "", "application/octet-stream", 3, "ab")
+    saved = convert.watch_event(item, None, jobs.Output(CheckpointSaved(1, stored, True)), False, None)
+    assert saved.checkpoint_saved.best and saved.checkpoint_saved.checkpoint.key == "checkpoints/x/last.pt"
+    resumed = convert.watch_event(item, None, jobs.Output(Resumed(2, 1, "server restarted")), False, None)
+    assert (resumed.resumed.resumed_count, resumed.resumed.from_epoch) == (2, 1)
+    failed = convert.watch_event(record(state=JobState.FAILED), None, jobs.Failed("INTERNAL", "x"), True, None)
+    assert failed.state == job_pb2.JOB_STATE_FAILED and failed.error.message == "x"
+
+
+def test_task_events_map_stages_by_name():
+    job = jobs.Job(id="tsk-1", method="RestoreImage", detached=False, work=lambda context: None)
+    event = convert.task_event(training_pb2.RestoreImageResponse, "restoring", job, jobs.Output(StageChanged("saving")))
+    assert event.progress_update.stage == training_pb2.STAGE_SAVING
+    progress = jobs.ProgressEvent(jobs.Progress(1, 4, 0.1, 0.3))
+    event = convert.task_event(training_pb2.RestoreImageResponse, "restoring", job, progress)
+    assert event.progress_update.stage == training_pb2.STAGE_RESTORING and event.progress.total_steps == 4
+
+
+def test_architectures_map_by_name():
+    assert convert.architecture_name(training_pb2.ARCHITECTURE_SMALL) == "small"
+    assert convert.architecture_name(training_pb2.ARCHITECTURE_UNSPECIFIED) == "base"
+    assert convert.architecture_value("tiny") == training_pb2.ARCHITECTURE_TINY
+    assert convert.architecture_value("") == training_pb2.ARCHITECTURE_UNSPECIFIED
+    with pytest.raises(InvalidArgument):
+        convert.architecture_name(99)
+    with pytest.raises(InvalidArgument) as caught:
+        TrainingSpec(layer=1, architecture="huge").validate()
+    assert caught.value.field == "architecture"
+
+
+def test_one_pagination_scheme():
+    items = list(range(5))
+    assert convert.paginate(items, 2, "", default_size=50) == ([0, 1], "2")
+    assert convert.paginate(items, 2, "2", default_size=50) == ([2, 3], "4")
+    assert convert.paginate(items, 2, "4", default_size=50) == ([4], "")
+    assert convert.paginate(items, 0, "", default_size=3) == ([0, 1, 2], "3")
+    for size, token, field in ((-1, "", "page_size"), (1001, "", "page_size"), (2, "x", "page_token"),
+                               (2, "\u00b2", "page_token"), (2, "9" * 10, "page_token")):  # fmt: skip
+        with pytest.raises(InvalidArgument) as caught:
+            convert.paginate(items, size, token, default_size=50)
+        assert caught.value.field == field
+
+
+class FakeTrainer:
+    epoch, step_in_epoch, steps_per_epoch, global_step, total_steps, running_loss = 0, 0, 4, 0, 12, 0.5
+
+
+class FakeContext:
+    def __init__(self) -> None:
+        self.outputs: list = []
+        self.progress_calls: list[tuple[int, int]] = []
+
+    def output(self, payload) -> None:
+        self.outputs.append(payload)
+
+    def progress(self, step: int, total: int) -> None:
+        self.progress_calls.append((step, total))
+
+
+def test_the_runner_reports_steps_at_most_once_an_interval_and_validation_as_a_stage():
+    item, trainer, context = record(stage="training"), FakeTrainer(), FakeContext()
+    reporter = _EpochReporter(item, trainer, context, interval=3600.0)
+    for step in range(1, 5):
+        trainer.step_in_epoch = trainer.global_step = step
+        reporter.step(step, 12)
+    assert context.progress_calls == [(1, 12), (4, 12)]  # the first, then the epoch's last step
+    assert item.live == EpochProgress("training", 1, 4, 4, 0.5)
+    reporter.validation_step(0, 2)
+    assert context.outputs == [StageChanged("validating", 0, 2)] and item.stage == "validating"
+    reporter.validation_step(1, 2)
+    reporter.validation_step(2, 2)
+    assert item.live == EpochProgress("validating", 1, 2, 2, 0.5) and len(context.progress_calls) == 4
