@@ -16,8 +16,6 @@ from servers.runtime.jobs import JobQueue
 from servers.runtime.streaming import stream_job
 from storage.object_store import ObjectStore
 
-SERVICE_NAME = image_pb2.DESCRIPTOR.services_by_name["ImageService"].full_name
-
 
 class ImageServicer(JobRpcs, image_pb2_grpc.ImageServiceServicer):
     job_message = staticmethod(convert.job_message)

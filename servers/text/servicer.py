@@ -23,8 +23,6 @@ from storage.object_store import ObjectStore
 
 log = structlog.get_logger(__name__)
 
-SERVICE_NAME = text_pb2.DESCRIPTOR.services_by_name["TextService"].full_name
-
 
 def client_id(context: grpc.aio.ServicerContext) -> str:
     return dict(context.invocation_metadata() or ()).get("x-client-id", "direct")

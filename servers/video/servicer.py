@@ -16,8 +16,6 @@ from servers.video.engine import VideoEngine
 from servers.video.job import VideoJob
 from storage.object_store import ObjectStore
 
-SERVICE_NAME = video_pb2.DESCRIPTOR.services_by_name["VideoService"].full_name
-
 
 class VideoServicer(JobRpcs, video_pb2_grpc.VideoServiceServicer):
     job_message = staticmethod(convert.job_message)

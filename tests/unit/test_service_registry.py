@@ -23,6 +23,12 @@ def test_each_server_declares_importable_settings_with_its_port(name: str) -> No
     assert spec.service.startswith(f"servers.{name}.service:")
 
 
+def test_every_declared_proto_service_exists() -> None:
+    from servers.runtime.server import genmesh_service_names
+
+    assert {service.proto_service for service in SERVICES} <= set(genmesh_service_names())
+
+
 def test_job_ids_route_to_their_service_and_prefixes_are_unique() -> None:
     prefixes = [prefix for service in SERVICES for prefix in service.job_prefixes]
     assert len(prefixes) == len(set(prefixes))
