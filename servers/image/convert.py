@@ -107,6 +107,7 @@ def generate_image_request(message: image_pb2.GenerateImageRequest) -> ImageRequ
         quality=quality,
         return_inline=message.return_inline,
         preview_interval_steps=message.preview_interval_steps,
+        keep_alive_seconds=common.keep_alive_seconds(message),
     )
 
 

@@ -87,7 +87,7 @@ class ImageEngine:
         entry = self.catalog.resolve(request.model)
         if not self.models.is_loaded(entry.name):
             reporter.output(StageChanged("loading_model"))
-        with self.models.use(entry.name) as model:
+        with self.models.use(entry.name, request.keep_alive_seconds) as model:
             load_seconds = self.models.last_load_seconds
             params = GenerationParams(
                 prompt=request.prompt,

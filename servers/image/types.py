@@ -31,6 +31,7 @@ class ImageRequest:
     quality: int = 90
     return_inline: bool = False
     preview_interval_steps: int = 0
+    keep_alive_seconds: int | None = None  # how long the model stays loaded after the job (None: server's)
 
     @property
     def is_img2img(self) -> bool:

@@ -8,6 +8,7 @@ from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from genmesh.common.v1 import artifact_pb2, diffusion_pb2, job_pb2
+from genmesh.errors import require_range
 from servers.runtime import jobs
 from storage.object_store import StoredObject
 
@@ -97,6 +98,18 @@ def common_event_fields(job: jobs.Job, event: jobs.JobEvent) -> dict[str, Any]:
 def message_dict(message: Any) -> dict[str, Any]:
     """A message as the JSON-ready dict stored in records (proto field names, as REST shows them)."""
     return json_format.MessageToDict(message, preserving_proto_field_name=True)
+
+
+MAX_KEEP_ALIVE_SECONDS = 86_400
+
+
+def keep_alive_seconds(message: Any) -> int | None:
+    """A generation request's ``keep_alive_seconds``: None when unset, else checked to -1..86400."""
+    if not message.HasField("keep_alive_seconds"):
+        return None
+    value = message.keep_alive_seconds
+    require_range(value, "keep_alive_seconds", -1, MAX_KEEP_ALIVE_SECONDS)
+    return value
 
 
 def stage_value(stage_enum: Any, stage: str) -> int:

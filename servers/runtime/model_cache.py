@@ -3,6 +3,11 @@
 Device memory holds one model at a time per cache (a request for another model swaps it). The
 worker thread uses a model inside ``with cache.use(name) as model:``; an idle timer unloads it
 only when no job holds it. ``keep_alive_seconds <= 0`` keeps models loaded forever.
+
+A request may say how long its model stays (``use(name, keep_alive_seconds=...)``, as Ollama's
+``keep_alive``): 0 unloads it as soon as its last user lets go (services sharing one GPU take
+turns), a negative value keeps it until another model is needed, a positive one overrides the
+idle time for that release.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ class ModelCache(Generic[M]):
         self._in_use = 0
         self._last_used = time.monotonic()
         self._timer: threading.Timer | None = None
+        self._idle_limit = keep_alive_seconds
         self.last_load_seconds = 0.0
 
     @property
@@ -48,8 +54,9 @@ class ModelCache(Generic[M]):
         return self._name == name and self._model is not None
 
     @contextlib.contextmanager
-    def use(self, name: str) -> Iterator[M]:
-        """The model called ``name``, loading it (and unloading another) first if needed."""
+    def use(self, name: str, keep_alive_seconds: float | None = None) -> Iterator[M]:
+        """The model called ``name``, loading it (and unloading another) first if needed;
+        ``keep_alive_seconds`` (None: the cache's own) says how long it stays once released."""
         with self._lock:
             self.last_load_seconds = 0.0
             if self._name != name or self._model is None:
@@ -71,21 +78,27 @@ class ModelCache(Generic[M]):
                 self._in_use -= 1
                 self._last_used = time.monotonic()
                 self._released.notify_all()
-                self._schedule_unload()
+                if keep_alive_seconds == 0 and self._in_use == 0:
+                    log.info("model_unloaded_on_request", model=self._name)
+                    self._drop()
+                else:
+                    self._schedule_unload(self.keep_alive_seconds if keep_alive_seconds is None else keep_alive_seconds)
 
-    def _schedule_unload(self) -> None:
-        if self.keep_alive_seconds <= 0:
-            return
+    def _schedule_unload(self, seconds: float) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = threading.Timer(self.keep_alive_seconds, self._unload_if_idle)
+            self._timer = None
+        if seconds <= 0:
+            return
+        self._idle_limit = seconds
+        self._timer = threading.Timer(seconds, self._unload_if_idle)
         self._timer.daemon = True
         self._timer.start()
 
     def _unload_if_idle(self) -> None:
         with self._lock:
             idle = time.monotonic() - self._last_used
-            if self._in_use == 0 and self._model is not None and idle >= self.keep_alive_seconds * 0.99:
+            if self._in_use == 0 and self._model is not None and idle >= self._idle_limit * 0.99:
                 log.info("model_unloaded_idle", model=self._name, idle_seconds=round(idle, 1))
                 self._drop()
 

@@ -91,6 +91,7 @@ def generate_request(message: text_pb2.GenerateRequest) -> TextRequest:
         sampling=sampling_from_proto(message.sampling),
         json_output=json_output,
         json_schema=schema,
+        keep_alive_seconds=common.keep_alive_seconds(message),
     )
 
 
@@ -111,6 +112,7 @@ def chat_request(message: text_pb2.ChatRequest) -> TextRequest:
         sampling=sampling_from_proto(message.sampling),
         json_output=json_output,
         json_schema=schema,
+        keep_alive_seconds=common.keep_alive_seconds(message),
     )
 
 

@@ -44,6 +44,8 @@ class TextEngine:
         self._spec: ModelSpec | None = None
         self._load_lock = threading.Lock()
         self._formatter: ChatFormatter | None = None
+        self._unload_timer: threading.Timer | None = None
+        self._active = 0
 
     @property
     def loaded_name(self) -> str | None:
@@ -115,7 +117,36 @@ class TextEngine:
             tokens += llm.tokenize(text.encode(), add_bos=index == 0, special=is_template)
         return tokens, tuple(dict.fromkeys((*template_stops, *request.sampling.stop)))
 
+    def unload(self) -> None:
+        """Free the model (the next job loads it again); skipped while a job runs."""
+        with self._load_lock:
+            if self._llm is not None and self._active == 0:
+                log.info("model_unloaded", model=self.loaded_name)
+                self._llm, self._spec, self._formatter = None, None, None
+
+    def _release(self, keep_alive_seconds: int | None) -> None:
+        """Honour a request's keep-alive: 0 unloads now, N > 0 after N idle seconds, else keep."""
+        if self._unload_timer is not None:
+            self._unload_timer.cancel()
+            self._unload_timer = None
+        if keep_alive_seconds == 0:
+            self.unload()
+        elif keep_alive_seconds is not None and keep_alive_seconds > 0:
+            self._unload_timer = threading.Timer(keep_alive_seconds, self.unload)
+            self._unload_timer.daemon = True
+            self._unload_timer.start()
+
     def generate(self, request: TextRequest, reporter: Reporter) -> TextOutcome:
+        with self._load_lock:
+            self._active += 1
+        try:
+            return self._generate(request, reporter)
+        finally:
+            with self._load_lock:
+                self._active -= 1
+            self._release(request.keep_alive_seconds)
+
+    def _generate(self, request: TextRequest, reporter: Reporter) -> TextOutcome:
         try:
             spec = self.load(request.model)
         except (ValueError, RuntimeError, OSError) as exc:  # llama.cpp refuses a broken or foreign file

@@ -40,6 +40,7 @@ class TextRequest:
     sampling: Sampling = field(default_factory=Sampling)
     json_output: bool = False
     json_schema: dict[str, Any] | None = None
+    keep_alive_seconds: int | None = None  # None: keep the model; 0: unload after the job; -1: keep; N: N s idle
 
     @property
     def is_chat(self) -> bool:

@@ -104,6 +104,7 @@ def generate_video_request(message: video_pb2.GenerateVideoRequest) -> VideoRequ
         init_video_ref=_location(message.init_video_ref, "init_video_ref") if source == "init_video_ref" else None,
         strength=strength,  # type: ignore[arg-type]
         prompt_schedule=dict(message.prompt_schedule),
+        keep_alive_seconds=common.keep_alive_seconds(message),
     )
 
 

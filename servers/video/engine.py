@@ -138,7 +138,7 @@ class VideoEngine:
         key = f"{model_entry.name}{_PAIR}{adapter_entry.name}"
         if not self.models.is_loaded(key):
             reporter.output(StageChanged("loading_model"))
-        with self.models.use(key) as model:
+        with self.models.use(key, request.keep_alive_seconds) as model:
             load_seconds = self.models.last_load_seconds
             reporter.output(StageChanged("denoising"))
             output = animate(model, params, reporter, decode_chunk_size=self.decode_chunk_size)

@@ -34,3 +34,4 @@ class VideoRequest:
     init_video_ref: ObjectLocation | None = None
     strength: float | None = None
     prompt_schedule: dict[int, str] = field(default_factory=dict)
+    keep_alive_seconds: int | None = None  # how long the models stay loaded after the job (None: server's)

@@ -53,6 +53,8 @@ def test_every_scheduler_enum_maps_to_a_name() -> None:
         ({"steps": 151}, "steps"),
         ({"guidance_scale": -1}, "guidance_scale"),
         ({"num_images": 0}, "num_images"),
+        ({"keep_alive_seconds": -2}, "keep_alive_seconds"),
+        ({"keep_alive_seconds": 86_401}, "keep_alive_seconds"),
         ({"seed": 2**32}, "seed"),
         ({"scheduler": 99}, "scheduler"),
         ({"quality": 101, "output_format": media_pb2.IMAGE_FORMAT_JPEG}, "quality"),

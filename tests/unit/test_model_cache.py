@@ -64,3 +64,44 @@ def test_swap_waits_until_the_current_model_is_released() -> None:
         order.append("loaded b")
     thread.join()
     assert order == ["released a", "loaded b"]
+
+
+def test_a_request_can_unload_at_once_keep_forever_or_set_its_own_idle_time() -> None:
+    unloads: list[str] = []
+    cache = ModelCache(lambda name: name, keep_alive_seconds=600, unload=unloads.append)
+    with cache.use("a", keep_alive_seconds=0):
+        assert cache.is_loaded("a")
+    assert unloads == ["a"] and cache.loaded_name is None  # 0: gone as soon as the job let go
+    with cache.use("b", keep_alive_seconds=-1):
+        pass
+    assert cache._timer is None and cache.is_loaded("b")  # -1: no idle timer at all
+    with cache.use("b", keep_alive_seconds=0.05):
+        pass
+    deadline = time.monotonic() + 5
+    while cache.loaded_name is not None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert unloads == ["a", "b"]
+    cache.close()
+
+
+def test_unload_on_request_waits_for_other_users() -> None:
+    import threading
+
+    unloads: list[str] = []
+    cache = ModelCache(lambda name: name, keep_alive_seconds=0, unload=unloads.append)
+    holding, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with cache.use("a"):
+            holding.set()
+            release.wait()
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    holding.wait()
+    with cache.use("a", keep_alive_seconds=0):
+        pass
+    assert unloads == [] and cache.is_loaded("a")  # another job still holds it
+    release.set()
+    thread.join()
+    cache.close()

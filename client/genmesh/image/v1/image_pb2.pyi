@@ -29,7 +29,7 @@ STAGE_DECODING: Stage
 STAGE_SAVING: Stage
 
 class GenerateImageRequest(_message.Message):
-    __slots__ = ("model", "prompt", "negative_prompt", "width", "height", "steps", "guidance_scale", "seed", "scheduler", "num_images", "init_image_data", "init_image_ref", "strength", "output_format", "quality", "return_inline", "preview_interval_steps", "detach")
+    __slots__ = ("model", "prompt", "negative_prompt", "width", "height", "steps", "guidance_scale", "seed", "scheduler", "num_images", "init_image_data", "init_image_ref", "strength", "output_format", "quality", "return_inline", "preview_interval_steps", "detach", "keep_alive_seconds")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     NEGATIVE_PROMPT_FIELD_NUMBER: _ClassVar[int]
@@ -48,6 +48,7 @@ class GenerateImageRequest(_message.Message):
     RETURN_INLINE_FIELD_NUMBER: _ClassVar[int]
     PREVIEW_INTERVAL_STEPS_FIELD_NUMBER: _ClassVar[int]
     DETACH_FIELD_NUMBER: _ClassVar[int]
+    KEEP_ALIVE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     model: str
     prompt: str
     negative_prompt: str
@@ -66,7 +67,8 @@ class GenerateImageRequest(_message.Message):
     return_inline: bool
     preview_interval_steps: int
     detach: bool
-    def __init__(self, model: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., scheduler: _Optional[_Union[_diffusion_pb2.Scheduler, str]] = ..., num_images: _Optional[int] = ..., init_image_data: _Optional[bytes] = ..., init_image_ref: _Optional[_Union[_artifact_pb2.ObjectRef, _Mapping]] = ..., strength: _Optional[float] = ..., output_format: _Optional[_Union[_media_pb2.ImageFormat, str]] = ..., quality: _Optional[int] = ..., return_inline: _Optional[bool] = ..., preview_interval_steps: _Optional[int] = ..., detach: _Optional[bool] = ...) -> None: ...
+    keep_alive_seconds: int
+    def __init__(self, model: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., scheduler: _Optional[_Union[_diffusion_pb2.Scheduler, str]] = ..., num_images: _Optional[int] = ..., init_image_data: _Optional[bytes] = ..., init_image_ref: _Optional[_Union[_artifact_pb2.ObjectRef, _Mapping]] = ..., strength: _Optional[float] = ..., output_format: _Optional[_Union[_media_pb2.ImageFormat, str]] = ..., quality: _Optional[int] = ..., return_inline: _Optional[bool] = ..., preview_interval_steps: _Optional[int] = ..., detach: _Optional[bool] = ..., keep_alive_seconds: _Optional[int] = ...) -> None: ...
 
 class ProgressUpdate(_message.Message):
     __slots__ = ("stage",)
