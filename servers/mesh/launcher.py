@@ -1,8 +1,10 @@
 """``genmesh up``: the whole mesh as local processes on loopback.
 
 Order: the S3 server, each chosen service (waiting until its health check says SERVING), then
-Envoy in front of them. Ctrl-C or SIGTERM stops everything in reverse order, by PID. All state
-(S3 data, models, generated keys, logs, the rendered gateway config) lives in one data folder.
+Envoy in front of them. Once up, a supervisor restarts any child that dies (servers/mesh/
+supervisor.py) while the rest keeps serving. Ctrl-C or SIGTERM stops everything in reverse
+order, by PID. All state (S3 data, models, generated keys, logs, the rendered gateway config)
+lives in one data folder.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from servers.mesh.envoy import (
 )
 from servers.mesh.processes import ManagedProcess, free_port, wait_until
 from servers.mesh.s3 import S3Server
+from servers.mesh.supervisor import Supervisor
 from servers.registry import SERVERS
 
 log = structlog.get_logger(__name__)
@@ -130,6 +133,7 @@ class Mesh:
         self.servers: dict[str, ManagedProcess] = {}
         self.server_ports: dict[str, int] = {}
         self.envoy: Envoy | None = None
+        self.supervisor = Supervisor(report=lambda line: print(f"genmesh up: {line}", file=sys.stderr, flush=True))
 
     @property
     def url(self) -> str:
@@ -157,7 +161,7 @@ class Mesh:
         access, secret = s3_credentials(self.data_dir)
         try:
             self.s3 = S3Server(self.data_dir / "s3", access, secret, log_path=self.logs / "s3.log").start()
-            for name in self.options.services:
+            for name in sorted(self.options.services, key=lambda name: name == "agent"):  # the agent calls the others
                 self._start_service(name)
             for name, process in self.servers.items():
                 port = self.server_ports[name]
@@ -172,11 +176,25 @@ class Mesh:
         except BaseException:
             self.stop()
             raise
+        for process in self.children():
+            self.supervisor.watch(process)
+        self.supervisor.start()
         return self
+
+    def children(self) -> list[ManagedProcess]:
+        """Every child process, in start order."""
+        s3 = self.s3._process if self.s3 is not None else None
+        return [process for process in (s3, *self.servers.values(), self.envoy) if process is not None]
 
     def _start_service(self, name: str) -> None:
         port = free_port()
         argv = [sys.executable, "-m", "servers", name, "--port", str(port)]
+        if name == "agent":  # it calls the Text, Image and Video servers directly, never through the gateway
+            argv += [
+                f"--{other}-url=127.0.0.1:{self.server_ports[other]}"
+                for other in ("text", "image", "video")
+                if other in self.server_ports
+            ]
         argv += self.options.service_args.get(name, [])
         env = self.service_env()
         self.servers[name] = ManagedProcess(name, argv, log_path=self.logs / f"{name}.log", env=env).start()
@@ -216,13 +234,8 @@ class Mesh:
                 return False
         return True
 
-    def dead_process(self) -> ManagedProcess | None:
-        for process in [p for p in (self.s3 and self.s3._process, *self.servers.values(), self.envoy) if p]:
-            if not process.alive():
-                return process
-        return None
-
     def stop(self) -> None:
+        self.supervisor.stop()  # from here on, an exit is on purpose
         if self.envoy is not None:
             self.envoy.stop()
         for process in reversed(list(self.servers.values())):
@@ -295,13 +308,8 @@ def run_mesh(options: LaunchOptions) -> int:
         signal.signal(signum, lambda *_: stop.set())
     print(mesh.banner(), flush=True)
     log.info("mesh_up", seconds=round(time.monotonic() - started, 2), url=mesh.url)
-    code = 0
-    while not stop.wait(1.0):
-        dead = mesh.dead_process()
-        if dead is not None:
-            print(f"{dead.name} exited unexpectedly; see {dead.log_path}\n{dead.log_tail(20)}", file=sys.stderr)
-            code = 1
-            break
+    while not stop.wait(1.0):  # children that die meanwhile are restarted by the supervisor
+        pass
     mesh.stop()
     log.info("mesh_down")
-    return code
+    return 0

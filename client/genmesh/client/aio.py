@@ -9,7 +9,7 @@ import grpc
 
 from genmesh import errors
 from genmesh.client import requests
-from genmesh.client.connection import CHANNEL_OPTIONS, Connection, translate
+from genmesh.client.connection import CHANNEL_OPTIONS, Connection, service_of, translate
 from genmesh.image.v1 import image_pb2, image_pb2_grpc
 from genmesh.text.v1 import text_pb2, text_pb2_grpc
 from genmesh.video.v1 import video_pb2, video_pb2_grpc
@@ -26,6 +26,7 @@ class _AsyncServiceClient:
     def __init__(self, stub: Any, connection: Connection) -> None:
         self._stub = stub
         self._metadata = connection.metadata()
+        self._service = service_of(stub)
 
     async def _stream(self, call: Any, request: Any, timeout: float | None) -> AsyncIterator[Any]:
         responses = call(request, metadata=self._metadata, timeout=timeout)
@@ -33,7 +34,7 @@ class _AsyncServiceClient:
             async for event in responses:
                 yield event
         except grpc.RpcError as exc:
-            raise translate(exc) from None
+            raise translate(exc, self._service) from None
         finally:
             responses.cancel()
 
@@ -41,7 +42,7 @@ class _AsyncServiceClient:
         try:
             return await call(request, metadata=self._metadata)
         except grpc.RpcError as exc:
-            raise translate(exc) from None
+            raise translate(exc, self._service) from None
 
 
 class AsyncTextClient(_AsyncServiceClient):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from google.rpc import error_details_pb2
@@ -58,12 +59,32 @@ def error_field(error: grpc.RpcError) -> str | None:
     return None
 
 
-def translate(error: grpc.RpcError) -> errors.GenmeshError:
+# What the gateway and the gRPC transport say when a server is down or died mid-call.
+_GATEWAY_DOWN = ("no healthy upstream", "upstream connect error", "connection refused", "connection reset")
+_STREAM_CUT = ("rst_stream", "stream removed", "connection reset")
+
+
+def service_of(stub: Any) -> str:
+    """``image`` for an ``ImageServiceStub`` (from the service declarations)."""
+    from genmesh.services import SERVICES
+
+    proto_name = type(stub).__name__.removesuffix("Stub")
+    return next((info.name for info in SERVICES if info.proto_service.endswith("." + proto_name)), proto_name)
+
+
+def translate(error: grpc.RpcError, service: str | None = None) -> errors.GenmeshError:
     """The typed exception for a failed call (its message is the server's, never a traceback), with
-    ``field`` set from the status details when the server named one."""
+    ``field`` set from the status details when the server named one. A server that is down or died
+    mid-call (restarting) is UNAVAILABLE naming ``service``, not the transport's bare INTERNAL."""
     code = error.code() if hasattr(error, "code") else None
     details = error.details() if hasattr(error, "details") else str(error)
     name = code.name if code is not None else "UNKNOWN"
+    lowered = (details or "").lower()
+    who = f"the {service} server" if service else "the server"
+    if name == "INTERNAL" and any(marker in lowered for marker in _STREAM_CUT):
+        return errors.Unavailable(f"{who} went away during the call (it is being restarted); retry shortly")
+    if name == "UNAVAILABLE" and any(marker in lowered for marker in _GATEWAY_DOWN):
+        return errors.Unavailable(f"{who} is not available (down or restarting); retry shortly")
     if name == "UNKNOWN":
         return errors.Internal(details or "unknown error")
     return errors.from_code(name, details or name, error_field(error))

@@ -9,7 +9,7 @@ import grpc
 
 from genmesh import errors
 from genmesh.client import requests
-from genmesh.client.connection import CHANNEL_OPTIONS, Connection, translate
+from genmesh.client.connection import CHANNEL_OPTIONS, Connection, service_of, translate
 from genmesh.image.v1 import image_pb2, image_pb2_grpc
 from genmesh.text.v1 import text_pb2, text_pb2_grpc
 from genmesh.training.v1 import training_pb2, training_pb2_grpc
@@ -32,13 +32,14 @@ class _ServiceClient:
     def __init__(self, stub: Any, connection: Connection) -> None:
         self._stub = stub
         self._metadata = connection.metadata()
+        self._service = service_of(stub)
 
     def _stream(self, call: Any, request: Any, timeout: float | None) -> Iterator[Any]:
         responses = call(request, metadata=self._metadata, timeout=timeout)
         try:
             yield from responses
         except grpc.RpcError as exc:
-            raise translate(exc) from None
+            raise translate(exc, self._service) from None
         finally:
             responses.cancel()  # no-op once finished; cancels the job when the caller stops early
 
@@ -46,7 +47,7 @@ class _ServiceClient:
         try:
             return call(request, metadata=self._metadata)
         except grpc.RpcError as exc:
-            raise translate(exc) from None
+            raise translate(exc, self._service) from None
 
 
 class TextClient(_ServiceClient):
