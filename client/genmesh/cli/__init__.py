@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib
 
+import typer
+
 from genmesh.cli.base import app
 
 for _module in ("text", "image", "video", "training", "jobs"):  # registers the commands, in this order
@@ -17,4 +19,14 @@ for _module in ("text", "image", "video", "training", "jobs"):  # registers the 
 from genmesh.cli.jobs import job_service  # noqa: E402
 from genmesh.cli.video import video_progress_text  # noqa: E402
 
-__all__ = ["app", "job_service", "video_progress_text"]
+__all__ = ["app", "job_service", "main", "video_progress_text"]
+
+
+def main() -> None:
+    """The ``genmesh`` entry point: the app, with mistakes in arguments (a bad name, an unreadable
+    or unwritable path) reported as one line and exit code 2, never a traceback."""
+    try:
+        app()
+    except (ValueError, OSError) as exc:
+        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+        raise SystemExit(2) from None

@@ -22,8 +22,17 @@ def to_dict(message: Any) -> dict[str, Any]:
     return json_format.MessageToDict(message, preserving_proto_field_name=True)
 
 
-def fail(error: errors.GenmeshError) -> None:
-    typer.secho(f"error: {error.code}: {error.message}", err=True, fg=typer.colors.RED)
+KEY_HINT = (
+    "set GENMESH_API_KEY to the key `genmesh up` printed (also in ~/.local/share/genmesh/api-keys), or pass --api-key"
+)
+
+
+def fail(error: errors.GenmeshError) -> NoReturn:
+    """One line for a failed call: the code, the server's message, and a hint where one helps."""
+    message = error.message
+    if isinstance(error, errors.Unauthenticated):
+        message = f"{message}: {KEY_HINT}"
+    typer.secho(f"error: {error.code}: {message}", err=True, fg=typer.colors.RED)
     raise typer.Exit(2 if isinstance(error, errors.InvalidArgument) else 1)
 
 

@@ -10,9 +10,11 @@ import typer
 
 from genmesh import errors
 from genmesh.cli.base import app
-from genmesh.cli.common import JsonFlag, KeyOption, Model, Seed, UrlOption, fail, to_dict
+from genmesh.cli.common import JsonFlag, KeyOption, Model, Seed, UrlOption, fail, to_dict, usage_error
 from genmesh.client import GenmeshClient
 from genmesh.image.v1 import image_pb2
+
+IMAGE_FORMATS = {"png": "png", "webp": "webp", "jpg": "jpeg", "jpeg": "jpeg"}
 
 
 def output_paths(output: Path, count: int) -> list[Path]:
@@ -48,14 +50,24 @@ def image(
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     suffix = output.suffix.lower().lstrip(".")
-    fmt = {"jpg": "jpeg", "jpeg": "jpeg", "webp": "webp"}.get(suffix, "png")
+    fmt = IMAGE_FORMATS.get(suffix)
+    if fmt is None:
+        usage_error(
+            f"--output must end in one of {', '.join('.' + name for name in IMAGE_FORMATS)} (got {output.name!r})"
+        )
+    if not output.parent.is_dir():
+        usage_error(f"--output folder {output.parent} does not exist")
     options: dict[str, Any] = {
         "negative_prompt": negative_prompt, "width": width, "height": height, "steps": steps,
         "guidance_scale": guidance_scale, "seed": seed, "scheduler": scheduler, "num_images": num_images,
         "strength": strength, "quality": quality, "model": model, "output_format": fmt, "return_inline": True,
     }  # fmt: skip
     if init_image is not None:
-        options["init_image"] = init_image.read_bytes()
+        try:
+            options["init_image"] = init_image.read_bytes()
+        except OSError as exc:
+            usage_error(f"--init-image: cannot read {init_image}: {exc.strerror or exc}")
+    job_id = ""
     result = None
     with GenmeshClient(url, api_key) as client:
         try:
@@ -67,6 +79,10 @@ def image(
                 task = bar.add_task("queued", total=None)
                 for event in events:
                     kind = event.WhichOneof("event")
+                    if not job_id:
+                        job_id = event.job_id
+                        if not as_json:
+                            typer.echo(f"job {job_id}", err=True)
                     if as_json:
                         typer.echo(json.dumps(to_dict(event)))
                     if kind == "queued":
@@ -80,6 +96,9 @@ def image(
                         result = event.result
         except errors.GenmeshError as error:
             fail(error)
+        except KeyboardInterrupt:  # leaving the stream cancels the job (it is not detached)
+            typer.echo(f"cancelled job {job_id}" if job_id else "cancelled", err=True)
+            raise typer.Exit(130) from None
     if result is None:
         return
     for path, generated in zip(output_paths(output, len(result.images)), result.images, strict=True):

@@ -60,7 +60,8 @@ def error_field(error: grpc.RpcError) -> str | None:
 
 
 # What the gateway and the gRPC transport say when a server is down or died mid-call.
-_GATEWAY_DOWN = ("no healthy upstream", "upstream connect error", "connection refused", "connection reset")
+_GATEWAY_DOWN = ("no healthy upstream", "upstream connect error")
+_UNREACHABLE = ("failed to connect to all addresses", "dns resolution failed")
 _STREAM_CUT = ("rst_stream", "stream removed", "connection reset")
 
 
@@ -83,6 +84,10 @@ def translate(error: grpc.RpcError, service: str | None = None) -> errors.Genmes
     who = f"the {service} server" if service else "the server"
     if name == "INTERNAL" and any(marker in lowered for marker in _STREAM_CUT):
         return errors.Unavailable(f"{who} went away during the call (it is being restarted); retry shortly")
+    if name == "UNAVAILABLE" and any(marker in lowered for marker in _UNREACHABLE):
+        return errors.Unavailable(
+            "cannot reach the genmesh gateway (is `genmesh up` running, and --url / GENMESH_URL right?)"
+        )
     if name == "UNAVAILABLE" and any(marker in lowered for marker in _GATEWAY_DOWN):
         return errors.Unavailable(f"{who} is not available (down or restarting); retry shortly")
     if name == "UNKNOWN":

@@ -1,0 +1,45 @@
+"""Every CLI misuse is one line on stderr and exit code 2, found before anything is sent (nothing
+listens at the URL these runs use); an unreachable gateway is one line too. No tracebacks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+MISUSES = [
+    (["image", "x", "--scheduler", "foo"], "scheduler must be one of"),
+    (["train", "--layer", "1", "--architecture", "huge"], "architecture must be one of"),
+    (["image", "x", "--init-image", "/nonexistent.png"], "--init-image"),
+    (["image", "x", "-o", "/nonexistent_dir/x.png"], "--output folder"),
+    (["image", "x", "-o", "x.gif"], "--output must end in one of"),
+    (["video", "x", "-o", "clip.avi"], "--output must end in one of"),
+    (["job", "get", "nope-1"], "known prefix"),
+]
+
+
+def genmesh(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "GENMESH_URL": "127.0.0.1:1", "GENMESH_API_KEY": "unused"}
+    return subprocess.run(
+        [sys.executable, "-c", "from genmesh.cli import main; main()", *args],
+        capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(("args", "message"), MISUSES)
+def test_misuse_is_one_line_and_exit_2(args: list[str], message: str, tmp_path: Path) -> None:
+    done = genmesh(args, tmp_path)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in done.stderr, done.stderr
+
+
+def test_an_unreachable_gateway_is_one_line(tmp_path: Path) -> None:
+    done = genmesh(["text", "hello"], tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "error: UNAVAILABLE: cannot reach the genmesh gateway (is `genmesh up` running, and --url / GENMESH_URL right?)"
+    ]
