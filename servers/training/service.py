@@ -28,7 +28,7 @@ class TrainingService:
     def __init__(self, settings: TrainingSettings) -> None:
         self.settings = settings
         configure_threads(settings.threads)
-        device = device_label(select_device(settings.device))
+        self.device = device = device_label(select_device(settings.device))
         self.store = ObjectStore(settings.storage())
         # Hours-long training jobs get their own queue, so a restore or a synthetic batch never
         # waits behind one; a drain stops training at once (it resumes from its checkpoint).
@@ -47,7 +47,7 @@ class TrainingService:
         self.models = ModelTasks(self.store, device=device, amp=settings.amp)
 
     def register(self, server: grpc.aio.Server) -> None:
-        servicer = TrainingServicer(self.manager, self.tasks_queue, self.models, self.store)
+        servicer = TrainingServicer(self.manager, self.tasks_queue, self.models, self.store, device=self.device)
         training_pb2_grpc.add_TrainingServiceServicer_to_server(servicer, server)
 
     async def start(self) -> None:

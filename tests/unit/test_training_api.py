@@ -155,3 +155,14 @@ def test_the_runner_reports_steps_at_most_once_an_interval_and_validation_as_a_s
     reporter.validation_step(1, 2)
     reporter.validation_step(2, 2)
     assert item.live == EpochProgress("validating", 1, 2, 2, 0.5) and len(context.progress_calls) == 4
+
+
+def test_the_default_architecture_follows_the_device():
+    from servers.training.types import default_architecture
+
+    assert default_architecture("cpu") == "small" and default_architecture("cuda:0") == "base"
+    spec = convert.training_spec(training_pb2.TrainingJobSpec(layer=2), default_architecture("cpu"))
+    assert spec.architecture == "small"
+    assert convert.spec_message(spec).architecture == training_pb2.ARCHITECTURE_SMALL  # reported in the job's spec
+    chosen = convert.training_spec(training_pb2.TrainingJobSpec(layer=2, architecture=training_pb2.ARCHITECTURE_TINY))
+    assert chosen.architecture == "tiny"

@@ -84,9 +84,11 @@ def requested_fields(spec: training_pb2.TrainingJobSpec) -> dict[str, Any]:
     return fields
 
 
-def training_spec(spec: training_pb2.TrainingJobSpec) -> TrainingSpec:
+def training_spec(spec: training_pb2.TrainingJobSpec, default_architecture: str = DEFAULT_ARCHITECTURE) -> TrainingSpec:
+    """The job's spec, every default resolved (the architecture by the server's device)."""
     fields = requested_fields(spec)
     fields.setdefault("seed", random_seed())
+    fields.setdefault("architecture", default_architecture)
     if "layer" not in fields:
         raise InvalidArgument("layer: required, 1..99 (models are organised as layer_1, layer_2, ...)", field="layer")
     return TrainingSpec(**fields).validate()

@@ -21,7 +21,7 @@ from servers.training.jobs.records import TrainingRecord
 from servers.training.reports import plot_key, report_keys
 from servers.training.tasks.models import ModelTasks, RestoreRequest
 from servers.training.tasks.synthetic import run_synthetic
-from servers.training.types import validate_dataset_prefix
+from servers.training.types import default_architecture, validate_dataset_prefix
 from storage.buckets import TRAINING_OUTPUTS
 from storage.keys import validate_job_id
 from storage.object_store import ObjectStore
@@ -32,7 +32,10 @@ PLOTS = {"loss": "Loss per epoch", "psnr": "Validation PSNR per epoch", "ssim": 
 
 
 class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
-    def __init__(self, manager: TrainingManager, tasks: JobQueue, models: ModelTasks, store: ObjectStore) -> None:
+    def __init__(
+        self, manager: TrainingManager, tasks: JobQueue, models: ModelTasks, store: ObjectStore, *, device: str = "cpu"
+    ) -> None:
+        self.default_architecture = default_architecture(device)
         self.manager = manager
         self.tasks = tasks
         self.models = models
@@ -61,7 +64,7 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
             requested = convert.requested_fields(request.spec)
             spec = None
         else:
-            spec = convert.training_spec(request.spec)
+            spec = convert.training_spec(request.spec, self.default_architecture)
             requested = None
         record = await self.manager.create(spec, resume_job_id=request.resume_job_id, requested=requested)
         return self._message(record)
