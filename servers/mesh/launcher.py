@@ -257,13 +257,15 @@ class Mesh:
             "training": f"{genmesh} synthetic-data --num-images 40 --preset gaussian-noise\n"
             f"  {genmesh} train --layer 1 --architecture tiny --epochs 5 --patch-size 64",
         }
+        # The CLI's default is 127.0.0.1:8080: on another port the examples need the URL too.
+        url_hint = "" if self.options.port == 8080 else f"; export GENMESH_URL={self.url}"
         tries = "\n".join(f"  {examples[name]}" for name in self.servers if name in examples)
         return f"""
 genmesh is up: gateway http://{self.url} (gRPC and REST), services: {", ".join(self.servers)}
 {key_line}
 Data folder: {self.data_dir} (logs in {self.logs})
 
-Try it (set the key first: export GENMESH_API_KEY=...):
+Try it (set the key first: export GENMESH_API_KEY=...{url_hint}):
 {tries}
   {grpcurl} -plaintext -H "x-api-key: $GENMESH_API_KEY" {self.url} list
   curl -N -H "x-api-key: $GENMESH_API_KEY" http://{self.url}/v1/text:generate \\

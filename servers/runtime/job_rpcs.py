@@ -9,11 +9,15 @@ that turns a job into its service's ``Job`` message::
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
 from servers.runtime.jobs import Job, JobQueue
 from storage.keys import validate_job_id
+
+CANCEL_WAIT_SECONDS = 5.0
 
 
 class JobRpcs:
@@ -25,5 +29,14 @@ class JobRpcs:
         return self.job_message(self.queue.get(validate_job_id(request.job_id)))
 
     async def CancelJob(self, request: Any, context: Any) -> Any:
-        """Cancel a queued or running job; a finished one is returned unchanged."""
-        return self.job_message(self.queue.cancel(validate_job_id(request.job_id)))
+        """Cancel a queued or running job and return it once it stopped (a running job stops within
+        a step; after ``CANCEL_WAIT_SECONDS`` it is returned as it is); a finished one is unchanged."""
+        job = self.queue.cancel(validate_job_id(request.job_id))
+        if not job.terminal:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._until_terminal(job), CANCEL_WAIT_SECONDS)
+        return self.job_message(job)
+
+    async def _until_terminal(self, job: Job) -> None:
+        async for _ in self.queue.events(job):
+            pass

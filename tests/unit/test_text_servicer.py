@@ -153,6 +153,7 @@ async def test_cancel_job_ends_the_stream_with_a_cancelled_event(text_stub) -> N
             if event.WhichOneof("event") == "delta" and event.progress.step == 3:
                 job = await stub.CancelJob(text_pb2.CancelJobRequest(job_id=event.job_id))
                 assert job.status.job_id == event.job_id
+                assert job.status.state == job_pb2.JOB_STATE_CANCELLED  # returned once it stopped
     assert caught.value.code() == grpc.StatusCode.CANCELLED
     assert events[-1].WhichOneof("event") == "cancelled"
     assert engine.tokens_emitted < 10  # stopped within a token or so

@@ -10,8 +10,10 @@ import typer
 
 from genmesh import errors
 from genmesh.cli.base import app
-from genmesh.cli.common import JsonFlag, KeyOption, Seed, UrlOption, fail, to_dict
+from genmesh.cli.common import JsonFlag, KeyOption, Seed, UrlOption, fail, to_dict, usage_error
+from genmesh.cli.video import format_eta
 from genmesh.client import GenmeshClient
+from genmesh.training.v1 import training_pb2
 
 
 @app.command("synthetic-data")
@@ -67,10 +69,15 @@ def train(
     patch_size: Annotated[int | None, typer.Option(help="Crop side, 16..1024, multiple of 8 (default 128).")] = None,
     max_pairs: Annotated[int | None, typer.Option(help="Most pairs to use.")] = None,
     validation_split: Annotated[float | None, typer.Option(help="Held-out share 0.05..0.5 (default 0.2).")] = None,
-    architecture: Annotated[str | None, typer.Option(help="tiny, small or base (default base).")] = None,
+    architecture: Annotated[
+        str | None, typer.Option(help="tiny, small or base (default: base on a GPU server, small on a CPU one).")
+    ] = None,
     seed: Seed = None,
     description: Annotated[str, typer.Option(help="Free text for people.")] = "",
     attach: Annotated[str | None, typer.Option(help="Watch an existing job instead of creating one.")] = None,
+    resume: Annotated[
+        str | None, typer.Option(help="Continue a cancelled or failed job (its spec, or these options, apply).")
+    ] = None,
     detach: Annotated[bool, typer.Option(help="Create the job and return without watching.")] = False,
     url: UrlOption = None,
     api_key: KeyOption = None,
@@ -83,15 +90,20 @@ def train(
             if attach:
                 job_id = attach
             else:
-                if layer is None:
-                    raise typer.BadParameter("--layer is required to create a job", param_hint="--layer")
-                job = client.training.create_job(
-                    layer=layer, dataset_prefix=dataset_prefix, num_epochs=epochs, batch_size=batch_size,
-                    learning_rate=learning_rate, patch_size=patch_size, max_pairs=max_pairs,
-                    validation_split=validation_split, architecture=architecture, seed=seed, description=description,
-                )  # fmt: skip
+                if layer is None and resume is None:
+                    usage_error("--layer is required to create a job (or --resume JOB_ID to continue one)")
+                spec = {
+                    "layer": layer, "dataset_prefix": dataset_prefix, "num_epochs": epochs, "batch_size": batch_size,
+                    "learning_rate": learning_rate, "patch_size": patch_size, "max_pairs": max_pairs,
+                    "validation_split": validation_split, "architecture": architecture, "seed": seed,
+                    "description": description,
+                }  # fmt: skip
+                if resume is not None:  # only what was given overrides the resumed job's spec
+                    spec = {key: value for key, value in spec.items() if value not in (None, "")}
+                job = client.training.create_job(resume_job_id=resume or "", **spec)
                 job_id = job.job_id
-                typer.echo(json.dumps(to_dict(job)) if as_json else f"job {job_id} created")
+                verb = f"resumes {resume}" if resume else "created"
+                typer.echo(json.dumps(to_dict(job)) if as_json else f"job {job_id} {verb}")
             if detach:
                 return
             if not as_json:
@@ -101,7 +113,17 @@ def train(
                 if as_json:
                     if kind != "progress_update":
                         typer.echo(json.dumps(to_dict(event)))
+                elif kind == "progress_update" and not event.replayed:
+                    update, progress = event.progress_update, event.progress
+                    eta = f"  ETA {format_eta(progress.eta_seconds)}" if progress.eta_seconds > 0 else ""
+                    stage = training_pb2.Stage.Name(update.stage).removeprefix("STAGE_").lower()
+                    line = f"epoch {update.epoch}/{update.total_epochs} {stage}"
+                    line += f" step {update.step}/{update.steps_per_epoch}"
+                    if update.loss:
+                        line += f"  loss {update.loss:.4f}"
+                    typer.echo(f"\r{line}{eta}\033[K", nl=False, err=True)  # one live line on stderr
                 elif kind == "epoch_completed":
+                    typer.echo("\r\033[K", nl=False, err=True)
                     typer.echo(epoch_row(event.epoch_completed))
                 elif kind == "resumed":
                     typer.echo(f"resumed from epoch {event.resumed.from_epoch} ({event.resumed.reason})")

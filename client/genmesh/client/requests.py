@@ -286,7 +286,7 @@ def synthetic_data_request(
 
 def training_spec(
     *,
-    layer: int,
+    layer: int = 0,  # required to create a job; a resume may leave it out (the job's own is kept)
     dataset_prefix: str = "",
     num_epochs: int | None = None,
     batch_size: int | None = None,
