@@ -53,7 +53,8 @@ class ModelCatalog:
             ModelSpec(
                 BUILTIN_NAME,
                 self.models_dir / f"{BUILTIN_NAME}.gguf",
-                "Gemma 3 270M pretrained (base, not instruction-tuned), Q4_K_M; built in, from PyPI",
+                "base model: completion only (Gemma 3 270M pretrained, not instruction-tuned, Q4_K_M; built in, "
+                "from PyPI); for chat, put an instruction-tuned GGUF in the models folder",
                 f"builtin:{BUILTIN_NAME}",
                 builtin=True,
             )
