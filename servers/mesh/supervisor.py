@@ -1,10 +1,11 @@
 """Keeps the local mesh's children running, as a process manager does.
 
-A child that exits on its own (a crash, SIGKILL, out of memory) is started again on the same
+A child that fails (a crash, SIGKILL, out of memory: any exit but a clean one) is started again on the same
 command line (so on the same port: the gateway's config stays valid) after a backoff that doubles
 with each quick crash. One that crashes ``give_up_after`` times, each within ``quick_seconds`` of
 its start, is given up on and reported; the rest of the mesh keeps serving. While a service is
-down, the gateway's health checks route nothing to it and callers get UNAVAILABLE at once.
+down, the gateway's health checks route nothing to it and callers get UNAVAILABLE at once. A clean
+exit (code 0, e.g. a server drained by SIGTERM on purpose) is respected, as systemd's on-failure.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class _Watched:
     restart_at: float | None = None
     restarts: int = 0
     given_up: bool = False
+    exited_cleanly: bool = False
 
 
 class Supervisor:
@@ -81,10 +83,15 @@ class Supervisor:
                     self._check(name, watched, time.monotonic())
 
     def _check(self, name: str, watched: _Watched, now: float) -> None:
-        if watched.given_up or watched.process.alive():
+        if watched.given_up or watched.exited_cleanly or watched.process.alive():
             return
         if watched.restart_at is None:  # just found dead
             code = watched.process.returncode()
+            if code == 0:
+                watched.exited_cleanly = True
+                log.info("process_exited_cleanly", process=name)
+                self._report(f"{name} exited cleanly (exit code 0); not restarting it")
+                return
             quick = now - watched.started_at < self.policy.quick_seconds
             watched.quick_crashes = watched.quick_crashes + 1 if quick else 1
             if watched.quick_crashes >= self.policy.give_up_after:

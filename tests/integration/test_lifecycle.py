@@ -64,7 +64,7 @@ def test_sigterm_drains_running_job_and_gateway_stops_routing(own_mesh: Mesh) ->
             try:
                 client.text.list_models()
             except errors.Unavailable as exc:
-                return "healthy upstream" in str(exc) or "shutting down" in str(exc)
+                return "not available" in str(exc) or "shutting down" in str(exc)
             return False
 
         wait_until(refused, timeout=15, what="the gateway to stop routing")

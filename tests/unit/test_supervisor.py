@@ -56,3 +56,16 @@ def test_stopping_the_supervisor_first_lets_children_exit_on_purpose(tmp_path: P
     supervisor.stop()
     sleeper.stop()
     assert not sleeper.alive() and supervisor.restarts("sleeper") == 0
+
+
+def test_a_clean_exit_is_respected(tmp_path: Path) -> None:
+    done = ManagedProcess("done", [sys.executable, "-c", "pass"], log_path=tmp_path / "d.log")
+    lines: list[str] = []
+    supervisor = Supervisor(FAST, report=lines.append, interval=0.02)
+    supervisor.watch(done.start())
+    supervisor.start()
+    try:
+        wait_until(lambda: bool(lines), timeout=30, what="the report")
+        assert "exited cleanly" in lines[0] and supervisor.restarts("done") == 0
+    finally:
+        supervisor.stop()
