@@ -17,10 +17,10 @@ pytestmark = pytest.mark.integration
 
 def test_kill_9_of_a_server_under_load_is_survived(mesh, client) -> None:
     data = client.training.generate_synthetic_data(
-        num_images=8, width=64, height=64, degradation_type="gaussian-noise", seed=21
+        num_images=8, width=64, height=64, degradation_type="gaussian-noise", seed=21, dataset_name="resilience"
     )
     training = client.training.create_job(
-        layer=7, dataset_prefix=data.dataset_prefix, num_epochs=3, patch_size=32, architecture="tiny", batch_size=2
+        layer=42, dataset_prefix=data.dataset_prefix, num_epochs=3, patch_size=32, architecture="tiny", batch_size=2
     )
     image = mesh.servers["image"]
     restarts_before = mesh.supervisor.restarts("image")
