@@ -39,6 +39,7 @@ SERVERS: dict[str, ServerSpec] = {
         _spec("image", "ImageSettings", "ImageService"),
         _spec("video", "VideoSettings", "VideoService"),
         _spec("training", "TrainingSettings", "TrainingService"),
+        _spec("agent", "AgentSettings", "AgentService"),
     )
 }
 

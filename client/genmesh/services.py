@@ -15,6 +15,7 @@ class ServiceInfo:
     proto_service: str  # "genmesh.video.v1.VideoService"
     job_prefixes: tuple[str, ...]  # job ids start with "<prefix>-"
     port: int  # default gRPC port
+    gpu: bool = True  # runs models on an accelerator (deploy files give it a GPU)
 
     @property
     def proto_package(self) -> str:
@@ -28,6 +29,8 @@ SERVICES: tuple[ServiceInfo, ...] = (
     ServiceInfo("video", "genmesh.video.v1.VideoService", ("vid",), 50053),
     # Training jobs ("trn") and its short tasks: synthetic data, restore, evaluate ("tsk").
     ServiceInfo("training", "genmesh.training.v1.TrainingService", ("trn", "tsk"), 50054),
+    # Chains text, image and video into one job (a character); calls those servers directly.
+    ServiceInfo("agent", "genmesh.agent.v1.AgentService", ("agt",), 50055, gpu=False),
 )
 BY_NAME: dict[str, ServiceInfo] = {service.name: service for service in SERVICES}
 NAMES: tuple[str, ...] = tuple(BY_NAME)

@@ -216,6 +216,7 @@ class JobQueue:
         retention_seconds: float = 3600.0,
         max_retained: int = 1000,
         drain_seconds: float | None = None,
+        service: str = "",
     ) -> None:
         if not devices:
             raise ValueError("a job queue needs at least one device")
@@ -228,6 +229,8 @@ class JobQueue:
         # How long a drain lets running jobs finish; None: the server's setting. Queues of
         # checkpointed hours-long jobs use 0: they stop at once and resume after the restart.
         self.drain_seconds = drain_seconds
+        # The proto service ("genmesh.image.v1.ImageService"): Job.method is "<service>/<RPC>".
+        self.service = service
         self._jobs: dict[str, Job] = {}
         self._pending: collections.deque[Job] = collections.deque()
         self._cond = threading.Condition()
@@ -298,6 +301,8 @@ class JobQueue:
             for key, value in structlog.contextvars.get_contextvars().items()
             if key in ("request_id", "client_id")
         }
+        if self.service and "/" not in method:
+            method = f"{self.service}/{method}"
         job = Job(id=job_id or self.new_id(), method=method, detached=detached, work=work, log_context=log_context)
         with self._cond:
             if len(self._pending) >= self.max_queued and not force:

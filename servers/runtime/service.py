@@ -24,6 +24,7 @@ class QueuedService:
             devices=devices,
             max_queued=settings.max_queued,
             retention_seconds=settings.job_retention_seconds,
+            service=info.proto_service,
         )
         self.queues = (self.queue,)
         self.store = ObjectStore(settings.storage())

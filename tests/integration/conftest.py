@@ -1,4 +1,4 @@
-"""The local mesh (S3 server, the text, image, video and training servers, Envoy), started once for all
+"""The local mesh (S3 server, the text, image, video, training and agent servers, Envoy), started once for all
 integration tests."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory, monkeypatch_session: pytest.M
         monkeypatch_session.delenv(name, raising=False)
     options = LaunchOptions(
         port=free_port(),
-        services=("text", "image", "video", "training"),
+        services=("text", "image", "video", "training", "agent"),
         data_dir=tmp_path_factory.mktemp("genmesh-data"),
         # Small queue so the full-queue path is testable; a small context keeps memory low.
         service_args={

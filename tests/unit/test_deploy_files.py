@@ -51,6 +51,7 @@ SERVER_DOCKERFILES = ("Dockerfile.cpu", "Dockerfile.rocm", "Dockerfile.cuda")
 DOCKERFILES = (*SERVER_DOCKERFILES, "Dockerfile.gateway")
 SERVICES = {service.name: service.port for service in genmesh.services.SERVICES}
 IMPLEMENTED = tuple(SERVICES)  # every declared service runs by default
+GPU_SERVICES = {service.name for service in genmesh.services.SERVICES if service.gpu}
 K8S_VARIANTS = {"cpu": KUBE, "rocm": KUBE / "overlays" / "rocm", "cuda": KUBE / "overlays" / "cuda"}
 # Never in a build context: the venv, git, tests, local secrets, build leftovers.
 KEPT_OUT_OF_CONTEXT = (
@@ -314,8 +315,8 @@ def test_compose_services_profiles_and_gpu_overrides(yaml: Any) -> None:
 
     rocm = load_docs(yaml, COMPOSE / "compose.rocm.yaml")[0]["services"]
     cuda = load_docs(yaml, COMPOSE / "compose.cuda.yaml")[0]["services"]
-    assert set(rocm) == set(cuda) == set(SERVICES)
-    for name in SERVICES:
+    assert set(rocm) == set(cuda) == GPU_SERVICES
+    for name in GPU_SERVICES:
         assert rocm[name]["devices"] == ["/dev/kfd", "/dev/dri"]
         assert len(rocm[name]["group_add"]) == 2
         assert rocm[name]["build"]["dockerfile"] == "deploy/docker/Dockerfile.rocm"
@@ -361,7 +362,7 @@ def test_compose_config_validates() -> None:
 def test_kustomizations_build(yaml: Any, variant: str) -> None:
     objects = k8s_objects(yaml, variant)
     kinds = Counter(obj["kind"] for obj in objects)
-    assert kinds["Namespace"] == 1 and kinds["StatefulSet"] == 1 and kinds["Deployment"] == 5, kinds
+    assert kinds["Namespace"] == 1 and kinds["StatefulSet"] == 1 and kinds["Deployment"] == len(SERVICES) + 1, kinds
     assert kinds["Secret"] == 0, "Secrets are created out of band, never from the kustomization"
     for obj in objects:
         if obj["kind"] != "Namespace":
@@ -386,13 +387,13 @@ def test_kustomizations_build(yaml: Any, variant: str) -> None:
         limits = container["resources"]["limits"]
         gpu = {"cpu": None, "rocm": "amd.com/gpu", "cuda": "nvidia.com/gpu"}[variant]
         assert container["image"] == f"genmesh-server:{variant}"
-        if gpu:
+        if gpu and name in GPU_SERVICES:
             assert limits[gpu] == "1", f"{name}: no {gpu} request"
             assert env["GENMESH_GPU_LAYERS"]["value"] == "-1"
             assert deployments[name]["spec"]["strategy"]["rollingUpdate"]["maxSurge"] == 0
         else:
             assert not any(key.endswith("/gpu") for key in limits)
-        if variant == "rocm":
+        if variant == "rocm" and name in GPU_SERVICES:
             assert env["HSA_OVERRIDE_GFX_VERSION"]["value"] == "10.3.0"
             assert "PYTORCH_HIP_ALLOC_CONF" in env
     assert deployments["text"]["spec"]["replicas"] >= 1

@@ -149,3 +149,14 @@ async def test_force_submit_passes_the_queue_limit_for_resumed_jobs() -> None:
     assert resumed.id == "t-resumed" and queue.get("t-resumed") is resumed
     release.set()
     await queue.drain(5)
+
+
+async def test_job_method_is_the_full_rpc_name() -> None:
+    queue = JobQueue(
+        name="image", id_prefix="img", devices=["cpu"], max_queued=1, service="genmesh.image.v1.ImageService"
+    )
+    queue.start()
+    job = queue.submit(lambda ctx: None, method="GenerateImage")
+    await collect(queue, job)
+    assert job.method == "genmesh.image.v1.ImageService/GenerateImage"  # as JobStatus.method documents
+    await queue.drain(1)

@@ -52,7 +52,10 @@ def models(url: UrlOption = None, api_key: KeyOption = None, as_json: JsonFlag =
 def job_service(client: GenmeshClient, job_id: str) -> Any:
     """The client of the service that owns a job, by its id's prefix (``genmesh.services``)."""
     service = service_for_job(job_id)
-    clients = {"text": client.text, "image": client.images, "video": client.videos, "training": client.training}
+    clients = {
+        "text": client.text, "image": client.images, "video": client.videos, "training": client.training,
+        "agent": client.agent,
+    }  # fmt: skip
     if service is None:
         prefixes = ", ".join(f"{prefix}-" for info in SERVICES for prefix in info.job_prefixes)
         usage_error(f"job id {job_id!r} does not start with a known prefix ({prefixes})")

@@ -8,6 +8,7 @@ from typing import Any
 import grpc
 
 from genmesh import errors
+from genmesh.agent.v1 import agent_pb2, agent_pb2_grpc
 from genmesh.client import requests
 from genmesh.client.connection import CHANNEL_OPTIONS, Connection, service_of, translate
 from genmesh.image.v1 import image_pb2, image_pb2_grpc
@@ -113,6 +114,25 @@ class AsyncVideoClient(_AsyncServiceClient):
         return await self._unary(self._stub.CancelJob, video_pb2.CancelJobRequest(job_id=job_id))
 
 
+class AsyncAgentClient(_AsyncServiceClient):
+    def __init__(self, channel: grpc.aio.Channel, connection: Connection) -> None:
+        super().__init__(agent_pb2_grpc.AgentServiceStub(channel), connection)
+
+    def stream_create_character(
+        self, idea: str = "", *, timeout: float | None = None, **options: Any
+    ) -> AsyncIterator[Any]:
+        return self._stream(self._stub.CreateCharacter, requests.character_request(idea, **options), timeout)
+
+    async def create_character(self, idea: str = "", *, timeout: float | None = None, **options: Any) -> Any:
+        return await final_result(self.stream_create_character(idea, timeout=timeout, **options))
+
+    async def get_job(self, job_id: str) -> agent_pb2.Job:
+        return await self._unary(self._stub.GetJob, agent_pb2.GetJobRequest(job_id=job_id))
+
+    async def cancel_job(self, job_id: str) -> agent_pb2.Job:
+        return await self._unary(self._stub.CancelJob, agent_pb2.CancelJobRequest(job_id=job_id))
+
+
 class AsyncGenmeshClient:
     """asyncio client for the genmesh gateway (or a single server)."""
 
@@ -127,6 +147,7 @@ class AsyncGenmeshClient:
         self.text = AsyncTextClient(self._channel, self.connection)
         self.images = AsyncImageClient(self._channel, self.connection)
         self.videos = AsyncVideoClient(self._channel, self.connection)
+        self.agent = AsyncAgentClient(self._channel, self.connection)
 
     async def close(self) -> None:
         await self._channel.close()

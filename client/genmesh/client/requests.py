@@ -7,6 +7,7 @@ from typing import Any
 
 from google.protobuf import struct_pb2
 
+from genmesh.agent.v1 import agent_pb2
 from genmesh.common.v1 import diffusion_pb2, media_pb2
 from genmesh.image.v1 import image_pb2
 from genmesh.text.v1 import text_pb2
@@ -340,4 +341,53 @@ def restore_request(
     if output_format not in IMAGE_FORMATS:
         raise ValueError(f"output_format must be one of {', '.join(IMAGE_FORMATS)} (got {output_format!r})")
     request.output_format = media_pb2.ImageFormat.Value(IMAGE_FORMATS[output_format])
+    return request
+
+
+AGENT_STAGES = ("text", "image", "video")
+
+
+def character_request(
+    idea: str = "",
+    *,
+    style: str = "",
+    seed: int | None = None,
+    steps: int | None = None,
+    text: Mapping[str, Any] | None = None,
+    image: Mapping[str, Any] | None = None,
+    video: Mapping[str, Any] | None = None,
+    stages: Sequence[str] = (),
+    sheet: Mapping[str, str] | None = None,
+    portrait_ref: tuple[str, str] | None = None,
+    detach: bool = False,
+) -> agent_pb2.CreateCharacterRequest:
+    """Keyword arguments -> CreateCharacterRequest. ``text``/``image``/``video`` are the stage options as
+    dicts (e.g. ``image={"width": 512, "scheduler": "euler_a"}``, ``video={"num_frames": 16,
+    "output_format": "mp4"}``); ``stages`` are names ("text", "image", "video"); unknown names raise ValueError."""
+    request = agent_pb2.CreateCharacterRequest(idea=idea, style=style, detach=detach)
+    for name, value in {"seed": seed, "steps": steps}.items():
+        if value is not None:
+            setattr(request, name, value)
+    image_options = dict(image or {})
+    if image_options.get("scheduler"):
+        if image_options["scheduler"] not in SCHEDULERS:
+            raise ValueError(f"scheduler must be one of {', '.join(SCHEDULERS)} (got {image_options['scheduler']!r})")
+        image_options["scheduler"] = SCHEDULERS[image_options["scheduler"]]
+    video_options = dict(video or {})
+    if video_options.get("output_format"):
+        if video_options["output_format"] not in VIDEO_FORMATS:
+            allowed = ", ".join(VIDEO_FORMATS)
+            raise ValueError(f"output_format must be one of {allowed} (got {video_options['output_format']!r})")
+        video_options["output_format"] = VIDEO_FORMATS[video_options["output_format"]]
+    request.text.CopyFrom(agent_pb2.TextStageOptions(**dict(text or {})))
+    request.image.CopyFrom(agent_pb2.ImageStageOptions(**image_options))
+    request.video.CopyFrom(agent_pb2.VideoStageOptions(**video_options))
+    for stage in stages:
+        if stage not in AGENT_STAGES:
+            raise ValueError(f"stages must be among {', '.join(AGENT_STAGES)} (got {stage!r})")
+        request.stages.append(agent_pb2.Stage.Value(f"STAGE_{stage.upper()}"))
+    if sheet is not None:
+        request.sheet.CopyFrom(agent_pb2.CharacterSheet(**dict(sheet)))
+    if portrait_ref is not None:
+        request.portrait_ref.bucket, request.portrait_ref.key = portrait_ref
     return request

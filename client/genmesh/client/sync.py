@@ -8,6 +8,7 @@ from typing import Any
 import grpc
 
 from genmesh import errors
+from genmesh.agent.v1 import agent_pb2, agent_pb2_grpc
 from genmesh.client import requests
 from genmesh.client.connection import CHANNEL_OPTIONS, Connection, service_of, translate
 from genmesh.image.v1 import image_pb2, image_pb2_grpc
@@ -188,6 +189,26 @@ class TrainingClient(_ServiceClient):
         return final_result(self.stream_restore(model_id, timeout=timeout, **options))
 
 
+class AgentClient(_ServiceClient):
+    def __init__(self, channel: grpc.Channel, connection: Connection) -> None:
+        super().__init__(agent_pb2_grpc.AgentServiceStub(channel), connection)
+
+    def stream_create_character(self, idea: str = "", *, timeout: float | None = None, **options: Any) -> Iterator[Any]:
+        """Yield CreateCharacterResponse events: queued, started, then per stage stage_started,
+        stage_progress and stage_result, then the result. Options: style, seed, steps, text, image and
+        video (stage options as dicts), stages (names), sheet (a dict), portrait_ref ((bucket, key)), detach."""
+        return self._stream(self._stub.CreateCharacter, requests.character_request(idea, **options), timeout)
+
+    def create_character(self, idea: str = "", *, timeout: float | None = None, **options: Any) -> Any:
+        return final_result(self.stream_create_character(idea, timeout=timeout, **options))
+
+    def get_job(self, job_id: str) -> agent_pb2.Job:
+        return self._unary(self._stub.GetJob, agent_pb2.GetJobRequest(job_id=job_id))
+
+    def cancel_job(self, job_id: str) -> agent_pb2.Job:
+        return self._unary(self._stub.CancelJob, agent_pb2.CancelJobRequest(job_id=job_id))
+
+
 class GenmeshClient:
     """Blocking client for the genmesh gateway (or a single server)."""
 
@@ -203,6 +224,7 @@ class GenmeshClient:
         self.images = ImageClient(self._channel, self.connection)
         self.videos = VideoClient(self._channel, self.connection)
         self.training = TrainingClient(self._channel, self.connection)
+        self.agent = AgentClient(self._channel, self.connection)
 
     def close(self) -> None:
         self._channel.close()

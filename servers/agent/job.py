@@ -1,0 +1,303 @@
+"""One CreateCharacter job as a use case: services checked and inputs resolved before queueing, then
+(on a worker thread) text -> image -> video as sub-jobs on those services, each stage's result copied
+into the agent job's folder as it finishes, and a record of every sub-job. The servicer only converts
+and submits."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from genmesh.agent.v1 import agent_pb2
+from genmesh.client import requests
+from genmesh.errors import InvalidArgument, NotFound
+from genmesh.text.v1 import text_pb2
+from servers.agent import convert
+from servers.agent.eta import CostModel, ProgressPlan, work_units
+from servers.agent.types import (
+    SHEET_LIMITS,
+    SHEET_SCHEMA,
+    CharacterRequest,
+    CharacterSheet,
+    StageDone,
+    StageProgress,
+    StageStarted,
+)
+from servers.agent.upstreams import Upstreams
+from servers.runtime import convert as common
+from servers.runtime.jobs import JobContext
+from storage import outputs
+from storage.buckets import OUTPUTS
+from storage.object_store import ObjectLocation, ObjectStore, StoredObject
+
+SHEET_PROMPT = """Invent a character from this idea: {idea}
+{style}Answer with a character sheet as JSON with these fields:
+- name: the character's name
+- biography: a short biography, two or three sentences
+- personality: a few personality traits
+- appearance_prompt: a prompt for an image model that paints the character's portrait: face, hair, clothes, \
+setting, lighting, as comma-separated phrases
+- negative_prompt: what the portrait should avoid, as comma-separated phrases (e.g. blurry, deformed hands)
+- motion_prompt: a short prompt for a video model that animates the portrait (how the character moves)"""
+
+
+@dataclass
+class _Run:
+    """What a running job has made so far."""
+
+    prefix: str
+    sheet: CharacterSheet | None = None
+    sheet_stored: StoredObject | None = None
+    portrait: ObjectLocation | None = None
+    portrait_stored: StoredObject | None = None
+    video_stored: StoredObject | None = None
+    stages: list[StageDone] = field(default_factory=list)
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class CharacterJob:
+    request: CharacterRequest
+    upstreams: Upstreams
+    store: ObjectStore
+    costs: CostModel
+    metadata: tuple[tuple[str, str], ...]  # x-request-id / x-client-id, passed to every sub-job
+    seed: int
+    plan: ProgressPlan
+    keep_alive_seconds: int | None = None
+
+    @classmethod
+    def prepare(
+        cls,
+        request: CharacterRequest,
+        upstreams: Upstreams,
+        store: ObjectStore,
+        costs: CostModel,
+        metadata: Sequence[tuple[str, str]],
+        keep_alive_seconds: int | None = None,
+    ) -> CharacterJob:
+        """Check that every service the stages need answers (UNAVAILABLE naming it) and that the
+        portrait to start from exists (NOT_FOUND), before anything is queued."""
+        upstreams.require(request.stages)
+        if request.portrait_ref is not None:
+            location = request.portrait_ref
+            if not store.exists(location.bucket, location.key):
+                raise NotFound(
+                    f"portrait_ref: no object {location.key!r} in bucket {location.bucket!r}", field="portrait_ref"
+                )
+        seed = request.seed if request.seed is not None else secrets.randbelow(2**32)
+        return cls(request, upstreams, store, costs, tuple(metadata), seed, costs.plan(request), keep_alive_seconds)
+
+    # -- the use case -------------------------------------------------------------------------------------
+
+    def run(self, context: JobContext) -> agent_pb2.CharacterResult:
+        started = time.monotonic()
+        request = self.request
+        run = _Run(outputs.job_prefix(context.job_id), sheet=request.sheet)
+        if request.portrait_ref is not None:
+            run.portrait = request.portrait_ref
+        for stage in request.stages:
+            context.check_cancelled()
+            stage_started = time.monotonic()
+            done = getattr(self, f"_{stage}")(context, run)
+            seconds = time.monotonic() - stage_started
+            self.costs.observe(stage, work_units(request, stage), seconds)
+            done = StageDone(done.stage, done.sub_job_id, done.stored, seconds, done.sheet)
+            run.stages.append(done)
+            run.records[-1]["seconds"] = round(seconds, 3)
+            context.output(done, self.plan.step(stage, 1.0), self.plan.total)
+        if run.sheet is not None and run.sheet_stored is None:  # the caller's own sheet, stored with the rest
+            run.sheet_stored = self._put_sheet(run)
+        return self._result(context, run, time.monotonic() - started)
+
+    def _text(self, context: JobContext, run: _Run) -> StageDone:
+        request, options = self.request, self.request.text
+        style = f"Visual style: {request.style}\n" if request.style else ""
+        message = requests.chat_request(
+            [{"role": "user", "content": SHEET_PROMPT.format(idea=request.idea.strip(), style=style)}],
+            model=options.model,
+            json_schema=SHEET_SCHEMA,
+            max_tokens=options.max_tokens,
+            temperature=options.temperature,
+            seed=options.seed if options.seed is not None else self.seed,
+        )
+        self._keep_alive(message)
+        result, sub_job_id = self._sub_job(context, "text", "Chat", message)
+        run.sheet = _parse_sheet(result)
+        run.sheet_stored = self._put_sheet(run)
+        run.records.append(
+            {
+                "stage": "text",
+                "service": "text",
+                "sub_job_id": sub_job_id,
+                "parameters": {
+                    "model": result.model,
+                    "seed": result.seed,
+                    "max_tokens": options.max_tokens,
+                    "temperature": options.temperature,
+                    "json_schema": SHEET_SCHEMA,
+                },
+                "usage": common.message_dict(result.usage),
+                "sub_record": result.record.key,
+                "key": run.sheet_stored.key,
+            }
+        )
+        return StageDone("text", sub_job_id, run.sheet_stored, 0.0, run.sheet)
+
+    def _image(self, context: JobContext, run: _Run) -> StageDone:
+        request, options = self.request, self.request.image
+        assert run.sheet is not None  # convert.py: the image stage starts from the text stage or a sheet
+        prompt = run.sheet.appearance_prompt.strip()
+        if request.style:
+            prompt = f"{prompt}, {request.style.strip()}"
+        message = requests.image_request(
+            prompt,
+            model=options.model,
+            negative_prompt=run.sheet.negative_prompt,
+            width=options.width,
+            height=options.height,
+            steps=options.steps or request.steps,
+            guidance_scale=options.guidance_scale,
+            seed=options.seed if options.seed is not None else self.seed,
+            scheduler=options.scheduler,
+        )
+        self._keep_alive(message)
+        result, sub_job_id = self._sub_job(context, "image", "GenerateImage", message)
+        artifact = result.images[0].artifact
+        run.portrait_stored = self._copy(artifact.bucket, artifact.key, f"{run.prefix}portrait.png", "image/png")
+        run.portrait = ObjectLocation(run.portrait_stored.bucket, run.portrait_stored.key)
+        run.records.append(self._record("image", sub_job_id, result, run.portrait_stored))
+        return StageDone("image", sub_job_id, run.portrait_stored, 0.0)
+
+    def _video(self, context: JobContext, run: _Run) -> StageDone:
+        request, options = self.request, self.request.video
+        assert run.portrait is not None  # convert.py: the video stage starts from the image stage or a ref
+        motion = run.sheet.motion_prompt.strip() if run.sheet is not None else ""
+        message = requests.video_request(
+            motion or request.idea.strip(),
+            model=options.model,
+            motion_adapter=options.motion_adapter,
+            negative_prompt=run.sheet.negative_prompt if run.sheet is not None else "",
+            num_frames=options.num_frames,
+            fps=options.fps,
+            steps=options.steps or request.steps,
+            seed=options.seed if options.seed is not None else self.seed,
+            output_format=options.output_format,
+            strength=options.strength,
+            init_image_ref=(run.portrait.bucket, run.portrait.key),
+        )
+        self._keep_alive(message)
+        result, sub_job_id = self._sub_job(context, "video", "GenerateVideo", message)
+        video = result.video
+        extension = video.key.rsplit(".", 1)[-1]
+        run.video_stored = self._copy(video.bucket, video.key, f"{run.prefix}video.{extension}", video.content_type)
+        run.records.append(self._record("video", sub_job_id, result, run.video_stored))
+        return StageDone("video", sub_job_id, run.video_stored, 0.0)
+
+    # -- helpers ----------------------------------------------------------------------------------------------
+
+    def _sub_job(self, context: JobContext, stage: str, method: str, message: Any) -> tuple[Any, str]:
+        """Run the stage's sub-job, streaming its start and progress; (result, sub-job id)."""
+        plan = self.plan
+        ids: list[str] = []
+
+        def on_event(event: Any) -> None:
+            if not ids:
+                ids.append(event.job_id)
+                context.output(StageStarted(stage, event.job_id, stage), plan.step(stage, 0.0), plan.total)
+            if event.HasField("progress") and event.WhichOneof("event") not in ("result", "error", "cancelled"):
+                sub_stage = ""
+                if event.WhichOneof("event") == "progress_update":
+                    update = event.progress_update
+                    stages = update.DESCRIPTOR.fields_by_name["stage"].enum_type.values_by_number
+                    sub_stage = stages[update.stage].name if update.stage in stages else ""
+                payload = StageProgress(stage, event.job_id, event.progress, sub_stage)
+                context.output(payload, plan.step(stage, event.progress.fraction), plan.total)
+
+        result = self.upstreams.stream(stage, method, message, self.metadata, context, on_event)
+        return result, ids[0] if ids else ""
+
+    def _keep_alive(self, message: Any) -> None:
+        if self.keep_alive_seconds is not None:
+            message.keep_alive_seconds = self.keep_alive_seconds
+
+    def _copy(self, bucket: str, key: str, target: str, content_type: str) -> StoredObject:
+        """A sub-job's stored result, copied into the agent job's folder."""
+        return self.store.put_bytes(OUTPUTS, target, self.store.get_bytes(bucket, key), content_type)
+
+    def _put_sheet(self, run: _Run) -> StoredObject:
+        assert run.sheet is not None
+        data = json.dumps(run.sheet.as_dict(), ensure_ascii=False, indent=2).encode()
+        return self.store.put_bytes(OUTPUTS, f"{run.prefix}character.json", data, "application/json")
+
+    @staticmethod
+    def _record(stage: str, sub_job_id: str, result: Any, stored: StoredObject) -> dict[str, Any]:
+        return {
+            "stage": stage,
+            "service": stage,
+            "sub_job_id": sub_job_id,
+            "parameters": common.message_dict(result.parameters),
+            "sub_record": result.record.key,
+            "key": stored.key,
+            "sha256": stored.sha256,
+        }
+
+    def _result(self, context: JobContext, run: _Run, seconds: float) -> agent_pb2.CharacterResult:
+        request = self.request
+        parameters = agent_pb2.CharacterParameters(
+            seed=self.seed,
+            steps=request.steps or 0,
+            stages=[convert.stage_enum(stage) for stage in request.stages],
+            style=request.style,
+        )
+        record = outputs.save_record(
+            self.store,
+            run.prefix,
+            {
+                "job_id": context.job_id,
+                "idea": request.idea,
+                "parameters": common.message_dict(parameters),
+                "sheet": run.sheet.as_dict() if run.sheet is not None else None,
+                "files": {
+                    name: stored.key
+                    for name, stored in (
+                        ("sheet", run.sheet_stored),
+                        ("portrait", run.portrait_stored),
+                        ("video", run.video_stored),
+                    )
+                    if stored is not None
+                },
+                "stages": run.records,
+            },
+        )
+        return agent_pb2.CharacterResult(
+            sheet=convert.sheet_message(run.sheet),
+            sheet_artifact=common.artifact(run.sheet_stored),
+            portrait=common.artifact(run.portrait_stored),
+            video=common.artifact(run.video_stored),
+            stages=[convert.stage_result(done) for done in run.stages],
+            parameters=parameters,
+            record=common.artifact(record),
+            total_seconds=seconds,
+        )
+
+
+def _parse_sheet(result: text_pb2.TextResult) -> CharacterSheet:
+    """The text stage's JSON as a sheet, whitespace collapsed. The Text service enforces the schema with a
+    grammar, so only a sheet cut short by max_tokens should fail here."""
+    try:
+        # strict=False: a small model may put raw newlines inside strings (the grammar lets them through).
+        data = json.loads(result.text, strict=False)
+        sheet = CharacterSheet(**{name: " ".join(str(data[name]).split()) for name in SHEET_LIMITS})
+    except (ValueError, KeyError, TypeError):
+        cut = result.finish_reason == text_pb2.FINISH_REASON_LENGTH
+        reason = "was cut short by max_tokens; raise it" if cut else "is not the JSON the schema asks for"
+        raise InvalidArgument(
+            f"the text stage failed: the character sheet {reason} ({len(result.text)} characters written)",
+            field="text.max_tokens" if cut else None,
+        ) from None
+    return sheet

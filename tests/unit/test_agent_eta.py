@@ -1,0 +1,59 @@
+"""The overall progress of a character job: stages weighted by expected cost, learned from past runs."""
+
+from __future__ import annotations
+
+import pytest
+
+from servers.agent.eta import DEFAULT_RATES, OVERHEAD_SECONDS, UNIT_SECONDS, CostModel, ProgressPlan, work_units
+from servers.agent.types import CharacterRequest, ImageOptions, TextOptions, VideoOptions
+
+
+def test_work_units_follow_the_request() -> None:
+    small = CharacterRequest("x", steps=4, image=ImageOptions(width=64, height=64), video=VideoOptions(num_frames=8))
+    big = CharacterRequest("x", steps=40, image=ImageOptions(width=512, height=512), video=VideoOptions(num_frames=32))
+    assert work_units(small, "text") == 768 == work_units(big, "text")
+    assert work_units(big, "image") == pytest.approx(40) and work_units(small, "image") == pytest.approx(4 / 64)
+    assert work_units(big, "video") == pytest.approx(40 * 0.8 * 32)
+    # Stage options override the request's steps.
+    override = CharacterRequest("x", steps=40, image=ImageOptions(steps=10), text=TextOptions(max_tokens=100))
+    assert work_units(override, "image") == pytest.approx(10) and work_units(override, "text") == 100
+
+
+def test_weights_follow_expected_cost_and_the_plan_counts_earlier_stages_whole() -> None:
+    request = CharacterRequest("x", steps=25)
+    plan = CostModel().plan(request)
+    expected = {
+        stage: round((OVERHEAD_SECONDS[stage] + DEFAULT_RATES[stage] * work_units(request, stage)) / UNIT_SECONDS)
+        for stage in ("text", "image", "video")
+    }
+    assert plan.weights == expected and list(plan.weights) == ["text", "image", "video"]
+    assert plan.weights["video"] > plan.weights["image"] > plan.weights["text"]  # video costs most by default
+    text, image, video = expected.values()
+    assert plan.step("text", 0.0) == 0 and plan.step("text", 1.0) == text
+    assert plan.step("image", 0.5) == text + round(image / 2)
+    assert plan.step("video", 1.0) == plan.total == text + image + video
+    assert plan.step("video", 7.0) == plan.total and plan.step("image", -1) == text  # clamped
+
+
+def test_a_plan_covers_only_the_stages_that_run() -> None:
+    plan = CostModel().plan(CharacterRequest("x", stages=("image", "video")))
+    assert list(plan.weights) == ["image", "video"] and plan.step("image", 0) == 0
+    with pytest.raises(KeyError):
+        plan.step("text", 0.5)
+    assert ProgressPlan({"text": 1}).total == 1
+
+
+def test_rates_are_learned_from_finished_stages() -> None:
+    model = CostModel()
+    before = model.expected_seconds("video", 100)
+    # A fast device: 100 units in overhead + 1 s, four times over; the estimate converges toward it.
+    for _ in range(4):
+        model.observe("video", 100, OVERHEAD_SECONDS["video"] + 1.0)
+    assert model.rate("video") == pytest.approx(DEFAULT_RATES["video"] / 16 + 0.01 * 15 / 16)
+    assert model.expected_seconds("video", 100) < before / 4
+    model.observe("video", 0, 10)  # nothing to learn from
+    model.observe("text", 10, -1)
+    assert model.rate("text") == DEFAULT_RATES["text"]
+    # A shorter video stage now weighs less against the image stage than with the defaults.
+    request = CharacterRequest("x", steps=25)
+    assert model.plan(request).weights["video"] < CostModel().plan(request).weights["video"]
