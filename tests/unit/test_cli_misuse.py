@@ -43,3 +43,13 @@ def test_an_unreachable_gateway_is_one_line(tmp_path: Path) -> None:
     assert done.stderr.strip().splitlines() == [
         "error: UNAVAILABLE: cannot reach the genmesh gateway (is `genmesh up` running, and --url / GENMESH_URL right?)"
     ]
+
+
+def test_report_json_prints_whole_numbers_as_integers() -> None:
+    from genmesh.cli.training import whole_numbers
+
+    assert whole_numbers({"pairs": 24.0, "psnr": 31.5, "epochs": [{"epoch": 1.0}]}) == {
+        "pairs": 24,
+        "psnr": 31.5,
+        "epochs": [{"epoch": 1}],
+    }

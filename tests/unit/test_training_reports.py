@@ -471,6 +471,9 @@ def test_data_rules():
     assert "10 images without their clean/degraded counterpart" in message
     assert "10 pairs skipped (unreadable, mismatched or too small for patch_size 128)" in message
     assert "20 pairs left out by max_pairs=60" in message
+    uncapped = replace(inp, spec={**inp.spec, "max_pairs": None})
+    message = next(r.message for r in recommend(uncapped) if r.code == "low_data_effectiveness")
+    assert "max_pairs" not in message and "20 pairs added to the dataset after the job read it" in message
 
 
 def test_slow_cpu():

@@ -28,21 +28,26 @@ def load_schema(value: str | None) -> dict[str, Any] | None:
 
 def print_stream(events: Any, as_json: bool) -> Any:
     """Print deltas as they arrive (or every event as JSON); return the result message."""
-    result = None
-    for event in events:
-        kind = event.WhichOneof("event")
-        if as_json:
-            typer.echo(json.dumps(to_dict(event)))
-        elif kind == "delta":
-            sys.stdout.write(event.delta.text)
-            sys.stdout.flush()
-        if kind == "result":
-            result = event.result
+    result, job_id = None, ""
+    try:
+        for event in events:
+            job_id = job_id or event.job_id
+            kind = event.WhichOneof("event")
+            if as_json:
+                typer.echo(json.dumps(to_dict(event)))
+            elif kind == "delta":
+                sys.stdout.write(event.delta.text)
+                sys.stdout.flush()
+            if kind == "result":
+                result = event.result
+    except KeyboardInterrupt:  # leaving the stream cancels the job (it is not detached)
+        typer.echo(f"\ncancelled job {job_id}" if job_id else "\ncancelled", err=True)
+        raise typer.Exit(130) from None
     if not as_json and result is not None:
         sys.stdout.write("\n")
         timings = result.timings
         typer.secho(
-            f"[{result.model} | {result.usage.completion_tokens} tokens | "
+            f"[{job_id} | {result.model} | {result.usage.completion_tokens} tokens | "
             f"first token {timings.time_to_first_token_ms:.0f} ms | {timings.tokens_per_second:.1f} tok/s | "
             + (
                 f"saved s3://{result.record.bucket}/{result.record.key}]" if result.HasField("record") else "not saved]"

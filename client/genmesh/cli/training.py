@@ -140,6 +140,17 @@ def train(
             typer.echo(f"stopped watching; the job goes on (genmesh train --attach {job_id})")
 
 
+def whole_numbers(value: Any) -> Any:
+    """The report's JSON (a protobuf Struct: every number a double) with whole numbers as integers."""
+    if isinstance(value, dict):
+        return {key: whole_numbers(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [whole_numbers(item) for item in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 @app.command()
 def report(
     job_id: str,
@@ -154,7 +165,7 @@ def report(
             found = client.training.get_report(job_id, return_inline=plots_dir is not None)
         except errors.GenmeshError as error:
             fail(error)
-    typer.echo(json.dumps(to_dict(found.data), indent=2) if as_json else found.text)
+    typer.echo(json.dumps(whole_numbers(to_dict(found.data)), indent=2) if as_json else found.text)
     if plots_dir is not None:
         plots_dir.mkdir(parents=True, exist_ok=True)
         for plot in found.plots:

@@ -291,8 +291,10 @@ def check_data(inp: ReportInput, t: Thresholds) -> list[Recommendation]:
             patch = inp.spec.get("patch_size")
             hint = f" for patch_size {patch}" if patch else ""
             reasons.append(f"{d.skipped_pairs} pairs skipped (unreadable, mismatched or too small{hint})")
-        if capped > 0:
+        if capped > 0 and inp.spec.get("max_pairs"):
             reasons.append(f"{capped} pairs left out by max_pairs={inp.spec.get('max_pairs')}")
+        elif capped > 0:  # no cap: these pairs were added after the job read the dataset
+            reasons.append(f"{capped} pairs added to the dataset after the job read it")
         because = "; ".join(reasons) or "pairs missing"
         found.append(
             Recommendation(
