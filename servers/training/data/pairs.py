@@ -5,16 +5,15 @@ Unpaired, unreadable, mismatched or too-small files are counted and skipped, nev
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 import structlog
 import torch
-from PIL import Image, UnidentifiedImageError
 
 from genmesh.errors import InvalidArgument
+from servers.media.images import decode_image
 from servers.training.types import DatasetStats
 from storage.buckets import TRAINING_DATA
 from storage.object_store import ObjectStore
@@ -53,14 +52,13 @@ def find_pairs(store: ObjectStore, prefix: str) -> tuple[list[tuple[str, str, st
 
 
 def decode(data: bytes) -> torch.Tensor | None:
-    """RGB float tensor (3, H, W) in [0, 1], or None for data that is not a sane image."""
+    """RGB float tensor (3, H, W) in [0, 1], or None for data that is not a sane image (the shared
+    guarded decoder: size checked before decoding, every mode to RGB, EXIF orientation applied)."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            if max(image.size) > MAX_SIDE:
-                return None
-            array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        image = decode_image(data, field="pair", max_side=MAX_SIDE)
+    except InvalidArgument:
         return None
+    array = np.asarray(image, dtype=np.float32) / 255.0
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 
