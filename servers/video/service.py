@@ -35,7 +35,8 @@ class VideoService(QueuedService):
 
     async def warm_up(self) -> None:
         if self.preload:
-            await asyncio.to_thread(self.engine.preload)
+            # On the worker thread that runs the jobs: one torch thread team (see JobQueue.call_on_worker).
+            await asyncio.wrap_future(self.queue.call_on_worker(self.engine.preload))
 
     async def close(self) -> None:
         self.engine.close()

@@ -160,3 +160,20 @@ async def test_job_method_is_the_full_rpc_name() -> None:
     await collect(queue, job)
     assert job.method == "genmesh.image.v1.ImageService/GenerateImage"  # as JobStatus.method documents
     await queue.drain(1)
+
+
+async def test_calls_run_on_the_worker_thread_before_the_next_job() -> None:
+    queue = make_queue()
+    threads: list[str] = []
+    loaded = await asyncio.wrap_future(queue.call_on_worker(lambda: threads.append(threading.current_thread().name)))
+    assert loaded is None
+    job = queue.submit(lambda ctx: threads.append(threading.current_thread().name), method="M")
+    await collect(queue, job)
+    assert threads == ["test-cpu", "test-cpu"]  # loading and jobs share one thread (one torch team)
+
+    def broken() -> None:
+        raise RuntimeError("load failed")
+
+    with pytest.raises(RuntimeError, match="load failed"):
+        await asyncio.wrap_future(queue.call_on_worker(broken))
+    await queue.drain(1)
