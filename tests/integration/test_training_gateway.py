@@ -198,12 +198,11 @@ def test_killed_server_resumes_the_job_from_its_checkpoint(tmp_path: Path) -> No
             wait_until(lambda: client.training.get_job(job.job_id).current_epoch >= 2, timeout=120, what="2 epochs")
             server = mesh.servers["training"]
             os.kill(server.pid, signal.SIGKILL)  # a crash: no drain, no goodbye
-            server._popen.wait(timeout=10)
-            restarted = ManagedProcess(server.name, server.argv, log_path=server.log_path, env=server.env).start()
-            mesh.servers["training"] = restarted
+            # genmesh up's supervisor starts it again on the same port; it resumes the job at start.
+            wait_until(lambda: mesh.supervisor.restarts("training") == 1, timeout=30, what="the restart")
             wait_until(
                 lambda: client.training.get_job(job.job_id).state == job_pb2.JOB_STATE_SUCCEEDED,
-                timeout=300, what="the resumed job to finish", process=restarted,
+                timeout=300, what="the resumed job to finish", process=server,
             )  # fmt: skip
             finished = client.training.get_job(job.job_id)
             assert finished.resumed_count == 1 and finished.model_id
