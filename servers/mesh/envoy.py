@@ -21,7 +21,29 @@ from pathlib import Path
 from string import Template
 
 from genmesh.services import BY_NAME, NAMES
+from servers.mesh.api_keys import (  # re-exported: the launcher and tests import them from here
+    API_KEYS_ENV,
+    API_KEYS_FILE_ENV,
+    ApiKeyError,
+    KeySource,
+    QuotaOverride,
+    RateLimit,
+    default_rate_limit,
+    load_api_keys,
+)
+from servers.mesh.gateway_filters import GatewayFilters, discovery_entries, inline_entries, write_discovery_files
 from servers.mesh.processes import ManagedProcess, wait_until
+
+__all__ = [
+    "API_KEYS_ENV",
+    "API_KEYS_FILE_ENV",
+    "ApiKeyError",
+    "Envoy",
+    "EnvoyConfigError",
+    "load_api_keys",
+    "render_envoy_config",
+    "validate_envoy_config",
+]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE_PATH = REPO_ROOT / "deploy" / "envoy" / "envoy.yaml.tmpl"
@@ -30,110 +52,11 @@ SERVICES = NAMES
 """Cluster names, one per declared service (``genmesh.services``); the template also has ``any``
 (every upstream, for reflection/health)."""
 
-API_KEYS_ENV = "GENMESH_API_KEYS"
-API_KEYS_FILE_ENV = "GENMESH_API_KEYS_FILE"
-
-_CLIENT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-# Visible ASCII without the separators of the key formats (",", "=") and without whitespace.
-_KEY_RE = re.compile(r"[\x21-\x7e]+")
-_KEY_FORBIDDEN = frozenset(",=")
 _HOST_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
-
-
-class ApiKeyError(ValueError):
-    """The API key configuration is missing or malformed."""
 
 
 class EnvoyConfigError(RuntimeError):
     """``envoy --mode validate`` rejected a config; the message carries Envoy's output."""
-
-
-# --------------------------------------------------------------------------------------------
-# API keys
-
-
-def _check_key(key: str, where: str) -> str:
-    if not key:
-        raise ApiKeyError(f"{where}: empty API key")
-    if not _KEY_RE.fullmatch(key) or _KEY_FORBIDDEN.intersection(key):
-        raise ApiKeyError(f"{where}: an API key must be visible ASCII without spaces, ',' or '='")
-    return key
-
-
-def _check_client(client: str, where: str) -> str:
-    if not _CLIENT_RE.fullmatch(client):
-        raise ApiKeyError(
-            f"{where}: client name {client!r} must be 1-64 characters of letters, digits, '.', '_' or '-'"
-            " starting with a letter or digit"
-        )
-    return client
-
-
-def _parse_entry(entry: str, where: str) -> tuple[str | None, str]:
-    """``client=key`` or ``key`` -> (client or None, key)."""
-    if "=" in entry:
-        client, _, key = entry.partition("=")
-        return _check_client(client.strip(), where), _check_key(key.strip(), where)
-    return None, _check_key(entry, where)
-
-
-def load_api_keys(environ: Mapping[str, str], keys_file: Path | None = None) -> dict[str, str]:
-    """API keys as ``{client name: key}`` from ``GENMESH_API_KEYS`` and a keys file.
-
-    ``GENMESH_API_KEYS`` is comma-separated; each entry is ``client=key`` or a bare ``key``.
-    The keys file (``keys_file``, else the path in ``GENMESH_API_KEYS_FILE``) has one entry per
-    line in the same form; blank lines and ``#`` comments are ignored. Bare keys are named
-    ``key-1``, ``key-2``, ... Raises ``ApiKeyError`` for a malformed or duplicate entry, and when
-    no key is configured at all (there is never a default key).
-    """
-    entries: list[tuple[str | None, str, str]] = []  # (client, key, where)
-    raw = environ.get(API_KEYS_ENV)
-    if raw is not None and raw.strip():
-        for index, entry in enumerate(raw.split(","), start=1):
-            where = f"{API_KEYS_ENV} entry {index}"
-            entry = entry.strip()
-            if not entry:
-                raise ApiKeyError(f"{where} is empty (stray comma?)")
-            entries.append((*_parse_entry(entry, where), where))
-
-    if keys_file is None and environ.get(API_KEYS_FILE_ENV):
-        keys_file = Path(environ[API_KEYS_FILE_ENV])
-    if keys_file is not None:
-        try:
-            text = Path(keys_file).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ApiKeyError(f"cannot read API keys file {keys_file}: {exc}") from exc
-        for number, line in enumerate(text.splitlines(), start=1):
-            line = re.split(r"\s#", line, maxsplit=1)[0].strip()
-            if not line or line.startswith("#"):
-                continue
-            where = f"{keys_file}:{number}"
-            entries.append((*_parse_entry(line, where), where))
-
-    if not entries:
-        raise ApiKeyError(
-            f"no API keys configured: set {API_KEYS_ENV} (comma-separated 'client=key' or 'key') "
-            f"or {API_KEYS_FILE_ENV} / a keys file (one 'client=key' or 'key' per line)"
-        )
-
-    keys: dict[str, str] = {}
-    seen: dict[str, str] = {}  # key -> where
-    for client, key, where in entries:
-        if key in seen:
-            raise ApiKeyError(f"{where}: the same API key is already configured at {seen[key]}")
-        seen[key] = where
-        if client is not None:
-            if client in keys:
-                raise ApiKeyError(f"{where}: client {client!r} is configured twice")
-            keys[client] = key
-    number = 0
-    for client, key, _where in entries:
-        if client is None:
-            number += 1
-            while f"key-{number}" in keys:
-                number += 1
-            keys[f"key-{number}"] = key
-    return keys
 
 
 # --------------------------------------------------------------------------------------------
@@ -204,26 +127,27 @@ def render_envoy_config(
     rate_limit_rps: int,
     rate_limit_burst: int,
     listen_host: str = "127.0.0.1",
+    quotas: Mapping[str, QuotaOverride] | None = None,
+    keys_dir: Path | None = None,
 ) -> str:
     """The gateway config (YAML text) from ``deploy/envoy/envoy.yaml.tmpl``.
 
-    ``api_keys`` maps client name -> key (forwarded upstream as ``x-client-id``). ``upstreams``
-    maps ``text``/``image``/``video``/``training`` to ``(host, port)`` gRPC servers; a missing or
-    empty entry gives a cluster without endpoints (its requests get 503 / UNAVAILABLE). Hosts that
-    are IP literals make STATIC clusters, names STRICT_DNS ones (compose / Kubernetes services).
-    """
-    if not api_keys:
-        raise ApiKeyError("no API keys: the gateway needs at least one")
-    seen: set[str] = set()
-    credentials = []
-    for client, key in api_keys.items():
-        _check_client(client, "api_keys")
-        _check_key(key, f"api_keys[{client!r}]")
-        if key in seen:
-            raise ApiKeyError(f"api_keys[{client!r}]: the same key is used by another client")
-        seen.add(key)
-        credentials.append({"key": key, "client": client})
+    ``api_keys`` maps client name -> key (forwarded upstream as ``x-client-id``). Every client
+    gets its own token bucket of ``rate_limit_rps`` per second and ``rate_limit_burst`` at most,
+    unless ``quotas`` overrides it for that client. ``upstreams`` maps ``text``/``image``/...
+    to ``(host, port)`` gRPC servers; a missing or empty entry gives a cluster without endpoints
+    (its requests get 503 / UNAVAILABLE). Hosts that are IP literals make STATIC clusters, names
+    STRICT_DNS ones (compose / Kubernetes services).
 
+    Without ``keys_dir`` the keys and quotas are inline: a new key needs a new Envoy. With it, the
+    config points at discovery files in ``keys_dir`` (``gateway_filters``) that the caller writes
+    (``write_discovery_files``) and may rewrite while Envoy runs: keys then rotate live.
+    """
+    filters = GatewayFilters(
+        api_keys,
+        RateLimit(_positive_int("rate_limit_rps", rate_limit_rps), _positive_int("rate_limit_burst", rate_limit_burst)),
+        quotas or {},
+    )
     unknown = set(upstreams) - set(SERVICES)
     if unknown:
         raise ValueError(f"unknown upstream services {sorted(unknown)}; expected some of {list(SERVICES)}")
@@ -235,9 +159,7 @@ def render_envoy_config(
         "LISTEN_PORT": str(_positive_int("listen_port", listen_port)),
         "ADMIN_PORT": str(_positive_int("admin_port", admin_port)),
         "DESCRIPTOR_PATH": json.dumps(str(Path(descriptor_path).resolve())),
-        "API_KEY_CREDENTIALS": json.dumps(credentials),
-        "RATE_LIMIT_RPS": str(_positive_int("rate_limit_rps", rate_limit_rps)),
-        "RATE_LIMIT_BURST": str(_positive_int("rate_limit_burst", rate_limit_burst)),
+        "KEY_AND_RATE_LIMIT_FILTERS": discovery_entries(keys_dir) if keys_dir else inline_entries(filters),
     }
     every: list[tuple[str, int]] = []
     routes, clusters = [], []
@@ -353,11 +275,22 @@ def _parse_upstreams(text: str, service: str) -> list[tuple[str, int]]:
     return endpoints
 
 
+def _write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it may hold the API keys
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    tmp.replace(path)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m servers.mesh.envoy --out envoy.yaml``: render from the environment.
 
-    Upstreams come from ``GENMESH_UPSTREAM_TEXT`` (``host:port[,host:port...]``) and likewise
-    ``_IMAGE``, ``_VIDEO``, ``_TRAINING``; keys from ``GENMESH_API_KEYS`` / ``GENMESH_API_KEYS_FILE``.
+    Upstreams come from ``GENMESH_UPSTREAM_TEXT`` (``host:port[,host:port...]``) and likewise for
+    every other service; keys from ``GENMESH_API_KEYS`` and ``--keys-file`` (else
+    ``GENMESH_API_KEYS_FILE``). With ``--keys-dir`` the keys and quotas go to discovery files
+    there, which ``python -m servers.mesh.keys_sync --watch`` keeps up to date: keys rotate live.
     """
     parser = argparse.ArgumentParser(prog="python -m servers.mesh.envoy", description=main.__doc__)
     parser.add_argument("--out", type=Path, required=True)
@@ -365,35 +298,51 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--listen-host", default="0.0.0.0")
     parser.add_argument("--listen-port", type=int, default=8080)
     parser.add_argument("--admin-port", type=int, default=9901)
-    parser.add_argument("--rate-limit-rps", type=int, default=int(os.environ.get("GENMESH_RATE_LIMIT_RPS", "50")))
-    parser.add_argument("--rate-limit-burst", type=int, default=int(os.environ.get("GENMESH_RATE_LIMIT_BURST", "100")))
+    parser.add_argument("--keys-file", type=Path, help="keys file (one [client=]key [rps=N] [burst=N] per line)")
+    parser.add_argument("--keys-dir", type=Path, help="write keys and quotas as watched discovery files here")
+    parser.add_argument("--rate-limit-rps", type=int, help="each client's refill per second (GENMESH_RATE_LIMIT_RPS)")
+    parser.add_argument("--rate-limit-burst", type=int, help="each client's bucket size (GENMESH_RATE_LIMIT_BURST)")
     parser.add_argument("--validate", action="store_true", help="also run envoy --mode validate")
     args = parser.parse_args(argv)
     try:
-        text = render_envoy_config(
-            listen_port=args.listen_port,
-            admin_port=args.admin_port,
-            descriptor_path=args.descriptor,
-            api_keys=load_api_keys(os.environ),
-            upstreams={
+        keys = KeySource.from_environ(os.environ, args.keys_file).load()
+        from_env = default_rate_limit(os.environ)
+        default = RateLimit(
+            from_env.rps if args.rate_limit_rps is None else args.rate_limit_rps,
+            from_env.burst if args.rate_limit_burst is None else args.rate_limit_burst,
+        )
+        settings = {
+            "listen_port": args.listen_port,
+            "admin_port": args.admin_port,
+            "descriptor_path": args.descriptor,
+            "api_keys": keys.keys,
+            "quotas": keys.overrides,
+            "upstreams": {
                 service: _parse_upstreams(os.environ.get(f"GENMESH_UPSTREAM_{service.upper()}", ""), service)
                 for service in SERVICES
             },
-            rate_limit_rps=args.rate_limit_rps,
-            rate_limit_burst=args.rate_limit_burst,
-            listen_host=args.listen_host,
-        )
+            "rate_limit_rps": default.rps,
+            "rate_limit_burst": default.burst,
+            "listen_host": args.listen_host,
+        }
+        text = render_envoy_config(**settings, keys_dir=args.keys_dir)
+        if args.keys_dir:
+            inline = render_envoy_config(**settings)  # the same config with the filters inline, to validate them
+            write_discovery_files(args.keys_dir, GatewayFilters(keys.keys, default, keys.overrides))
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(args.out.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.chmod(tmp, 0o600)  # it holds the API keys
-    tmp.replace(args.out)
+    _write_private(args.out, text)
     if args.validate:
         try:
             validate_envoy_config(args.out)
+            if args.keys_dir:  # Envoy's validate mode does not open discovery files: check their content inline
+                check = args.out.with_name(args.out.name + ".inline-check")
+                _write_private(check, inline)
+                try:
+                    validate_envoy_config(check)
+                finally:
+                    check.unlink()
         except EnvoyConfigError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1

@@ -24,15 +24,16 @@ import grpc
 import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from servers.mesh.api_keys import KeySource, RateLimit
 from servers.mesh.envoy import (
     API_KEYS_ENV,
     API_KEYS_FILE_ENV,
     LOCAL_OPENER,
     SERVICES,
     Envoy,
-    load_api_keys,
     render_envoy_config,
 )
+from servers.mesh.keys_sync import KeySync
 from servers.mesh.processes import ManagedProcess, free_port, wait_until
 from servers.mesh.s3 import S3Server
 from servers.mesh.supervisor import Supervisor
@@ -87,21 +88,29 @@ class LaunchOptions:
 
 @dataclass
 class ApiKeys:
-    keys: dict[str, str]
+    keys: dict[str, str] = field(repr=False)
     generated_file: Path | None = None  # set when this run created the key
+    source: KeySource = field(default_factory=KeySource)  # read again while running: keys rotate live
 
 
 def resolve_api_keys(data_dir: Path, environ: dict[str, str] | os._Environ[str] = os.environ) -> ApiKeys:
     """Keys from GENMESH_API_KEYS / GENMESH_API_KEYS_FILE; else the data folder's key file; else a new
     random key written there (mode 600). Never a built-in default."""
     if environ.get(API_KEYS_ENV) or environ.get(API_KEYS_FILE_ENV):
-        return ApiKeys(load_api_keys(environ))
+        source = KeySource.from_environ(environ)
+        return ApiKeys(source.load().keys, source=source)
     keys_file = data_dir / "api-keys"
     if keys_file.exists():
-        return ApiKeys(load_api_keys({}, keys_file))
+        source = KeySource(file=keys_file)
+        return ApiKeys(source.load().keys, source=source)
     key = "gm_" + secrets.token_urlsafe(32)
-    write_private(keys_file, f"# genmesh API keys, one client=key per line\nlocal={key}\n")
-    return ApiKeys({"local": key}, generated_file=keys_file)
+    write_private(
+        keys_file,
+        "# genmesh API keys: one client=key per line, optionally with its own rate limit (rps=N burst=N).\n"
+        "# Edits apply within seconds while genmesh up runs.\n"
+        f"local={key}\n",
+    )
+    return ApiKeys({"local": key}, generated_file=keys_file, source=KeySource(file=keys_file))
 
 
 def s3_credentials(data_dir: Path) -> tuple[str, str]:
@@ -133,6 +142,7 @@ class Mesh:
         self.servers: dict[str, ManagedProcess] = {}
         self.server_ports: dict[str, int] = {}
         self.envoy: Envoy | None = None
+        self.key_sync: KeySync | None = None
         self.supervisor = Supervisor(report=lambda line: print(f"genmesh up: {line}", file=sys.stderr, flush=True))
 
     @property
@@ -202,18 +212,25 @@ class Mesh:
 
     def _start_envoy(self) -> None:
         admin_port = free_port()
+        # Keys and per-key quotas live in files Envoy watches; the sync rewrites them when the
+        # keys file changes, so keys rotate without restarting Envoy (servers/mesh/keys_sync.py).
+        default_rate = RateLimit(self.options.rate_limit_rps, self.options.rate_limit_burst)
+        self.key_sync = KeySync(self.api_keys.source, self.data_dir / "gateway-keys", default_rate)
+        self.key_sync.sync()
         config = render_envoy_config(
             listen_port=self.options.port,
             admin_port=admin_port,
             descriptor_path=DESCRIPTOR_PATH,
             api_keys=self.api_keys.keys,
             upstreams={name: [("127.0.0.1", port)] for name, port in self.server_ports.items()},
-            rate_limit_rps=self.options.rate_limit_rps,
-            rate_limit_burst=self.options.rate_limit_burst,
+            rate_limit_rps=default_rate.rps,
+            rate_limit_burst=default_rate.burst,
+            keys_dir=self.key_sync.keys_dir,
         )
         config_path = self.data_dir / "envoy.yaml"
-        write_private(config_path, config)  # it holds the API keys
+        write_private(config_path, config)
         self.envoy = Envoy(config_path, admin_port=admin_port, log_path=self.logs / "envoy.log").start()
+        self.key_sync.start()
         # Ready means the listener is up; wait until its health checks route to every service too.
         wait_until(self._gateway_routes_all, timeout=60, what="the gateway's health checks", process=self.envoy)
 
@@ -236,6 +253,8 @@ class Mesh:
 
     def stop(self) -> None:
         self.supervisor.stop()  # from here on, an exit is on purpose
+        if self.key_sync is not None:
+            self.key_sync.stop()
         if self.envoy is not None:
             self.envoy.stop()
         for process in reversed(list(self.servers.values())):

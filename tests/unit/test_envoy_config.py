@@ -6,16 +6,19 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 from google.api import annotations_pb2
 from grpc_tools import protoc
 
 from genmesh.services import SERVICES
 from servers.mesh import envoy as envoy_mod
+from servers.mesh.api_keys import KeySource, QuotaOverride, RateLimit
 from servers.mesh.envoy import (
     ApiKeyError,
     Envoy,
@@ -25,7 +28,16 @@ from servers.mesh.envoy import (
     render_envoy_config,
     validate_envoy_config,
 )
-from servers.mesh.processes import free_port
+from servers.mesh.gateway_filters import (
+    API_KEY_AUTH,
+    DISCOVERY_FILES,
+    FILTER_TYPES,
+    LOCAL_RATE_LIMIT,
+    GatewayFilters,
+    write_discovery_files,
+)
+from servers.mesh.keys_sync import KeySync
+from servers.mesh.processes import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 PROTO_ROOT = ROOT / "protos"
@@ -106,6 +118,16 @@ def test_rendered_configs_validate(tmp_path: Path, descriptor: Path, api_keys, u
     validate_envoy_config(write(tmp_path, text))
 
 
+def http_filters(text: str) -> dict[str, dict]:
+    """The gateway's http_filters by name: their typed_config, or their config_discovery."""
+    config = yaml.safe_load(text)
+    (hcm,) = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"]
+    return {
+        entry["name"]: entry.get("typed_config") or {"config_discovery": entry["config_discovery"]}
+        for entry in hcm["typed_config"]["http_filters"]
+    }
+
+
 def test_values_are_emitted_as_json(descriptor: Path) -> None:
     text = render(
         descriptor,
@@ -115,12 +137,12 @@ def test_values_are_emitted_as_json(descriptor: Path) -> None:
         listen_port=18080,
         admin_port=19901,
     )
-    credentials = json.dumps([{"key": AWKWARD_KEY, "client": "bob"}])
-    assert f"credentials: {credentials}\n" in text
+    filters = http_filters(text)
+    assert list(filters)[:2] == [API_KEY_AUTH, LOCAL_RATE_LIMIT]  # the key check runs first
+    assert filters[API_KEY_AUTH]["credentials"] == [{"key": AWKWARD_KEY, "client": "bob"}]
     assert 'socket_address: {address: "0.0.0.0", port_value: 18080}' in text
     assert "socket_address: {address: 127.0.0.1, port_value: 19901}" in text  # admin never leaves loopback
     assert f"proto_descriptor: {json.dumps(str(descriptor.resolve()))}" in text
-    assert "max_tokens: 100" in text and "tokens_per_fill: 50" in text
     # A host name makes a STRICT_DNS cluster, IP literals a STATIC one, no endpoint a STATIC empty one.
     assert "- name: text\n    type: STRICT_DNS" in text
     assert "- name: image\n    type: STATIC" in text
@@ -130,6 +152,67 @@ def test_values_are_emitted_as_json(descriptor: Path) -> None:
     any_cluster = _cluster(text, "any")
     assert '"address": "text"' in any_cluster and '"address": "10.0.0.2"' in any_cluster
     assert "- name: any\n    type: STRICT_DNS" in text
+
+
+def test_every_key_gets_its_own_bucket(descriptor: Path) -> None:
+    text = render(
+        descriptor,
+        api_keys={"alice": "ka", "bob": "kb", "ci": "kc"},
+        quotas={"ci": QuotaOverride(rps=2), "bob": QuotaOverride(rps=500, burst=900)},
+    )
+    limit = http_filters(text)[LOCAL_RATE_LIMIT]
+    assert limit["always_consume_default_token_bucket"] is False  # no bucket shared by every key
+    (rate_limit,) = limit["rate_limits"]
+    assert rate_limit["actions"] == [{"request_headers": {"header_name": "x-client-id", "descriptor_key": "client_id"}}]
+    assert limit["descriptors"] == [
+        # Overrides first (the first full match wins), each client's default after: a wildcard entry.
+        {"entries": [{"key": "client_id", "value": "bob"}], "token_bucket": bucket(900, 500)},
+        {"entries": [{"key": "client_id", "value": "ci"}], "token_bucket": bucket(100, 2)},
+        {"entries": [{"key": "client_id"}], "token_bucket": bucket(100, 50)},
+    ]
+    assert limit["rate_limited_as_resource_exhausted"] is True
+    assert limit["enable_x_ratelimit_headers"] == "DRAFT_VERSION_03"
+
+
+def bucket(burst: int, rps: int) -> dict:
+    return {"max_tokens": burst, "tokens_per_fill": rps, "fill_interval": "1s"}
+
+
+@needs_envoy
+def test_quotas_validate(tmp_path: Path, descriptor: Path) -> None:
+    text = render(descriptor, api_keys={"a": "ka", "b": "kb"}, quotas={"a": QuotaOverride(burst=1)})
+    validate_envoy_config(write(tmp_path, text))
+
+
+@needs_envoy
+def test_keys_dir_puts_keys_in_watched_files(tmp_path: Path, descriptor: Path) -> None:
+    keys_dir = tmp_path / "keys"
+    text = render(descriptor, api_keys={"a": "secret-a"}, keys_dir=keys_dir)
+    assert "secret-a" not in text  # the bootstrap holds no key
+    filters = http_filters(text)
+    for name, file_name in DISCOVERY_FILES.items():
+        source = filters[name]["config_discovery"]
+        assert source["config_source"]["path_config_source"] == {"path": str(keys_dir.resolve() / file_name)}
+        assert source["type_urls"] == [FILTER_TYPES[name]]
+    write_discovery_files(keys_dir, GatewayFilters({"a": "secret-a"}, RateLimit(50, 100)))
+    validate_envoy_config(write(tmp_path, text))
+
+
+def test_discovery_files_are_private_and_rewritten_only_when_changed(tmp_path: Path) -> None:
+    keys_dir = tmp_path / "keys"
+    filters = GatewayFilters({"a": "secret-a"}, RateLimit(5, 10))
+    assert write_discovery_files(keys_dir, filters) == ["api-keys.json", "rate-limit.json"]
+    assert stat.S_IMODE(keys_dir.stat().st_mode) == 0o700
+    for path in keys_dir.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    keys = json.loads((keys_dir / "api-keys.json").read_text())
+    (resource,) = keys["resources"]
+    assert resource["name"] == API_KEY_AUTH and resource["typed_config"]["credentials"][0]["key"] == "secret-a"
+    assert write_discovery_files(keys_dir, filters) == []
+    # A new key rewrites the key file only: the rate-limit file (and every client's bucket) stays.
+    added = GatewayFilters({"a": "secret-a", "b": "secret-b"}, RateLimit(5, 10))
+    assert write_discovery_files(keys_dir, added) == ["api-keys.json"]
+    assert sorted(path.name for path in keys_dir.iterdir()) == ["api-keys.json", "rate-limit.json"]  # no temp files
 
 
 def test_any_cluster_deduplicates_shared_servers(descriptor: Path) -> None:
@@ -236,12 +319,12 @@ def test_keys_file_from_environment_variable(tmp_path: Path) -> None:
         ({"GENMESH_API_KEYS": "=key"}, None, "client name ''"),
         ({"GENMESH_API_KEYS": "client="}, None, "empty API key"),
         ({"GENMESH_API_KEYS": "client=a=b"}, None, "visible ASCII"),
-        ({"GENMESH_API_KEYS": "has space"}, None, "visible ASCII"),
+        ({"GENMESH_API_KEYS": "has space"}, None, "an API key has no spaces"),
         ({"GENMESH_API_KEYS": "bad/name=key"}, None, "client name 'bad/name'"),
         ({"GENMESH_API_KEYS": "a=k,b=k"}, None, "same API key"),
         ({"GENMESH_API_KEYS": "a=k1,a=k2"}, None, "configured twice"),
         ({"GENMESH_API_KEYS": "a=k1"}, "b=k1\n", "same API key"),
-        ({}, "ok=key\nnot ok\n", r"keys:2: an API key must be"),
+        ({}, "ok=key\nnot ok\n", r"keys:2: unexpected text after the key"),
     ],
 )
 def test_load_keys_errors(tmp_path: Path, environ, file_text, message: str) -> None:
@@ -318,3 +401,40 @@ def test_envoy_runs_the_rendered_config(tmp_path: Path, descriptor: Path) -> Non
     finally:
         gateway.stop()
     assert not gateway.alive()
+
+
+@needs_envoy
+def test_running_envoy_rotates_keys_and_limits_each_key_alone(tmp_path: Path, descriptor: Path) -> None:
+    """Keys from watched files: a key added or revoked in the keys file applies on the running Envoy;
+    a key that empties its bucket gets 429 while another key's requests still pass the limit."""
+    port, admin_port = free_port(), free_port()
+    keys_file = tmp_path / "api-keys"
+    keys_file.write_text("a=key-a burst=3\nc=key-c\n")
+    sync = KeySync(KeySource(file=keys_file), tmp_path / "gateway-keys", RateLimit(rps=1, burst=1000))
+    sync.sync()
+    config = write(
+        tmp_path,
+        render(descriptor, listen_port=port, admin_port=admin_port, api_keys={"boot": "k"}, keys_dir=sync.keys_dir),
+    )
+    gateway = Envoy(config, admin_port=admin_port, log_path=tmp_path / "envoy.log", concurrency=1).start()
+    url = f"http://127.0.0.1:{port}/v1/images/models"  # no image upstream: a request past both filters gets 503
+
+    def status(key: str) -> int:
+        return http(url, {"x-api-key": key})[0]
+
+    try:
+        assert [status("key-c"), status("key-b"), status("k")] == [503, 401, 401]  # only the file's keys count
+        # Key a: 3 tokens, refilled 1/s: quick requests empty its bucket; key c still passes.
+        limited = next(reply for reply in (http(url, {"x-api-key": "key-a"}) for _ in range(200)) if reply[0] == 429)
+        assert limited[1]["x-ratelimit-limit"] == "3" and json.loads(limited[2])["code"] == 8
+        assert status("key-c") == 503
+
+        keys_file.write_text("a=key-a burst=3\nb=key-b\n")  # b added, c revoked
+        assert sync.sync() == ["api-keys.json"]
+        wait_until(lambda: status("key-b") == 503 and status("key-c") == 401, timeout=10, what="the new keys")
+        stats = http(f"http://127.0.0.1:{admin_port}/stats?filter=extension_config_discovery")[2].decode()
+        assert "envoy.filters.http.api_key_auth.config_reload: 2" in stats
+        assert "envoy.filters.http.local_ratelimit.config_reload: 1" in stats  # the buckets were left alone
+    finally:
+        gateway.stop()
+    assert "key-a" not in (tmp_path / "envoy.log").read_text()
