@@ -107,7 +107,7 @@ _CLUSTER = """
   - name: {name}
     type: {type}
     dns_lookup_family: V4_PREFERRED
-    connect_timeout: 2s
+    connect_timeout: 2s{transport}
     typed_extension_protocol_options: *h2
     common_lb_config: *no_panic
     health_checks: *grpc_health
@@ -115,6 +115,37 @@ _CLUSTER = """
       cluster_name: {name}
       endpoints:
       - lb_endpoints: {endpoints}"""
+
+
+UPSTREAM_TLS_FILES = ("tls.crt", "tls.key", "ca.crt")  # the names cert-manager gives a TLS Secret's files
+
+
+def _upstream_tls(tls_dir: Path | None, names: Sequence[str]) -> str:
+    """``transport_socket`` (at the clusters' indentation) for mutual TLS to the servers, or ''.
+
+    The gateway presents ``tls.crt`` and accepts a server only if its certificate chains to
+    ``ca.crt`` and names one of ``names`` (its Service's DNS name) as a SAN.
+    """
+    if tls_dir is None:
+        return ""
+    files = {name: str(Path(tls_dir).resolve() / name) for name in UPSTREAM_TLS_FILES}
+    context: dict = {
+        "common_tls_context": {
+            "alpn_protocols": ["h2"],
+            "tls_certificates": [
+                {"certificate_chain": {"filename": files["tls.crt"]}, "private_key": {"filename": files["tls.key"]}}
+            ],
+            "validation_context": {
+                "trusted_ca": {"filename": files["ca.crt"]},
+                "match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": name}} for name in names],
+            },
+        },
+    }
+    if len(names) == 1:
+        context["sni"] = names[0]
+    context["@type"] = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+    socket = {"name": "envoy.transport_sockets.tls", "typed_config": context}
+    return f"\n    transport_socket: {json.dumps(socket)}"
 
 
 def render_envoy_config(
@@ -129,6 +160,7 @@ def render_envoy_config(
     listen_host: str = "127.0.0.1",
     quotas: Mapping[str, QuotaOverride] | None = None,
     keys_dir: Path | None = None,
+    upstream_tls_dir: Path | None = None,
 ) -> str:
     """The gateway config (YAML text) from ``deploy/envoy/envoy.yaml.tmpl``.
 
@@ -142,6 +174,9 @@ def render_envoy_config(
     Without ``keys_dir`` the keys and quotas are inline: a new key needs a new Envoy. With it, the
     config points at discovery files in ``keys_dir`` (``gateway_filters``) that the caller writes
     (``write_discovery_files``) and may rewrite while Envoy runs: keys then rotate live.
+
+    ``upstream_tls_dir`` (``tls.crt``, ``tls.key``, ``ca.crt``) makes every call and health check to
+    the servers mutual TLS; without it they are plaintext h2c (loopback, or a trusted network).
     """
     filters = GatewayFilters(
         api_keys,
@@ -167,9 +202,11 @@ def render_envoy_config(
         endpoints = [_check_endpoint(service, host, port) for host, port in upstreams.get(service, ())]
         routes.append(_ROUTE.format(package=BY_NAME[service].proto_package, name=service))
         cluster_type, lb_endpoints = _cluster_fields(endpoints)
-        clusters.append(_CLUSTER.format(name=service, type=cluster_type, endpoints=lb_endpoints))
+        transport = _upstream_tls(upstream_tls_dir, [service])
+        clusters.append(_CLUSTER.format(name=service, type=cluster_type, endpoints=lb_endpoints, transport=transport))
         every.extend(endpoint for endpoint in endpoints if endpoint not in every)
     values["ANY_CLUSTER_TYPE"], values["ANY_LB_ENDPOINTS"] = _cluster_fields(every)
+    values["ANY_TRANSPORT_SOCKET"] = _upstream_tls(upstream_tls_dir, [s for s in SERVICES if upstreams.get(s)])
     values["TRANSCODED_SERVICES"] = json.dumps([BY_NAME[service].proto_service for service in SERVICES])
     values["SERVICE_ROUTES"] = "".join(routes)  # each starts with a newline and its own indentation
     values["SERVICE_CLUSTERS"] = "".join(clusters)
@@ -302,6 +339,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--keys-dir", type=Path, help="write keys and quotas as watched discovery files here")
     parser.add_argument("--rate-limit-rps", type=int, help="each client's refill per second (GENMESH_RATE_LIMIT_RPS)")
     parser.add_argument("--rate-limit-burst", type=int, help="each client's bucket size (GENMESH_RATE_LIMIT_BURST)")
+    parser.add_argument(
+        "--upstream-tls-dir",
+        type=Path,
+        default=os.environ.get("GENMESH_UPSTREAM_TLS_DIR") or None,
+        help="mutual TLS to the servers with tls.crt, tls.key, ca.crt from here (GENMESH_UPSTREAM_TLS_DIR)",
+    )
     parser.add_argument("--validate", action="store_true", help="also run envoy --mode validate")
     args = parser.parse_args(argv)
     try:
@@ -324,6 +367,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "rate_limit_rps": default.rps,
             "rate_limit_burst": default.burst,
             "listen_host": args.listen_host,
+            "upstream_tls_dir": args.upstream_tls_dir,
         }
         text = render_envoy_config(**settings, keys_dir=args.keys_dir)
         if args.keys_dir:

@@ -409,24 +409,169 @@ def test_gateway_deployment_renders_with_servers_mesh_envoy(yaml: Any) -> None:
     assert "--validate" in args
     out = args[args.index("--out") + 1]
     env = env_of(init)
-    assert env["GENMESH_API_KEYS"]["valueFrom"]["secretKeyRef"] == {
-        "name": "genmesh-api-keys",
-        "key": "GENMESH_API_KEYS",
-    }
     services = by_kind(objects, "Service")
     for name, port in SERVICES.items():
         assert env[f"GENMESH_UPSTREAM_{name.upper()}"]["value"] == f"{name}:{port}"
         assert name in services
-    (envoy,) = pod["containers"]
+    envoy, keys_sync = pod["containers"]
     assert env_of(envoy)["GENMESH_ENVOY_CONFIG"]["value"] == out
-    assert "GENMESH_API_KEYS" not in env_of(envoy), "only the initContainer may see the keys"
     assert envoy["args"] == ["serve"]
+
+    # Keys: the Secret is a volume (it updates in place, an env var would not) that only the
+    # initContainer and keys-sync mount; both write the keys into the in-memory volume Envoy watches.
+    keys_file, keys_dir = args[args.index("--keys-file") + 1], args[args.index("--keys-dir") + 1]
+    assert keys_sync["command"] == ["python3", "-m", "servers.mesh.keys_sync"]
+    sync_args = keys_sync["args"]
+    assert "--watch" in sync_args
+    assert sync_args[sync_args.index("--keys-file") + 1] == keys_file
+    assert sync_args[sync_args.index("--keys-dir") + 1] == keys_dir
+    (secret_volume,) = [volume for volume in pod["volumes"] if "secret" in volume]
+    assert secret_volume["secret"]["secretName"] == "genmesh-api-keys"
+    assert secret_volume["secret"]["defaultMode"] == 0o440
+    mounts = {c["name"]: {m["name"]: m for m in c["volumeMounts"]} for c in [init, *pod["containers"]]}
+    seeing_the_secret = [name for name, by_name in mounts.items() if secret_volume["name"] in by_name]
+    assert seeing_the_secret == ["render-config", "keys-sync"]
+    assert keys_file.startswith(mounts["keys-sync"][secret_volume["name"]]["mountPath"] + "/")
+    assert keys_file.rsplit("/", 1)[1] == "GENMESH_API_KEYS"  # the key the Secret has always held
+    for name in ("render-config", "keys-sync", "envoy"):
+        assert keys_dir.startswith(mounts[name]["envoy-config"]["mountPath"] + "/"), name
+    assert mounts["envoy"]["envoy-config"]["readOnly"] is True
+    for container in [init, *pod["containers"]]:
+        assert not any(name.startswith("GENMESH_API_KEYS") for name in env_of(container)), "keys come from the file"
+    assert env_of(keys_sync)["GENMESH_RATE_LIMIT_RPS"] == env["GENMESH_RATE_LIMIT_RPS"]
+    assert env_of(keys_sync)["GENMESH_RATE_LIMIT_BURST"] == env["GENMESH_RATE_LIMIT_BURST"]
     config_volume = next(v for v in pod["volumes"] if v["name"] == "envoy-config")
     assert config_volume["emptyDir"]["medium"] == "Memory"
     assert pod["terminationGracePeriodSeconds"] > int(env_of(envoy)["GENMESH_GATEWAY_DRAIN_SECONDS"]["value"])
     assert by_kind(objects, "Service")["gateway"]["spec"]["ports"][0]["port"] == 8080
     # No second Envoy config: nothing in the manifests carries one.
     assert not any(obj["kind"] == "ConfigMap" and "static_resources" in str(obj.get("data")) for obj in objects)
+
+
+# NetworkPolicy, evaluated offline: a peer is (namespace labels, pod labels); a connection is allowed
+# when the source's egress and the destination's ingress both allow it (a pod no policy selects for
+# a direction is open in that direction, as in Kubernetes).
+NAMESPACE_LABELS = {"kubernetes.io/metadata.name": "genmesh"}
+OUTSIDE = ({"kubernetes.io/metadata.name": "elsewhere"}, {"app": "anything"})  # any pod in another namespace
+STRAY = (NAMESPACE_LABELS, {"app": "debug"})  # a pod of the namespace that is no genmesh component
+KUBE_DNS = ({"kubernetes.io/metadata.name": "kube-system"}, {"k8s-app": "kube-dns"})
+
+
+def _selects(selector: dict | None, labels: dict) -> bool:
+    if selector is None:
+        return True
+    if any(labels.get(key) != value for key, value in (selector.get("matchLabels") or {}).items()):
+        return False
+    for expression in selector.get("matchExpressions") or []:
+        assert expression["operator"] in ("In", "NotIn"), expression
+        inside = labels.get(expression["key"]) in expression["values"]
+        if inside != (expression["operator"] == "In"):
+            return False
+    return True
+
+
+def _peer_matches(peer: dict, namespace: dict, labels: dict) -> bool:
+    assert "ipBlock" not in peer, "the policies name pods and namespaces, not addresses"
+    if "namespaceSelector" in peer:
+        if not _selects(peer["namespaceSelector"], namespace):
+            return False
+    elif namespace != NAMESPACE_LABELS:
+        return False  # without a namespaceSelector a peer is a pod of the policy's own namespace
+    return _selects(peer.get("podSelector"), labels)
+
+
+def _rules_allow(rules: list[dict], direction: str, peer: tuple[dict, dict], port: int, protocol: str) -> bool:
+    for rule in rules:
+        peers = rule.get("from" if direction == "Ingress" else "to")
+        if peers and not any(_peer_matches(p, *peer) for p in peers):
+            continue
+        ports = rule.get("ports")
+        if ports and not any(p.get("port") == port and p.get("protocol", "TCP") == protocol for p in ports):
+            continue
+        return True
+    return False
+
+
+def _allows(policies: list[dict], direction: str, pod: tuple[dict, dict], peer: tuple[dict, dict], port: int,
+            protocol: str = "TCP") -> bool:  # fmt: skip
+    if pod[0] != NAMESPACE_LABELS:
+        return True  # outside the namespace: not ours to restrict
+    selecting = [p["spec"] for p in policies if _selects(p["spec"]["podSelector"], pod[1])]
+    selecting = [spec for spec in selecting if direction in spec["policyTypes"]]
+    if not selecting:
+        return True
+    key = "ingress" if direction == "Ingress" else "egress"
+    return any(_rules_allow(spec.get(key) or [], direction, peer, port, protocol) for spec in selecting)
+
+
+def _connects(policies: list[dict], source: tuple[dict, dict], target: tuple[dict, dict], port: int,
+              protocol: str = "TCP") -> bool:  # fmt: skip
+    return _allows(policies, "Egress", source, target, port, protocol) and _allows(
+        policies, "Ingress", target, source, port, protocol
+    )
+
+
+def test_network_policies_let_only_the_gateway_reach_the_servers(yaml: Any) -> None:
+    objects = k8s_objects(yaml, "cpu")
+    policies = list(by_kind(objects, "NetworkPolicy").values())
+    default_deny = by_kind(objects, "NetworkPolicy")["default-deny"]["spec"]
+    assert default_deny == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+    workloads = {**by_kind(objects, "Deployment"), **by_kind(objects, "StatefulSet")}
+    pods = {name: (NAMESPACE_LABELS, w["spec"]["template"]["metadata"]["labels"]) for name, w in workloads.items()}
+    ports = {
+        name: [port["containerPort"] for container in w["spec"]["template"]["spec"]["containers"]
+               for port in container.get("ports", [])]
+        for name, w in workloads.items()
+    }  # fmt: skip
+    assert set(pods) == {*SERVICES, "gateway", "minio"}
+    agent_calls = {"text", "image", "video"}
+    expected = {("gateway", name, port) for name, port in SERVICES.items()}
+    expected |= {("agent", name, SERVICES[name]) for name in agent_calls}
+    expected |= {(name, "minio", 9000) for name in SERVICES}
+    expected |= {("outside", "gateway", 8080)}
+    peers = {**pods, "outside": OUTSIDE, "stray": STRAY}
+    allowed = {
+        (source, target, port)
+        for source, source_pod in peers.items()
+        for target, target_pod in pods.items()
+        for port in ports[target]
+        if source != target and _connects(policies, source_pod, target_pod, port)
+    }
+    # From outside the namespace only the gateway answers; a stray pod of the namespace reaches nothing
+    # (its egress is denied); among the components exactly the calls the mesh makes are open.
+    assert ("stray", "gateway", 8080) not in allowed
+    assert allowed == expected, f"unexpected: {sorted(allowed - expected)}; missing: {sorted(expected - allowed)}"
+    for name, pod in pods.items():  # every component resolves names (STRICT_DNS, the S3 endpoint)
+        assert _connects(policies, pod, KUBE_DNS, 53, "UDP") and _connects(policies, pod, KUBE_DNS, 53, "TCP"), name
+    assert not _connects(policies, pods["text"], OUTSIDE, 443), "servers reach nothing outside the namespace"
+    for variant in ("rocm", "cuda"):
+        assert len(by_kind(k8s_objects(yaml, variant), "NetworkPolicy")) == len(policies)
+
+
+def test_mtls_component_gives_the_gateway_its_certificate(yaml: Any, tmp_path: Path) -> None:
+    command = kustomize_command()
+    if command is None:
+        pytest.skip("neither kubectl nor kustomize installed: cannot build the kustomizations")
+    relative = os.path.relpath(KUBE, tmp_path)
+    (tmp_path / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        f"resources: [{relative}/base]\ncomponents: [{relative}/components/mtls]\n"
+    )
+    load = ["--load-restrictor", "LoadRestrictionsNone"] if command[0] == "kubectl" else ["--load-restrictor=none"]
+    result = subprocess.run([*command, *load, str(tmp_path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    objects = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    pod = by_kind(objects, "Deployment")["gateway"]["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    tls_dir = init["args"][init["args"].index("--upstream-tls-dir") + 1]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "mtls"]
+    assert volume["secret"] == {"secretName": "genmesh-mtls-gateway", "defaultMode": 0o440}
+    for container in (init, pod["containers"][0]):
+        mount = next(m for m in container["volumeMounts"] if m["name"] == "mtls")
+        assert mount["mountPath"] == tls_dir and mount["readOnly"] is True
+    assert pod["containers"][0]["name"] == "envoy"
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    kubernetes_validate.validate(by_kind(objects, "Deployment")["gateway"], kubernetes_validate.latest_version(), True)
 
 
 def test_kubernetes_objects_validate_against_the_schemas(yaml: Any) -> None:

@@ -6,14 +6,19 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import stat
+import subprocess
 import urllib.error
 import urllib.request
+from concurrent import futures
 from pathlib import Path
 
+import grpc
 import pytest
 import yaml
 from google.api import annotations_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_tools import protoc
 
 from genmesh.services import SERVICES
@@ -438,3 +443,70 @@ def test_running_envoy_rotates_keys_and_limits_each_key_alone(tmp_path: Path, de
     finally:
         gateway.stop()
     assert "key-a" not in (tmp_path / "envoy.log").read_text()
+
+
+def make_certificates(folder: Path, names: dict[str, str]) -> None:
+    """A private CA and, per entry of ``names`` (file stem -> DNS SAN), a certificate it signed:
+    ``<stem>/tls.crt``, ``<stem>/tls.key`` and ``<stem>/ca.crt``, as a cert-manager Secret holds them."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl not installed")
+
+    def run(*args: str) -> None:
+        subprocess.run([openssl, *args], check=True, capture_output=True, cwd=folder)
+
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "1", "-subj", "/CN=genmesh test CA")
+    for stem, san in names.items():
+        (folder / stem).mkdir()
+        (folder / f"{stem}.ext").write_text(f"subjectAltName=DNS:{san}\n")
+        run("req", *ec, "-keyout", f"{stem}/tls.key", "-out", f"{stem}.csr", "-subj", f"/CN={san}")
+        run("x509", "-req", "-in", f"{stem}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", f"{stem}/tls.crt", "-days", "1", "-extfile", f"{stem}.ext")  # fmt: skip
+        shutil.copy(folder / "ca.crt", folder / stem / "ca.crt")
+
+
+def tls_server(folder: Path) -> tuple[grpc.Server, int]:
+    """A grpcio server that demands a client certificate from the CA: SERVING, TextService.ListModels."""
+    read = lambda name: (folder / name).read_bytes()  # noqa: E731
+    credentials = grpc.ssl_server_credentials(
+        [(read("tls.key"), read("tls.crt"))], root_certificates=read("ca.crt"), require_client_auth=True
+    )
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    servicer = health.HealthServicer()
+    servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    handlers = {"ListModels": grpc.unary_unary_rpc_method_handler(lambda request, context: b"")}
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("genmesh.text.v1.TextService", handlers)])
+    port = server.add_secure_port("127.0.0.1:0", credentials)
+    server.start()
+    return server, port
+
+
+@needs_envoy
+def test_upstream_mutual_tls(tmp_path: Path, descriptor: Path) -> None:
+    """--upstream-tls-dir: the gateway reaches a server that demands its client certificate, and
+    refuses one whose certificate names another service."""
+    make_certificates(tmp_path, {"gateway": "gateway", "text": "text", "impostor": "video"})
+    text, text_port = tls_server(tmp_path / "text")
+    impostor, impostor_port = tls_server(tmp_path / "impostor")  # plays "image" with video's certificate
+    port, admin_port = free_port(), free_port()
+    config = render(
+        descriptor,
+        listen_port=port,
+        admin_port=admin_port,
+        upstreams={"text": [("127.0.0.1", text_port)], "image": [("127.0.0.1", impostor_port)]},
+        upstream_tls_dir=tmp_path / "gateway",
+    )
+    assert '"sni": "text"' in config and "tls.crt" in _cluster(config, "any")
+    gateway = Envoy(write(tmp_path, config), admin_port=admin_port, log_path=tmp_path / "envoy.log").start()
+    key = {"x-api-key": "secret-key-1"}
+    try:
+        wait_until(lambda: http(f"http://127.0.0.1:{port}/v1/text/models", key)[0] == 200, timeout=30, what="text")
+        assert http(f"http://127.0.0.1:{port}/v1/images/models", key)[0] == 503
+        stats = http(f"http://127.0.0.1:{admin_port}/stats?filter=cluster.image.ssl")[2].decode()
+        assert re.search(r"cluster\.image\.ssl\.fail_verify_san: [1-9]", stats), stats
+    finally:
+        gateway.stop()
+        text.stop(grace=None)
+        impostor.stop(grace=None)
