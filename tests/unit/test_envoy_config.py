@@ -143,7 +143,8 @@ def test_values_are_emitted_as_json(descriptor: Path) -> None:
         admin_port=19901,
     )
     filters = http_filters(text)
-    assert list(filters)[:2] == [API_KEY_AUTH, LOCAL_RATE_LIMIT]  # the key check runs first
+    # A caller's x-client-id is dropped, then the key check sets it, then the per-key rate limit reads it.
+    assert list(filters)[:3] == ["envoy.filters.http.header_mutation", API_KEY_AUTH, LOCAL_RATE_LIMIT]
     assert filters[API_KEY_AUTH]["credentials"] == [{"key": AWKWARD_KEY, "client": "bob"}]
     assert 'socket_address: {address: "0.0.0.0", port_value: 18080}' in text
     assert "socket_address: {address: 127.0.0.1, port_value: 19901}" in text  # admin never leaves loopback
@@ -429,6 +430,7 @@ def test_running_envoy_rotates_keys_and_limits_each_key_alone(tmp_path: Path, de
 
     try:
         assert [status("key-c"), status("key-b"), status("k")] == [503, 401, 401]  # only the file's keys count
+        assert http(url, {"x-api-key": "wrong", "x-client-id": "spoofed"})[0] == 401
         # Key a: 3 tokens, refilled 1/s: quick requests empty its bucket; key c still passes.
         limited = next(reply for reply in (http(url, {"x-api-key": "key-a"}) for _ in range(200)) if reply[0] == 429)
         assert limited[1]["x-ratelimit-limit"] == "3" and json.loads(limited[2])["code"] == 8
@@ -442,7 +444,11 @@ def test_running_envoy_rotates_keys_and_limits_each_key_alone(tmp_path: Path, de
         assert "envoy.filters.http.local_ratelimit.config_reload: 1" in stats  # the buckets were left alone
     finally:
         gateway.stop()
-    assert "key-a" not in (tmp_path / "envoy.log").read_text()
+    log = (tmp_path / "envoy.log").read_text()
+    access = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    assert {"a", "b", "c"} <= {entry["client_id"] for entry in access}
+    assert "spoofed" not in log  # a caller's own x-client-id is dropped before anything reads it
+    assert "key-a" not in log and "key-b" not in log
 
 
 def make_certificates(folder: Path, names: dict[str, str]) -> None:
