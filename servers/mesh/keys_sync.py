@@ -72,7 +72,7 @@ class KeySync:
                 self._seen = text
                 return
             self._apply(text)
-        except ApiKeyError as exc:  # messages name the entry and the client, never the key
+        except (ApiKeyError, OSError) as exc:  # messages name the entry and the client, never the key
             if str(exc) != self._last_error:
                 log.error("api_keys_rejected", error=str(exc), kept=self.clients)
             self._last_error = str(exc)

@@ -431,6 +431,7 @@ def test_running_envoy_rotates_keys_and_limits_each_key_alone(tmp_path: Path, de
     try:
         assert [status("key-c"), status("key-b"), status("k")] == [503, 401, 401]  # only the file's keys count
         assert http(url, {"x-api-key": "wrong", "x-client-id": "spoofed"})[0] == 401
+        assert http(f"http://127.0.0.1:{port}/healthz")[0] == 200  # probes pass the watched filters too
         # Key a: 3 tokens, refilled 1/s: quick requests empty its bucket; key c still passes.
         limited = next(reply for reply in (http(url, {"x-api-key": "key-a"}) for _ in range(200)) if reply[0] == 429)
         assert limited[1]["x-ratelimit-limit"] == "3" and json.loads(limited[2])["code"] == 8
