@@ -4,16 +4,27 @@ A stage's expected seconds are a fixed overhead (loading a model, storing result
 its work units: tokens for text (``max_tokens``, an upper bound), denoising steps x megapixels for
 the image, and steps x strength x frames x megapixels for the video. The rates start at defaults and
 follow the last runs (an exponential moving average of the observed seconds per unit), so the ETA
-improves as the server runs. Progress is counted in units of 10 ms of expected time, and the queue's
-ETA (elapsed / done x left) then extrapolates the observed pace over the weighted work left.
+improves as the server runs. The rates are kept in the object store (``outputs/agent/stage-costs.json``),
+so a restarted agent starts from what it learned. Progress is counted in units of 10 ms of expected
+time, and the queue's ETA (elapsed / done x left) then extrapolates the observed pace over the
+weighted work left.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import threading
 from dataclasses import dataclass
 
+import structlog
+
+from genmesh.errors import GenmeshError, NotFound
 from servers.agent.types import CharacterRequest
+from storage.buckets import OUTPUTS
+from storage.object_store import ObjectStore
+
+log = structlog.get_logger(__name__)
 
 UNIT_SECONDS = 0.01  # one progress unit is 10 ms of expected run time
 BASE_PIXELS = 512 * 512
@@ -31,6 +42,7 @@ DEFAULT_RATES = {
     "video": 0.4,  # per denoising step of one 512x512 frame
 }
 LEARNING_RATE = 0.5  # weight of the newest observation in the moving average
+RATES_KEY = "agent/stage-costs.json"  # in the outputs bucket
 
 
 def work_units(request: CharacterRequest, stage: str) -> float:
@@ -47,11 +59,35 @@ def work_units(request: CharacterRequest, stage: str) -> float:
 
 
 class CostModel:
-    """Expected seconds per stage, learned from the stages this process ran. Thread-safe."""
+    """Expected seconds per stage, learned from the stages run so far. Thread-safe. With a ``store``, the
+    rates are read from it by ``load`` and written back after each observation (best effort: a store
+    that fails only costs the ETA its memory)."""
 
-    def __init__(self, rates: dict[str, float] | None = None) -> None:
-        self._rates = dict(rates or DEFAULT_RATES)
+    def __init__(self, rates: dict[str, float] | None = None, store: ObjectStore | None = None) -> None:
+        self._rates = dict(DEFAULT_RATES)
+        self._rates.update(rates or {})
         self._lock = threading.Lock()
+        self._store = store
+
+    def load(self) -> None:
+        """Take the rates the last runs stored; keep the defaults for what is missing or unreadable."""
+        if self._store is None:
+            return
+        try:
+            stored = json.loads(self._store.get_bytes(OUTPUTS, RATES_KEY))
+        except NotFound:
+            return
+        except (GenmeshError, ValueError) as exc:
+            log.warning("stage_costs_unreadable", key=RATES_KEY, error=str(exc))
+            return
+        rates = stored.get("rates_seconds_per_unit", {}) if isinstance(stored, dict) else {}
+        valid = {
+            stage: float(rate)
+            for stage, rate in (rates.items() if isinstance(rates, dict) else ())
+            if stage in DEFAULT_RATES and isinstance(rate, (int, float)) and math.isfinite(rate) and rate > 0
+        }
+        with self._lock:
+            self._rates.update(valid)
 
     def rate(self, stage: str) -> float:
         with self._lock:
@@ -66,7 +102,16 @@ class CostModel:
             return
         observed = max(0.0, seconds - OVERHEAD_SECONDS[stage]) / units
         with self._lock:
-            self._rates[stage] = (1 - LEARNING_RATE) * self._rates[stage] + LEARNING_RATE * observed
+            # A floor keeps a stage that took no measurable time from weighing nothing in later plans.
+            updated = (1 - LEARNING_RATE) * self._rates[stage] + LEARNING_RATE * observed
+            self._rates[stage] = max(updated, DEFAULT_RATES[stage] / 1000)
+            rates = dict(self._rates)
+        if self._store is not None:
+            try:
+                data = json.dumps({"rates_seconds_per_unit": rates}, indent=2).encode()
+                self._store.put_bytes(OUTPUTS, RATES_KEY, data, "application/json")
+            except GenmeshError as exc:
+                log.warning("stage_costs_not_stored", key=RATES_KEY, error=str(exc))
 
     def plan(self, request: CharacterRequest) -> ProgressPlan:
         weights = {}

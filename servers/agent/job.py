@@ -14,7 +14,7 @@ from typing import Any
 
 from genmesh.agent.v1 import agent_pb2
 from genmesh.client import requests
-from genmesh.errors import InvalidArgument, NotFound
+from genmesh.errors import InvalidArgument, NotFound, Unavailable
 from genmesh.text.v1 import text_pb2
 from servers.agent import convert
 from servers.agent.eta import CostModel, ProgressPlan, work_units
@@ -80,9 +80,12 @@ class CharacterJob:
         metadata: Sequence[tuple[str, str]],
         keep_alive_seconds: int | None = None,
     ) -> CharacterJob:
-        """Check that every service the stages need answers (UNAVAILABLE naming it) and that the
-        portrait to start from exists (NOT_FOUND), before anything is queued."""
-        upstreams.require(request.stages)
+        """Before anything is queued: every service the stages need is configured and the first one
+        answers (UNAVAILABLE naming it), and the portrait to start from exists (NOT_FOUND). Later stages'
+        services are asked again as their stage starts: one restarting now may be back by then, and one
+        still down fails its stage with the earlier stages' results kept."""
+        upstreams.require_configured(request.stages)
+        upstreams.require_serving(request.stages[0])
         if request.portrait_ref is not None:
             location = request.portrait_ref
             if not store.exists(location.bucket, location.key):
@@ -218,6 +221,10 @@ class CharacterJob:
                 payload = StageProgress(stage, event.job_id, event.progress, sub_stage)
                 context.output(payload, plan.step(stage, event.progress.fraction), plan.total)
 
+        try:
+            self.upstreams.require_serving(stage)
+        except Unavailable as exc:
+            raise Unavailable(f"the {stage} stage failed: {exc.message}") from None
         result = self.upstreams.stream(stage, method, message, self.metadata, context, on_event)
         return result, ids[0] if ids else ""
 
@@ -290,8 +297,7 @@ def _parse_sheet(result: text_pb2.TextResult) -> CharacterSheet:
     """The text stage's JSON as a sheet, whitespace collapsed. The Text service enforces the schema with a
     grammar, so only a sheet cut short by max_tokens should fail here."""
     try:
-        # strict=False: a small model may put raw newlines inside strings (the grammar lets them through).
-        data = json.loads(result.text, strict=False)
+        data = json.loads(result.text)
         sheet = CharacterSheet(**{name: " ".join(str(data[name]).split()) for name in SHEET_LIMITS})
     except (ValueError, KeyError, TypeError):
         cut = result.finish_reason == text_pb2.FINISH_REASON_LENGTH

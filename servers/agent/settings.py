@@ -22,9 +22,8 @@ class AgentSettings(ServerSettings):
                              env="GENMESH_AGENT_VIDEO_URL")  # fmt: skip
     workers: int = setting(2, "character jobs that run at once (each waits on its services' own queues)",
                            env="GENMESH_AGENT_WORKERS")  # fmt: skip
-    upstream_wait_seconds: float = setting(900.0, "at start, how long to wait for the configured services "
-                                           "to answer before giving up",
-                                           env="GENMESH_AGENT_UPSTREAM_WAIT_SECONDS")  # fmt: skip
+    health_poll_seconds: float = setting(5.0, "how often the AgentService health status asks the services "
+                                         "whether they answer", env="GENMESH_AGENT_HEALTH_POLL_SECONDS")  # fmt: skip
     keep_alive_seconds: int | None = setting(None, "keep_alive_seconds sent with every sub-job (0: each service "
                                              "unloads its model when its stage ends, so services sharing one GPU "
                                              "take turns; empty: the services' own setting)",

@@ -5,7 +5,6 @@ Blocking (the job runs in a worker thread)."""
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -66,27 +65,23 @@ class Upstreams:
             return f"no answer: {exc.code().name}"
         return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
 
-    def require(self, names: Sequence[str]) -> None:
-        """Raise ``Unavailable`` naming the first of ``names`` that is not configured or not SERVING."""
+    def require_configured(self, names: Sequence[str]) -> None:
+        """Raise ``Unavailable`` naming the first of ``names`` the agent has no address for."""
         for name in names:
             if name not in self.urls:
                 raise Unavailable(f"the {name} service is not configured on the agent (set {env_name(name)})")
-            status = self.status(name)
-            if status != "SERVING":
-                raise Unavailable(f"the {name} service at {self.urls[name]} is not available ({status})")
 
-    def wait_serving(self, timeout: float) -> None:
-        """Block until every configured service is SERVING; ``Unavailable`` naming the rest after ``timeout``."""
-        deadline = time.monotonic() + timeout
-        waiting = list(self.urls)
-        while waiting:
-            waiting = [name for name in waiting if self.status(name) != "SERVING"]
-            if not waiting:
-                return
-            if time.monotonic() > deadline:
-                names = ", ".join(f"{name} at {self.urls[name]}" for name in waiting)
-                raise Unavailable(f"the agent's services did not become available: {names}")
-            time.sleep(0.5)
+    def require_serving(self, name: str) -> None:
+        """Raise ``Unavailable`` naming ``name`` unless it is configured and answers SERVING."""
+        self.require_configured([name])
+        status = self.status(name)
+        if status != "SERVING":
+            raise Unavailable(f"the {name} service at {self.urls[name]} is not available ({status})")
+
+    def not_serving(self) -> dict[str, str]:
+        """The configured services that do not answer SERVING, with what they answered."""
+        statuses = {name: self.status(name) for name in self.urls}
+        return {name: status for name, status in statuses.items() if status != "SERVING"}
 
     def cancel_job(self, name: str, job_id: str, metadata: Sequence[tuple[str, str]]) -> None:
         """Best effort: ask the service to cancel its job (the stream is cancelled as well)."""

@@ -33,6 +33,7 @@ from servers.mesh.envoy import (
     Envoy,
     render_envoy_config,
 )
+from servers.mesh.gpus import share_one_gpu
 from servers.mesh.keys_sync import KeySync
 from servers.mesh.processes import ManagedProcess, free_port, wait_until
 from servers.mesh.s3 import S3Server
@@ -48,6 +49,7 @@ DEFAULT_DATA_DIR = Path.home() / ".local" / "share" / "genmesh"
 SERVICE_START_TIMEOUT = 600.0
 # A server's drain (GENMESH_DRAIN_SECONDS, 30 s by default) plus its own shutdown, before SIGKILL.
 SERVER_STOP_TIMEOUT = 60.0
+KEEP_ALIVE_ENV = "GENMESH_AGENT_KEEP_ALIVE_SECONDS"
 
 
 def implemented_services() -> list[str]:
@@ -205,6 +207,8 @@ class Mesh:
                 for other in ("text", "image", "video")
                 if other in self.server_ports
             ]
+            if share_one_gpu(self.options.services) and KEEP_ALIVE_ENV not in os.environ:
+                argv.append("--keep-alive-seconds=0")  # the models take turns on the one GPU
         argv += self.options.service_args.get(name, [])
         env = self.service_env()
         self.servers[name] = ManagedProcess(name, argv, log_path=self.logs / f"{name}.log", env=env).start()

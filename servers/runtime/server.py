@@ -58,6 +58,7 @@ class Server:
         self.settings = settings
         self.port = 0
         self._stop = asyncio.Event()
+        self._health_watch: asyncio.Task[None] | None = None
 
     def _build(self) -> None:
         # grpc.aio objects bind to the running loop: build them inside it.
@@ -96,6 +97,9 @@ class Server:
         await self.service.start()
         await self._set_health(SERVING)
         log.info("server_ready", service=self.service.name)
+        watch_health = getattr(self.service, "watch_health", None)
+        if watch_health is not None:  # a service whose own status follows something outside it (the agent)
+            self._health_watch = asyncio.create_task(watch_health(self.health.set))
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -103,6 +107,8 @@ class Server:
     async def drain_and_stop(self) -> None:
         """No new jobs, running ones finish (up to drain_seconds), then the server stops."""
         log.info("server_draining", service=self.service.name, seconds=self.settings.drain_seconds)
+        if self._health_watch is not None:
+            self._health_watch.cancel()
         await self._set_health(NOT_SERVING)
         results = await asyncio.gather(
             *(

@@ -22,6 +22,8 @@ from servers.text.types import FinishReason, TextOutcome, TextRequest
 log = structlog.get_logger(__name__)
 
 _EMPTY_RULE = re.compile(r"::=[ \t]*(\n|$)")
+_SCHEMA_STRING_CHAR = r'char ::= [^"\\] |'
+_JSON_STRING_CHAR = r'char ::= [^"\\\x7F\x00-\x1F] |'
 
 
 class Reporter(Protocol):
@@ -85,23 +87,7 @@ class TextEngine:
             return None
         if request.json_schema is None:
             return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
-        field = "response_format.json_schema"
-        try:
-            gbnf = json_schema_to_gbnf(json.dumps(request.json_schema))
-        except Exception as exc:  # the converter raises bare KeyErrors/TypeErrors for schemas it cannot use
-            detail = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__} at {exc}"
-            raise InvalidArgument(
-                f"{field}: not a JSON schema this server can enforce ({detail}); supported: type, properties, "
-                "required, items, enum, const, anyOf/oneOf, string/array length limits, pattern",
-                field=field,
-            ) from None
-        # A rule with an empty body (e.g. from "enum": []) makes llama.cpp's grammar parser fail,
-        # and sampling with a failed grammar crashes the process: refuse it here.
-        if _EMPTY_RULE.search(gbnf):
-            raise InvalidArgument(
-                f"{field}: the schema allows no value at all (an empty enum, anyOf or oneOf?)", field=field
-            )
-        return LlamaGrammar.from_string(gbnf, verbose=False)
+        return LlamaGrammar.from_string(schema_gbnf(request.json_schema), verbose=False)
 
     def _prompt_tokens(self, llm: Llama, request: TextRequest) -> tuple[list[int], tuple[str, ...]]:
         """Token ids of the prompt and the stop strings. A raw prompt is sent as is (control tokens
@@ -219,3 +205,28 @@ class TextEngine:
             model=spec.name,
             seed=seed,
         )
+
+
+def schema_gbnf(schema: dict[str, Any]) -> str:
+    """The grammar that makes the model write JSON valid for ``schema``; INVALID_ARGUMENT naming
+    ``response_format.json_schema`` when the schema cannot be enforced."""
+    field = "response_format.json_schema"
+    try:
+        gbnf = json_schema_to_gbnf(json.dumps(schema))
+    except Exception as exc:  # the converter raises bare KeyErrors/TypeErrors for schemas it cannot use
+        detail = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__} at {exc}"
+        raise InvalidArgument(
+            f"{field}: not a JSON schema this server can enforce ({detail}); supported: type, properties, "
+            "required, items, enum, const, anyOf/oneOf, string/array length limits, pattern",
+            field=field,
+        ) from None
+    # The converter's string characters include raw control characters (a newline inside a string),
+    # which JSON forbids: keep them out, as llama.cpp's own JSON grammar does. Escapes stay allowed.
+    gbnf = gbnf.replace(_SCHEMA_STRING_CHAR, _JSON_STRING_CHAR)
+    # A rule with an empty body (e.g. from "enum": []) makes llama.cpp's grammar parser fail,
+    # and sampling with a failed grammar crashes the process: refuse it here.
+    if _EMPTY_RULE.search(gbnf):
+        raise InvalidArgument(
+            f"{field}: the schema allows no value at all (an empty enum, anyOf or oneOf?)", field=field
+        )
+    return gbnf

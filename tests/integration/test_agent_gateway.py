@@ -9,7 +9,11 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import httpx
 import pytest
@@ -220,3 +224,22 @@ def test_cancel_during_the_video_stage_cancels_it_and_keeps_the_sheet_and_portra
     assert client.videos.get_job(video_id).status.progress.step < 150
     job = client.agent.get_job(job_id)
     assert job.status.state == job_pb2.JOB_STATE_CANCELLED and len(job.completed_stages) == 2
+
+
+def test_cli_character_writes_the_sheet_portrait_and_animation(mesh, tmp_path) -> None:
+    env = {**os.environ, "GENMESH_URL": mesh.url, "GENMESH_API_KEY": mesh.api_key}
+    cli = str(Path(sys.executable).parent / "genmesh")
+    out = tmp_path / "elf"
+    argv = [cli, "character", "a night elf ranger", "--seed", "7", "--steps", "3", "-o", str(out),
+            "--width", "64", "--height", "64", "--frames", "8"]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr
+    assert sorted(path.name for path in out.iterdir()) == ["character.json", "portrait.png", "video.gif"]
+    sheet = json.loads((out / "character.json").read_text(encoding="utf-8"))
+    assert set(SHEET_LIMITS) <= set(sheet) and sheet["name"] in done.stdout
+    assert Image.open(out / "portrait.png").size == (64, 64)
+    with Image.open(out / "video.gif") as gif:
+        assert gif.n_frames == 8
+    for argv, field in (([cli, "character", " "], "idea"), ([cli, "character", "x", "--steps", "0"], "steps")):
+        bad = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env)
+        assert bad.returncode == 2 and field in bad.stderr and "Traceback" not in bad.stderr, bad.stderr

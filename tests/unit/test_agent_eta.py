@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from servers.agent.eta import DEFAULT_RATES, OVERHEAD_SECONDS, UNIT_SECONDS, CostModel, ProgressPlan, work_units
+from genmesh import errors
+from servers.agent.eta import (
+    DEFAULT_RATES,
+    OVERHEAD_SECONDS,
+    RATES_KEY,
+    UNIT_SECONDS,
+    CostModel,
+    ProgressPlan,
+    work_units,
+)
 from servers.agent.types import CharacterRequest, ImageOptions, TextOptions, VideoOptions
+from storage.buckets import OUTPUTS
 
 
 def test_work_units_follow_the_request() -> None:
@@ -57,3 +69,50 @@ def test_rates_are_learned_from_finished_stages() -> None:
     # A shorter video stage now weighs less against the image stage than with the defaults.
     request = CharacterRequest("x", steps=25)
     assert model.plan(request).weights["video"] < CostModel().plan(request).weights["video"]
+
+
+class _Store:
+    """Just the two object-store calls the cost model makes, in memory."""
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str], bytes] = {}
+        self.failing = False
+
+    def get_bytes(self, bucket: str, key: str) -> bytes:
+        if (bucket, key) not in self.objects:
+            raise errors.NotFound(f"no object {key!r}")
+        return self.objects[bucket, key]
+
+    def put_bytes(self, bucket: str, key: str, data: bytes, content_type: str) -> None:
+        if self.failing:
+            raise errors.Unavailable("the object store is down")
+        self.objects[bucket, key] = data
+
+
+def test_learned_rates_survive_a_restart_through_the_store() -> None:
+    store = _Store()
+    first = CostModel(store=store)  # type: ignore[arg-type]
+    first.load()  # nothing stored yet: the defaults
+    assert first.rate("image") == DEFAULT_RATES["image"]
+    first.observe("image", 10, OVERHEAD_SECONDS["image"] + 1.0)
+    assert json.loads(store.objects[OUTPUTS, RATES_KEY])["rates_seconds_per_unit"]["image"] == first.rate("image")
+    second = CostModel(store=store)  # type: ignore[arg-type]
+    second.load()
+    assert second.rate("image") == first.rate("image") != DEFAULT_RATES["image"]
+    assert second.rate("video") == DEFAULT_RATES["video"]
+    # A store that fails costs only the memory; the job's observation still counts.
+    store.failing = True
+    second.observe("video", 10, OVERHEAD_SECONDS["video"] + 1.0)
+    assert second.rate("video") != DEFAULT_RATES["video"]
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [b"not json", b"[1, 2]", b'{"rates_seconds_per_unit": {"image": -1, "video": "fast", "text": NaN, "x": 1}}'],
+)
+def test_unreadable_or_invalid_stored_rates_leave_the_defaults(stored: bytes) -> None:
+    store = _Store()
+    store.objects[OUTPUTS, RATES_KEY] = stored
+    model = CostModel(store=store)  # type: ignore[arg-type]
+    model.load()
+    assert all(model.rate(stage) == rate for stage, rate in DEFAULT_RATES.items())

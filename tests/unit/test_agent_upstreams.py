@@ -16,11 +16,13 @@ def test_missing_and_silent_services_are_unavailable_by_name() -> None:
     upstreams = Upstreams({"text": f"127.0.0.1:{port}"})
     try:
         with pytest.raises(errors.Unavailable, match=r"the image service is not configured.*GENMESH_AGENT_IMAGE_URL"):
-            upstreams.require(["image"])
+            upstreams.require_configured(["text", "image"])
+        upstreams.require_configured(["text"])
+        with pytest.raises(errors.Unavailable, match=r"the video service is not configured"):
+            upstreams.require_serving("video")
         with pytest.raises(errors.Unavailable, match=rf"the text service at 127.0.0.1:{port} is not available"):
-            upstreams.require(["text"])
-        with pytest.raises(errors.Unavailable, match=rf"did not become available: text at 127.0.0.1:{port}"):
-            upstreams.wait_serving(0.1)
+            upstreams.require_serving("text")
+        assert upstreams.not_serving() == {"text": "no answer: UNAVAILABLE"}
     finally:
         upstreams.close()
 
