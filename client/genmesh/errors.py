@@ -8,6 +8,8 @@ a ``google.rpc.BadRequest`` detail in the rich gRPC status.
 
 from __future__ import annotations
 
+import struct
+
 
 class GenmeshError(Exception):
     """Base class. ``code`` is the canonical gRPC status name sent to the caller."""
@@ -110,4 +112,29 @@ def require(condition: bool, field: str, message: str) -> None:
 def require_range(value: float, field: str, low: float, high: float) -> None:
     """Raise ``InvalidArgument`` unless ``low <= value <= high`` (message names field and range)."""
     if not (low <= value <= high):
-        raise InvalidArgument(f"{field} must be between {low} and {high} (got {value})", field=field)
+        raise InvalidArgument(
+            f"{field} must be between {shown(low)} and {shown(high)} (got {shown(value)})", field=field
+        )
+
+
+def shown(value: float) -> str:
+    """A number as the caller wrote it. A proto ``float`` arrives as the nearest float32 (0.9 becomes
+    0.8999999761581421): print the shortest decimal that gives back the same float32, as the caller
+    most likely typed it. Whole numbers print without a fraction (2, not 2.0)."""
+    if isinstance(value, bool) or not isinstance(value, float):
+        return str(value)
+    if value != value or value in (float("inf"), float("-inf")):
+        return str(value)
+    if value.is_integer() and abs(value) < 2**53:
+        return str(int(value))
+    try:
+        single = struct.unpack("f", struct.pack("f", value))[0]
+    except OverflowError:
+        return repr(value)
+    if single != value:
+        return repr(value)  # a double: its own shortest form
+    for digits in range(1, 10):
+        text = f"{value:.{digits}g}"
+        if struct.unpack("f", struct.pack("f", float(text)))[0] == value:
+            return text
+    return repr(value)

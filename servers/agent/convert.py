@@ -7,7 +7,7 @@ from typing import Any
 from genmesh.agent.v1 import agent_pb2
 from genmesh.client.requests import SCHEDULERS, VIDEO_FORMATS
 from genmesh.common.v1 import artifact_pb2, diffusion_pb2
-from genmesh.errors import require, require_range
+from genmesh.errors import require, require_range, shown
 from genmesh.video.v1 import video_pb2
 from servers.agent.types import (
     SHEET_LIMITS,
@@ -125,7 +125,7 @@ def _video_options(message: agent_pb2.VideoStageOptions) -> VideoOptions:
     require(fmt in FORMAT_NAMES, "video.output_format", f"unknown format value {fmt}")
     strength = _optional(message, "strength")
     if strength is not None:
-        require(0.0 < strength <= 1.0, "video.strength", f"must be in (0, 1] (got {strength:g})")
+        require(0.0 < strength <= 1.0, "video.strength", f"must be in (0, 1] (got {shown(strength)})")
     return VideoOptions(
         model=message.model,
         motion_adapter=message.motion_adapter,

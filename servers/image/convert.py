@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from genmesh.common.v1 import artifact_pb2, diffusion_pb2, media_pb2
-from genmesh.errors import InvalidArgument, require, require_range
+from genmesh.errors import InvalidArgument, require, require_range, shown
 from genmesh.image.v1 import image_pb2
 from servers.diffusion.generate import (
     DEFAULT_GUIDANCE,
@@ -85,9 +85,15 @@ def generate_image_request(message: image_pb2.GenerateImageRequest) -> ImageRequ
         if source is None:
             raise InvalidArgument("strength: only allowed with an init image (img2img)", field="strength")
         strength = message.strength
-        require(0.0 < strength <= 1.0, "strength", f"must be in (0, 1] (got {strength})")
+        require(0.0 < strength <= 1.0, "strength", f"must be in (0, 1] (got {shown(strength)})")
     elif source is not None:
         strength = DEFAULT_STRENGTH
+    if strength is not None:  # img2img runs int(steps x strength) steps: at least one must run
+        require(
+            int(steps * strength) >= 1,
+            "strength",
+            f"steps x strength must be at least 1, so that a denoising step runs (got {steps} x {shown(strength)})",
+        )
 
     return ImageRequest(
         prompt=message.prompt,
@@ -171,3 +177,14 @@ def stream_event(job: jobs.Job, event: jobs.JobEvent) -> image_pb2.GenerateImage
 
 def job_message(job: jobs.Job) -> image_pb2.Job:
     return image_pb2.Job(status=common.job_status(job), result=job.result)
+
+
+def check_pixel_budget(width: int, height: int, num_images: int, max_pixels: int) -> None:
+    """The most pixels one job may make on this server (``GENMESH_IMAGE_MAX_PIXELS``)."""
+    pixels = width * height * num_images
+    if pixels > max_pixels:
+        raise InvalidArgument(
+            f"num_images: width x height x num_images is {pixels} pixels; this server allows at most "
+            f"{max_pixels} per job (use fewer or smaller images)",
+            field="num_images",
+        )

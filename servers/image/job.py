@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from genmesh.image.v1 import image_pb2
+from servers.diffusion.families import family_spec
 from servers.image import convert, records
 from servers.image.engine import ImageEngine
 from servers.image.types import ImageRequest
@@ -28,9 +29,16 @@ class ImageJob:
 
     @classmethod
     def prepare(cls, request: ImageRequest, engine: ImageEngine, store: ObjectStore) -> ImageJob:
-        """Resolve the model and fetch/decode the init image: an unknown model or object is
-        NOT_FOUND and a bad image INVALID_ARGUMENT at once, naming the field; nothing waits in the queue."""
-        engine.catalog.resolve(request.model)
+        """Resolve the model, check the pixel budget and fetch/decode the init image: an unknown model
+        or object is NOT_FOUND and a bad image or a job over budget INVALID_ARGUMENT at once, naming the
+        field; nothing waits in the queue."""
+        entry = engine.catalog.resolve(request.model)
+        # An unset side is the family's native size; a model whose family is only known once loaded
+        # (a folder without a declared family) has unset sides checked by the engine.
+        native = family_spec(entry.source.family).native_resolution if entry.source.family else None
+        width, height = request.width or native, request.height or native
+        if width and height:
+            convert.check_pixel_budget(width, height, request.num_images, engine.max_pixels)
         image = None
         if request.init_image_data is not None:
             image = decode_image(request.init_image_data, field="init_image_data")

@@ -6,7 +6,7 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from genmesh.errors import InvalidArgument, require, require_range
+from genmesh.errors import InvalidArgument, require, require_range, shown
 from genmesh.text.v1 import text_pb2
 from servers.runtime import convert as common
 from servers.runtime import jobs
@@ -40,7 +40,7 @@ def sampling_from_proto(message: text_pb2.SamplingOptions) -> Sampling:
     )
     require_range(sampling.max_tokens, "sampling.max_tokens", 1, MAX_TOKENS)
     require_range(sampling.temperature, "sampling.temperature", 0.0, 2.0)
-    require(0.0 < sampling.top_p <= 1.0, "sampling.top_p", f"must be in (0, 1] (got {sampling.top_p})")
+    require(0.0 < sampling.top_p <= 1.0, "sampling.top_p", f"must be in (0, 1] (got {shown(sampling.top_p)})")
     require_range(sampling.top_k, "sampling.top_k", 0, 1000)
     require_range(sampling.min_p, "sampling.min_p", 0.0, 1.0)
     require_range(sampling.repeat_penalty, "sampling.repeat_penalty", 0.5, 2.0)

@@ -53,6 +53,13 @@ class TextEngine:
     def loaded_name(self) -> str | None:
         return self._spec.name if self._spec else None
 
+    def check(self, request: TextRequest) -> None:
+        """What is refused before queueing, without the model: an unknown model (NOT_FOUND) and a JSON
+        schema that cannot be enforced (INVALID_ARGUMENT), each naming its field."""
+        self.catalog.resolve(request.model)
+        if request.json_output and request.json_schema is not None:
+            schema_gbnf(request.json_schema)
+
     def load(self, name: str = "") -> ModelSpec:
         with self._load_lock:  # start-up preload and a job naming a model may race
             return self._load(name)

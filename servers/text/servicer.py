@@ -53,11 +53,13 @@ class TextServicer(JobRpcs, text_pb2_grpc.TextServiceServicer):
 
     async def Generate(self, request: text_pb2.GenerateRequest, context) -> AsyncIterator[text_pb2.GenerateResponse]:
         domain = convert.generate_request(request)
+        await asyncio.to_thread(self.engine.check, domain)  # refused before queueing, naming the field
         async for event in self._stream(domain, "Generate", request.detach, text_pb2.GenerateResponse, context):
             yield event
 
     async def Chat(self, request: text_pb2.ChatRequest, context) -> AsyncIterator[text_pb2.ChatResponse]:
         domain = convert.chat_request(request)
+        await asyncio.to_thread(self.engine.check, domain)  # refused before queueing, naming the field
         async for event in self._stream(domain, "Chat", request.detach, text_pb2.ChatResponse, context):
             yield event
 

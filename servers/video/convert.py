@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from genmesh.common.v1 import artifact_pb2, diffusion_pb2
-from genmesh.errors import require, require_range
+from genmesh.errors import require, require_range, shown
 from genmesh.video.v1 import video_pb2
 from servers.diffusion import animate
 from servers.diffusion.families import Task
@@ -80,7 +80,7 @@ def generate_video_request(message: video_pb2.GenerateVideoRequest) -> VideoRequ
     strength = _optional(message, "strength")
     if strength is not None:
         require(source is not None, "strength", "is only valid with an init image or video")
-        require(0.0 < strength <= 1.0, "strength", f"must be in (0, 1] (got {strength:g})")
+        require(0.0 < strength <= 1.0, "strength", f"must be in (0, 1] (got {shown(strength)})")
     return VideoRequest(
         prompt=message.prompt,
         model=message.model,

@@ -10,7 +10,7 @@ import grpc
 import pytest
 
 from genmesh.common.v1 import job_pb2
-from genmesh.errors import Unavailable
+from genmesh.errors import NotFound, Unavailable
 from genmesh.text.v1 import text_pb2, text_pb2_grpc
 from servers.runtime.interceptors import ErrorAndContextInterceptor
 from servers.runtime.jobs import JobQueue, TextDelta
@@ -37,6 +37,10 @@ class FakeEngine:
         self.catalog = FakeCatalog()
         self.tokens_emitted = 0
         self.gate = threading.Event()
+
+    def check(self, request: TextRequest) -> None:
+        if request.model == "missing":
+            raise NotFound("model: unknown model 'missing'", field="model")
 
     def generate(self, request: TextRequest, reporter) -> TextOutcome:
         if request.prompt == "crash":
@@ -122,6 +126,27 @@ async def test_invalid_argument_names_the_field(text_stub, request_message, fiel
         _ = [event async for event in stub.Generate(request_message)]
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert field in caught.value.details()
+
+
+async def test_an_unknown_model_is_refused_before_queueing(text_stub) -> None:
+    stub = text_stub[0]
+    events = []
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for event in stub.Generate(text_pb2.GenerateRequest(prompt="x", model="missing")):
+            events.append(event)
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND and "model" in caught.value.details()
+    assert events == []  # no job id: nothing was queued
+
+
+async def test_floats_are_shown_as_sent(text_stub) -> None:
+    stub = text_stub[0]
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        _ = [event async for event in stub.Generate(generate_with(top_p=1.1))]
+    assert caught.value.details() == "sampling.top_p: must be in (0, 1] (got 1.1)"
+    bad = text_pb2.GenerateRequest(prompt="x", sampling=text_pb2.SamplingOptions(temperature=2.3))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        _ = [event async for event in stub.Generate(bad)]
+    assert caught.value.details() == "sampling.temperature must be between 0 and 2 (got 2.3)"
 
 
 async def test_chat_validation(text_stub) -> None:

@@ -166,3 +166,18 @@ def test_the_default_architecture_follows_the_device():
     assert convert.spec_message(spec).architecture == training_pb2.ARCHITECTURE_SMALL  # reported in the job's spec
     chosen = convert.training_spec(training_pb2.TrainingJobSpec(layer=2, architecture=training_pb2.ARCHITECTURE_TINY))
     assert chosen.architecture == "tiny"
+
+
+@pytest.mark.parametrize(
+    ("spec", "field", "message"),
+    [
+        (training_pb2.TrainingJobSpec(), "spec.layer", "spec.layer: required"),
+        (training_pb2.TrainingJobSpec(layer=100), "spec.layer", "spec.layer must be between 1 and 99 (got 100)"),
+        (training_pb2.TrainingJobSpec(layer=1, num_epochs=0), "spec.num_epochs", "spec.num_epochs"),
+        (training_pb2.TrainingJobSpec(layer=1, validation_split=0.9), "spec.validation_split", "(got 0.9)"),
+    ],
+)
+def test_spec_errors_name_the_field_by_its_api_path(spec, field, message) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        convert.training_spec(spec)
+    assert caught.value.field == field and message in caught.value.message, caught.value.message

@@ -90,8 +90,23 @@ def training_spec(spec: training_pb2.TrainingJobSpec, default_architecture: str 
     fields.setdefault("seed", random_seed())
     fields.setdefault("architecture", default_architecture)
     if "layer" not in fields:
-        raise InvalidArgument("layer: required, 1..99 (models are organised as layer_1, layer_2, ...)", field="layer")
-    return TrainingSpec(**fields).validate()
+        raise InvalidArgument(
+            "spec.layer: required, 1..99 (models are organised as layer_1, layer_2, ...)", field="spec.layer"
+        )
+    try:
+        return TrainingSpec(**fields).validate()
+    except InvalidArgument as exc:
+        raise in_spec(exc) from None
+
+
+def in_spec(exc: InvalidArgument) -> InvalidArgument:
+    """The domain names a spec field bare ("layer"); the API's path to it is "spec.layer"."""
+    if not exc.field or exc.field.startswith("spec."):
+        return exc
+    message = exc.message
+    if message.startswith(exc.field):
+        message = "spec." + message
+    return InvalidArgument(message, field=f"spec.{exc.field}")
 
 
 def spec_message(spec: TrainingSpec) -> training_pb2.TrainingJobSpec:
