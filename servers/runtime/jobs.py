@@ -24,6 +24,7 @@ import structlog
 
 from genmesh.errors import Cancelled, GenmeshError, Internal, NotFound, ResourceExhausted, Unavailable
 from servers.compute.memory import is_out_of_memory
+from servers.runtime.metrics import QueueMetrics, service_label
 
 log = structlog.get_logger(__name__)
 
@@ -243,6 +244,9 @@ class JobQueue:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._idle = asyncio.Event()
         self._counter = itertools.count()
+        self._metrics = QueueMetrics(
+            service_label(service, name), name, depth=lambda: len(self._pending), running=lambda: len(self._running)
+        )
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -315,6 +319,7 @@ class JobQueue:
             self._idle.clear()
             self._cond.notify()
         self._publish_now(job, Queued(position))
+        self._metrics.queued(job)
         log.info("job_queued", job_id=job.id, method=method, queue_position=position, detached=detached)
         return job
 
@@ -387,12 +392,18 @@ class JobQueue:
         match event:
             case Queued(position):
                 job.queue_position = position
-            case Started():
+            case Started(queued_seconds):
                 job.state = JobState.RUNNING
                 job.started_at = time.time()
                 job.queue_position = 0
-            case ProgressEvent(progress) | Output(progress=progress) if progress is not None:
+                self._metrics.started(job, queued_seconds)
+            case ProgressEvent(progress):
                 job.progress = progress
+            case Output(payload, progress):
+                if progress is not None:
+                    job.progress = progress
+                if not isinstance(payload, TextDelta):  # tokens are counted once, when the job ends
+                    self._metrics.output(job, payload)
             case Succeeded(result):
                 job.state, job.result = JobState.SUCCEEDED, result
             case Failed():
@@ -402,6 +413,8 @@ class JobQueue:
         if job.terminal:
             job.ended_at = time.time()
             job.cancel_requested.set()  # nothing may keep running for a finished job
+            tokens = sum(1 for item in job.history if isinstance(item, Output) and isinstance(item.payload, TextDelta))
+            self._metrics.finished(job, tokens)
         # Progress-only events are not kept (a watcher needs the latest, not all); outputs are.
         if not isinstance(event, ProgressEvent):
             job.history.append(event)

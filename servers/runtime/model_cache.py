@@ -20,6 +20,8 @@ from typing import Generic, TypeVar
 
 import structlog
 
+from servers.runtime import metrics
+
 log = structlog.get_logger(__name__)
 
 M = TypeVar("M")
@@ -69,6 +71,7 @@ class ModelCache(Generic[M]):
                 self._name = name
                 self.last_load_seconds = time.monotonic() - started
                 log.info("model_loaded", model=name, seconds=round(self.last_load_seconds, 3))
+                metrics.model_loaded(self.last_load_seconds)
             self._in_use += 1
             model = self._model
         try:

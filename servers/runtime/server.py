@@ -15,6 +15,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 import genmesh
+from servers.runtime import metrics
 from servers.runtime.interceptors import ErrorAndContextInterceptor
 from servers.runtime.jobs import JobQueue
 from servers.runtime.settings import ServerSettings
@@ -59,6 +60,7 @@ class Server:
         self.port = 0
         self._stop = asyncio.Event()
         self._health_watch: asyncio.Task[None] | None = None
+        self.metrics: metrics.MetricsEndpoint | None = None
 
     def _build(self) -> None:
         # grpc.aio objects bind to the running loop: build them inside it.
@@ -78,6 +80,9 @@ class Server:
 
     async def start(self) -> None:
         self._build()
+        # First, so model loads during warm-up are counted and a taken port fails the start at once.
+        self.metrics = self._serve_metrics()
+        log.info("metrics_listening", service=self.service.name, url=self.metrics.url)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         await self._set_health(NOT_SERVING)
         self.service.register(self.grpc)
@@ -101,6 +106,22 @@ class Server:
         if watch_health is not None:  # a service whose own status follows something outside it (the agent)
             self._health_watch = asyncio.create_task(watch_health(self.health.set))
 
+    def _serve_metrics(self) -> metrics.MetricsEndpoint:
+        port = self.settings.resolved_metrics_port()
+        try:
+            return metrics.serve(self.service.name, self.settings.host, port)
+        except RuntimeError:
+            if self.settings.metrics_port >= 0:  # a port asked for explicitly must be the one used
+                raise
+            # The derived default (gRPC port + 1000) is a convenience: a free port beats no server.
+            log.warning("metrics_port_taken", port=port)
+            return metrics.serve(self.service.name, self.settings.host, 0)
+
+    def _close_metrics(self) -> None:
+        if self.metrics is not None:
+            self.metrics.close()
+            self.metrics = None
+
     def request_stop(self) -> None:
         self._stop.set()
 
@@ -119,6 +140,7 @@ class Server:
         clean = all(results)
         await self.grpc.stop(grace=3)
         await self.service.close()
+        self._close_metrics()
         log.info("server_stopped", service=self.service.name, clean=clean)
 
     async def run(self) -> None:
@@ -131,6 +153,7 @@ class Server:
         if starting in done and starting.exception() is not None:
             stopping.cancel()
             await self.grpc.stop(grace=0)
+            self._close_metrics()
             raise starting.exception()  # type: ignore[misc]
         await stopping
         if not starting.done():

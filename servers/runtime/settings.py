@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from storage.object_store import StorageSettings
 
 T = TypeVar("T")
+METRICS_PORT_OFFSET = 1000  # a server's default metrics port: its gRPC port + this
 
 
 def env_name(field: dataclasses.Field[Any]) -> str:
@@ -101,6 +102,9 @@ class ServerSettings:
 
     host: str = setting("127.0.0.1", "address to listen on")
     port: int = setting(50051, "gRPC port (0 picks a free one)")
+    metrics_port: int = setting(
+        -1, "HTTP port of the Prometheus /metrics endpoint on the same host (-1: the gRPC port + 1000; 0: a free one)"
+    )
     max_queued: int = setting(16, "jobs that may wait in the queue; more get RESOURCE_EXHAUSTED")
     job_retention_seconds: float = setting(3600.0, "how long finished jobs stay readable by GetJob")
     drain_seconds: float = setting(30.0, "on SIGTERM, how long running jobs may take to finish")
@@ -116,6 +120,12 @@ class ServerSettings:
     s3_public_endpoint: str = setting(
         "", "host:port that callers use for presigned URLs (default: the S3 endpoint)", env="GENMESH_S3_PUBLIC_ENDPOINT"
     )
+
+    def resolved_metrics_port(self) -> int:
+        """-1 derives the port from the gRPC one, so servers sharing a host never collide by default."""
+        if self.metrics_port >= 0:
+            return self.metrics_port
+        return self.port + METRICS_PORT_OFFSET if self.port else 0
 
     def storage(self) -> StorageSettings:
         return StorageSettings(

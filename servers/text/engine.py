@@ -7,6 +7,7 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import structlog
@@ -37,8 +38,17 @@ class Reporter(Protocol):
 class TextEngine:
     """One loaded GGUF model at a time; a request for another model swaps it."""
 
-    def __init__(self, catalog: ModelCatalog, *, n_ctx: int, n_threads: int, n_gpu_layers: int = 0) -> None:
+    def __init__(
+        self,
+        catalog: ModelCatalog,
+        *,
+        n_ctx: int,
+        n_threads: int,
+        n_gpu_layers: int = 0,
+        on_load: Callable[[float], None] | None = None,
+    ) -> None:
         self.catalog = catalog
+        self.on_load = on_load  # told each load's seconds (the server's metrics)
         self.n_ctx = n_ctx
         self.n_threads = n_threads
         self.n_gpu_layers = n_gpu_layers
@@ -86,7 +96,10 @@ class TextEngine:
             eos_token=llm.detokenize([llm.token_eos()]).decode(errors="ignore"),
         )
         self._llm, self._spec = llm, spec
-        log.info("model_loaded", model=spec.name, seconds=round(time.monotonic() - started, 3), n_ctx=self.n_ctx)
+        seconds = time.monotonic() - started
+        log.info("model_loaded", model=spec.name, seconds=round(seconds, 3), n_ctx=self.n_ctx)
+        if self.on_load is not None:
+            self.on_load(seconds)
         return spec
 
     def _grammar(self, request: TextRequest) -> LlamaGrammar | None:

@@ -7,6 +7,7 @@ import asyncio
 import grpc
 
 from genmesh.text.v1 import text_pb2_grpc
+from servers.runtime import metrics
 from servers.runtime.service import QueuedService
 from servers.text.engine import TextEngine
 from servers.text.models import ModelCatalog
@@ -18,8 +19,9 @@ class TextService(QueuedService):
     def __init__(self, settings: TextSettings) -> None:
         catalog = ModelCatalog(settings.resolved_models_dir(), settings.model_path, settings.model)
         self.engine = TextEngine(
-            catalog, n_ctx=settings.context_length, n_threads=settings.threads, n_gpu_layers=settings.gpu_layers
-        )
+            catalog, n_ctx=settings.context_length, n_threads=settings.threads, n_gpu_layers=settings.gpu_layers,
+            on_load=metrics.model_loaded,
+        )  # fmt: skip
         super().__init__("text", settings, devices=["llama"])
 
     def register(self, server: grpc.aio.Server) -> None:
