@@ -143,6 +143,7 @@ class Mesh:
         self.s3: S3Server | None = None
         self.servers: dict[str, ManagedProcess] = {}
         self.server_ports: dict[str, int] = {}
+        self.metrics_ports: dict[str, int] = {}  # each server's Prometheus /metrics port, on loopback
         self.envoy: Envoy | None = None
         self.key_sync: KeySync | None = None
         self.supervisor = Supervisor(report=lambda line: print(f"genmesh up: {line}", file=sys.stderr, flush=True))
@@ -199,8 +200,8 @@ class Mesh:
         return [process for process in (s3, *self.servers.values(), self.envoy) if process is not None]
 
     def _start_service(self, name: str) -> None:
-        port = free_port()
-        argv = [sys.executable, "-m", "servers", name, "--port", str(port)]
+        port, metrics_port = free_port(), free_port()
+        argv = [sys.executable, "-m", "servers", name, "--port", str(port), "--metrics-port", str(metrics_port)]
         if name == "agent":  # it calls the Text, Image and Video servers directly, never through the gateway
             argv += [
                 f"--{other}-url=127.0.0.1:{self.server_ports[other]}"
@@ -213,6 +214,7 @@ class Mesh:
         env = self.service_env()
         self.servers[name] = ManagedProcess(name, argv, log_path=self.logs / f"{name}.log", env=env).start()
         self.server_ports[name] = port
+        self.metrics_ports[name] = metrics_port
 
     def _start_envoy(self) -> None:
         admin_port = free_port()
@@ -283,10 +285,15 @@ class Mesh:
         # The CLI's default is 127.0.0.1:8080: on another port the examples need the URL too.
         url_hint = "" if self.options.port == 8080 else f"; export GENMESH_URL={self.url}"
         tries = "\n".join(f"  {examples[name]}" for name in self.servers if name in examples)
+        scrapes = "\n".join(f"  {name}: http://127.0.0.1:{port}/metrics" for name, port in self.metrics_ports.items())
+        if self.envoy is not None:
+            scrapes += f"\n  gateway (Envoy): {self.envoy.admin_url}/stats/prometheus"
         return f"""
 genmesh is up: gateway http://{self.url} (gRPC and REST), services: {", ".join(self.servers)}
 {key_line}
 Data folder: {self.data_dir} (logs in {self.logs})
+Prometheus metrics (loopback only):
+{scrapes}
 
 Try it (set the key first: export GENMESH_API_KEY=...{url_hint}):
 {tries}
