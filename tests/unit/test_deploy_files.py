@@ -358,6 +358,11 @@ def test_compose_config_validates() -> None:
 # Kubernetes
 
 
+METRICS = 9464  # every server pod's Prometheus port, named by its scrape annotations
+METRICS_PORT = {"name": "metrics", "containerPort": METRICS}
+SCRAPE = {"prometheus.io/scrape": "true", "prometheus.io/port": str(METRICS), "prometheus.io/path": "/metrics"}
+
+
 @pytest.mark.parametrize("variant", sorted(K8S_VARIANTS))
 def test_kustomizations_build(yaml: Any, variant: str) -> None:
     objects = k8s_objects(yaml, variant)
@@ -369,17 +374,20 @@ def test_kustomizations_build(yaml: Any, variant: str) -> None:
             assert obj["metadata"]["namespace"] == "genmesh", obj["metadata"]["name"]
 
     deployments, services = by_kind(objects, "Deployment"), by_kind(objects, "Service")
+    config = by_kind(objects, "ConfigMap")["genmesh-server"]["data"]
     for name, port in SERVICES.items():
         assert services[name]["spec"]["clusterIP"] == "None", f"{name}: the gateway needs a headless Service"
         assert services[name]["spec"]["ports"][0]["port"] == port
         pod = deployments[name]["spec"]["template"]["spec"]
         (container,) = pod["containers"]
         assert container["command"] == ["python3", "-m", f"servers.{name}"]
-        assert container["ports"] == [{"name": "grpc", "containerPort": port}]
+        assert container["ports"] == [{"name": "grpc", "containerPort": port}, METRICS_PORT]
+        assert deployments[name]["spec"]["template"]["metadata"]["annotations"] == SCRAPE, name
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             assert container[probe]["grpc"] == {"port": port}, f"{name}: {probe} must be a native gRPC probe"
         env = env_of(container)
         assert env[f"GENMESH_{name.upper()}_PORT"]["value"] == str(port)
+        assert env.get("GENMESH_METRICS_PORT", {}).get("value", config["GENMESH_METRICS_PORT"]) == str(METRICS)
         drain = float(env["GENMESH_DRAIN_SECONDS"]["value"])
         assert pod["terminationGracePeriodSeconds"] >= drain + 20, f"{name}: no time left to drain"
         assert pod["securityContext"]["runAsNonRoot"] is True
@@ -454,6 +462,7 @@ def test_gateway_deployment_renders_with_servers_mesh_envoy(yaml: Any) -> None:
 NAMESPACE_LABELS = {"kubernetes.io/metadata.name": "genmesh"}
 OUTSIDE = ({"kubernetes.io/metadata.name": "elsewhere"}, {"app": "anything"})  # any pod in another namespace
 STRAY = (NAMESPACE_LABELS, {"app": "debug"})  # a pod of the namespace that is no genmesh component
+MONITORING = ({"kubernetes.io/metadata.name": "monitoring"}, {"app": "prometheus"})  # scrapes /metrics
 KUBE_DNS = ({"kubernetes.io/metadata.name": "kube-system"}, {"k8s-app": "kube-dns"})
 
 
@@ -529,7 +538,8 @@ def test_network_policies_let_only_the_gateway_reach_the_servers(yaml: Any) -> N
     expected |= {("agent", name, SERVICES[name]) for name in agent_calls}
     expected |= {(name, "minio", 9000) for name in SERVICES}
     expected |= {("outside", "gateway", 8080)}
-    peers = {**pods, "outside": OUTSIDE, "stray": STRAY}
+    expected |= {("monitoring", "gateway", 8080)} | {("monitoring", name, METRICS) for name in SERVICES}
+    peers = {**pods, "outside": OUTSIDE, "stray": STRAY, "monitoring": MONITORING}
     allowed = {
         (source, target, port)
         for source, source_pod in peers.items()
