@@ -11,9 +11,11 @@ import structlog
 from PIL import Image
 
 from genmesh.errors import InvalidArgument
+from servers.compute.compile import OFF, CompileOptions
 from servers.compute.devices import configure_threads, device_label, select_device
 from servers.compute.memory import free_device_memory
 from servers.diffusion.catalog import CatalogEntry, ModelCatalog
+from servers.diffusion.compiled import Shape, compile_model, warm_up_image
 from servers.diffusion.generate import GenerationParams, GenerationResult, generate, resolve_params
 from servers.diffusion.loading import LoadedModel, load_model
 from servers.image.types import ImageRequest
@@ -56,6 +58,8 @@ class ImageEngine:
         keep_alive_seconds: float = 600.0,
         threads: int = 2,
         max_pixels: int = 4 * 1024 * 1024,
+        compile: CompileOptions = OFF,
+        compile_warmup: tuple[Shape, ...] = (),
     ) -> None:
         configure_threads(threads)
         self.catalog = catalog
@@ -63,6 +67,8 @@ class ImageEngine:
         self.device = select_device(device)
         self.memory_mode = memory_mode
         self.max_pixels = max_pixels
+        self.compile = compile
+        self.compile_warmup = compile_warmup
         self.models: ModelCache[LoadedModel] = ModelCache(
             self._load, keep_alive_seconds=keep_alive_seconds, unload=self._unload
         )
@@ -73,7 +79,10 @@ class ImageEngine:
 
     def _load(self, name: str) -> LoadedModel:
         entry = self.catalog.resolve(name)
-        return load_model(entry.source, cache_dir=self.cache_dir, device=self.device, memory_mode=self.memory_mode)
+        model = load_model(entry.source, cache_dir=self.cache_dir, device=self.device, memory_mode=self.memory_mode)
+        if self.compile.enabled:  # off: not one step differs from an eager server
+            warm_up_image(model, compile_model(model, self.compile), self.compile_warmup)
+        return model
 
     def _unload(self, model: LoadedModel) -> None:
         del model

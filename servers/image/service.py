@@ -7,7 +7,9 @@ import asyncio
 import grpc
 
 from genmesh.image.v1 import image_pb2_grpc
+from servers.compute.compile import CompileOptions, prepare_compiling
 from servers.diffusion.catalog import ModelCatalog
+from servers.diffusion.compiled import parse_shapes
 from servers.image.engine import ImageEngine
 from servers.image.servicer import ImageServicer
 from servers.image.settings import ImageSettings
@@ -16,6 +18,8 @@ from servers.runtime.service import QueuedService
 
 class ImageService(QueuedService):
     def __init__(self, settings: ImageSettings) -> None:
+        compile = CompileOptions(settings.compile, settings.compile_mode)
+        prepare_compiling(compile, settings.resolved_compile_cache_dir())
         self.engine = ImageEngine(
             ModelCatalog(settings.resolved_models_dir(), settings.model),
             cache_dir=settings.cache_dir(),
@@ -24,6 +28,8 @@ class ImageService(QueuedService):
             keep_alive_seconds=settings.keep_alive_seconds,
             threads=settings.threads,
             max_pixels=settings.max_pixels,
+            compile=compile,
+            compile_warmup=parse_shapes(settings.compile_warmup),
         )
         super().__init__("image", settings, devices=[self.engine.device_label])
         self.preload = settings.preload

@@ -27,9 +27,23 @@ class ImageSettings(ServerSettings):
                             env="GENMESH_IMAGE_PRELOAD")  # fmt: skip
     max_pixels: int = setting(4 * 1024 * 1024, "most pixels one job may generate (width*height*num_images)",
                               env="GENMESH_IMAGE_MAX_PIXELS")  # fmt: skip
+    compile: bool = setting(False, "torch.compile the UNet and VAE decoder at load and warm them up before SERVING "
+                            "(slow first start, faster steps; compiled kernels are cached on disk)",
+                            env="GENMESH_COMPILE")  # fmt: skip
+    compile_mode: str = setting("default", "torch.compile mode: default or max-autotune-no-cudagraphs",
+                                env="GENMESH_COMPILE_MODE")  # fmt: skip
+    compile_warmup: str = setting("", "shapes compiled before SERVING, WxH[xN] (N images) comma-separated; "
+                                  "empty: the default size, then a second size and image count (one graph "
+                                  "for every other size)", env="GENMESH_COMPILE_WARMUP")  # fmt: skip
+    compile_cache_dir: Path | None = setting(None, "inductor's on-disk cache of compiled kernels "
+                                             "(default: <data_dir>/cache/inductor)",
+                                             env="TORCHINDUCTOR_CACHE_DIR")  # fmt: skip
 
     def resolved_models_dir(self) -> Path:
         return self.models_dir or self.data_dir / "models" / "image"
 
     def cache_dir(self) -> Path:
         return self.data_dir / "cache" / "diffusion"
+
+    def resolved_compile_cache_dir(self) -> Path:
+        return self.compile_cache_dir or self.data_dir / "cache" / "inductor"

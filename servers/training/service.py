@@ -8,6 +8,7 @@ import grpc
 import structlog
 
 from genmesh.training.v1 import training_pb2_grpc
+from servers.compute.compile import CompileOptions, prepare_compiling
 from servers.compute.devices import configure_threads, device_label, select_device
 from servers.runtime.jobs import JobQueue
 from servers.training.api.servicer import SERVICE_NAME, TrainingServicer
@@ -42,7 +43,12 @@ class TrainingService:
         )  # fmt: skip
         self.queues = (self.training_queue, self.tasks_queue)
         records = JobRecords(self.store)
-        runner = TrainingRunner(self.store, records, device=device, amp=settings.amp, threads=settings.threads)
+        compile = CompileOptions(settings.compile, settings.compile_mode)
+        prepare_compiling(compile, settings.resolved_compile_cache_dir())
+        runner = TrainingRunner(
+            self.store, records, device=device, amp=settings.amp, threads=settings.threads, compile=compile,
+            channels_last=settings.channels_last,
+        )  # fmt: skip
         self.manager = TrainingManager(self.training_queue, records, runner)
         self.models = ModelTasks(self.store, device=device, amp=settings.amp)
 

@@ -10,6 +10,7 @@ import structlog
 from PIL import Image
 
 from genmesh.errors import InvalidArgument
+from servers.compute.compile import OFF, CompileOptions
 from servers.compute.devices import configure_threads, device_label, select_device
 from servers.compute.memory import free_device_memory
 from servers.diffusion.animate import (
@@ -20,6 +21,7 @@ from servers.diffusion.animate import (
     resolve_video_params,
 )
 from servers.diffusion.catalog import CatalogEntry, ModelCatalog
+from servers.diffusion.compiled import Shape, compile_model, warm_up_video
 from servers.diffusion.loading import LoadedModel, load_model
 from servers.runtime.jobs import StageChanged
 from servers.runtime.model_cache import ModelCache
@@ -54,6 +56,8 @@ class VideoEngine:
         threads: int = 2,
         decode_chunk_size: int = 2,
         max_pixels: int = 64 * 512 * 512,
+        compile: CompileOptions = OFF,
+        compile_warmup: tuple[Shape, ...] = (),
     ) -> None:
         configure_threads(threads)
         if decode_chunk_size < 1:
@@ -65,6 +69,8 @@ class VideoEngine:
         self.memory_mode = memory_mode
         self.decode_chunk_size = decode_chunk_size
         self.max_pixels = max_pixels
+        self.compile = compile
+        self.compile_warmup = compile_warmup
         self.models: ModelCache[LoadedModel] = ModelCache(
             self._load, keep_alive_seconds=keep_alive_seconds, unload=self._unload
         )
@@ -80,10 +86,14 @@ class VideoEngine:
     def _load(self, key: str) -> LoadedModel:
         model_name, adapter_name = key.split(_PAIR)
         model, adapter = self.resolve(model_name, adapter_name)
-        return load_model(
+        loaded = load_model(
             model.source, cache_dir=self.cache_dir, device=self.device, memory_mode=self.memory_mode,
             motion_adapter=adapter.source,
         )  # fmt: skip
+        if self.compile.enabled:  # off: not one step differs from an eager server
+            modules = compile_model(loaded, self.compile)
+            warm_up_video(loaded, modules, self.compile_warmup, decode_chunk_size=self.decode_chunk_size)
+        return loaded
 
     def _unload(self, model: LoadedModel) -> None:
         del model

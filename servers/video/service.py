@@ -7,7 +7,9 @@ import asyncio
 import grpc
 
 from genmesh.video.v1 import video_pb2_grpc
+from servers.compute.compile import CompileOptions, prepare_compiling
 from servers.diffusion.catalog import MOTION_ADAPTERS, ModelCatalog
+from servers.diffusion.compiled import parse_shapes
 from servers.runtime.service import QueuedService
 from servers.video.engine import VideoEngine
 from servers.video.servicer import VideoServicer
@@ -16,6 +18,8 @@ from servers.video.settings import VideoSettings
 
 class VideoService(QueuedService):
     def __init__(self, settings: VideoSettings) -> None:
+        compile = CompileOptions(settings.compile, settings.compile_mode)
+        prepare_compiling(compile, settings.resolved_compile_cache_dir())
         self.engine = VideoEngine(
             ModelCatalog(settings.resolved_models_dir(), settings.model),
             ModelCatalog(settings.resolved_motion_adapters_dir(), settings.motion_adapter, MOTION_ADAPTERS),
@@ -26,6 +30,8 @@ class VideoService(QueuedService):
             threads=settings.threads,
             decode_chunk_size=settings.decode_chunk_size,
             max_pixels=settings.max_pixels,
+            compile=compile,
+            compile_warmup=parse_shapes(settings.compile_warmup),
         )
         super().__init__("video", settings, devices=[self.engine.device_label])
         self.preload = settings.preload

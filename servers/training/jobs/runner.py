@@ -18,6 +18,7 @@ import structlog
 import torch
 
 from genmesh.errors import Cancelled, GenmeshError
+from servers.compute.compile import OFF, CompileOptions
 from servers.runtime import jobs
 from servers.runtime.jobs import JobContext, JobState, StageChanged, as_genmesh_error
 from servers.training import registry
@@ -76,12 +77,24 @@ class _EpochReporter:
 
 
 class TrainingRunner:
-    def __init__(self, store: ObjectStore, records: JobRecords, *, device: str, amp: bool, threads: int) -> None:
+    def __init__(
+        self,
+        store: ObjectStore,
+        records: JobRecords,
+        *,
+        device: str,
+        amp: bool,
+        threads: int,
+        compile: CompileOptions = OFF,
+        channels_last: bool = False,
+    ) -> None:
         self.store = store
         self.records = records
         self.device = device
         self.amp = amp
         self.threads = threads
+        self.compile = compile
+        self.channels_last = channels_last
         self._first_epoch: dict[str, int] = {}
 
     def first_epoch_this_run(self, job_id: str) -> int | None:
@@ -166,7 +179,8 @@ class TrainingRunner:
             checkpoint = self.store.get_bytes(TRAINING_OUTPUTS, record.checkpoint_key)
             trainer = Trainer.resume(
                 checkpoint, train, validation, epochs=spec.num_epochs, device=self.device, threads=self.threads,
-                amp=self.amp,
+                amp=self.amp, compile=self.compile.enabled, compile_mode=self.compile.mode,
+                channels_last=self.channels_last,
             )  # fmt: skip
             # The checkpoint is the truth: a crash between writing it and the record leaves the
             # record one epoch behind.
@@ -178,6 +192,7 @@ class TrainingRunner:
                 epochs=spec.num_epochs, batch_size=spec.batch_size, learning_rate=spec.learning_rate,
                 patch_size=spec.patch_size, seed=spec.seed, architecture=spec.architecture, device=self.device,
                 amp=self.amp, threads=self.threads, min_learning_rate=min(1e-6, spec.learning_rate),
+                compile=self.compile.enabled, compile_mode=self.compile.mode, channels_last=self.channels_last,
             )  # fmt: skip
             trainer = Trainer(config, train, validation)
         record.device = trainer.device_name
