@@ -23,6 +23,10 @@ from servers.runtime.jobs import JobContext
 log = structlog.get_logger(__name__)
 
 HEALTH_TIMEOUT_SECONDS = 2.0
+# gRPC backs off reconnecting to an address that refused (up to 120 s by default): a service that
+# restarts would look down long after it is back. The services are near (loopback, one cluster):
+# retry every second or two.
+RECONNECT_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 500), ("grpc.max_reconnect_backoff_ms", 2000)]
 CANCEL_POLL_SECONDS = 0.1
 SERVING = health_pb2.HealthCheckResponse.SERVING
 
@@ -47,7 +51,10 @@ class Upstreams:
 
     def __init__(self, urls: dict[str, str]) -> None:
         self.urls = dict(urls)
-        self._channels = {name: grpc.insecure_channel(url, options=CHANNEL_OPTIONS) for name, url in urls.items()}
+        self._channels = {
+            name: grpc.insecure_channel(url, options=[*CHANNEL_OPTIONS, *RECONNECT_OPTIONS])
+            for name, url in urls.items()
+        }
         self.stubs: dict[str, Any] = {name: _STUBS[name](channel) for name, channel in self._channels.items()}
 
     def close(self) -> None:

@@ -16,11 +16,20 @@ import structlog
 log = structlog.get_logger(__name__)
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A TCP port on 127.0.0.1 that is free right now (the OS picks it) and that this process has not
+    handed out before: a port is often bound long after it is picked (the gateway's, after every
+    server has started), and nothing else in the mesh may pick it meanwhile."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def port_is_open(port: int, host: str = "127.0.0.1") -> bool:
