@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,19 @@ def compiled_graphs() -> int:
     from torch._dynamo.utils import counters
 
     return int(counters["stats"]["unique_graphs"])
+
+
+@contextmanager
+def logging_request_compiles(options: CompileOptions, **fields: Any) -> Iterator[None]:
+    """Log one line when the block compiled new graphs: a request that waited for a compile (a
+    shape or batch the warm-up did not cover). Nothing at all when compiling is off."""
+    if not options.enabled:
+        yield
+        return
+    before = compiled_graphs()
+    yield
+    if (graphs := compiled_graphs() - before) > 0:
+        log.info("compiled_at_request", graphs=graphs, total_graphs=before + graphs, **fields)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import structlog
 from PIL import Image
 
 from genmesh.errors import InvalidArgument
-from servers.compute.compile import OFF, CompileOptions
+from servers.compute.compile import OFF, CompileOptions, logging_request_compiles
 from servers.compute.devices import configure_threads, device_label, select_device
 from servers.compute.memory import free_device_memory
 from servers.diffusion.catalog import CatalogEntry, ModelCatalog
@@ -121,7 +121,9 @@ class ImageEngine:
                     field="num_images",
                 )
             reporter.output(StageChanged("denoising"))
-            result = generate(model, resolved, reporter)
+            shape = {"width": resolved.width, "height": resolved.height, "num_images": resolved.num_images}
+            with logging_request_compiles(self.compile, **shape):
+                result = generate(model, resolved, reporter)
             return ImageOutcome(
                 result=result,
                 model=entry,

@@ -10,7 +10,7 @@ import structlog
 from PIL import Image
 
 from genmesh.errors import InvalidArgument
-from servers.compute.compile import OFF, CompileOptions
+from servers.compute.compile import OFF, CompileOptions, logging_request_compiles
 from servers.compute.devices import configure_threads, device_label, select_device
 from servers.compute.memory import free_device_memory
 from servers.diffusion.animate import (
@@ -151,7 +151,9 @@ class VideoEngine:
         with self.models.use(key, request.keep_alive_seconds) as model:
             load_seconds = self.models.last_load_seconds
             reporter.output(StageChanged("denoising"))
-            output = animate(model, params, reporter, decode_chunk_size=self.decode_chunk_size)
+            shape = {"width": params.width, "height": params.height, "num_frames": params.num_frames}
+            with logging_request_compiles(self.compile, **shape):
+                output = animate(model, params, reporter, decode_chunk_size=self.decode_chunk_size)
             return VideoOutcome(
                 output=output,
                 model=model_entry,

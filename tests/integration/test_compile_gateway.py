@@ -1,0 +1,63 @@
+"""An Image server started with --compile (the tiny model, inductor on the CPU) behind the real
+gateway: health says SERVING only after the compile and warm-up, and a generation at the warmed-up
+size runs through the gateway without compiling anything more.
+
+Its own small mesh (S3, the Image server, Envoy), since the shared one runs eagerly. The compiled
+kernels go to pytest's cache folder, as a deployment keeps its data folder between starts: the
+first run compiles the tiny UNet and VAE decoder (minutes on two shared cores), later runs load
+them from there (the restart path).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from genmesh.client import GenmeshClient
+from servers.mesh.launcher import LaunchOptions, Mesh
+from servers.mesh.processes import free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SIZE = 64
+
+
+@pytest.fixture
+def compiled_mesh(tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Mesh]:
+    for name in ("GENMESH_API_KEYS", "GENMESH_API_KEYS_FILE", "TORCHINDUCTOR_CACHE_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    kernels = request.config.cache.mkdir("genmesh-inductor")
+    image_args = ["--compile", "--compile-warmup", f"{SIZE}x{SIZE}", "--compile-cache-dir", str(kernels)]
+    options = LaunchOptions(
+        port=free_port(), services=("image",), data_dir=tmp_path / "data", service_args={"image": image_args}
+    )
+    mesh = Mesh(options).start()  # returns once health says SERVING and the gateway routes to the server
+    try:
+        yield mesh
+    finally:
+        mesh.stop()
+
+
+def log_events(mesh: Mesh) -> list[dict]:
+    lines = (mesh.logs / "image.log").read_text().splitlines()
+    return [json.loads(line) for line in lines if line.startswith("{")]
+
+
+def test_compiled_image_server_warms_up_before_serving_and_generates(compiled_mesh: Mesh) -> None:
+    events = log_events(compiled_mesh)
+    names = [event["event"] for event in events]
+    assert "compile_failed_running_eager" not in names
+    compiled = next(event for event in events if event["event"] == "compiled")
+    assert compiled["graphs"] >= 2  # the UNet and the VAE decoder
+    assert names.index("compiled") < names.index("server_ready")  # health waited for the warm-up
+
+    with GenmeshClient(compiled_mesh.url, compiled_mesh.api_key) as client:
+        result = client.images.generate("a lighthouse", width=SIZE, height=SIZE, steps=3, seed=3, return_inline=True)
+    image = Image.open(io.BytesIO(result.images[0].artifact.data))
+    assert image.format == "PNG" and image.size == (SIZE, SIZE)
+    assert "compiled_at_request" not in [event["event"] for event in log_events(compiled_mesh)]
