@@ -3,6 +3,7 @@ the service through Envoy (including encoding, the S3 upload and the final event
 
     .venv/bin/python bench/video.py [--size 128] [--frames 16] [--steps 10] [--runs 3] [--threads 2]
     .venv/bin/python bench/video.py --full-size --size 512 --frames 16 --steps 25 --memory-cap-gib 12   # GPU
+    .venv/bin/python bench/video.py --full-size --size 512 --frames 16 --steps 25 --compile   # compiled server
 
 Prints a table and, last, ``ratio=<service seconds / direct seconds>`` (medians). The default uses
 the built-in tiny SD1.5 and motion adapter; ``--full-size`` builds SD1.5-size random weights and a
@@ -11,6 +12,11 @@ loads like a user's models. On a GPU it reports the direct run's peak memory, an
 ``--memory-cap-gib 12`` repeats the direct run under that cap (what a 12 GB card allows).
 The direct side is exactly what a user would write with diffusers: ``AnimateDiffPipeline`` with the
 adapter, DDIM with AnimateDiff's settings, VAE slicing and ``decode_chunk_size``, then export.
+``--compile`` starts the server with ``--compile`` (warmed up at the bench's size and frame count,
+kernels cached in the bench's data folder) against the same eager direct call, and reports the
+compile + warm-up time, the first call, the steady calls, and a second start on the warm cache
+with its first call. (The peak memory printed is the direct pipeline's; the server's own is in
+``nvidia-smi`` / ``rocm-smi`` while it runs.)
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
+from compiled_start import compile_flags, describe, start
 from full_size import MOTION_ADAPTER_NAME, SD15_NAME, build_full_size_motion_adapter, build_full_size_sd15
 
 from genmesh.client import GenmeshClient
@@ -72,6 +79,7 @@ def main() -> None:
     parser.add_argument("--decode-chunk-size", type=int, default=2)
     parser.add_argument("--full-size", action="store_true", help="SD1.5 + v2 motion adapter sizes (for a GPU)")
     parser.add_argument("--memory-cap-gib", type=float, default=0.0, help="GPU only: also run direct under a cap")
+    parser.add_argument("--compile", action="store_true", help="the server compiles (direct stays eager)")
     args = parser.parse_args()
     configure_threads(args.threads)
     device = select_device("auto")
@@ -101,23 +109,29 @@ def main() -> None:
 
         service_args = ["--model", names[0], "--motion-adapter", names[1]]
         service_args += ["--decode-chunk-size", str(args.decode_chunk_size)]
-        mesh = Mesh(
-            LaunchOptions(
-                port=free_port(), services=("video",), data_dir=data_dir, threads=args.threads,
-                service_args={"video": service_args},
-            )
-        ).start()  # fmt: skip
+        warmup = f"{args.size}x{args.size}x{args.frames}"
+        service_args += compile_flags(args.compile, warmup, data_dir / "cache" / "inductor")
+
+        def make_mesh() -> Mesh:
+            return Mesh(
+                LaunchOptions(
+                    port=free_port(), services=("video",), data_dir=data_dir, threads=args.threads,
+                    service_args={"video": service_args},
+                )
+            )  # fmt: skip
+
+        def call(client: GenmeshClient) -> Callable[[], object]:
+            return lambda: client.videos.generate(
+                PROMPT, width=args.size, height=args.size, num_frames=args.frames, steps=args.steps,
+                fps=args.fps, seed=1, output_format=args.format,
+            )  # fmt: skip
+
+        mesh, first_start = start(make_mesh, "video")
         try:
             with GenmeshClient(mesh.url, mesh.api_key) as client:
-
-                def service() -> None:
-                    client.videos.generate(
-                        PROMPT, width=args.size, height=args.size, num_frames=args.frames, steps=args.steps,
-                        fps=args.fps, seed=1, output_format=args.format,
-                    )  # fmt: skip
-
+                service = call(client)
                 direct()  # warm-up: kernels, allocator, connections
-                service()
+                first_call = timed(service)
                 if device.type == "cuda":
                     torch.cuda.reset_peak_memory_stats(device)
                 direct_times, service_times = [], []
@@ -126,6 +140,13 @@ def main() -> None:
                     service_times.append(timed(service))
         finally:
             mesh.stop()
+        if args.compile:  # a restart on the same data folder: inductor's cache is warm
+            mesh, second_start = start(make_mesh, "video")
+            try:
+                with GenmeshClient(mesh.url, mesh.api_key) as client:
+                    first_call_after_restart = timed(call(client))
+            finally:
+                mesh.stop()
 
         direct_s, service_s = statistics.median(direct_times), statistics.median(service_times)
         label = "SD1.5 + v2 adapter, random" if args.full_size else "tiny SD1.5 + tiny adapter"
@@ -134,6 +155,13 @@ def main() -> None:
         print(f"{'path':<38} {'median s':>9} {'min s':>8}")
         print(f"{'direct diffusers call + export':<38} {direct_s:>9.3f} {min(direct_times):>8.3f}")
         print(f"{'service via Envoy (+encode, S3, result)':<38} {service_s:>9.3f} {min(service_times):>8.3f}")
+        print(describe("server start" + (" (--compile)" if args.compile else ""), first_start))
+        print(f"service first call: {first_call:.3f} s")
+        if args.compile:
+            print(describe("second start, warm compile cache", second_start))
+            print(f"service first call after the restart: {first_call_after_restart:.3f} s")
+            if first_start.compile_s and second_start.compile_s:
+                print(f"restart_compile_ratio={second_start.compile_s / first_start.compile_s:.3f}")
         if device.type == "cuda":
             print(f"direct peak memory: {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB")
             if args.memory_cap_gib:

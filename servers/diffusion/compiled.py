@@ -97,6 +97,7 @@ def compile_model(model: LoadedModel, options: CompileOptions) -> list[nn.Module
     return modules
 
 
+@torch.compiler.disable  # plain Python before the compiled frame; traced, it would be a graph of its own
 def _float_timestep(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
     """Give the denoiser float32 timesteps whatever the scheduler's dtype (DDIM/DPM++ int64, Euler
     float32), so one compiled graph serves every scheduler: a compiled frame guards on its inputs'
