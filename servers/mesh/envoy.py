@@ -33,6 +33,7 @@ from servers.mesh.api_keys import (  # re-exported: the launcher and tests impor
 )
 from servers.mesh.gateway_filters import GatewayFilters, discovery_entries, inline_entries, write_discovery_files
 from servers.mesh.processes import ManagedProcess, wait_until
+from servers.mesh.request_fields import render_lua
 
 __all__ = [
     "API_KEYS_ENV",
@@ -195,6 +196,7 @@ def render_envoy_config(
         "ADMIN_PORT": str(_positive_int("admin_port", admin_port)),
         "DESCRIPTOR_PATH": json.dumps(str(Path(descriptor_path).resolve())),
         "KEY_AND_RATE_LIMIT_FILTERS": discovery_entries(keys_dir) if keys_dir else inline_entries(filters),
+        "STRICT_JSON_LUA": json.dumps(render_lua(Path(descriptor_path))),
     }
     every: list[tuple[str, int]] = []
     routes, clusters = [], []

@@ -5,6 +5,8 @@ fails after waiting its turn."""
 from __future__ import annotations
 
 import base64
+import json
+import socket
 
 import httpx
 import pytest
@@ -106,3 +108,61 @@ def test_enough_steps_for_the_strength_run(gateway_url, api_key) -> None:
     body = {"prompt": "a", "steps": 2, "strength": 0.5, "init_image_data": one_pixel_png(), "width": 64, "height": 64}
     response = post(gateway_url, api_key, "/v1/images:generate", body)
     assert response.status_code == 200 and '"result"' in response.text, response.text
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "message"),
+    [
+        ("POST", "/v1/training/jobs", {"layer": 3, "epochs": 5, "arch": "ARCHITECTURE_TINY"},
+         "spec.epochs: no such field (did you mean spec.num_epochs?)"),
+        ("POST", "/v1/images:generate", {"prompt": "a", "detach": "yes"}, 'detach: must be true or false (got "yes")'),
+        ("POST", "/v1/images:generate", {"prompt": "a", "init_image_data": "QUJD", "init_image_ref": {"key": "k"}},
+         "init_image_data and init_image_ref: set only one of them"),
+        ("POST", "/v1/agent/character", {"idea": "x", "video": {"frames": 8}},
+         "video.frames: no such field (did you mean video.num_frames?)"),
+        ("GET", "/v1/training/jobs?pagesize=2", None,
+         "query parameter pagesize: no such field (did you mean page_size?)"),
+    ],
+)  # fmt: skip
+def test_unknown_fields_are_refused_at_the_gateway(gateway_url, api_key, method, path, body, message) -> None:
+    with httpx.Client(base_url=gateway_url, headers={"x-api-key": api_key}, timeout=60) as http:
+        response = http.request(method, path, json=body)
+    assert response.status_code == 400, response.text
+    assert response.json() == {"code": 3, "message": message} or response.json()["message"].startswith(message)
+
+
+def test_a_large_init_image_passes_the_check_and_an_oversized_body_is_413(gateway_url, api_key) -> None:
+    big = base64.b64encode(png_bytes(64, 64) + b"\0" * (3 * 1024 * 1024)).decode()  # > 4 MB of JSON
+    response = post(gateway_url, api_key, "/v1/images:generate", {"prompt": "a", "init_image_data": big, "steps": 0})
+    assert response.status_code == 400 and response.json()["message"].startswith("steps"), response.text
+    oversized = {"prompt": "a", "init_image_data": "A" * (65 * 1024 * 1024)}
+    response = post(gateway_url, api_key, "/v1/images:generate", oversized)
+    assert response.status_code == 413 and response.json()["code"] == 8, response.text
+
+
+def raw_request(gateway_url: str, head: str) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 request sent as bytes (clients refuse to send what this needs to)."""
+    host, port = gateway_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(head.encode() + b"\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    header_block, _, body = data.partition(b"\r\n\r\n")
+    status_line, *lines = header_block.decode().split("\r\n")
+    headers = {name.lower(): value.strip() for name, value in (line.split(":", 1) for line in lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        "GET /v1/text/jobs/{long} HTTP/1.1\r\nHost: x\r\nx-api-key: {key}\r\nConnection: close\r\n",
+        "GET /v1/text/jobs/x HTTP/1.1\r\nHost: x\r\nx-api-key: {key}\r\nx-big: {long}\r\nConnection: close\r\n",
+    ],
+    ids=["request-line", "header"],
+)
+def test_a_request_line_or_header_too_large_answers_json(gateway_url, api_key, head: str) -> None:
+    status, headers, body = raw_request(gateway_url, head.format(long="x" * 100_000, key=api_key))
+    assert status == 431 and headers["content-type"].startswith("application/json"), (status, headers, body[:200])
+    assert json.loads(body)["code"] == 8

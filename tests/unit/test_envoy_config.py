@@ -265,9 +265,10 @@ def test_validate_reports_envoys_error(tmp_path: Path) -> None:
 
 
 @needs_envoy
-def test_validate_reports_missing_descriptor(tmp_path: Path) -> None:
-    with pytest.raises(EnvoyConfigError, match="rejected"):
-        validate_envoy_config(write(tmp_path, render(tmp_path / "missing.pb")))
+def test_a_missing_descriptor_set_fails_the_render_naming_it(tmp_path: Path) -> None:
+    # The strict JSON check's schema is read from it at render time, before Envoy would notice.
+    with pytest.raises(FileNotFoundError, match=r"missing\.pb"):
+        render(tmp_path / "missing.pb")
 
 
 @needs_envoy
