@@ -2,7 +2,8 @@
 
     python /app/deploy/docker/healthcheck.py [PORT]
 
-PORT defaults to ``$GENMESH_HEALTH_PORT`` (the image sets 50051, the Text server's port). Exit 0
+PORT defaults to ``$GENMESH_PLAINTEXT_HEALTH_PORT`` when the server has one (its gRPC port speaks
+mutual TLS then), else ``$GENMESH_HEALTH_PORT`` (the image sets 50051, the Text server's port). Exit 0
 when the server answers SERVING (model loaded, not draining), 1 otherwise. No grpc_health_probe
 binary is needed: grpcio and grpcio-health-checking are genmesh dependencies already.
 Kubernetes does not use this: it has native gRPC probes (``grpc: {port: ...}``).
@@ -36,7 +37,8 @@ def check(port: int, service: str = "", timeout: float = 3.0) -> int:
 
 
 def main(argv: list[str]) -> int:
-    raw = argv[1] if len(argv) > 1 else os.environ.get("GENMESH_HEALTH_PORT", "50051")
+    default = os.environ.get("GENMESH_PLAINTEXT_HEALTH_PORT") or os.environ.get("GENMESH_HEALTH_PORT", "50051")
+    raw = argv[1] if len(argv) > 1 else default
     if not raw.isdigit() or not 0 < int(raw) < 65536:
         print(f"usage: healthcheck.py [PORT] (got port {raw!r})", file=sys.stderr)
         return 2

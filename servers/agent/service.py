@@ -29,7 +29,7 @@ class AgentService(QueuedService):
     def __init__(self, settings: AgentSettings) -> None:
         # Each worker runs one character job at a time; the jobs mostly wait on the services' own queues.
         super().__init__("agent", settings, devices=[f"agent-{index}" for index in range(max(1, settings.workers))])
-        self.upstreams = Upstreams(settings.upstream_urls())
+        self.upstreams = Upstreams(settings.upstream_urls(), tls=settings.tls())
         self.costs = CostModel(store=self.store)
         self.health_poll_seconds = settings.health_poll_seconds
         self.keep_alive_seconds = settings.keep_alive_seconds

@@ -19,6 +19,7 @@ from genmesh.services import BY_NAME
 from genmesh.text.v1 import text_pb2, text_pb2_grpc
 from genmesh.video.v1 import video_pb2, video_pb2_grpc
 from servers.runtime.jobs import JobContext
+from servers.runtime.tls import TlsFiles
 
 log = structlog.get_logger(__name__)
 
@@ -47,14 +48,14 @@ def env_name(service: str) -> str:
 
 
 class Upstreams:
-    """One channel per configured service ("text", "image", "video" -> host:port). Thread-safe."""
+    """One channel per configured service ("text", "image", "video" -> host:port). Thread-safe.
 
-    def __init__(self, urls: dict[str, str]) -> None:
+    With ``tls`` every channel is mutual TLS: the agent presents its certificate, and a service must
+    show one from the same CA naming the host dialled (the Service name: ``text`` for ``text:50051``)."""
+
+    def __init__(self, urls: dict[str, str], tls: TlsFiles | None = None) -> None:
         self.urls = dict(urls)
-        self._channels = {
-            name: grpc.insecure_channel(url, options=[*CHANNEL_OPTIONS, *RECONNECT_OPTIONS])
-            for name, url in urls.items()
-        }
+        self._channels = {name: _channel(url, tls) for name, url in urls.items()}
         self.stubs: dict[str, Any] = {name: _STUBS[name](channel) for name, channel in self._channels.items()}
 
     def close(self) -> None:
@@ -146,6 +147,13 @@ class Upstreams:
             call.cancel()  # a no-op once the stream has ended
         context.check_cancelled()
         raise Unavailable(_message(stage, sub_job_id, "the stream ended without a result"))
+
+
+def _channel(url: str, tls: TlsFiles | None) -> grpc.Channel:
+    options = [*CHANNEL_OPTIONS, *RECONNECT_OPTIONS]
+    if tls is None:
+        return grpc.insecure_channel(url, options=options)
+    return grpc.secure_channel(url, tls.channel_credentials(), options=options)
 
 
 def _events(call: Any) -> Iterator[Any]:

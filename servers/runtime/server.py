@@ -61,6 +61,8 @@ class Server:
         self._stop = asyncio.Event()
         self._health_watch: asyncio.Task[None] | None = None
         self.metrics: metrics.MetricsEndpoint | None = None
+        self.plaintext_health: grpc.aio.Server | None = None
+        self.plaintext_health_port = 0
 
     def _build(self) -> None:
         # grpc.aio objects bind to the running loop: build them inside it.
@@ -94,8 +96,10 @@ class Server:
             ],
             self.grpc,
         )
-        self.port = self.grpc.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
+        self.port = self._add_port()
         await self.grpc.start()
+        if self.settings.plaintext_health_port is not None:
+            await self._serve_plaintext_health(self.settings.plaintext_health_port)
         for queue in self.service.queues:
             queue.start()
         log.info("server_listening", service=self.service.name, host=self.settings.host, port=self.port)
@@ -105,6 +109,28 @@ class Server:
         watch_health = getattr(self.service, "watch_health", None)
         if watch_health is not None:  # a service whose own status follows something outside it (the agent)
             self._health_watch = asyncio.create_task(watch_health(self.health.set))
+
+    def _add_port(self) -> int:
+        address = f"{self.settings.host}:{self.settings.port}"
+        tls = self.settings.tls()
+        if tls is None:
+            return self.grpc.add_insecure_port(address)
+        log.info("tls_enabled", service=self.service.name, folder=str(tls.folder), client_certificate="required")
+        return self.grpc.add_secure_port(address, tls.server_credentials())
+
+    async def _serve_plaintext_health(self, port: int) -> None:
+        """grpc.health.v1 alone, without TLS, on its own port: the kubelet's gRPC probe cannot present a
+        client certificate. The same servicer answers, so it drains (NOT_SERVING) with the server."""
+        self.plaintext_health = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.plaintext_health)
+        self.plaintext_health_port = self.plaintext_health.add_insecure_port(f"{self.settings.host}:{port}")
+        await self.plaintext_health.start()
+        log.info("plaintext_health_listening", service=self.service.name, port=self.plaintext_health_port)
+
+    async def _stop_plaintext_health(self) -> None:
+        if self.plaintext_health is not None:
+            await self.plaintext_health.stop(grace=0)
+            self.plaintext_health = None
 
     def _serve_metrics(self) -> metrics.MetricsEndpoint:
         port = self.settings.resolved_metrics_port()
@@ -139,6 +165,7 @@ class Server:
         )
         clean = all(results)
         await self.grpc.stop(grace=3)
+        await self._stop_plaintext_health()
         await self.service.close()
         self._close_metrics()
         log.info("server_stopped", service=self.service.name, clean=clean)
@@ -153,6 +180,7 @@ class Server:
         if starting in done and starting.exception() is not None:
             stopping.cancel()
             await self.grpc.stop(grace=0)
+            await self._stop_plaintext_health()
             self._close_metrics()
             raise starting.exception()  # type: ignore[misc]
         await stopping

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from servers.runtime.tls import TlsFiles
 from storage.object_store import StorageSettings
 
 T = TypeVar("T")
@@ -120,6 +121,26 @@ class ServerSettings:
     s3_public_endpoint: str = setting(
         "", "host:port that callers use for presigned URLs (default: the S3 endpoint)", env="GENMESH_S3_PUBLIC_ENDPOINT"
     )
+    # Mutual TLS between the gateway and the servers (a cluster; loopback stays plaintext).
+    tls_dir: Path | None = setting(
+        None,
+        "folder with tls.crt, tls.key and ca.crt: serve gRPC over TLS and demand a client certificate from that "
+        "CA (the agent also dials its services with them); empty: plaintext",
+    )
+    plaintext_health_port: int | None = setting(
+        None,
+        "a second port on the same host serving only grpc.health.v1 in plaintext, for probes that cannot present "
+        "a certificate (the kubelet's); empty: none",
+    )
+
+    def __post_init__(self) -> None:
+        # Read the TLS files now, so a missing or bad one stops the start with its name (an argparse error).
+        if self.tls_dir is not None:
+            TlsFiles.load(self.tls_dir)
+
+    def tls(self) -> TlsFiles | None:
+        """The TLS material when ``tls_dir`` is set (checked when the settings were made)."""
+        return TlsFiles.load(self.tls_dir) if self.tls_dir is not None else None
 
     def resolved_metrics_port(self) -> int:
         """-1 derives the port from the gRPC one, so servers sharing a host never collide by default."""

@@ -6,9 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import stat
-import subprocess
 import urllib.error
 import urllib.request
 from concurrent import futures
@@ -43,6 +41,7 @@ from servers.mesh.gateway_filters import (
 )
 from servers.mesh.keys_sync import KeySync
 from servers.mesh.processes import free_port, wait_until
+from tests.support.certificates import make_certificates
 
 ROOT = Path(__file__).resolve().parents[2]
 PROTO_ROOT = ROOT / "protos"
@@ -451,27 +450,6 @@ def test_running_envoy_rotates_keys_and_limits_each_key_alone(tmp_path: Path, de
     assert {"a", "b", "c"} <= {entry["client_id"] for entry in access}
     assert "spoofed" not in log  # a caller's own x-client-id is dropped before anything reads it
     assert "key-a" not in log and "key-b" not in log
-
-
-def make_certificates(folder: Path, names: dict[str, str]) -> None:
-    """A private CA and, per entry of ``names`` (file stem -> DNS SAN), a certificate it signed:
-    ``<stem>/tls.crt``, ``<stem>/tls.key`` and ``<stem>/ca.crt``, as a cert-manager Secret holds them."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("openssl not installed")
-
-    def run(*args: str) -> None:
-        subprocess.run([openssl, *args], check=True, capture_output=True, cwd=folder)
-
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "1", "-subj", "/CN=genmesh test CA")
-    for stem, san in names.items():
-        (folder / stem).mkdir()
-        (folder / f"{stem}.ext").write_text(f"subjectAltName=DNS:{san}\n")
-        run("req", *ec, "-keyout", f"{stem}/tls.key", "-out", f"{stem}.csr", "-subj", f"/CN={san}")
-        run("x509", "-req", "-in", f"{stem}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-            "-out", f"{stem}/tls.crt", "-days", "1", "-extfile", f"{stem}.ext")  # fmt: skip
-        shutil.copy(folder / "ca.crt", folder / stem / "ca.crt")
 
 
 def tls_server(folder: Path) -> tuple[grpc.Server, int]:
