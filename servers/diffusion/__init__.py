@@ -14,6 +14,7 @@ reach the engine through a two-method protocol (``check_cancelled``, ``progress`
 - ``generate``: one batched txt2img/img2img run with per-image seeds.
 - ``motion``: AnimateDiff motion adapters: sources, bundled configs, offline loading, single files.
 - ``animate``: one AnimateDiff run (text/image/video-to-video, context windows, chunked decoding).
+- ``compiled``: opt-in ``torch.compile`` of the denoiser and VAE decoder, warmed up at load.
 - ``cache``: build-once folders in the cache directory.
 
 diffusers and transformers are imported where they are used (importing this package costs only torch).

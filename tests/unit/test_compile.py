@@ -30,7 +30,7 @@ from servers.compute.compile import (
     warm_up,
 )
 from servers.compute.devices import configure_threads
-from servers.diffusion.compiled import Shape, compile_model, parse_shapes, second_shape, warm_up_image
+from servers.diffusion.compiled import Shape, compile_model, parse_shapes, second_shape, warm_up_image, warm_up_video
 from servers.diffusion.generate import GenerationParams, generate
 from servers.diffusion.loading import ModelSource, load_model
 from servers.image.settings import ImageSettings
@@ -199,3 +199,28 @@ def test_image_warm_up_that_fails_leaves_an_eager_model(tiny) -> None:
     assert result is not None and result.compiled is False
     assert not any(map(is_compiled, modules))
     assert png(PARAMS, tiny) == eager
+
+
+@pytest.mark.slow  # dynamo traces the motion UNet: about a minute on two shared cores
+def test_video_warm_up_compiles_the_motion_unet_and_decoder_and_keeps_the_frames(tmp_path_factory) -> None:
+    from servers.diffusion.animate import VideoParams, animate
+    from servers.diffusion.compiled import _Quiet
+
+    cache = tmp_path_factory.getbasetemp() / "diffusion-cache"
+    video = load_model(
+        ModelSource.parse("builtin:tiny-sd15"), cache_dir=cache, device="cpu",
+        motion_adapter=ModelSource.parse("builtin:tiny-motion-adapter"),
+    )  # fmt: skip
+    params = VideoParams(prompt="waves", width=64, height=64, num_frames=4, steps=2, seed=3)
+
+    def frames() -> list[bytes]:
+        return [frame.tobytes() for frame in animate(video, params, _Quiet(), decode_chunk_size=2).frames]
+
+    eager = frames()
+    modules = compile_model(video, TRACE_ONLY)
+    assert modules == [video.pipeline(video.root_task).unet, video.pipeline(video.root_task).vae.decoder]
+    result = warm_up_video(video, modules, (Shape(64, 64, 4),), decode_chunk_size=2)
+    assert result is not None and result.compiled and result.graphs >= 2
+    before = compiled_graphs()
+    assert frames() == eager
+    assert compiled_graphs() == before
