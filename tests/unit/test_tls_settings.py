@@ -4,6 +4,8 @@ default stays plaintext, and the agent dials its services with the same certific
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
@@ -69,6 +71,14 @@ def test_a_bad_tls_file_is_a_startup_error_naming_it(
         parse_settings(AgentSettings, ["--tls-dir", str(folder)], {}, prog="python -m servers agent")
     assert exit_code.value.code == 2
     assert str(folder) in capsys.readouterr().err
+
+
+def test_a_server_process_with_a_missing_tls_file_exits_naming_it(tmp_path: Path) -> None:
+    argv = [sys.executable, "-m", "servers", "agent", "--port", "0", "--tls-dir", str(tmp_path)]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[2])
+    assert result.returncode == 2, result.stderr
+    assert f"{tmp_path / 'tls.crt'}: cannot read it (No such file or directory)" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 @pytest.fixture
