@@ -165,6 +165,9 @@ class Mesh:
             "GENMESH_DATA_DIR": str(self.data_dir),
             "GENMESH_THREADS": str(self.options.threads),
             "GENMESH_LOG_FORMAT": "json",
+            # Loopback is plaintext: a TLS setting exported for a cluster must not leak into the local mesh.
+            "GENMESH_TLS_DIR": "",
+            "GENMESH_PLAINTEXT_HEALTH_PORT": "",
         }
 
     def start(self) -> Mesh:

@@ -11,7 +11,7 @@ import yaml
 
 from genmesh.services import BY_NAME, SERVICES, service_for_job
 from servers.mesh.envoy import render_envoy_config
-from servers.mesh.launcher import implemented_services
+from servers.mesh.launcher import DESCRIPTOR_PATH, implemented_services
 from servers.registry import SERVERS, _load
 
 
@@ -41,7 +41,7 @@ def test_launcher_and_gateway_follow_the_declaration(tmp_path) -> None:
     assert implemented_services() == [service.name for service in SERVICES]
     config = yaml.safe_load(
         render_envoy_config(
-            listen_port=8080, admin_port=9901, descriptor_path=tmp_path / "d.pb", api_keys={"ci": "k"},
+            listen_port=8080, admin_port=9901, descriptor_path=DESCRIPTOR_PATH, api_keys={"ci": "k"},
             upstreams={}, rate_limit_rps=1, rate_limit_burst=1,
         )
     )  # fmt: skip
@@ -57,6 +57,10 @@ def test_launcher_and_gateway_follow_the_declaration(tmp_path) -> None:
         assert routes[f"/{service.proto_package}."] == service.name
     transcoder = next(f for f in manager["http_filters"] if f["name"] == "envoy.filters.http.grpc_json_transcoder")
     assert transcoder["typed_config"]["services"] == [service.proto_service for service in SERVICES]
+    # The strict JSON check before the transcoder knows every service's REST routes.
+    lua = next(f for f in manager["http_filters"] if f["name"] == "envoy.filters.http.lua")
+    for service in SERVICES:
+        assert f'"{service.proto_package}.' in lua["typed_config"]["default_source_code"]["inline_string"]
 
 
 def test_python_m_servers_names_the_choices() -> None:
