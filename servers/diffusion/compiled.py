@@ -10,8 +10,9 @@ channels-last (what cuDNN's and inductor's convolutions prefer).
 Shapes: the warm-up generates twice (or at the ``compile_warmup`` shapes a server is given). First
 at the default size, which gives a graph specialised to it (the common request, the fastest graph).
 Then at another size (video: and another frame count): the dimensions that changed become symbolic
-(dynamo's automatic dynamic shapes), so that second graph serves every other size and no request
-waits for a compile because of its size. What still compiles once more at request time (each a
+(dynamo's automatic dynamic shapes), so that second graph serves every other size and requests do
+not wait for a compile because of their size (on the CPU, where the convolution picks its algorithm
+by size, a much larger size can add one graph). What still compiles once more at request time (each a
 new graph, bounded by ``torch._dynamo.config.recompile_limit``): the first batch of several images,
 the first run without classifier-free guidance (guidance_scale <= 1: a batch of one), FreeNoise
 context windows (long clips, prompt travel) and the low-memory retry. Schedulers do not: the
@@ -49,9 +50,10 @@ class Shape:
     count: int  # images of a batch, or frames of a clip
 
 
-def parse_shapes(text: str, *, field: str = "compile_warmup") -> tuple[Shape, ...]:
-    """``"512x512,384x320x2"`` (width x height [x images or frames], comma-separated) -> shapes;
-    empty -> () (the default warm-up). ``InvalidArgument`` naming ``field`` otherwise."""
+def parse_shapes(text: str, *, default_count: int = 1, field: str = "compile_warmup") -> tuple[Shape, ...]:
+    """``"512x512,384x320x2"`` (width x height [x images or frames, else ``default_count``],
+    comma-separated) -> shapes; empty -> () (the default warm-up). ``InvalidArgument`` naming
+    ``field`` otherwise."""
     shapes = []
     for item in filter(None, (part.strip() for part in text.split(","))):
         numbers = item.lower().split("x")
@@ -63,7 +65,7 @@ def parse_shapes(text: str, *, field: str = "compile_warmup") -> tuple[Shape, ..
             raise InvalidArgument(
                 f"{field}: {item!r} is not WIDTHxHEIGHT[xCOUNT] with sides multiples of 8", field=field
             )
-        shapes.append(Shape(values[0], values[1], values[2] if len(values) == 3 else 1))
+        shapes.append(Shape(values[0], values[1], values[2] if len(values) == 3 else default_count))
     return tuple(shapes)
 
 

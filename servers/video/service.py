@@ -9,7 +9,7 @@ import grpc
 from genmesh.video.v1 import video_pb2_grpc
 from servers.compute.compile import CompileOptions, prepare_compiling
 from servers.diffusion.catalog import MOTION_ADAPTERS, ModelCatalog
-from servers.diffusion.compiled import parse_shapes
+from servers.diffusion.compiled import VIDEO_FRAMES, parse_shapes
 from servers.runtime.service import QueuedService
 from servers.video.engine import VideoEngine
 from servers.video.servicer import VideoServicer
@@ -31,7 +31,7 @@ class VideoService(QueuedService):
             decode_chunk_size=settings.decode_chunk_size,
             max_pixels=settings.max_pixels,
             compile=compile,
-            compile_warmup=parse_shapes(settings.compile_warmup),
+            compile_warmup=parse_shapes(settings.compile_warmup, default_count=VIDEO_FRAMES),
         )
         super().__init__("video", settings, devices=[self.engine.device_label])
         self.preload = settings.preload

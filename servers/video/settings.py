@@ -40,7 +40,7 @@ class VideoSettings(ServerSettings):
                             env="GENMESH_COMPILE")  # fmt: skip
     compile_mode: str = setting("default", "torch.compile mode: default or max-autotune-no-cudagraphs",
                                 env="GENMESH_COMPILE_MODE")  # fmt: skip
-    compile_warmup: str = setting("", "shapes compiled before SERVING, WxH[xN] (N frames) comma-separated; "
+    compile_warmup: str = setting("", "shapes compiled before SERVING, WxH[xN] (N frames, default 16) comma-separated; "
                                   "empty: the default size, then a second size and frame count (one graph "
                                   "for every other size)", env="GENMESH_COMPILE_WARMUP")  # fmt: skip
     compile_cache_dir: Path | None = setting(None, "inductor's on-disk cache of compiled kernels "

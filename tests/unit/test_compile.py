@@ -82,6 +82,7 @@ def test_compile_options_name_the_bad_mode() -> None:
 def test_warm_up_shapes_parse_and_name_the_field() -> None:
     assert parse_shapes("") == ()
     assert parse_shapes("512x512, 768x512x2") == (Shape(512, 512, 1), Shape(768, 512, 2))
+    assert parse_shapes("512x512", default_count=16) == (Shape(512, 512, 16),)
     for bad in ("512", "512x", "axb", "500x512", "512x512x0", "1x2x3x4"):
         with pytest.raises(InvalidArgument, match="compile_warmup"):
             parse_shapes(bad)
