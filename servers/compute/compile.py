@@ -55,12 +55,15 @@ OFF = CompileOptions()
 
 
 def use_compile_cache(directory: Path) -> Path:
-    """Keep inductor's compiled artefacts in ``directory`` (unless the environment already names a
-    place): the FX-graph cache is keyed on the graph, shapes, torch version and device, so a
-    restart with the same model skips code generation. Call before the first compile."""
+    """Keep inductor's compiled artefacts in ``directory`` (the settings resolved it: flag, then
+    ``TORCHINDUCTOR_CACHE_DIR``, then the data folder): the FX-graph cache is keyed on the graph,
+    shapes, torch version and device, so a restart with the same model skips code generation.
+    Call before the first compile."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(directory))
+    # Set, not defaulted: torch writes its own default (/tmp/torchinductor_<user>) into the
+    # environment of a process that asked for it, and children would inherit that.
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(directory)
     os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
     os.environ.setdefault("TORCHINDUCTOR_AUTOGRAD_CACHE", "1")
     return Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])
