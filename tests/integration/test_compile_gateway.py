@@ -3,9 +3,9 @@ gateway: health says SERVING only after the compile and warm-up, and a generatio
 size runs through the gateway without compiling anything more.
 
 Its own small mesh (S3, the Image server, Envoy), since the shared one runs eagerly. The compiled
-kernels go to pytest's cache folder, as a deployment keeps its data folder between starts: the
-first run compiles the tiny UNet and VAE decoder (minutes on two shared cores), later runs load
-them from there (the restart path).
+kernels go to pytest's cache folder when there is one, as a deployment keeps its data folder
+between starts: the first run compiles the tiny UNet and VAE decoder (minutes on two shared cores),
+later runs load them from there (the restart path).
 """
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ SIZE = 64
 def compiled_mesh(tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Mesh]:
     for name in ("GENMESH_API_KEYS", "GENMESH_API_KEYS_FILE", "TORCHINDUCTOR_CACHE_DIR"):
         monkeypatch.delenv(name, raising=False)
-    kernels = request.config.cache.mkdir("genmesh-inductor")
+    # CI runs with -p no:cacheprovider (no config.cache): then the kernels live for this run only.
+    cache = getattr(request.config, "cache", None)
+    kernels = cache.mkdir("genmesh-inductor") if cache is not None else tmp_path / "inductor"
     image_args = ["--compile", "--compile-warmup", f"{SIZE}x{SIZE}", "--compile-cache-dir", str(kernels)]
     options = LaunchOptions(
         port=free_port(), services=("image",), data_dir=tmp_path / "data", service_args={"image": image_args}
