@@ -45,7 +45,12 @@ class AgentService(QueuedService):
         """Keep the AgentService status in step with the upstreams; log each change once."""
         previous: dict[str, str] | None = None
         while True:
-            down = await asyncio.to_thread(self.upstreams.not_serving)
+            try:
+                down = await asyncio.to_thread(self.upstreams.not_serving)
+            except Exception:  # never let the watcher die: a stuck status would be worse than a late one
+                log.exception("upstream_health_check_failed")
+                await asyncio.sleep(self.health_poll_seconds)
+                continue
             if down != previous:
                 serving = health_pb2.HealthCheckResponse.SERVING
                 await set_status(self.service_names[0], health_pb2.HealthCheckResponse.NOT_SERVING if down else serving)
