@@ -177,14 +177,3 @@ def stream_event(job: jobs.Job, event: jobs.JobEvent) -> image_pb2.GenerateImage
 
 def job_message(job: jobs.Job) -> image_pb2.Job:
     return image_pb2.Job(status=common.job_status(job), result=job.result)
-
-
-def check_pixel_budget(width: int, height: int, num_images: int, max_pixels: int) -> None:
-    """The most pixels one job may make on this server (``GENMESH_IMAGE_MAX_PIXELS``)."""
-    pixels = width * height * num_images
-    if pixels > max_pixels:
-        raise InvalidArgument(
-            f"num_images: width x height x num_images is {pixels} pixels; this server allows at most "
-            f"{max_pixels} per job (use fewer or smaller images)",
-            field="num_images",
-        )

@@ -113,13 +113,7 @@ class ImageEngine:
                 preview_every=request.preview_interval_steps,
             )
             resolved = resolve_params(params, model.family, model.default_scheduler)
-            pixels = (resolved.width or 0) * (resolved.height or 0) * resolved.num_images
-            if pixels > self.max_pixels:
-                raise InvalidArgument(
-                    f"num_images: width x height x num_images is {pixels} pixels; this server allows at most "
-                    f"{self.max_pixels} per job (use fewer or smaller images)",
-                    field="num_images",
-                )
+            check_pixel_budget(resolved.width or 0, resolved.height or 0, resolved.num_images, self.max_pixels)
             reporter.output(StageChanged("denoising"))
             shape = {"width": resolved.width, "height": resolved.height, "num_images": resolved.num_images}
             with logging_request_compiles(self.compile, **shape):
@@ -135,3 +129,15 @@ class ImageEngine:
 
     def close(self) -> None:
         self.models.close()
+
+
+def check_pixel_budget(width: int, height: int, num_images: int, max_pixels: int) -> None:
+    """The most pixels one job may make on this server (``GENMESH_IMAGE_MAX_PIXELS``). Checked before
+    queueing (``ImageJob.prepare``) and again once the model's family fixes unset sides."""
+    pixels = width * height * num_images
+    if pixels > max_pixels:
+        raise InvalidArgument(
+            f"num_images: width x height x num_images is {pixels} pixels; this server allows at most "
+            f"{max_pixels} per job (use fewer or smaller images)",
+            field="num_images",
+        )

@@ -11,7 +11,7 @@ from PIL import Image
 from genmesh.image.v1 import image_pb2
 from servers.diffusion.families import family_spec
 from servers.image import convert, records
-from servers.image.engine import ImageEngine
+from servers.image.engine import ImageEngine, check_pixel_budget
 from servers.image.types import ImageRequest
 from servers.media.images import decode_image
 from servers.runtime import convert as common
@@ -38,7 +38,7 @@ class ImageJob:
         native = family_spec(entry.source.family).native_resolution if entry.source.family else None
         width, height = request.width or native, request.height or native
         if width and height:
-            convert.check_pixel_budget(width, height, request.num_images, engine.max_pixels)
+            check_pixel_budget(width, height, request.num_images, engine.max_pixels)
         image = None
         if request.init_image_data is not None:
             image = decode_image(request.init_image_data, field="init_image_data")
