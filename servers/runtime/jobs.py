@@ -14,7 +14,6 @@ import concurrent.futures
 import itertools
 import threading
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -24,6 +23,7 @@ import structlog
 
 from genmesh.errors import Cancelled, GenmeshError, Internal, NotFound, ResourceExhausted, Unavailable
 from servers.compute.memory import is_out_of_memory
+from servers.runtime.job_ids import JobIds
 from servers.runtime.metrics import QueueMetrics, service_label
 
 log = structlog.get_logger(__name__)
@@ -219,6 +219,7 @@ class JobQueue:
         max_retained: int = 1000,
         drain_seconds: float | None = None,
         service: str = "",
+        ids: JobIds | None = None,
     ) -> None:
         if not devices:
             raise ValueError("a job queue needs at least one device")
@@ -233,6 +234,10 @@ class JobQueue:
         self.drain_seconds = drain_seconds
         # The proto service ("genmesh.image.v1.ImageService"): Job.method is "<service>/<RPC>".
         self.service = service
+        self.ids = ids or JobIds()
+        # Called on the loop once a job ended, after its watchers got the terminal event (e.g. to
+        # store its record, so other replicas answer for it after this process is gone).
+        self.on_terminal: list[Callable[[Job], None]] = []
         self._jobs: dict[str, Job] = {}
         self._pending: collections.deque[Job] = collections.deque()
         self._calls: collections.deque[tuple[Callable[[], Any], concurrent.futures.Future[Any]]] = collections.deque()
@@ -327,7 +332,14 @@ class JobQueue:
         try:
             return self._jobs[job_id]
         except KeyError:
-            raise NotFound(f"job {job_id!r} not found (finished jobs are kept for a limited time)") from None
+            if self.ids.lost(job_id):
+                raise NotFound(
+                    f"job {job_id!r} was lost: the {self.name} replica {self.ids.replica} that ran it restarted",
+                    field="job_id",
+                ) from None
+            raise NotFound(
+                f"job {job_id!r} not found (finished jobs are kept for a limited time)", field="job_id"
+            ) from None
 
     def cancel(self, job_id: str, reason: str = CANCEL_REQUESTED) -> Job:
         """Cancel a queued job at once, or ask a running one to stop at its next step."""
@@ -369,7 +381,7 @@ class JobQueue:
     # -- internals -------------------------------------------------------------------------
     def new_id(self) -> str:
         """A fresh job id with this queue's prefix (for resources created before they are queued)."""
-        return f"{self.id_prefix}-{uuid.uuid4().hex[:16]}"
+        return self.ids.new(self.id_prefix)
 
     def _prune(self) -> None:
         cutoff = time.time() - self.retention_seconds
@@ -420,6 +432,12 @@ class JobQueue:
             job.history.append(event)
         for inbox in job._subscribers:
             inbox.put_nowait(event)
+        if job.terminal:
+            for hook in self.on_terminal:
+                try:
+                    hook(job)
+                except Exception:  # a hook must never break the queue
+                    log.exception("job_terminal_hook_failed", job_id=job.id)
 
     def _announce_positions(self) -> None:
         with self._cond:

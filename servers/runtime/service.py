@@ -25,6 +25,7 @@ class QueuedService:
             max_queued=settings.max_queued,
             retention_seconds=settings.job_retention_seconds,
             service=info.proto_service,
+            ids=settings.job_ids(),
         )
         self.queues = (self.queue,)
         self.store = ObjectStore(settings.storage())

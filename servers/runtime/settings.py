@@ -10,12 +10,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from servers.runtime.job_ids import JobIds
+from servers.runtime.peers import Peers
 from servers.runtime.tls import TlsFiles
 from storage.object_store import StorageSettings
 
@@ -133,10 +136,43 @@ class ServerSettings:
         "a certificate (the kubelet's); empty: none",
     )
 
+    # Replicas (servers/runtime/forwarding.py): job ids name their replica; calls about another
+    # replica's job are forwarded there.
+    replica: int = setting(
+        -1,
+        "this server's index among its service's replicas, 0..999 (-1: the ordinal that ends GENMESH_POD_NAME, "
+        "as in a StatefulSet's text-1; else 0)",
+    )
+    pod_name: str = setting("", "the pod's name (Kubernetes downward API), read for the replica index")
+    peers: str = setting(
+        "",
+        "every replica of this service in replica order, host:port,host:port,... or one template with {n} "
+        "(text-{n}.text-peers:50051); empty: a single replica, nothing is forwarded",
+    )
+
     def __post_init__(self) -> None:
+        # A bad replica index or peer list stops the start naming the setting.
+        count = self.peer_addresses().count()
+        if count is not None and self.job_ids().replica >= count:
+            raise ValueError(f"GENMESH_REPLICA: {self.replica_index()} is not one of the {count} GENMESH_PEERS")
         # Read the TLS files now, so a missing or bad one stops the start with its name (an argparse error).
         if self.tls_dir is not None:
             TlsFiles.load(self.tls_dir)
+
+    def replica_index(self) -> int:
+        if self.replica >= 0:
+            return self.replica
+        ordinal = re.search(r"-([0-9]+)$", self.pod_name)
+        return int(ordinal[1]) if ordinal else 0
+
+    def job_ids(self) -> JobIds:
+        try:
+            return JobIds(self.replica_index())
+        except ValueError as exc:
+            raise ValueError(f"GENMESH_REPLICA: {exc}") from None
+
+    def peer_addresses(self) -> Peers:
+        return Peers.parse(self.peers)
 
     def tls(self) -> TlsFiles | None:
         """The TLS material when ``tls_dir`` is set (checked when the settings were made)."""

@@ -36,10 +36,11 @@ class TrainingService:
         self.training_queue = JobQueue(
             name="training", id_prefix="trn", devices=[device], max_queued=settings.max_queued_trainings,
             retention_seconds=settings.job_retention_seconds, drain_seconds=0.0, service=SERVICE_NAME,
+            ids=settings.job_ids(),
         )  # fmt: skip
         self.tasks_queue = JobQueue(
             name="training-tasks", id_prefix="tsk", devices=[device], max_queued=settings.max_queued,
-            retention_seconds=settings.job_retention_seconds, service=SERVICE_NAME,
+            retention_seconds=settings.job_retention_seconds, service=SERVICE_NAME, ids=settings.job_ids(),
         )  # fmt: skip
         self.queues = (self.training_queue, self.tasks_queue)
         records = JobRecords(self.store)

@@ -17,6 +17,7 @@ import structlog
 
 from genmesh.errors import FailedPrecondition, GenmeshError, InvalidArgument, Unavailable
 from servers.runtime import jobs
+from servers.runtime.job_ids import job_owner
 from servers.runtime.jobs import Job, JobQueue, JobState
 from servers.training.data.pairs import find_pairs
 from servers.training.jobs.records import JobRecords, TrainingRecord
@@ -108,11 +109,12 @@ class TrainingManager:
         return job
 
     async def resume_interrupted(self) -> list[str]:
-        """At start: queue again every job that was queued or running when the server stopped
-        (past the queue limit: they were accepted before)."""
+        """At start: queue again every job of this replica that was queued or running when the
+        server stopped (past the queue limit: they were accepted before). Another replica's jobs are
+        its own to resume (ids name their replica; old ids belong to replica 0)."""
         resumed = []
         for record in reversed(await asyncio.to_thread(self.records.all)):  # oldest first keeps their order
-            if not record.active:
+            if not record.active or not self._resumes_here(record.job_id):
                 continue
             if record.started_at is not None:
                 record.resumed_count += 1
@@ -123,6 +125,10 @@ class TrainingManager:
             resumed.append(record.job_id)
             log.info("training_job_resumed", job_id=record.job_id, from_epoch=record.current_epoch)
         return resumed
+
+    def _resumes_here(self, job_id: str) -> bool:
+        owner = job_owner(job_id)
+        return (owner.replica if owner is not None else 0) == self.queue.ids.replica
 
     # -- read -----------------------------------------------------------------------------
     def get(self, job_id: str) -> TrainingRecord:
