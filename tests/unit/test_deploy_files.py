@@ -367,22 +367,23 @@ SCRAPE = {"prometheus.io/scrape": "true", "prometheus.io/port": str(METRICS), "p
 def test_kustomizations_build(yaml: Any, variant: str) -> None:
     objects = k8s_objects(yaml, variant)
     kinds = Counter(obj["kind"] for obj in objects)
-    assert kinds["Namespace"] == 1 and kinds["StatefulSet"] == 1 and kinds["Deployment"] == len(SERVICES) + 1, kinds
+    # Every server is a StatefulSet (and MinIO); the gateway alone is a Deployment.
+    assert kinds["Namespace"] == 1 and kinds["StatefulSet"] == len(SERVICES) + 1 and kinds["Deployment"] == 1, kinds
     assert kinds["Secret"] == 0, "Secrets are created out of band, never from the kustomization"
     for obj in objects:
         if obj["kind"] != "Namespace":
             assert obj["metadata"]["namespace"] == "genmesh", obj["metadata"]["name"]
 
-    deployments, services = by_kind(objects, "Deployment"), by_kind(objects, "Service")
+    statefulsets, services = by_kind(objects, "StatefulSet"), by_kind(objects, "Service")
     config = by_kind(objects, "ConfigMap")["genmesh-server"]["data"]
     for name, port in SERVICES.items():
         assert services[name]["spec"]["clusterIP"] == "None", f"{name}: the gateway needs a headless Service"
         assert services[name]["spec"]["ports"][0]["port"] == port
-        pod = deployments[name]["spec"]["template"]["spec"]
+        pod = statefulsets[name]["spec"]["template"]["spec"]
         (container,) = pod["containers"]
         assert container["command"] == ["python3", "-m", f"servers.{name}"]
         assert container["ports"] == [{"name": "grpc", "containerPort": port}, METRICS_PORT]
-        assert deployments[name]["spec"]["template"]["metadata"]["annotations"] == SCRAPE, name
+        assert statefulsets[name]["spec"]["template"]["metadata"]["annotations"] == SCRAPE, name
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             assert container[probe]["grpc"] == {"port": port}, f"{name}: {probe} must be a native gRPC probe"
         env = env_of(container)
@@ -398,13 +399,53 @@ def test_kustomizations_build(yaml: Any, variant: str) -> None:
         if gpu and name in GPU_SERVICES:
             assert limits[gpu] == "1", f"{name}: no {gpu} request"
             assert env["GENMESH_GPU_LAYERS"]["value"] == "-1"
-            assert deployments[name]["spec"]["strategy"]["rollingUpdate"]["maxSurge"] == 0
         else:
             assert not any(key.endswith("/gpu") for key in limits)
         if variant == "rocm" and name in GPU_SERVICES:
             assert env["HSA_OVERRIDE_GFX_VERSION"]["value"] == "10.3.0"
             assert "PYTORCH_HIP_ALLOC_CONF" in env
-    assert deployments["text"]["spec"]["replicas"] >= 1
+    assert statefulsets["text"]["spec"]["replicas"] >= 1
+
+
+@pytest.mark.parametrize("variant", sorted(K8S_VARIANTS))
+def test_servers_are_statefulsets_with_a_peers_service(yaml: Any, variant: str) -> None:
+    """Replicas (issue 9): pods <svc>-<n> whose names give the replica number, each reachable as
+    <svc>-<n>.<svc>-peers (ready or not) for calls forwarded to a job's owner; the gateway keeps
+    resolving the ready-only Service <svc>."""
+    objects = k8s_objects(yaml, variant)
+    statefulsets, services = by_kind(objects, "StatefulSet"), by_kind(objects, "Service")
+    assert set(by_kind(objects, "Deployment")) == {"gateway"}
+    for name, port in SERVICES.items():
+        workload = statefulsets[name]
+        spec = workload["spec"]
+        assert spec["serviceName"] == f"{name}-peers", name
+        assert spec["podManagementPolicy"] == "Parallel", name
+        # A StatefulSet replaces a pod after deleting it (never a surge onto a GPU that is not there).
+        assert "strategy" not in spec and spec["updateStrategy"]["type"] == "RollingUpdate", name
+        assert "partition" not in spec["updateStrategy"].get("rollingUpdate", {}), name
+        selector = spec["selector"]["matchLabels"]
+        assert selector.items() <= spec["template"]["metadata"]["labels"].items(), name
+
+        ready, peers = services[name]["spec"], services[f"{name}-peers"]["spec"]
+        assert not ready.get("publishNotReadyAddresses", False), f"{name}: Envoy must resolve ready pods only"
+        assert peers["clusterIP"] == "None", f"{name}-peers: per-pod DNS names need a headless Service"
+        assert peers["publishNotReadyAddresses"] is True, f"{name}-peers: a draining pod must still resolve"
+        assert peers["selector"] == ready["selector"] == selector, name
+        (peer_port,) = peers["ports"]
+        assert peer_port["port"] == port and peer_port["targetPort"] == "grpc", name
+
+        (container,) = spec["template"]["spec"]["containers"]
+        grpc_port = next(p["containerPort"] for p in container["ports"] if p["name"] == "grpc")
+        env = env_of(container)
+        assert env["GENMESH_POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}, name
+        assert "GENMESH_REPLICA" not in env, f"{name}: the replica number comes from the pod name"
+        peers_value = env["GENMESH_PEERS"]["value"]
+        assert peers_value == f"{name}-{{n}}.{name}-peers:{port}", name
+        # The template is the StatefulSet's own pod DNS name, <statefulset>-<ordinal>.<serviceName>,
+        # on the port the pods serve gRPC on.
+        host, _, template_port = peers_value.rpartition(":")
+        assert host == f"{workload['metadata']['name']}-{{n}}.{spec['serviceName']}", name
+        assert int(template_port) == grpc_port == port, name
 
 
 def test_gateway_deployment_renders_with_servers_mesh_envoy(yaml: Any) -> None:
@@ -537,15 +578,17 @@ def test_network_policies_let_only_the_gateway_reach_the_servers(yaml: Any) -> N
     expected = {("gateway", name, port) for name, port in SERVICES.items()}
     expected |= {("agent", name, SERVICES[name]) for name in agent_calls}
     expected |= {(name, "minio", 9000) for name in SERVICES}
+    expected |= {(name, name, port) for name, port in SERVICES.items()}  # replicas forward to each other
     expected |= {("outside", "gateway", 8080)}
     expected |= {("monitoring", "gateway", 8080)} | {("monitoring", name, METRICS) for name in SERVICES}
     peers = {**pods, "outside": OUTSIDE, "stray": STRAY, "monitoring": MONITORING}
+    # A component to itself too: one replica calling another (same labels) is a connection like any other.
     allowed = {
         (source, target, port)
         for source, source_pod in peers.items()
         for target, target_pod in pods.items()
         for port in ports[target]
-        if source != target and _connects(policies, source_pod, target_pod, port)
+        if _connects(policies, source_pod, target_pod, port)
     }
     # From outside the namespace only the gateway answers; a stray pod of the namespace reaches nothing
     # (its egress is denied); among the components exactly the calls the mesh makes are open.
@@ -591,7 +634,7 @@ def test_mtls_component_gives_the_gateway_and_every_server_its_certificate(
     yaml: Any, tmp_path: Path, variant: str
 ) -> None:
     objects = build_with_mtls(yaml, tmp_path, K8S_VARIANTS[variant])
-    deployments = by_kind(objects, "Deployment")
+    deployments, statefulsets = by_kind(objects, "Deployment"), by_kind(objects, "StatefulSet")
     gateway = deployments["gateway"]["spec"]["template"]["spec"]
     (init,) = gateway["initContainers"]
     tls_dir = init["args"][init["args"].index("--upstream-tls-dir") + 1]
@@ -600,7 +643,7 @@ def test_mtls_component_gives_the_gateway_and_every_server_its_certificate(
         assert _mtls_mount(gateway, container, "gateway") == tls_dir
 
     for name, grpc_port in SERVICES.items():
-        pod = deployments[name]["spec"]["template"]["spec"]
+        pod = statefulsets[name]["spec"]["template"]["spec"]
         server = pod["containers"][0]
         env = env_of(server)
         assert env["GENMESH_TLS_DIR"]["value"] == _mtls_mount(pod, server, name)
@@ -613,22 +656,42 @@ def test_mtls_component_gives_the_gateway_and_every_server_its_certificate(
 
     # The agent dials Service names: each must be a Service (whose certificate names it: SAN "text", ...).
     services = by_kind(objects, "Service")
-    agent_env = env_of(deployments["agent"]["spec"]["template"]["spec"]["containers"][0])
+    agent_env = env_of(statefulsets["agent"]["spec"]["template"]["spec"]["containers"][0])
     for upstream in ("TEXT", "IMAGE", "VIDEO"):
         host = agent_env[f"GENMESH_AGENT_{upstream}_URL"]["value"].split(":")[0]
         assert host in services and host == upstream.lower()
 
     # No pod reaches the plaintext health port (only the node's kubelet, which policies do not govern).
     policies = list(by_kind(objects, "NetworkPolicy").values())
-    pods = {name: (NAMESPACE_LABELS, d["spec"]["template"]["metadata"]["labels"]) for name, d in deployments.items()}
+    workloads = {**deployments, **statefulsets}
+    pods = {name: (NAMESPACE_LABELS, w["spec"]["template"]["metadata"]["labels"]) for name, w in workloads.items()}
     peers = {**pods, "outside": OUTSIDE, "stray": STRAY, "monitoring": MONITORING}
     reached = [(source, target) for source, peer in peers.items() for target in SERVICES
-               if source != target and _connects(policies, peer, pods[target], MTLS_HEALTH_PORT)]  # fmt: skip
-    assert not reached, f"the plaintext health port is open to {reached}"
+               if _connects(policies, peer, pods[target], MTLS_HEALTH_PORT)]  # fmt: skip
+    assert not reached, f"the plaintext health port is open to {reached} (a replica's peers included)"
 
     kubernetes_validate = pytest.importorskip("kubernetes_validate")
-    for deployment in deployments.values():
-        kubernetes_validate.validate(deployment, kubernetes_validate.latest_version(), True)
+    for workload in workloads.values():
+        kubernetes_validate.validate(workload, kubernetes_validate.latest_version(), True)
+
+
+def test_mtls_component_targets_the_statefulsets_and_names_the_peer_sans(yaml: Any) -> None:
+    """The servers are StatefulSets: a patch aimed at a Deployment of theirs would silently match
+    nothing. Forwarded calls dial <svc>-<n>.<svc>-peers, so the certificates must name those too."""
+    path = KUBE / "components" / "mtls" / "kustomization.yaml"
+    (component,) = load_docs(yaml, path)
+    targets = [(patch["target"]["kind"], patch["target"]["name"]) for patch in component["patches"]]
+    assert ("Deployment", "gateway") in targets
+    for kind, name in targets:
+        names = set(name.split("|"))
+        assert kind == ("Deployment" if names == {"gateway"} else "StatefulSet"), (kind, name)
+        assert names <= {*SERVICES, "gateway"}, name
+    patched = {name for kind, pattern in targets if kind == "StatefulSet" for name in pattern.split("|")}
+    assert patched == set(SERVICES)
+    text = path.read_text()
+    for san in ("*.<svc>-peers", "*.<svc>-peers.<namespace>.svc", "*.<svc>-peers.<namespace>.svc.cluster.local"):
+        assert san in text, f"{rel(path)} must say server certificates need the SAN {san}"
+    assert '"client auth"' in text, "a replica presents its own server certificate when it forwards a call"
 
 
 def test_kubernetes_objects_validate_against_the_schemas(yaml: Any) -> None:
