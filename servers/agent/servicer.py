@@ -42,6 +42,7 @@ class AgentServicer(JobRpcs, agent_pb2_grpc.AgentServiceServicer):
         self.store = store
         self.costs = costs
         self.keep_alive_seconds = keep_alive_seconds
+        self.keep_terminal_records()
 
     async def CreateCharacter(
         self, request: agent_pb2.CreateCharacterRequest, context

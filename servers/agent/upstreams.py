@@ -150,7 +150,9 @@ class Upstreams:
 
 
 def _channel(url: str, tls: TlsFiles | None) -> grpc.Channel:
-    options = [*CHANNEL_OPTIONS, *RECONNECT_OPTIONS]
+    # Round robin over every address the target names: a headless Service's pods (``dns:///text:50051``)
+    # or the local launcher's replicas (``ipv4:127.0.0.1:50061,127.0.0.1:50062``). With one, it is that one.
+    options = [*CHANNEL_OPTIONS, *RECONNECT_OPTIONS, ("grpc.lb_policy_name", "round_robin")]
     if tls is None:
         return grpc.insecure_channel(url, options=options)
     return grpc.secure_channel(url, tls.channel_credentials(), options=options)

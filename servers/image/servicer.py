@@ -24,6 +24,7 @@ class ImageServicer(JobRpcs, image_pb2_grpc.ImageServiceServicer):
         self.engine = engine
         self.queue = queue
         self.store = store
+        self.keep_terminal_records()
 
     async def GenerateImage(
         self, request: image_pb2.GenerateImageRequest, context

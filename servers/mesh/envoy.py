@@ -95,20 +95,40 @@ def _positive_int(name: str, value: int) -> int:
     return value
 
 
+# Service routes retry what the reflection/health routes retry (a replica that just died) and also
+# RESOURCE_EXHAUSTED, which a replica with a full queue answers before any stream message, on
+# another replica: only when every replica is full does the caller get it. Replicas are balanced
+# per call by least outstanding requests.
+JOB_RETRY_POLICY = {
+    "retry_on": "connect-failure,refused-stream,resource-exhausted",
+    "num_retries": 3,
+    "retry_back_off": {"base_interval": "0.005s", "max_interval": "0.05s"},
+    "retry_host_predicate": [
+        {
+            "name": "envoy.retry_host_predicates.previous_hosts",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+            },
+        }
+    ],
+    "host_selection_retry_max_attempts": 5,
+}
+
 # One route and one cluster per declared service, in the template's indentation; the anchors
-# (*retry, *h2, *no_panic, *grpc_health) are defined once in the template.
+# (*h2, *no_panic, *grpc_health) are defined once in the template.
 _ROUTE = """
               - match: {{prefix: /{package}.}}
                 route:
                   cluster: {name}
                   timeout: 0s
                   max_stream_duration: {{grpc_timeout_header_max: 0s}}
-                  retry_policy: *retry"""
+                  retry_policy: {retry}"""
 _CLUSTER = """
   - name: {name}
     type: {type}
     dns_lookup_family: V4_PREFERRED
     connect_timeout: 2s{transport}
+    lb_policy: LEAST_REQUEST
     typed_extension_protocol_options: *h2
     common_lb_config: *no_panic
     health_checks: *grpc_health
@@ -202,7 +222,9 @@ def render_envoy_config(
     routes, clusters = [], []
     for service in SERVICES:
         endpoints = [_check_endpoint(service, host, port) for host, port in upstreams.get(service, ())]
-        routes.append(_ROUTE.format(package=BY_NAME[service].proto_package, name=service))
+        routes.append(
+            _ROUTE.format(package=BY_NAME[service].proto_package, name=service, retry=json.dumps(JOB_RETRY_POLICY))
+        )
         cluster_type, lb_endpoints = _cluster_fields(endpoints)
         transport = _upstream_tls(upstream_tls_dir, [service])
         clusters.append(_CLUSTER.format(name=service, type=cluster_type, endpoints=lb_endpoints, transport=transport))

@@ -50,6 +50,7 @@ SERVICE_START_TIMEOUT = 600.0
 # A server's drain (GENMESH_DRAIN_SECONDS, 30 s by default) plus its own shutdown, before SIGKILL.
 SERVER_STOP_TIMEOUT = 60.0
 KEEP_ALIVE_ENV = "GENMESH_AGENT_KEEP_ALIVE_SECONDS"
+MAX_LOCAL_REPLICAS = 8
 
 
 def implemented_services() -> list[str]:
@@ -76,16 +77,40 @@ class LaunchOptions:
     rate_limit_rps: int = 100
     rate_limit_burst: int = 200
     service_args: dict[str, list[str]] = field(default_factory=dict)  # extra flags per service
+    replicas: dict[str, int] = field(default_factory=dict)  # processes per service (default 1)
 
     @classmethod
-    def build(cls, *, port: int, services: str, data_dir: Path | None) -> LaunchOptions:
+    def build(cls, *, port: int, services: str, data_dir: Path | None, replicas: str = "") -> LaunchOptions:
         available = implemented_services()
         chosen = tuple(dict.fromkeys(name.strip() for name in services.split(",") if name.strip())) or tuple(available)
         unknown = [name for name in chosen if name not in available]
         if not chosen or unknown:
             raise SystemExit(f"--services: choose from {', '.join(available)} (got {services!r})")
         threads = int(os.environ.get("GENMESH_THREADS", "2"))
-        return cls(port=port, services=chosen, data_dir=(data_dir or DEFAULT_DATA_DIR).expanduser(), threads=threads)
+        return cls(
+            port=port,
+            services=chosen,
+            data_dir=(data_dir or DEFAULT_DATA_DIR).expanduser(),
+            threads=threads,
+            replicas=parse_replicas(replicas, chosen),
+        )
+
+    def replica_count(self, name: str) -> int:
+        return self.replicas.get(name, 1)
+
+
+def parse_replicas(text: str, services: tuple[str, ...]) -> dict[str, int]:
+    """``image=2,text=2`` -> {"image": 2, "text": 2}; names among ``services``, counts 1..MAX_LOCAL_REPLICAS."""
+    counts: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, count = (piece.strip() for piece in item.partition("="))
+        if not sep or name not in services or not count.isdigit() or not 1 <= int(count) <= MAX_LOCAL_REPLICAS:
+            raise SystemExit(
+                f"--replicas: expected service=count with a service started here ({', '.join(services)}) and a "
+                f"count of 1 to {MAX_LOCAL_REPLICAS} (got {item!r})"
+            )
+        counts[name] = int(count)
+    return counts
 
 
 @dataclass
@@ -126,6 +151,13 @@ def s3_credentials(data_dir: Path) -> tuple[str, str]:
     return access, secret
 
 
+def grpc_target(ports: list[int]) -> str:
+    """A gRPC target naming every replica (the agent's channels round-robin over them)."""
+    if len(ports) == 1:
+        return f"127.0.0.1:{ports[0]}"
+    return "ipv4:" + ",".join(f"127.0.0.1:{port}" for port in ports)
+
+
 def health_status(port: int, service: str = "") -> int:
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = health_pb2_grpc.HealthStub(channel)
@@ -141,9 +173,11 @@ class Mesh:
         self.logs = self.data_dir / "logs"
         self.api_keys = ApiKeys({})
         self.s3: S3Server | None = None
+        # Keyed by process: a service's first replica is "text", the next ones "text-1", "text-2"...
         self.servers: dict[str, ManagedProcess] = {}
         self.server_ports: dict[str, int] = {}
         self.metrics_ports: dict[str, int] = {}  # each server's Prometheus /metrics port, on loopback
+        self.replica_ports: dict[str, list[int]] = {}  # service -> its replicas' gRPC ports, in replica order
         self.envoy: Envoy | None = None
         self.key_sync: KeySync | None = None
         self.supervisor = Supervisor(report=lambda line: print(f"genmesh up: {line}", file=sys.stderr, flush=True))
@@ -203,21 +237,38 @@ class Mesh:
         return [process for process in (s3, *self.servers.values(), self.envoy) if process is not None]
 
     def _start_service(self, name: str) -> None:
-        port, metrics_port = free_port(), free_port()
-        argv = [sys.executable, "-m", "servers", name, "--port", str(port), "--metrics-port", str(metrics_port)]
+        """Every replica of ``name``; each knows the others' addresses (GENMESH_PEERS) to forward calls
+        about their jobs, and the gateway balances calls over all of them."""
+        ports = [free_port() for _ in range(self.options.replica_count(name))]
+        peers = ",".join(f"127.0.0.1:{port}" for port in ports) if len(ports) > 1 else ""
+        self.replica_ports[name] = ports
+        for replica, port in enumerate(ports):
+            process = name if replica == 0 else f"{name}-{replica}"
+            metrics_port = free_port()
+            argv = [
+                *self._service_argv(name),
+                f"--port={port}",
+                f"--metrics-port={metrics_port}",
+                f"--replica={replica}",
+                f"--peers={peers}",
+            ]
+            self.servers[process] = ManagedProcess(
+                process, argv, log_path=self.logs / f"{process}.log", env=self.service_env()
+            ).start()
+            self.server_ports[process] = port
+            self.metrics_ports[process] = metrics_port
+
+    def _service_argv(self, name: str) -> list[str]:
+        argv = [sys.executable, "-m", "servers", name]
         if name == "agent":  # it calls the Text, Image and Video servers directly, never through the gateway
             argv += [
-                f"--{other}-url=127.0.0.1:{self.server_ports[other]}"
+                f"--{other}-url={grpc_target(self.replica_ports[other])}"
                 for other in ("text", "image", "video")
                 if other in self.server_ports
             ]
             if share_one_gpu(self.options.services) and KEEP_ALIVE_ENV not in os.environ:
                 argv.append("--keep-alive-seconds=0")  # the models take turns on the one GPU
-        argv += self.options.service_args.get(name, [])
-        env = self.service_env()
-        self.servers[name] = ManagedProcess(name, argv, log_path=self.logs / f"{name}.log", env=env).start()
-        self.server_ports[name] = port
-        self.metrics_ports[name] = metrics_port
+        return argv + self.options.service_args.get(name, [])
 
     def _start_envoy(self) -> None:
         admin_port = free_port()
@@ -231,7 +282,7 @@ class Mesh:
             admin_port=admin_port,
             descriptor_path=DESCRIPTOR_PATH,
             api_keys=self.api_keys.keys,
-            upstreams={name: [("127.0.0.1", port)] for name, port in self.server_ports.items()},
+            upstreams={name: [("127.0.0.1", port) for port in ports] for name, ports in self.replica_ports.items()},
             rate_limit_rps=default_rate.rps,
             rate_limit_burst=default_rate.burst,
             keys_dir=self.key_sync.keys_dir,
@@ -249,7 +300,7 @@ class Mesh:
         with LOCAL_OPENER.open(f"{self.envoy.admin_url}/clusters?format=json", timeout=2) as response:
             clusters = json.load(response)["cluster_statuses"]
         for cluster in clusters:
-            if cluster["name"] not in self.servers:
+            if cluster["name"] not in self.replica_ports:
                 continue
             hosts = cluster.get("host_statuses", [])
             if not hosts or any(
@@ -270,6 +321,11 @@ class Mesh:
             process.stop(timeout=SERVER_STOP_TIMEOUT)  # servers drain running jobs first
         if self.s3 is not None:
             self.s3.stop()
+
+    def _services_line(self) -> str:
+        return ", ".join(
+            name if len(ports) == 1 else f"{name} ({len(ports)} replicas)" for name, ports in self.replica_ports.items()
+        )
 
     def banner(self) -> str:
         key_line = (
@@ -292,7 +348,7 @@ class Mesh:
         if self.envoy is not None:
             scrapes += f"\n  gateway (Envoy): {self.envoy.admin_url}/stats/prometheus"
         return f"""
-genmesh is up: gateway http://{self.url} (gRPC and REST), services: {", ".join(self.servers)}
+genmesh is up: gateway http://{self.url} (gRPC and REST), services: {self._services_line()}
 {key_line}
 Data folder: {self.data_dir} (logs in {self.logs})
 Prometheus metrics (loopback only):

@@ -1,37 +1,87 @@
 """GetJob and CancelJob, the same for every service whose jobs run on one queue.
 
-A servicer mixes this in before its generated base class and names its queue and the function
-that turns a job into its service's ``Job`` message::
+A servicer mixes this in before its generated base class, names the function that turns a job
+into its service's ``Job`` message, and keeps terminal records (``job_records``) so finished jobs
+stay answerable after this process is gone::
 
     class ImageServicer(JobRpcs, image_pb2_grpc.ImageServiceServicer):
         job_message = staticmethod(convert.job_message)
+
+        def __init__(self, engine, queue, store):
+            self.queue, self.store = queue, store
+            self.keep_terminal_records()
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Callable
 from typing import Any
 
+from google.protobuf import descriptor_pool, message_factory
+
+from genmesh.errors import NotFound
+from servers.runtime.job_records import TerminalRecords
 from servers.runtime.jobs import Job, JobQueue
 from storage.keys import validate_job_id
+from storage.object_store import ObjectStore
 
 CANCEL_WAIT_SECONDS = 5.0
 
 
+@functools.cache
+def job_message_type(service: str) -> type:
+    """The ``Job`` message class GetJob of ``service`` ("genmesh.image.v1.ImageService") returns."""
+    rpc = descriptor_pool.Default().FindServiceByName(service).methods_by_name["GetJob"]
+    return message_factory.GetMessageClass(rpc.output_type)
+
+
 class JobRpcs:
     queue: JobQueue
+    store: ObjectStore
     job_message: Callable[[Job], Any]
+    records: TerminalRecords | None = None
+
+    def keep_terminal_records(self) -> None:
+        """Write each job's final ``Job`` message to the object store once it ended."""
+        self.records = TerminalRecords(self.store)
+        self._saving: set[asyncio.Future[None]] = set()
+        self.queue.on_terminal.append(self._save_record)
+
+    def _save_record(self, job: Job) -> None:
+        assert self.records is not None
+        saving = asyncio.get_running_loop().run_in_executor(None, self.records.save, job.id, self.job_message(job))
+        self._saving.add(saving)  # keep a reference until it is done
+        saving.add_done_callback(self._saving.discard)
+
+    async def _recorded(self, job_id: str, missing: NotFound) -> Any:
+        """The job's terminal record, or ``missing`` raised when it has none."""
+        if self.records is None or not self.queue.service:  # a queue without a proto service: no record type
+            raise missing
+        recorded = await asyncio.to_thread(self.records.load, job_id, job_message_type(self.queue.service))
+        if recorded is None:
+            raise missing
+        return recorded
 
     async def GetJob(self, request: Any, context: Any) -> Any:
-        """The job (queued, running or finished within the retention time); NOT_FOUND otherwise."""
-        return self.job_message(self.queue.get(validate_job_id(request.job_id)))
+        """The job (queued, running, or finished: from memory within the retention time, then from its
+        record in the object store); NOT_FOUND otherwise."""
+        job_id = validate_job_id(request.job_id)
+        try:
+            return self.job_message(self.queue.get(job_id))
+        except NotFound as missing:
+            return await self._recorded(job_id, missing)
 
     async def CancelJob(self, request: Any, context: Any) -> Any:
         """Cancel a queued or running job and return it once it stopped (a running job stops within
         a step; after ``CANCEL_WAIT_SECONDS`` it is returned as it is); a finished one is unchanged."""
-        job = self.queue.cancel(validate_job_id(request.job_id))
+        job_id = validate_job_id(request.job_id)
+        try:
+            job = self.queue.cancel(job_id)
+        except NotFound as missing:
+            return await self._recorded(job_id, missing)  # it finished: cancelling changes nothing
         if not job.terminal:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._until_terminal(job), CANCEL_WAIT_SECONDS)

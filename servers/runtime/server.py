@@ -16,6 +16,7 @@ from grpc_reflection.v1alpha import reflection
 
 import genmesh
 from servers.runtime import metrics
+from servers.runtime.forwarding import ForwardingInterceptor
 from servers.runtime.interceptors import ErrorAndContextInterceptor
 from servers.runtime.jobs import JobQueue
 from servers.runtime.settings import ServerSettings
@@ -67,8 +68,12 @@ class Server:
     def _build(self) -> None:
         # grpc.aio objects bind to the running loop: build them inside it.
         self.health = health.aio.HealthServicer()
+        # Inside the error interceptor: forwarded calls are logged and their errors mapped like any other.
+        self.forwarding = ForwardingInterceptor(
+            self.service.name, self.settings.job_ids(), self.settings.peer_addresses(), self.settings.tls()
+        )
         self.grpc = grpc.aio.server(
-            interceptors=[ErrorAndContextInterceptor()],
+            interceptors=[ErrorAndContextInterceptor(), self.forwarding],
             options=[
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -102,7 +107,14 @@ class Server:
             await self._serve_plaintext_health(self.settings.plaintext_health_port)
         for queue in self.service.queues:
             queue.start()
-        log.info("server_listening", service=self.service.name, host=self.settings.host, port=self.port)
+        log.info(
+            "server_listening",
+            service=self.service.name,
+            host=self.settings.host,
+            port=self.port,
+            replica=self.forwarding.ids.replica,
+            boot=self.forwarding.ids.boot,
+        )
         await self.service.start()
         await self._set_health(SERVING)
         log.info("server_ready", service=self.service.name)
@@ -165,6 +177,7 @@ class Server:
         )
         clean = all(results)
         await self.grpc.stop(grace=3)
+        await self.forwarding.close()
         await self._stop_plaintext_health()
         await self.service.close()
         self._close_metrics()

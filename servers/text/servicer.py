@@ -35,6 +35,7 @@ class TextServicer(JobRpcs, text_pb2_grpc.TextServiceServicer):
         self.engine = engine
         self.queue = queue
         self.store = store
+        self.keep_terminal_records()
 
     def _work(self, request: TextRequest, method: str, client: str, context: JobContext) -> text_pb2.TextResult:
         outcome = self.engine.generate(request, context)

@@ -24,6 +24,7 @@ class VideoServicer(JobRpcs, video_pb2_grpc.VideoServiceServicer):
         self.engine = engine
         self.queue = queue
         self.store = store
+        self.keep_terminal_records()
 
     async def GenerateVideo(
         self, request: video_pb2.GenerateVideoRequest, context

@@ -89,11 +89,19 @@ def up(
     data_dir: Annotated[
         Path | None, typer.Option(envvar="GENMESH_DATA_DIR", help="Where state lives (default ~/.local/share/genmesh).")
     ] = None,
+    replicas: Annotated[
+        str,
+        typer.Option(
+            help="Processes per service, e.g. image=2,text=2 (default 1 each): the gateway balances them and any "
+            "replica answers for any job. Replicas on one GPU share it: each holds its own copy of the model."
+        ),
+    ] = "",
 ) -> None:
     """Run the whole mesh locally: S3 server, services, Envoy. Ctrl-C stops everything."""
     from servers.mesh.launcher import LaunchOptions, run_mesh
 
-    raise typer.Exit(run_mesh(LaunchOptions.build(port=port, services=services, data_dir=data_dir)))
+    options = LaunchOptions.build(port=port, services=services, data_dir=data_dir, replicas=replicas)
+    raise typer.Exit(run_mesh(options))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,203 @@
+"""Any replica answers for any job: a call about another replica's job is forwarded to it, once.
+
+Every RPC whose request has a ``job_id`` field (GetJob, CancelJob, WatchTrainingJob, ...) is
+checked: when the id names another replica (``servers/runtime/job_ids.py``), the call goes to that
+replica's address from ``GENMESH_PEERS`` (never from the caller), with the caller's request and
+client ids and the ``x-genmesh-forwarded`` marker; a marked call is always answered locally, so
+nothing is forwarded twice. The gateway strips the marker from outside requests.
+
+When the owner cannot be reached, the call is answered here after all: GetJob then finds the job's
+terminal record in the object store (``servers/runtime/job_records.py``) if it finished, and
+otherwise the caller gets UNAVAILABLE naming the replica. Services need no code for any of this:
+the interceptor reads the request types from the descriptor pool.
+
+This is the frontend-forwards-to-the-shard-owner pattern (Temporal's frontend and history hosts),
+with the owner encoded in the id instead of looked up in a ring: replicas never move jobs.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+import structlog
+from google.protobuf import descriptor_pool
+
+from genmesh.errors import NotFound, Unavailable
+from servers.runtime.job_ids import JobIds, job_owner
+from servers.runtime.peers import Peers
+from servers.runtime.tls import TlsFiles
+
+log = structlog.get_logger(__name__)
+
+FORWARDED = "x-genmesh-forwarded"  # set on a forwarded call: answer it here, never forward it again
+PASSED_ON = ("x-request-id", "x-client-id")
+UNARY_TIMEOUT_SECONDS = 30.0  # a GetJob or CancelJob (which waits up to 5 s) to a peer that hangs
+RECONNECT_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 500), ("grpc.max_reconnect_backoff_ms", 2000)]
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+@functools.cache
+def addresses_job(method: str) -> bool:
+    """True when ``/pkg.Service/Method`` takes a request with a string ``job_id`` (the job it is about)."""
+    service, _, name = method.lstrip("/").rpartition("/")
+    try:
+        rpc = descriptor_pool.Default().FindServiceByName(service).methods_by_name[name]
+    except KeyError:
+        return False
+    field = rpc.input_type.fields_by_name.get("job_id")
+    return field is not None and field.type == field.TYPE_STRING and not rpc.client_streaming
+
+
+class PeerUnreachable(Exception):
+    def __init__(self, replica: int, address: str, error: grpc.aio.AioRpcError) -> None:
+        super().__init__(address)
+        self.replica, self.address, self.error = replica, address, error
+
+
+class ForwardingInterceptor(grpc.aio.ServerInterceptor):
+    """Installed after the error interceptor, so forwarded calls are logged and mapped like any other."""
+
+    def __init__(self, service: str, ids: JobIds, peers: Peers, tls: TlsFiles | None = None) -> None:
+        self.service = service  # "text": for messages
+        self.ids = ids
+        self.peers = peers
+        self.tls = tls
+        self._channels: dict[str, grpc.aio.Channel] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None or not self.peers.configured or not addresses_job(details.method):
+            return handler
+        # Local answers are messages, forwarded ones the owner's bytes: serialize only the former.
+        original = handler.response_serializer
+        serialize = (lambda message: message if type(message) is bytes else original(message)) if original else None
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                self._unary(handler.unary_unary, details.method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=serialize,
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                self._stream(handler.unary_stream, details.method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=serialize,
+            )
+        return handler
+
+    async def close(self) -> None:
+        for channel in self._channels.values():
+            await channel.close()
+        self._channels.clear()
+
+    # -- deciding -------------------------------------------------------------------------------
+    def _owner(self, request: Any, context: grpc.aio.ServicerContext) -> tuple[int, str] | None:
+        """(replica, address) when the call must go to another replica; None to answer it here."""
+        if any(key == FORWARDED for key, _ in context.invocation_metadata() or ()):
+            return None
+        owner = job_owner(request.job_id)
+        if owner is None or owner.replica == self.ids.replica:
+            return None
+        address = self.peers.address(owner.replica)
+        return (owner.replica, address) if address is not None else None
+
+    def _metadata(self, context: grpc.aio.ServicerContext) -> list[tuple[str, str]]:
+        passed = [(key, value) for key, value in context.invocation_metadata() or () if key in PASSED_ON]
+        return [*passed, (FORWARDED, f"{self.service}-{self.ids.replica}")]
+
+    def _channel(self, address: str) -> grpc.aio.Channel:
+        channel = self._channels.get(address)
+        if channel is None:
+            options = [
+                *RECONNECT_OPTIONS,
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ]
+            channel = (
+                grpc.aio.insecure_channel(address, options=options)
+                if self.tls is None
+                else grpc.aio.secure_channel(address, self.tls.channel_credentials(), options=options)
+            )
+            self._channels[address] = channel
+        return channel
+
+    def _unavailable(self, request: Any, unreachable: PeerUnreachable) -> Unavailable:
+        return Unavailable(
+            f"job {request.job_id} runs on {self.service} replica {unreachable.replica} ({unreachable.address}), "
+            f"which cannot be reached ({unreachable.error.details() or unreachable.error.code().name}); "
+            "a job that finished there is answered from the object store once recorded"
+        )
+
+    @staticmethod
+    async def _relay_error(context: grpc.aio.ServicerContext, error: grpc.aio.AioRpcError) -> None:
+        """The owner's error, as it sent it (code, message and the rich-status details)."""
+        details = [(key, value) for key, value in error.trailing_metadata() or () if key == "grpc-status-details-bin"]
+        await context.abort(error.code(), error.details() or "", tuple(details))
+
+    # -- unary (GetJob, CancelJob, ...) -----------------------------------------------------------
+    def _unary(self, behaviour: Callable[..., Awaitable[Any]], method: str) -> Callable[..., Awaitable[Any]]:
+        async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            owner = self._owner(request, context)
+            if owner is None:
+                return await behaviour(request, context)
+            replica, address = owner
+            call = self._channel(address).unary_unary(method)  # bytes in, bytes out
+            remaining = context.time_remaining()
+            timeout = UNARY_TIMEOUT_SECONDS if remaining is None else min(remaining, UNARY_TIMEOUT_SECONDS)
+            try:
+                response = await call(request.SerializeToString(), metadata=self._metadata(context), timeout=timeout)
+            except grpc.aio.AioRpcError as error:
+                if error.code() != grpc.StatusCode.UNAVAILABLE:
+                    await self._relay_error(context, error)
+                log.warning("peer_unreachable", replica=replica, address=address, error=error.details())
+                try:  # the job's terminal record, if it finished
+                    return await behaviour(request, context)
+                except NotFound:
+                    raise self._unavailable(request, PeerUnreachable(replica, address, error)) from None
+            log.info("rpc_forwarded", replica=replica, address=address)
+            return response
+
+        return handle
+
+    # -- server streaming (WatchTrainingJob) --------------------------------------------------------
+    def _stream(self, behaviour: Callable[..., AsyncIterator[Any]], method: str) -> Callable[..., AsyncIterator[Any]]:
+        async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            owner = self._owner(request, context)
+            if owner is None:
+                async for message in behaviour(request, context):
+                    yield message
+                return
+            replica, address = owner
+            call = self._channel(address).unary_stream(method)(
+                request.SerializeToString(), metadata=self._metadata(context), timeout=context.time_remaining()
+            )
+            relayed = 0
+            try:
+                async for message in call:
+                    relayed += 1
+                    yield message
+            except grpc.aio.AioRpcError as error:
+                if error.code() != grpc.StatusCode.UNAVAILABLE:
+                    await self._relay_error(context, error)
+                if relayed:
+                    raise Unavailable(
+                        f"{self.service} replica {replica} ({address}), which runs job {request.job_id}, went away "
+                        f"while streaming it ({error.details() or 'unavailable'})"
+                    ) from None
+                log.warning("peer_unreachable", replica=replica, address=address, error=error.details())
+                try:
+                    async for message in behaviour(request, context):
+                        yield message
+                except NotFound:
+                    raise self._unavailable(request, PeerUnreachable(replica, address, error)) from None
+            finally:
+                call.cancel()  # the caller went away: stop the owner's stream too
+
+        return handle

@@ -1,0 +1,50 @@
+"""Terminal job records in the object store, so a finished job stays answerable by GetJob after the
+process that ran it is gone (killed, restarted, scaled down) or has forgotten it (retention).
+
+A record is the service's own ``Job`` message as JSON under ``jobs/<job_id>.json`` in the
+``outputs`` bucket, written once the job ended (off the event loop, best effort: a job never fails
+because its record could not be written, the server logs ``job_record_not_saved``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from google.protobuf import json_format
+
+from genmesh.errors import GenmeshError, NotFound
+from storage.buckets import OUTPUTS
+from storage.keys import validate_job_id
+from storage.object_store import ObjectStore
+
+log = structlog.get_logger(__name__)
+
+PREFIX = "jobs/"
+
+
+def record_key(job_id: str) -> str:
+    return f"{PREFIX}{validate_job_id(job_id)}.json"
+
+
+class TerminalRecords:
+    def __init__(self, store: ObjectStore) -> None:
+        self.store = store
+
+    def save(self, job_id: str, message: Any) -> None:
+        """Blocking; never raises (a lost record only means GetJob cannot answer once the owner is gone)."""
+        text = json_format.MessageToJson(message, preserving_proto_field_name=True, indent=None)
+        try:
+            self.store.put_bytes(OUTPUTS, record_key(job_id), text.encode(), content_type="application/json")
+        except GenmeshError as exc:
+            log.warning("job_record_not_saved", job_id=job_id, error=exc.message)
+        except Exception:
+            log.exception("job_record_not_saved", job_id=job_id)
+
+    def load(self, job_id: str, message_type: type) -> Any | None:
+        """The recorded message, or None when the job has no record (never finished, or unknown)."""
+        try:
+            data = self.store.get_bytes(OUTPUTS, record_key(job_id))
+        except NotFound:
+            return None
+        return json_format.Parse(data, message_type(), ignore_unknown_fields=True)
