@@ -130,9 +130,9 @@ class ForwardingInterceptor(grpc.aio.ServerInterceptor):
 
     def _unavailable(self, request: Any, unreachable: PeerUnreachable) -> Unavailable:
         return Unavailable(
+            # Not the transport's words ("failed to connect ..."): a client would take them for its own link.
             f"job {request.job_id} runs on {self.service} replica {unreachable.replica} ({unreachable.address}), "
-            f"which cannot be reached ({unreachable.error.details() or unreachable.error.code().name}); "
-            "a job that finished there is answered from the object store once recorded"
+            "which is down or restarting; a job that finished there is answered from the object store once recorded"
         )
 
     @staticmethod
@@ -189,7 +189,7 @@ class ForwardingInterceptor(grpc.aio.ServerInterceptor):
                 if relayed:
                     raise Unavailable(
                         f"{self.service} replica {replica} ({address}), which runs job {request.job_id}, went away "
-                        f"while streaming it ({error.details() or 'unavailable'})"
+                        "while streaming it"
                     ) from None
                 log.warning("peer_unreachable", replica=replica, address=address, error=error.details())
                 try:
