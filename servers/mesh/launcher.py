@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -104,9 +105,10 @@ def parse_replicas(text: str, services: tuple[str, ...]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         name, sep, count = (piece.strip() for piece in item.partition("="))
-        if not sep or name not in services or not count.isdigit() or not 1 <= int(count) <= MAX_LOCAL_REPLICAS:
+        valid = sep and name in services and name not in counts and re.fullmatch(r"[0-9]{1,2}", count)
+        if not valid or not 1 <= int(count) <= MAX_LOCAL_REPLICAS:
             raise SystemExit(
-                f"--replicas: expected service=count with a service started here ({', '.join(services)}) and a "
+                f"--replicas: expected service=count, once per service started here ({', '.join(services)}), with a "
                 f"count of 1 to {MAX_LOCAL_REPLICAS} (got {item!r})"
             )
         counts[name] = int(count)

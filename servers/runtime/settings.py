@@ -152,8 +152,11 @@ class ServerSettings:
 
     def __post_init__(self) -> None:
         # A bad replica index or peer list stops the start naming the setting.
+        if self.replica < -1:
+            raise ValueError(f"GENMESH_REPLICA: -1 (from the pod name) or 0..999 (got {self.replica})")
+        replica = self.job_ids().replica
         count = self.peer_addresses().count()
-        if count is not None and self.job_ids().replica >= count:
+        if count is not None and replica >= count:
             raise ValueError(f"GENMESH_REPLICA: {self.replica_index()} is not one of the {count} GENMESH_PEERS")
         # Read the TLS files now, so a missing or bad one stops the start with its name (an argparse error).
         if self.tls_dir is not None:
