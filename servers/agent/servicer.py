@@ -28,6 +28,7 @@ def call_metadata() -> tuple[tuple[str, str], ...]:
 
 class AgentServicer(JobRpcs, agent_pb2_grpc.AgentServiceServicer):
     job_message = staticmethod(convert.job_message)
+    watch_message = staticmethod(convert.stream_event)  # all stages: a watcher does not know which run
 
     def __init__(
         self,

@@ -19,6 +19,7 @@ from storage.object_store import ObjectStore
 
 class ImageServicer(JobRpcs, image_pb2_grpc.ImageServiceServicer):
     job_message = staticmethod(convert.job_message)
+    watch_message = staticmethod(convert.stream_event)
 
     def __init__(self, engine: ImageEngine, queue: JobQueue, store: ObjectStore) -> None:
         self.engine = engine

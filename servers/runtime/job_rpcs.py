@@ -1,11 +1,12 @@
-"""GetJob and CancelJob, the same for every service whose jobs run on one queue.
+"""GetJob, CancelJob and WatchJob, the same for every service whose jobs run on one queue.
 
-A servicer mixes this in before its generated base class, names the function that turns a job
-into its service's ``Job`` message, and keeps terminal records (``job_records``) so finished jobs
-stay answerable after this process is gone::
+A servicer mixes this in before its generated base class, names the functions that turn a job
+into its service's ``Job`` message and an event into its stream message, and keeps terminal
+records (``job_records``) so finished jobs stay answerable after this process is gone::
 
     class ImageServicer(JobRpcs, image_pb2_grpc.ImageServiceServicer):
         job_message = staticmethod(convert.job_message)
+        watch_message = staticmethod(convert.stream_event)
 
         def __init__(self, engine, queue, store):
             self.queue, self.store = queue, store
@@ -17,14 +18,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from google.protobuf import descriptor_pool, message_factory
 
-from genmesh.errors import NotFound
+from genmesh.common.v1 import job_pb2
+from genmesh.errors import Cancelled, NotFound, from_code
 from servers.runtime.job_records import TerminalRecords
-from servers.runtime.jobs import Job, JobQueue
+from servers.runtime.jobs import Job, JobEvent, JobQueue
+from servers.runtime.streaming import stream_job
 from storage.keys import validate_job_id
 from storage.object_store import ObjectStore
 
@@ -38,10 +41,30 @@ def job_message_type(service: str) -> type:
     return message_factory.GetMessageClass(rpc.output_type)
 
 
+def terminal_events(service: str, recorded: Any) -> Iterator[Any]:
+    """The one terminal WatchJob event of a job known only by its record, then its error as the
+    stream's status (as the job's own stream ended)."""
+    rpc = descriptor_pool.Default().FindServiceByName(service).methods_by_name["WatchJob"]
+    status = recorded.status
+    event = message_factory.GetMessageClass(rpc.output_type)(job_id=status.job_id, state=status.state)
+    if status.state == job_pb2.JOB_STATE_SUCCEEDED:
+        event.result.CopyFrom(recorded.result)
+    elif status.state == job_pb2.JOB_STATE_FAILED:
+        event.error.CopyFrom(status.error)
+    elif status.state == job_pb2.JOB_STATE_CANCELLED:
+        event.cancelled.CopyFrom(status.cancelled)
+    yield event
+    if status.state == job_pb2.JOB_STATE_FAILED:
+        raise from_code(status.error.code, status.error.message)
+    if status.state == job_pb2.JOB_STATE_CANCELLED:
+        raise Cancelled(f"job {status.job_id} cancelled: {status.cancelled.reason}")
+
+
 class JobRpcs:
     queue: JobQueue
     store: ObjectStore
     job_message: Callable[[Job], Any]
+    watch_message: Callable[[Job, JobEvent], Any]  # one stream event, as the service's own stream sends it
     records: TerminalRecords | None = None
 
     def keep_terminal_records(self) -> None:
@@ -86,6 +109,20 @@ class JobRpcs:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._until_terminal(job), CANCEL_WAIT_SECONDS)
         return self.job_message(job)
+
+    async def WatchJob(self, request: Any, context: Any) -> AsyncIterator[Any]:
+        """The job's events so far, then live ones until it ends (never cancels it); a job known only
+        by its record answers one terminal event."""
+        job_id = validate_job_id(request.job_id)
+        try:
+            job = self.queue.get(job_id)
+        except NotFound as missing:
+            recorded = await self._recorded(job_id, missing)
+            for message in terminal_events(self.queue.service, recorded):
+                yield message
+            return
+        async for message in stream_job(self.queue, job, self.watch_message, owns_job=False):
+            yield message
 
     async def _until_terminal(self, job: Job) -> None:
         async for _ in self.queue.events(job):

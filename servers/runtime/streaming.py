@@ -11,8 +11,12 @@ from genmesh.errors import Cancelled, from_code
 from servers.runtime.jobs import CLIENT_DISCONNECTED, CancelledEvent, Failed, Job, JobEvent, JobQueue
 
 
-async def stream_job(queue: JobQueue, job: Job, to_message: Callable[[Job, JobEvent], Any]) -> AsyncIterator[Any]:
-    """Yield ``to_message(job, event)`` for every event; raise the terminal error after sending it."""
+async def stream_job(
+    queue: JobQueue, job: Job, to_message: Callable[[Job, JobEvent], Any], *, owns_job: bool = True
+) -> AsyncIterator[Any]:
+    """Yield ``to_message(job, event)`` for every event; raise the terminal error after sending it.
+    ``owns_job``: the stream that made the job (its end cancels the job unless detached); a
+    watcher's stream (WatchJob) never cancels it."""
     finished = False
     try:
         async for event in queue.events(job):
@@ -26,5 +30,5 @@ async def stream_job(queue: JobQueue, job: Job, to_message: Callable[[Job, JobEv
         finished = True
     finally:
         # Reached on client disconnect too (the generator is closed or cancelled mid-await).
-        if not finished and not job.detached and not job.terminal:
+        if owns_job and not finished and not job.detached and not job.terminal:
             queue.cancel(job.id, CLIENT_DISCONNECTED)

@@ -30,6 +30,8 @@ def client_id(context: grpc.aio.ServicerContext) -> str:
 
 class TextServicer(JobRpcs, text_pb2_grpc.TextServiceServicer):
     job_message = staticmethod(convert.job_message)
+    # Generate and Chat events have the same shape: a watcher gets GenerateResponse for both.
+    watch_message = staticmethod(functools.partial(convert.stream_event, text_pb2.GenerateResponse))
 
     def __init__(self, engine: TextEngine, queue: JobQueue, store: ObjectStore) -> None:
         self.engine = engine

@@ -19,6 +19,7 @@ from storage.object_store import ObjectStore
 
 class VideoServicer(JobRpcs, video_pb2_grpc.VideoServiceServicer):
     job_message = staticmethod(convert.job_message)
+    watch_message = staticmethod(convert.stream_event)
 
     def __init__(self, engine: VideoEngine, queue: JobQueue, store: ObjectStore) -> None:
         self.engine = engine

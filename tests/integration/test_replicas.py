@@ -5,6 +5,9 @@ job, full queues are retried on the other replica, and a replica killed mid-job 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -120,6 +123,35 @@ def test_cancel_through_the_gateway_reaches_the_owner_of_a_running_job(client: G
         assert cancelled.status.state == job_pb2.JOB_STATE_CANCELLED, cancelled.status
 
 
+def test_a_detached_job_is_watched_again_from_either_replica_over_grpc_rest_and_the_cli(
+    replicated: Mesh, client: GenmeshClient
+) -> None:
+    stream = client.text.stream_generate("Once upon a time", max_tokens=24, detach=True)
+    job_id = started(stream)
+    stream.close()  # detached: it runs on without its client
+    for replica in (0, 1):  # one of them forwards the watch to the owner
+        channel, stub = stub_for(replicated, replica)
+        with channel:
+            events = list(stub.WatchJob(text_pb2.WatchJobRequest(job_id=job_id), timeout=120))
+        kinds = [event.WhichOneof("event") for event in events]
+        assert kinds[0] == "queued" and kinds[-1] == "result" and "started" in kinds, kinds
+        streamed = "".join(event.delta.text for event in events if event.WhichOneof("event") == "delta")
+        assert streamed == events[-1].result.text and all(event.job_id == job_id for event in events)
+    watched = list(client.text.watch(job_id))  # through the gateway, after the end: the replay
+    assert watched[-1].result.text == streamed
+    with (
+        httpx.Client(base_url=f"http://{replicated.url}", headers={"x-api-key": replicated.api_key}) as http,
+        http.stream("GET", f"/v1/text/jobs/{job_id}:watch", timeout=120) as response,
+    ):
+        assert response.status_code == 200
+        lines = [json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: ")]
+    assert lines[-1]["state"] == "JOB_STATE_SUCCEEDED" and lines[-1]["result"]["text"] == streamed
+    cli = Path(sys.executable).parent / "genmesh"
+    env = {**os.environ, "GENMESH_URL": replicated.url, "GENMESH_API_KEY": replicated.api_key}
+    shown = subprocess.run([str(cli), "job", "watch", job_id], capture_output=True, text=True, env=env, timeout=60)
+    assert shown.returncode == 0 and shown.stdout.strip() == streamed.strip(), shown.stderr
+
+
 def test_a_forwarding_marker_from_outside_is_dropped_at_the_gateway(replicated: Mesh, client: GenmeshClient) -> None:
     stream = client.text.stream_generate("Count:", max_tokens=LONG, detach=True)
     job_id = started(stream)
@@ -197,6 +229,8 @@ def test_a_killed_replica_fails_its_streams_and_its_finished_jobs_answer_from_th
     for _ in range(6):
         job = client.text.get_job(finished[victim])
         assert job.status.state == job_pb2.JOB_STATE_SUCCEEDED and job.result.text
+        watched = list(client.text.watch(finished[victim]))  # the one terminal event, from the record
+        assert watched[-1].WhichOneof("event") == "result" and watched[-1].result.text == job.result.text
     # New work goes to the survivor (or to the victim once restarted): none of it fails.
     for _ in range(5):
         short_job(client)

@@ -82,6 +82,28 @@ def job_cancel(job_id: str, url: UrlOption = None, api_key: KeyOption = None) ->
             fail(error)
 
 
+@job_app.command("watch")
+def job_watch(job_id: str, url: UrlOption = None, api_key: KeyOption = None, as_json: JsonFlag = False) -> None:
+    """Follow a job by id (a detached one too): what it did so far, then live until it ends. Watching
+    never cancels it. Text jobs print their text; other jobs, and --json, print one JSON event per line."""
+    with GenmeshClient(url, api_key) as client:
+        service = job_service(client, job_id)  # training jobs too (`genmesh train --attach` shows a table)
+        text = service is client.text and not as_json
+        try:
+            for event in service.watch(job_id):
+                kind = event.WhichOneof("event")
+                if text and kind == "delta":
+                    typer.echo(event.delta.text, nl=False)
+                elif text and kind == "result":
+                    typer.echo("")
+                elif not text:
+                    typer.echo(json.dumps(to_dict(event)))
+        except errors.GenmeshError as error:
+            if text:
+                typer.echo("")
+            fail(error)
+
+
 @app.command()
 def up(
     port: Annotated[int, typer.Option(help="Gateway port on 127.0.0.1.")] = 8080,

@@ -73,6 +73,10 @@ class AsyncTextClient(_AsyncServiceClient):
     async def cancel_job(self, job_id: str) -> text_pb2.Job:
         return await self._unary(self._stub.CancelJob, text_pb2.CancelJobRequest(job_id=job_id))
 
+    def watch(self, job_id: str, *, timeout: float | None = None) -> AsyncIterator[Any]:
+        """A job's events by id: replayed so far, then live until it ends (never cancels it)."""
+        return self._stream(self._stub.WatchJob, text_pb2.WatchJobRequest(job_id=job_id), timeout)
+
 
 class AsyncImageClient(_AsyncServiceClient):
     def __init__(self, channel: grpc.aio.Channel, connection: Connection) -> None:
@@ -92,6 +96,10 @@ class AsyncImageClient(_AsyncServiceClient):
 
     async def cancel_job(self, job_id: str) -> image_pb2.Job:
         return await self._unary(self._stub.CancelJob, image_pb2.CancelJobRequest(job_id=job_id))
+
+    def watch(self, job_id: str, *, timeout: float | None = None) -> AsyncIterator[Any]:
+        """A job's events by id: replayed so far, then live until it ends (never cancels it)."""
+        return self._stream(self._stub.WatchJob, image_pb2.WatchJobRequest(job_id=job_id), timeout)
 
 
 class AsyncVideoClient(_AsyncServiceClient):
@@ -113,6 +121,10 @@ class AsyncVideoClient(_AsyncServiceClient):
     async def cancel_job(self, job_id: str) -> video_pb2.Job:
         return await self._unary(self._stub.CancelJob, video_pb2.CancelJobRequest(job_id=job_id))
 
+    def watch(self, job_id: str, *, timeout: float | None = None) -> AsyncIterator[Any]:
+        """A job's events by id: replayed so far, then live until it ends (never cancels it)."""
+        return self._stream(self._stub.WatchJob, video_pb2.WatchJobRequest(job_id=job_id), timeout)
+
 
 class AsyncAgentClient(_AsyncServiceClient):
     def __init__(self, channel: grpc.aio.Channel, connection: Connection) -> None:
@@ -131,6 +143,10 @@ class AsyncAgentClient(_AsyncServiceClient):
 
     async def cancel_job(self, job_id: str) -> agent_pb2.Job:
         return await self._unary(self._stub.CancelJob, agent_pb2.CancelJobRequest(job_id=job_id))
+
+    def watch(self, job_id: str, *, timeout: float | None = None) -> AsyncIterator[Any]:
+        """A job's events by id: replayed so far, then live until it ends (never cancels it)."""
+        return self._stream(self._stub.WatchJob, agent_pb2.WatchJobRequest(job_id=job_id), timeout)
 
 
 class AsyncGenmeshClient:

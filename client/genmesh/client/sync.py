@@ -79,6 +79,11 @@ class TextClient(_ServiceClient):
     def cancel_job(self, job_id: str) -> text_pb2.Job:
         return self._unary(self._stub.CancelJob, text_pb2.CancelJobRequest(job_id=job_id))
 
+    def watch(self, job_id: str, *, timeout: float | None = None) -> Iterator[Any]:
+        """A job's events by id (from any client and replica): replayed so far, then live until it
+        ends. Watching never cancels the job."""
+        return self._stream(self._stub.WatchJob, text_pb2.WatchJobRequest(job_id=job_id), timeout)
+
 
 class ImageClient(_ServiceClient):
     def __init__(self, channel: grpc.Channel, connection: Connection) -> None:
@@ -102,6 +107,11 @@ class ImageClient(_ServiceClient):
 
     def cancel_job(self, job_id: str) -> image_pb2.Job:
         return self._unary(self._stub.CancelJob, image_pb2.CancelJobRequest(job_id=job_id))
+
+    def watch(self, job_id: str, *, timeout: float | None = None) -> Iterator[Any]:
+        """A job's events by id (from any client and replica): replayed so far, then live until it
+        ends. Watching never cancels the job."""
+        return self._stream(self._stub.WatchJob, image_pb2.WatchJobRequest(job_id=job_id), timeout)
 
 
 class VideoClient(_ServiceClient):
@@ -128,6 +138,11 @@ class VideoClient(_ServiceClient):
 
     def cancel_job(self, job_id: str) -> video_pb2.Job:
         return self._unary(self._stub.CancelJob, video_pb2.CancelJobRequest(job_id=job_id))
+
+    def watch(self, job_id: str, *, timeout: float | None = None) -> Iterator[Any]:
+        """A job's events by id (from any client and replica): replayed so far, then live until it
+        ends. Watching never cancels the job."""
+        return self._stream(self._stub.WatchJob, video_pb2.WatchJobRequest(job_id=job_id), timeout)
 
 
 class TrainingClient(_ServiceClient):
@@ -207,6 +222,11 @@ class AgentClient(_ServiceClient):
 
     def cancel_job(self, job_id: str) -> agent_pb2.Job:
         return self._unary(self._stub.CancelJob, agent_pb2.CancelJobRequest(job_id=job_id))
+
+    def watch(self, job_id: str, *, timeout: float | None = None) -> Iterator[Any]:
+        """A job's events by id (from any client and replica): replayed so far, then live until it
+        ends. Watching never cancels the job."""
+        return self._stream(self._stub.WatchJob, agent_pb2.WatchJobRequest(job_id=job_id), timeout)
 
 
 class GenmeshClient:

@@ -245,6 +245,12 @@ class CancelJobRequest(_message.Message):
     job_id: str
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
+class WatchJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
 class Job(_message.Message):
     __slots__ = ("status", "result", "completed_stages")
     STATUS_FIELD_NUMBER: _ClassVar[int]

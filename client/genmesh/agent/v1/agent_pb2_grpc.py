@@ -59,6 +59,11 @@ class AgentServiceStub:
                 request_serializer=genmesh_dot_agent_dot_v1_dot_agent__pb2.CancelJobRequest.SerializeToString,
                 response_deserializer=genmesh_dot_agent_dot_v1_dot_agent__pb2.Job.FromString,
                 _registered_method=True)
+        self.WatchJob = channel.unary_stream(
+                '/genmesh.agent.v1.AgentService/WatchJob',
+                request_serializer=genmesh_dot_agent_dot_v1_dot_agent__pb2.WatchJobRequest.SerializeToString,
+                response_deserializer=genmesh_dot_agent_dot_v1_dot_agent__pb2.CreateCharacterResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer:
@@ -94,8 +99,10 @@ class AgentServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetJob(self, request, context):
-        """Gets a job (queued, running or finished) by id, with the stages finished so far. Finished
-        jobs are kept for the server's job retention time. Errors: NOT_FOUND.
+        """Gets a job (queued, running or finished) by id, with the stages finished so far, from any
+        replica. Finished jobs are kept in memory for the server's job retention time, and their final
+        state in object storage after that (and after their replica is gone). Errors: NOT_FOUND;
+        UNAVAILABLE while the replica that runs an unfinished job is down.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -104,6 +111,17 @@ class AgentServiceServicer:
     def CancelJob(self, request, context):
         """Cancels a queued or running job: the running sub-job is cancelled too, and the stages already
         finished stay stored. Cancelling a finished job returns it unchanged. Errors: NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchJob(self, request, context):
+        """Streams a job by id from any client, as its own stream did: every event so far (replayed), then
+        live events until it ends; the terminal error is also the stream's status. Watching never
+        cancels the job (use detach on the request that made it to let it outlive its stream).
+        A job known only by its record (finished, past the retention time or its replica gone) answers
+        one terminal event. Errors: NOT_FOUND.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -126,6 +144,11 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.CancelJob,
                     request_deserializer=genmesh_dot_agent_dot_v1_dot_agent__pb2.CancelJobRequest.FromString,
                     response_serializer=genmesh_dot_agent_dot_v1_dot_agent__pb2.Job.SerializeToString,
+            ),
+            'WatchJob': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchJob,
+                    request_deserializer=genmesh_dot_agent_dot_v1_dot_agent__pb2.WatchJobRequest.FromString,
+                    response_serializer=genmesh_dot_agent_dot_v1_dot_agent__pb2.CreateCharacterResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -219,6 +242,33 @@ class AgentService:
             '/genmesh.agent.v1.AgentService/CancelJob',
             genmesh_dot_agent_dot_v1_dot_agent__pb2.CancelJobRequest.SerializeToString,
             genmesh_dot_agent_dot_v1_dot_agent__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/genmesh.agent.v1.AgentService/WatchJob',
+            genmesh_dot_agent_dot_v1_dot_agent__pb2.WatchJobRequest.SerializeToString,
+            genmesh_dot_agent_dot_v1_dot_agent__pb2.CreateCharacterResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -60,6 +60,11 @@ class ImageServiceStub:
                 request_serializer=genmesh_dot_image_dot_v1_dot_image__pb2.CancelJobRequest.SerializeToString,
                 response_deserializer=genmesh_dot_image_dot_v1_dot_image__pb2.Job.FromString,
                 _registered_method=True)
+        self.WatchJob = channel.unary_stream(
+                '/genmesh.image.v1.ImageService/WatchJob',
+                request_serializer=genmesh_dot_image_dot_v1_dot_image__pb2.WatchJobRequest.SerializeToString,
+                response_deserializer=genmesh_dot_image_dot_v1_dot_image__pb2.GenerateImageResponse.FromString,
+                _registered_method=True)
 
 
 class ImageServiceServicer:
@@ -97,8 +102,10 @@ class ImageServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetJob(self, request, context):
-        """Gets a job (queued, running or finished) by id. Finished jobs are kept for the server's job
-        retention time. Errors: NOT_FOUND.
+        """Gets a job (queued, running or finished) by id, from any replica. Finished jobs are kept in
+        memory for the server's job retention time, and their final state in object storage after
+        that (and after their replica is gone). Errors: NOT_FOUND; UNAVAILABLE while the replica that
+        runs an unfinished job is down.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -108,6 +115,17 @@ class ImageServiceServicer:
         """Cancels a queued or running job; denoising stops within one step, no image is decoded or
         stored, and its stream ends with a Cancelled event. Cancelling a finished job returns it
         unchanged. Errors: NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchJob(self, request, context):
+        """Streams a job by id from any client, as its own stream did: every event so far (replayed), then
+        live events until it ends; the terminal error is also the stream's status. Watching never
+        cancels the job (use detach on the request that made it to let it outlive its stream).
+        A job known only by its record (finished, past the retention time or its replica gone) answers
+        one terminal event. Errors: NOT_FOUND.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -135,6 +153,11 @@ def add_ImageServiceServicer_to_server(servicer, server):
                     servicer.CancelJob,
                     request_deserializer=genmesh_dot_image_dot_v1_dot_image__pb2.CancelJobRequest.FromString,
                     response_serializer=genmesh_dot_image_dot_v1_dot_image__pb2.Job.SerializeToString,
+            ),
+            'WatchJob': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchJob,
+                    request_deserializer=genmesh_dot_image_dot_v1_dot_image__pb2.WatchJobRequest.FromString,
+                    response_serializer=genmesh_dot_image_dot_v1_dot_image__pb2.GenerateImageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -251,6 +274,33 @@ class ImageService:
             '/genmesh.image.v1.ImageService/CancelJob',
             genmesh_dot_image_dot_v1_dot_image__pb2.CancelJobRequest.SerializeToString,
             genmesh_dot_image_dot_v1_dot_image__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/genmesh.image.v1.ImageService/WatchJob',
+            genmesh_dot_image_dot_v1_dot_image__pb2.WatchJobRequest.SerializeToString,
+            genmesh_dot_image_dot_v1_dot_image__pb2.GenerateImageResponse.FromString,
             options,
             channel_credentials,
             insecure,
