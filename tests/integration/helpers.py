@@ -10,10 +10,10 @@ import httpx
 from PIL import Image
 
 
-def sse(gateway_url: str, api_key: str, path: str, body: dict) -> tuple[int, list[dict]]:
+def sse(gateway_url: str, api_key: str, path: str, body: dict | None, method: str = "POST") -> tuple[int, list[dict]]:
     with (
         httpx.Client(base_url=gateway_url, headers={"x-api-key": api_key}, timeout=120) as http,
-        http.stream("POST", path, json=body) as response,
+        http.stream(method, path, json=body) as response,
     ):
         if response.status_code != 200:
             response.read()

@@ -103,6 +103,23 @@ def test_cancel_mid_run_stores_nothing(client: GenmeshClient, object_store) -> N
     assert not [entry for entry in object_store.list("outputs") if f"/{job_id}/" in entry.key]
 
 
+def test_a_detached_job_is_watched_by_id_over_grpc_and_sse(client: GenmeshClient, gateway_url, api_key) -> None:
+    stream = client.images.stream_generate("a boat", width=64, height=64, steps=6, seed=3, detach=True)
+    job_id = next(stream).job_id
+    stream.close()  # detached: the job runs on without its client
+    events = list(client.images.watch(job_id))  # replayed so far, then live until the end
+    kinds = [event.WhichOneof("event") for event in events]
+    assert kinds[0] == "queued" and kinds[-1] == "result" and "progress_update" in kinds, kinds
+    assert all(event.job_id == job_id for event in events) and events[-1].result.images[0].artifact.key
+    status, replayed = sse(gateway_url, api_key, f"/v1/images/jobs/{job_id}:watch", None, method="GET")
+    assert (
+        status == 200
+        and replayed[-1]["result"]["images"][0]["artifact"]["key"] == events[-1].result.images[0].artifact.key
+    )
+    with pytest.raises(errors.NotFound, match="not found"):
+        list(client.images.watch("img-0-0000000000000000000000ff"))
+
+
 BAD_INPUTS = [
     ({"prompt": "x", "width": 100}, "width"),
     ({"prompt": "x", "height": 4096}, "height"),
