@@ -4,6 +4,13 @@ Engines run in worker threads (they block on llama.cpp or torch). They report th
 ``JobContext``; every report becomes an event that is appended to the job's history and fanned out
 to its subscribers on the asyncio loop, so any number of clients can watch a job and a late
 watcher first replays what already happened. Nothing here imports grpc.
+
+Text deltas are the one per-token report, and each event costs the same CPU whatever it holds
+(the loop's socket write, Envoy, the client), on the cores llama.cpp keeps busy. So a job's deltas
+go out in frames (``TEXT_FRAME_SECONDS``): the first token at once, later ones with the first token
+that comes at least a frame after the previous delta, merged (so text waits at most a frame plus
+one token, and a model slower than a frame still streams every token at once); and the text held
+always goes out before the job's next other event, its terminal one included.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import asyncio
 import collections
 import concurrent.futures
 import itertools
+import math
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -93,9 +101,10 @@ class StageChanged:
 
 @dataclass(frozen=True)
 class TextDelta:
-    """Generated text, streamed as it is made."""
+    """Generated text, streamed as it is made: ``tokens`` tokens' worth (deltas are merged into frames)."""
 
     text: str
+    tokens: int = 1
 
 
 @dataclass(frozen=True)
@@ -126,6 +135,9 @@ class CancelledEvent:
 
 JobEvent = Queued | Started | ProgressEvent | Output | Succeeded | Failed | CancelledEvent
 TERMINAL_EVENTS = (Succeeded, Failed, CancelledEvent)
+
+# Text deltas of one job are sent at most this often (the first at once); 0 sends every token.
+TEXT_FRAME_SECONDS = 0.05
 
 CANCEL_REQUESTED = "cancel requested"
 CLIENT_DISCONNECTED = "client disconnected"
@@ -163,10 +175,19 @@ class Job:
 
 
 class JobContext:
-    """What an engine sees of its job: cancellation and progress reporting. Thread-safe."""
+    """What an engine sees of its job: cancellation and progress reporting. Thread-safe, except that
+    text deltas come from one thread (the job's worker).
+
+    Text deltas are merged into frames of ``text_frame_seconds`` (see the module docstring); any other
+    report, and ``flush``, sends the text held first."""
 
     def __init__(
-        self, job: Job, publish: Callable[[Job, JobEvent], None], device: str, queued_seconds: float = 0.0
+        self,
+        job: Job,
+        publish: Callable[[Job, JobEvent], None],
+        device: str,
+        queued_seconds: float = 0.0,
+        text_frame_seconds: float = TEXT_FRAME_SECONDS,
     ) -> None:
         self.job_id = job.id
         self.device = device
@@ -174,6 +195,11 @@ class JobContext:
         self._job = job
         self._publish = publish
         self._started = time.monotonic()
+        self._frame_seconds = text_frame_seconds
+        self._text: list[str] = []  # held text, and how many tokens it holds, with their latest progress
+        self._text_tokens = 0
+        self._text_progress: Progress | None = None
+        self._text_sent_at = -math.inf
 
     @property
     def cancelled(self) -> bool:
@@ -190,6 +216,7 @@ class JobContext:
         return Progress(step, total_steps, elapsed, eta, preview)
 
     def progress(self, step: int, total_steps: int, preview: Preview | None = None) -> None:
+        self.flush()
         self._publish(self._job, ProgressEvent(self.make_progress(step, total_steps, preview)))
 
     def output(
@@ -198,7 +225,26 @@ class JobContext:
         """A piece of the result (or a stage change), with the progress it brings when known."""
         known = step is not None and total_steps is not None
         progress = self.make_progress(step, total_steps, preview) if known else None
+        if isinstance(payload, TextDelta):
+            self._text.append(payload.text)
+            self._text_tokens += payload.tokens
+            self._text_progress = progress or self._text_progress
+            if time.monotonic() - self._text_sent_at >= self._frame_seconds:
+                self.flush()
+            return
+        self.flush()
         self._publish(self._job, Output(payload, progress))
+
+    def flush(self) -> None:
+        """Send the text held for the next frame now (the queue calls it before the job's terminal event)."""
+        if not self._text_tokens:
+            return
+        delta = TextDelta(self._text[0] if len(self._text) == 1 else "".join(self._text), self._text_tokens)
+        progress, self._text_progress = self._text_progress, None
+        self._text.clear()
+        self._text_tokens = 0
+        self._text_sent_at = time.monotonic()
+        self._publish(self._job, Output(delta, progress))
 
 
 class JobQueue:
@@ -238,6 +284,8 @@ class JobQueue:
         # Called on the loop once a job ended, after its watchers got the terminal event (e.g. to
         # store its record, so other replicas answer for it after this process is gone).
         self.on_terminal: list[Callable[[Job], None]] = []
+        # How often a job's text deltas are sent (JobContext merges those made in between).
+        self.text_frame_seconds = TEXT_FRAME_SECONDS
         self._jobs: dict[str, Job] = {}
         self._pending: collections.deque[Job] = collections.deque()
         self._calls: collections.deque[tuple[Callable[[], Any], concurrent.futures.Future[Any]]] = collections.deque()
@@ -425,7 +473,11 @@ class JobQueue:
         if job.terminal:
             job.ended_at = time.time()
             job.cancel_requested.set()  # nothing may keep running for a finished job
-            tokens = sum(1 for item in job.history if isinstance(item, Output) and isinstance(item.payload, TextDelta))
+            tokens = sum(
+                item.payload.tokens
+                for item in job.history
+                if isinstance(item, Output) and isinstance(item.payload, TextDelta)
+            )
             self._metrics.finished(job, tokens)
         # Progress-only events are not kept (a watcher needs the latest, not all); outputs are.
         if not isinstance(event, ProgressEvent):
@@ -496,8 +548,9 @@ class JobQueue:
         queued_seconds = time.time() - job.created_at
         self._publish(job, Started(queued_seconds))
         self._loop.call_soon_threadsafe(self._announce_positions)
-        context = JobContext(job, self._publish, device, queued_seconds)
+        context = JobContext(job, self._publish, device, queued_seconds, self.text_frame_seconds)
         started = time.monotonic()
+        end: JobEvent
         with structlog.contextvars.bound_contextvars(job_id=job.id, method=job.method, **job.log_context):
             log.info("job_started", queued_seconds=round(queued_seconds, 3), device=device)
             try:
@@ -506,17 +559,19 @@ class JobQueue:
                 result = job.work(context)
             except Cancelled as exc:
                 log.info("job_cancelled", reason=exc.message, seconds=round(time.monotonic() - started, 3))
-                self._publish(job, CancelledEvent(exc.message))
+                end = CancelledEvent(exc.message)
             except GenmeshError as exc:
                 log.info("job_failed", code=exc.code, error=exc.message, seconds=round(time.monotonic() - started, 3))
-                self._publish(job, Failed(exc.code, exc.message, exc.field))
+                end = Failed(exc.code, exc.message, exc.field)
             except Exception as exc:  # a bug or a library failure: log it whole, tell the caller little
                 log.exception("job_crashed", seconds=round(time.monotonic() - started, 3))
                 error = as_genmesh_error(exc)
-                self._publish(job, Failed(error.code, error.message, error.field if error.code != "INTERNAL" else None))
+                end = Failed(error.code, error.message, error.field if error.code != "INTERNAL" else None)
             else:
                 log.info("job_succeeded", seconds=round(time.monotonic() - started, 3))
-                self._publish(job, Succeeded(result))
+                end = Succeeded(result)
+            context.flush()  # the text held for the next frame goes out before the end
+            self._publish(job, end)
 
 
 def as_genmesh_error(exc: BaseException) -> GenmeshError:

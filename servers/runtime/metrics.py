@@ -62,7 +62,7 @@ STEP_RATE = Histogram(
     ["service", "method"],
     buckets=RATE_BUCKETS,
 )
-TOKENS = Counter("genmesh_generated_tokens", "Tokens generated (streamed text deltas)", ["service", "method"])
+TOKENS = Counter("genmesh_generated_tokens", "Tokens generated (streamed in text deltas)", ["service", "method"])
 OUTPUTS = Counter(
     "genmesh_job_outputs",
     "Streamed outputs by kind: epoch_completed (training epochs), checkpoint_saved, stage_changed, ...",
@@ -113,7 +113,7 @@ class QueueMetrics:
         OUTPUTS.labels(self.service, method_label(job.method), kind_label(payload)).inc()
 
     def finished(self, job: Job, tokens: int) -> None:
-        """``job`` reached its terminal state; ``tokens`` is how many text deltas it streamed."""
+        """``job`` reached its terminal state; ``tokens`` is how many tokens its text deltas held."""
         method, state = method_label(job.method), job.state.value
         JOBS.labels(self.service, method, state).inc()
         if job.started_at is not None and job.ended_at is not None:

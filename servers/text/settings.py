@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 
 from genmesh.services import BY_NAME
+from servers.runtime.jobs import TEXT_FRAME_SECONDS
 from servers.runtime.settings import ServerSettings, setting
 
 
@@ -19,6 +20,12 @@ class TextSettings(ServerSettings):
     models_dir: Path | None = setting(None, "folder of *.gguf files (default: <data_dir>/models/text)")
     context_length: int = setting(4096, "context window in tokens", env="GENMESH_TEXT_CONTEXT_LENGTH")
     gpu_layers: int = setting(0, "layers to offload to the GPU (-1: all) on a GPU build of llama.cpp")
+    stream_frame_ms: float = setting(
+        TEXT_FRAME_SECONDS * 1000,
+        "streamed text is sent at most this often, the tokens made in between in one delta (the first at once; "
+        "0: every token)",
+        env="GENMESH_TEXT_STREAM_FRAME_MS",
+    )
 
     def resolved_models_dir(self) -> Path:
         return self.models_dir or self.data_dir / "models" / "text"

@@ -121,7 +121,8 @@ def test_keys_rotate_while_a_stream_flows_and_never_reach_a_log(keyed_mesh, capf
                 failures.append(exc)
 
     def deltas() -> int:
-        return sum(1 for event in list(events) if event.WhichOneof("event") == "delta")
+        """Tokens streamed so far (one delta may carry several)."""
+        return max((event.progress.step for event in list(events) if event.WhichOneof("event") == "delta"), default=0)
 
     streamer = threading.Thread(target=stream)
     streamer.start()

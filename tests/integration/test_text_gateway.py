@@ -49,20 +49,24 @@ def test_rest_sse_generate_streams_job_id_tokens_and_result(gateway_url, api_key
         events = sse_events(response)
     assert "queued" in events[0] and events[0]["job_id"].startswith("txt-")
     assert events[0]["queued"]["queue_position"] == 0
-    deltas = [event["delta"]["text"] for event in events if "delta" in event]
-    assert len(deltas) >= 2
+    # One delta carries the tokens made since the previous one (the first is sent at once);
+    # progress.step counts them.
+    deltas = [event for event in events if "delta" in event]
+    assert len(deltas) >= 2 and deltas[0]["progress"]["step"] == 1
+    steps = [event["progress"]["step"] for event in deltas]
+    assert steps == sorted(set(steps))
     final = events[-1]
     assert final["state"] == "JOB_STATE_SUCCEEDED"
     result = final["result"]
-    assert result["text"] == "".join(deltas) and result["text"].strip()
-    assert result["usage"]["completion_tokens"] == len(deltas)
+    assert result["text"] == "".join(event["delta"].get("text", "") for event in deltas) and result["text"].strip()
+    assert result["usage"]["completion_tokens"] == steps[-1]
     assert result["timings"]["tokens_per_second"] > 0
     # The record is in object storage under outputs/YYYYMMDD_HHmm/<job_id>/result.json.
     record = result["record"]
     assert record["bucket"] == "outputs" and record["key"].split("/")[1] == events[0]["job_id"]
     saved = json.loads(object_store.get_bytes("outputs", record["key"]))
     assert saved["output"]["text"] == result["text"] and saved["request"]["prompt"] == body["prompt"]
-    assert saved["usage"]["completion_tokens"] == len(deltas)
+    assert saved["usage"]["completion_tokens"] == steps[-1]
 
 
 def test_grpc_stream_through_gateway_and_seed_reproducibility(client: GenmeshClient) -> None:
@@ -72,6 +76,8 @@ def test_grpc_stream_through_gateway_and_seed_reproducibility(client: GenmeshCli
     assert kinds[0] == "queued" and kinds[1] == "started" and kinds[-1] == "result"
     assert all(kind == "delta" for kind in kinds[2:-1])
     first = events[-1].result
+    assert "".join(event.delta.text for event in events[2:-1]) == first.text
+    assert events[-2].progress.step == first.usage.completion_tokens
     again = client.text.generate("A short story about a robot:", **options)
     assert again.text == first.text and again.seed == 1234
 
@@ -170,7 +176,7 @@ def test_cancel_running_job_ends_stream_with_cancelled_event(client, gateway_url
     assert not reader.is_alive()
     assert events[-1].WhichOneof("event") == "cancelled"
     assert isinstance(failure[0], errors.Cancelled)
-    produced = sum(1 for e in events if e.WhichOneof("event") == "delta")
+    produced = [e for e in events if e.WhichOneof("event") == "delta"][-1].progress.step  # tokens streamed
     assert produced < 2000
     job = client.text.get_job(job_id)
     assert job.status.state == job_pb2.JOB_STATE_CANCELLED

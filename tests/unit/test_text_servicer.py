@@ -97,13 +97,15 @@ async def test_stream_contract(text_stub) -> None:
     kinds = [event.WhichOneof("event") for event in events]
     assert kinds[0] == "queued" and events[0].job_id.startswith("txt-")
     assert kinds[1] == "started"
-    assert kinds[2:-1] == ["delta"] * 4
+    assert kinds[2] == "delta" and events[2].delta.text == "t1 "  # the first token at once
+    assert set(kinds[2:-1]) == {"delta"}  # the others in frames: one delta may carry several tokens
     assert kinds[-1] == "result" and kinds.count("result") == 1
     assert {event.job_id for event in events} == {events[0].job_id}
     assert events[-1].state == job_pb2.JOB_STATE_SUCCEEDED
     assert events[-2].progress.step == 4 and events[-2].progress.total_steps == 4
     result = events[-1].result
     assert result.text == "t1 t2 t3 t4 " and result.usage.total_tokens == 7
+    assert "".join(event.delta.text for event in events[2:-1]) == result.text
     assert result.record.key.endswith(f"/{events[0].job_id}/result.json") and result.record.key in store.saved
 
 
@@ -172,16 +174,24 @@ async def test_crash_is_internal_without_details(text_stub) -> None:
 async def test_cancel_job_ends_the_stream_with_a_cancelled_event(text_stub) -> None:
     stub, engine, store, _ = text_stub
     events = []
+    cancelled_at = 0
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         async for event in stub.Generate(generate(max_tokens=10_000)):
             events.append(event)
-            if event.WhichOneof("event") == "delta" and event.progress.step == 3:
+            if event.WhichOneof("event") == "delta" and event.progress.step >= 3 and not cancelled_at:
+                cancelled_at = event.progress.step
                 job = await stub.CancelJob(text_pb2.CancelJobRequest(job_id=event.job_id))
                 assert job.status.job_id == event.job_id
                 assert job.status.state == job_pb2.JOB_STATE_CANCELLED  # returned once it stopped
     assert caught.value.code() == grpc.StatusCode.CANCELLED
     assert events[-1].WhichOneof("event") == "cancelled"
-    assert engine.tokens_emitted < 10  # stopped within a token or so
+    assert engine.tokens_emitted - cancelled_at < 10  # stopped within a token or so of the cancel
+    # Every token made before the cancel was streamed (the text held for the next frame included).
+    streamed = [event for event in events if event.WhichOneof("event") == "delta"]
+    assert streamed[-1].progress.step == engine.tokens_emitted
+    assert "".join(event.delta.text for event in streamed) == "".join(
+        f"t{n} " for n in range(1, engine.tokens_emitted + 1)
+    )
     # No result is stored for a cancelled job, only its terminal record (GetJob after this process is gone).
     assert [key for key in store.saved if not key.startswith("jobs/")] == []
     job = await stub.GetJob(text_pb2.GetJobRequest(job_id=events[0].job_id))
