@@ -41,6 +41,7 @@ class TextServicer(JobRpcs, text_pb2_grpc.TextServiceServicer):
 
     def _work(self, request: TextRequest, method: str, client: str, context: JobContext) -> text_pb2.TextResult:
         outcome = self.engine.generate(request, context)
+        context.flush()  # the text is complete: the frame's last tokens go out now, not after the record
         try:
             record = save_record(self.store, context.job_id, method, request, outcome, client)
         except Unavailable as exc:

@@ -59,8 +59,13 @@ class FakeStore:
     def __init__(self) -> None:
         self.saved: dict[str, bytes] = {}
         self.down = False
+        self.slow = threading.Event()  # set: a put waits until ``slow`` is cleared (at most 10 s)
 
     def put_bytes(self, bucket: str, key: str, data: bytes, content_type: str) -> StoredObject:
+        for _ in range(1000):
+            if not self.slow.is_set():
+                break
+            threading.Event().wait(0.01)
         if self.down:
             raise Unavailable("object storage at s3:9000 is unreachable: connection refused")
         self.saved[key] = data
@@ -107,6 +112,22 @@ async def test_stream_contract(text_stub) -> None:
     assert result.text == "t1 t2 t3 t4 " and result.usage.total_tokens == 7
     assert "".join(event.delta.text for event in events[2:-1]) == result.text
     assert result.record.key.endswith(f"/{events[0].job_id}/result.json") and result.record.key in store.saved
+
+
+async def test_the_last_tokens_are_sent_before_the_record_is_stored(text_stub) -> None:
+    stub, _, store, queue = text_stub
+    queue.text_frame_seconds = 60.0  # everything after the first token is held for the frame
+    store.slow.set()
+    call = stub.Generate(generate(max_tokens=4))
+    deltas = []
+    while len(deltas) < 2:
+        event = await call.read()
+        if event.WhichOneof("event") == "delta":
+            deltas.append(event)
+    assert [d.progress.step for d in deltas] == [1, 4] and deltas[1].delta.text == "t2 t3 t4 "
+    assert not [key for key in store.saved if not key.startswith("jobs/")]  # the record is still being stored
+    store.slow.clear()
+    assert (await call.read()).WhichOneof("event") == "result"
 
 
 @pytest.mark.parametrize(
