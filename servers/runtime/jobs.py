@@ -137,7 +137,7 @@ JobEvent = Queued | Started | ProgressEvent | Output | Succeeded | Failed | Canc
 TERMINAL_EVENTS = (Succeeded, Failed, CancelledEvent)
 
 # Text deltas of one job are sent at most this often (the first at once); 0 sends every token.
-TEXT_FRAME_SECONDS = 0.05
+TEXT_FRAME_SECONDS = 0.1
 
 CANCEL_REQUESTED = "cancel requested"
 CLIENT_DISCONNECTED = "client disconnected"
