@@ -1,15 +1,16 @@
 """Text generation: direct llama-cpp-python vs the service over gRPC through Envoy vs REST SSE
 through Envoy, with the same model, prompt, seed, thread count and max_tokens, in one run.
 
-    .venv/bin/python bench/text.py [--max-tokens 128] [--runs 5] [--threads 2]
+    .venv/bin/python bench/text.py [--max-tokens 128] [--runs 7] [--threads 2]
 
 Prints a table (median tokens/s, time to first token, tokens and messages per run, measured by
 the caller; tokens are counted by the events' ``progress.step``, as one delta may carry several)
 with the CPU each path spent per token, by part (see ``CpuMeter``); then the server's CPU per
 token, the CPU the gateway path adds per token besides llama (``added_cpu_ms_per_token``: on a
-machine whose cores llama.cpp keeps busy, this is what slows generation down) and, last,
-``ratio=<gateway gRPC tok/s / direct tok/s>``. The direct model runs in this process only while
-the mesh's text server is idle, so the two never compete for the cores.
+machine whose cores llama.cpp keeps busy, this is what slows generation down), the ratios and
+first-token delays paired by round and, last, ``ratio=<gateway gRPC tok/s / direct tok/s>``. The direct model runs in this process only while
+the mesh's text server is idle, and each run starts after a pause, so the two never compete for
+the cores.
 """
 
 from __future__ import annotations
@@ -130,6 +131,7 @@ class CpuMeter:
 
 
 GATEWAY_PARTS = ("loop", "grpc", "envoy", "client")
+SETTLE_SECONDS = 0.25
 
 
 def measure(paths: dict[str, tuple[CpuMeter, Callable[[], Iterator[int]]]], runs: int) -> dict[str, dict[str, float]]:
@@ -137,6 +139,9 @@ def measure(paths: dict[str, tuple[CpuMeter, Callable[[], Iterator[int]]]], runs
     samples: dict[str, list[Run]] = {name: [] for name in paths}
     for _ in range(runs):
         for name, (meter, run) in paths.items():
+            # llama.cpp's idle OpenMP threads spin a while after a generation: without a pause the
+            # previous path's process keeps a core busy into this one's first token.
+            time.sleep(SETTLE_SECONDS)
             samples[name].append(meter.run(run()))
     print(f"{'path':<18} {'tokens/s':>9} {'first tok ms':>12} {'tokens':>6} {'msgs':>5}   CPU ms/token", flush=True)
     summary = {}
@@ -150,13 +155,16 @@ def measure(paths: dict[str, tuple[CpuMeter, Callable[[], Iterator[int]]]], runs
             flush=True,
         )
         summary[name] = {**row, **per_token, "added": sum(per_token.get(part, 0.0) for part in GATEWAY_PARTS)}
+        pairs = list(zip(rows, next(iter(samples.values())), strict=True))
+        summary[name]["paired_ratio"] = statistics.median(r.tps / d.tps for r, d in pairs)
+        summary[name]["paired_delay"] = statistics.median(r.ttft - d.ttft for r, d in pairs)
     return summary
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--max-tokens", type=int, default=128)
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args()
@@ -214,6 +222,10 @@ def main() -> None:
     print(f"sse={sse['llama'] + sse['loop'] + sse['grpc']:.2f} direct={direct['process']:.2f}")
     # What the gateway path adds per token besides llama (server loop and gRPC threads, Envoy, client).
     print(f"added_cpu_ms_per_token grpc={grpc_['added']:.2f} sse={sse['added']:.2f}")
+    # Median over the rounds of each run against its round's direct run: the machine's speed drifts less
+    # within a round than over the whole bench.
+    print(f"paired_ratio grpc={grpc_['paired_ratio']:.3f} sse={sse['paired_ratio']:.3f}")
+    print(f"paired_first_token_delay_ms grpc={grpc_['paired_delay'] * 1000:.1f} sse={sse['paired_delay'] * 1000:.1f}")
     print(f"sse_ratio={sse['tps'] / direct['tps']:.3f}")
     print(f"ratio={grpc_['tps'] / direct['tps']:.3f}")
 
