@@ -8,9 +8,9 @@ the caller; tokens are counted by the events' ``progress.step``, as one delta ma
 with the CPU each path spent per token, by part (see ``CpuMeter``); then the server's CPU per
 token, the CPU the gateway path adds per token besides llama (``added_cpu_ms_per_token``: on a
 machine whose cores llama.cpp keeps busy, this is what slows generation down), the ratios and
-first-token delays paired by round and, last, ``ratio=<gateway gRPC tok/s / direct tok/s>``. The direct model runs in this process only while
-the mesh's text server is idle, and each run starts after a pause, so the two never compete for
-the cores.
+first-token delays paired by round and, last, ``ratio=<gateway gRPC tok/s / direct tok/s>``.
+The direct model runs in this process only while the mesh's text server is idle, and each run
+starts after a pause, so the two never compete for the cores.
 """
 
 from __future__ import annotations
