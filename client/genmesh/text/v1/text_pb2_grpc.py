@@ -26,7 +26,9 @@ if _version_not_supported:
 
 
 class TextServiceStub:
-    """Text generation with GGUF language models (llama.cpp), streamed token by token.
+    """Text generation with GGUF language models (llama.cpp), streamed as it is made: the first token
+    at once, then the tokens of each frame (the server's GENMESH_TEXT_STREAM_FRAME_MS, 100 ms by
+    default; 0 sends every token) in one Delta.
     """
 
     def __init__(self, channel):
@@ -68,7 +70,9 @@ class TextServiceStub:
 
 
 class TextServiceServicer:
-    """Text generation with GGUF language models (llama.cpp), streamed token by token.
+    """Text generation with GGUF language models (llama.cpp), streamed as it is made: the first token
+    at once, then the tokens of each frame (the server's GENMESH_TEXT_STREAM_FRAME_MS, 100 ms by
+    default; 0 sends every token) in one Delta.
     """
 
     def Generate(self, request, context):
@@ -167,7 +171,9 @@ def add_TextServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class TextService:
-    """Text generation with GGUF language models (llama.cpp), streamed token by token.
+    """Text generation with GGUF language models (llama.cpp), streamed as it is made: the first token
+    at once, then the tokens of each frame (the server's GENMESH_TEXT_STREAM_FRAME_MS, 100 ms by
+    default; 0 sends every token) in one Delta.
     """
 
     @staticmethod
