@@ -18,16 +18,13 @@ from genmesh.image.v1 import image_pb2, image_pb2_grpc
 from genmesh.services import BY_NAME
 from genmesh.text.v1 import text_pb2, text_pb2_grpc
 from genmesh.video.v1 import video_pb2, video_pb2_grpc
+from servers.runtime.channels import RECONNECT_OPTIONS
 from servers.runtime.jobs import JobContext
 from servers.runtime.tls import TlsFiles
 
 log = structlog.get_logger(__name__)
 
 HEALTH_TIMEOUT_SECONDS = 2.0
-# gRPC backs off reconnecting to an address that refused (up to 120 s by default): a service that
-# restarts would look down long after it is back. The services are near (loopback, one cluster):
-# retry every second or two.
-RECONNECT_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 500), ("grpc.max_reconnect_backoff_ms", 2000)]
 CANCEL_POLL_SECONDS = 0.1
 SERVING = health_pb2.HealthCheckResponse.SERVING
 

@@ -26,6 +26,7 @@ import structlog
 from google.protobuf import descriptor_pool
 
 from genmesh.errors import NotFound, Unavailable
+from servers.runtime.channels import MESSAGE_SIZE_OPTIONS, RECONNECT_OPTIONS
 from servers.runtime.job_ids import JobIds, job_owner
 from servers.runtime.peers import Peers
 from servers.runtime.tls import TlsFiles
@@ -35,8 +36,6 @@ log = structlog.get_logger(__name__)
 FORWARDED = "x-genmesh-forwarded"  # set on a forwarded call: answer it here, never forward it again
 PASSED_ON = ("x-request-id", "x-client-id")
 UNARY_TIMEOUT_SECONDS = 30.0  # a GetJob or CancelJob (which waits up to 5 s) to a peer that hangs
-RECONNECT_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 500), ("grpc.max_reconnect_backoff_ms", 2000)]
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
 @functools.cache
@@ -49,12 +48,6 @@ def addresses_job(method: str) -> bool:
         return False
     field = rpc.input_type.fields_by_name.get("job_id")
     return field is not None and field.type == field.TYPE_STRING and not rpc.client_streaming
-
-
-class PeerUnreachable(Exception):
-    def __init__(self, replica: int, address: str, error: grpc.aio.AioRpcError) -> None:
-        super().__init__(address)
-        self.replica, self.address, self.error = replica, address, error
 
 
 class ForwardingInterceptor(grpc.aio.ServerInterceptor):
@@ -115,11 +108,7 @@ class ForwardingInterceptor(grpc.aio.ServerInterceptor):
     def _channel(self, address: str) -> grpc.aio.Channel:
         channel = self._channels.get(address)
         if channel is None:
-            options = [
-                *RECONNECT_OPTIONS,
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ]
+            options = [*MESSAGE_SIZE_OPTIONS, *RECONNECT_OPTIONS]
             channel = (
                 grpc.aio.insecure_channel(address, options=options)
                 if self.tls is None
@@ -128,10 +117,10 @@ class ForwardingInterceptor(grpc.aio.ServerInterceptor):
             self._channels[address] = channel
         return channel
 
-    def _unavailable(self, request: Any, unreachable: PeerUnreachable) -> Unavailable:
+    def _unavailable(self, job_id: str, replica: int, address: str) -> Unavailable:
         return Unavailable(
             # Not the transport's words ("failed to connect ..."): a client would take them for its own link.
-            f"job {request.job_id} runs on {self.service} replica {unreachable.replica} ({unreachable.address}), "
+            f"job {job_id} runs on {self.service} replica {replica} ({address}), "
             "which is down or restarting; a job that finished there is answered from the object store once recorded"
         )
 
@@ -160,13 +149,13 @@ class ForwardingInterceptor(grpc.aio.ServerInterceptor):
                 try:  # the job's terminal record, if it finished
                     return await behaviour(request, context)
                 except NotFound:
-                    raise self._unavailable(request, PeerUnreachable(replica, address, error)) from None
+                    raise self._unavailable(request.job_id, replica, address) from None
             log.info("rpc_forwarded", replica=replica, address=address)
             return response
 
         return handle
 
-    # -- server streaming (WatchTrainingJob) --------------------------------------------------------
+    # -- server streaming (WatchJob, WatchTrainingJob) --------------------------------------------------------
     def _stream(self, behaviour: Callable[..., AsyncIterator[Any]], method: str) -> Callable[..., AsyncIterator[Any]]:
         async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             owner = self._owner(request, context)
@@ -196,7 +185,7 @@ class ForwardingInterceptor(grpc.aio.ServerInterceptor):
                     async for message in behaviour(request, context):
                         yield message
                 except NotFound:
-                    raise self._unavailable(request, PeerUnreachable(replica, address, error)) from None
+                    raise self._unavailable(request.job_id, replica, address) from None
             finally:
                 call.cancel()  # the caller went away: stop the owner's stream too
 

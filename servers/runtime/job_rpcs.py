@@ -35,18 +35,17 @@ CANCEL_WAIT_SECONDS = 5.0
 
 
 @functools.cache
-def job_message_type(service: str) -> type:
-    """The ``Job`` message class GetJob of ``service`` ("genmesh.image.v1.ImageService") returns."""
-    rpc = descriptor_pool.Default().FindServiceByName(service).methods_by_name["GetJob"]
+def returned_type(service: str, method: str) -> type:
+    """The message class ``method`` of ``service`` ("genmesh.image.v1.ImageService") returns (or streams)."""
+    rpc = descriptor_pool.Default().FindServiceByName(service).methods_by_name[method]
     return message_factory.GetMessageClass(rpc.output_type)
 
 
 def terminal_events(service: str, recorded: Any) -> Iterator[Any]:
     """The one terminal WatchJob event of a job known only by its record, then its error as the
     stream's status (as the job's own stream ended)."""
-    rpc = descriptor_pool.Default().FindServiceByName(service).methods_by_name["WatchJob"]
     status = recorded.status
-    event = message_factory.GetMessageClass(rpc.output_type)(job_id=status.job_id, state=status.state)
+    event = returned_type(service, "WatchJob")(job_id=status.job_id, state=status.state)
     if status.state == job_pb2.JOB_STATE_SUCCEEDED:
         event.result.CopyFrom(recorded.result)
     elif status.state == job_pb2.JOB_STATE_FAILED:
@@ -83,7 +82,7 @@ class JobRpcs:
         """The job's terminal record, or ``missing`` raised when it has none."""
         if self.records is None or not self.queue.service:  # a queue without a proto service: no record type
             raise missing
-        recorded = await asyncio.to_thread(self.records.load, job_id, job_message_type(self.queue.service))
+        recorded = await asyncio.to_thread(self.records.load, job_id, returned_type(self.queue.service, "GetJob"))
         if recorded is None:
             raise missing
         return recorded

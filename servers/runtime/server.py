@@ -16,6 +16,7 @@ from grpc_reflection.v1alpha import reflection
 
 import genmesh
 from servers.runtime import metrics
+from servers.runtime.channels import MESSAGE_SIZE_OPTIONS
 from servers.runtime.forwarding import ForwardingInterceptor
 from servers.runtime.interceptors import ErrorAndContextInterceptor
 from servers.runtime.jobs import JobQueue
@@ -23,7 +24,6 @@ from servers.runtime.settings import ServerSettings
 
 log = structlog.get_logger(__name__)
 
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
@@ -74,11 +74,7 @@ class Server:
         )
         self.grpc = grpc.aio.server(
             interceptors=[ErrorAndContextInterceptor(), self.forwarding],
-            options=[
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.so_reuseport", 0),
-            ],
+            options=[*MESSAGE_SIZE_OPTIONS, ("grpc.so_reuseport", 0)],
         )
 
     async def _set_health(self, status: int) -> None:
