@@ -71,6 +71,10 @@ def param_for(field: str | None, params: Mapping[str, str]) -> str | None:
     return field
 
 
+# How a message names a genmesh field that one OpenAI parameter stands for only in part.
+LABELS = {"width": "size (width)", "height": "size (height)", "num_frames": "seconds x fps (num_frames)"}
+
+
 def from_genmesh(error: GenmeshError, params: Mapping[str, str] | None = None) -> OpenAIError:
     """The OpenAI error for a genmesh one, with its field renamed to the caller's parameter."""
     status, kind = _STATUS.get(error.code, (500, "server_error"))
@@ -78,7 +82,7 @@ def from_genmesh(error: GenmeshError, params: Mapping[str, str] | None = None) -
     param = param_for(error.field, params)
     message = error.message
     if error.field and param and param != error.field:
-        message = message.replace(error.field, param, 1)
+        message = message.replace(error.field, LABELS.get(error.field, param), 1)
     code = {
         "INVALID_ARGUMENT": "invalid_value",
         "NOT_FOUND": "model_not_found" if param == "model" else "not_found",

@@ -12,7 +12,7 @@ import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from genmesh.client.connection import CHANNEL_OPTIONS, translate
-from genmesh.errors import Cancelled, Unavailable, from_code
+from genmesh.errors import Cancelled, GenmeshError, Unavailable, from_code
 from genmesh.image.v1 import image_pb2_grpc
 from genmesh.services import BY_NAME
 from genmesh.text.v1 import text_pb2_grpc
@@ -22,6 +22,8 @@ from servers.runtime.channels import RECONNECT_OPTIONS
 log = structlog.get_logger(__name__)
 
 HEALTH_TIMEOUT_SECONDS = 2.0
+# What gRPC's transport says when the server is down or restarting (not a server's own UNAVAILABLE).
+_UNREACHABLE = ("failed to connect", "backends failing", "connection refused", "socket closed", "dns resolution")
 _STUBS = {
     "text": text_pb2_grpc.TextServiceStub,
     "image": image_pb2_grpc.ImageServiceStub,
@@ -70,11 +72,20 @@ class Upstreams:
             await channel.close()
 
 
+def _error(exc: grpc.RpcError, service: str) -> GenmeshError:
+    """The client's translation, except that a server this process cannot reach is named as such (the
+    client's own wording is about the gateway, which is not what failed here)."""
+    details = (exc.details() or "").lower()
+    if exc.code() == grpc.StatusCode.UNAVAILABLE and any(marker in details for marker in _UNREACHABLE):
+        return Unavailable(f"the {service} service is not available (down or restarting); retry shortly")
+    return translate(exc, service)
+
+
 async def unary(service: str, call: Any, request: Any, metadata: Sequence[tuple[str, str]]) -> Any:
     try:
         return await call(request, metadata=metadata)
     except grpc.RpcError as exc:
-        raise translate(exc, service) from None
+        raise _error(exc, service) from None
 
 
 class JobStream:
@@ -108,7 +119,7 @@ class JobStream:
         try:
             event = await self._call.read()
         except grpc.RpcError as exc:
-            raise translate(exc, self.service) from None
+            raise _error(exc, self.service) from None
         return None if event is grpc.aio.EOF else event
 
     async def events(self) -> AsyncIterator[Any]:

@@ -96,7 +96,7 @@ def _seconds(timestamp: Any) -> int | None:
     return timestamp.seconds if timestamp.seconds else None
 
 
-def video_object(job: video_pb2.Job, *, model: str = "", seconds: str = "", size: str = "") -> dict:
+def video_object(job: video_pb2.Job, *, model: str = "", seconds: str = "", size: str = "", prompt: str = "") -> dict:
     """OpenAI's video object from a genmesh video job (``GetJob``'s answer)."""
     status = job.status
     state = STATUSES.get(status.state, "queued")
@@ -107,7 +107,7 @@ def video_object(job: video_pb2.Job, *, model: str = "", seconds: str = "", size
         error = {"code": "cancelled", "message": f"cancelled: {status.cancelled.reason}"}
     if job.HasField("result"):
         parameters = job.result.parameters
-        model = parameters.model
+        model, prompt = parameters.model, parameters.prompt
         seconds = f"{job.result.duration_seconds:g}"
         size = f"{parameters.width}x{parameters.height}"
     progress = 100 if state == "completed" else int(status.progress.fraction * 100)
@@ -117,6 +117,7 @@ def video_object(job: video_pb2.Job, *, model: str = "", seconds: str = "", size
         "created_at": _seconds(status.create_time) or int(time.time()),
         "status": state,
         "model": model,
+        "prompt": prompt or None,
         "progress": progress,
         "seconds": seconds,
         "size": size,
@@ -132,4 +133,5 @@ def queued_object(job_id: str, call: VideoCall) -> dict:
     job.status.job_id = job_id
     job.status.state = job_pb2.JOB_STATE_QUEUED
     job.status.create_time.GetCurrentTime()
-    return video_object(job, model=call.request.model, seconds=call.seconds, size=call.size)
+    request = call.request
+    return video_object(job, model=request.model, seconds=call.seconds, size=call.size, prompt=request.prompt)
