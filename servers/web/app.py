@@ -26,7 +26,7 @@ from starlette.routing import Route
 from genmesh.common.v1 import job_pb2
 from genmesh.errors import GenmeshError
 from genmesh.video.v1 import video_pb2
-from servers.web import images, text, videos
+from servers.web import embeddings, images, text, videos
 from servers.web.errors import OpenAIError, from_genmesh, invalid, model_not_found
 from servers.web.fields import IGNORED_HEADER, Body, Form
 from servers.web.models import default_model, list_models
@@ -190,6 +190,19 @@ async def _text_chunks(call: text.TextCall, stream: JobStream) -> AsyncIterator[
         stream.cancel()  # the caller went away (or the job ended): a running job is cancelled
 
 
+# -- embeddings ---------------------------------------------------------------------------------
+
+
+async def create_embeddings(request: Request) -> Response:
+    call = embeddings.embed_call(await read_body(request, embeddings.FIELDS), request.app.state.aliases)
+    stream = await open_job(request, "text", "Embed", call.request, call.params)
+    try:
+        result = await until_disconnected(request, stream.result(), stream.cancel)
+    except GenmeshError as exc:
+        raise from_genmesh(exc, call.params) from None
+    return JSONResponse(call.response(result), headers=headers(request, stream.job_id))
+
+
 # -- images -------------------------------------------------------------------------------------
 
 
@@ -340,6 +353,7 @@ ROUTES = [
     Route("/v1/models/{model:path}", models_get, methods=["GET"]),
     Route("/v1/chat/completions", chat_completions, methods=["POST"]),
     Route("/v1/completions", completions, methods=["POST"]),
+    Route("/v1/embeddings", create_embeddings, methods=["POST"]),
     Route("/v1/images/generations", images_generations, methods=["POST"]),
     Route("/v1/images/edits", images_edits, methods=["POST"]),
     Route("/v1/videos", videos_create, methods=["POST"]),

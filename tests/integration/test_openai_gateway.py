@@ -330,6 +330,31 @@ def test_a_client_that_disconnects_cancels_its_job(gateway_url: str, api_key: st
     wait_for_state(client, "text", job_id, job_pb2.JOB_STATE_CANCELLED)
 
 
+# -- embeddings ---------------------------------------------------------------------------------
+
+
+async def test_embeddings(oai: openai.OpenAI, aoai: openai.AsyncOpenAI, client: GenmeshClient) -> None:
+    texts = ["The cat sat on the mat.", "A kitten is sitting on a rug.", "Stock markets fell sharply today."]
+    raw = oai.embeddings.with_raw_response.create(model=MODEL, input=texts)  # base64, as openai-python asks
+    embedded = raw.parse()
+    vectors = [item.embedding for item in embedded.data]
+    assert [item.index for item in embedded.data] == [0, 1, 2] and {len(v) for v in vectors} == {640}
+    assert all(abs(sum(x * x for x in vector) - 1) < 1e-4 for vector in vectors)  # unit length
+    cosine = [[sum(a * b for a, b in zip(u, v, strict=True)) for v in vectors] for u in vectors]
+    assert cosine[0][1] > cosine[0][2] + 0.1  # the paraphrase is nearer than the unrelated sentence
+    assert embedded.usage.prompt_tokens == embedded.usage.total_tokens > len(texts)
+    job = client.text.get_job(raw.headers["x-genmesh-job-id"])
+    assert job.status.state == job_pb2.JOB_STATE_SUCCEEDED and len(job.embed_result.embeddings) == 3
+    short = await aoai.embeddings.create(model=MODEL, input=texts[0], encoding_format="float", dimensions=64)
+    assert len(short.data[0].embedding) == 64 and abs(sum(x * x for x in short.data[0].embedding) - 1) < 1e-4
+    with pytest.raises(openai.BadRequestError) as raised:
+        oai.embeddings.create(model=MODEL, input=[])
+    assert raised.value.param == "input" and "1..256" in raised.value.message
+    with pytest.raises(openai.BadRequestError) as raised:
+        oai.embeddings.create(model=MODEL, input="x", dimensions=100000)
+    assert raised.value.param == "dimensions" and "between 0 and 640" in raised.value.message
+
+
 # -- images -------------------------------------------------------------------------------------
 
 

@@ -4,13 +4,16 @@ OpenAI's stream framing."""
 
 from __future__ import annotations
 
+import base64
+import struct
+
 import pytest
 
 from genmesh.common.v1 import job_pb2, media_pb2
 from genmesh.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from genmesh.text.v1 import text_pb2
 from genmesh.video.v1 import video_pb2
-from servers.web import images, text, videos
+from servers.web import embeddings, images, text, videos
 from servers.web.errors import OpenAIError, from_genmesh
 from servers.web.fields import Body, Form, parse_size
 
@@ -227,3 +230,28 @@ def test_video_objects_from_jobs(state, status, error) -> None:
     assert (obj["id"], obj["object"], obj["status"]) == ("vid-1", "video", status)
     assert obj["progress"] == (100 if status == "completed" else 50)
     assert (obj["error"] or {}).get("code") == error
+
+
+def test_embedding_requests_and_answers() -> None:
+    body = Body({"input": ["a", "b"], "model": "m", "encoding_format": "base64", "dimensions": 2, "user": "u"},
+                embeddings.FIELDS)  # fmt: skip
+    call = embeddings.embed_call(body, {})
+    assert (list(call.request.inputs), call.request.dimensions, call.base64, body.ignored) == (
+        ["a", "b"],
+        2,
+        True,
+        ["user"],
+    )
+    result = text_pb2.EmbedResult(model="m", usage=text_pb2.Usage(prompt_tokens=4, total_tokens=4))
+    result.embeddings.add(index=0, values=[0.6, 0.8])
+    answer = call.response(result)
+    assert answer["data"][0]["embedding"] == base64.b64encode(struct.pack("<2f", 0.6, 0.8)).decode()
+    assert answer["usage"] == {"prompt_tokens": 4, "total_tokens": 4} and answer["object"] == "list"
+    bad = [
+        ({"input": [[1, 2]]}, "input"),
+        ({"input": "a", "dimensions": 0}, "dimensions"),
+        ({"input": "a", "encoding_format": "int8"}, "encoding_format"),
+        ({"input": ["a", 3]}, "input[1]"),
+    ]
+    for fields, param in bad:
+        assert refused(embeddings.embed_call, Body(fields, embeddings.FIELDS), {}).param == param
