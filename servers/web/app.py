@@ -115,8 +115,9 @@ async def until_disconnected(request: Request, work: Awaitable[Any], on_gone: Ca
     return task.result()
 
 
-def sse(data: Any) -> bytes:
-    return b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
+def sse(data: Any, event: str = "") -> bytes:
+    head = f"event: {event}\n".encode() if event else b""
+    return head + b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
 
 
 DONE = b"data: [DONE]\n\n"
@@ -219,11 +220,31 @@ async def images_edits(request: Request) -> Response:
 
 async def _image(request: Request, call: images.ImageCall) -> Response:
     stream = await open_job(request, "image", "GenerateImage", call.request, call.params)
+    if call.stream:
+        events = _image_events(call, stream)
+        return StreamingResponse(events, media_type="text/event-stream", headers=headers(request, stream.job_id))
     try:
         result = await until_disconnected(request, stream.result(), stream.cancel)
     except GenmeshError as exc:
         raise from_genmesh(exc, call.params) from None
     return JSONResponse(call.response(result), headers=headers(request, stream.job_id))
+
+
+async def _image_events(call: images.ImageCall, stream: JobStream) -> AsyncIterator[bytes]:
+    """OpenAI's image stream: ``image_generation.partial_image`` events from genmesh's previews, then
+    ``image_generation.completed``; an error after the headers is one ``data: {"error": ...}``."""
+    try:
+        async for event in stream.events():
+            kind = event.WhichOneof("event")
+            if kind == "progress_update" and (partial := call.partial(event)) is not None:
+                yield sse(partial, event=partial["type"])
+            elif kind == "result":
+                for completed in call.completed(event.result):
+                    yield sse(completed, event=completed["type"])
+    except GenmeshError as exc:
+        yield sse(from_genmesh(exc, call.params).body())
+    finally:
+        stream.cancel()
 
 
 # -- videos -------------------------------------------------------------------------------------

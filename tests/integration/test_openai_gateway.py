@@ -389,6 +389,21 @@ async def test_image_generation_as_urls_and_as_base64(oai: openai.OpenAI, aoai: 
     assert raised.value.param == "n" and "between 1 and 8" in raised.value.message
 
 
+def test_image_stream_sends_partial_images_from_previews(oai: openai.OpenAI) -> None:
+    stream = oai.images.generate(
+        prompt="a lighthouse", size="64x64", stream=True, partial_images=2, extra_body={"steps": 6, "seed": 2}
+    )
+    events = list(stream)
+    assert [event.type for event in events] == ["image_generation.partial_image"] * 2 + ["image_generation.completed"]
+    assert [event.partial_image_index for event in events[:2]] == [0, 1]
+    for partial in events[:2]:  # genmesh's latent previews: small WebPs
+        assert (
+            partial.output_format == "webp"
+            and Image.open(io.BytesIO(base64.b64decode(partial.b64_json))).format == "WEBP"
+        )
+    assert events[-1].output_format == "png" and _png_size(base64.b64decode(events[-1].b64_json)) == (64, 64)
+
+
 def test_image_edit_is_img2img(oai: openai.OpenAI) -> None:
     edited = oai.images.edit(
         image=("in.png", png_bytes(96, 64), "image/png"), prompt="at night", response_format="b64_json",

@@ -11,6 +11,7 @@ import pytest
 
 from genmesh.common.v1 import job_pb2, media_pb2
 from genmesh.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from genmesh.image.v1 import image_pb2
 from genmesh.text.v1 import text_pb2
 from genmesh.video.v1 import video_pb2
 from servers.web import embeddings, images, text, videos
@@ -255,3 +256,17 @@ def test_embedding_requests_and_answers() -> None:
     ]
     for fields, param in bad:
         assert refused(embeddings.embed_call, Body(fields, embeddings.FIELDS), {}).param == param
+
+
+def test_partial_images_are_spread_over_the_steps() -> None:
+    call = images.generation_call(Body({"prompt": "p", "stream": True, "partial_images": 2}, images.GENERATION_FIELDS))
+    assert call.request.preview_interval_steps == 1 and call.request.return_inline
+    sent = []
+    for step in range(1, 7):
+        event = image_pb2.GenerateImageResponse()
+        event.progress.step, event.progress.total_steps = step, 6
+        event.progress.preview.data, event.progress.preview.content_type = b"webp", "image/webp"
+        if (partial := call.partial(event)) is not None:
+            sent.append((step, partial["partial_image_index"], partial["output_format"]))
+    assert sent == [(2, 0, "webp"), (4, 1, "webp")]  # at 1/3 and 2/3 of the steps
+    assert refused(images.generation_call, Body({"prompt": "p", "partial_images": 4}, ())).param == "partial_images"
