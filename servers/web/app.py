@@ -179,7 +179,7 @@ async def _text_chunks(call: text.TextCall, stream: JobStream) -> AsyncIterator[
         yield sse(call.delta(job_id, None, first=True))
         async for event in stream.events():
             kind = event.WhichOneof("event")
-            if kind == "delta" and event.delta.text:
+            if kind == "delta" and event.delta.text and not call.tools:  # with tools, the whole answer at the end
                 yield sse(call.delta(job_id, event.delta.text))
             elif kind == "result":
                 for chunk in call.final(job_id, event.result):

@@ -157,6 +157,41 @@ def test_streamed_chat_transcript_has_openais_framing(gateway_url: str, api_key:
     assert "\n".join(collapsed) + "\n" == GOLDEN.read_text()
 
 
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The current weather in a city.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+
+
+async def test_tool_calls(oai: openai.OpenAI, aoai: openai.AsyncOpenAI) -> None:
+    messages = [{"role": "user", "content": "What is the weather in Oslo?"}]
+    options = {"model": MODEL, "tools": [WEATHER], "tool_choice": "required", "max_tokens": 64, "seed": 3}
+    completion = oai.chat.completions.create(messages=messages, **options)
+    (choice,) = completion.choices
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    calls = choice.message.tool_calls
+    assert calls and {call.function.name for call in calls} == {"get_weather"}  # a small model may call twice
+    for call in calls:
+        assert call.type == "function" and call.id.startswith("call_txt-")
+        jsonschema.validate(json.loads(call.function.arguments), WEATHER["function"]["parameters"])
+    # Streamed: the call arrives as a tool-call delta with its index; then the result goes back in.
+    deltas, reasons = [], []
+    async for chunk in await aoai.chat.completions.create(messages=messages, stream=True, **options):
+        deltas += chunk.choices[0].delta.tool_calls or []
+        reasons.append(chunk.choices[0].finish_reason)
+    assert [delta.index for delta in deltas] == list(range(len(calls)))  # the same (seeded) calls
+    assert [delta.function.arguments for delta in deltas] == [call.function.arguments for call in calls]
+    assert reasons[-1] == "tool_calls" and set(reasons[:-1]) == {None}
+    follow_up = [*messages, choice.message.model_dump(exclude_none=True),
+                 {"role": "tool", "tool_call_id": calls[0].id, "content": "sunny, 21 C"}]  # fmt: skip
+    answer = oai.chat.completions.create(model=MODEL, messages=follow_up, tools=[WEATHER], max_tokens=64, seed=3)
+    assert answer.choices[0].finish_reason in ("stop", "length", "tool_calls")
+
+
 def test_json_schema_output_validates(oai: openai.OpenAI) -> None:
     schema = {
         "type": "object",
@@ -210,11 +245,6 @@ async def test_completions_sync_and_streamed(oai: openai.OpenAI, aoai: openai.As
         ({"n": 2}, "n", "only one choice per request"),
         ({"stop": ["x"] * 9}, "stop", "at most 8 stop sequences"),
         ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].role", "must be one of system, user"),
-        (
-            {"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]},
-            "tools",
-            "tool calls are not supported yet",
-        ),
         ({"response_format": {"type": "xml"}}, "response_format.type", "text, json_object or json_schema"),
     ],
 )

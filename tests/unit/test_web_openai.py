@@ -8,6 +8,7 @@ import base64
 import struct
 
 import pytest
+from google.protobuf import json_format
 
 from genmesh.common.v1 import job_pb2, media_pb2
 from genmesh.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable
@@ -19,6 +20,14 @@ from servers.web.errors import OpenAIError, from_genmesh
 from servers.web.fields import Body, Form, parse_size
 
 HI = [{"role": "user", "content": "Hi"}]
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
 
 
 def chat(**fields) -> text.TextCall:
@@ -133,7 +142,10 @@ def test_response_formats(response_format, schema) -> None:
         ({"stop": 5}, "stop"),
         ({"stop": ["a", 1]}, "stop[1]"),
         ({"seed": 2**70}, "seed"),  # beyond what the proto holds: refused here, naming it
-        ({"tools": [{"type": "function"}]}, "tools"),
+        ({"tools": [{"type": "function"}]}, "tools[0].function"),
+        ({"tools": [{"type": "retrieval"}]}, "tools[0].type"),
+        ({"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "nope"}}}, "tool_choice"),
+        ({"tools": [WEATHER], "response_format": {"type": "json_object"}}, "response_format"),
         ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
          "messages[0].content[0].type"),
         ({"messages": [{"content": "no role"}]}, "messages[0].role"),
@@ -270,3 +282,40 @@ def test_partial_images_are_spread_over_the_steps() -> None:
             sent.append((step, partial["partial_image_index"], partial["output_format"]))
     assert sent == [(2, 0, "webp"), (4, 1, "webp")]  # at 1/3 and 2/3 of the steps
     assert refused(images.generation_call, Body({"prompt": "p", "partial_images": 4}, ())).param == "partial_images"
+
+
+# -- tool calls ---------------------------------------------------------------------------------
+
+
+def test_tools_constrain_the_answer_and_come_back_as_tool_calls() -> None:
+    earlier = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}
+    history = [
+        {"role": "user", "content": "Weather in Oslo?"},
+        {"role": "assistant", "content": None, "tool_calls": [earlier]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+    ]
+    call = chat(messages=history, tools=[WEATHER], tool_choice="required", stream=True)
+    turns = [(m.role, m.content) for m in call.request.messages]
+    assert turns[0][0] == "system" and "get_weather" in turns[0][1]
+    assert turns[2] == (
+        "assistant",
+        '{"tool_calls": [{"name": "get_weather", "arguments": {"city": "Oslo"}, "id": "call_1"}]}',
+    )
+    assert turns[3] == ("user", "Result of call_1: sunny")
+    schema = json_format.MessageToDict(call.request.response_format.json_schema)
+    assert schema["required"] == ["tool_calls"]  # required: no plain-text branch
+    assert schema["properties"]["tool_calls"]["items"]["anyOf"][0]["properties"]["name"] == {"const": "get_weather"}
+    assert call.params["response_format.json_schema"] == "tools"
+    result = text_pb2.TextResult(text='{"tool_calls": [{"name": "get_weather", "arguments": {"city": "Bergen"}}]}')
+    whole = call.completion("job", result)["choices"][0]
+    assert whole["finish_reason"] == "tool_calls" and whole["message"]["content"] is None
+    function = {"name": "get_weather", "arguments": '{"city": "Bergen"}'}
+    assert whole["message"]["tool_calls"] == [{"id": "call_job_0", "type": "function", "function": function}]
+    *calls, last = call.final("job", result)
+    assert calls[0]["choices"][0]["delta"]["tool_calls"][0]["index"] == 0
+    assert last["choices"][0]["finish_reason"] == "tool_calls"
+    auto = chat(tools=[WEATHER])  # tool_choice auto: a tool call or text
+    assert "anyOf" in json_format.MessageToDict(auto.request.response_format.json_schema)
+    reply = auto.completion("job", text_pb2.TextResult(text='{"content": "Hello"}'))["choices"][0]
+    assert reply["message"]["content"] == "Hello" and "tool_calls" not in reply["message"]
+    assert chat(tools=[WEATHER], tool_choice="none").tools is None
