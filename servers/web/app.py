@@ -19,6 +19,7 @@ import httpx
 import structlog
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -359,6 +360,20 @@ async def _genmesh_error(request: Request, exc: Exception) -> Response:
     return await _openai_error(request, from_genmesh(exc))
 
 
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404 / 405 (a path or method this door does not serve), in OpenAI's shape."""
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid_request")
+    error = OpenAIError(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}",
+                        type="invalid_request_error", code=code)  # fmt: skip
+    return await _openai_error(request, error)
+
+
+async def videos_list(request: Request) -> Response:
+    raise OpenAIError(501, "listing videos is not supported yet: keep the ids that POST /v1/videos answers",
+                      type="invalid_request_error", code="not_implemented")  # fmt: skip
+
+
 async def _client_gone(request: Request, exc: Exception) -> Response:
     return Response(status_code=499)  # nobody reads it: the caller is gone
 
@@ -378,6 +393,7 @@ ROUTES = [
     Route("/v1/images/generations", images_generations, methods=["POST"]),
     Route("/v1/images/edits", images_edits, methods=["POST"]),
     Route("/v1/videos", videos_create, methods=["POST"]),
+    Route("/v1/videos", videos_list, methods=["GET"]),
     Route("/v1/videos/{video_id}", videos_get, methods=["GET"]),
     Route("/v1/videos/{video_id}", videos_delete, methods=["DELETE"]),
     Route("/v1/videos/{video_id}/content", videos_content, methods=["GET"]),
@@ -406,6 +422,7 @@ def create_app(settings: WebSettings) -> Starlette:
             OpenAIError: _openai_error,
             GenmeshError: _genmesh_error,
             ClientGone: _client_gone,
+            HTTPException: _http_error,
             Exception: _unexpected,
         },
     )

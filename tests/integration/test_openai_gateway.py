@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -383,6 +384,29 @@ async def test_embeddings(oai: openai.OpenAI, aoai: openai.AsyncOpenAI, client: 
     with pytest.raises(openai.BadRequestError) as raised:
         oai.embeddings.create(model=MODEL, input="x", dimensions=100000)
     assert raised.value.param == "dimensions" and "between 0 and 640" in raised.value.message
+
+
+def test_a_client_that_stops_waiting_cancels_its_job(mesh: Mesh, gateway_url: str, api_key: str) -> None:
+    """Without a stream there is no job id to look up before the answer: the Text server's metrics
+    count the cancelled Chat job instead."""
+
+    def cancelled() -> float:
+        metrics = httpx.get(f"http://127.0.0.1:{mesh.metrics_ports['text']}/metrics").text
+        line = re.search(r'genmesh_jobs_total\{method="Chat",service="text",state="cancelled"\} ([0-9.]+)', metrics)
+        return float(line[1]) if line else 0.0
+
+    before = cancelled()
+    body = {"model": MODEL, "messages": HI, "max_tokens": 2000}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{gateway_url}/v1/chat/completions", json=body, headers={"x-api-key": api_key}, timeout=2)
+    wait_until(lambda: cancelled() > before, timeout=60, what="the abandoned chat job to be cancelled")
+
+
+def test_unserved_paths_and_methods_answer_in_openais_shape(gateway_url: str, api_key: str) -> None:
+    listing = httpx.get(f"{gateway_url}/v1/videos", headers={"x-api-key": api_key})
+    assert listing.status_code == 501 and listing.json()["error"]["code"] == "not_implemented"
+    wrong = httpx.get(f"{gateway_url}/v1/chat/completions", headers={"x-api-key": api_key})
+    assert wrong.status_code == 405 and wrong.json()["error"]["code"] == "method_not_allowed"
 
 
 # -- images -------------------------------------------------------------------------------------
