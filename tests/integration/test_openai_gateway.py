@@ -245,7 +245,7 @@ async def test_completions_sync_and_streamed(oai: openai.OpenAI, aoai: openai.As
         ({"extra_body": {"temperature": "hot"}}, "temperature", "temperature: expected number, got string"),
         ({"n": 2}, "n", "only one choice per request"),
         ({"stop": ["x"] * 9}, "stop", "at most 8 stop sequences"),
-        ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].role", "must be one of system, user"),
+        ({"messages": [{"role": "narrator", "content": "x"}]}, "messages[0].role", "must be one of system, user"),
         ({"response_format": {"type": "xml"}}, "response_format.type", "text, json_object or json_schema"),
     ],
 )
