@@ -35,6 +35,7 @@ from servers.compute.devices import default_dtype, select_device
 from servers.diffusion.builtin import builtin_folder
 from servers.diffusion.configs import config_folder
 from servers.diffusion.families import FamilySpec, ModelFamily, Task, family_spec
+from servers.diffusion.lora import LoraAdapters
 from servers.diffusion.memory import MemoryMode, apply_memory_mode, out_of_memory_guard, resolve_memory_mode
 from servers.diffusion.schedulers import make_scheduler, scheduler_name
 
@@ -46,6 +47,7 @@ log = structlog.get_logger(__name__)
 BUILTIN_PREFIX = "builtin:"
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 FIELD = "model"
+INPAINTING_CHANNELS = 9  # an inpainting UNet's input: 4 latent + 1 mask + 4 masked-image latent channels
 
 
 class SourceKind(StrEnum):
@@ -98,17 +100,16 @@ def read_checkpoint_shapes(path: Path) -> dict[str, tuple[int, ...]]:
 
 def detect_single_file_family(path: Path) -> ModelFamily:
     """``sd15`` or ``sdxl`` from a checkpoint's keys (text encoder layout), checked against the
-    UNet's cross-attention width; ``InvalidArgument`` for other models (SD2, SDXL refiner, inpainting)."""
+    UNet's cross-attention width (inpainting variants too); ``InvalidArgument`` for other models
+    (SD2, SDXL refiner, edit models)."""
     try:
         shapes = read_checkpoint_shapes(Path(path))
     except Exception as exc:
         raise InvalidArgument(f"{FIELD}: {path} is not a readable checkpoint ({exc})", field=FIELD) from None
     keys = shapes.keys()
     conv_in = shapes.get("model.diffusion_model.input_blocks.0.0.weight")
-    if conv_in is not None and conv_in[1] != 4:
-        raise InvalidArgument(
-            f"{FIELD}: {path} has {conv_in[1]} UNet input channels (an inpainting or edit model?)", field=FIELD
-        )
+    if conv_in is not None and conv_in[1] not in (4, INPAINTING_CHANNELS):
+        raise InvalidArgument(f"{FIELD}: {path} has {conv_in[1]} UNet input channels (an edit model?)", field=FIELD)
     context = {shape[1] for key, shape in shapes.items() if key.endswith("attn2.to_k.weight") and len(shape) == 2}
     if any(key.startswith("conditioner.embedders.1.") for key in keys) or context == {2048}:
         return ModelFamily.SDXL
@@ -164,7 +165,9 @@ def _read_pipeline(source: ModelSource, family: ModelFamily, dtype: torch.dtype,
     if family is ModelFamily.SD15:
         extra = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
     if source.kind is SourceKind.SINGLE_FILE:
-        config_dir = source.config_dir or config_folder(family, cache_dir)
+        conv_in = read_checkpoint_shapes(Path(source.location)).get("model.diffusion_model.input_blocks.0.0.weight")
+        inpainting = conv_in is not None and conv_in[1] == INPAINTING_CHANNELS
+        config_dir = source.config_dir or config_folder(family, cache_dir, inpainting=inpainting)
         _existing(str(config_dir), "config folder")
         return cls.from_single_file(
             source.location, config=str(config_dir), dtype=dtype, local_files_only=True, **extra
@@ -187,6 +190,12 @@ class LoadedModel:
     _pipelines: dict[Task, DiffusionPipeline] = field(default_factory=dict, repr=False)
     root_task: Task = Task.TXT2IMG  # the task of the loaded pipeline; the others derive from it
     motion_adapter: ModelSource | None = None
+    loras: LoraAdapters = field(default_factory=LoraAdapters)  # switched per request on the shared modules
+
+    @property
+    def inpainting(self) -> bool:
+        """A 9-channel inpainting UNet: every image task runs through the inpainting pipeline."""
+        return self._pipelines[self.root_task].unet.config.in_channels == INPAINTING_CHANNELS
 
     def pipeline(self, task: Task | str = Task.TXT2IMG) -> DiffusionPipeline:
         """The pipeline for ``task``, sharing the loaded pipeline's components."""
