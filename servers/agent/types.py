@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from servers.diffusion.lora import LoraRequest
 from storage.object_store import ObjectLocation, StoredObject
 
 # The stages, in the only order they may run; each is one job on the service of the same name.
@@ -60,6 +61,7 @@ class ImageOptions:
     scheduler: str | None = None  # a name of genmesh.client.requests.SCHEDULERS
     seed: int | None = None
     steps: int | None = None
+    loras: tuple[LoraRequest, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ class VideoOptions:
     strength: float | None = None
     seed: int | None = None
     steps: int | None = None
+    loras: tuple[LoraRequest, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -54,8 +54,8 @@ DEFAULT_STEPS = 25
 DEFAULT_GUIDANCE = 7.5
 DEFAULT_STRENGTH = 0.75
 DEFAULT_INPAINT_STRENGTH = 1.0  # the masked region starts from noise: white re-draws it
-MAX_LORAS = 5  # per request, counting <lora:...> in the prompt
-MIN_LORA_WEIGHT, MAX_LORA_WEIGHT = -2.0, 2.0
+# The LoRA limits of these requests (at most 5, weights -2..2) live with the LoRA request rules in
+# servers.diffusion.lora, which the torch-free agent imports too.
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@ download: kohya / AUTOMATIC1111 (``lora_unet_*``, ``lora_te_*`` / ``lora_te1_*``
 with ``lora_down`` / ``lora_up`` / ``alpha``) or diffusers / PEFT (``unet.*``, ``text_encoder*.*`` keys
 with ``lora_A`` / ``lora_B``). diffusers' ``load_lora_weights`` (PEFT backend) reads both; here the
 header alone tells the layout and the family a file fits (:func:`inspect_lora`), so a request for a
-LoRA of the wrong family is refused before it is queued.
+LoRA of the wrong family is refused before it is queued. This module imports no torch (diffusers and
+safetensors only when a LoRA loads): the agent checks requests with the same rules.
 
 Switching: a loaded model keeps its LoRAs as named PEFT adapters (:class:`LoraAdapters`). A request
 activates its set with its weights (``set_adapters``); one without LoRAs disables them, which runs the
@@ -33,7 +34,6 @@ import structlog
 
 from genmesh.errors import InvalidArgument, NotFound, require, shown
 from servers.diffusion.families import ModelFamily
-from servers.diffusion.generate import MAX_LORA_WEIGHT, MAX_LORAS, MIN_LORA_WEIGHT
 
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
@@ -41,6 +41,10 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 FIELD = "loras"
+# Limits of every request that takes LoRAs (GenerateImage, GenerateVideo, the agent's stages). This
+# module imports no torch, so the agent checks them with the same rules as the services.
+MAX_LORAS = 5  # per request, counting <lora:...> in the prompt
+MIN_LORA_WEIGHT, MAX_LORA_WEIGHT = -2.0, 2.0
 SUFFIX = ".safetensors"
 MAX_NAME_CHARS = 200
 DEFAULT_BUDGET_BYTES = 1024**3  # adapters kept loaded per model (file sizes), beyond the active set

@@ -9,6 +9,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from genmesh.common.v1 import artifact_pb2, diffusion_pb2, job_pb2, model_pb2
 from genmesh.errors import require_range
+from servers.diffusion.lora import LoraRequest  # torch-free: text and agent servers import this module
 from servers.runtime import jobs
 from storage.object_store import StoredObject
 
@@ -155,11 +156,9 @@ SCHEDULER_ENUMS = {name: value for value, name in SCHEDULERS.items()}
 MEMORY_MODES = {"full": diffusion_pb2.MEMORY_MODE_FULL, "lowvram": diffusion_pb2.MEMORY_MODE_LOW_VRAM}
 
 
-def lora_requests(messages: Any) -> list[Any]:
+def lora_requests(messages: Any) -> list[LoraRequest]:
     """``repeated LoraWeight`` -> LoRA requests (an unset weight is 1.0); checked with the prompt's
     by ``servers.diffusion.lora.requested_loras``."""
-    from servers.diffusion.lora import LoraRequest  # torch-free services never get here
-
     return [LoraRequest(item.name, item.weight if item.HasField("weight") else 1.0) for item in messages]
 
 
