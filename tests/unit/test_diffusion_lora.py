@@ -194,3 +194,29 @@ class _Quiet:
 
     def output(self, payload, step=None, total_steps=None) -> None:
         return None
+
+
+def test_a_lora_applies_to_the_base_unet_under_the_motion_modules(cache_dir: Path, catalog: LoraCatalog) -> None:
+    from servers.diffusion.animate import VideoParams, animate
+
+    video = load_model(
+        ModelSource.parse("builtin:tiny-sd15"),
+        cache_dir=cache_dir,
+        device="cpu",
+        motion_adapter=ModelSource.parse("builtin:tiny-motion-adapter"),
+    )
+
+    def frames(loras: list[tuple[str, float]]) -> list[bytes]:
+        resolved = catalog.resolve([LoraRequest(name, weight) for name, weight in loras], video.family)
+        params = VideoParams(prompt="waves", width=64, height=64, num_frames=4, steps=2, seed=4, loras=resolved)
+        return [frame.tobytes() for frame in animate(video, params, _Quiet()).frames]
+
+    base = frames([])
+    styled = frames([("style-a-kohya", 1.0)])
+    assert styled != base and frames([("style-a", 1.0)]) == styled
+    assert frames([("style-a", 0.0)]) == base
+    # The motion modules carry no adapter: LoRA layers sit only on the 2D UNet's and text encoder's projections.
+    wrapped = [
+        name for name, module in video.pipeline(video.root_task).unet.named_modules() if hasattr(module, "lora_A")
+    ]
+    assert wrapped and not [name for name in wrapped if "motion_modules" in name]
