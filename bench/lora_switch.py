@@ -32,8 +32,9 @@ from servers.compute.compile import CompileOptions
 from servers.compute.devices import configure_threads
 from servers.diffusion.compiled import Shape, compile_model, warm_up_image
 from servers.diffusion.generate import GenerationParams, generate
-from servers.diffusion.loading import ModelSource, load_model
+from servers.diffusion.loading import load_model
 from servers.diffusion.lora import LoraAdapters, LoraCatalog, LoraRequest
+from servers.diffusion.sources import ModelSource
 from tests.support.lora import write_pair
 
 

@@ -33,9 +33,10 @@ import torch
 from genmesh.errors import require, require_range
 from servers.diffusion.families import ModelFamily, Task, family_spec
 from servers.diffusion.memory import out_of_memory_guard
-from servers.diffusion.progress import StepCallback, StepReporter
+from servers.diffusion.progress import StepCallback
 from servers.diffusion.schedulers import make_scheduler, scheduler_spec
 from servers.media.images import fit_image, snap_size
+from servers.runtime.events import NULL_REPORTER, Reporter
 
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
@@ -160,23 +161,12 @@ def generators_for(seed: int, count: int) -> list[torch.Generator]:
     return [torch.Generator(device="cpu").manual_seed((seed + index) % SEED_MODULUS) for index in range(count)]
 
 
-class _NoReporter:
-    def check_cancelled(self) -> None:
-        return None
-
-    def progress(self, step: int, total_steps: int, preview: Any = None) -> None:
-        return None
-
-    def output(self, payload: Any, step: int | None = None, total_steps: int | None = None) -> None:
-        return None
-
-
 def run_pipeline(
     pipe: DiffusionPipeline,
     params: GenerationParams,
     *,
     family: ModelFamily | str,
-    reporter: StepReporter | None = None,
+    reporter: Reporter = NULL_REPORTER,
     inpainting_unet: bool = False,
 ) -> GenerationResult:
     """Run ``pipe`` (the pipeline for ``params.task``; an inpainting pipeline for every task when
@@ -188,7 +178,6 @@ def run_pipeline(
     """
     if params.width is None or params.height is None or params.scheduler is None:
         raise ValueError("generation parameters must be resolved first (resolve_params)")
-    reporter = reporter or _NoReporter()
     seeds = [(params.seed + index) % SEED_MODULUS for index in range(params.num_images)]
     callback = StepCallback(
         reporter, family, preview_every=params.preview_every, total_steps=params.steps, announce_decoding=True
@@ -262,7 +251,7 @@ def keep_unmasked(image: Image.Image, init_image: Image.Image, mask: Image.Image
     return Image.composite(image.convert("RGB"), init_image.convert("RGB"), mask.convert("L"))
 
 
-def generate(model: LoadedModel, params: GenerationParams, reporter: StepReporter | None = None) -> GenerationResult:
+def generate(model: LoadedModel, params: GenerationParams, reporter: Reporter = NULL_REPORTER) -> GenerationResult:
     """Resolve ``params`` for ``model``, switch its LoRAs, pick the task's pipeline, run it; device
     out-of-memory becomes ``ResourceExhausted`` (advice included) and leaves the model usable."""
     params = resolve_params(params, model.family, model.default_scheduler)

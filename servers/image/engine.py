@@ -5,7 +5,6 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
 
 import structlog
 from PIL import Image
@@ -18,29 +17,14 @@ from servers.diffusion.catalog import CatalogEntry, ModelCatalog
 from servers.diffusion.compiled import Shape, compile_model, warm_up_image
 from servers.diffusion.families import ModelFamily
 from servers.diffusion.generate import GenerationParams, GenerationResult, generate, resolve_params
-from servers.diffusion.loading import (
-    LoadedModel,
-    SourceKind,
-    detect_folder_family,
-    detect_single_file_family,
-    load_model,
-)
+from servers.diffusion.loading import LoadedModel, load_model
 from servers.diffusion.lora import DEFAULT_BUDGET_BYTES, LoraAdapters, LoraCatalog, ResolvedLora, check_family
+from servers.diffusion.sources import SourceKind, detect_folder_family, detect_single_file_family
 from servers.image.types import ImageRequest
-from servers.runtime.jobs import StageChanged
+from servers.runtime.events import Reporter, StageChanged
 from servers.runtime.model_cache import ModelCache
 
 log = structlog.get_logger(__name__)
-
-
-class Reporter(Protocol):
-    """The part of a job context the engine uses (``servers.runtime.jobs.JobContext`` fits)."""
-
-    def check_cancelled(self) -> None: ...
-
-    def progress(self, step: int, total_steps: int, preview: Any = None) -> None: ...
-
-    def output(self, payload: Any, step: int | None = None, total_steps: int | None = None) -> None: ...
 
 
 @dataclass(frozen=True)

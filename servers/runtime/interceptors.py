@@ -25,7 +25,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from genmesh.errors import GenmeshError
-from servers.runtime.jobs import as_genmesh_error
+from servers.runtime.errors import as_genmesh_error
 
 log = structlog.get_logger(__name__)
 

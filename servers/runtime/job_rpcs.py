@@ -25,8 +25,9 @@ from google.protobuf import descriptor_pool, message_factory
 
 from genmesh.common.v1 import job_pb2
 from genmesh.errors import Cancelled, NotFound, from_code
+from servers.runtime.events import JobEvent
 from servers.runtime.job_records import TerminalRecords
-from servers.runtime.jobs import Job, JobEvent, JobQueue
+from servers.runtime.queue import Job, JobQueue
 from servers.runtime.streaming import stream_job
 from storage.keys import validate_job_id
 from storage.object_store import ObjectStore

@@ -17,7 +17,8 @@ from servers.diffusion.builtin import build_tiny_sd15
 from servers.diffusion.catalog import has_inpainting_unet
 from servers.diffusion.families import ModelFamily
 from servers.diffusion.generate import GenerationParams, generate, resolve_params
-from servers.diffusion.loading import ModelSource, detect_folder_family, detect_single_file_family, load_model
+from servers.diffusion.loading import load_model
+from servers.diffusion.sources import ModelSource, detect_folder_family, detect_single_file_family
 from tests.support.single_file import save_single_file, write_config_folder
 
 

@@ -16,7 +16,7 @@ from servers.compute.devices import configure_threads
 from servers.diffusion.catalog import ModelCatalog
 from servers.diffusion.families import ModelFamily
 from servers.diffusion.generate import GenerationParams, generate
-from servers.diffusion.loading import ModelSource, load_model
+from servers.diffusion.loading import load_model
 from servers.diffusion.lora import (
     LoraAdapters,
     LoraCatalog,
@@ -25,6 +25,7 @@ from servers.diffusion.lora import (
     requested_loras,
     split_prompt_loras,
 )
+from servers.diffusion.sources import ModelSource
 from servers.image.engine import ImageEngine
 from servers.image.types import ImageRequest
 from servers.runtime import metrics
