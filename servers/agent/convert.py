@@ -21,6 +21,7 @@ from servers.agent.types import (
     TextOptions,
     VideoOptions,
 )
+from servers.diffusion.lora import LoraRequest, check_loras
 from servers.runtime import convert as common
 from servers.runtime import events
 from servers.runtime.queue import Job
@@ -61,6 +62,13 @@ def _size(message: Any, name: str, field: str) -> int | None:
         require_range(value, field, 64, 2048)
         require(value % 8 == 0, field, f"must be a multiple of 8 (got {value})")
     return value
+
+
+def _loras(message: Any, field: str) -> tuple[LoraRequest, ...]:
+    """A stage's LoRAs, checked by the services' own rules (names are found by the service)."""
+    loras = tuple(common.lora_requests(message.loras))
+    check_loras(loras, field)
+    return loras
 
 
 def stage_names(values: Any) -> tuple[str, ...]:
@@ -112,6 +120,7 @@ def _image_options(message: agent_pb2.ImageStageOptions) -> ImageOptions:
         scheduler=scheduler,
         seed=_seed(message, "image.seed"),
         steps=_steps(message, "image.steps"),
+        loras=_loras(message, "image.loras"),
     )
 
 
@@ -136,6 +145,7 @@ def _video_options(message: agent_pb2.VideoStageOptions) -> VideoOptions:
         strength=strength,
         seed=_seed(message, "video.seed"),
         steps=_steps(message, "video.steps"),
+        loras=_loras(message, "video.loras"),
     )
 
 

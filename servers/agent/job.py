@@ -167,6 +167,7 @@ class CharacterJob:
             guidance_scale=options.guidance_scale,
             seed=options.seed if options.seed is not None else self.seed,
             scheduler=options.scheduler,
+            loras=[(lora.name, lora.weight) for lora in options.loras],
         )
         self._keep_alive(message)
         result, sub_job_id = self._sub_job(context, "image", "GenerateImage", message)
@@ -192,6 +193,7 @@ class CharacterJob:
             output_format=options.output_format,
             strength=options.strength,
             init_image_ref=(run.portrait.bucket, run.portrait.key),
+            loras=[(lora.name, lora.weight) for lora in options.loras],
         )
         self._keep_alive(message)
         result, sub_job_id = self._sub_job(context, "video", "GenerateVideo", message)

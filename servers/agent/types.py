@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from servers.diffusion.lora import LoraRequest
 from servers.runtime.events import Payload
 from storage.object_store import ObjectLocation, StoredObject
 
@@ -61,6 +62,7 @@ class ImageOptions:
     scheduler: str | None = None  # a name of genmesh.client.requests.SCHEDULERS
     seed: int | None = None
     steps: int | None = None
+    loras: tuple[LoraRequest, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,7 @@ class VideoOptions:
     strength: float | None = None
     seed: int | None = None
     steps: int | None = None
+    loras: tuple[LoraRequest, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,9 @@ it) the motion modules run over sliding context windows (FreeNoise: 16 frames, s
 length the motion modules were trained on. FreeNoise changes the pipeline's modules, so it is
 switched on for the job and off again after it.
 
+LoRAs (``params.loras``) are switched on the loaded model first, as for images: they apply to the
+base UNet's layers (the motion modules are left alone) and the text encoder.
+
 Memory: the pipeline is asked for latents, and this module decodes them itself, a few frames at a
 time (``decode_chunk_size``): decoding never holds every frame at full resolution in the VAE, each
 chunk reports progress, and a cancel between chunks stops at once. A device out-of-memory error is
@@ -44,6 +47,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from servers.diffusion.loading import LoadedModel
+    from servers.diffusion.lora import ResolvedLora
 
 log = structlog.get_logger(__name__)
 
@@ -80,6 +84,7 @@ class VideoParams:
     init_video: list[Image.Image] | None = None
     prompt_schedule: dict[int, str] = field(default_factory=dict)
     preview_every: int = 0
+    loras: tuple[ResolvedLora, ...] = ()  # on the base UNet's layers under the motion modules
 
     @property
     def task(self) -> Task:
@@ -309,6 +314,8 @@ def animate(model: LoadedModel, params: VideoParams, reporter: Reporter, *, deco
     configuration, then ``ResourceExhausted`` with advice; the model stays usable either way.
     """
     params = resolve_video_params(params)
+    with out_of_memory_guard(model.device, model.memory_mode, VIDEO_ADVICE):
+        model.loras.activate(model.pipeline(model.root_task), params.loras)
     low = model.memory_mode is MemoryMode.LOW_VRAM
     if not low:
         failure = None

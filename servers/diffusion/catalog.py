@@ -7,12 +7,19 @@ name is ``NotFound`` naming the request field and listing what exists.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from genmesh.errors import NotFound
 from servers.diffusion.builtin import TINY_MOTION_ADAPTER, TINY_SD15
-from servers.diffusion.sources import SINGLE_FILE_SUFFIXES, ModelSource
+from servers.diffusion.sources import (
+    INPAINTING_CHANNELS,
+    SINGLE_FILE_SUFFIXES,
+    ModelSource,
+    SourceKind,
+    read_checkpoint_shapes,
+)
 
 SMOKE_TEST_DESCRIPTION = (
     "smoke-test model: a tiny SD1.5-shaped pipeline with random weights (it draws noise); "
@@ -94,3 +101,19 @@ class ModelCatalog:
         names = ", ".join(entry.name for entry in entries)
         field = self.kind.field
         raise NotFound(f"{field}: unknown {self.kind.what} {wanted!r}; available: {names}", field=field)
+
+
+def has_inpainting_unet(source: ModelSource) -> bool:
+    """Whether a model's UNet takes 9 input channels (an inpainting model), from its folder's UNet
+    config or its ``.safetensors`` header; False when that cannot be read cheaply (``.ckpt``, built-in)."""
+    path = Path(source.location)
+    try:
+        if source.kind is SourceKind.DIFFUSERS:
+            config = json.loads((path / "unet" / "config.json").read_text())
+            return config.get("in_channels") == INPAINTING_CHANNELS
+        if source.kind is SourceKind.SINGLE_FILE and path.suffix.lower() == ".safetensors":
+            conv_in = read_checkpoint_shapes(path).get("model.diffusion_model.input_blocks.0.0.weight")
+            return conv_in is not None and conv_in[1] == INPAINTING_CHANNELS
+    except Exception:  # unreadable: the load will say why
+        return False
+    return False

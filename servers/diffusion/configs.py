@@ -17,6 +17,7 @@ feature extractor (a 1.2 GB model this service does not run), and no watermarker
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -46,8 +47,23 @@ def _fill_config_folder(source: Path, dest: Path) -> None:
         write_clip_vocab(tokenizer_dir)
 
 
-def config_folder(family: ModelFamily | str, cache_dir: Path) -> Path:
-    """A complete config-only diffusers folder for ``family``, built under ``cache_dir`` once."""
+def _inpainting(dest: Path) -> None:
+    """The family's config with a 9-channel UNet (4 latent + mask + 4 masked-image channels), as the
+    public SD1.5 / SDXL inpainting checkpoints have."""
+    unet_config = dest / "unet" / "config.json"
+    unet_config.write_text(json.dumps({**json.loads(unet_config.read_text()), "in_channels": 9}, indent=2))
+
+
+def config_folder(family: ModelFamily | str, cache_dir: Path, *, inpainting: bool = False) -> Path:
+    """A complete config-only diffusers folder for ``family`` (``inpainting``: its 9-channel UNet
+    variant), built under ``cache_dir`` once."""
     source = bundled_config_dir(family)
-    dest = Path(cache_dir) / "configs" / f"{ModelFamily(family).value}-{_tree_digest(source)}"
-    return build_once(dest, lambda tmp: _fill_config_folder(source, tmp))
+    variant = "-inpainting" if inpainting else ""
+    dest = Path(cache_dir) / "configs" / f"{ModelFamily(family).value}{variant}-{_tree_digest(source)}"
+
+    def fill(tmp: Path) -> None:
+        _fill_config_folder(source, tmp)
+        if inpainting:
+            _inpainting(tmp)
+
+    return build_once(dest, fill)

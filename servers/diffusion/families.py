@@ -23,6 +23,7 @@ class ModelFamily(StrEnum):
 class Task(StrEnum):
     TXT2IMG = "txt2img"
     IMG2IMG = "img2img"
+    INPAINT = "inpaint"  # a mask with the init image: a 9-channel inpainting UNet, or the latent blend
     TXT2VID = "txt2vid"
     IMG2VID = "img2vid"  # a still repeated over every frame, then re-noised (video-to-video)
     VID2VID = "vid2vid"
@@ -53,6 +54,7 @@ FAMILIES: dict[ModelFamily, FamilySpec] = {
         pipelines={
             Task.TXT2IMG: "StableDiffusionPipeline",
             Task.IMG2IMG: "StableDiffusionImg2ImgPipeline",
+            Task.INPAINT: "StableDiffusionInpaintPipeline",
             # AnimateDiff: the same base model with a motion adapter (servers.diffusion.motion).
             Task.TXT2VID: "AnimateDiffPipeline",
             Task.IMG2VID: "AnimateDiffVideoToVideoPipeline",
@@ -74,7 +76,11 @@ FAMILIES: dict[ModelFamily, FamilySpec] = {
     ),
     ModelFamily.SDXL: FamilySpec(
         family=ModelFamily.SDXL,
-        pipelines={Task.TXT2IMG: "StableDiffusionXLPipeline", Task.IMG2IMG: "StableDiffusionXLImg2ImgPipeline"},
+        pipelines={
+            Task.TXT2IMG: "StableDiffusionXLPipeline",
+            Task.IMG2IMG: "StableDiffusionXLImg2ImgPipeline",
+            Task.INPAINT: "StableDiffusionXLInpaintPipeline",
+        },
         native_resolution=1024,
         default_scheduler="euler",
         # ~7 GiB of fp16 weights (UNet + two text encoders + VAE) plus 1024 px activations and an

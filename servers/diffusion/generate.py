@@ -6,6 +6,16 @@ re-made alone with ``seed + i`` and ``num_images = 1`` (identical noise; on the 
 pixels too, while GPU kernels may round a batch differently in the last bits). The same seed,
 model, parameters, device and thread count give identical pixels.
 
+Inpainting (a mask with the init image, white = re-draw): a model with a 9-channel inpainting UNet
+takes the mask and the masked image itself; a regular model runs diffusers' inpainting pipeline,
+which after every step puts back the init image's latents (noised to that step) outside the mask.
+Either way the finished pixels outside the mask are the init image's (composited with the mask as
+alpha, as AUTOMATIC1111 does), so what the mask keeps survives even a VAE round trip. An inpainting
+model runs txt2img and img2img as inpainting with an all-white mask.
+
+LoRAs (``params.loras``, resolved by ``servers.diffusion.lora``) are switched on the model before
+the run: the base model is never reloaded for them.
+
 Each call builds a fresh scheduler (the requested one, or the model's own) from the model's
 scheduler config, so no state leaks between requests, and puts the model's own back afterwards.
 Progress, previews and cancellation go through :class:`servers.diffusion.progress.StepCallback`;
@@ -33,6 +43,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from servers.diffusion.loading import LoadedModel
+    from servers.diffusion.lora import ResolvedLora
 
 SEED_MODULUS = 2**32
 MAX_PROMPT_CHARS = 10_000
@@ -43,6 +54,9 @@ MAX_IMAGES = 8
 DEFAULT_STEPS = 25
 DEFAULT_GUIDANCE = 7.5
 DEFAULT_STRENGTH = 0.75
+DEFAULT_INPAINT_STRENGTH = 1.0  # the masked region starts from noise: white re-draws it
+# The LoRA limits of these requests (at most 5, weights -2..2) live with the LoRA request rules in
+# servers.diffusion.lora, which the torch-free agent imports too.
 
 
 @dataclass(frozen=True)
@@ -62,9 +76,13 @@ class GenerationParams:
     strength: float | None = None
     init_image: Image.Image | None = None  # RGB, e.g. from servers.media.images.decode_image
     preview_every: int = 0  # a preview every N steps; 0 for none
+    mask_image: Image.Image | None = None  # inpainting: greyscale ("L"), white re-draws; needs init_image
+    loras: tuple[ResolvedLora, ...] = ()
 
     @property
     def task(self) -> Task:
+        if self.mask_image is not None:
+            return Task.INPAINT
         return Task.IMG2IMG if self.init_image is not None else Task.TXT2IMG
 
 
@@ -76,6 +94,7 @@ class GenerationResult:
     steps_run: int  # denoising steps that ran (img2img: about steps * strength)
     denoise_seconds: float  # from the call to the last step (includes prompt encoding, img2img's VAE encode)
     decode_seconds: float  # from the last step to the images (VAE decode, conversion to PIL)
+    inpaint_mode: str = ""  # "inpainting_model" (9-channel UNet), "latent_blend", or "" (no mask)
 
 
 def _default_size(params: GenerationParams, family: ModelFamily) -> tuple[int, int]:
@@ -87,6 +106,17 @@ def _default_size(params: GenerationParams, family: ModelFamily) -> tuple[int, i
     if scale < 1.0:
         image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))))
     return snap_size(image)
+
+
+def check_mask(mask: Image.Image, init_image: Image.Image | None, field: str = "mask_image") -> None:
+    """A mask needs an init image of its size (``InvalidArgument`` naming ``field``)."""
+    require(init_image is not None, field, "needs an init image (init_image_data or init_image_ref) to inpaint")
+    assert init_image is not None
+    require(
+        mask.size == init_image.size,
+        field,
+        f"is {mask.width}x{mask.height}; it must be the init image's size ({init_image.width}x{init_image.height})",
+    )
 
 
 def resolve_params(params: GenerationParams, family: ModelFamily | str, default_scheduler: str) -> GenerationParams:
@@ -110,10 +140,13 @@ def resolve_params(params: GenerationParams, family: ModelFamily | str, default_
     scheduler = params.scheduler or default_scheduler
     scheduler_spec(scheduler)  # InvalidArgument naming "scheduler" for unknown names
     strength = params.strength
+    if params.mask_image is not None:
+        check_mask(params.mask_image, params.init_image)
     if params.init_image is None:
         require(strength is None, "strength", "is only valid with an init image (img2img)")
     else:
-        strength = DEFAULT_STRENGTH if strength is None else strength
+        default = DEFAULT_INPAINT_STRENGTH if params.mask_image is not None else DEFAULT_STRENGTH
+        strength = default if strength is None else strength
         require(0.0 < strength <= 1.0, "strength", f"must be in (0, 1] (got {strength})")
         require(
             int(params.steps * strength) >= 1,
@@ -134,8 +167,10 @@ def run_pipeline(
     *,
     family: ModelFamily | str,
     reporter: Reporter = NULL_REPORTER,
+    inpainting_unet: bool = False,
 ) -> GenerationResult:
-    """Run ``pipe`` (a txt2img or img2img pipeline matching ``params.task``) once, batched.
+    """Run ``pipe`` (the pipeline for ``params.task``; an inpainting pipeline for every task when
+    ``inpainting_unet``) once, batched.
 
     ``params`` must be resolved (:func:`resolve_params`). Raises ``genmesh.errors.Cancelled``
     (from ``reporter.check_cancelled()``) before the first step or after any step: then nothing is
@@ -158,10 +193,13 @@ def run_pipeline(
         "callback_on_step_end_tensor_inputs": ["latents"],
         "output_type": "pil",
     }
-    if params.init_image is not None:
-        call["image"] = fit_image(params.init_image, params.width, params.height)
-        call["strength"] = params.strength
-    else:
+    init_image, mask = _inputs(params, inpainting_unet)
+    if init_image is not None:
+        call["image"] = init_image
+        call["strength"] = params.strength if params.init_image is not None else 1.0
+    if mask is not None:
+        call["mask_image"] = mask
+    if init_image is None or mask is not None:  # the inpainting pipelines also take the size
         call["width"], call["height"] = params.width, params.height
 
     reporter.check_cancelled()
@@ -172,22 +210,53 @@ def run_pipeline(
         output = pipe(**call)
     finally:
         pipe.scheduler = own_scheduler
+    images = list(output.images)
+    if mask is not None and init_image is not None:
+        images = [keep_unmasked(image, init_image, mask) for image in images]
     ended = time.monotonic()
     last_step = callback.last_step_at or ended
+    inpaint_mode = ""
+    if params.mask_image is not None:
+        inpaint_mode = "inpainting_model" if inpainting_unet else "latent_blend"
     return GenerationResult(
-        images=list(output.images),
+        images=images,
         seeds=seeds,
         params=params,
         steps_run=callback.steps_done,
         denoise_seconds=last_step - started,
         decode_seconds=ended - last_step,
+        inpaint_mode=inpaint_mode,
     )
 
 
+def _inputs(params: GenerationParams, inpainting_unet: bool) -> tuple[Image.Image | None, Image.Image | None]:
+    """(init image, mask) at the output size, as the pipeline takes them. An inpainting UNet always
+    gets a mask: all white (re-draw everything) for txt2img and img2img, over black for txt2img."""
+    from PIL import Image
+
+    assert params.width is not None and params.height is not None
+    size = (params.width, params.height)
+    init = fit_image(params.init_image, *size) if params.init_image is not None else None
+    mask = fit_image(params.mask_image, *size).convert("L") if params.mask_image is not None else None
+    if inpainting_unet and mask is None:
+        mask = Image.new("L", size, 255)
+        init = init if init is not None else Image.new("RGB", size)
+    return init, mask
+
+
+def keep_unmasked(image: Image.Image, init_image: Image.Image, mask: Image.Image) -> Image.Image:
+    """``image`` where ``mask`` is white, ``init_image`` where it is black (grey blends)."""
+    from PIL import Image
+
+    return Image.composite(image.convert("RGB"), init_image.convert("RGB"), mask.convert("L"))
+
+
 def generate(model: LoadedModel, params: GenerationParams, reporter: Reporter = NULL_REPORTER) -> GenerationResult:
-    """Resolve ``params`` for ``model``, pick its txt2img or img2img pipeline, run it; device
+    """Resolve ``params`` for ``model``, switch its LoRAs, pick the task's pipeline, run it; device
     out-of-memory becomes ``ResourceExhausted`` (advice included) and leaves the model usable."""
     params = resolve_params(params, model.family, model.default_scheduler)
-    pipe = model.pipeline(params.task)
+    inpainting_unet = model.inpainting
+    pipe = model.pipeline(Task.INPAINT if inpainting_unet else params.task)
     with out_of_memory_guard(model.device, model.memory_mode):
-        return run_pipeline(pipe, params, family=model.family, reporter=reporter)
+        model.loras.activate(model.pipeline(model.root_task), params.loras)
+        return run_pipeline(pipe, params, family=model.family, reporter=reporter, inpainting_unet=inpainting_unet)

@@ -28,16 +28,19 @@ from servers.compute.devices import default_dtype, select_device
 from servers.diffusion.builtin import builtin_folder
 from servers.diffusion.configs import config_folder
 from servers.diffusion.families import FamilySpec, ModelFamily, Task, family_spec
+from servers.diffusion.lora import LoraAdapters
 from servers.diffusion.memory import MemoryMode, apply_memory_mode, out_of_memory_guard, resolve_memory_mode
 from servers.diffusion.motion import FIELD as MOTION_FIELD
 from servers.diffusion.motion import animatediff_scheduler_config, check_fits, load_motion_adapter
 from servers.diffusion.schedulers import make_scheduler, scheduler_name
 from servers.diffusion.sources import (
     FIELD,
+    INPAINTING_CHANNELS,
     ModelSource,
     SourceKind,
     detect_folder_family,
     detect_single_file_family,
+    read_checkpoint_shapes,
 )
 
 if TYPE_CHECKING:
@@ -78,7 +81,9 @@ def _read_pipeline(source: ModelSource, family: ModelFamily, dtype: torch.dtype,
     if family is ModelFamily.SD15:
         extra = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
     if source.kind is SourceKind.SINGLE_FILE:
-        config_dir = source.config_dir or config_folder(family, cache_dir)
+        conv_in = read_checkpoint_shapes(Path(source.location)).get("model.diffusion_model.input_blocks.0.0.weight")
+        inpainting = conv_in is not None and conv_in[1] == INPAINTING_CHANNELS
+        config_dir = source.config_dir or config_folder(family, cache_dir, inpainting=inpainting)
         _existing(str(config_dir), "config folder")
         return cls.from_single_file(
             source.location, config=str(config_dir), dtype=dtype, local_files_only=True, **extra
@@ -101,6 +106,12 @@ class LoadedModel:
     _pipelines: dict[Task, DiffusionPipeline] = field(default_factory=dict, repr=False)
     root_task: Task = Task.TXT2IMG  # the task of the loaded pipeline; the others derive from it
     motion_adapter: ModelSource | None = None
+    loras: LoraAdapters = field(default_factory=LoraAdapters)  # switched per request on the shared modules
+
+    @property
+    def inpainting(self) -> bool:
+        """A 9-channel inpainting UNet: every image task runs through the inpainting pipeline."""
+        return self._pipelines[self.root_task].unet.config.in_channels == INPAINTING_CHANNELS
 
     def pipeline(self, task: Task | str = Task.TXT2IMG) -> DiffusionPipeline:
         """The pipeline for ``task``, sharing the loaded pipeline's components."""

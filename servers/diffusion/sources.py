@@ -24,6 +24,7 @@ from servers.diffusion.families import ModelFamily
 BUILTIN_PREFIX = "builtin:"
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 FIELD = "model"
+INPAINTING_CHANNELS = 9  # an inpainting UNet's input: 4 latent + 1 mask + 4 masked-image latent channels
 
 
 class SourceKind(StrEnum):
@@ -76,17 +77,16 @@ def read_checkpoint_shapes(path: Path) -> dict[str, tuple[int, ...]]:
 
 def detect_single_file_family(path: Path) -> ModelFamily:
     """``sd15`` or ``sdxl`` from a checkpoint's keys (text encoder layout), checked against the
-    UNet's cross-attention width; ``InvalidArgument`` for other models (SD2, SDXL refiner, inpainting)."""
+    UNet's cross-attention width (inpainting variants too); ``InvalidArgument`` for other models
+    (SD2, SDXL refiner, edit models)."""
     try:
         shapes = read_checkpoint_shapes(Path(path))
     except Exception as exc:
         raise InvalidArgument(f"{FIELD}: {path} is not a readable checkpoint ({exc})", field=FIELD) from None
     keys = shapes.keys()
     conv_in = shapes.get("model.diffusion_model.input_blocks.0.0.weight")
-    if conv_in is not None and conv_in[1] != 4:
-        raise InvalidArgument(
-            f"{FIELD}: {path} has {conv_in[1]} UNet input channels (an inpainting or edit model?)", field=FIELD
-        )
+    if conv_in is not None and conv_in[1] not in (4, INPAINTING_CHANNELS):
+        raise InvalidArgument(f"{FIELD}: {path} has {conv_in[1]} UNet input channels (an edit model?)", field=FIELD)
     context = {shape[1] for key, shape in shapes.items() if key.endswith("attn2.to_k.weight") and len(shape) == 2}
     if any(key.startswith("conditioner.embedders.1.") for key in keys) or context == {2048}:
         return ModelFamily.SDXL

@@ -7,6 +7,7 @@ from genmesh.errors import InvalidArgument, require, require_range, shown
 from genmesh.image.v1 import image_pb2
 from servers.diffusion.generate import (
     DEFAULT_GUIDANCE,
+    DEFAULT_INPAINT_STRENGTH,
     DEFAULT_STEPS,
     DEFAULT_STRENGTH,
     MAX_GUIDANCE,
@@ -16,6 +17,7 @@ from servers.diffusion.generate import (
 )
 from servers.diffusion.generate import MAX_SIDE as MAX_SIZE
 from servers.diffusion.generate import MIN_SIDE as MIN_SIZE
+from servers.diffusion.lora import requested_loras
 from servers.image.engine import ImageOutcome
 from servers.image.records import SavedImage
 from servers.image.types import ImageFormat, ImageRequest, ObjectLocation
@@ -32,6 +34,8 @@ FORMATS = {
     media_pb2.IMAGE_FORMAT_WEBP: ImageFormat.WEBP,
     media_pb2.IMAGE_FORMAT_JPEG: ImageFormat.JPEG,
 }
+INPAINT_MODES = {"": image_pb2.INPAINT_MODE_UNSPECIFIED, "inpainting_model": image_pb2.INPAINT_MODE_INPAINTING_MODEL,
+                 "latent_blend": image_pb2.INPAINT_MODE_LATENT_BLEND}  # fmt: skip
 FORMAT_ENUMS = {ImageFormat.PNG: media_pb2.IMAGE_FORMAT_PNG, ImageFormat.WEBP: media_pb2.IMAGE_FORMAT_WEBP,
                 ImageFormat.JPEG: media_pb2.IMAGE_FORMAT_JPEG}  # fmt: skip
 
@@ -71,6 +75,7 @@ def generate_image_request(message: image_pb2.GenerateImageRequest) -> ImageRequ
     else:
         quality = 90
     require_range(message.preview_interval_steps, "preview_interval_steps", 0, MAX_STEPS)
+    prompt, loras = requested_loras(message.prompt, common.lora_requests(message.loras))
 
     init_data, init_ref = None, None
     source = message.WhichOneof("init_image")
@@ -81,6 +86,17 @@ def generate_image_request(message: image_pb2.GenerateImageRequest) -> ImageRequ
         ref = message.init_image_ref
         validate_bucket(ref.bucket, "init_image_ref.bucket")
         init_ref = ObjectLocation(ref.bucket, validate_key(ref.key, "init_image_ref.key"))
+    mask_data, mask_ref = None, None
+    mask_source = message.WhichOneof("mask_image")
+    if mask_source is not None:
+        require(source is not None, mask_source, "needs an init image (init_image_data or init_image_ref) to inpaint")
+    if mask_source == "mask_image_data":
+        require(len(message.mask_image_data) > 0, "mask_image_data", "must not be empty")
+        mask_data = message.mask_image_data
+    elif mask_source == "mask_image_ref":
+        ref = message.mask_image_ref
+        validate_bucket(ref.bucket, "mask_image_ref.bucket")
+        mask_ref = ObjectLocation(ref.bucket, validate_key(ref.key, "mask_image_ref.key"))
     strength = None
     if message.HasField("strength"):
         if source is None:
@@ -88,7 +104,7 @@ def generate_image_request(message: image_pb2.GenerateImageRequest) -> ImageRequ
         strength = message.strength
         require(0.0 < strength <= 1.0, "strength", f"must be in (0, 1] (got {shown(strength)})")
     elif source is not None:
-        strength = DEFAULT_STRENGTH
+        strength = DEFAULT_INPAINT_STRENGTH if mask_source is not None else DEFAULT_STRENGTH
     if strength is not None:  # img2img runs int(steps x strength) steps: at least one must run
         require(
             int(steps * strength) >= 1,
@@ -97,7 +113,7 @@ def generate_image_request(message: image_pb2.GenerateImageRequest) -> ImageRequ
         )
 
     return ImageRequest(
-        prompt=message.prompt,
+        prompt=prompt,
         model=message.model,
         negative_prompt=message.negative_prompt,
         width=_size(message, "width"),
@@ -115,6 +131,9 @@ def generate_image_request(message: image_pb2.GenerateImageRequest) -> ImageRequ
         return_inline=message.return_inline,
         preview_interval_steps=message.preview_interval_steps,
         keep_alive_seconds=common.keep_alive_seconds(message),
+        loras=loras,
+        mask_image_data=mask_data,
+        mask_image_ref=mask_ref,
     )
 
 
@@ -123,8 +142,9 @@ def image_result(
     outcome: ImageOutcome,
     saved: list[SavedImage],
     init_image: ObjectLocation | None,
-    record: StoredObject,
+    record: StoredObject | None,
     timings: image_pb2.Timings,
+    mask_image: ObjectLocation | None = None,
 ) -> image_pb2.ImageResult:
     params = outcome.result.params
     return image_pb2.ImageResult(
@@ -154,6 +174,9 @@ def image_result(
             quality=0 if request.output_format is ImageFormat.PNG else request.quality,
             memory_mode=MEMORY_MODES.get(outcome.memory_mode, diffusion_pb2.MEMORY_MODE_UNSPECIFIED),
             device=outcome.device,
+            loras=common.applied_loras(params.loras),
+            inpaint_mode=INPAINT_MODES[outcome.result.inpaint_mode],
+            mask_image=common_pb2_ref(mask_image),
         ),
         timings=timings,
         record=common.artifact(record),

@@ -15,8 +15,11 @@ from servers.compute.devices import configure_threads, device_label, select_devi
 from servers.compute.memory import free_device_memory
 from servers.diffusion.catalog import CatalogEntry, ModelCatalog
 from servers.diffusion.compiled import Shape, compile_model, warm_up_image
+from servers.diffusion.families import ModelFamily
 from servers.diffusion.generate import GenerationParams, GenerationResult, generate, resolve_params
 from servers.diffusion.loading import LoadedModel, load_model
+from servers.diffusion.lora import DEFAULT_BUDGET_BYTES, LoraAdapters, LoraCatalog, ResolvedLora, check_family
+from servers.diffusion.sources import SourceKind, detect_folder_family, detect_single_file_family
 from servers.image.types import ImageRequest
 from servers.runtime.events import Reporter, StageChanged
 from servers.runtime.model_cache import ModelCache
@@ -49,9 +52,13 @@ class ImageEngine:
         max_pixels: int = 4 * 1024 * 1024,
         compile: CompileOptions = OFF,
         compile_warmup: tuple[Shape, ...] = (),
+        loras: LoraCatalog | None = None,
+        lora_budget_bytes: int = DEFAULT_BUDGET_BYTES,
     ) -> None:
         configure_threads(threads)
         self.catalog = catalog
+        self.loras = loras or LoraCatalog(catalog.models_dir.parent / "lora")
+        self.lora_budget_bytes = lora_budget_bytes
         self.cache_dir = cache_dir
         self.device = select_device(device)
         self.memory_mode = memory_mode
@@ -69,6 +76,7 @@ class ImageEngine:
     def _load(self, name: str) -> LoadedModel:
         entry = self.catalog.resolve(name)
         model = load_model(entry.source, cache_dir=self.cache_dir, device=self.device, memory_mode=self.memory_mode)
+        model.loras = LoraAdapters(self.lora_budget_bytes)
         if self.compile.enabled:  # off: not one step differs from an eager server
             warm_up_image(model, compile_model(model, self.compile), self.compile_warmup)
         return model
@@ -81,7 +89,32 @@ class ImageEngine:
         with self.models.use(self.catalog.resolve(name).name):
             pass
 
-    def generate(self, request: ImageRequest, init_image: Image.Image | None, reporter: Reporter) -> ImageOutcome:
+    def family_of(self, entry: CatalogEntry) -> ModelFamily:
+        """A model's family without loading it: declared, or read from its folder's index or its
+        checkpoint's header (``InvalidArgument`` naming ``model`` when it is not SD1.5/SDXL)."""
+        if entry.source.family is not None:
+            return entry.source.family
+        path = Path(entry.source.location)
+        if entry.source.kind is SourceKind.SINGLE_FILE:
+            return detect_single_file_family(path)
+        return detect_folder_family(path)
+
+    def resolve_loras(self, request: ImageRequest, entry: CatalogEntry) -> tuple[ResolvedLora, ...]:
+        """The request's LoRAs found, read and checked against the model's family (no loading):
+        ``NotFound`` / ``InvalidArgument`` naming ``loras[i].name``."""
+        if not request.loras:
+            return ()
+        return self.loras.resolve(request.loras, self.family_of(entry), model_name=entry.name)
+
+    def generate(
+        self,
+        request: ImageRequest,
+        init_image: Image.Image | None,
+        reporter: Reporter,
+        *,
+        mask_image: Image.Image | None = None,
+        loras: tuple[ResolvedLora, ...] = (),
+    ) -> ImageOutcome:
         entry = self.catalog.resolve(request.model)
         if not self.models.is_loaded(entry.name):
             reporter.output(StageChanged("loading_model"))
@@ -100,7 +133,10 @@ class ImageEngine:
                 strength=request.strength,
                 init_image=init_image,
                 preview_every=request.preview_interval_steps,
+                mask_image=mask_image,
+                loras=loras,
             )
+            check_family(loras, model.family, entry.name)  # a folder's family is only certain once loaded
             resolved = resolve_params(params, model.family, model.default_scheduler)
             check_pixel_budget(resolved.width or 0, resolved.height or 0, resolved.num_images, self.max_pixels)
             reporter.output(StageChanged("denoising"))

@@ -10,6 +10,8 @@ from PIL import Image
 
 from genmesh.image.v1 import image_pb2
 from servers.diffusion.families import family_spec
+from servers.diffusion.generate import check_mask
+from servers.diffusion.lora import ResolvedLora
 from servers.image import convert, records
 from servers.image.engine import ImageEngine, check_pixel_budget
 from servers.image.types import ImageRequest
@@ -27,12 +29,14 @@ class ImageJob:
     engine: ImageEngine
     store: ObjectStore
     init_image: Image.Image | None = None
+    mask_image: Image.Image | None = None  # greyscale
+    loras: tuple[ResolvedLora, ...] = ()
 
     @classmethod
     def prepare(cls, request: ImageRequest, engine: ImageEngine, store: ObjectStore) -> ImageJob:
-        """Resolve the model, check the pixel budget and fetch/decode the init image: an unknown model
-        or object is NOT_FOUND and a bad image or a job over budget INVALID_ARGUMENT at once, naming the
-        field; nothing waits in the queue."""
+        """Resolve the model and the LoRAs, check the pixel budget, fetch/decode the init image and
+        mask: an unknown model, LoRA or object is NOT_FOUND and a bad image or mask, a LoRA for another
+        family or a job over budget INVALID_ARGUMENT at once, naming the field; nothing waits in the queue."""
         entry = engine.catalog.resolve(request.model)
         # An unset side is the family's native size; a model whose family is only known once loaded
         # (a folder without a declared family) has unset sides checked by the engine.
@@ -46,14 +50,24 @@ class ImageJob:
         elif request.init_image_ref is not None:
             data = store.get_input(request.init_image_ref, "init_image_ref")
             image = decode_image(data, field="init_image_ref")
-        return cls(request, engine, store, image)
+        mask = None
+        if request.mask_image_data is not None or request.mask_image_ref is not None:
+            field = request.mask_field
+            data = request.mask_image_data
+            if data is None:
+                assert request.mask_image_ref is not None
+                data = store.get_input(request.mask_image_ref, field)
+            mask = decode_image(data, field=field).convert("L")
+            check_mask(mask, image, field)
+        loras = engine.resolve_loras(request, entry)
+        return cls(request, engine, store, image, mask, loras)
 
     def run(self, context: JobContext) -> image_pb2.ImageResult:
         started = time.monotonic()
         request = self.request
         if self.init_image is not None:
             context.output(StageChanged("encoding_input"))
-        outcome = self.engine.generate(request, self.init_image, context)
+        outcome = self.engine.generate(request, self.init_image, context, mask_image=self.mask_image, loras=self.loras)
         context.output(StageChanged("saving"))
         save_started = time.monotonic()
         prefix = outputs.job_prefix(context.job_id)
@@ -62,6 +76,10 @@ class ImageJob:
         if request.init_image_data is not None and self.init_image is not None:
             stored = records.save_init_image(self.store, prefix, self.init_image)
             init_location = ObjectLocation(stored.bucket, stored.key)
+        mask_location = request.mask_image_ref
+        if request.mask_image_data is not None and self.mask_image is not None:
+            stored = records.save_mask_image(self.store, prefix, self.mask_image)
+            mask_location = ObjectLocation(stored.bucket, stored.key)
         result = outcome.result
         timings = image_pb2.Timings(
             queued_seconds=context.queued_seconds,
@@ -69,7 +87,7 @@ class ImageJob:
             denoise_seconds=result.denoise_seconds,
             decode_seconds=result.decode_seconds,
         )
-        draft = convert.image_result(request, outcome, saved, init_location, None, timings)
+        draft = convert.image_result(request, outcome, saved, init_location, None, timings, mask_location)
         record = outputs.save_record(
             self.store,
             prefix,
@@ -82,4 +100,4 @@ class ImageJob:
         )
         timings.save_seconds = time.monotonic() - save_started
         timings.total_seconds = time.monotonic() - started
-        return convert.image_result(request, outcome, saved, init_location, record, timings)
+        return convert.image_result(request, outcome, saved, init_location, record, timings, mask_location)

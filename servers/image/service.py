@@ -10,6 +10,7 @@ from genmesh.image.v1 import image_pb2_grpc
 from servers.compute.compile import CompileOptions, prepare_compiling
 from servers.diffusion.catalog import ModelCatalog
 from servers.diffusion.compiled import parse_shapes
+from servers.diffusion.lora import LoraCatalog
 from servers.image.engine import ImageEngine
 from servers.image.servicer import ImageServicer
 from servers.image.settings import ImageSettings
@@ -30,6 +31,8 @@ class ImageService(QueuedService):
             max_pixels=settings.max_pixels,
             compile=compile,
             compile_warmup=parse_shapes(settings.compile_warmup),
+            loras=LoraCatalog(settings.resolved_loras_dir()),
+            lora_budget_bytes=settings.lora_budget_mb * 1024 * 1024,
         )
         super().__init__("image", settings, devices=[self.engine.device_label])
         self.preload = settings.preload

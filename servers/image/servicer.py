@@ -7,10 +7,12 @@ from collections.abc import AsyncIterator
 
 from genmesh.common.v1 import model_pb2
 from genmesh.image.v1 import image_pb2, image_pb2_grpc
+from servers.diffusion.catalog import has_inpainting_unet
 from servers.diffusion.families import family_spec
 from servers.image import convert
 from servers.image.engine import ImageEngine
 from servers.image.job import ImageJob
+from servers.runtime import convert as common
 from servers.runtime.job_rpcs import JobRpcs
 from servers.runtime.queue import JobQueue
 from servers.runtime.streaming import stream_job
@@ -40,12 +42,16 @@ class ImageServicer(JobRpcs, image_pb2_grpc.ImageServiceServicer):
     async def ListModels(self, request: image_pb2.ListModelsRequest, context) -> image_pb2.ListModelsResponse:
         catalog = self.engine.catalog
         entries = await asyncio.to_thread(catalog.entries)
+        inpainting = await asyncio.to_thread(
+            lambda: {entry.name: has_inpainting_unet(entry.source) for entry in entries}
+        )
         default = catalog.default_name
         models = []
         for entry in entries:
             family = entry.source.family.value if entry.source.family else "sd15"
             spec = family_spec(family) if entry.source.family else None
             labels = {
+                "kind": "base",
                 "family": family if entry.source.family else "detected at load",
                 "native_resolution": str(spec.native_resolution) if spec else "",
                 "default_scheduler": spec.default_scheduler if spec else "",
@@ -54,6 +60,8 @@ class ImageServicer(JobRpcs, image_pb2_grpc.ImageServiceServicer):
             }
             if entry.smoke_test:
                 labels["smoke_test"] = "true"
+            if inpainting[entry.name]:
+                labels["inpainting"] = "true"
             models.append(
                 model_pb2.ModelInfo(
                     name=entry.name,
@@ -65,4 +73,5 @@ class ImageServicer(JobRpcs, image_pb2_grpc.ImageServiceServicer):
                     labels={key: value for key, value in labels.items() if value},
                 )
             )
+        models += await asyncio.to_thread(common.lora_infos, self.engine.loras)
         return image_pb2.ListModelsResponse(models=models)

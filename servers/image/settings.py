@@ -18,6 +18,10 @@ class ImageSettings(ServerSettings):
                          env="GENMESH_IMAGE_MODEL")  # fmt: skip
     models_dir: Path | None = setting(None, "folder of diffusers folders and .safetensors/.ckpt files "
                                       "(default: <data_dir>/models/image)", env="GENMESH_IMAGE_MODELS_DIR")  # fmt: skip
+    loras_dir: Path | None = setting(None, "folder of LoRA .safetensors files, kohya or diffusers layout "
+                                     "(default: <data_dir>/models/lora)", env="GENMESH_LORAS_DIR")  # fmt: skip
+    lora_budget_mb: int = setting(1024, "LoRA files kept loaded per model beyond the ones a job uses, in MB; "
+                                  "the least recently used unload first", env="GENMESH_LORA_BUDGET_MB")  # fmt: skip
     device: str = setting("auto", "auto, cpu, cuda, cuda:N (cuda also means ROCm)", env="GENMESH_DEVICE")
     memory_mode: str = setting("auto", "auto, full or lowvram (attention/VAE slicing, CPU offload)",
                                env="GENMESH_MEMORY_MODE")  # fmt: skip
@@ -41,6 +45,9 @@ class ImageSettings(ServerSettings):
 
     def resolved_models_dir(self) -> Path:
         return self.models_dir or self.data_dir / "models" / "image"
+
+    def resolved_loras_dir(self) -> Path:
+        return self.loras_dir or self.data_dir / "models" / "lora"
 
     def cache_dir(self) -> Path:
         return self.data_dir / "cache" / "diffusion"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from servers.diffusion.lora import LoraRequest
 from servers.media.images import ImageFormat
 from storage.object_store import ObjectLocation
 
@@ -32,6 +33,13 @@ class ImageRequest:
     return_inline: bool = False
     preview_interval_steps: int = 0
     keep_alive_seconds: int | None = None  # how long the model stays loaded after the job (None: server's)
+    loras: tuple[LoraRequest, ...] = ()  # from `loras` and the prompt's <lora:...> (taken out of `prompt`)
+    mask_image_data: bytes | None = None  # inpainting (with an init image)
+    mask_image_ref: ObjectLocation | None = None
+
+    @property
+    def mask_field(self) -> str:
+        return "mask_image_data" if self.mask_image_data is not None else "mask_image_ref"
 
     @property
     def is_img2img(self) -> bool:

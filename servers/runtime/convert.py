@@ -7,8 +7,9 @@ from typing import Any
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from genmesh.common.v1 import artifact_pb2, diffusion_pb2, job_pb2
+from genmesh.common.v1 import artifact_pb2, diffusion_pb2, job_pb2, model_pb2
 from genmesh.errors import require_range
+from servers.diffusion.lora import LoraRequest  # torch-free: text and agent servers import this module
 from servers.runtime import events
 from servers.runtime.queue import Job
 from storage.object_store import StoredObject
@@ -154,3 +155,41 @@ SCHEDULERS: dict[int, str] = {
 }
 SCHEDULER_ENUMS = {name: value for value, name in SCHEDULERS.items()}
 MEMORY_MODES = {"full": diffusion_pb2.MEMORY_MODE_FULL, "lowvram": diffusion_pb2.MEMORY_MODE_LOW_VRAM}
+
+
+def lora_requests(messages: Any) -> list[LoraRequest]:
+    """``repeated LoraWeight`` -> LoRA requests (an unset weight is 1.0); checked with the prompt's
+    by ``servers.diffusion.lora.requested_loras``."""
+    return [LoraRequest(item.name, item.weight if item.HasField("weight") else 1.0) for item in messages]
+
+
+def applied_loras(loras: Any) -> list[diffusion_pb2.AppliedLora]:
+    """The LoRAs a run applied (``servers.diffusion.lora.ResolvedLora``) as result messages."""
+    return [
+        diffusion_pb2.AppliedLora(
+            name=lora.file.name, weight=lora.weight, sha256=lora.file.sha256, from_prompt=lora.from_prompt
+        )
+        for lora in loras
+    ]
+
+
+def lora_infos(catalog: Any) -> list[model_pb2.ModelInfo]:
+    """ListModels entries for a ``servers.diffusion.lora.LoraCatalog``: kind "lora", the family each
+    fits and its layout, read from the file; an unreadable file is listed with its "problem"."""
+    infos = []
+    for name, path, file, problem in catalog.entries():
+        labels = {"kind": "lora"}
+        if file is not None:
+            labels.update(family=file.family.value, layout=file.layout, sha256=file.sha256)
+        else:
+            labels["problem"] = problem
+        infos.append(
+            model_pb2.ModelInfo(
+                name=name,
+                description=f"LoRA {path.name}" + (f" for {file.family.value} models" if file else " (unreadable)"),
+                source=str(path),
+                size_bytes=path.stat().st_size if path.exists() else 0,
+                labels=labels,
+            )
+        )
+    return infos

@@ -8,6 +8,7 @@ from genmesh.video.v1 import video_pb2
 from servers.diffusion import animate
 from servers.diffusion.families import Task
 from servers.diffusion.generate import MAX_GUIDANCE, MAX_PROMPT_CHARS, MAX_STEPS
+from servers.diffusion.lora import requested_loras
 from servers.media.video import VideoFormat
 from servers.runtime import convert as common
 from servers.runtime import events
@@ -72,6 +73,7 @@ def generate_video_request(message: video_pb2.GenerateVideoRequest) -> VideoRequ
         scheduler = SCHEDULERS[message.scheduler]
     require(message.output_format in FORMATS, "output_format", f"unknown format value {message.output_format}")
     require_range(message.preview_interval_steps, "preview_interval_steps", 0, MAX_STEPS)
+    prompt, loras = requested_loras(message.prompt, common.lora_requests(message.loras))
 
     source = message.WhichOneof("init")
     if source == "init_image_data":
@@ -83,7 +85,7 @@ def generate_video_request(message: video_pb2.GenerateVideoRequest) -> VideoRequ
         require(source is not None, "strength", "is only valid with an init image or video")
         require(0.0 < strength <= 1.0, "strength", f"must be in (0, 1] (got {shown(strength)})")
     return VideoRequest(
-        prompt=message.prompt,
+        prompt=prompt,
         model=message.model,
         motion_adapter=message.motion_adapter,
         negative_prompt=message.negative_prompt,
@@ -106,6 +108,7 @@ def generate_video_request(message: video_pb2.GenerateVideoRequest) -> VideoRequ
         strength=strength,  # type: ignore[arg-type]
         prompt_schedule=dict(message.prompt_schedule),
         keep_alive_seconds=common.keep_alive_seconds(message),
+        loras=loras,
     )
 
 
@@ -157,6 +160,7 @@ def video_result(
             prompt_schedule=params.prompt_schedule,
             decode_chunk_size=output.decode_chunk_size,
             low_memory_retry=output.low_memory_retry,
+            loras=common.applied_loras(params.loras),
         ),
         timings=timings,
         record=common.artifact(record),

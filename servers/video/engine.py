@@ -21,7 +21,9 @@ from servers.diffusion.animate import (
 )
 from servers.diffusion.catalog import CatalogEntry, ModelCatalog
 from servers.diffusion.compiled import Shape, compile_model, warm_up_video
+from servers.diffusion.families import ModelFamily
 from servers.diffusion.loading import LoadedModel, load_model
+from servers.diffusion.lora import DEFAULT_BUDGET_BYTES, LoraAdapters, LoraCatalog, ResolvedLora
 from servers.runtime.events import Reporter, StageChanged
 from servers.runtime.model_cache import ModelCache
 from servers.video.types import VideoRequest
@@ -57,8 +59,12 @@ class VideoEngine:
         max_pixels: int = 64 * 512 * 512,
         compile: CompileOptions = OFF,
         compile_warmup: tuple[Shape, ...] = (),
+        loras: LoraCatalog | None = None,
+        lora_budget_bytes: int = DEFAULT_BUDGET_BYTES,
     ) -> None:
         configure_threads(threads)
+        self.loras = loras or LoraCatalog(models.models_dir.parent / "lora")
+        self.lora_budget_bytes = lora_budget_bytes
         if decode_chunk_size < 1:
             raise InvalidArgument(f"decode_chunk_size must be at least 1 (got {decode_chunk_size})")
         self.catalog = models
@@ -89,6 +95,7 @@ class VideoEngine:
             model.source, cache_dir=self.cache_dir, device=self.device, memory_mode=self.memory_mode,
             motion_adapter=adapter.source,
         )  # fmt: skip
+        loaded.loras = LoraAdapters(self.lora_budget_bytes)
         if self.compile.enabled:  # off: not one step differs from an eager server
             modules = compile_model(loaded, self.compile)
             warm_up_video(loaded, modules, self.compile_warmup, decode_chunk_size=self.decode_chunk_size)
@@ -110,8 +117,20 @@ class VideoEngine:
         with self.models.use(f"{model.name}{_PAIR}{adapter.name}"):
             pass
 
+    def resolve_loras(self, request: VideoRequest) -> tuple[ResolvedLora, ...]:
+        """The request's LoRAs found, read and checked: the base models here are SD1.5 (AnimateDiff);
+        ``NotFound`` / ``InvalidArgument`` naming ``loras[i].name``."""
+        if not request.loras:
+            return ()
+        model = self.catalog.resolve(request.model)
+        return self.loras.resolve(request.loras, ModelFamily.SD15, model_name=model.name)
+
     def params_for(
-        self, request: VideoRequest, init_image: Image.Image | None, init_video: list[Image.Image] | None
+        self,
+        request: VideoRequest,
+        init_image: Image.Image | None,
+        init_video: list[Image.Image] | None,
+        loras: tuple[ResolvedLora, ...] = (),
     ) -> VideoParams:
         """The run's parameters (seed chosen, defaults resolved), checked against every range and
         the server's pixel budget: ``InvalidArgument`` naming the field, before any queueing."""
@@ -131,6 +150,7 @@ class VideoEngine:
                 init_video=init_video,
                 prompt_schedule=dict(request.prompt_schedule),
                 preview_every=request.preview_interval_steps,
+                loras=loras,
             )
         )
         pixels = (params.width or 0) * (params.height or 0) * (params.num_frames or 0)

@@ -46,7 +46,7 @@ class VideoJob:
             frames = decode_video(video_data, field="init_video_data")
         elif request.init_video_ref is not None:
             frames = decode_video(store.get_input(request.init_video_ref, "init_video_ref"), field="init_video_ref")
-        params = engine.params_for(request, image, frames)
+        params = engine.params_for(request, image, frames, engine.resolve_loras(request))
         return cls(request, engine, store, params, image if request.init_image_data is not None else None, video_data)
 
     def run(self, context: JobContext) -> video_pb2.VideoResult:

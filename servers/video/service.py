@@ -10,6 +10,7 @@ from genmesh.video.v1 import video_pb2_grpc
 from servers.compute.compile import CompileOptions, prepare_compiling
 from servers.diffusion.catalog import MOTION_ADAPTERS, ModelCatalog
 from servers.diffusion.compiled import VIDEO_FRAMES, parse_shapes
+from servers.diffusion.lora import LoraCatalog
 from servers.runtime.service import QueuedService
 from servers.video.engine import VideoEngine
 from servers.video.servicer import VideoServicer
@@ -32,6 +33,8 @@ class VideoService(QueuedService):
             max_pixels=settings.max_pixels,
             compile=compile,
             compile_warmup=parse_shapes(settings.compile_warmup, default_count=VIDEO_FRAMES),
+            loras=LoraCatalog(settings.resolved_loras_dir()),
+            lora_budget_bytes=settings.lora_budget_mb * 1024 * 1024,
         )
         super().__init__("video", settings, devices=[self.engine.device_label])
         self.preload = settings.preload

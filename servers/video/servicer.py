@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from genmesh.common.v1 import model_pb2
 from genmesh.video.v1 import video_pb2, video_pb2_grpc
 from servers.diffusion.catalog import CatalogEntry
+from servers.runtime import convert as common
 from servers.runtime.job_rpcs import JobRpcs
 from servers.runtime.queue import JobQueue
 from servers.runtime.streaming import stream_job
@@ -49,6 +50,7 @@ class VideoServicer(JobRpcs, video_pb2_grpc.VideoServiceServicer):
             self._info(entry, "motion_adapter", entry.name == defaults[1], entry.name == loaded[1])
             for entry in adapters
         ]
+        infos += await asyncio.to_thread(common.lora_infos, engine.loras)
         return video_pb2.ListModelsResponse(models=infos)
 
     def _info(self, entry: CatalogEntry, kind: str, is_default: bool, loaded: bool) -> model_pb2.ModelInfo:

@@ -24,6 +24,10 @@ class VideoSettings(ServerSettings):
     motion_adapters_dir: Path | None = setting(None, "folder of motion adapters: AnimateDiff .ckpt/.safetensors "
                                                "files or MotionAdapter folders (default: <data_dir>/models/motion)",
                                                env="GENMESH_VIDEO_MOTION_ADAPTERS_DIR")  # fmt: skip
+    loras_dir: Path | None = setting(None, "folder of LoRA .safetensors files, kohya or diffusers layout "
+                                     "(default: <data_dir>/models/lora)", env="GENMESH_LORAS_DIR")  # fmt: skip
+    lora_budget_mb: int = setting(1024, "LoRA files kept loaded per model beyond the ones a job uses, in MB; "
+                                  "the least recently used unload first", env="GENMESH_LORA_BUDGET_MB")  # fmt: skip
     device: str = setting("auto", "auto, cpu, cuda, cuda:N (cuda also means ROCm)", env="GENMESH_DEVICE")
     memory_mode: str = setting("auto", "auto, full or lowvram (CPU offload, attention slicing, split inference)",
                                env="GENMESH_MEMORY_MODE")  # fmt: skip
@@ -52,6 +56,9 @@ class VideoSettings(ServerSettings):
 
     def resolved_motion_adapters_dir(self) -> Path:
         return self.motion_adapters_dir or self.data_dir / "models" / "motion"
+
+    def resolved_loras_dir(self) -> Path:
+        return self.loras_dir or self.data_dir / "models" / "lora"
 
     def cache_dir(self) -> Path:
         return self.data_dir / "cache" / "diffusion"

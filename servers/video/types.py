@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from servers.diffusion.lora import LoraRequest
 from servers.media.video import VideoFormat
 from storage.object_store import ObjectLocation
 
@@ -35,3 +36,4 @@ class VideoRequest:
     strength: float | None = None
     prompt_schedule: dict[int, str] = field(default_factory=dict)
     keep_alive_seconds: int | None = None  # how long the models stay loaded after the job (None: server's)
+    loras: tuple[LoraRequest, ...] = ()  # from `loras` and the prompt's <lora:...> (taken out of `prompt`)

@@ -8,6 +8,7 @@ import pytest
 from genmesh import errors
 from genmesh.agent.v1 import agent_pb2
 from genmesh.common.v1 import diffusion_pb2
+from genmesh.common.v1.diffusion_pb2 import LoraWeight
 from genmesh.video.v1 import video_pb2
 from servers.agent.convert import create_character_request
 from servers.agent.types import SHEET_LIMITS, SHEET_SCHEMA, STAGES
@@ -71,10 +72,28 @@ def test_options_are_converted() -> None:
         ({"idea": "x", "video": agent_pb2.VideoStageOptions(strength=0.0)}, "video.strength"),
         ({"idea": "x", "video": agent_pb2.VideoStageOptions(output_format=42)}, "video.output_format"),
         ({"idea": "x", "video": agent_pb2.VideoStageOptions(seed=-5)}, "video.seed"),
+        (
+            {"idea": "x", "image": agent_pb2.ImageStageOptions(loras=[LoraWeight(name="a", weight=2.5)])},
+            "image.loras[0].weight",
+        ),
+        (
+            {"idea": "x", "video": agent_pb2.VideoStageOptions(loras=[LoraWeight(name="a"), LoraWeight(name="a")])},
+            "video.loras[1].name",
+        ),
+        (
+            {"idea": "x", "video": agent_pb2.VideoStageOptions(loras=[LoraWeight(name=str(i)) for i in range(6)])},
+            "video.loras",
+        ),
     ],
 )
 def test_bad_fields_are_named(fields: dict, field: str) -> None:
     assert field_of(**fields) == field
+
+
+def test_stage_loras_are_kept_with_their_weights() -> None:
+    image = agent_pb2.ImageStageOptions(loras=[LoraWeight(name="ink", weight=0.6), LoraWeight(name="film")])
+    request = convert(idea="x", image=image)
+    assert [(lora.name, lora.weight) for lora in request.image.loras] == [("ink", pytest.approx(0.6)), ("film", 1.0)]
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,8 @@ MISUSES = [
     (["image", "x", "-o", "x.gif"], "--output must end in one of"),
     (["video", "x", "-o", "clip.avi"], "--output must end in one of"),
     (["job", "get", "nope-1"], "known prefix"),
+    (["image", "x", "--mask", "m.png"], "--mask needs --init-image"),
+    (["image", "x", "--lora", "ink:strong"], "--lora must be NAME or NAME:WEIGHT"),
 ]
 
 

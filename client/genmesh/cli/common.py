@@ -44,3 +44,23 @@ def usage_error(message: str) -> NoReturn:
 
 Seed = Annotated[int | None, typer.Option(help="Seed for reproducible sampling.")]
 Model = Annotated[str, typer.Option(help="Model name (see `genmesh models`); default: the server's.")]
+LoraOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--lora",
+        help="A LoRA to apply: NAME or NAME:WEIGHT (weight -2..2, default 1; see `genmesh models`); repeatable. "
+        "<lora:NAME:WEIGHT> in the prompt works too.",
+    ),
+]
+
+
+def lora_option(values: list[str] | None) -> list[tuple[str, float]]:
+    """``--lora NAME[:WEIGHT]`` values -> (name, weight) pairs; a weight that is not a number is a usage error."""
+    pairs = []
+    for value in values or []:
+        name, _, weight = value.rpartition(":") if ":" in value else (value, "", "1")
+        try:
+            pairs.append((name, float(weight)))
+        except ValueError:
+            usage_error(f"--lora must be NAME or NAME:WEIGHT with a number for WEIGHT (got {value!r})")
+    return pairs

@@ -10,7 +10,18 @@ import typer
 
 from genmesh import errors
 from genmesh.cli.base import app
-from genmesh.cli.common import JsonFlag, KeyOption, Model, Seed, UrlOption, fail, to_dict, usage_error
+from genmesh.cli.common import (
+    JsonFlag,
+    KeyOption,
+    LoraOption,
+    Model,
+    Seed,
+    UrlOption,
+    fail,
+    lora_option,
+    to_dict,
+    usage_error,
+)
 from genmesh.client import GenmeshClient
 from genmesh.image.v1 import image_pb2
 
@@ -39,14 +50,21 @@ def image(
     scheduler: Annotated[str | None, typer.Option(help="euler, euler_a, dpmpp_2m_karras, ddim, ...")] = None,
     num_images: Annotated[int | None, typer.Option(help="Images in one batch, 1..8.")] = None,
     init_image: Annotated[Path | None, typer.Option(help="An init image for img2img.")] = None,
-    strength: Annotated[float | None, typer.Option(help="img2img strength (0, 1] (default 0.75).")] = None,
+    mask: Annotated[
+        Path | None, typer.Option(help="Inpaint: a mask the init image's size, white = re-draw, black = keep.")
+    ] = None,
+    strength: Annotated[
+        float | None, typer.Option(help="img2img strength (0, 1] (default 0.75; 1.0 with --mask).")
+    ] = None,
+    lora: LoraOption = None,
     quality: Annotated[int | None, typer.Option(help="WebP/JPEG quality 1..100.")] = None,
     model: Model = "",
     url: UrlOption = None,
     api_key: KeyOption = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Generate images (txt2img, or img2img with --init-image) with a live progress bar."""
+    """Generate images (txt2img, img2img with --init-image, inpainting with --init-image and --mask)
+    with a live progress bar."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     suffix = output.suffix.lower().lstrip(".")
@@ -62,11 +80,15 @@ def image(
         "guidance_scale": guidance_scale, "seed": seed, "scheduler": scheduler, "num_images": num_images,
         "strength": strength, "quality": quality, "model": model, "output_format": fmt, "return_inline": True,
     }  # fmt: skip
-    if init_image is not None:
-        try:
-            options["init_image"] = init_image.read_bytes()
-        except OSError as exc:
-            usage_error(f"--init-image: cannot read {init_image}: {exc.strerror or exc}")
+    if mask is not None and init_image is None:
+        usage_error("--mask needs --init-image (the image to inpaint)")
+    options["loras"] = lora_option(lora)
+    for flag, path, key in (("--init-image", init_image, "init_image"), ("--mask", mask, "mask_image")):
+        if path is not None:
+            try:
+                options[key] = path.read_bytes()
+            except OSError as exc:
+                usage_error(f"{flag}: cannot read {path}: {exc.strerror or exc}")
     job_id = ""
     result = None
     with GenmeshClient(url, api_key) as client:

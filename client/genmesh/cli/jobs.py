@@ -44,8 +44,10 @@ def models(url: UrlOption = None, api_key: KeyOption = None, as_json: JsonFlag =
                 )
                 continue
             flags = ", ".join(f for f, on in (("default", model.is_default), ("loaded", model.loaded)) if on)
-            if service == "video" and model.labels.get("kind") == "motion_adapter":
-                flags = ", ".join(filter(None, ("adapter", flags)))
+            kind = model.labels.get("kind")
+            if kind in ("motion_adapter", "lora"):
+                tag = "adapter" if kind == "motion_adapter" else f"lora {model.labels.get('family', '?')}"
+                flags = ", ".join(filter(None, (tag, flags)))
             typer.echo(f"{service:8} {model.name:28} {model.size_bytes / 1e6:8.1f} MB  {flags:16} {model.description}")
 
 

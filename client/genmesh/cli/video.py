@@ -10,7 +10,18 @@ import typer
 
 from genmesh import errors
 from genmesh.cli.base import app
-from genmesh.cli.common import JsonFlag, KeyOption, Model, Seed, UrlOption, fail, to_dict, usage_error
+from genmesh.cli.common import (
+    JsonFlag,
+    KeyOption,
+    LoraOption,
+    Model,
+    Seed,
+    UrlOption,
+    fail,
+    lora_option,
+    to_dict,
+    usage_error,
+)
 from genmesh.client import GenmeshClient
 from genmesh.client.requests import SCHEDULERS, VIDEO_FORMATS
 from genmesh.video.v1 import video_pb2
@@ -133,6 +144,7 @@ def video(
         ),
     ] = None,
     save_frames: Annotated[bool, typer.Option(help="Also store every frame as a PNG on the server.")] = False,
+    lora: LoraOption = None,
     url: UrlOption = None,
     api_key: KeyOption = None,
     as_json: JsonFlag = False,
@@ -171,6 +183,7 @@ def video(
         "save_frames": save_frames,
         "strength": strength,
         "prompt_schedule": prompt_schedule(prompt_at),
+        "loras": lora_option(lora),
     }
     if init_image is not None:
         options.update(init_media("--init-image", "image", init_image))

@@ -116,6 +116,9 @@ SCHEDULERS = {
 IMAGE_FORMATS = {"png": "IMAGE_FORMAT_PNG", "webp": "IMAGE_FORMAT_WEBP", "jpeg": "IMAGE_FORMAT_JPEG"}
 
 
+Loras = Mapping[str, float] | Sequence[tuple[str, float] | str] | None
+
+
 def image_request(
     prompt: str,
     *,
@@ -136,8 +139,13 @@ def image_request(
     return_inline: bool = False,
     preview_interval_steps: int = 0,
     detach: bool = False,
+    loras: Loras = None,
+    mask_image: bytes | None = None,
+    mask_image_ref: tuple[str, str] | None = None,
 ) -> image_pb2.GenerateImageRequest:
-    """Keyword arguments -> GenerateImageRequest; unknown scheduler/format names raise ValueError."""
+    """Keyword arguments -> GenerateImageRequest; unknown scheduler/format names raise ValueError.
+    ``loras``: {name: weight} or [(name, weight)] or names (weight 1.0); ``mask_image`` (bytes) or
+    ``mask_image_ref`` ((bucket, key)) inpaints the init image (white re-draws)."""
     request = image_pb2.GenerateImageRequest(
         model=model,
         prompt=prompt,
@@ -170,7 +178,23 @@ def image_request(
         request.init_image_data = init_image
     elif init_image_ref is not None:
         request.init_image_ref.bucket, request.init_image_ref.key = init_image_ref
+    if mask_image is not None and mask_image_ref is not None:
+        raise ValueError("give mask_image or mask_image_ref, not both")
+    if mask_image is not None:
+        request.mask_image_data = mask_image
+    elif mask_image_ref is not None:
+        request.mask_image_ref.bucket, request.mask_image_ref.key = mask_image_ref
+    request.loras.extend(lora_weights(loras))
     return request
+
+
+def lora_weights(loras: Loras) -> list[diffusion_pb2.LoraWeight]:
+    """{name: weight}, [(name, weight)] or [name] (weight 1.0) -> LoraWeight messages, in order."""
+    if not loras:
+        return []
+    items = loras.items() if isinstance(loras, Mapping) else loras
+    pairs = [(item, 1.0) if isinstance(item, str) else item for item in items]
+    return [diffusion_pb2.LoraWeight(name=name, weight=float(weight)) for name, weight in pairs]
 
 
 VIDEO_FORMATS = {"gif": "VIDEO_FORMAT_GIF", "mp4": "VIDEO_FORMAT_MP4", "webp": "VIDEO_FORMAT_WEBP"}
@@ -201,6 +225,7 @@ def video_request(
     init_video_ref: tuple[str, str] | None = None,
     strength: float | None = None,
     prompt_schedule: Mapping[int, str] | None = None,
+    loras: Loras = None,
 ) -> video_pb2.GenerateVideoRequest:
     """Keyword arguments -> GenerateVideoRequest; unknown scheduler/format names, or more than one
     of init_image / init_image_ref / init_video / init_video_ref, raise ValueError."""
@@ -253,6 +278,7 @@ def video_request(
         request.init_video_ref.bucket, request.init_video_ref.key = init_video_ref
     if prompt_schedule:
         request.prompt_schedule.update({int(frame): text for frame, text in prompt_schedule.items()})
+    request.loras.extend(lora_weights(loras))
     return request
 
 

@@ -93,7 +93,8 @@ class ImageClient(_ServiceClient):
         """Yield GenerateImageResponse events: queued, started, progress (with previews), result.
         Options: width, height, steps, guidance_scale, seed, scheduler ("euler_a", ...), num_images,
         init_image (bytes) or init_image_ref ((bucket, key)), strength, output_format ("png", "webp",
-        "jpeg"), quality, return_inline, preview_interval_steps, negative_prompt, model, detach."""
+        "jpeg"), quality, return_inline, preview_interval_steps, negative_prompt, model, detach, loras
+        ({name: weight}), mask_image (bytes) or mask_image_ref ((bucket, key)) to inpaint."""
         return self._stream(self._stub.GenerateImage, requests.image_request(prompt, **options), timeout)
 
     def generate(self, prompt: str, *, timeout: float | None = None, **options: Any) -> image_pb2.ImageResult:
@@ -124,7 +125,7 @@ class VideoClient(_ServiceClient):
         guidance_scale, seed, scheduler ("ddim", "euler_a", ...), output_format ("gif", "mp4", "webp"),
         return_inline, save_frames, preview_interval_steps, detach, one of init_image (bytes),
         init_image_ref ((bucket, key)), init_video (bytes) or init_video_ref, strength, prompt_schedule
-        ({frame: prompt})."""
+        ({frame: prompt}), loras ({name: weight})."""
         return self._stream(self._stub.GenerateVideo, requests.video_request(prompt, **options), timeout)
 
     def generate(self, prompt: str, *, timeout: float | None = None, **options: Any) -> video_pb2.VideoResult:

@@ -36,7 +36,7 @@ class TextStageOptions(_message.Message):
     def __init__(self, model: _Optional[str] = ..., max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class ImageStageOptions(_message.Message):
-    __slots__ = ("model", "width", "height", "guidance_scale", "scheduler", "seed", "steps")
+    __slots__ = ("model", "width", "height", "guidance_scale", "scheduler", "seed", "steps", "loras")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
@@ -44,6 +44,7 @@ class ImageStageOptions(_message.Message):
     SCHEDULER_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
+    LORAS_FIELD_NUMBER: _ClassVar[int]
     model: str
     width: int
     height: int
@@ -51,10 +52,11 @@ class ImageStageOptions(_message.Message):
     scheduler: _diffusion_pb2.Scheduler
     seed: int
     steps: int
-    def __init__(self, model: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., scheduler: _Optional[_Union[_diffusion_pb2.Scheduler, str]] = ..., seed: _Optional[int] = ..., steps: _Optional[int] = ...) -> None: ...
+    loras: _containers.RepeatedCompositeFieldContainer[_diffusion_pb2.LoraWeight]
+    def __init__(self, model: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., scheduler: _Optional[_Union[_diffusion_pb2.Scheduler, str]] = ..., seed: _Optional[int] = ..., steps: _Optional[int] = ..., loras: _Optional[_Iterable[_Union[_diffusion_pb2.LoraWeight, _Mapping]]] = ...) -> None: ...
 
 class VideoStageOptions(_message.Message):
-    __slots__ = ("model", "motion_adapter", "num_frames", "fps", "output_format", "strength", "seed", "steps")
+    __slots__ = ("model", "motion_adapter", "num_frames", "fps", "output_format", "strength", "seed", "steps", "loras")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MOTION_ADAPTER_FIELD_NUMBER: _ClassVar[int]
     NUM_FRAMES_FIELD_NUMBER: _ClassVar[int]
@@ -63,6 +65,7 @@ class VideoStageOptions(_message.Message):
     STRENGTH_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
+    LORAS_FIELD_NUMBER: _ClassVar[int]
     model: str
     motion_adapter: str
     num_frames: int
@@ -71,7 +74,8 @@ class VideoStageOptions(_message.Message):
     strength: float
     seed: int
     steps: int
-    def __init__(self, model: _Optional[str] = ..., motion_adapter: _Optional[str] = ..., num_frames: _Optional[int] = ..., fps: _Optional[int] = ..., output_format: _Optional[_Union[_video_pb2.VideoFormat, str]] = ..., strength: _Optional[float] = ..., seed: _Optional[int] = ..., steps: _Optional[int] = ...) -> None: ...
+    loras: _containers.RepeatedCompositeFieldContainer[_diffusion_pb2.LoraWeight]
+    def __init__(self, model: _Optional[str] = ..., motion_adapter: _Optional[str] = ..., num_frames: _Optional[int] = ..., fps: _Optional[int] = ..., output_format: _Optional[_Union[_video_pb2.VideoFormat, str]] = ..., strength: _Optional[float] = ..., seed: _Optional[int] = ..., steps: _Optional[int] = ..., loras: _Optional[_Iterable[_Union[_diffusion_pb2.LoraWeight, _Mapping]]] = ...) -> None: ...
 
 class CharacterSheet(_message.Message):
     __slots__ = ("name", "biography", "personality", "appearance_prompt", "negative_prompt", "motion_prompt")

@@ -24,15 +24,19 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!genmesh/common/v1/diffusion.proto\x12\x11genmesh.common.v1*\x9b\x03\n\tScheduler\x12\x19\n\x15SCHEDULER_UNSPECIFIED\x10\x00\x12\x13\n\x0fSCHEDULER_EULER\x10\x01\x12\x1d\n\x19SCHEDULER_EULER_ANCESTRAL\x10\x02\x12\x16\n\x12SCHEDULER_DPMPP_2M\x10\x03\x12\x1d\n\x19SCHEDULER_DPMPP_2M_KARRAS\x10\x04\x12\x1a\n\x16SCHEDULER_DPMPP_2M_SDE\x10\x05\x12!\n\x1dSCHEDULER_DPMPP_2M_SDE_KARRAS\x10\x06\x12\x17\n\x13SCHEDULER_DPMPP_SDE\x10\x07\x12\x1e\n\x1aSCHEDULER_DPMPP_SDE_KARRAS\x10\x08\x12\x12\n\x0eSCHEDULER_DDIM\x10\t\x12\x13\n\x0fSCHEDULER_UNIPC\x10\n\x12\x11\n\rSCHEDULER_LMS\x10\x0b\x12\x18\n\x14SCHEDULER_LMS_KARRAS\x10\x0c\x12\x12\n\x0eSCHEDULER_PNDM\x10\r\x12\x12\n\x0eSCHEDULER_HEUN\x10\x0e\x12\x12\n\x0eSCHEDULER_DEIS\x10\x0f*Y\n\nMemoryMode\x12\x1b\n\x17MEMORY_MODE_UNSPECIFIED\x10\x00\x12\x14\n\x10MEMORY_MODE_FULL\x10\x01\x12\x18\n\x14MEMORY_MODE_LOW_VRAM\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!genmesh/common/v1/diffusion.proto\x12\x11genmesh.common.v1\":\n\nLoraWeight\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x06weight\x18\x02 \x01(\x02H\x00\x88\x01\x01\x42\t\n\x07_weight\"P\n\x0b\x41ppliedLora\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06weight\x18\x02 \x01(\x02\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x13\n\x0b\x66rom_prompt\x18\x04 \x01(\x08*\x9b\x03\n\tScheduler\x12\x19\n\x15SCHEDULER_UNSPECIFIED\x10\x00\x12\x13\n\x0fSCHEDULER_EULER\x10\x01\x12\x1d\n\x19SCHEDULER_EULER_ANCESTRAL\x10\x02\x12\x16\n\x12SCHEDULER_DPMPP_2M\x10\x03\x12\x1d\n\x19SCHEDULER_DPMPP_2M_KARRAS\x10\x04\x12\x1a\n\x16SCHEDULER_DPMPP_2M_SDE\x10\x05\x12!\n\x1dSCHEDULER_DPMPP_2M_SDE_KARRAS\x10\x06\x12\x17\n\x13SCHEDULER_DPMPP_SDE\x10\x07\x12\x1e\n\x1aSCHEDULER_DPMPP_SDE_KARRAS\x10\x08\x12\x12\n\x0eSCHEDULER_DDIM\x10\t\x12\x13\n\x0fSCHEDULER_UNIPC\x10\n\x12\x11\n\rSCHEDULER_LMS\x10\x0b\x12\x18\n\x14SCHEDULER_LMS_KARRAS\x10\x0c\x12\x12\n\x0eSCHEDULER_PNDM\x10\r\x12\x12\n\x0eSCHEDULER_HEUN\x10\x0e\x12\x12\n\x0eSCHEDULER_DEIS\x10\x0f*Y\n\nMemoryMode\x12\x1b\n\x17MEMORY_MODE_UNSPECIFIED\x10\x00\x12\x14\n\x10MEMORY_MODE_FULL\x10\x01\x12\x18\n\x14MEMORY_MODE_LOW_VRAM\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'genmesh.common.v1.diffusion_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SCHEDULER']._serialized_start=57
-  _globals['_SCHEDULER']._serialized_end=468
-  _globals['_MEMORYMODE']._serialized_start=470
-  _globals['_MEMORYMODE']._serialized_end=559
+  _globals['_SCHEDULER']._serialized_start=199
+  _globals['_SCHEDULER']._serialized_end=610
+  _globals['_MEMORYMODE']._serialized_start=612
+  _globals['_MEMORYMODE']._serialized_end=701
+  _globals['_LORAWEIGHT']._serialized_start=56
+  _globals['_LORAWEIGHT']._serialized_end=114
+  _globals['_APPLIEDLORA']._serialized_start=116
+  _globals['_APPLIEDLORA']._serialized_end=196
 # @@protoc_insertion_point(module_scope)

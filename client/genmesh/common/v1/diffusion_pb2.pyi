@@ -1,6 +1,7 @@
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
-from typing import ClassVar as _ClassVar
+from google.protobuf import message as _message
+from typing import ClassVar as _ClassVar, Optional as _Optional
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -47,3 +48,23 @@ SCHEDULER_DEIS: Scheduler
 MEMORY_MODE_UNSPECIFIED: MemoryMode
 MEMORY_MODE_FULL: MemoryMode
 MEMORY_MODE_LOW_VRAM: MemoryMode
+
+class LoraWeight(_message.Message):
+    __slots__ = ("name", "weight")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    weight: float
+    def __init__(self, name: _Optional[str] = ..., weight: _Optional[float] = ...) -> None: ...
+
+class AppliedLora(_message.Message):
+    __slots__ = ("name", "weight", "sha256", "from_prompt")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    FROM_PROMPT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    weight: float
+    sha256: str
+    from_prompt: bool
+    def __init__(self, name: _Optional[str] = ..., weight: _Optional[float] = ..., sha256: _Optional[str] = ..., from_prompt: _Optional[bool] = ...) -> None: ...

@@ -13,6 +13,12 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class InpaintMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    INPAINT_MODE_UNSPECIFIED: _ClassVar[InpaintMode]
+    INPAINT_MODE_INPAINTING_MODEL: _ClassVar[InpaintMode]
+    INPAINT_MODE_LATENT_BLEND: _ClassVar[InpaintMode]
+
 class Stage(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     STAGE_UNSPECIFIED: _ClassVar[Stage]
@@ -21,6 +27,9 @@ class Stage(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     STAGE_DENOISING: _ClassVar[Stage]
     STAGE_DECODING: _ClassVar[Stage]
     STAGE_SAVING: _ClassVar[Stage]
+INPAINT_MODE_UNSPECIFIED: InpaintMode
+INPAINT_MODE_INPAINTING_MODEL: InpaintMode
+INPAINT_MODE_LATENT_BLEND: InpaintMode
 STAGE_UNSPECIFIED: Stage
 STAGE_LOADING_MODEL: Stage
 STAGE_ENCODING_INPUT: Stage
@@ -29,7 +38,7 @@ STAGE_DECODING: Stage
 STAGE_SAVING: Stage
 
 class GenerateImageRequest(_message.Message):
-    __slots__ = ("model", "prompt", "negative_prompt", "width", "height", "steps", "guidance_scale", "seed", "scheduler", "num_images", "init_image_data", "init_image_ref", "strength", "output_format", "quality", "return_inline", "preview_interval_steps", "detach", "keep_alive_seconds")
+    __slots__ = ("model", "prompt", "negative_prompt", "width", "height", "steps", "guidance_scale", "seed", "scheduler", "num_images", "init_image_data", "init_image_ref", "strength", "output_format", "quality", "return_inline", "preview_interval_steps", "detach", "keep_alive_seconds", "loras", "mask_image_data", "mask_image_ref")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     NEGATIVE_PROMPT_FIELD_NUMBER: _ClassVar[int]
@@ -49,6 +58,9 @@ class GenerateImageRequest(_message.Message):
     PREVIEW_INTERVAL_STEPS_FIELD_NUMBER: _ClassVar[int]
     DETACH_FIELD_NUMBER: _ClassVar[int]
     KEEP_ALIVE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    LORAS_FIELD_NUMBER: _ClassVar[int]
+    MASK_IMAGE_DATA_FIELD_NUMBER: _ClassVar[int]
+    MASK_IMAGE_REF_FIELD_NUMBER: _ClassVar[int]
     model: str
     prompt: str
     negative_prompt: str
@@ -68,7 +80,10 @@ class GenerateImageRequest(_message.Message):
     preview_interval_steps: int
     detach: bool
     keep_alive_seconds: int
-    def __init__(self, model: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., scheduler: _Optional[_Union[_diffusion_pb2.Scheduler, str]] = ..., num_images: _Optional[int] = ..., init_image_data: _Optional[bytes] = ..., init_image_ref: _Optional[_Union[_artifact_pb2.ObjectRef, _Mapping]] = ..., strength: _Optional[float] = ..., output_format: _Optional[_Union[_media_pb2.ImageFormat, str]] = ..., quality: _Optional[int] = ..., return_inline: _Optional[bool] = ..., preview_interval_steps: _Optional[int] = ..., detach: _Optional[bool] = ..., keep_alive_seconds: _Optional[int] = ...) -> None: ...
+    loras: _containers.RepeatedCompositeFieldContainer[_diffusion_pb2.LoraWeight]
+    mask_image_data: bytes
+    mask_image_ref: _artifact_pb2.ObjectRef
+    def __init__(self, model: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., scheduler: _Optional[_Union[_diffusion_pb2.Scheduler, str]] = ..., num_images: _Optional[int] = ..., init_image_data: _Optional[bytes] = ..., init_image_ref: _Optional[_Union[_artifact_pb2.ObjectRef, _Mapping]] = ..., strength: _Optional[float] = ..., output_format: _Optional[_Union[_media_pb2.ImageFormat, str]] = ..., quality: _Optional[int] = ..., return_inline: _Optional[bool] = ..., preview_interval_steps: _Optional[int] = ..., detach: _Optional[bool] = ..., keep_alive_seconds: _Optional[int] = ..., loras: _Optional[_Iterable[_Union[_diffusion_pb2.LoraWeight, _Mapping]]] = ..., mask_image_data: _Optional[bytes] = ..., mask_image_ref: _Optional[_Union[_artifact_pb2.ObjectRef, _Mapping]] = ...) -> None: ...
 
 class ProgressUpdate(_message.Message):
     __slots__ = ("stage",)
@@ -87,7 +102,7 @@ class GeneratedImage(_message.Message):
     def __init__(self, index: _Optional[int] = ..., seed: _Optional[int] = ..., artifact: _Optional[_Union[_artifact_pb2.Artifact, _Mapping]] = ...) -> None: ...
 
 class ImageParameters(_message.Message):
-    __slots__ = ("model", "model_family", "prompt", "negative_prompt", "width", "height", "steps", "guidance_scale", "scheduler", "seed", "num_images", "strength", "init_image", "output_format", "quality", "memory_mode", "device")
+    __slots__ = ("model", "model_family", "prompt", "negative_prompt", "width", "height", "steps", "guidance_scale", "scheduler", "seed", "num_images", "strength", "init_image", "output_format", "quality", "memory_mode", "device", "loras", "inpaint_mode", "mask_image")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MODEL_FAMILY_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
@@ -105,6 +120,9 @@ class ImageParameters(_message.Message):
     QUALITY_FIELD_NUMBER: _ClassVar[int]
     MEMORY_MODE_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
+    LORAS_FIELD_NUMBER: _ClassVar[int]
+    INPAINT_MODE_FIELD_NUMBER: _ClassVar[int]
+    MASK_IMAGE_FIELD_NUMBER: _ClassVar[int]
     model: str
     model_family: str
     prompt: str
@@ -122,7 +140,10 @@ class ImageParameters(_message.Message):
     quality: int
     memory_mode: _diffusion_pb2.MemoryMode
     device: str
-    def __init__(self, model: _Optional[str] = ..., model_family: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., scheduler: _Optional[_Union[_diffusion_pb2.Scheduler, str]] = ..., seed: _Optional[int] = ..., num_images: _Optional[int] = ..., strength: _Optional[float] = ..., init_image: _Optional[_Union[_artifact_pb2.ObjectRef, _Mapping]] = ..., output_format: _Optional[_Union[_media_pb2.ImageFormat, str]] = ..., quality: _Optional[int] = ..., memory_mode: _Optional[_Union[_diffusion_pb2.MemoryMode, str]] = ..., device: _Optional[str] = ...) -> None: ...
+    loras: _containers.RepeatedCompositeFieldContainer[_diffusion_pb2.AppliedLora]
+    inpaint_mode: InpaintMode
+    mask_image: _artifact_pb2.ObjectRef
+    def __init__(self, model: _Optional[str] = ..., model_family: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., scheduler: _Optional[_Union[_diffusion_pb2.Scheduler, str]] = ..., seed: _Optional[int] = ..., num_images: _Optional[int] = ..., strength: _Optional[float] = ..., init_image: _Optional[_Union[_artifact_pb2.ObjectRef, _Mapping]] = ..., output_format: _Optional[_Union[_media_pb2.ImageFormat, str]] = ..., quality: _Optional[int] = ..., memory_mode: _Optional[_Union[_diffusion_pb2.MemoryMode, str]] = ..., device: _Optional[str] = ..., loras: _Optional[_Iterable[_Union[_diffusion_pb2.AppliedLora, _Mapping]]] = ..., inpaint_mode: _Optional[_Union[InpaintMode, str]] = ..., mask_image: _Optional[_Union[_artifact_pb2.ObjectRef, _Mapping]] = ...) -> None: ...
 
 class Timings(_message.Message):
     __slots__ = ("queued_seconds", "model_load_seconds", "denoise_seconds", "decode_seconds", "save_seconds", "total_seconds")

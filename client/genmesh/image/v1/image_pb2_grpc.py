@@ -83,8 +83,11 @@ class ImageServiceServicer:
         `preview_interval_steps` steps when asked), then exactly one of Result, Error or Cancelled.
         A model that is not loaded yet is loaded by the job itself (ProgressUpdate stage
         STAGE_LOADING_MODEL).
-        Errors: INVALID_ARGUMENT (a field out of range, or an init image that cannot be decoded; the
-        message names the field), NOT_FOUND (unknown model, or no object at `init_image_ref`),
+        With `mask_image_data` or `mask_image_ref` (and an init image) it inpaints: only the white part
+        of the mask is re-drawn. `loras` (or `<lora:name:weight>` in the prompt) apply LoRAs.
+        Errors: INVALID_ARGUMENT (a field out of range, an init image or mask that cannot be decoded,
+        or a LoRA for another model family; the message names the field), NOT_FOUND (unknown model or
+        LoRA, or no object at `init_image_ref` / `mask_image_ref`),
         RESOURCE_EXHAUSTED (queue full, or the device ran out of memory: the message advises a smaller
         size or fewer images), UNAVAILABLE (server not ready or draining).
         """

@@ -50,7 +50,7 @@ VIDEO_TASK_IMAGE_TO_VIDEO: VideoTask
 VIDEO_TASK_VIDEO_TO_VIDEO: VideoTask
 
 class GenerateVideoRequest(_message.Message):
-    __slots__ = ("model", "motion_adapter", "prompt", "negative_prompt", "width", "height", "num_frames", "fps", "steps", "guidance_scale", "seed", "scheduler", "output_format", "return_inline", "save_frames", "preview_interval_steps", "detach", "init_image_data", "init_image_ref", "init_video_data", "init_video_ref", "strength", "prompt_schedule", "keep_alive_seconds")
+    __slots__ = ("model", "motion_adapter", "prompt", "negative_prompt", "width", "height", "num_frames", "fps", "steps", "guidance_scale", "seed", "scheduler", "output_format", "return_inline", "save_frames", "preview_interval_steps", "detach", "init_image_data", "init_image_ref", "init_video_data", "init_video_ref", "strength", "prompt_schedule", "keep_alive_seconds", "loras")
     class PromptScheduleEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -82,6 +82,7 @@ class GenerateVideoRequest(_message.Message):
     STRENGTH_FIELD_NUMBER: _ClassVar[int]
     PROMPT_SCHEDULE_FIELD_NUMBER: _ClassVar[int]
     KEEP_ALIVE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    LORAS_FIELD_NUMBER: _ClassVar[int]
     model: str
     motion_adapter: str
     prompt: str
@@ -106,7 +107,8 @@ class GenerateVideoRequest(_message.Message):
     strength: float
     prompt_schedule: _containers.ScalarMap[int, str]
     keep_alive_seconds: int
-    def __init__(self, model: _Optional[str] = ..., motion_adapter: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., num_frames: _Optional[int] = ..., fps: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., scheduler: _Optional[_Union[_diffusion_pb2.Scheduler, str]] = ..., output_format: _Optional[_Union[VideoFormat, str]] = ..., return_inline: _Optional[bool] = ..., save_frames: _Optional[bool] = ..., preview_interval_steps: _Optional[int] = ..., detach: _Optional[bool] = ..., init_image_data: _Optional[bytes] = ..., init_image_ref: _Optional[_Union[_artifact_pb2.ObjectRef, _Mapping]] = ..., init_video_data: _Optional[bytes] = ..., init_video_ref: _Optional[_Union[_artifact_pb2.ObjectRef, _Mapping]] = ..., strength: _Optional[float] = ..., prompt_schedule: _Optional[_Mapping[int, str]] = ..., keep_alive_seconds: _Optional[int] = ...) -> None: ...
+    loras: _containers.RepeatedCompositeFieldContainer[_diffusion_pb2.LoraWeight]
+    def __init__(self, model: _Optional[str] = ..., motion_adapter: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., num_frames: _Optional[int] = ..., fps: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., scheduler: _Optional[_Union[_diffusion_pb2.Scheduler, str]] = ..., output_format: _Optional[_Union[VideoFormat, str]] = ..., return_inline: _Optional[bool] = ..., save_frames: _Optional[bool] = ..., preview_interval_steps: _Optional[int] = ..., detach: _Optional[bool] = ..., init_image_data: _Optional[bytes] = ..., init_image_ref: _Optional[_Union[_artifact_pb2.ObjectRef, _Mapping]] = ..., init_video_data: _Optional[bytes] = ..., init_video_ref: _Optional[_Union[_artifact_pb2.ObjectRef, _Mapping]] = ..., strength: _Optional[float] = ..., prompt_schedule: _Optional[_Mapping[int, str]] = ..., keep_alive_seconds: _Optional[int] = ..., loras: _Optional[_Iterable[_Union[_diffusion_pb2.LoraWeight, _Mapping]]] = ...) -> None: ...
 
 class ProgressUpdate(_message.Message):
     __slots__ = ("stage", "frames_decoded", "total_frames")
@@ -119,7 +121,7 @@ class ProgressUpdate(_message.Message):
     def __init__(self, stage: _Optional[_Union[Stage, str]] = ..., frames_decoded: _Optional[int] = ..., total_frames: _Optional[int] = ...) -> None: ...
 
 class VideoParameters(_message.Message):
-    __slots__ = ("model", "motion_adapter", "prompt", "negative_prompt", "width", "height", "num_frames", "fps", "steps", "guidance_scale", "seed", "scheduler", "output_format", "memory_mode", "device", "task", "strength", "init_media", "context_length", "context_stride", "prompt_schedule", "decode_chunk_size", "low_memory_retry")
+    __slots__ = ("model", "motion_adapter", "prompt", "negative_prompt", "width", "height", "num_frames", "fps", "steps", "guidance_scale", "seed", "scheduler", "output_format", "memory_mode", "device", "task", "strength", "init_media", "context_length", "context_stride", "prompt_schedule", "decode_chunk_size", "low_memory_retry", "loras")
     class PromptScheduleEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -150,6 +152,7 @@ class VideoParameters(_message.Message):
     PROMPT_SCHEDULE_FIELD_NUMBER: _ClassVar[int]
     DECODE_CHUNK_SIZE_FIELD_NUMBER: _ClassVar[int]
     LOW_MEMORY_RETRY_FIELD_NUMBER: _ClassVar[int]
+    LORAS_FIELD_NUMBER: _ClassVar[int]
     model: str
     motion_adapter: str
     prompt: str
@@ -173,7 +176,8 @@ class VideoParameters(_message.Message):
     prompt_schedule: _containers.ScalarMap[int, str]
     decode_chunk_size: int
     low_memory_retry: bool
-    def __init__(self, model: _Optional[str] = ..., motion_adapter: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., num_frames: _Optional[int] = ..., fps: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., scheduler: _Optional[_Union[_diffusion_pb2.Scheduler, str]] = ..., output_format: _Optional[_Union[VideoFormat, str]] = ..., memory_mode: _Optional[_Union[_diffusion_pb2.MemoryMode, str]] = ..., device: _Optional[str] = ..., task: _Optional[_Union[VideoTask, str]] = ..., strength: _Optional[float] = ..., init_media: _Optional[_Union[_artifact_pb2.ObjectRef, _Mapping]] = ..., context_length: _Optional[int] = ..., context_stride: _Optional[int] = ..., prompt_schedule: _Optional[_Mapping[int, str]] = ..., decode_chunk_size: _Optional[int] = ..., low_memory_retry: _Optional[bool] = ...) -> None: ...
+    loras: _containers.RepeatedCompositeFieldContainer[_diffusion_pb2.AppliedLora]
+    def __init__(self, model: _Optional[str] = ..., motion_adapter: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., num_frames: _Optional[int] = ..., fps: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., scheduler: _Optional[_Union[_diffusion_pb2.Scheduler, str]] = ..., output_format: _Optional[_Union[VideoFormat, str]] = ..., memory_mode: _Optional[_Union[_diffusion_pb2.MemoryMode, str]] = ..., device: _Optional[str] = ..., task: _Optional[_Union[VideoTask, str]] = ..., strength: _Optional[float] = ..., init_media: _Optional[_Union[_artifact_pb2.ObjectRef, _Mapping]] = ..., context_length: _Optional[int] = ..., context_stride: _Optional[int] = ..., prompt_schedule: _Optional[_Mapping[int, str]] = ..., decode_chunk_size: _Optional[int] = ..., low_memory_retry: _Optional[bool] = ..., loras: _Optional[_Iterable[_Union[_diffusion_pb2.AppliedLora, _Mapping]]] = ...) -> None: ...
 
 class Timings(_message.Message):
     __slots__ = ("queued_seconds", "model_load_seconds", "denoise_seconds", "decode_seconds", "encode_seconds", "save_seconds", "total_seconds")

@@ -84,9 +84,9 @@ class VideoServiceServicer:
         step (with a preview every `preview_interval_steps` steps when asked) and per decoded chunk,
         then exactly one of Result, Error or Cancelled. A model or motion adapter that is not loaded
         yet is loaded by the job itself (ProgressUpdate stage STAGE_LOADING_MODEL).
-        Errors: INVALID_ARGUMENT (a field out of range, media that cannot be decoded, or a motion
-        adapter that does not fit the base model; the message names the field), NOT_FOUND (unknown
-        model or motion adapter, or no object at an `*_ref`), RESOURCE_EXHAUSTED (queue full, or the
+        Errors: INVALID_ARGUMENT (a field out of range, media that cannot be decoded, a motion
+        adapter or LoRA that does not fit the base model; the message names the field), NOT_FOUND
+        (unknown model, motion adapter or LoRA, or no object at an `*_ref`), RESOURCE_EXHAUSTED (queue full, or the
         device ran out of memory even after one retry in a lower-memory configuration: the message
         advises fewer frames or a smaller size), UNAVAILABLE (server not ready or draining).
         """
