@@ -53,6 +53,13 @@ SERVICES = NAMES
 """Cluster names, one per declared service (``genmesh.services``); the template also has ``any``
 (every upstream, for reflection/health)."""
 
+# OpenAI's routes (servers/web/app.py), sent to the web front door. Video ids are genmesh job ids
+# ("vid-..."), which keeps them apart from genmesh's own /v1/videos/models and /v1/videos/jobs/...
+OPENAI_PATH_REGEX = (
+    r"/v1/(models(/[^?]+)?|chat/completions|completions|embeddings|images/(generations|edits)"
+    r"|videos(/vid-[^/?]+(/content)?)?)"
+)
+
 _HOST_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
 
 
@@ -182,6 +189,7 @@ def render_envoy_config(
     quotas: Mapping[str, QuotaOverride] | None = None,
     keys_dir: Path | None = None,
     upstream_tls_dir: Path | None = None,
+    web: Sequence[tuple[str, int]] = (),
 ) -> str:
     """The gateway config (YAML text) from ``deploy/envoy/envoy.yaml.tmpl``.
 
@@ -198,6 +206,9 @@ def render_envoy_config(
 
     ``upstream_tls_dir`` (``tls.crt``, ``tls.key``, ``ca.crt``) makes every call and health check to
     the servers mutual TLS; without it they are plaintext h2c (loopback, or a trusted network).
+
+    ``web`` is the web front door (servers/web, plain HTTP/1.1) that serves OpenAI's routes; without
+    it those routes answer 503 in OpenAI's error shape.
     """
     filters = GatewayFilters(
         api_keys,
@@ -230,6 +241,11 @@ def render_envoy_config(
         clusters.append(_CLUSTER.format(name=service, type=cluster_type, endpoints=lb_endpoints, transport=transport))
         every.extend(endpoint for endpoint in endpoints if endpoint not in every)
     values["ANY_CLUSTER_TYPE"], values["ANY_LB_ENDPOINTS"] = _cluster_fields(every)
+    values["WEB_CLUSTER_TYPE"], values["WEB_LB_ENDPOINTS"] = _cluster_fields(
+        [_check_endpoint("web", host, port) for host, port in web]
+    )
+    values["OPENAI_PATH_REGEX"] = json.dumps(OPENAI_PATH_REGEX)
+    values["OPENAI_REPLY_PATH_REGEX"] = json.dumps(OPENAI_PATH_REGEX + r"([?].*)?")  # :path keeps the query
     values["ANY_TRANSPORT_SOCKET"] = _upstream_tls(upstream_tls_dir, [s for s in SERVICES if upstreams.get(s)])
     values["TRANSCODED_SERVICES"] = json.dumps([BY_NAME[service].proto_service for service in SERVICES])
     values["SERVICE_ROUTES"] = "".join(routes)  # each starts with a newline and its own indentation
@@ -349,9 +365,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m servers.mesh.envoy --out envoy.yaml``: render from the environment.
 
     Upstreams come from ``GENMESH_UPSTREAM_TEXT`` (``host:port[,host:port...]``) and likewise for
-    every other service; keys from ``GENMESH_API_KEYS`` and ``--keys-file`` (else
-    ``GENMESH_API_KEYS_FILE``). With ``--keys-dir`` the keys and quotas go to discovery files
-    there, which ``python -m servers.mesh.keys_sync --watch`` keeps up to date: keys rotate live.
+    every other service and the web front door (``GENMESH_UPSTREAM_WEB``); keys from
+    ``GENMESH_API_KEYS`` and ``--keys-file`` (else ``GENMESH_API_KEYS_FILE``). With ``--keys-dir`` the
+    keys and quotas go to discovery files there, which ``python -m servers.mesh.keys_sync --watch``
+    keeps up to date: keys rotate live.
     """
     parser = argparse.ArgumentParser(prog="python -m servers.mesh.envoy", description=main.__doc__)
     parser.add_argument("--out", type=Path, required=True)
@@ -392,6 +409,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "rate_limit_burst": default.burst,
             "listen_host": args.listen_host,
             "upstream_tls_dir": args.upstream_tls_dir,
+            "web": _parse_upstreams(os.environ.get("GENMESH_UPSTREAM_WEB", ""), "web"),
         }
         text = render_envoy_config(**settings, keys_dir=args.keys_dir)
         if args.keys_dir:

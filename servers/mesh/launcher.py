@@ -40,6 +40,7 @@ from servers.mesh.processes import ManagedProcess, free_port, wait_until
 from servers.mesh.s3 import S3Server
 from servers.mesh.supervisor import Supervisor
 from servers.registry import SERVERS
+from servers.web.settings import UPSTREAMS as WEB_UPSTREAMS
 
 log = structlog.get_logger(__name__)
 
@@ -160,6 +161,11 @@ def grpc_target(ports: list[int]) -> str:
     return "ipv4:" + ",".join(f"127.0.0.1:{port}" for port in ports)
 
 
+def web_answers(port: int) -> bool:
+    with LOCAL_OPENER.open(f"http://127.0.0.1:{port}/livez", timeout=2) as response:
+        return response.status == 200
+
+
 def health_status(port: int, service: str = "") -> int:
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = health_pb2_grpc.HealthStub(channel)
@@ -181,6 +187,8 @@ class Mesh:
         self.metrics_ports: dict[str, int] = {}  # each server's Prometheus /metrics port, on loopback
         self.replica_ports: dict[str, list[int]] = {}  # service -> its replicas' gRPC ports, in replica order
         self.envoy: Envoy | None = None
+        self.web: ManagedProcess | None = None  # the web front door (OpenAI's routes), when a service it calls runs
+        self.web_port = 0
         self.key_sync: KeySync | None = None
         self.supervisor = Supervisor(report=lambda line: print(f"genmesh up: {line}", file=sys.stderr, flush=True))
 
@@ -224,6 +232,7 @@ class Mesh:
                     process=process,
                 )
                 log.info("service_ready", service=name, port=port)
+            self._start_web()
             self._start_envoy()
         except BaseException:
             self.stop()
@@ -236,7 +245,7 @@ class Mesh:
     def children(self) -> list[ManagedProcess]:
         """Every child process, in start order."""
         s3 = self.s3._process if self.s3 is not None else None
-        return [process for process in (s3, *self.servers.values(), self.envoy) if process is not None]
+        return [process for process in (s3, *self.servers.values(), self.web, self.envoy) if process is not None]
 
     def _start_service(self, name: str) -> None:
         """Every replica of ``name``; each knows the others' addresses (GENMESH_PEERS) to forward calls
@@ -272,6 +281,19 @@ class Mesh:
                 argv.append("--keep-alive-seconds=0")  # the models take turns on the one GPU
         return argv + self.options.service_args.get(name, [])
 
+    def _start_web(self) -> None:
+        """The web front door (servers/web: OpenAI's routes), calling the servers directly as the agent
+        does. It is up once its /livez answers; /health then follows the services it calls."""
+        called = [name for name in WEB_UPSTREAMS if name in self.replica_ports]
+        if not called:
+            return
+        self.web_port = free_port()
+        argv = [sys.executable, "-m", "servers.web", f"--port={self.web_port}"]
+        argv += [f"--{name}-url={grpc_target(self.replica_ports[name])}" for name in called]
+        self.web = ManagedProcess("web", argv, log_path=self.logs / "web.log", env=self.service_env()).start()
+        wait_until(lambda: web_answers(self.web_port), timeout=60, what="the web front door", process=self.web)
+        log.info("service_ready", service="web", port=self.web_port)
+
     def _start_envoy(self) -> None:
         admin_port = free_port()
         # Keys and per-key quotas live in files Envoy watches; the sync rewrites them when the
@@ -288,6 +310,7 @@ class Mesh:
             rate_limit_rps=default_rate.rps,
             rate_limit_burst=default_rate.burst,
             keys_dir=self.key_sync.keys_dir,
+            web=[("127.0.0.1", self.web_port)] if self.web is not None else [],
         )
         config_path = self.data_dir / "envoy.yaml"
         write_private(config_path, config)
@@ -302,7 +325,7 @@ class Mesh:
         with LOCAL_OPENER.open(f"{self.envoy.admin_url}/clusters?format=json", timeout=2) as response:
             clusters = json.load(response)["cluster_statuses"]
         for cluster in clusters:
-            if cluster["name"] not in self.replica_ports:
+            if cluster["name"] not in self.replica_ports and not (cluster["name"] == "web" and self.web):
                 continue
             hosts = cluster.get("host_statuses", [])
             if not hosts or any(
@@ -319,6 +342,8 @@ class Mesh:
             self.key_sync.stop()
         if self.envoy is not None:
             self.envoy.stop()
+        if self.web is not None:
+            self.web.stop()
         for process in reversed(list(self.servers.values())):
             process.stop(timeout=SERVER_STOP_TIMEOUT)  # servers drain running jobs first
         if self.s3 is not None:
@@ -327,6 +352,14 @@ class Mesh:
     def _services_line(self) -> str:
         return ", ".join(
             name if len(ports) == 1 else f"{name} ({len(ports)} replicas)" for name, ports in self.replica_ports.items()
+        )
+
+    def _openai_hint(self) -> str:
+        if self.web is None:
+            return ""
+        return (
+            f"  Any OpenAI client: base_url=http://{self.url}/v1 with the key above, e.g.\n"
+            f'  curl -H "Authorization: Bearer $GENMESH_API_KEY" http://{self.url}/v1/models\n'
         )
 
     def banner(self) -> str:
@@ -361,7 +394,7 @@ Try it (set the key first: export GENMESH_API_KEY=...{url_hint}):
   {grpcurl} -plaintext -H "x-api-key: $GENMESH_API_KEY" {self.url} list
   curl -N -H "x-api-key: $GENMESH_API_KEY" http://{self.url}/v1/text:generate \\
        -d '{{"prompt": "Once upon a time", "sampling": {{"max_tokens": 32}}}}'
-
+{self._openai_hint()}
 Ctrl-C stops everything.
 """
 

@@ -109,6 +109,7 @@ def write(tmp_path: Path, text: str) -> Path:
             id="awkward-keys-video-missing-training-empty",
         ),
         pytest.param({"only": "k"}, {}, id="no-upstream-at-all"),
+        pytest.param({"web": "k"}, {"text": [("127.0.0.1", 6001)], "web": [("127.0.0.1", 6010)]}, id="web-front-door"),
         pytest.param(
             {"k8s": "key"},
             {"text": [("text.genmesh.svc", 50051)], "image": [("::1", 50052)], "video": [("video", 50053)]},
@@ -117,7 +118,8 @@ def write(tmp_path: Path, text: str) -> Path:
     ],
 )
 def test_rendered_configs_validate(tmp_path: Path, descriptor: Path, api_keys, upstreams) -> None:
-    text = render(descriptor, api_keys=api_keys, upstreams=upstreams)
+    upstreams = dict(upstreams)
+    text = render(descriptor, api_keys=api_keys, upstreams=upstreams, web=upstreams.pop("web", ()))
     assert "${" not in text
     validate_envoy_config(write(tmp_path, text))
 
@@ -152,7 +154,8 @@ def test_values_are_emitted_as_json(descriptor: Path) -> None:
     assert "- name: text\n    type: STRICT_DNS" in text
     assert "- name: image\n    type: STATIC" in text
     assert "- name: video\n    type: STATIC" in text
-    assert text.count("lb_endpoints: []") == len(SERVICES) - 2  # every service but text and image
+    # Every service but text and image, and the web front door (none given).
+    assert text.count("lb_endpoints: []") == len(SERVICES) - 2 + 1
     # The reflection/health cluster holds every upstream once.
     any_cluster = _cluster(text, "any")
     assert '"address": "text"' in any_cluster and '"address": "10.0.0.2"' in any_cluster
@@ -496,3 +499,63 @@ def test_upstream_mutual_tls(tmp_path: Path, descriptor: Path) -> None:
         gateway.stop()
         text.stop(grace=None)
         impostor.stop(grace=None)
+
+
+# ------------------------------------------------------------------------------------------------
+# OpenAI's routes: to the web front door, without the strict JSON check and the transcoder
+
+
+@pytest.mark.parametrize(
+    ("path", "openai"),
+    [
+        ("/v1/models", True),
+        ("/v1/models/gemma-3-270m-q4_k_m", True),
+        ("/v1/chat/completions", True),
+        ("/v1/completions", True),
+        ("/v1/embeddings", True),
+        ("/v1/images/generations", True),
+        ("/v1/images/edits", True),
+        ("/v1/videos", True),
+        ("/v1/videos/vid-0-4abcc89098809ad06419", True),
+        ("/v1/videos/vid-0-4abcc89098809ad06419/content", True),
+        # genmesh's own REST paths stay with the transcoder
+        ("/v1/videos/models", False),
+        ("/v1/videos/jobs/vid-0-4abcc89098809ad06419", False),
+        ("/v1/videos:generate", False),
+        ("/v1/images/models", False),
+        ("/v1/images:generate", False),
+        ("/v1/text/models", False),
+        ("/v1/training/models", False),
+        ("/v1/chat/completions/extra", False),
+    ],
+)
+def test_openai_paths_are_told_apart_from_genmesh_ones(path: str, openai: bool) -> None:
+    assert bool(re.fullmatch(envoy_mod.OPENAI_PATH_REGEX, path)) is openai
+
+
+def test_openai_routes_go_to_the_web_front_door_without_strict_json(descriptor: Path) -> None:
+    config = yaml.safe_load(render(descriptor, web=[("127.0.0.1", 8088)]))
+    (hcm,) = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"]
+    routes = hcm["typed_config"]["route_config"]["virtual_hosts"][0]["routes"]
+    (openai,) = [route for route in routes if "safe_regex" in route["match"]]
+    assert openai["route"] == {"cluster": "web", "timeout": "0s"}
+    disabled = {name for name, value in openai["typed_per_filter_config"].items() if value["disabled"]}
+    assert disabled == {"envoy.filters.http.lua", "envoy.filters.http.grpc_json_transcoder"}
+    # It comes before the catch-all; the key check and rate limit are not disabled for it.
+    assert routes.index(openai) < len(routes) - 1
+    (web,) = [cluster for cluster in config["static_resources"]["clusters"] if cluster["name"] == "web"]
+    endpoint = web["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
+    assert endpoint == {"address": "127.0.0.1", "port_value": 8088}
+    assert web["health_checks"][0]["http_health_check"] == {"path": "/livez"}
+    # The gateway's own replies on those paths (bad key, rate limit, front door down) are OpenAI's shape.
+    mappers = hcm["typed_config"]["local_reply_config"]["mappers"]
+    openai_replies = [mapper for mapper in mappers if "text_format_source" in mapper.get("body_format_override", {})]
+    bodies = [
+        json.loads(mapper["body_format_override"]["text_format_source"]["inline_string"]) for mapper in openai_replies
+    ]
+    assert [body["error"]["code"] for body in bodies][:3] == [
+        "invalid_api_key",
+        "rate_limit_exceeded",
+        "service_unavailable",
+    ]
+    assert all(set(body["error"]) == {"message", "type", "param", "code"} for body in bodies)

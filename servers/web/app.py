@@ -1,0 +1,376 @@
+"""The front door's HTTP app (Starlette): OpenAI's routes, each a genmesh job on a service.
+
+Envoy checks the key and the caller's rate limit before a request gets here and forwards the
+client's name in ``x-client-id``; this process passes it (and ``x-request-id``) on to the services,
+answers OpenAI's shapes, and holds no state: every call is a job in a service, named in the
+``x-genmesh-job-id`` header, and a caller that goes away cancels it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import structlog
+from starlette.applications import Starlette
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from genmesh.common.v1 import job_pb2
+from genmesh.errors import GenmeshError
+from genmesh.video.v1 import video_pb2
+from servers.web import images, text, videos
+from servers.web.errors import OpenAIError, from_genmesh, invalid, model_not_found
+from servers.web.fields import IGNORED_HEADER, Body, Form
+from servers.web.models import default_model, list_models
+from servers.web.settings import WebSettings
+from servers.web.upstreams import JobStream, Upstreams, unary
+
+log = structlog.get_logger(__name__)
+
+JOB_HEADER = "x-genmesh-job-id"
+PASSED_ON = ("x-request-id", "x-client-id")  # set by the gateway; the services log and own jobs by them
+
+
+class ClientGone(Exception):
+    """The caller disconnected before the answer; its job was cancelled."""
+
+
+def metadata(request: Request) -> tuple[tuple[str, str], ...]:
+    return tuple((name, request.headers[name]) for name in PASSED_ON if name in request.headers)
+
+
+def upstreams(request: Request) -> Upstreams:
+    return request.app.state.upstreams
+
+
+async def read_body(request: Request, used: tuple[str, ...]) -> Body:
+    try:
+        data = json.loads(await request.body() or b"null")
+    except ValueError as exc:
+        raise invalid(None, f"the request body is not valid JSON: {exc}") from None
+    body = Body(data, used)
+    request.state.ignored = body.ignored
+    return body
+
+
+@dataclass
+class ReadForm:
+    fields: Form  # the text fields
+    items: list[tuple[str, Any]]  # every part, files included
+    keys: set[str]
+
+
+async def read_form(request: Request, used: tuple[str, ...]) -> ReadForm:
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise invalid(None, "send this request as multipart/form-data")
+    try:
+        form = await request.form()
+    except Exception as exc:  # a malformed body or a part over the parser's limits
+        raise invalid(None, f"the multipart body could not be read: {exc}") from None
+    items = list(form.multi_items())
+    fields = Form({key: value for key, value in items if isinstance(value, str)}, used)
+    request.state.ignored = fields.ignored
+    return ReadForm(fields, items, {key for key, _ in items})
+
+
+def headers(request: Request, job_id: str = "") -> dict[str, str]:
+    out = {JOB_HEADER: job_id} if job_id else {}
+    if getattr(request.state, "ignored", None):
+        out[IGNORED_HEADER] = ",".join(request.state.ignored)
+    return out
+
+
+async def open_job(request: Request, service: str, method: str, message: Any, params: dict[str, str]) -> JobStream:
+    try:
+        return await JobStream.open(upstreams(request), service, method, message, metadata(request))
+    except GenmeshError as exc:
+        raise from_genmesh(exc, params) from None
+
+
+async def until_disconnected(request: Request, work: Awaitable[Any], on_gone: Callable[[], None]) -> Any:
+    """``await work``, unless the caller disconnects first: then ``on_gone()`` and ``ClientGone``."""
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    task, gone = asyncio.ensure_future(work), asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not task.done():
+            task.cancel()
+            on_gone()
+    if not task.done() or task.cancelled():
+        raise ClientGone
+    return task.result()
+
+
+def sse(data: Any) -> bytes:
+    return b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
+
+
+DONE = b"data: [DONE]\n\n"
+
+
+# -- models -------------------------------------------------------------------------------------
+
+
+async def models_list(request: Request) -> Response:
+    models, down = await list_models(upstreams(request), metadata(request), request.app.state.aliases)
+    out = headers(request)
+    if down:
+        out["x-genmesh-unavailable-services"] = ",".join(sorted(down))
+    return JSONResponse({"object": "list", "data": models}, headers=out)
+
+
+async def models_get(request: Request) -> Response:
+    wanted = request.path_params["model"]
+    models, _ = await list_models(upstreams(request), metadata(request), request.app.state.aliases)
+    for model in models:
+        if model["id"] == wanted:
+            return JSONResponse(model)
+    raise model_not_found(wanted)
+
+
+# -- text ---------------------------------------------------------------------------------------
+
+
+async def chat_completions(request: Request) -> Response:
+    call = text.chat_call(await read_body(request, text.CHAT_FIELDS), request.app.state.aliases)
+    return await _text(request, call)
+
+
+async def completions(request: Request) -> Response:
+    call = text.completion_call(await read_body(request, text.COMPLETION_FIELDS), request.app.state.aliases)
+    return await _text(request, call)
+
+
+async def _text(request: Request, call: text.TextCall) -> Response:
+    if not call.model:  # chunks name the model before the result does
+        call.model = await default_model(upstreams(request), "text", metadata(request))
+    stream = await open_job(request, "text", call.method, call.request, call.params)
+    out = headers(request, stream.job_id)
+    if call.stream:
+        return StreamingResponse(_text_chunks(call, stream), media_type="text/event-stream", headers=out)
+    try:
+        result = await until_disconnected(request, stream.result(), stream.cancel)
+    except GenmeshError as exc:
+        raise from_genmesh(exc, call.params) from None
+    return JSONResponse(call.completion(stream.job_id, result), headers=out)
+
+
+async def _text_chunks(call: text.TextCall, stream: JobStream) -> AsyncIterator[bytes]:
+    """OpenAI's framing: the role chunk, content chunks (``finish_reason: null``), the chunk with the
+    finish reason, the usage chunk (``choices: []``) when asked, ``[DONE]``. An error after the
+    headers went out is one ``data: {"error": ...}`` event, and the stream ends."""
+    job_id = stream.job_id
+    try:
+        yield sse(call.delta(job_id, None, first=True))
+        async for event in stream.events():
+            kind = event.WhichOneof("event")
+            if kind == "delta" and event.delta.text:
+                yield sse(call.delta(job_id, event.delta.text))
+            elif kind == "result":
+                for chunk in call.final(job_id, event.result):
+                    yield sse(chunk)
+                yield DONE
+    except GenmeshError as exc:
+        yield sse(from_genmesh(exc, call.params).body())
+    finally:
+        stream.cancel()  # the caller went away (or the job ended): a running job is cancelled
+
+
+# -- images -------------------------------------------------------------------------------------
+
+
+async def images_generations(request: Request) -> Response:
+    return await _image(request, images.generation_call(await read_body(request, images.GENERATION_FIELDS)))
+
+
+async def images_edits(request: Request) -> Response:
+    form = await read_form(request, images.EDIT_FIELDS)
+    files = [value for key, value in form.items if key in ("image", "image[]") and isinstance(value, UploadFile)]
+    data = await files[0].read() if len(files) == 1 else None
+    return await _image(request, images.edit_call(form.fields, data, len(files), "mask" in form.keys))
+
+
+async def _image(request: Request, call: images.ImageCall) -> Response:
+    stream = await open_job(request, "image", "GenerateImage", call.request, call.params)
+    try:
+        result = await until_disconnected(request, stream.result(), stream.cancel)
+    except GenmeshError as exc:
+        raise from_genmesh(exc, call.params) from None
+    return JSONResponse(call.response(result), headers=headers(request, stream.job_id))
+
+
+# -- videos -------------------------------------------------------------------------------------
+
+
+async def videos_create(request: Request) -> Response:
+    reference = None
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        form = await read_form(request, videos.CREATE_FIELDS)
+        fields: Body | Form = form.fields
+        upload = next((value for key, value in form.items if key == "input_reference"), None)
+        if isinstance(upload, UploadFile):
+            reference = (await upload.read(), upload.content_type or "")
+    else:
+        fields = await read_body(request, videos.CREATE_FIELDS)
+        if fields.has("input_reference"):
+            raise invalid("input_reference", "input_reference: upload the image as a file (multipart/form-data)")
+    call = videos.create_call(fields, reference)
+    if not call.request.model:
+        call.request.model = await default_model(upstreams(request), "video", metadata(request))
+    stream = await open_job(request, "video", "GenerateVideo", call.request, call.params)
+    stream.cancel()  # the job is detached: it runs on, and its id is the video's
+    return JSONResponse(videos.queued_object(stream.job_id, call), headers=headers(request, stream.job_id))
+
+
+async def _video_job(request: Request, method: str) -> video_pb2.Job:
+    video_id = request.path_params["video_id"]
+    requests = {"GetJob": video_pb2.GetJobRequest, "CancelJob": video_pb2.CancelJobRequest}
+    try:
+        stub = upstreams(request).stub("video")
+        return await unary("video", getattr(stub, method), requests[method](job_id=video_id), metadata(request))
+    except GenmeshError as exc:
+        raise from_genmesh(exc, {"job_id": "video_id"}) from None
+
+
+async def videos_get(request: Request) -> Response:
+    job = await _video_job(request, "GetJob")
+    return JSONResponse(videos.video_object(job), headers=headers(request, job.status.job_id))
+
+
+async def videos_delete(request: Request) -> Response:
+    """Cancels a queued or running video; a finished one stays stored (``deleted: false``)."""
+    job = await _video_job(request, "CancelJob")
+    deleted = job.status.state == job_pb2.JOB_STATE_CANCELLED
+    body = {"id": job.status.job_id, "object": "video.deleted", "deleted": deleted}
+    return JSONResponse(body, headers=headers(request, job.status.job_id))
+
+
+async def videos_content(request: Request) -> Response:
+    """The video (``variant=video``, default) or its first frame (``thumbnail``), streamed from storage."""
+    variant = request.query_params.get("variant", "video")
+    if variant not in videos.VARIANTS:
+        raise invalid("variant", f"variant: {' or '.join(videos.VARIANTS)} (got {variant!r})")
+    job = await _video_job(request, "GetJob")
+    if job.status.state != job_pb2.JOB_STATE_SUCCEEDED:
+        state = videos.STATUSES.get(job.status.state, "queued")
+        raise OpenAIError(409, f"video {job.status.job_id} is not completed (status {state})",
+                          type="invalid_request_error", code="video_not_ready")  # fmt: skip
+    artifact = job.result.video if variant == "video" else job.result.poster
+    return await proxy_object(request, artifact.url, artifact.content_type, headers(request, job.status.job_id))
+
+
+async def proxy_object(request: Request, url: str, content_type: str, out: dict[str, str]) -> Response:
+    """Stream a stored object (by its presigned URL) to the caller: one URL for every client, whether
+    or not it can reach the object store itself."""
+    client: httpx.AsyncClient = request.app.state.http
+    upstream = await client.send(client.build_request("GET", url), stream=True)
+    if upstream.status_code != 200:
+        await upstream.aclose()
+        raise OpenAIError(503, f"object storage answered {upstream.status_code} for the stored file; retry shortly",
+                          type="server_error", code="storage_unavailable")  # fmt: skip
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            async for piece in upstream.aiter_raw():
+                yield piece
+        finally:
+            await upstream.aclose()
+
+    if "content-length" in upstream.headers:
+        out = {**out, "content-length": upstream.headers["content-length"]}
+    return StreamingResponse(body(), media_type=content_type or "application/octet-stream", headers=out)
+
+
+# -- health -------------------------------------------------------------------------------------
+
+
+async def livez(request: Request) -> Response:
+    """The process answers (the gateway's health check): calls that need a service that is down still
+    get here and are answered 503 naming it."""
+    return Response("ok\n", media_type="text/plain")
+
+
+async def health(request: Request) -> Response:
+    """200 while every service the front door calls answers SERVING, else 503; per service either way."""
+    statuses = await upstreams(request).refresh()
+    serving = all(status == "SERVING" for status in statuses.values())
+    return JSONResponse({"status": "SERVING" if serving else "NOT_SERVING", "services": statuses},
+                        status_code=200 if serving else 503)  # fmt: skip
+
+
+# -- errors -------------------------------------------------------------------------------------
+
+
+async def _openai_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, OpenAIError)
+    return JSONResponse(exc.body(), status_code=exc.status, headers={**headers(request), **exc.headers()})
+
+
+async def _genmesh_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, GenmeshError)
+    return await _openai_error(request, from_genmesh(exc))
+
+
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    return Response(status_code=499)  # nobody reads it: the caller is gone
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected_error", path=request.url.path)
+    return await _openai_error(request, OpenAIError(500, "internal error (see the web server's log)",
+                                                    type="server_error", code="internal_error"))  # fmt: skip
+
+
+ROUTES = [
+    Route("/v1/models", models_list, methods=["GET"]),
+    Route("/v1/models/{model:path}", models_get, methods=["GET"]),
+    Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+    Route("/v1/completions", completions, methods=["POST"]),
+    Route("/v1/images/generations", images_generations, methods=["POST"]),
+    Route("/v1/images/edits", images_edits, methods=["POST"]),
+    Route("/v1/videos", videos_create, methods=["POST"]),
+    Route("/v1/videos/{video_id}", videos_get, methods=["GET"]),
+    Route("/v1/videos/{video_id}", videos_delete, methods=["DELETE"]),
+    Route("/v1/videos/{video_id}/content", videos_content, methods=["GET"]),
+    Route("/livez", livez, methods=["GET"]),
+    Route("/health", health, methods=["GET"]),
+]
+
+
+def create_app(settings: WebSettings) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        app.state.upstreams = Upstreams(settings.upstream_urls())  # grpc.aio channels bind to this loop
+        app.state.aliases = settings.aliases()
+        # Stored objects are fetched by their presigned URLs, on loopback or the cluster network only.
+        app.state.http = httpx.AsyncClient(trust_env=False, timeout=httpx.Timeout(30.0, read=None))
+        try:
+            yield
+        finally:
+            await app.state.http.aclose()
+            await app.state.upstreams.close()
+
+    return Starlette(
+        routes=ROUTES,
+        lifespan=lifespan,
+        exception_handlers={
+            OpenAIError: _openai_error,
+            GenmeshError: _genmesh_error,
+            ClientGone: _client_gone,
+            Exception: _unexpected,
+        },
+    )

@@ -1,0 +1,101 @@
+"""Reading OpenAI request bodies: lenient about fields it does not know (clients send ``user``,
+``store``, ``metadata``...: they are ignored and listed in the ``x-genmesh-ignored-fields`` response
+header), strict about the types of the ones it uses (400 naming the parameter). Ranges are the
+services' to check (``servers.web.errors``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from servers.web.errors import invalid
+
+IGNORED_HEADER = "x-genmesh-ignored-fields"
+
+_KINDS: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "object": (dict,),
+    "array": (list,),
+}
+
+
+def type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    for name, kinds in _KINDS.items():
+        if isinstance(value, kinds) and not (isinstance(value, bool) and name != "boolean"):
+            return name
+    return type(value).__name__
+
+
+def check(value: Any, kind: str, param: str) -> Any:
+    """``value`` if it is a JSON ``kind`` (a boolean is never a number), else a 400 naming ``param``."""
+    if isinstance(value, bool) and kind != "boolean":
+        ok = False
+    elif kind == "integer" and isinstance(value, float):
+        ok = value.is_integer()  # 3.0 is the integer 3 in JSON
+        value = int(value) if ok else value
+    else:
+        ok = isinstance(value, _KINDS[kind])
+    if not ok:
+        raise invalid(param, f"{param}: expected {kind}, got {type_name(value)}")
+    return value
+
+
+class Body:
+    """A JSON object's fields, read by name and type; the names never read are the ignored ones."""
+
+    def __init__(self, data: Any, used: Iterable[str]) -> None:
+        if not isinstance(data, dict):
+            raise invalid(None, f"the request body must be a JSON object (got {type_name(data)})")
+        self.data: Mapping[str, Any] = data
+        self.ignored = sorted(set(data) - set(used))
+
+    def get(self, name: str, kind: str, default: Any = None) -> Any:
+        """The field as ``kind``; absent or null gives ``default``."""
+        value = self.data.get(name)
+        return default if value is None else check(value, kind, name)
+
+    def has(self, name: str) -> bool:
+        return self.data.get(name) is not None
+
+
+class Form:
+    """A multipart form's text fields, converted to the same JSON kinds as a body's."""
+
+    def __init__(self, fields: Mapping[str, str], used: Iterable[str]) -> None:
+        self.fields = fields
+        self.ignored = sorted(set(fields) - set(used))
+
+    def get(self, name: str, kind: str, default: Any = None) -> Any:
+        raw = self.fields.get(name)
+        if raw is None or raw == "":
+            return default
+        try:
+            if kind == "integer":
+                return int(raw)
+            if kind == "number":
+                return float(raw)
+            if kind == "boolean":
+                if raw.lower() not in ("true", "false"):
+                    raise ValueError(raw)
+                return raw.lower() == "true"
+        except ValueError:
+            raise invalid(name, f"{name}: expected {kind}, got {raw!r}") from None
+        return raw
+
+    def has(self, name: str) -> bool:
+        return bool(self.fields.get(name))
+
+
+def parse_size(value: str | None, param: str = "size") -> tuple[int | None, int | None]:
+    """``"512x768"`` -> (512, 768); ``None`` or ``"auto"`` -> the service's defaults."""
+    if value is None or value == "auto":
+        return None, None
+    width, sep, height = value.partition("x")
+    if not (sep and width.isdigit() and height.isdigit()):
+        raise invalid(param, f"{param}: expected WIDTHxHEIGHT in pixels such as 512x512, or auto (got {value!r})")
+    return int(width), int(height)

@@ -1,0 +1,110 @@
+"""``/v1/images/generations`` and ``/v1/images/edits`` (multipart, img2img): OpenAI's image request ->
+a genmesh GenerateImage request, and its result -> OpenAI's images response."""
+
+from __future__ import annotations
+
+import base64
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from genmesh.common.v1 import media_pb2
+from genmesh.image.v1 import image_pb2
+from servers.web.errors import invalid
+from servers.web.fields import Body, Form, parse_size
+
+OUTPUT_FORMATS = {
+    "png": media_pb2.IMAGE_FORMAT_PNG,
+    "webp": media_pb2.IMAGE_FORMAT_WEBP,
+    "jpeg": media_pb2.IMAGE_FORMAT_JPEG,
+}
+FORMAT_NAMES = {value: name for name, value in OUTPUT_FORMATS.items()}
+RESPONSE_FORMATS = ("url", "b64_json")
+# genmesh's own fields that tools such as Open WebUI merge into the request, by their genmesh names.
+EXTRAS = (("seed", "integer"), ("negative_prompt", "string"), ("steps", "integer"), ("guidance_scale", "number"))
+GENERATION_FIELDS = ("prompt", "model", "n", "size", "response_format", "output_format", "output_compression",
+                     *(name for name, _ in EXTRAS))  # fmt: skip
+EDIT_FIELDS = (*GENERATION_FIELDS, "image", "image[]", "mask", "strength")
+# genmesh field -> OpenAI parameter, for the service's messages
+PARAMS = {"num_images": "n", "width": "size", "height": "size", "quality": "output_compression",
+          "init_image_data": "image", "output_format": "output_format"}  # fmt: skip
+
+
+@dataclass
+class ImageCall:
+    request: image_pb2.GenerateImageRequest
+    b64: bool  # answer with the bytes (b64_json) instead of presigned URLs
+    params: dict[str, str] = field(default_factory=lambda: dict(PARAMS))
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    def response(self, result: image_pb2.ImageResult) -> dict:
+        data = []
+        for image in result.images:
+            artifact = image.artifact
+            item: dict[str, Any] = (
+                {"b64_json": base64.b64encode(artifact.data).decode()} if self.b64 else {"url": artifact.url}
+            )
+            item["revised_prompt"] = None
+            item["seed"] = image.seed  # genmesh's own: image i of a batch is seed + i
+            data.append(item)
+        parameters = result.parameters
+        return {
+            "created": self.created,
+            "data": data,
+            "output_format": FORMAT_NAMES.get(parameters.output_format, "png"),
+            "size": f"{parameters.width}x{parameters.height}",
+        }
+
+
+def _common(fields: Body | Form) -> ImageCall:
+    request = image_pb2.GenerateImageRequest(prompt=fields.get("prompt", "string", ""))
+    request.model = fields.get("model", "string", "")
+    n = fields.get("n", "integer")
+    if n is not None:
+        _assign(request, "num_images", n, "n")
+    width, height = parse_size(fields.get("size", "string"))
+    if width is not None:
+        _assign(request, "width", width, "size")
+        _assign(request, "height", height, "size")
+    for name, kind in EXTRAS:
+        value = fields.get(name, kind)
+        if value is not None:
+            _assign(request, name, value, name)
+    response_format = fields.get("response_format", "string", "url")
+    if response_format not in RESPONSE_FORMATS:
+        raise invalid("response_format", f"response_format: url or b64_json (got {response_format!r})")
+    output_format = fields.get("output_format", "string")
+    if output_format is not None:
+        if output_format not in OUTPUT_FORMATS:
+            raise invalid("output_format", f"output_format: png, webp or jpeg (got {output_format!r})")
+        request.output_format = OUTPUT_FORMATS[output_format]
+    compression = fields.get("output_compression", "integer")
+    if compression is not None:
+        _assign(request, "quality", compression, "output_compression")
+    request.return_inline = response_format == "b64_json"
+    return ImageCall(request, response_format == "b64_json")
+
+
+def _assign(message: Any, name: str, value: Any, param: str) -> None:
+    try:
+        setattr(message, name, value)
+    except (ValueError, TypeError):
+        raise invalid(param, f"{param}: {value!r} is out of range") from None
+
+
+def generation_call(body: Body) -> ImageCall:
+    return _common(body)
+
+
+def edit_call(form: Form, image: bytes | None, images: int, has_mask: bool) -> ImageCall:
+    """img2img: ``image`` is the one uploaded image's bytes."""
+    if has_mask:
+        raise invalid("mask", "mask: inpainting is not supported yet; send the image without a mask")
+    if images != 1 or image is None:
+        raise invalid("image", f"image: send exactly one image file (got {images})")
+    call = _common(form)
+    call.request.init_image_data = image
+    strength = form.get("strength", "number")
+    if strength is not None:
+        _assign(call.request, "strength", strength, "strength")
+    return call

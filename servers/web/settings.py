@@ -1,0 +1,48 @@
+"""Settings of the web front door (flags and GENMESH_WEB_* environment, parsed once)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from servers.runtime.settings import setting
+
+UPSTREAMS = ("text", "image", "video")  # the services the OpenAI routes call
+
+
+@dataclasses.dataclass(frozen=True)
+class WebSettings:
+    """genmesh web front door: OpenAI-compatible HTTP routes over the Text, Image and Video servers."""
+
+    host: str = setting("127.0.0.1", "address to listen on", env="GENMESH_WEB_HOST")
+    port: int = setting(8088, "HTTP port", env="GENMESH_WEB_PORT")
+    # The services are called directly (host:port of each gRPC server), as the agent does.
+    text_url: str = setting("", "host:port of the Text server (empty: its routes answer 503)",
+                            env="GENMESH_WEB_TEXT_URL")  # fmt: skip
+    image_url: str = setting("", "host:port of the Image server (empty: its routes answer 503)",
+                             env="GENMESH_WEB_IMAGE_URL")  # fmt: skip
+    video_url: str = setting("", "host:port of the Video server (empty: its routes answer 503)",
+                             env="GENMESH_WEB_VIDEO_URL")  # fmt: skip
+    model_aliases: str = setting("", "extra model names for tools that filter them, alias=model,... "
+                                 "(e.g. gpt-4o-mini=gemma-3-270m-q4_k_m)", env="GENMESH_WEB_MODEL_ALIASES")  # fmt: skip
+    health_poll_seconds: float = setting(5.0, "how often /health asks the services whether they answer",
+                                         env="GENMESH_WEB_HEALTH_POLL_SECONDS")  # fmt: skip
+    log_level: str = setting("info", "debug, info, warning or error", env="GENMESH_LOG_LEVEL")
+    log_format: str = setting("auto", "json, console, or auto", env="GENMESH_LOG_FORMAT")
+
+    def __post_init__(self) -> None:
+        self.aliases()  # a bad alias list stops the start naming the setting
+
+    def upstream_urls(self) -> dict[str, str]:
+        """The configured services by name; unconfigured ones are left out."""
+        urls = {name: getattr(self, f"{name}_url").strip() for name in UPSTREAMS}
+        return {name: url for name, url in urls.items() if url}
+
+    def aliases(self) -> dict[str, str]:
+        """alias -> model name."""
+        aliases: dict[str, str] = {}
+        for item in filter(None, (part.strip() for part in self.model_aliases.split(","))):
+            alias, sep, model = (piece.strip() for piece in item.partition("="))
+            if not (sep and alias and model):
+                raise ValueError(f"GENMESH_WEB_MODEL_ALIASES: expected alias=model, got {item!r}")
+            aliases[alias] = model
+        return aliases

@@ -1,0 +1,249 @@
+"""``/v1/chat/completions`` and ``/v1/completions``: OpenAI's request -> a genmesh Chat or Generate
+request, and the genmesh result or events -> OpenAI's objects and stream chunks."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from google.protobuf import struct_pb2
+
+from genmesh.text.v1 import text_pb2
+from servers.web.errors import invalid
+from servers.web.fields import Body, check, type_name
+
+SAMPLING_FIELDS = (
+    "max_tokens", "max_completion_tokens", "temperature", "top_p", "stop", "seed", "n", "stream", "stream_options",
+    "response_format", "model",
+    # genmesh's (and llama.cpp's server's) own sampling knobs, as extras
+    "top_k", "min_p", "repeat_penalty",
+)  # fmt: skip
+CHAT_FIELDS = (*SAMPLING_FIELDS, "messages", "tools", "tool_choice", "functions")
+COMPLETION_FIELDS = (*SAMPLING_FIELDS, "prompt")
+FINISH_REASONS = {text_pb2.FINISH_REASON_STOP: "stop", text_pb2.FINISH_REASON_LENGTH: "length"}
+ROLE_ALIASES = {"developer": "system"}  # OpenAI's newer name for the system role
+
+
+@dataclass
+class TextCall:
+    """A prepared Chat or Generate call and how to answer it."""
+
+    chat: bool
+    request: Any  # text_pb2.ChatRequest or text_pb2.GenerateRequest
+    model: str  # as the caller named it (echoed in every chunk, as OpenAI does)
+    stream: bool
+    include_usage: bool
+    params: dict[str, str] = field(default_factory=dict)  # genmesh field -> OpenAI parameter
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    @property
+    def method(self) -> str:
+        return "Chat" if self.chat else "Generate"
+
+    def completion_id(self, job_id: str) -> str:
+        return ("chatcmpl-" if self.chat else "cmpl-") + job_id
+
+    # -- whole answers ------------------------------------------------------------------------
+
+    def completion(self, job_id: str, result: text_pb2.TextResult) -> dict:
+        finish = FINISH_REASONS.get(result.finish_reason, "stop")
+        if self.chat:
+            message = {"role": "assistant", "content": result.text, "refusal": None}
+            choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
+        else:
+            choice = {"text": result.text, "index": 0, "logprobs": None, "finish_reason": finish}
+        return {
+            "id": self.completion_id(job_id),
+            "object": "chat.completion" if self.chat else "text_completion",
+            "created": self.created,
+            "model": result.model or self.model,
+            "choices": [choice],
+            "usage": usage(result.usage),
+            "system_fingerprint": None,
+        }
+
+    # -- stream chunks ------------------------------------------------------------------------
+
+    def chunk(self, job_id: str, choices: list[dict]) -> dict:
+        chunk = {
+            "id": self.completion_id(job_id),
+            "object": "chat.completion.chunk" if self.chat else "text_completion",
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": None,
+            "choices": choices,
+        }
+        if self.include_usage:
+            chunk["usage"] = None  # every chunk but the last carries a null usage (OpenAI's framing)
+        return chunk
+
+    def delta(self, job_id: str, text: str | None, finish_reason: str | None = None, *, first: bool = False) -> dict:
+        """One choice's piece: the role first (chat), then text, then an empty delta with the reason."""
+        if self.chat:
+            delta: dict[str, Any] = {"role": "assistant", "content": ""} if first else {}
+            if text:
+                delta["content"] = text
+            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        else:
+            choice = {"text": text or "", "index": 0, "logprobs": None, "finish_reason": finish_reason}
+        return self.chunk(job_id, [choice])
+
+    def final(self, job_id: str, result: text_pb2.TextResult) -> list[dict]:
+        """The chunk with the finish reason, then (if asked) the usage chunk with no choices."""
+        chunks = [self.delta(job_id, None, FINISH_REASONS.get(result.finish_reason, "stop"))]
+        if self.include_usage:
+            chunks.append({**self.chunk(job_id, []), "usage": usage(result.usage)})
+        return chunks
+
+
+def usage(message: text_pb2.Usage) -> dict:
+    return {
+        "prompt_tokens": message.prompt_tokens,
+        "completion_tokens": message.completion_tokens,
+        "total_tokens": message.total_tokens,
+    }
+
+
+# -- requests ---------------------------------------------------------------------------------
+
+
+def _assign(message: Any, name: str, value: Any, param: str) -> None:
+    """Set a proto field; a number its wire type cannot hold is a 400 naming ``param``."""
+    try:
+        setattr(message, name, value)
+    except (ValueError, TypeError):
+        raise invalid(param, f"{param}: {value!r} is out of range") from None
+
+
+def sampling(body: Body) -> tuple[text_pb2.SamplingOptions, dict[str, str]]:
+    """The sampling options the caller set (the rest keep genmesh's defaults), and the parameter names."""
+    options = text_pb2.SamplingOptions()
+    limit_param = "max_completion_tokens" if body.has("max_completion_tokens") else "max_tokens"
+    params = {"sampling.max_tokens": limit_param}
+    limit = body.get(limit_param, "integer")
+    if limit is not None:
+        _assign(options, "max_tokens", limit, limit_param)
+    for name, kind in (("temperature", "number"), ("top_p", "number"), ("min_p", "number"),
+                       ("repeat_penalty", "number"), ("top_k", "integer"), ("seed", "integer")):  # fmt: skip
+        params[f"sampling.{name}"] = name
+        value = body.get(name, kind)
+        if value is not None:
+            _assign(options, name, value, name)
+    stop = body.data.get("stop")
+    if isinstance(stop, str):
+        options.stop.append(stop)
+    elif isinstance(stop, list):
+        options.stop.extend(check(item, "string", f"stop[{index}]") for index, item in enumerate(stop))
+    elif stop is not None:
+        raise invalid("stop", f"stop: expected a string or an array of strings, got {type_name(stop)}")
+    params["sampling.stop"] = "stop"
+    n = body.get("n", "integer", 1)
+    if n != 1:
+        raise invalid("n", f"n: only one choice per request is supported (got {n})")
+    return options, params
+
+
+def response_format(body: Body) -> text_pb2.ResponseFormat | None:
+    """OpenAI's ``text`` / ``json_object`` / ``json_schema`` (``{"json_schema": {"name", "schema",
+    "strict"}}``), and llama.cpp's server's shapes (``{"type": "json_object", "schema": {...}}``,
+    ``{"type": "json_schema", "schema": {...}}``)."""
+    value = body.get("response_format", "object")
+    if value is None:
+        return None
+    kind = check(value.get("type"), "string", "response_format.type")
+    if kind == "text":
+        return text_pb2.ResponseFormat(type=text_pb2.ResponseFormat.TYPE_TEXT)
+    if kind not in ("json_object", "json_schema"):
+        raise invalid("response_format.type", f"response_format.type: text, json_object or json_schema (got {kind!r})")
+    schema = value.get("schema")
+    if kind == "json_schema" and schema is None:
+        spec = check(value.get("json_schema"), "object", "response_format.json_schema")
+        schema = spec.get("schema")
+        param = "response_format.json_schema.schema"
+    else:
+        param = "response_format.schema"
+    message = text_pb2.ResponseFormat(type=text_pb2.ResponseFormat.TYPE_JSON)
+    if schema is not None:
+        message.json_schema.CopyFrom(_struct(check(schema, "object", param)))
+    return message
+
+
+def _struct(value: Mapping[str, Any]) -> struct_pb2.Struct:
+    struct = struct_pb2.Struct()
+    struct.update(value)
+    return struct
+
+
+def _content(value: Any, param: str) -> str:
+    """A message's content: a string, or a list of text parts (joined by newlines)."""
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        texts = []
+        for index, part in enumerate(value):
+            part = check(part, "object", f"{param}[{index}]")
+            kind = part.get("type")
+            if kind != "text":
+                raise invalid(f"{param}[{index}].type", f"{param}[{index}].type: only text parts are supported "
+                              f"(got {kind!r})")  # fmt: skip
+            texts.append(check(part.get("text"), "string", f"{param}[{index}].text"))
+        return "\n".join(texts)
+    return check(value, "string", param)
+
+
+def _tools_refused(body: Body) -> None:
+    tools = body.get("tools", "array") or body.get("functions", "array")
+    if tools:
+        raise invalid("tools", "tools: tool calls are not supported yet; send the request without tools")
+
+
+def _stream_options(body: Body) -> tuple[bool, bool]:
+    stream = body.get("stream", "boolean", False)
+    options = body.get("stream_options", "object") or {}
+    include_usage = options.get("include_usage")
+    include_usage = False if include_usage is None else check(include_usage, "boolean", "stream_options.include_usage")
+    return stream, stream and include_usage
+
+
+def chat_call(body: Body, aliases: Mapping[str, str]) -> TextCall:
+    _tools_refused(body)
+    messages = check(body.data.get("messages"), "array", "messages")
+    turns = []
+    for index, item in enumerate(messages):
+        item = check(item, "object", f"messages[{index}]")
+        if item.get("tool_calls"):
+            raise invalid(f"messages[{index}].tool_calls", "tool calls are not supported yet")
+        role = check(item.get("role"), "string", f"messages[{index}].role")
+        content = _content(item.get("content"), f"messages[{index}].content")
+        turns.append(text_pb2.ChatMessage(role=ROLE_ALIASES.get(role, role), content=content))
+    options, params = sampling(body)
+    model = body.get("model", "string", "")
+    request = text_pb2.ChatRequest(model=aliases.get(model, model), messages=turns, sampling=options)
+    if (fmt := response_format(body)) is not None:
+        request.response_format.CopyFrom(fmt)
+    stream, include_usage = _stream_options(body)
+    params.update(_format_params())
+    return TextCall(True, request, model, stream, include_usage, params)
+
+
+def completion_call(body: Body, aliases: Mapping[str, str]) -> TextCall:
+    prompt = body.data.get("prompt")
+    if isinstance(prompt, list):  # OpenAI accepts a batch; genmesh runs one prompt per job
+        if len(prompt) != 1:
+            raise invalid("prompt", f"prompt: one prompt per request is supported (got a list of {len(prompt)})")
+        prompt = check(prompt[0], "string", "prompt[0]")
+    prompt = check(prompt, "string", "prompt")
+    options, params = sampling(body)
+    model = body.get("model", "string", "")
+    request = text_pb2.GenerateRequest(model=aliases.get(model, model), prompt=prompt, sampling=options)
+    if (fmt := response_format(body)) is not None:
+        request.response_format.CopyFrom(fmt)
+    stream, include_usage = _stream_options(body)
+    params.update(_format_params())
+    return TextCall(False, request, model, stream, include_usage, params)
+
+
+def _format_params() -> dict[str, str]:
+    return {"response_format.json_schema": "response_format", "response_format.type": "response_format.type"}

@@ -1,0 +1,408 @@
+"""The OpenAI-compatible routes at the real gateway, driven by the real ``openai`` package (sync and
+async, streaming and not) as a new user would: ``OpenAI(base_url=<gateway>/v1, api_key=KEY)``.
+Everything runs on the session mesh (`genmesh up`'s launcher, which starts the web front door)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import jsonschema
+import openai
+import pytest
+from PIL import Image
+
+from genmesh.client import GenmeshClient
+from genmesh.common.v1 import job_pb2
+from servers.mesh.api_keys import QuotaOverride
+from servers.mesh.envoy import Envoy, render_envoy_config
+from servers.mesh.launcher import DESCRIPTOR_PATH, Mesh
+from servers.mesh.processes import ManagedProcess, free_port, wait_until
+from tests.integration.helpers import png_bytes
+
+pytestmark = pytest.mark.integration
+
+GOLDEN = Path(__file__).parent / "golden" / "openai_chat_stream.txt"
+MODEL = "gemma-3-270m-q4_k_m"
+HI = [{"role": "user", "content": "Say hi."}]
+SMALL_IMAGE = {"steps": 2}  # genmesh extras, merged into the body as Open WebUI does
+
+
+@pytest.fixture(scope="module")
+def oai(gateway_url: str, api_key: str) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=f"{gateway_url}/v1", api_key=api_key, max_retries=0) as client:
+        yield client
+
+
+@pytest.fixture
+async def aoai(gateway_url: str, api_key: str):
+    async with openai.AsyncOpenAI(base_url=f"{gateway_url}/v1", api_key=api_key, max_retries=0) as client:
+        yield client
+
+
+def wait_for_state(client: GenmeshClient, service: str, job_id: str, state: int) -> None:
+    jobs = getattr(client, service)
+    wait_until(lambda: jobs.get_job(job_id).status.state == state, timeout=60, what=f"{job_id} to reach {state}")
+
+
+# -- models -------------------------------------------------------------------------------------
+
+
+def test_models_lists_every_model_of_every_service(oai: openai.OpenAI, client: GenmeshClient) -> None:
+    models = {model.id: model for model in oai.models.list().data}
+    for service, listed in (("text", client.text), ("image", client.images), ("video", client.videos)):
+        for info in listed.list_models():
+            assert info.name in models
+            assert service in models[info.name].services
+    assert {model.owned_by for model in models.values()} == {"genmesh"}
+    assert {model.object for model in models.values()} == {"model"}
+    assert models[MODEL].service == "text" and models[MODEL].smoke_test is False
+    # The built-in diffusion model draws noise: flagged as a smoke test; Image and Video both run it.
+    assert models["tiny-sd15"].smoke_test is True and models["tiny-sd15"].services == ["image", "video"]
+    assert models["tiny-motion-adapter"].kind == "motion_adapter"
+    assert oai.models.retrieve(MODEL).id == MODEL
+    with pytest.raises(openai.NotFoundError) as raised:
+        oai.models.retrieve("no-such-model")
+    assert raised.value.code == "model_not_found"
+    assert raised.value.response.json() == {
+        "error": {
+            "message": "The model 'no-such-model' does not exist",
+            "type": "invalid_request_error",
+            "param": "model",
+            "code": "model_not_found",
+        }
+    }
+
+
+# -- chat and completions -----------------------------------------------------------------------
+
+
+def test_chat_is_a_genmesh_job_and_unknown_fields_are_listed(oai: openai.OpenAI, client: GenmeshClient) -> None:
+    raw = oai.chat.completions.with_raw_response.create(
+        model=MODEL, messages=HI, max_tokens=8, temperature=0, seed=7, user="alice", store=False, metadata={"a": "b"}
+    )
+    completion = raw.parse()
+    job_id = raw.headers["x-genmesh-job-id"]
+    assert completion.id == f"chatcmpl-{job_id}" and completion.object == "chat.completion"
+    assert raw.headers["x-genmesh-ignored-fields"] == "metadata,store,user"
+    (choice,) = completion.choices
+    assert choice.message.role == "assistant" and choice.message.content
+    assert choice.finish_reason in ("stop", "length")
+    usage = completion.usage
+    assert usage.completion_tokens <= 8 and usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+    job = client.text.get_job(job_id)  # the call is a job like any other, with its result
+    assert job.status.state == job_pb2.JOB_STATE_SUCCEEDED and job.result.text == choice.message.content
+    assert job.status.method.endswith("TextService/Chat")
+
+
+async def test_streamed_chat_matches_the_whole_answer(oai: openai.OpenAI, aoai: openai.AsyncOpenAI) -> None:
+    # max_completion_tokens (the newer name) and content as parts; greedy, so both runs agree.
+    messages = [
+        {"role": "developer", "content": "Be brief."},
+        {"role": "user", "content": [{"type": "text", "text": "Hi"}]},
+    ]
+    options = {"model": MODEL, "messages": messages, "max_completion_tokens": 12, "temperature": 0, "seed": 3}
+    whole = oai.chat.completions.create(**options)
+    stream = await aoai.chat.completions.create(**options, stream=True, stream_options={"include_usage": True})
+    pieces, reasons, usage = [], [], None
+    async for chunk in stream:
+        if chunk.choices:
+            pieces.append(chunk.choices[0].delta.content or "")
+            reasons.append(chunk.choices[0].finish_reason)
+        else:
+            usage = chunk.usage
+    assert "".join(pieces) == whole.choices[0].message.content
+    assert reasons[:-1] == [None] * (len(reasons) - 1) and reasons[-1] == whole.choices[0].finish_reason
+    assert usage is not None and usage.completion_tokens == whole.usage.completion_tokens
+
+
+def _shape(event: str, job_id: str) -> str:
+    """An SSE event with what varies between runs replaced by placeholders."""
+    assert event.startswith("data: "), event
+    payload = event[len("data: ") :]
+    if payload == "[DONE]":
+        return event
+    chunk = json.loads(payload)
+    assert payload == json.dumps(chunk, separators=(",", ":")), "compact JSON, as OpenAI sends"
+    assert chunk["id"] == f"chatcmpl-{job_id}"
+    chunk["id"], chunk["created"] = "<id>", "<created>"
+    for choice in chunk["choices"]:
+        if choice["delta"].get("content"):
+            choice["delta"]["content"] = "<text>"
+    if chunk.get("usage"):
+        chunk["usage"] = {name: "<count>" for name in chunk["usage"]}
+    return "data: " + json.dumps(chunk, separators=(",", ":"))
+
+
+def test_streamed_chat_transcript_has_openais_framing(gateway_url: str, api_key: str) -> None:
+    body = {"model": MODEL, "messages": HI, "max_tokens": 6, "temperature": 0, "seed": 1, "stream": True,
+            "stream_options": {"include_usage": True}}  # fmt: skip
+    headers = {"Authorization": f"Bearer {api_key}"}
+    with httpx.stream("POST", f"{gateway_url}/v1/chat/completions", json=body, headers=headers, timeout=60) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        job_id = response.headers["x-genmesh-job-id"]
+        transcript = response.read().decode()
+    assert transcript.endswith("data: [DONE]\n\n")
+    events = transcript.split("\n\n")
+    assert events[-1] == ""  # every event ends with a blank line, the last one too
+    shapes = [_shape(event, job_id) for event in events[:-1]]
+    collapsed = [shape for index, shape in enumerate(shapes) if index == 0 or shape != shapes[index - 1]]
+    assert "\n".join(collapsed) + "\n" == GOLDEN.read_text()
+
+
+def test_json_schema_output_validates(oai: openai.OpenAI) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+        "required": ["name", "age"],
+        "additionalProperties": False,
+    }
+    completion = oai.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "A person as JSON."}], max_tokens=64, seed=5,
+        response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": schema, "strict": True}},
+    )  # fmt: skip
+    jsonschema.validate(json.loads(completion.choices[0].message.content), schema)
+    # json_object: any JSON value; llama.cpp's server's shape with the schema inline is accepted too.
+    completion = oai.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "JSON please."}], max_tokens=64, seed=5,
+        response_format={"type": "json_object", "schema": schema},  # type: ignore[typeddict-unknown-key]
+    )  # fmt: skip
+    jsonschema.validate(json.loads(completion.choices[0].message.content), schema)
+
+
+async def test_completions_sync_and_streamed(oai: openai.OpenAI, aoai: openai.AsyncOpenAI) -> None:
+    options = {
+        "model": MODEL,
+        "prompt": "Once upon a time",
+        "max_tokens": 10,
+        "temperature": 0,
+        "seed": 2,
+        "stop": ["\n\n"],
+    }
+    whole = oai.completions.create(**options)
+    assert whole.object == "text_completion" and whole.id.startswith("cmpl-txt-")
+    text = ""
+    async for chunk in await aoai.completions.create(**options, stream=True):
+        assert chunk.object == "text_completion"
+        text += chunk.choices[0].text
+    assert text == whole.choices[0].text and text
+
+
+# -- errors -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "param", "message"),
+    [
+        ({"max_tokens": -5}, "max_tokens", "max_tokens must be between 1 and 32768 (got -5)"),
+        ({"max_completion_tokens": 0}, "max_completion_tokens", "max_completion_tokens must be between 1 and 32768"),
+        ({"temperature": 2.5}, "temperature", "temperature must be between 0 and 2 (got 2.5)"),
+        ({"top_p": 0}, "top_p", "top_p: must be in (0, 1]"),
+        ({"seed": -1}, "seed", "seed must be between 0 and 4294967295"),
+        ({"extra_body": {"temperature": "hot"}}, "temperature", "temperature: expected number, got string"),
+        ({"n": 2}, "n", "only one choice per request"),
+        ({"stop": ["x"] * 9}, "stop", "at most 8 stop sequences"),
+        ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].role", "must be one of system, user"),
+        (
+            {"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]},
+            "tools",
+            "tool calls are not supported yet",
+        ),
+        ({"response_format": {"type": "xml"}}, "response_format.type", "text, json_object or json_schema"),
+    ],
+)
+def test_bad_parameters_are_400_naming_the_parameter(oai: openai.OpenAI, options: dict, param: str, message: str):
+    request = {"model": MODEL, "messages": HI, **options}
+    with pytest.raises(openai.BadRequestError) as raised:
+        oai.chat.completions.create(**request)
+    error = raised.value.response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["param"] == param and message in error["message"] and error["type"] == "invalid_request_error"
+
+
+def test_unknown_model_is_404_model_not_found(oai: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError) as raised:
+        oai.chat.completions.create(model="no-such-model", messages=HI)
+    assert raised.value.code == "model_not_found" and raised.value.param == "model"
+
+
+async def test_a_wrong_or_missing_key_is_401_in_openais_shape(gateway_url: str, api_key: str) -> None:
+    async with openai.AsyncOpenAI(base_url=f"{gateway_url}/v1", api_key="not-a-key", max_retries=0) as wrong:
+        with pytest.raises(openai.AuthenticationError) as raised:
+            await wrong.models.list()
+    assert raised.value.code == "invalid_api_key"
+    assert set(raised.value.response.json()["error"]) == {"message", "type", "param", "code"}
+    missing = httpx.post(f"{gateway_url}/v1/chat/completions", json={"model": MODEL, "messages": HI})
+    assert missing.status_code == 401 and missing.json()["error"]["code"] == "invalid_api_key"
+    # x-api-key works as on genmesh's own routes.
+    assert httpx.get(f"{gateway_url}/v1/models", headers={"x-api-key": api_key}).status_code == 200
+
+
+def test_genmesh_routes_stay_strict(gateway_url: str, api_key: str) -> None:
+    """The strict JSON check still refuses unknown fields on genmesh's own REST routes."""
+    response = httpx.post(
+        f"{gateway_url}/v1/text:chat", headers={"x-api-key": api_key},
+        json={"messages": HI, "sampling": {"max_tokens": 4}, "user": "alice"},
+    )  # fmt: skip
+    assert response.status_code == 400 and "user" in response.json()["message"]
+
+
+@pytest.fixture
+def gateway(tmp_path: Path):
+    """A gateway of its own (for a small quota, or a dead front door), started per test."""
+    started: list[Envoy] = []
+
+    def start(web_port: int, quota: QuotaOverride | None = None) -> str:
+        port, admin_port = free_port(), free_port()
+        config = tmp_path / f"envoy-{port}.yaml"
+        config.write_text(
+            render_envoy_config(
+                listen_port=port, admin_port=admin_port, descriptor_path=DESCRIPTOR_PATH, api_keys={"k": "the-key"},
+                quotas={"k": quota} if quota else {}, upstreams={}, rate_limit_rps=100, rate_limit_burst=100,
+                web=[("127.0.0.1", web_port)],
+            )
+        )  # fmt: skip
+        started.append(Envoy(config, admin_port=admin_port, log_path=tmp_path / f"envoy-{port}.log").start())
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for envoy in started:
+        envoy.stop()
+
+
+def test_a_flooding_key_gets_429_with_retry_after(mesh: Mesh, gateway) -> None:
+    url = gateway(mesh.web_port, QuotaOverride(rps=1, burst=3))
+    with openai.OpenAI(base_url=f"{url}/v1", api_key="the-key", max_retries=0) as flooding:
+        wait_until(lambda: flooding.models.list() is not None, timeout=30, what="the gateway's web route")
+        with pytest.raises(openai.RateLimitError) as raised:
+            for _ in range(50):  # the bucket holds 3 and refills 1/s
+                flooding.models.list()
+    assert raised.value.code == "rate_limit_exceeded"
+    assert raised.value.response.headers["retry-after"] == "1"
+
+
+def test_the_front_door_down_is_503_in_openais_shape(gateway) -> None:
+    url = gateway(free_port())  # nothing listens there
+    with (
+        openai.OpenAI(base_url=f"{url}/v1", api_key="the-key", max_retries=0) as oai,
+        pytest.raises(openai.InternalServerError) as raised,
+    ):
+        oai.models.list()
+    assert raised.value.status_code == 503 and raised.value.code == "service_unavailable"
+
+
+def test_a_service_down_is_503_naming_it(tmp_path: Path) -> None:
+    """A front door whose Text server is gone answers 503 naming it, and its /health says so."""
+    port = free_port()
+    web = ManagedProcess(
+        "web-test", [sys.executable, "-m", "servers.web", f"--port={port}", f"--text-url=127.0.0.1:{free_port()}"],
+        log_path=tmp_path / "web.log",
+    ).start()  # fmt: skip
+    try:
+        wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/livez").status_code == 200, timeout=30,
+                   what="the web front door", process=web)  # fmt: skip
+        with (
+            openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0) as oai,
+            pytest.raises(openai.InternalServerError) as raised,
+        ):
+            oai.chat.completions.create(model=MODEL, messages=HI)
+        assert raised.value.status_code == 503 and "the text service is not available" in raised.value.message
+        assert raised.value.response.headers["retry-after"] == "1"
+        health = httpx.get(f"http://127.0.0.1:{port}/health")
+        assert health.status_code == 503 and health.json()["services"]["text"].startswith("no answer")
+    finally:
+        web.stop()
+
+
+def test_a_client_that_disconnects_cancels_its_job(gateway_url: str, api_key: str, client: GenmeshClient) -> None:
+    body = {"model": MODEL, "messages": HI, "max_tokens": 2000, "stream": True}
+    headers = {"Authorization": f"Bearer {api_key}"}
+    with httpx.stream("POST", f"{gateway_url}/v1/chat/completions", json=body, headers=headers, timeout=60) as response:
+        job_id = response.headers["x-genmesh-job-id"]
+        next(response.iter_lines())  # the role chunk: the job is there
+    wait_for_state(client, "text", job_id, job_pb2.JOB_STATE_CANCELLED)
+
+
+# -- images -------------------------------------------------------------------------------------
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    return Image.open(io.BytesIO(data)).size
+
+
+def _pixels(data: bytes) -> bytes:
+    return Image.open(io.BytesIO(data)).convert("RGB").tobytes()
+
+
+async def test_image_generation_as_urls_and_as_base64(oai: openai.OpenAI, aoai: openai.AsyncOpenAI) -> None:
+    raw = oai.images.with_raw_response.generate(
+        prompt="a lighthouse", size="64x64", n=2, extra_body={**SMALL_IMAGE, "seed": 11}
+    )
+    images = raw.parse()
+    assert raw.headers["x-genmesh-job-id"].startswith("img-")
+    assert [image.seed for image in images.data] == [11, 12]  # type: ignore[attr-defined]
+    for image in images.data:  # presigned URLs, as the rest of genmesh signs them
+        fetched = httpx.get(image.url)
+        assert fetched.status_code == 200 and _png_size(fetched.content) == (64, 64)
+    # The same request as bytes: the same pixels (one image each; a batch may round the last bits apart).
+    one = {"prompt": "a lighthouse", "size": "64x64", "extra_body": {**SMALL_IMAGE, "seed": 11}}
+    by_url = oai.images.generate(**one)
+    inline = await aoai.images.generate(**one, response_format="b64_json")
+    assert _pixels(base64.b64decode(inline.data[0].b64_json)) == _pixels(httpx.get(by_url.data[0].url).content)
+    with pytest.raises(openai.BadRequestError) as raised:
+        oai.images.generate(prompt="a lighthouse", size="64x68", extra_body=SMALL_IMAGE)
+    assert raised.value.param == "size" and "size (height): must be a multiple of 8 (got 68)" in raised.value.message
+    with pytest.raises(openai.BadRequestError) as raised:
+        oai.images.generate(prompt="a lighthouse", size="64x64", n=9)
+    assert raised.value.param == "n" and "between 1 and 8" in raised.value.message
+
+
+def test_image_edit_is_img2img(oai: openai.OpenAI) -> None:
+    edited = oai.images.edit(
+        image=("in.png", png_bytes(96, 64), "image/png"), prompt="at night", response_format="b64_json",
+        extra_body={"steps": 4, "strength": 0.5, "seed": 1},
+    )  # fmt: skip
+    assert _png_size(base64.b64decode(edited.data[0].b64_json)) == (96, 64)  # the init image's size
+    with pytest.raises(openai.BadRequestError) as raised:
+        oai.images.edit(
+            image=("in.png", png_bytes(), "image/png"), mask=("m.png", png_bytes(), "image/png"), prompt="x"
+        )
+    assert raised.value.param == "mask"
+
+
+# -- videos -------------------------------------------------------------------------------------
+
+
+@pytest.mark.filterwarnings("ignore:The Sora API:DeprecationWarning")
+def test_video_lifecycle(oai: openai.OpenAI, client: GenmeshClient) -> None:
+    video = oai.videos.create(prompt="waves", size="64x64", seconds="1", extra_body={"steps": 2, "seed": 4})
+    assert video.status == "queued" and video.id.startswith("vid-") and video.seconds == "1"
+    deadline = time.monotonic() + 120
+    while video.status not in ("completed", "failed") and time.monotonic() < deadline:
+        video = oai.videos.retrieve(video.id)
+        assert video.status in ("queued", "in_progress", "completed") and 0 <= video.progress <= 100
+        time.sleep(0.2)  # polling, as an OpenAI client does
+    assert video.status == "completed" and video.progress == 100 and video.size == "64x64", video
+    content = oai.videos.download_content(video.id)
+    assert content.response.headers["content-type"] == "video/mp4" and content.content[4:8] == b"ftyp"
+    thumbnail = oai.videos.download_content(video.id, variant="thumbnail")
+    assert _png_size(thumbnail.content) == (64, 64)
+    # Deleting a running video cancels its job.
+    running = oai.videos.create(prompt="a long one", size="64x64", seconds="2", extra_body={"steps": 150})
+    deleted = oai.videos.delete(running.id)
+    assert deleted.deleted is True and deleted.id == running.id
+    wait_for_state(client, "videos", running.id, job_pb2.JOB_STATE_CANCELLED)
+    cancelled = oai.videos.retrieve(running.id)
+    assert cancelled.status == "failed" and cancelled.error.code == "cancelled"
+    with pytest.raises(openai.BadRequestError) as raised:
+        oai.videos.create(prompt="waves", size="64x64", seconds="20")
+    assert raised.value.param == "seconds"
+    with pytest.raises(openai.NotFoundError):
+        oai.videos.retrieve("vid-0-000000000000000000000000")
