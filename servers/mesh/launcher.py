@@ -354,6 +354,11 @@ class Mesh:
             name if len(ports) == 1 else f"{name} ({len(ports)} replicas)" for name, ports in self.replica_ports.items()
         )
 
+    def _console_line(self) -> str:
+        if self.web is None:
+            return ""
+        return f"Web console: http://{self.url}/ui/ (open it in a browser and paste the API key)\n"
+
     def _openai_hint(self) -> str:
         if self.web is None:
             return ""
@@ -385,7 +390,7 @@ class Mesh:
         return f"""
 genmesh is up: gateway http://{self.url} (gRPC and REST), services: {self._services_line()}
 {key_line}
-Data folder: {self.data_dir} (logs in {self.logs})
+{self._console_line()}Data folder: {self.data_dir} (logs in {self.logs})
 Prometheus metrics (loopback only):
 {scrapes}
 
