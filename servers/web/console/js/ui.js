@@ -115,6 +115,7 @@ export class JobPanel {
     if (progress && (progress.total_steps || progress.fraction)) {
       if (this.element.dataset.state !== "running") this.setState("running", `Running${id}`);
       this.bar.value = progress.fraction || 0;
+      this.element.dataset.step = String(progress.step || 0);
       const parts = [];
       if (progress.total_steps) parts.push(`step ${progress.step} of ${progress.total_steps}`);
       if (progress.eta_seconds > 0) parts.push(`ETA ${seconds(progress.eta_seconds)}`);
@@ -138,6 +139,7 @@ export class JobPanel {
   }
 
   finish(kind, text) {
+    this.element.dataset.previewsBeforeEnd = this.element.dataset.previews || "0";
     this.setState(kind, text);
     if (kind === "succeeded") this.bar.value = 1;
     this.cancel.hidden = true;

@@ -23,13 +23,16 @@ export const SCHEDULERS = [
   ].map((name) => [`SCHEDULER_${name}`, name.toLowerCase().replaceAll("_", " ").replace("dpmpp", "dpm++")]),
 ];
 
-/** A <select> of a service's models (ListModels), the default chosen; smoke-test models say so. */
-export function modelPicker(root, name = "model") {
+/**
+ * A <select> of a service's models (ListModels) of one kind (labels.kind: Video lists its motion
+ * adapters beside the image models), the default chosen; smoke-test models say so.
+ */
+export function modelPicker(root, name = "model", kind = (labels) => labels.kind !== "motion_adapter") {
   const picker = select(name, [["", "loading models…"]], "");
   call("GET", `${root}/models`).then(
     ({ models = [] }) => {
       picker.replaceChildren(
-        ...models.map((model) => {
+        ...models.filter((model) => kind(model.labels || {})).map((model) => {
           const badges = [model.is_default && "default", model.loaded && "loaded", smokeTest(model) && "smoke test"];
           const text = [model.name, ...badges.filter(Boolean)].join(" · ");
           return h("option", { value: model.name, selected: model.is_default }, text);
@@ -63,6 +66,7 @@ export function numbers(form, names, parse = Number) {
 export async function runJob(slot, path, body, { title, onEvent, submit } = {}) {
   const panel = new JobPanel({ title });
   slot.replaceChildren(panel.element);
+  panel.element.scrollIntoView({ block: "nearest" }); // on a phone the panel is below the form
   if (submit) submit.disabled = true;
   let last;
   try {

@@ -30,7 +30,12 @@ export function render(container) {
       field("Seed", number("seed", "", { min: 0, placeholder: "random" })),
       field("Scheduler", select("scheduler", SCHEDULERS, "")),
     ),
-    field("Model", modelPicker("/v1/videos")),
+    h(
+      "div",
+      { class: "grid two" },
+      field("Model", modelPicker("/v1/videos")),
+      field("Motion adapter", modelPicker("/v1/videos", "motion_adapter", (labels) => labels.kind === "motion_adapter")),
+    ),
     h("div", { class: "actions" }, h("button", { type: "submit", class: "primary" }, "Generate")),
   );
   const progress = h("div", { class: "slot" });
@@ -47,6 +52,7 @@ export function render(container) {
     };
     if (elements.scheduler.value) body.scheduler = elements.scheduler.value;
     if (elements.model.value) body.model = elements.model.value;
+    if (elements.motion_adapter.value) body.motion_adapter = elements.motion_adapter.value;
     result.replaceChildren();
     const last = await runJob(progress, "/v1/videos:generate", body, {
       title: "Video job",
