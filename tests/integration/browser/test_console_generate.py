@@ -55,7 +55,9 @@ def test_an_image_shows_previews_then_the_result(console, api_key) -> None:
     expect(panel.locator(".preview")).to_be_visible()
     image = page.locator(".result img.result-image")
     expect(image).to_be_visible()
-    # The result loads in the browser from its presigned URL (the S3 endpoint callers reach).
+    # The result loads in the browser from its presigned URL, signed for the gateway's address:
+    # the same origin as the console (the gateway routes the object store's paths).
+    assert image.get_attribute("src").startswith(f"{console.base_url}/outputs/")
     page.wait_for_function("img => img.complete && img.naturalWidth === 64", arg=image.element_handle())
     expect(page.locator(".result figcaption")).to_contain_text("seed 7")
     console.shot("result")
