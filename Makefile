@@ -52,6 +52,7 @@ protos: install
 
 bench: install
 	$(PY) bench/text.py
+	$(PY) bench/openai.py
 	$(PY) bench/image.py
 	$(PY) bench/video.py
 	$(PY) bench/training.py

@@ -11,7 +11,7 @@ from genmesh.text.v1 import text_pb2
 from servers.runtime import convert as common
 from servers.runtime import events
 from servers.runtime.queue import Job
-from servers.text.types import ChatTurn, FinishReason, Sampling, TextOutcome, TextRequest
+from servers.text.types import ChatTurn, EmbedOutcome, EmbedRequest, FinishReason, Sampling, TextOutcome, TextRequest
 from storage.object_store import StoredObject
 
 MAX_PROMPT_CHARS = 100_000
@@ -19,6 +19,7 @@ MAX_MESSAGES = 256
 MAX_STOPS = 8
 MAX_STOP_CHARS = 256
 MAX_TOKENS = 32_768
+MAX_INPUTS = 256
 ROLES = ("system", "user", "assistant")
 FINISH_REASONS = {FinishReason.STOP: text_pb2.FINISH_REASON_STOP, FinishReason.LENGTH: text_pb2.FINISH_REASON_LENGTH}
 
@@ -138,16 +139,49 @@ def text_result(outcome: TextOutcome, record: StoredObject | None, queued_second
     )
 
 
+def embed_request(message: text_pb2.EmbedRequest) -> EmbedRequest:
+    """``dimensions`` is checked against the model's size by the engine, once the model is known."""
+    count = len(message.inputs)
+    require(1 <= count <= MAX_INPUTS, "inputs", f"must hold 1..{MAX_INPUTS} texts (got {count})")
+    for index, text in enumerate(message.inputs):
+        require(bool(text.strip()), f"inputs[{index}]", "must not be empty")
+        require(len(text) <= MAX_PROMPT_CHARS, f"inputs[{index}]", f"at most {MAX_PROMPT_CHARS} characters")
+    require(message.dimensions >= 0, "dimensions", f"must be 0 (every component) or more (got {message.dimensions})")
+    return EmbedRequest(
+        tuple(message.inputs),
+        model=message.model,
+        dimensions=message.dimensions,
+        keep_alive_seconds=common.keep_alive_seconds(message),
+    )
+
+
+def embed_result(outcome: EmbedOutcome) -> text_pb2.EmbedResult:
+    total = sum(outcome.tokens)
+    return text_pb2.EmbedResult(
+        embeddings=[
+            text_pb2.Embedding(index=index, values=vector, tokens=tokens)
+            for index, (vector, tokens) in enumerate(zip(outcome.vectors, outcome.tokens, strict=True))
+        ],
+        model=outcome.model,
+        dimensions=len(outcome.vectors[0]) if outcome.vectors else 0,
+        usage=text_pb2.Usage(prompt_tokens=total, total_tokens=total),
+    )
+
+
 def stream_event(response_type: type, job: Job, event: events.JobEvent):
-    """A GenerateResponse or ChatResponse (same shape) for one job event."""
+    """A GenerateResponse, ChatResponse or EmbedResponse for one job event (a watcher of an Embed job
+    gets GenerateResponse, whose ``embed_result`` carries the vectors)."""
     fields = common.common_event_fields(job, event)
     match event:
         case events.Output(payload=events.TextDelta(text=text)):
             fields["delta"] = text_pb2.Delta(text=text)
+        case events.Succeeded(result=text_pb2.EmbedResult() as result) if response_type is text_pb2.GenerateResponse:
+            fields["embed_result"] = result
         case events.Succeeded(result=result):
             fields["result"] = result
     return response_type(**fields)
 
 
 def job_message(job: Job) -> text_pb2.Job:
-    return text_pb2.Job(status=common.job_status(job), result=job.result)
+    field = "embed_result" if isinstance(job.result, text_pb2.EmbedResult) else "result"
+    return text_pb2.Job(status=common.job_status(job), **{field: job.result})

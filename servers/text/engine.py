@@ -11,14 +11,14 @@ from collections.abc import Callable
 from typing import Any
 
 import structlog
-from llama_cpp import Llama, LlamaGrammar
+from llama_cpp import LLAMA_POOLING_TYPE_MEAN, Llama, LlamaGrammar
 from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 
-from genmesh.errors import InvalidArgument, Unavailable
+from genmesh.errors import InvalidArgument, Unavailable, require, require_range
 from servers.runtime.events import Reporter, TextDelta
 from servers.text.chat_templates import ChatFormatter
 from servers.text.models import ModelCatalog, ModelSpec
-from servers.text.types import FinishReason, TextOutcome, TextRequest
+from servers.text.types import EmbedOutcome, EmbedRequest, FinishReason, TextOutcome, TextRequest
 
 log = structlog.get_logger(__name__)
 
@@ -50,6 +50,9 @@ class TextEngine:
         self._formatter: ChatFormatter | None = None
         self._unload_timer: threading.Timer | None = None
         self._active = 0
+        # The same model in llama.cpp's embedding mode (a context of its own), loaded on first Embed.
+        self._embedder: Llama | None = None
+        self._embedder_name: str | None = None
 
     @property
     def loaded_name(self) -> str | None:
@@ -121,6 +124,8 @@ class TextEngine:
             if self._llm is not None and self._active == 0:
                 log.info("model_unloaded", model=self.loaded_name)
                 self._llm, self._spec, self._formatter = None, None, None
+            if self._embedder is not None and self._active == 0:
+                self._embedder, self._embedder_name = None, None
 
     def _release(self, keep_alive_seconds: int | None) -> None:
         """Honour a request's keep-alive: 0 unloads now, N > 0 after N idle seconds, else keep."""
@@ -217,6 +222,61 @@ class TextEngine:
             model=spec.name,
             seed=seed,
         )
+
+    def embed(self, request: EmbedRequest, reporter: Reporter) -> EmbedOutcome:
+        with self._load_lock:
+            self._active += 1
+        try:
+            return self._embed(request, reporter)
+        finally:
+            with self._load_lock:
+                self._active -= 1
+            self._release(request.keep_alive_seconds)
+
+    def _embedding_model(self, spec: ModelSpec) -> Llama:
+        """The model in embedding mode: mean pooling over the input's tokens, the whole input in one
+        batch (pooling needs it), the same context length as generation."""
+        with self._load_lock:
+            if self._embedder is None or self._embedder_name != spec.name:
+                self._embedder, self._embedder_name = None, None
+                path = self.catalog.ensure_file(spec)
+                started = time.monotonic()
+                try:
+                    self._embedder = Llama(
+                        model_path=str(path), embedding=True, pooling_type=LLAMA_POOLING_TYPE_MEAN,
+                        n_ctx=self.n_ctx, n_batch=self.n_ctx, n_ubatch=self.n_ctx, n_threads=self.n_threads,
+                        n_threads_batch=self.n_threads, n_gpu_layers=self.n_gpu_layers, verbose=False,
+                    )  # fmt: skip
+                except (ValueError, RuntimeError, OSError) as exc:
+                    raise Unavailable(f"model: {spec.name} could not be loaded for embeddings ({exc})") from None
+                self._embedder_name = spec.name
+                log.info("embedding_model_loaded", model=spec.name, seconds=round(time.monotonic() - started, 3))
+            return self._embedder
+
+    def _embed(self, request: EmbedRequest, reporter: Reporter) -> EmbedOutcome:
+        spec = self.catalog.resolve(request.model)
+        llm = self._embedding_model(spec)
+        size = llm.n_embd()
+        require_range(request.dimensions, "dimensions", 0, size)
+        vectors, counts = [], []
+        for index, text in enumerate(request.inputs):
+            reporter.check_cancelled()  # between inputs
+            tokens = len(llm.tokenize(text.encode(), add_bos=True))
+            require(
+                tokens <= self.n_ctx,
+                f"inputs[{index}]",
+                f"{tokens} tokens is more than the model's context of {self.n_ctx} tokens",
+            )
+            vector = llm.embed(text, normalize=False, truncate=False)
+            vectors.append(_unit(vector[: request.dimensions or size]))
+            counts.append(tokens)
+            reporter.progress(index + 1, len(request.inputs))
+        return EmbedOutcome(tuple(vectors), tuple(counts), spec.name)
+
+
+def _unit(vector: list[float]) -> tuple[float, ...]:
+    norm = sum(value * value for value in vector) ** 0.5
+    return tuple(value / norm for value in vector) if norm > 0 else tuple(vector)
 
 
 def schema_gbnf(schema: dict[str, Any]) -> str:

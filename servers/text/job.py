@@ -15,7 +15,7 @@ from servers.text import convert
 from servers.text.engine import TextEngine
 from servers.text.framing import FRAME_SECONDS, TextFrames
 from servers.text.records import save_record
-from servers.text.types import TextRequest
+from servers.text.types import EmbedRequest, TextRequest
 from storage.object_store import ObjectStore
 
 log = structlog.get_logger(__name__)
@@ -48,3 +48,18 @@ class TextJob:
             log.warning("record_not_saved", error=exc.message)
             record = None
         return convert.text_result(outcome, record, context.queued_seconds)
+
+
+@dataclass(frozen=True)
+class EmbedJob:
+    """One Embed job: the model checked before queueing, then the vectors on the llama.cpp worker."""
+
+    request: EmbedRequest
+    engine: TextEngine
+    method = "Embed"
+
+    async def check(self) -> None:
+        await asyncio.to_thread(self.engine.catalog.resolve, self.request.model)
+
+    def run(self, context: JobContext) -> text_pb2.EmbedResult:
+        return convert.embed_result(self.engine.embed(self.request, context))

@@ -17,7 +17,7 @@ from servers.runtime.streaming import stream_job
 from servers.text import convert
 from servers.text.engine import TextEngine
 from servers.text.framing import FRAME_SECONDS
-from servers.text.job import TextJob
+from servers.text.job import EmbedJob, TextJob
 from servers.text.types import TextRequest
 from storage.object_store import ObjectStore
 
@@ -59,6 +59,15 @@ class TextServicer(JobRpcs, text_pb2_grpc.TextServiceServicer):
         job = self._job(convert.chat_request(request), "Chat", context)
         await job.check()
         async for event in self._stream(job, request.detach, text_pb2.ChatResponse):
+            yield event
+
+    async def Embed(self, request: text_pb2.EmbedRequest, context) -> AsyncIterator[text_pb2.EmbedResponse]:
+        job = EmbedJob(convert.embed_request(request), self.engine)
+        await job.check()
+        queued = self.queue.submit(job.run, method=job.method, detached=request.detach)
+        async for event in stream_job(
+            self.queue, queued, functools.partial(convert.stream_event, text_pb2.EmbedResponse)
+        ):
             yield event
 
     async def ListModels(self, request: text_pb2.ListModelsRequest, context) -> text_pb2.ListModelsResponse:

@@ -58,3 +58,18 @@ class TextOutcome:
     total_seconds: float
     model: str
     seed: int
+
+
+@dataclass(frozen=True)
+class EmbedRequest:
+    inputs: tuple[str, ...]
+    model: str = ""
+    dimensions: int = 0  # 0: every component
+    keep_alive_seconds: int | None = None
+
+
+@dataclass(frozen=True)
+class EmbedOutcome:
+    vectors: tuple[tuple[float, ...], ...]  # unit length, one per input
+    tokens: tuple[int, ...]  # per input
+    model: str

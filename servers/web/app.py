@@ -19,6 +19,7 @@ import httpx
 import structlog
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -26,7 +27,7 @@ from starlette.routing import Route
 from genmesh.common.v1 import job_pb2
 from genmesh.errors import GenmeshError
 from genmesh.video.v1 import video_pb2
-from servers.web import console, images, text, videos
+from servers.web import console, embeddings, images, text, videos
 from servers.web.errors import OpenAIError, from_genmesh, invalid, model_not_found
 from servers.web.fields import IGNORED_HEADER, Body, Form
 from servers.web.models import default_model, list_models
@@ -115,8 +116,9 @@ async def until_disconnected(request: Request, work: Awaitable[Any], on_gone: Ca
     return task.result()
 
 
-def sse(data: Any) -> bytes:
-    return b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
+def sse(data: Any, event: str = "") -> bytes:
+    head = f"event: {event}\n".encode() if event else b""
+    return head + b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
 
 
 DONE = b"data: [DONE]\n\n"
@@ -178,7 +180,7 @@ async def _text_chunks(call: text.TextCall, stream: JobStream) -> AsyncIterator[
         yield sse(call.delta(job_id, None, first=True))
         async for event in stream.events():
             kind = event.WhichOneof("event")
-            if kind == "delta" and event.delta.text:
+            if kind == "delta" and event.delta.text and not call.tools:  # with tools, the whole answer at the end
                 yield sse(call.delta(job_id, event.delta.text))
             elif kind == "result":
                 for chunk in call.final(job_id, event.result):
@@ -188,6 +190,19 @@ async def _text_chunks(call: text.TextCall, stream: JobStream) -> AsyncIterator[
         yield sse(from_genmesh(exc, call.params).body())
     finally:
         stream.cancel()  # the caller went away (or the job ended): a running job is cancelled
+
+
+# -- embeddings ---------------------------------------------------------------------------------
+
+
+async def create_embeddings(request: Request) -> Response:
+    call = embeddings.embed_call(await read_body(request, embeddings.FIELDS), request.app.state.aliases)
+    stream = await open_job(request, "text", "Embed", call.request, call.params)
+    try:
+        result = await until_disconnected(request, stream.result(), stream.cancel)
+    except GenmeshError as exc:
+        raise from_genmesh(exc, call.params) from None
+    return JSONResponse(call.response(result), headers=headers(request, stream.job_id))
 
 
 # -- images -------------------------------------------------------------------------------------
@@ -206,11 +221,31 @@ async def images_edits(request: Request) -> Response:
 
 async def _image(request: Request, call: images.ImageCall) -> Response:
     stream = await open_job(request, "image", "GenerateImage", call.request, call.params)
+    if call.stream:
+        events = _image_events(call, stream)
+        return StreamingResponse(events, media_type="text/event-stream", headers=headers(request, stream.job_id))
     try:
         result = await until_disconnected(request, stream.result(), stream.cancel)
     except GenmeshError as exc:
         raise from_genmesh(exc, call.params) from None
     return JSONResponse(call.response(result), headers=headers(request, stream.job_id))
+
+
+async def _image_events(call: images.ImageCall, stream: JobStream) -> AsyncIterator[bytes]:
+    """OpenAI's image stream: ``image_generation.partial_image`` events from genmesh's previews, then
+    ``image_generation.completed``; an error after the headers is one ``data: {"error": ...}``."""
+    try:
+        async for event in stream.events():
+            kind = event.WhichOneof("event")
+            if kind == "progress_update" and (partial := call.partial(event)) is not None:
+                yield sse(partial, event=partial["type"])
+            elif kind == "result":
+                for completed in call.completed(event.result):
+                    yield sse(completed, event=completed["type"])
+    except GenmeshError as exc:
+        yield sse(from_genmesh(exc, call.params).body())
+    finally:
+        stream.cancel()
 
 
 # -- videos -------------------------------------------------------------------------------------
@@ -325,6 +360,20 @@ async def _genmesh_error(request: Request, exc: Exception) -> Response:
     return await _openai_error(request, from_genmesh(exc))
 
 
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404 / 405 (a path or method this door does not serve), in OpenAI's shape."""
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid_request")
+    error = OpenAIError(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}",
+                        type="invalid_request_error", code=code)  # fmt: skip
+    return await _openai_error(request, error)
+
+
+async def videos_list(request: Request) -> Response:
+    raise OpenAIError(501, "listing videos is not supported yet: keep the ids that POST /v1/videos answers",
+                      type="invalid_request_error", code="not_implemented")  # fmt: skip
+
+
 async def _client_gone(request: Request, exc: Exception) -> Response:
     return Response(status_code=499)  # nobody reads it: the caller is gone
 
@@ -340,9 +389,11 @@ ROUTES = [
     Route("/v1/models/{model:path}", models_get, methods=["GET"]),
     Route("/v1/chat/completions", chat_completions, methods=["POST"]),
     Route("/v1/completions", completions, methods=["POST"]),
+    Route("/v1/embeddings", create_embeddings, methods=["POST"]),
     Route("/v1/images/generations", images_generations, methods=["POST"]),
     Route("/v1/images/edits", images_edits, methods=["POST"]),
     Route("/v1/videos", videos_create, methods=["POST"]),
+    Route("/v1/videos", videos_list, methods=["GET"]),
     Route("/v1/videos/{video_id}", videos_get, methods=["GET"]),
     Route("/v1/videos/{video_id}", videos_delete, methods=["DELETE"]),
     Route("/v1/videos/{video_id}/content", videos_content, methods=["GET"]),
@@ -372,6 +423,7 @@ def create_app(settings: WebSettings) -> Starlette:
             OpenAIError: _openai_error,
             GenmeshError: _genmesh_error,
             ClientGone: _client_gone,
+            HTTPException: _http_error,
             Exception: _unexpected,
         },
     )

@@ -20,10 +20,11 @@ OUTPUT_FORMATS = {
 }
 FORMAT_NAMES = {value: name for name, value in OUTPUT_FORMATS.items()}
 RESPONSE_FORMATS = ("url", "b64_json")
+MAX_PARTIAL_IMAGES = 3  # OpenAI's limit
 # genmesh's own fields that tools such as Open WebUI merge into the request, by their genmesh names.
 EXTRAS = (("seed", "integer"), ("negative_prompt", "string"), ("steps", "integer"), ("guidance_scale", "number"))
 GENERATION_FIELDS = ("prompt", "model", "n", "size", "response_format", "output_format", "output_compression",
-                     *(name for name, _ in EXTRAS))  # fmt: skip
+                     "stream", "partial_images", *(name for name, _ in EXTRAS))  # fmt: skip
 EDIT_FIELDS = (*GENERATION_FIELDS, "image", "image[]", "mask", "strength")
 # genmesh field -> OpenAI parameter, for the service's messages
 PARAMS = {"num_images": "n", "width": "size", "height": "size", "quality": "output_compression",
@@ -36,6 +37,49 @@ class ImageCall:
     b64: bool  # answer with the bytes (b64_json) instead of presigned URLs
     params: dict[str, str] = field(default_factory=lambda: dict(PARAMS))
     created: int = field(default_factory=lambda: int(time.time()))
+    stream: bool = False  # OpenAI's image_generation.* events instead of one answer
+    partial_images: int = 0  # previews to send while streaming, spread over the steps
+    _sent_partials: int = 0
+
+    def partial(self, event: image_pb2.GenerateImageResponse) -> dict | None:
+        """An ``image_generation.partial_image`` event for this progress event, when a preview is due:
+        the k-th of ``partial_images`` once k/(partial_images+1) of the steps are done. genmesh's
+        previews are small WebPs decoded from the latents, so the event says ``webp``."""
+        progress = event.progress
+        if not (progress.HasField("preview") and self._sent_partials < self.partial_images and progress.total_steps):
+            return None
+        if progress.step * (self.partial_images + 1) < (self._sent_partials + 1) * progress.total_steps:
+            return None
+        self._sent_partials += 1
+        preview = progress.preview
+        return {
+            "type": "image_generation.partial_image",
+            "b64_json": base64.b64encode(preview.data).decode(),
+            "created_at": self.created,
+            "size": f"{preview.width}x{preview.height}",
+            "quality": "auto",
+            "background": "opaque",
+            "output_format": preview.content_type.removeprefix("image/"),
+            "partial_image_index": self._sent_partials - 1,
+        }
+
+    def completed(self, result: image_pb2.ImageResult) -> list[dict]:
+        """One ``image_generation.completed`` event per image, with its bytes."""
+        parameters = result.parameters
+        return [
+            {
+                "type": "image_generation.completed",
+                "b64_json": base64.b64encode(image.artifact.data).decode(),
+                "created_at": self.created,
+                "size": f"{parameters.width}x{parameters.height}",
+                "quality": "auto",
+                "background": "opaque",
+                "output_format": FORMAT_NAMES.get(parameters.output_format, "png"),
+                "usage": {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0},
+                "seed": image.seed,  # genmesh's own
+            }
+            for image in result.images
+        ]
 
     def response(self, result: image_pb2.ImageResult) -> dict:
         data = []
@@ -93,7 +137,19 @@ def _assign(message: Any, name: str, value: Any, param: str) -> None:
 
 
 def generation_call(body: Body) -> ImageCall:
-    return _common(body)
+    call = _common(body)
+    call.stream = body.get("stream", "boolean", False)
+    partial_images = body.get("partial_images", "integer", 0)
+    if not 0 <= partial_images <= MAX_PARTIAL_IMAGES:
+        raise invalid(
+            "partial_images", f"partial_images must be between 0 and {MAX_PARTIAL_IMAGES} (got {partial_images})"
+        )
+    if call.stream:
+        call.partial_images = partial_images
+        call.request.return_inline = True  # the completed event carries the image
+        if partial_images:
+            call.request.preview_interval_steps = 1  # which previews to pass on is chosen as they come
+    return call
 
 
 def edit_call(form: Form, image: bytes | None, images: int, has_mask: bool) -> ImageCall:

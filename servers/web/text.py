@@ -11,6 +11,7 @@ from typing import Any
 from google.protobuf import struct_pb2
 
 from genmesh.text.v1 import text_pb2
+from servers.web import tools as tooling
 from servers.web.errors import invalid
 from servers.web.fields import Body, check, type_name
 
@@ -37,6 +38,7 @@ class TextCall:
     include_usage: bool
     params: dict[str, str] = field(default_factory=dict)  # genmesh field -> OpenAI parameter
     created: int = field(default_factory=lambda: int(time.time()))
+    tools: tooling.Tools | None = None  # the answer is constrained to tool calls or content
 
     @property
     def method(self) -> str:
@@ -50,7 +52,10 @@ class TextCall:
     def completion(self, job_id: str, result: text_pb2.TextResult) -> dict:
         finish = FINISH_REASONS.get(result.finish_reason, "stop")
         if self.chat:
-            message = {"role": "assistant", "content": result.text, "refusal": None}
+            content, calls = tooling.answer(result.text, job_id) if self.tools else (result.text, [])
+            message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
+            if calls:
+                message["tool_calls"], finish = calls, "tool_calls"
             choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
         else:
             choice = {"text": result.text, "index": 0, "logprobs": None, "finish_reason": finish}
@@ -91,8 +96,23 @@ class TextCall:
         return self.chunk(job_id, [choice])
 
     def final(self, job_id: str, result: text_pb2.TextResult) -> list[dict]:
-        """The chunk with the finish reason, then (if asked) the usage chunk with no choices."""
-        chunks = [self.delta(job_id, None, FINISH_REASONS.get(result.finish_reason, "stop"))]
+        """The chunk with the finish reason, then (if asked) the usage chunk with no choices. With
+        tools the answer is whole only at the end: its content or its tool calls (one delta each,
+        with its ``index``) come here, before the finish reason."""
+        finish = FINISH_REASONS.get(result.finish_reason, "stop")
+        chunks = []
+        if self.tools:
+            content, calls = tooling.answer(result.text, job_id)
+            for index, call in enumerate(calls):
+                delta = {"tool_calls": [{"index": index, **call}]}
+                chunks.append(
+                    self.chunk(job_id, [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}])
+                )
+            if calls:
+                finish = "tool_calls"
+            elif content:
+                chunks.append(self.delta(job_id, content))
+        chunks.append(self.delta(job_id, None, finish))
         if self.include_usage:
             chunks.append({**self.chunk(job_id, []), "usage": usage(result.usage)})
         return chunks
@@ -193,12 +213,6 @@ def _content(value: Any, param: str) -> str:
     return check(value, "string", param)
 
 
-def _tools_refused(body: Body) -> None:
-    tools = body.get("tools", "array") or body.get("functions", "array")
-    if tools:
-        raise invalid("tools", "tools: tool calls are not supported yet; send the request without tools")
-
-
 def _stream_options(body: Body) -> tuple[bool, bool]:
     stream = body.get("stream", "boolean", False)
     options = body.get("stream_options", "object") or {}
@@ -208,24 +222,34 @@ def _stream_options(body: Body) -> tuple[bool, bool]:
 
 
 def chat_call(body: Body, aliases: Mapping[str, str]) -> TextCall:
-    _tools_refused(body)
+    if body.get("functions", "array"):
+        raise invalid("functions", "functions: the deprecated form is not supported; send tools")
+    tools = tooling.parse_tools(body.data.get("tools"), body.data.get("tool_choice"))
     messages = check(body.data.get("messages"), "array", "messages")
-    turns = []
+    turns = [text_pb2.ChatMessage(role="system", content=tools.instructions())] if tools else []
     for index, item in enumerate(messages):
         item = check(item, "object", f"messages[{index}]")
-        if item.get("tool_calls"):
-            raise invalid(f"messages[{index}].tool_calls", "tool calls are not supported yet")
+        if (written := tooling.message_text(item, index)) is not None:
+            turns.append(text_pb2.ChatMessage(role=written[0], content=written[1]))
+            continue
         role = check(item.get("role"), "string", f"messages[{index}].role")
         content = _content(item.get("content"), f"messages[{index}].content")
         turns.append(text_pb2.ChatMessage(role=ROLE_ALIASES.get(role, role), content=content))
     options, params = sampling(body)
     model = body.get("model", "string", "")
     request = text_pb2.ChatRequest(model=aliases.get(model, model), messages=turns, sampling=options)
-    if (fmt := response_format(body)) is not None:
+    params.update(_format_params())
+    fmt = response_format(body)
+    if tools and fmt is not None:
+        raise invalid("response_format", "response_format: not with tools (the answer is constrained to tool calls)")
+    if tools:
+        fmt = text_pb2.ResponseFormat(type=text_pb2.ResponseFormat.TYPE_JSON)
+        fmt.json_schema.CopyFrom(_struct(tools.schema()))
+        params["response_format.json_schema"] = "tools"
+    if fmt is not None:
         request.response_format.CopyFrom(fmt)
     stream, include_usage = _stream_options(body)
-    params.update(_format_params())
-    return TextCall(True, request, model, stream, include_usage, params)
+    return TextCall(True, request, model, stream, include_usage, params, tools=tools)
 
 
 def completion_call(body: Body, aliases: Mapping[str, str]) -> TextCall:

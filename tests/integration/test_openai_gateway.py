@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -157,6 +158,41 @@ def test_streamed_chat_transcript_has_openais_framing(gateway_url: str, api_key:
     assert "\n".join(collapsed) + "\n" == GOLDEN.read_text()
 
 
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The current weather in a city.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+
+
+async def test_tool_calls(oai: openai.OpenAI, aoai: openai.AsyncOpenAI) -> None:
+    messages = [{"role": "user", "content": "What is the weather in Oslo?"}]
+    options = {"model": MODEL, "tools": [WEATHER], "tool_choice": "required", "max_tokens": 64, "seed": 3}
+    completion = oai.chat.completions.create(messages=messages, **options)
+    (choice,) = completion.choices
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    calls = choice.message.tool_calls
+    assert calls and {call.function.name for call in calls} == {"get_weather"}  # a small model may call twice
+    for call in calls:
+        assert call.type == "function" and call.id.startswith("call_txt-")
+        jsonschema.validate(json.loads(call.function.arguments), WEATHER["function"]["parameters"])
+    # Streamed: the call arrives as a tool-call delta with its index; then the result goes back in.
+    deltas, reasons = [], []
+    async for chunk in await aoai.chat.completions.create(messages=messages, stream=True, **options):
+        deltas += chunk.choices[0].delta.tool_calls or []
+        reasons.append(chunk.choices[0].finish_reason)
+    assert [delta.index for delta in deltas] == list(range(len(calls)))  # the same (seeded) calls
+    assert [delta.function.arguments for delta in deltas] == [call.function.arguments for call in calls]
+    assert reasons[-1] == "tool_calls" and set(reasons[:-1]) == {None}
+    follow_up = [*messages, choice.message.model_dump(exclude_none=True),
+                 {"role": "tool", "tool_call_id": calls[0].id, "content": "sunny, 21 C"}]  # fmt: skip
+    answer = oai.chat.completions.create(model=MODEL, messages=follow_up, tools=[WEATHER], max_tokens=64, seed=3)
+    assert answer.choices[0].finish_reason in ("stop", "length", "tool_calls")
+
+
 def test_json_schema_output_validates(oai: openai.OpenAI) -> None:
     schema = {
         "type": "object",
@@ -210,11 +246,6 @@ async def test_completions_sync_and_streamed(oai: openai.OpenAI, aoai: openai.As
         ({"n": 2}, "n", "only one choice per request"),
         ({"stop": ["x"] * 9}, "stop", "at most 8 stop sequences"),
         ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].role", "must be one of system, user"),
-        (
-            {"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]},
-            "tools",
-            "tool calls are not supported yet",
-        ),
         ({"response_format": {"type": "xml"}}, "response_format.type", "text, json_object or json_schema"),
     ],
 )
@@ -330,6 +361,54 @@ def test_a_client_that_disconnects_cancels_its_job(gateway_url: str, api_key: st
     wait_for_state(client, "text", job_id, job_pb2.JOB_STATE_CANCELLED)
 
 
+# -- embeddings ---------------------------------------------------------------------------------
+
+
+async def test_embeddings(oai: openai.OpenAI, aoai: openai.AsyncOpenAI, client: GenmeshClient) -> None:
+    texts = ["The cat sat on the mat.", "A kitten is sitting on a rug.", "Stock markets fell sharply today."]
+    raw = oai.embeddings.with_raw_response.create(model=MODEL, input=texts)  # base64, as openai-python asks
+    embedded = raw.parse()
+    vectors = [item.embedding for item in embedded.data]
+    assert [item.index for item in embedded.data] == [0, 1, 2] and {len(v) for v in vectors} == {640}
+    assert all(abs(sum(x * x for x in vector) - 1) < 1e-4 for vector in vectors)  # unit length
+    cosine = [[sum(a * b for a, b in zip(u, v, strict=True)) for v in vectors] for u in vectors]
+    assert cosine[0][1] > cosine[0][2] + 0.1  # the paraphrase is nearer than the unrelated sentence
+    assert embedded.usage.prompt_tokens == embedded.usage.total_tokens > len(texts)
+    job = client.text.get_job(raw.headers["x-genmesh-job-id"])
+    assert job.status.state == job_pb2.JOB_STATE_SUCCEEDED and len(job.embed_result.embeddings) == 3
+    short = await aoai.embeddings.create(model=MODEL, input=texts[0], encoding_format="float", dimensions=64)
+    assert len(short.data[0].embedding) == 64 and abs(sum(x * x for x in short.data[0].embedding) - 1) < 1e-4
+    with pytest.raises(openai.BadRequestError) as raised:
+        oai.embeddings.create(model=MODEL, input=[])
+    assert raised.value.param == "input" and "1..256" in raised.value.message
+    with pytest.raises(openai.BadRequestError) as raised:
+        oai.embeddings.create(model=MODEL, input="x", dimensions=100000)
+    assert raised.value.param == "dimensions" and "between 0 and 640" in raised.value.message
+
+
+def test_a_client_that_stops_waiting_cancels_its_job(mesh: Mesh, gateway_url: str, api_key: str) -> None:
+    """Without a stream there is no job id to look up before the answer: the Text server's metrics
+    count the cancelled Chat job instead."""
+
+    def cancelled() -> float:
+        metrics = httpx.get(f"http://127.0.0.1:{mesh.metrics_ports['text']}/metrics").text
+        line = re.search(r'genmesh_jobs_total\{method="Chat",service="text",state="cancelled"\} ([0-9.]+)', metrics)
+        return float(line[1]) if line else 0.0
+
+    before = cancelled()
+    body = {"model": MODEL, "messages": HI, "max_tokens": 2000}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{gateway_url}/v1/chat/completions", json=body, headers={"x-api-key": api_key}, timeout=2)
+    wait_until(lambda: cancelled() > before, timeout=60, what="the abandoned chat job to be cancelled")
+
+
+def test_unserved_paths_and_methods_answer_in_openais_shape(gateway_url: str, api_key: str) -> None:
+    listing = httpx.get(f"{gateway_url}/v1/videos", headers={"x-api-key": api_key})
+    assert listing.status_code == 501 and listing.json()["error"]["code"] == "not_implemented"
+    wrong = httpx.get(f"{gateway_url}/v1/chat/completions", headers={"x-api-key": api_key})
+    assert wrong.status_code == 405 and wrong.json()["error"]["code"] == "method_not_allowed"
+
+
 # -- images -------------------------------------------------------------------------------------
 
 
@@ -362,6 +441,21 @@ async def test_image_generation_as_urls_and_as_base64(oai: openai.OpenAI, aoai: 
     with pytest.raises(openai.BadRequestError) as raised:
         oai.images.generate(prompt="a lighthouse", size="64x64", n=9)
     assert raised.value.param == "n" and "between 1 and 8" in raised.value.message
+
+
+def test_image_stream_sends_partial_images_from_previews(oai: openai.OpenAI) -> None:
+    stream = oai.images.generate(
+        prompt="a lighthouse", size="64x64", stream=True, partial_images=2, extra_body={"steps": 6, "seed": 2}
+    )
+    events = list(stream)
+    assert [event.type for event in events] == ["image_generation.partial_image"] * 2 + ["image_generation.completed"]
+    assert [event.partial_image_index for event in events[:2]] == [0, 1]
+    for partial in events[:2]:  # genmesh's latent previews: small WebPs
+        assert (
+            partial.output_format == "webp"
+            and Image.open(io.BytesIO(base64.b64decode(partial.b64_json))).format == "WEBP"
+        )
+    assert events[-1].output_format == "png" and _png_size(base64.b64decode(events[-1].b64_json)) == (64, 64)
 
 
 def test_image_edit_is_img2img(oai: openai.OpenAI) -> None:

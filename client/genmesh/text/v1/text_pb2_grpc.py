@@ -47,6 +47,11 @@ class TextServiceStub:
                 request_serializer=genmesh_dot_text_dot_v1_dot_text__pb2.ChatRequest.SerializeToString,
                 response_deserializer=genmesh_dot_text_dot_v1_dot_text__pb2.ChatResponse.FromString,
                 _registered_method=True)
+        self.Embed = channel.unary_stream(
+                '/genmesh.text.v1.TextService/Embed',
+                request_serializer=genmesh_dot_text_dot_v1_dot_text__pb2.EmbedRequest.SerializeToString,
+                response_deserializer=genmesh_dot_text_dot_v1_dot_text__pb2.EmbedResponse.FromString,
+                _registered_method=True)
         self.ListModels = channel.unary_unary(
                 '/genmesh.text.v1.TextService/ListModels',
                 request_serializer=genmesh_dot_text_dot_v1_dot_text__pb2.ListModelsRequest.SerializeToString,
@@ -87,6 +92,21 @@ class TextServiceServicer:
 
     def Chat(self, request, context):
         """Chat with the model's own chat template. Streams like Generate.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Embed(self, request, context):
+        """Embeds texts: one vector per input, the model's last hidden states mean-pooled over the input's
+        tokens and L2-normalized (a second copy of the model runs in llama.cpp's embedding mode, loaded
+        on first use). A base or chat model pooled this way gives usable but not retrieval-grade
+        vectors; an embedding GGUF (e.g. nomic-embed, bge) in the models folder gives better ones.
+        Streams: Queued (at once, with the job id), Started, Progress per input, then exactly one of
+        Result, Error or Cancelled.
+        Errors: INVALID_ARGUMENT (no input, too many, an empty one or one longer than the model's
+        context; `dimensions` out of range; the message names the field), NOT_FOUND (unknown model),
+        RESOURCE_EXHAUSTED (queue full), UNAVAILABLE (draining).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -141,6 +161,11 @@ def add_TextServiceServicer_to_server(servicer, server):
                     servicer.Chat,
                     request_deserializer=genmesh_dot_text_dot_v1_dot_text__pb2.ChatRequest.FromString,
                     response_serializer=genmesh_dot_text_dot_v1_dot_text__pb2.ChatResponse.SerializeToString,
+            ),
+            'Embed': grpc.unary_stream_rpc_method_handler(
+                    servicer.Embed,
+                    request_deserializer=genmesh_dot_text_dot_v1_dot_text__pb2.EmbedRequest.FromString,
+                    response_serializer=genmesh_dot_text_dot_v1_dot_text__pb2.EmbedResponse.SerializeToString,
             ),
             'ListModels': grpc.unary_unary_rpc_method_handler(
                     servicer.ListModels,
@@ -220,6 +245,33 @@ class TextService:
             '/genmesh.text.v1.TextService/Chat',
             genmesh_dot_text_dot_v1_dot_text__pb2.ChatRequest.SerializeToString,
             genmesh_dot_text_dot_v1_dot_text__pb2.ChatResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Embed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/genmesh.text.v1.TextService/Embed',
+            genmesh_dot_text_dot_v1_dot_text__pb2.EmbedRequest.SerializeToString,
+            genmesh_dot_text_dot_v1_dot_text__pb2.EmbedResponse.FromString,
             options,
             channel_credentials,
             insecure,
