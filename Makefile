@@ -11,7 +11,7 @@ LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON
 PYTEST_ARGS ?=
 UP_ARGS ?=
 
-.PHONY: install up test unit integration lint format protos bench clean
+.PHONY: install browser up test unit integration lint format protos bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,16 +21,20 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The browser the web console's tests drive (Debian's Chromium), installed when missing and root.
+browser:
+	@sh tests/support/install_chromium.sh
+
 up: install
 	$(VENV)/bin/genmesh up $(UP_ARGS)
 
-test: install
+test: install browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 unit: install
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-integration: install
+integration: install browser
 	$(PY) -m pytest -m integration $(PYTEST_ARGS)
 
 lint: install

@@ -34,6 +34,7 @@ from servers.mesh.api_keys import (  # re-exported: the launcher and tests impor
 from servers.mesh.gateway_filters import GatewayFilters, discovery_entries, inline_entries, write_discovery_files
 from servers.mesh.processes import ManagedProcess, wait_until
 from servers.mesh.request_fields import render_lua
+from storage.buckets import ALL_BUCKETS
 
 __all__ = [
     "API_KEYS_ENV",
@@ -59,6 +60,10 @@ OPENAI_PATH_REGEX = (
     r"/v1/(models(/[^?]+)?|chat/completions|completions|embeddings|images/(generations|edits)"
     r"|videos(/vid-[^/?]+(/content)?)?)"
 )
+
+# Stored media by presigned URL (path-style: /<bucket>/<key>), routed to the object store so that
+# browsers load it from the gateway's origin when the servers sign for the gateway's address.
+MEDIA_PATH_REGEX = "/(" + "|".join(re.escape(bucket) for bucket in ALL_BUCKETS) + ")/.+"
 
 _HOST_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
 
@@ -190,6 +195,7 @@ def render_envoy_config(
     keys_dir: Path | None = None,
     upstream_tls_dir: Path | None = None,
     web: Sequence[tuple[str, int]] = (),
+    media: Sequence[tuple[str, int]] = (),
 ) -> str:
     """The gateway config (YAML text) from ``deploy/envoy/envoy.yaml.tmpl``.
 
@@ -209,6 +215,11 @@ def render_envoy_config(
 
     ``web`` is the web front door (servers/web, plain HTTP/1.1) that serves OpenAI's routes; without
     it those routes answer 503 in OpenAI's error shape.
+
+    ``media`` is the object store (S3, plain HTTP): GET and HEAD of ``/<bucket>/<key>`` in a genmesh
+    bucket go there with no key check (a presigned URL carries its own signature, which the store
+    checks), so media signed for the gateway's address (``GENMESH_S3_PUBLIC_ENDPOINT``) loads from
+    the gateway's origin; without it those paths answer 503.
     """
     filters = GatewayFilters(
         api_keys,
@@ -244,6 +255,10 @@ def render_envoy_config(
     values["WEB_CLUSTER_TYPE"], values["WEB_LB_ENDPOINTS"] = _cluster_fields(
         [_check_endpoint("web", host, port) for host, port in web]
     )
+    values["MEDIA_CLUSTER_TYPE"], values["MEDIA_LB_ENDPOINTS"] = _cluster_fields(
+        [_check_endpoint("media", host, port) for host, port in media]
+    )
+    values["MEDIA_PATH_REGEX"] = json.dumps(MEDIA_PATH_REGEX)
     values["OPENAI_PATH_REGEX"] = json.dumps(OPENAI_PATH_REGEX)
     values["OPENAI_REPLY_PATH_REGEX"] = json.dumps(OPENAI_PATH_REGEX + r"([?].*)?")  # :path keeps the query
     values["ANY_TRANSPORT_SOCKET"] = _upstream_tls(upstream_tls_dir, [s for s in SERVICES if upstreams.get(s)])
@@ -365,7 +380,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m servers.mesh.envoy --out envoy.yaml``: render from the environment.
 
     Upstreams come from ``GENMESH_UPSTREAM_TEXT`` (``host:port[,host:port...]``) and likewise for
-    every other service and the web front door (``GENMESH_UPSTREAM_WEB``); keys from
+    every other service, the web front door (``GENMESH_UPSTREAM_WEB``) and the object store for
+    presigned media (``GENMESH_UPSTREAM_MEDIA``); keys from
     ``GENMESH_API_KEYS`` and ``--keys-file`` (else ``GENMESH_API_KEYS_FILE``). With ``--keys-dir`` the
     keys and quotas go to discovery files there, which ``python -m servers.mesh.keys_sync --watch``
     keeps up to date: keys rotate live.
@@ -410,6 +426,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "listen_host": args.listen_host,
             "upstream_tls_dir": args.upstream_tls_dir,
             "web": _parse_upstreams(os.environ.get("GENMESH_UPSTREAM_WEB", ""), "web"),
+            "media": _parse_upstreams(os.environ.get("GENMESH_UPSTREAM_MEDIA", ""), "media"),
         }
         text = render_envoy_config(**settings, keys_dir=args.keys_dir)
         if args.keys_dir:

@@ -161,6 +161,11 @@ def grpc_target(ports: list[int]) -> str:
     return "ipv4:" + ",".join(f"127.0.0.1:{port}" for port in ports)
 
 
+def _host_port(endpoint: str) -> tuple[str, int]:
+    host, _, port = endpoint.rpartition(":")
+    return host, int(port)
+
+
 def web_answers(port: int) -> bool:
     with LOCAL_OPENER.open(f"http://127.0.0.1:{port}/livez", timeout=2) as response:
         return response.status == 200
@@ -206,6 +211,9 @@ class Mesh:
             "GENMESH_S3_ENDPOINT": self.s3.endpoint,
             "GENMESH_S3_ACCESS_KEY": self.s3.access_key,
             "GENMESH_S3_SECRET_KEY": self.s3.secret_key,
+            # Media is signed for the gateway's address, which routes it to the S3 server: a browser
+            # (the web console) loads it from the same origin as the API, one port to expose.
+            "GENMESH_S3_PUBLIC_ENDPOINT": os.environ.get("GENMESH_S3_PUBLIC_ENDPOINT") or self.url,
             "GENMESH_DATA_DIR": str(self.data_dir),
             "GENMESH_THREADS": str(self.options.threads),
             "GENMESH_LOG_FORMAT": "json",
@@ -311,6 +319,7 @@ class Mesh:
             rate_limit_burst=default_rate.burst,
             keys_dir=self.key_sync.keys_dir,
             web=[("127.0.0.1", self.web_port)] if self.web is not None else [],
+            media=[_host_port(self.s3.endpoint)] if self.s3 is not None else [],
         )
         config_path = self.data_dir / "envoy.yaml"
         write_private(config_path, config)
@@ -354,6 +363,11 @@ class Mesh:
             name if len(ports) == 1 else f"{name} ({len(ports)} replicas)" for name, ports in self.replica_ports.items()
         )
 
+    def _console_line(self) -> str:
+        if self.web is None:
+            return ""
+        return f"Web console: http://{self.url}/ui/ (open it in a browser and paste the API key)\n"
+
     def _openai_hint(self) -> str:
         if self.web is None:
             return ""
@@ -385,7 +399,7 @@ class Mesh:
         return f"""
 genmesh is up: gateway http://{self.url} (gRPC and REST), services: {self._services_line()}
 {key_line}
-Data folder: {self.data_dir} (logs in {self.logs})
+{self._console_line()}Data folder: {self.data_dir} (logs in {self.logs})
 Prometheus metrics (loopback only):
 {scrapes}
 

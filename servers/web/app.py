@@ -27,7 +27,7 @@ from starlette.routing import Route
 from genmesh.common.v1 import job_pb2
 from genmesh.errors import GenmeshError
 from genmesh.video.v1 import video_pb2
-from servers.web import embeddings, images, text, videos
+from servers.web import console, embeddings, images, text, videos
 from servers.web.errors import OpenAIError, from_genmesh, invalid, model_not_found
 from servers.web.fields import IGNORED_HEADER, Body, Form
 from servers.web.models import default_model, list_models
@@ -399,6 +399,7 @@ ROUTES = [
     Route("/v1/videos/{video_id}/content", videos_content, methods=["GET"]),
     Route("/livez", livez, methods=["GET"]),
     Route("/health", health, methods=["GET"]),
+    *console.routes(),  # the web console's files under /ui/
 ]
 
 

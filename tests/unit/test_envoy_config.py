@@ -154,8 +154,8 @@ def test_values_are_emitted_as_json(descriptor: Path) -> None:
     assert "- name: text\n    type: STRICT_DNS" in text
     assert "- name: image\n    type: STATIC" in text
     assert "- name: video\n    type: STATIC" in text
-    # Every service but text and image, and the web front door (none given).
-    assert text.count("lb_endpoints: []") == len(SERVICES) - 2 + 1
+    # Every service but text and image, the web front door and the object store (none given).
+    assert text.count("lb_endpoints: []") == len(SERVICES) - 2 + 2
     # The reflection/health cluster holds every upstream once.
     any_cluster = _cluster(text, "any")
     assert '"address": "text"' in any_cluster and '"address": "10.0.0.2"' in any_cluster
@@ -537,7 +537,7 @@ def test_openai_routes_go_to_the_web_front_door_without_strict_json(descriptor: 
     config = yaml.safe_load(render(descriptor, web=[("127.0.0.1", 8088)]))
     (hcm,) = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"]
     routes = hcm["typed_config"]["route_config"]["virtual_hosts"][0]["routes"]
-    (openai,) = [route for route in routes if "safe_regex" in route["match"]]
+    (openai,) = [route for route in routes if route["match"].get("safe_regex", {}).get("regex", "").startswith("/v1/")]
     assert openai["route"] == {"cluster": "web", "timeout": "0s"}
     disabled = {name for name, value in openai["typed_per_filter_config"].items() if value["disabled"]}
     assert disabled == {"envoy.filters.http.lua", "envoy.filters.http.grpc_json_transcoder"}
@@ -559,3 +559,35 @@ def test_openai_routes_go_to_the_web_front_door_without_strict_json(descriptor: 
         "service_unavailable",
     ]
     assert all(set(body["error"]) == {"message", "type", "param", "code"} for body in bodies)
+
+
+def test_the_console_and_presigned_media_need_no_key(descriptor: Path) -> None:
+    """/ui (the console's files) goes to the web front door, /<bucket>/<key> GET/HEAD to the object
+    store: neither can carry a key from a browser (a page load, an <img>), so the key check and the
+    rate limit are off there, and only there."""
+    config = yaml.safe_load(render(descriptor, web=[("127.0.0.1", 8088)], media=[("127.0.0.1", 8333)]))
+    (hcm,) = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"]
+    routes = hcm["typed_config"]["route_config"]["virtual_hosts"][0]["routes"]
+    keyless = {
+        json.dumps(route["match"], sort_keys=True): route
+        for route in routes
+        if route.get("typed_per_filter_config", {}).get(API_KEY_AUTH, {}).get("disabled")
+    }
+    console = next(route for route in routes if route["match"].get("safe_regex", {}).get("regex") == "/ui(/.*)?")
+    assert console["route"] == {"cluster": "web"}
+    media = next(route for route in routes if route.get("route", {}).get("cluster") == "media")
+    assert media["route"]["timeout"] == "0s"
+    assert media["match"]["headers"] == [{"name": ":method", "string_match": {"safe_regex": {"regex": "GET|HEAD"}}}]
+    media_regex = re.compile(media["match"]["safe_regex"]["regex"])
+    assert media_regex.fullmatch("/outputs/20261207_0857/img-0-4a0d/image_0.png")
+    assert not media_regex.fullmatch("/outputs/") and not media_regex.fullmatch("/v1/images/models")
+    root = next(route for route in routes if route["match"] == {"path": "/"})
+    assert root["redirect"] == {"path_redirect": "/ui/"}
+    for route in (console, media, root):
+        disabled = {name for name, value in route["typed_per_filter_config"].items() if value["disabled"]}
+        assert {API_KEY_AUTH, LOCAL_RATE_LIMIT} <= disabled
+    # Only these and the gateway's own /healthz skip the key check.
+    assert len(keyless) == 4, list(keyless)
+    (cluster,) = [cluster for cluster in config["static_resources"]["clusters"] if cluster["name"] == "media"]
+    endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
+    assert endpoint == {"address": "127.0.0.1", "port_value": 8333}

@@ -1,0 +1,75 @@
+// Generate an image: the form, the live job (queue, step, ETA, latent previews), the result.
+import { field, h, number, select } from "../ui.js";
+import { SCHEDULERS, modelPicker, numbers, runJob } from "./common.js";
+
+export const title = "Image";
+
+export function render(container) {
+  const form = h(
+    "form",
+    { class: "gen-form", "aria-label": "Generate an image" },
+    field("Prompt", h("textarea", { name: "prompt", rows: 3, required: true, placeholder: "a lighthouse at dusk" })),
+    field("Negative prompt", h("textarea", { name: "negative_prompt", rows: 2, placeholder: "blurry, text" })),
+    h(
+      "div",
+      { class: "grid" },
+      field("Width", number("width", 512, { min: 64, max: 2048, step: 8 })),
+      field("Height", number("height", 512, { min: 64, max: 2048, step: 8 })),
+      field("Steps", number("steps", 25, { min: 1, max: 150 })),
+      field("Guidance", number("guidance_scale", 7.5, { min: 0, max: 30, step: 0.5 })),
+      field("Seed", number("seed", "", { min: 0, placeholder: "random" })),
+      field("Scheduler", select("scheduler", SCHEDULERS, "")),
+    ),
+    field("Model", modelPicker("/v1/images")),
+    h("div", { class: "actions" }, h("button", { type: "submit", class: "primary" }, "Generate")),
+  );
+  const progress = h("div", { class: "slot" });
+  const result = h("div", { class: "slot result", "aria-live": "polite" });
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const elements = form.elements;
+    const body = {
+      prompt: elements.prompt.value,
+      negative_prompt: elements.negative_prompt.value,
+      ...numbers(form, ["width", "height", "steps", "guidance_scale", "seed"]),
+      preview_interval_steps: 1,
+    };
+    if (elements.scheduler.value) body.scheduler = elements.scheduler.value;
+    if (elements.model.value) body.model = elements.model.value;
+    result.replaceChildren();
+    const last = await runJob(progress, "/v1/images:generate", body, {
+      title: "Image job",
+      submit: form.querySelector("[type=submit]"),
+    });
+    if (last?.result) result.replaceChildren(imageResult(last.result));
+  });
+  submitOnCtrlEnter(form);
+  container.append(h("h1", {}, "Generate an image"), h("div", { class: "columns" }, form, h("div", {}, progress, result)));
+}
+
+export function imageResult(result) {
+  const parameters = result.parameters || {};
+  return h(
+    "figure",
+    { class: "output" },
+    ...(result.images || []).map((image) =>
+      h(
+        "a",
+        { href: image.artifact.url, target: "_blank", rel: "noopener" },
+        h("img", { class: "result-image", src: image.artifact.url, alt: `generated image, seed ${image.seed}` }),
+      ),
+    ),
+    h(
+      "figcaption",
+      {},
+      `${parameters.model} · ${parameters.width}×${parameters.height} · ${parameters.steps} steps · seed ${(result.images || [])[0]?.seed}` +
+        (result.timings ? ` · ${Number(result.timings.total_seconds).toFixed(1)} s` : ""),
+    ),
+  );
+}
+
+export function submitOnCtrlEnter(form) {
+  form.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) form.requestSubmit();
+  });
+}

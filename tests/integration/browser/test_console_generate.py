@@ -1,0 +1,114 @@
+"""Generating through the console in a real browser: an image with live previews, a video cancelled
+midway, a streamed chat reply, a character's three stage cards. Small sizes keep the CPU mesh quick."""
+
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import expect
+
+pytestmark = pytest.mark.integration
+
+JOB_TIMEOUT_MS = 240_000  # generous: the shared CPUs run every other test's jobs too
+
+
+def open_view(console, api_key: str, route: str, heading: str) -> None:
+    console.open(f"#/{route}")
+    console.enter_key(api_key)
+    expect(console.page.get_by_role("heading", name=heading)).to_be_visible()
+    expect(console.page.locator("select[name=model] option").first).not_to_have_text("loading models…")
+
+
+def wait_job(page, condition: str) -> dict:
+    """Waits until the job panel meets ``condition`` (JS over ``panel``, its dataset ``d``) or the job
+    fails (then fails the test at once with the panel's message); returns the dataset."""
+    page.wait_for_function(
+        f"""() => {{
+            const panel = document.querySelector('.job-panel');
+            if (!panel) return false;
+            const d = panel.dataset;
+            return d.state === 'failed' || ({condition});
+        }}""",
+        timeout=JOB_TIMEOUT_MS,
+    )
+    data = page.locator(".job-panel").evaluate("panel => ({...panel.dataset, text: panel.innerText})")
+    assert data["state"] != "failed", data["text"]
+    return data
+
+
+def fill(page, values: dict[str, str]) -> None:
+    for label, value in values.items():
+        page.get_by_label(label, exact=True).fill(value)
+
+
+def test_an_image_shows_previews_then_the_result(console, api_key) -> None:
+    page = console.page
+    open_view(console, api_key, "image", "Generate an image")
+    fill(page, {"Prompt": "a lighthouse at dusk", "Width": "64", "Height": "64", "Steps": "4", "Seed": "7"})
+    page.get_by_role("button", name="Generate").click()
+    panel = page.locator(".job-panel")
+    wait_job(page, "Number(d.previews || 0) >= 1 || d.state === 'succeeded'")
+    console.shot("preview")
+    data = wait_job(page, "d.state === 'succeeded' || d.state === 'cancelled'")
+    assert data["state"] == "succeeded", data["text"]
+    assert int(data["previewsBeforeEnd"]) >= 1  # seen while it ran, before the result
+    assert data["jobId"].startswith("img-")
+    expect(panel.locator(".preview")).to_be_visible()
+    image = page.locator(".result img.result-image")
+    expect(image).to_be_visible()
+    # The result loads in the browser from its presigned URL, signed for the gateway's address:
+    # the same origin as the console (the gateway routes the object store's paths).
+    assert image.get_attribute("src").startswith(f"{console.base_url}/outputs/")
+    page.wait_for_function("img => img.complete && img.naturalWidth === 64", arg=image.element_handle())
+    expect(page.locator(".result figcaption")).to_contain_text("seed 7")
+    console.shot("result")
+
+
+def test_a_video_cancelled_midway_ends_cancelled(console, api_key) -> None:
+    page = console.page
+    open_view(console, api_key, "video", "Generate a video")
+    fill(page, {"Prompt": "waves on a beach", "Frames": "8", "Width": "64", "Height": "64", "Steps": "40"})
+    page.get_by_role("button", name="Generate").click()
+    panel = page.locator(".job-panel")
+    # Midway: denoising has started (a step reported), far from its 40 steps.
+    data = wait_job(page, "Number(d.step || 0) >= 1 || d.state === 'succeeded'")
+    assert data["state"] == "running", data["text"]
+    assert data["jobId"].startswith("vid-")
+    console.shot("running")
+    panel.get_by_role("button", name="Cancel").click()
+    expect(panel).to_have_attribute("data-state", "cancelled", timeout=60_000)
+    assert int(panel.get_attribute("data-step")) < 40
+    expect(page.locator(".result img, .result video")).to_have_count(0)
+    console.shot("cancelled")
+
+
+def test_chat_streams_a_reply(console, api_key) -> None:
+    page = console.page
+    open_view(console, api_key, "text", "Chat")
+    fill(page, {"Message": "Once upon a time", "Max tokens": "12", "Seed": "3"})
+    page.get_by_role("button", name="Send").click()
+    reply = page.locator(".msg.assistant")
+    expect(reply).to_have_attribute("data-state", "succeeded", timeout=JOB_TIMEOUT_MS)
+    assert reply.locator("p").inner_text().strip()
+    expect(reply.locator(".meta")).to_contain_text("tokens/s")
+    console.shot("reply")
+
+
+@pytest.mark.parametrize("console", ["desktop"], indirect=True)
+def test_a_character_fills_its_three_stage_cards(console, api_key) -> None:
+    page = console.page
+    console.open("#/character")
+    console.enter_key(api_key)
+    expect(page.get_by_role("heading", name="Make a character")).to_be_visible()
+    fill(page, {"Idea": "a lighthouse keeper who collects storms in jars", "Style": "watercolor", "Seed": "7",
+                "Steps": "4", "Portrait size": "64", "Frames": "8"})  # fmt: skip
+    page.get_by_role("button", name="Make the character").click()
+    data = wait_job(page, "d.state === 'succeeded' || d.state === 'cancelled'")
+    assert data["state"] == "succeeded", data["text"]
+    assert data["jobId"].startswith("agt-")
+    for stage in ("STAGE_TEXT", "STAGE_IMAGE", "STAGE_VIDEO"):
+        expect(page.locator(f".stage-card[data-stage={stage}]")).to_have_attribute("data-state", "done")
+    expect(page.locator(".stage-card[data-stage=STAGE_TEXT] .sheet h4")).not_to_be_empty()
+    for stage in ("STAGE_IMAGE", "STAGE_VIDEO"):  # the portrait (PNG) and the animation (GIF) load
+        media = page.locator(f".stage-card[data-stage={stage}] img")
+        page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=media.element_handle())
+    console.shot("cards")
