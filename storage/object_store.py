@@ -364,11 +364,16 @@ class ObjectStore:
             return False
         return True
 
-    def list(self, bucket: str, prefix: str = "", recursive: bool = True) -> Iterator[ObjectEntry]:
-        """Keys under ``prefix`` in key order. A transient failure mid-listing resumes after the last key."""
+    def list(
+        self, bucket: str, prefix: str = "", recursive: bool = True, start_after: str | None = None
+    ) -> Iterator[ObjectEntry]:
+        """Keys under ``prefix`` in key order, only those after ``start_after`` when given (the store
+        skips to it: a listing that seeks costs what it returns, not what it skips). A transient
+        failure mid-listing resumes after the last key. Stop iterating early to bound the requests:
+        the SDK fetches pages of up to 1000 keys as they are consumed."""
         if prefix:
             validate_key(prefix, "prefix")
-        last_key: str | None = None
+        last_key: str | None = start_after
         attempt = 0
         while True:
             entries = self._client.list_objects(

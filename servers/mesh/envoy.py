@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from string import Template
 
@@ -180,6 +180,7 @@ def render_envoy_config(
     rate_limit_burst: int,
     listen_host: str = "127.0.0.1",
     quotas: Mapping[str, QuotaOverride] | None = None,
+    admins: Iterable[str] = (),
     keys_dir: Path | None = None,
     upstream_tls_dir: Path | None = None,
 ) -> str:
@@ -187,8 +188,9 @@ def render_envoy_config(
 
     ``api_keys`` maps client name -> key (forwarded upstream as ``x-client-id``). Every client
     gets its own token bucket of ``rate_limit_rps`` per second and ``rate_limit_burst`` at most,
-    unless ``quotas`` overrides it for that client. ``upstreams`` maps ``text``/``image``/...
-    to ``(host, port)`` gRPC servers; a missing or empty entry gives a cluster without endpoints
+    unless ``quotas`` overrides it for that client; ``admins`` names the admin clients (their calls
+    carry ``x-genmesh-admin``). ``upstreams`` maps ``text``/``image``/... to ``(host, port)`` gRPC
+    servers; a missing or empty entry gives a cluster without endpoints
     (its requests get 503 / UNAVAILABLE). Hosts that are IP literals make STATIC clusters, names
     STRICT_DNS ones (compose / Kubernetes services).
 
@@ -203,6 +205,7 @@ def render_envoy_config(
         api_keys,
         RateLimit(_positive_int("rate_limit_rps", rate_limit_rps), _positive_int("rate_limit_burst", rate_limit_burst)),
         quotas or {},
+        frozenset(admins),
     )
     unknown = set(upstreams) - set(SERVICES)
     if unknown:
@@ -384,6 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "descriptor_path": args.descriptor,
             "api_keys": keys.keys,
             "quotas": keys.overrides,
+            "admins": keys.admins,
             "upstreams": {
                 service: _parse_upstreams(os.environ.get(f"GENMESH_UPSTREAM_{service.upper()}", ""), service)
                 for service in SERVICES
@@ -396,7 +400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         text = render_envoy_config(**settings, keys_dir=args.keys_dir)
         if args.keys_dir:
             inline = render_envoy_config(**settings)  # the same config with the filters inline, to validate them
-            write_discovery_files(args.keys_dir, GatewayFilters(keys.keys, default, keys.overrides))
+            write_discovery_files(args.keys_dir, GatewayFilters(keys.keys, default, keys.overrides, keys.admins))
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

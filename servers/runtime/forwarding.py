@@ -26,6 +26,7 @@ import structlog
 from google.protobuf import descriptor_pool
 
 from genmesh.errors import NotFound, Unavailable
+from servers.runtime.caller import ADMIN_HEADER, CLIENT_HEADER
 from servers.runtime.channels import MESSAGE_SIZE_OPTIONS, RECONNECT_OPTIONS
 from servers.runtime.job_ids import JobIds, job_owner
 from servers.runtime.peers import Peers
@@ -34,7 +35,7 @@ from servers.runtime.tls import TlsFiles
 log = structlog.get_logger(__name__)
 
 FORWARDED = "x-genmesh-forwarded"  # set on a forwarded call: answer it here, never forward it again
-PASSED_ON = ("x-request-id", "x-client-id")
+PASSED_ON = ("x-request-id", CLIENT_HEADER, ADMIN_HEADER)  # the owner replica checks who asks
 UNARY_TIMEOUT_SECONDS = 30.0  # a GetJob or CancelJob (which waits up to 5 s) to a peer that hangs
 
 

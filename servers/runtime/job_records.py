@@ -3,7 +3,8 @@ process that ran it is gone (killed, restarted, scaled down) or has forgotten it
 
 A record is the service's own ``Job`` message as JSON under ``jobs/<job_id>.json`` in the
 ``outputs`` bucket, written once the job ended (off the event loop, best effort: a job never fails
-because its record could not be written, the server logs ``job_record_not_saved``).
+because its record could not be written, the server logs ``job_record_not_saved``), then its
+ListJobs index entries (``job_listing.py``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import structlog
 from google.protobuf import json_format
 
 from genmesh.errors import GenmeshError, NotFound
+from servers.runtime.job_listing import JobIndex
+from servers.runtime.jobs import Job
 from storage.buckets import OUTPUTS
 from storage.keys import validate_job_id
 from storage.object_store import ObjectStore
@@ -28,14 +31,19 @@ def record_key(job_id: str) -> str:
 
 
 class TerminalRecords:
-    def __init__(self, store: ObjectStore) -> None:
+    def __init__(self, store: ObjectStore, index: JobIndex | None = None) -> None:
         self.store = store
+        self.index = index
 
-    def save(self, job_id: str, message: Any) -> None:
-        """Blocking; never raises (a lost record only means GetJob cannot answer once the owner is gone)."""
+    def save(self, job: Job, message: Any) -> None:
+        """Blocking; never raises (a lost record only means GetJob cannot answer once the owner is
+        gone, and ListJobs lists the job only while this process holds it)."""
+        job_id = job.id
         text = json_format.MessageToJson(message, preserving_proto_field_name=True, indent=None)
         try:
             self.store.put_bytes(OUTPUTS, record_key(job_id), text.encode(), content_type="application/json")
+            if self.index is not None:
+                self.index.add(job_id, job.created_at, job.state.value, job.method, job.owner)
         except GenmeshError as exc:
             log.warning("job_record_not_saved", job_id=job_id, error=exc.message)
         except Exception:

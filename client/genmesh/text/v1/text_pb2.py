@@ -27,9 +27,10 @@ from genmesh.common.v1 import job_pb2 as genmesh_dot_common_dot_v1_dot_job__pb2
 from genmesh.common.v1 import model_pb2 as genmesh_dot_common_dot_v1_dot_model__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1agenmesh/text/v1/text.proto\x12\x0fgenmesh.text.v1\x1a genmesh/common/v1/artifact.proto\x1a\x1bgenmesh/common/v1/job.proto\x1a\x1dgenmesh/common/v1/model.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\"\x97\x02\n\x0fSamplingOptions\x12\x17\n\nmax_tokens\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x03 \x01(\x02H\x02\x88\x01\x01\x12\x12\n\x05top_k\x18\x04 \x01(\x05H\x03\x88\x01\x01\x12\x12\n\x05min_p\x18\x05 \x01(\x02H\x04\x88\x01\x01\x12\x1b\n\x0erepeat_penalty\x18\x06 \x01(\x02H\x05\x88\x01\x01\x12\x11\n\x04seed\x18\x07 \x01(\x03H\x06\x88\x01\x01\x12\x0c\n\x04stop\x18\x08 \x03(\tB\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x08\n\x06_top_kB\x08\n\x06_min_pB\x11\n\x0f_repeat_penaltyB\x07\n\x05_seed\"\xae\x01\n\x0eResponseFormat\x12\x32\n\x04type\x18\x01 \x01(\x0e\x32$.genmesh.text.v1.ResponseFormat.Type\x12,\n\x0bjson_schema\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\":\n\x04Type\x12\x14\n\x10TYPE_UNSPECIFIED\x10\x00\x12\r\n\tTYPE_TEXT\x10\x01\x12\r\n\tTYPE_JSON\x10\x02\"\xe6\x01\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x32\n\x08sampling\x18\x03 \x01(\x0b\x32 .genmesh.text.v1.SamplingOptions\x12\x38\n\x0fresponse_format\x18\x04 \x01(\x0b\x32\x1f.genmesh.text.v1.ResponseFormat\x12\x0e\n\x06\x64\x65tach\x18\x05 \x01(\x08\x12\x1f\n\x12keep_alive_seconds\x18\x06 \x01(\x05H\x00\x88\x01\x01\x42\x15\n\x13_keep_alive_seconds\"\x15\n\x05\x44\x65lta\x12\x0c\n\x04text\x18\x01 \x01(\t\"O\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x05\"s\n\x07Timings\x12\x1e\n\x16time_to_first_token_ms\x18\x01 \x01(\x01\x12\x19\n\x11tokens_per_second\x18\x02 \x01(\x01\x12\x15\n\rtotal_seconds\x18\x03 \x01(\x01\x12\x16\n\x0equeued_seconds\x18\x04 \x01(\x01\"\xec\x01\n\nTextResult\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x34\n\rfinish_reason\x18\x02 \x01(\x0e\x32\x1d.genmesh.text.v1.FinishReason\x12%\n\x05usage\x18\x03 \x01(\x0b\x32\x16.genmesh.text.v1.Usage\x12)\n\x07timings\x18\x04 \x01(\x0b\x32\x18.genmesh.text.v1.Timings\x12\r\n\x05model\x18\x05 \x01(\t\x12\x0c\n\x04seed\x18\x06 \x01(\x03\x12+\n\x06record\x18\x07 \x01(\x0b\x32\x1b.genmesh.common.v1.Artifact\"\x9b\x03\n\x10GenerateResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12*\n\x05state\x18\x02 \x01(\x0e\x32\x1b.genmesh.common.v1.JobState\x12+\n\x06queued\x18\n \x01(\x0b\x32\x19.genmesh.common.v1.QueuedH\x00\x12-\n\x07started\x18\x0b \x01(\x0b\x32\x1a.genmesh.common.v1.StartedH\x00\x12\'\n\x05\x64\x65lta\x18\x0c \x01(\x0b\x32\x16.genmesh.text.v1.DeltaH\x00\x12-\n\x06result\x18\r \x01(\x0b\x32\x1b.genmesh.text.v1.TextResultH\x00\x12,\n\x05\x65rror\x18\x0e \x01(\x0b\x32\x1b.genmesh.common.v1.JobErrorH\x00\x12\x31\n\tcancelled\x18\x0f \x01(\x0b\x32\x1c.genmesh.common.v1.CancelledH\x00\x12-\n\x08progress\x18\x03 \x01(\x0b\x32\x1b.genmesh.common.v1.ProgressB\x07\n\x05\x65vent\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\x82\x02\n\x0b\x43hatRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12.\n\x08messages\x18\x02 \x03(\x0b\x32\x1c.genmesh.text.v1.ChatMessage\x12\x32\n\x08sampling\x18\x03 \x01(\x0b\x32 .genmesh.text.v1.SamplingOptions\x12\x38\n\x0fresponse_format\x18\x04 \x01(\x0b\x32\x1f.genmesh.text.v1.ResponseFormat\x12\x0e\n\x06\x64\x65tach\x18\x05 \x01(\x08\x12\x1f\n\x12keep_alive_seconds\x18\x06 \x01(\x05H\x00\x88\x01\x01\x42\x15\n\x13_keep_alive_seconds\"\x97\x03\n\x0c\x43hatResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12*\n\x05state\x18\x02 \x01(\x0e\x32\x1b.genmesh.common.v1.JobState\x12+\n\x06queued\x18\n \x01(\x0b\x32\x19.genmesh.common.v1.QueuedH\x00\x12-\n\x07started\x18\x0b \x01(\x0b\x32\x1a.genmesh.common.v1.StartedH\x00\x12\'\n\x05\x64\x65lta\x18\x0c \x01(\x0b\x32\x16.genmesh.text.v1.DeltaH\x00\x12-\n\x06result\x18\r \x01(\x0b\x32\x1b.genmesh.text.v1.TextResultH\x00\x12,\n\x05\x65rror\x18\x0e \x01(\x0b\x32\x1b.genmesh.common.v1.JobErrorH\x00\x12\x31\n\tcancelled\x18\x0f \x01(\x0b\x32\x1c.genmesh.common.v1.CancelledH\x00\x12-\n\x08progress\x18\x03 \x01(\x0b\x32\x1b.genmesh.common.v1.ProgressB\x07\n\x05\x65vent\"\x13\n\x11ListModelsRequest\"B\n\x12ListModelsResponse\x12,\n\x06models\x18\x01 \x03(\x0b\x32\x1c.genmesh.common.v1.ModelInfo\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"!\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"`\n\x03Job\x12,\n\x06status\x18\x01 \x01(\x0b\x32\x1c.genmesh.common.v1.JobStatus\x12+\n\x06result\x18\x02 \x01(\x0b\x32\x1b.genmesh.text.v1.TextResult*_\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x32\x98\x05\n\x0bTextService\x12o\n\x08Generate\x12 .genmesh.text.v1.GenerateRequest\x1a!.genmesh.text.v1.GenerateResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\"\x11/v1/text:generate:\x01*0\x01\x12_\n\x04\x43hat\x12\x1c.genmesh.text.v1.ChatRequest\x1a\x1d.genmesh.text.v1.ChatResponse\"\x18\x82\xd3\xe4\x93\x02\x12\"\r/v1/text:chat:\x01*0\x01\x12n\n\nListModels\x12\".genmesh.text.v1.ListModelsRequest\x1a#.genmesh.text.v1.ListModelsResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/text/models\x12^\n\x06GetJob\x12\x1e.genmesh.text.v1.GetJobRequest\x1a\x14.genmesh.text.v1.Job\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/v1/text/jobs/{job_id}\x12n\n\tCancelJob\x12!.genmesh.text.v1.CancelJobRequest\x1a\x14.genmesh.text.v1.Job\"(\x82\xd3\xe4\x93\x02\"\"\x1d/v1/text/jobs/{job_id}:cancel:\x01*\x12w\n\x08WatchJob\x12 .genmesh.text.v1.WatchJobRequest\x1a!.genmesh.text.v1.GenerateResponse\"$\x82\xd3\xe4\x93\x02\x1e\x12\x1c/v1/text/jobs/{job_id}:watch0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1agenmesh/text/v1/text.proto\x12\x0fgenmesh.text.v1\x1a genmesh/common/v1/artifact.proto\x1a\x1bgenmesh/common/v1/job.proto\x1a\x1dgenmesh/common/v1/model.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x97\x02\n\x0fSamplingOptions\x12\x17\n\nmax_tokens\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x03 \x01(\x02H\x02\x88\x01\x01\x12\x12\n\x05top_k\x18\x04 \x01(\x05H\x03\x88\x01\x01\x12\x12\n\x05min_p\x18\x05 \x01(\x02H\x04\x88\x01\x01\x12\x1b\n\x0erepeat_penalty\x18\x06 \x01(\x02H\x05\x88\x01\x01\x12\x11\n\x04seed\x18\x07 \x01(\x03H\x06\x88\x01\x01\x12\x0c\n\x04stop\x18\x08 \x03(\tB\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x08\n\x06_top_kB\x08\n\x06_min_pB\x11\n\x0f_repeat_penaltyB\x07\n\x05_seed\"\xae\x01\n\x0eResponseFormat\x12\x32\n\x04type\x18\x01 \x01(\x0e\x32$.genmesh.text.v1.ResponseFormat.Type\x12,\n\x0bjson_schema\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\":\n\x04Type\x12\x14\n\x10TYPE_UNSPECIFIED\x10\x00\x12\r\n\tTYPE_TEXT\x10\x01\x12\r\n\tTYPE_JSON\x10\x02\"\xe6\x01\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x32\n\x08sampling\x18\x03 \x01(\x0b\x32 .genmesh.text.v1.SamplingOptions\x12\x38\n\x0fresponse_format\x18\x04 \x01(\x0b\x32\x1f.genmesh.text.v1.ResponseFormat\x12\x0e\n\x06\x64\x65tach\x18\x05 \x01(\x08\x12\x1f\n\x12keep_alive_seconds\x18\x06 \x01(\x05H\x00\x88\x01\x01\x42\x15\n\x13_keep_alive_seconds\"\x15\n\x05\x44\x65lta\x12\x0c\n\x04text\x18\x01 \x01(\t\"O\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x05\"s\n\x07Timings\x12\x1e\n\x16time_to_first_token_ms\x18\x01 \x01(\x01\x12\x19\n\x11tokens_per_second\x18\x02 \x01(\x01\x12\x15\n\rtotal_seconds\x18\x03 \x01(\x01\x12\x16\n\x0equeued_seconds\x18\x04 \x01(\x01\"\xec\x01\n\nTextResult\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x34\n\rfinish_reason\x18\x02 \x01(\x0e\x32\x1d.genmesh.text.v1.FinishReason\x12%\n\x05usage\x18\x03 \x01(\x0b\x32\x16.genmesh.text.v1.Usage\x12)\n\x07timings\x18\x04 \x01(\x0b\x32\x18.genmesh.text.v1.Timings\x12\r\n\x05model\x18\x05 \x01(\t\x12\x0c\n\x04seed\x18\x06 \x01(\x03\x12+\n\x06record\x18\x07 \x01(\x0b\x32\x1b.genmesh.common.v1.Artifact\"\x9b\x03\n\x10GenerateResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12*\n\x05state\x18\x02 \x01(\x0e\x32\x1b.genmesh.common.v1.JobState\x12+\n\x06queued\x18\n \x01(\x0b\x32\x19.genmesh.common.v1.QueuedH\x00\x12-\n\x07started\x18\x0b \x01(\x0b\x32\x1a.genmesh.common.v1.StartedH\x00\x12\'\n\x05\x64\x65lta\x18\x0c \x01(\x0b\x32\x16.genmesh.text.v1.DeltaH\x00\x12-\n\x06result\x18\r \x01(\x0b\x32\x1b.genmesh.text.v1.TextResultH\x00\x12,\n\x05\x65rror\x18\x0e \x01(\x0b\x32\x1b.genmesh.common.v1.JobErrorH\x00\x12\x31\n\tcancelled\x18\x0f \x01(\x0b\x32\x1c.genmesh.common.v1.CancelledH\x00\x12-\n\x08progress\x18\x03 \x01(\x0b\x32\x1b.genmesh.common.v1.ProgressB\x07\n\x05\x65vent\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\x82\x02\n\x0b\x43hatRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12.\n\x08messages\x18\x02 \x03(\x0b\x32\x1c.genmesh.text.v1.ChatMessage\x12\x32\n\x08sampling\x18\x03 \x01(\x0b\x32 .genmesh.text.v1.SamplingOptions\x12\x38\n\x0fresponse_format\x18\x04 \x01(\x0b\x32\x1f.genmesh.text.v1.ResponseFormat\x12\x0e\n\x06\x64\x65tach\x18\x05 \x01(\x08\x12\x1f\n\x12keep_alive_seconds\x18\x06 \x01(\x05H\x00\x88\x01\x01\x42\x15\n\x13_keep_alive_seconds\"\x97\x03\n\x0c\x43hatResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12*\n\x05state\x18\x02 \x01(\x0e\x32\x1b.genmesh.common.v1.JobState\x12+\n\x06queued\x18\n \x01(\x0b\x32\x19.genmesh.common.v1.QueuedH\x00\x12-\n\x07started\x18\x0b \x01(\x0b\x32\x1a.genmesh.common.v1.StartedH\x00\x12\'\n\x05\x64\x65lta\x18\x0c \x01(\x0b\x32\x16.genmesh.text.v1.DeltaH\x00\x12-\n\x06result\x18\r \x01(\x0b\x32\x1b.genmesh.text.v1.TextResultH\x00\x12,\n\x05\x65rror\x18\x0e \x01(\x0b\x32\x1b.genmesh.common.v1.JobErrorH\x00\x12\x31\n\tcancelled\x18\x0f \x01(\x0b\x32\x1c.genmesh.common.v1.CancelledH\x00\x12-\n\x08progress\x18\x03 \x01(\x0b\x32\x1b.genmesh.common.v1.ProgressB\x07\n\x05\x65vent\"\x13\n\x11ListModelsRequest\"B\n\x12ListModelsResponse\x12,\n\x06models\x18\x01 \x03(\x0b\x32\x1c.genmesh.common.v1.ModelInfo\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"!\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"`\n\x03Job\x12,\n\x06status\x18\x01 \x01(\x0b\x32\x1c.genmesh.common.v1.JobStatus\x12+\n\x06result\x18\x02 \x01(\x0b\x32\x1b.genmesh.text.v1.TextResult\"\xf0\x01\n\x0fListJobsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12*\n\x05state\x18\x03 \x01(\x0e\x32\x1b.genmesh.common.v1.JobState\x12\x0e\n\x06method\x18\x04 \x01(\t\x12\x31\n\rcreated_after\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x63reated_before\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x61ll_clients\x18\x07 \x01(\x08\"O\n\x10ListJobsResponse\x12\"\n\x04jobs\x18\x01 \x03(\x0b\x32\x14.genmesh.text.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*_\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x32\x80\x06\n\x0bTextService\x12o\n\x08Generate\x12 .genmesh.text.v1.GenerateRequest\x1a!.genmesh.text.v1.GenerateResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\"\x11/v1/text:generate:\x01*0\x01\x12_\n\x04\x43hat\x12\x1c.genmesh.text.v1.ChatRequest\x1a\x1d.genmesh.text.v1.ChatResponse\"\x18\x82\xd3\xe4\x93\x02\x12\"\r/v1/text:chat:\x01*0\x01\x12n\n\nListModels\x12\".genmesh.text.v1.ListModelsRequest\x1a#.genmesh.text.v1.ListModelsResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/text/models\x12^\n\x06GetJob\x12\x1e.genmesh.text.v1.GetJobRequest\x1a\x14.genmesh.text.v1.Job\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/v1/text/jobs/{job_id}\x12n\n\tCancelJob\x12!.genmesh.text.v1.CancelJobRequest\x1a\x14.genmesh.text.v1.Job\"(\x82\xd3\xe4\x93\x02\"\"\x1d/v1/text/jobs/{job_id}:cancel:\x01*\x12w\n\x08WatchJob\x12 .genmesh.text.v1.WatchJobRequest\x1a!.genmesh.text.v1.GenerateResponse\"$\x82\xd3\xe4\x93\x02\x1e\x12\x1c/v1/text/jobs/{job_id}:watch0\x01\x12\x66\n\x08ListJobs\x12 .genmesh.text.v1.ListJobsRequest\x1a!.genmesh.text.v1.ListJobsResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/text/jobsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -48,44 +49,50 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TEXTSERVICE'].methods_by_name['CancelJob']._serialized_options = b'\202\323\344\223\002\"\"\035/v1/text/jobs/{job_id}:cancel:\001*'
   _globals['_TEXTSERVICE'].methods_by_name['WatchJob']._loaded_options = None
   _globals['_TEXTSERVICE'].methods_by_name['WatchJob']._serialized_options = b'\202\323\344\223\002\036\022\034/v1/text/jobs/{job_id}:watch'
-  _globals['_FINISHREASON']._serialized_start=2775
-  _globals['_FINISHREASON']._serialized_end=2870
-  _globals['_SAMPLINGOPTIONS']._serialized_start=202
-  _globals['_SAMPLINGOPTIONS']._serialized_end=481
-  _globals['_RESPONSEFORMAT']._serialized_start=484
-  _globals['_RESPONSEFORMAT']._serialized_end=658
-  _globals['_RESPONSEFORMAT_TYPE']._serialized_start=600
-  _globals['_RESPONSEFORMAT_TYPE']._serialized_end=658
-  _globals['_GENERATEREQUEST']._serialized_start=661
-  _globals['_GENERATEREQUEST']._serialized_end=891
-  _globals['_DELTA']._serialized_start=893
-  _globals['_DELTA']._serialized_end=914
-  _globals['_USAGE']._serialized_start=916
-  _globals['_USAGE']._serialized_end=995
-  _globals['_TIMINGS']._serialized_start=997
-  _globals['_TIMINGS']._serialized_end=1112
-  _globals['_TEXTRESULT']._serialized_start=1115
-  _globals['_TEXTRESULT']._serialized_end=1351
-  _globals['_GENERATERESPONSE']._serialized_start=1354
-  _globals['_GENERATERESPONSE']._serialized_end=1765
-  _globals['_CHATMESSAGE']._serialized_start=1767
-  _globals['_CHATMESSAGE']._serialized_end=1811
-  _globals['_CHATREQUEST']._serialized_start=1814
-  _globals['_CHATREQUEST']._serialized_end=2072
-  _globals['_CHATRESPONSE']._serialized_start=2075
-  _globals['_CHATRESPONSE']._serialized_end=2482
-  _globals['_LISTMODELSREQUEST']._serialized_start=2484
-  _globals['_LISTMODELSREQUEST']._serialized_end=2503
-  _globals['_LISTMODELSRESPONSE']._serialized_start=2505
-  _globals['_LISTMODELSRESPONSE']._serialized_end=2571
-  _globals['_GETJOBREQUEST']._serialized_start=2573
-  _globals['_GETJOBREQUEST']._serialized_end=2604
-  _globals['_CANCELJOBREQUEST']._serialized_start=2606
-  _globals['_CANCELJOBREQUEST']._serialized_end=2640
-  _globals['_WATCHJOBREQUEST']._serialized_start=2642
-  _globals['_WATCHJOBREQUEST']._serialized_end=2675
-  _globals['_JOB']._serialized_start=2677
-  _globals['_JOB']._serialized_end=2773
-  _globals['_TEXTSERVICE']._serialized_start=2873
-  _globals['_TEXTSERVICE']._serialized_end=3537
+  _globals['_TEXTSERVICE'].methods_by_name['ListJobs']._loaded_options = None
+  _globals['_TEXTSERVICE'].methods_by_name['ListJobs']._serialized_options = b'\202\323\344\223\002\017\022\r/v1/text/jobs'
+  _globals['_FINISHREASON']._serialized_start=3132
+  _globals['_FINISHREASON']._serialized_end=3227
+  _globals['_SAMPLINGOPTIONS']._serialized_start=235
+  _globals['_SAMPLINGOPTIONS']._serialized_end=514
+  _globals['_RESPONSEFORMAT']._serialized_start=517
+  _globals['_RESPONSEFORMAT']._serialized_end=691
+  _globals['_RESPONSEFORMAT_TYPE']._serialized_start=633
+  _globals['_RESPONSEFORMAT_TYPE']._serialized_end=691
+  _globals['_GENERATEREQUEST']._serialized_start=694
+  _globals['_GENERATEREQUEST']._serialized_end=924
+  _globals['_DELTA']._serialized_start=926
+  _globals['_DELTA']._serialized_end=947
+  _globals['_USAGE']._serialized_start=949
+  _globals['_USAGE']._serialized_end=1028
+  _globals['_TIMINGS']._serialized_start=1030
+  _globals['_TIMINGS']._serialized_end=1145
+  _globals['_TEXTRESULT']._serialized_start=1148
+  _globals['_TEXTRESULT']._serialized_end=1384
+  _globals['_GENERATERESPONSE']._serialized_start=1387
+  _globals['_GENERATERESPONSE']._serialized_end=1798
+  _globals['_CHATMESSAGE']._serialized_start=1800
+  _globals['_CHATMESSAGE']._serialized_end=1844
+  _globals['_CHATREQUEST']._serialized_start=1847
+  _globals['_CHATREQUEST']._serialized_end=2105
+  _globals['_CHATRESPONSE']._serialized_start=2108
+  _globals['_CHATRESPONSE']._serialized_end=2515
+  _globals['_LISTMODELSREQUEST']._serialized_start=2517
+  _globals['_LISTMODELSREQUEST']._serialized_end=2536
+  _globals['_LISTMODELSRESPONSE']._serialized_start=2538
+  _globals['_LISTMODELSRESPONSE']._serialized_end=2604
+  _globals['_GETJOBREQUEST']._serialized_start=2606
+  _globals['_GETJOBREQUEST']._serialized_end=2637
+  _globals['_CANCELJOBREQUEST']._serialized_start=2639
+  _globals['_CANCELJOBREQUEST']._serialized_end=2673
+  _globals['_WATCHJOBREQUEST']._serialized_start=2675
+  _globals['_WATCHJOBREQUEST']._serialized_end=2708
+  _globals['_JOB']._serialized_start=2710
+  _globals['_JOB']._serialized_end=2806
+  _globals['_LISTJOBSREQUEST']._serialized_start=2809
+  _globals['_LISTJOBSREQUEST']._serialized_end=3049
+  _globals['_LISTJOBSRESPONSE']._serialized_start=3051
+  _globals['_LISTJOBSRESPONSE']._serialized_end=3130
+  _globals['_TEXTSERVICE']._serialized_start=3230
+  _globals['_TEXTSERVICE']._serialized_end=3998
 # @@protoc_insertion_point(module_scope)
