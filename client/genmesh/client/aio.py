@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import grpc
 
 from genmesh import errors
 from genmesh.agent.v1 import agent_pb2, agent_pb2_grpc
-from genmesh.client import requests
+from genmesh.client import jobs, requests
 from genmesh.client.connection import CHANNEL_OPTIONS, Connection, service_of, translate
 from genmesh.image.v1 import image_pb2, image_pb2_grpc
 from genmesh.text.v1 import text_pb2, text_pb2_grpc
@@ -164,6 +165,28 @@ class AsyncGenmeshClient:
         self.images = AsyncImageClient(self._channel, self.connection)
         self.videos = AsyncVideoClient(self._channel, self.connection)
         self.agent = AsyncAgentClient(self._channel, self.connection)
+        self._list_calls = {service: stub(self._channel).ListJobs for service, stub in jobs.LIST_STUBS.items()}
+
+    async def list_jobs(
+        self, *, services: Sequence[str] | None = None, page_size: int = 50, page_token: str = "", **filters: Any
+    ) -> jobs.JobPage:
+        """As ``GenmeshClient.list_jobs``; the services are asked at once."""
+        merge = jobs.JobMerge(services or list(jobs.LIST_STUBS), page_size, page_token)
+
+        async def fetch(service: str, token: str) -> None:
+            request = jobs.list_request(service, page_size=page_size, page_token=token, **filters)
+            try:
+                response = await self._list_calls[service](request, metadata=self.connection.metadata())
+            except grpc.RpcError as exc:
+                if exc.code() == grpc.StatusCode.UNAVAILABLE and not services:
+                    merge.unavailable_service(service)
+                    return
+                raise translate(exc, service) from None
+            merge.add(service, token, response.jobs, response.next_page_token)
+
+        while wanted := merge.wanted():
+            await asyncio.gather(*(fetch(service, token) for service, token in wanted))
+        return merge.page()
 
     async def close(self) -> None:
         await self._channel.close()

@@ -1,0 +1,235 @@
+"""Jobs as a resource, through the real gateway: every key sees and lists its own jobs only, an admin
+key (`client=key admin` in the keys file) sees every client's, nobody forges either header, a queued
+job shows its place and can be cancelled from another connection, `genmesh job get tsk-...` works,
+and finished jobs are still listed after their server restarts (from the index in the store)."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+
+from genmesh import errors
+from genmesh.client import GenmeshClient
+from genmesh.common.v1 import job_pb2
+from servers.mesh.launcher import Mesh
+from servers.mesh.processes import wait_until
+from storage.buckets import OUTPUTS
+
+pytestmark = pytest.mark.integration
+
+SUCCEEDED, QUEUED, CANCELLED = job_pb2.JOB_STATE_SUCCEEDED, job_pb2.JOB_STATE_QUEUED, job_pb2.JOB_STATE_CANCELLED
+
+
+@pytest.fixture(scope="module")
+def keys(mesh: Mesh) -> dict[str, str]:
+    """Two ordinary keys (a, b) and an admin key, added to the session mesh's keys file; they work
+    once the gateway applied them (within seconds, no restart)."""
+    keys = {name: "gm_" + secrets.token_urlsafe(24) for name in ("a", "b", "ops")}
+    keys_file = mesh.data_dir / "api-keys"
+    with keys_file.open("a", encoding="utf-8") as handle:
+        handle.write(f"jobs-a={keys['a']}\njobs-b={keys['b']}\njobs-ops={keys['ops']} admin\n")
+
+    def accepted() -> bool:
+        for key in keys.values():
+            response = httpx.get(f"http://{mesh.url}/v1/text/models", headers={"x-api-key": key}, timeout=10)
+            if response.status_code != 200:
+                return False
+        return True
+
+    wait_until(accepted, timeout=30, what="the gateway to apply the new keys")
+    return keys
+
+
+@pytest.fixture(scope="module")
+def clients(mesh: Mesh, keys: dict[str, str]) -> Iterator[dict[str, GenmeshClient]]:
+    opened = {name: GenmeshClient(mesh.url, key) for name, key in keys.items()}
+    yield opened
+    for client in opened.values():
+        client.close()
+
+
+def first_event(events: Iterator) -> object:
+    for event in events:
+        return event
+    raise AssertionError("the stream sent nothing")
+
+
+def rest(mesh: Mesh, key: str, path: str, **params: object) -> httpx.Response:
+    return httpx.get(f"http://{mesh.url}{path}", headers={"x-api-key": key}, params=params, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def made(clients: dict[str, GenmeshClient]) -> dict[str, str]:
+    """Key a's text, image and training-task jobs and key b's text job, all finished."""
+    a, b = clients["a"], clients["b"]
+    text = first_event(a.text.stream_generate("Once", max_tokens=2, detach=True)).job_id
+    image = first_event(a.images.stream_generate("a dot", width=64, height=64, steps=2, seed=1, detach=True)).job_id
+    task = None
+    for event in a.training.stream_synthetic_data(num_images=2, width=64, height=64, seed=3, dataset_name="jobs-a"):
+        task = event.job_id
+    other = first_event(b.text.stream_generate("Twice", max_tokens=2, detach=True)).job_id
+    for job_id, get_job in ((text, a.text.get_job), (image, a.images.get_job), (other, b.text.get_job)):
+        wait_until(
+            lambda job_id=job_id, get_job=get_job: get_job(job_id).status.state == SUCCEEDED,
+            timeout=120,
+            what=f"job {job_id} to succeed",
+        )
+    return {"text": text, "image": image, "task": task, "other": other}
+
+
+def listed_ids(client: GenmeshClient, **filters: object) -> dict[str, int]:
+    """Every job the client lists, paging to the end: id -> state."""
+    found: dict[str, int] = {}
+    token = ""
+    while True:
+        page = client.list_jobs(page_size=2, page_token=token, **filters)
+        found.update({listed.status.job_id: listed.status.state for listed in page.jobs})
+        token = page.next_page_token
+        if not token:
+            return found
+
+
+def test_each_key_lists_its_own_jobs_and_an_admin_lists_all(mesh, clients, keys, made) -> None:
+    # Key a: its three jobs, succeeded, across services; paging by two still gives each once.
+    assert listed_ids(clients["a"]) == {made["text"]: SUCCEEDED, made["image"]: SUCCEEDED, made["task"]: SUCCEEDED}
+    assert listed_ids(clients["b"]) == {made["other"]: SUCCEEDED}
+    everyone = listed_ids(clients["ops"], all_clients=True)
+    assert {made["text"], made["image"], made["task"], made["other"]} <= set(everyone)
+    # Newest first, and each item is the Job GetJob answers, with its owner.
+    page = clients["ops"].list_jobs(services=["text"], all_clients=True, page_size=200)
+    times = [listed.status.create_time.ToMilliseconds() for listed in page.jobs]
+    assert times == sorted(times, reverse=True)
+    by_id = {listed.status.job_id: listed.job for listed in page.jobs}
+    assert by_id[made["text"]] == clients["ops"].text.get_job(made["text"])
+    assert by_id[made["text"]].status.client_id == "jobs-a" and by_id[made["other"]].status.client_id == "jobs-b"
+    # The same over REST, per service; filters by state and method.
+    body = rest(mesh, keys["a"], "/v1/text/jobs").json()
+    assert [job["status"]["job_id"] for job in body["jobs"]] == [made["text"]]
+    assert rest(mesh, keys["a"], "/v1/images/jobs", state="JOB_STATE_FAILED").json()["jobs"] == []
+    body = rest(mesh, keys["a"], "/v1/training/all-jobs", method="GenerateSyntheticData").json()
+    assert [job["status"]["job_id"] for job in body["jobs"]] == [made["task"]]
+    assert body["jobs"][0]["result"]["synthetic_data"]["pair_count"] == 2
+
+
+def test_another_clients_job_is_not_found_and_headers_cannot_be_forged(mesh, clients, keys, made) -> None:
+    b = clients["b"]
+    for call in (b.text.get_job, b.text.cancel_job, lambda job_id: list(b.text.watch(job_id))):
+        with pytest.raises(errors.NotFound):
+            call(made["text"])
+    with pytest.raises(errors.NotFound):
+        b.training.get_job(made["task"])
+    assert rest(mesh, keys["b"], f"/v1/text/jobs/{made['text']}").status_code == 404
+    # A caller's own x-client-id / x-genmesh-admin are dropped by the gateway.
+    forged = {"x-api-key": keys["b"], "x-client-id": "jobs-a", "x-genmesh-admin": "true"}
+    response = httpx.get(f"http://{mesh.url}/v1/text/jobs/{made['text']}", headers=forged, timeout=30)
+    assert response.status_code == 404
+    response = httpx.get(f"http://{mesh.url}/v1/text/jobs", headers=forged, params={"all_clients": True}, timeout=30)
+    assert response.status_code == 403 and "all_clients" in response.json()["message"]
+    with pytest.raises(errors.PermissionDenied):
+        b.list_jobs(all_clients=True)
+    # The owner and the admin see it; the admin can cancel it (finished: unchanged).
+    assert clients["a"].text.get_job(made["text"]).status.client_id == "jobs-a"
+    assert clients["ops"].text.cancel_job(made["text"]).status.state == SUCCEEDED
+    # Bad paging is INVALID_ARGUMENT naming the field.
+    for params, field in (({"page_size": 201}, "page_size"), ({"page_token": "nope"}, "page_token")):
+        response = rest(mesh, keys["a"], "/v1/images/jobs", **params)
+        assert response.status_code == 400 and field in response.json()["message"], response.text
+
+
+CLI = str(Path(sys.executable).parent / "genmesh")
+
+
+def test_genmesh_job_get_and_jobs_show_a_training_task(mesh, keys, made) -> None:
+    env = {**os.environ, "GENMESH_URL": mesh.url, "GENMESH_API_KEY": keys["a"]}
+    shown = subprocess.run([CLI, "job", "get", made["task"]], env=env, capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stderr
+    job = json.loads(shown.stdout)
+    assert job["status"]["job_id"] == made["task"] and job["status"]["state"] == "JOB_STATE_SUCCEEDED"
+    assert job["status"]["method"].endswith("/GenerateSyntheticData") and job["status"]["client_id"] == "jobs-a"
+    table = subprocess.run([CLI, "jobs"], env=env, capture_output=True, text=True)
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].split() == ["ID", "SERVICE", "METHOD", "STATE", "PROGRESS", "AGE"]
+    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    assert set(rows) == {made["text"], made["image"], made["task"]}
+    assert rows[made["task"]][1:4] == ["training", "GenerateSyntheticData", "succeeded"]
+    only = subprocess.run([CLI, "jobs", "--service", "image"], env=env, capture_output=True, text=True)
+    assert [line.split()[0] for line in only.stdout.splitlines()[1:]] == [made["image"]]
+
+
+def test_a_queued_job_shows_its_place_and_another_connection_cancels_it(mesh, clients, keys) -> None:
+    a = clients["a"]
+    long = "1, 2, 3, 4, 5, 6, 7,"
+    running = first_event(a.text.stream_generate(long, max_tokens=2000, temperature=0, detach=True)).job_id
+    waiting = first_event(a.text.stream_generate(long, max_tokens=2000, temperature=0, detach=True)).job_id
+    try:
+        queued = a.list_jobs(services=["text"], state="queued").jobs
+        assert [listed.status.job_id for listed in queued] == [waiting]
+        assert queued[0].status.queue_position == 0  # next after the running one
+        with GenmeshClient(mesh.url, keys["a"]) as second:
+            assert second.text.cancel_job(waiting).status.state == CANCELLED
+        assert a.list_jobs(services=["text"], state="queued").jobs == []
+        cancelled = a.list_jobs(services=["text"], state="cancelled").jobs
+        assert waiting in [listed.status.job_id for listed in cancelled]
+    finally:
+        clients["a"].text.cancel_job(running)
+        clients["a"].text.cancel_job(waiting)
+
+
+def test_finished_jobs_are_still_listed_after_their_server_restarts(mesh, clients, object_store, made) -> None:
+    a = clients["a"]
+    for job_id in (made["text"], made["other"]):  # the records are written just after the end
+        wait_until(
+            lambda job_id=job_id: object_store.exists(OUTPUTS, f"jobs/{job_id}.json"), timeout=30, what="a record"
+        )
+    restarts = mesh.supervisor.restarts("text")
+    mesh.servers["text"].kill()
+    wait_until(lambda: mesh.supervisor.restarts("text") == restarts + 1, timeout=30, what="the text server's restart")
+
+    def listed() -> list[str]:
+        try:
+            return [listed.status.job_id for listed in a.list_jobs(services=["text"]).jobs]
+        except errors.Unavailable:
+            return []
+
+    wait_until(lambda: made["text"] in listed(), timeout=120, what="the text server to list again")
+    assert made["other"] not in listed()  # still only key a's
+    assert a.text.get_job(made["text"]).status.state == SUCCEEDED  # from its record
+    with pytest.raises(errors.NotFound):
+        clients["b"].text.get_job(made["text"])
+
+
+def test_listing_pages_through_the_index_without_reading_it_all(mesh, clients, object_store) -> None:
+    """Many finished jobs of one client: every page is newest first, none repeats, and the index
+    names are all a page reads besides the records it returns."""
+    from servers.runtime.job_listing import JobIndex
+
+    index = JobIndex(object_store, "video")
+    base = 1_700_000_000.0
+    ids = [f"vid-9-{secrets.token_hex(12)}" for _ in range(7)]
+    for number, job_id in enumerate(ids):
+        created = datetime.fromtimestamp(base + number, UTC).isoformat().replace("+00:00", "Z")
+        status = {"job_id": job_id, "state": "JOB_STATE_SUCCEEDED", "client_id": "jobs-a", "create_time": created}
+        record = {"status": status}
+        object_store.put_bytes(OUTPUTS, f"jobs/{job_id}.json", json.dumps(record).encode(), "application/json")
+        index.add(job_id, base + number, "succeeded", "genmesh.video.v1.VideoService/GenerateVideo", "jobs-a")
+    pages, token = [], ""
+    while True:
+        page = clients["a"].list_jobs(services=["video"], page_size=3, page_token=token, created_before=base + 100)
+        pages.append([listed.status.job_id for listed in page.jobs])
+        token = page.next_page_token
+        if not token:
+            break
+    assert [job_id for page in pages for job_id in page] == list(reversed(ids))
+    assert all(len(page) <= 3 for page in pages)
+    after = clients["a"].list_jobs(services=["video"], created_after=base + 3.5, created_before=base + 100).jobs
+    assert [listed.status.job_id for listed in after] == list(reversed(ids[4:]))
