@@ -73,17 +73,21 @@ def made(clients: dict[str, GenmeshClient]) -> dict[str, str]:
     a, b = clients["a"], clients["b"]
     text = first_event(a.text.stream_generate("Once", max_tokens=2, detach=True)).job_id
     image = first_event(a.images.stream_generate("a dot", width=64, height=64, steps=2, seed=1, detach=True)).job_id
-    task = None
-    for event in a.training.stream_synthetic_data(num_images=2, width=64, height=64, seed=3, dataset_name="jobs-a"):
-        task = event.job_id
+    events = list(a.training.stream_synthetic_data(num_images=2, width=64, height=64, seed=3, dataset_name="jobs-a"))
+    task, prefix = events[-1].job_id, events[-1].result.dataset_prefix
+    training = a.training.create_job(layer=61, dataset_prefix=prefix, num_epochs=50, architecture="tiny", patch_size=32)
+    a.training.cancel_job(training.job_id)
     other = first_event(b.text.stream_generate("Twice", max_tokens=2, detach=True)).job_id
+    wait_until(
+        lambda: a.training.get_job(training.job_id).state == CANCELLED, timeout=120, what="the training job to stop"
+    )
     for job_id, get_job in ((text, a.text.get_job), (image, a.images.get_job), (other, b.text.get_job)):
         wait_until(
             lambda job_id=job_id, get_job=get_job: get_job(job_id).status.state == SUCCEEDED,
             timeout=120,
             what=f"job {job_id} to succeed",
         )
-    return {"text": text, "image": image, "task": task, "other": other}
+    return {"text": text, "image": image, "task": task, "training": training.job_id, "other": other}
 
 
 def listed_ids(client: GenmeshClient, **filters: object) -> dict[str, int]:
@@ -99,11 +103,15 @@ def listed_ids(client: GenmeshClient, **filters: object) -> dict[str, int]:
 
 
 def test_each_key_lists_its_own_jobs_and_an_admin_lists_all(mesh, clients, keys, made) -> None:
-    # Key a: its three jobs, succeeded, across services; paging by two still gives each once.
-    assert listed_ids(clients["a"]) == {made["text"]: SUCCEEDED, made["image"]: SUCCEEDED, made["task"]: SUCCEEDED}
+    # Key a: its jobs across services, in their states; paging by two still gives each once.
+    mine = {made["text"]: SUCCEEDED, made["image"]: SUCCEEDED, made["task"]: SUCCEEDED, made["training"]: CANCELLED}
+    assert listed_ids(clients["a"]) == mine
     assert listed_ids(clients["b"]) == {made["other"]: SUCCEEDED}
     everyone = listed_ids(clients["ops"], all_clients=True)
-    assert {made["text"], made["image"], made["task"], made["other"]} <= set(everyone)
+    assert {*mine, made["other"]} <= set(everyone)
+    # A training job is listed with the whole resource.
+    (trained,) = clients["a"].list_jobs(services=["training"], state="cancelled").jobs
+    assert trained.job.training_job.spec.layer == 61 and trained.status.method.endswith("/CreateTrainingJob")
     # Newest first, and each item is the Job GetJob answers, with its owner.
     page = clients["ops"].list_jobs(services=["text"], all_clients=True, page_size=200)
     times = [listed.status.create_time.ToMilliseconds() for listed in page.jobs]
@@ -125,8 +133,11 @@ def test_another_clients_job_is_not_found_and_headers_cannot_be_forged(mesh, cli
     for call in (b.text.get_job, b.text.cancel_job, lambda job_id: list(b.text.watch(job_id))):
         with pytest.raises(errors.NotFound):
             call(made["text"])
-    with pytest.raises(errors.NotFound):
-        b.training.get_job(made["task"])
+    for job_id in (made["task"], made["training"]):
+        with pytest.raises(errors.NotFound):
+            b.training.get_job(job_id)
+        with pytest.raises(errors.NotFound):
+            b.training.cancel_job(job_id)
     assert rest(mesh, keys["b"], f"/v1/text/jobs/{made['text']}").status_code == 404
     # A caller's own x-client-id / x-genmesh-admin are dropped by the gateway.
     forged = {"x-api-key": keys["b"], "x-client-id": "jobs-a", "x-genmesh-admin": "true"}
@@ -160,7 +171,7 @@ def test_genmesh_job_get_and_jobs_show_a_training_task(mesh, keys, made) -> None
     lines = table.stdout.splitlines()
     assert lines[0].split() == ["ID", "SERVICE", "METHOD", "STATE", "PROGRESS", "AGE"]
     rows = {line.split()[0]: line.split() for line in lines[1:]}
-    assert set(rows) == {made["text"], made["image"], made["task"]}
+    assert set(rows) == {made["text"], made["image"], made["task"], made["training"]}
     assert rows[made["task"]][1:4] == ["training", "GenerateSyntheticData", "succeeded"]
     only = subprocess.run([CLI, "jobs", "--service", "image"], env=env, capture_output=True, text=True)
     assert [line.split()[0] for line in only.stdout.splitlines()[1:]] == [made["image"]]
