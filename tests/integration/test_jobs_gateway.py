@@ -244,3 +244,14 @@ def test_listing_pages_through_the_index_without_reading_it_all(mesh, clients, o
     assert all(len(page) <= 3 for page in pages)
     after = clients["a"].list_jobs(services=["video"], created_after=base + 3.5, created_before=base + 100).jobs
     assert [listed.status.job_id for listed in after] == list(reversed(ids[4:]))
+
+
+def test_an_agent_jobs_sub_jobs_belong_to_its_caller(clients) -> None:
+    a = clients["a"]
+    events = list(a.agent.stream_create_character("a lighthouse keeper", stages=["text"], seed=2))
+    sub_job = next(event.stage_started.sub_job_id for event in events if event.WhichOneof("event") == "stage_started")
+    assert a.agent.get_job(events[0].job_id).status.client_id == "jobs-a"
+    assert a.text.get_job(sub_job).status.client_id == "jobs-a"
+    assert sub_job in [listed.status.job_id for listed in a.list_jobs(services=["text"]).jobs]
+    with pytest.raises(errors.NotFound):
+        clients["b"].text.get_job(sub_job)
