@@ -138,6 +138,9 @@ _CLUSTER = """
       - lb_endpoints: {endpoints}"""
 
 
+# Served by every server (servers/runtime/library_rpcs.py): routed to any of them, like reflection.
+LIBRARY = "genmesh.library.v1.LibraryService"
+
 UPSTREAM_TLS_FILES = ("tls.crt", "tls.key", "ca.crt")  # the names cert-manager gives a TLS Secret's files
 
 
@@ -234,7 +237,7 @@ def render_envoy_config(
         every.extend(endpoint for endpoint in endpoints if endpoint not in every)
     values["ANY_CLUSTER_TYPE"], values["ANY_LB_ENDPOINTS"] = _cluster_fields(every)
     values["ANY_TRANSPORT_SOCKET"] = _upstream_tls(upstream_tls_dir, [s for s in SERVICES if upstreams.get(s)])
-    values["TRANSCODED_SERVICES"] = json.dumps([BY_NAME[service].proto_service for service in SERVICES])
+    values["TRANSCODED_SERVICES"] = json.dumps([*(BY_NAME[service].proto_service for service in SERVICES), LIBRARY])
     values["SERVICE_ROUTES"] = "".join(routes)  # each starts with a newline and its own indentation
     values["SERVICE_CLUSTERS"] = "".join(clusters)
 

@@ -16,6 +16,10 @@ other clients' names. When the scan stops early, the last name scanned is the pa
 nothing past it is returned yet (memory's jobs included), and the next page starts there, so a
 page may be short while more remain.
 
+Live jobs of other replicas: the forwarding interceptor (which knows the peers) sets
+``peer_live_jobs`` for a ListJobs call; the replica asked merges what every other replica holds
+queued or running (those answer ``answering_peer`` calls from memory only, never the index).
+
 Nothing here imports grpc; ``job_rpcs.py`` turns requests into ``JobQuery`` and pages into messages.
 """
 
@@ -24,7 +28,8 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,8 +47,40 @@ _POSITION = re.compile(r"[0-9]{13}-[A-Za-z0-9][A-Za-z0-9._-]*")
 _TOKEN_VERSION = "p1:"
 
 
+# Set per ListJobs call by the forwarding interceptor: the other replicas' ListJobs answers (raw
+# bytes, one per replica that answered), or None without peers.
+peer_live_jobs: ContextVar[Callable[[], Awaitable[list[bytes]]] | None] = ContextVar("peer_live_jobs", default=None)
+# True for a ListJobs call another replica made: answer the live jobs held here, nothing else.
+answering_peer: ContextVar[bool] = ContextVar("answering_peer", default=False)
+
+
+# (service, RPC) -> the kind of output its jobs store in the ``outputs`` bucket (``library.py``).
+OUTPUT_KINDS = {
+    ("text", "Generate"): "text",
+    ("text", "Chat"): "text",
+    ("image", "GenerateImage"): "image",
+    ("video", "GenerateVideo"): "video",
+    ("agent", "CreateCharacter"): "character",
+    ("training", "RestoreImage"): "restored_image",
+}
+
+
+def output_kind(service: str, method: str) -> str | None:
+    return OUTPUT_KINDS.get((service, rpc_name(method)))
+
+
+def milliseconds(created_at: float) -> int:
+    """The milliseconds a Timestamp made from ``created_at`` holds (``convert.timestamp``), so a job
+    positions the same from a ``Job`` in memory and from its message (a peer's answer, a record)."""
+    return int(created_at * 1e9) // 1_000_000
+
+
 def position(created_at: float, job_id: str) -> str:
-    return f"{_MAX_MS - int(created_at * 1000):013d}-{job_id}"
+    return position_ms(milliseconds(created_at), job_id)
+
+
+def position_ms(ms: int, job_id: str) -> str:
+    return f"{_MAX_MS - ms:013d}-{job_id}"
 
 
 def created_ms(position_: str) -> int:
@@ -133,13 +170,13 @@ class JobIndex:
             return f"{INDEX_PREFIX}{self.service}/all/"
         return f"{INDEX_PREFIX}{self.service}/by-client/{owner or _NO_CLIENT}/"
 
-    def keys(self, job_id: str, created_at: float, state: str, method: str, owner: str) -> list[str]:
-        name = f"{position(created_at, job_id)}.{state}.{rpc_name(method)}"
+    def keys(self, job_id: str, created_ms: int, state: str, method: str, owner: str) -> list[str]:
+        name = f"{position_ms(created_ms, job_id)}.{state}.{rpc_name(method)}"
         return [self._prefix(None) + name, self._prefix(owner) + name]
 
     def add(self, job_id: str, created_at: float, state: str, method: str, owner: str) -> None:
         """Blocking. Written after the record, so an indexed job always has one to read."""
-        for key in self.keys(job_id, created_at, state, method, owner):
+        for key in self.keys(job_id, milliseconds(created_at), state, method, owner):
             self.store.put_bytes(OUTPUTS, key, b"", content_type="application/octet-stream")
 
     def scan(self, query: JobQuery) -> tuple[list[Listed], str | None]:
@@ -154,7 +191,11 @@ class JobIndex:
         start = prefix + max(starts) if starts else None
         found: list[Listed] = []
         scanned = 0
-        for entry in self.store.list(OUTPUTS, prefix, start_after=start):
+        # Without a filter on the names, the page's names (and one to know whether more follow)
+        # are all it needs; with one, up to the scan limit in one request.
+        filtered = bool(query.state or query.method or (query.owner is not None and prefix.endswith("/all/")))
+        page_keys = SCAN_LIMIT if filtered else query.page_size + 1
+        for entry in self.store.list(OUTPUTS, prefix, start_after=start, page_keys=page_keys):
             listed = parse_name(entry.key[len(prefix) :], query.owner)
             if listed is None:
                 continue

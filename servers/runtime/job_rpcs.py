@@ -14,24 +14,24 @@ records (``job_records``) so finished jobs stay answerable after this process is
 
 Jobs are owned (``caller.py``): a job of another client answers NOT_FOUND, exactly as an unknown id
 does, unless the caller is admin. ListJobs pages the jobs held in memory together with the index of
-finished ones (``job_listing.py``). Live jobs of other replicas are not listed here: a caller sees
-another replica's job once it finished (from the index), or by id (GetJob forwards to its owner).
+finished ones (``job_listing.py``) and, with replicas, the other replicas' live jobs (asked by the
+forwarding interceptor).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
-from google.protobuf import descriptor_pool, message_factory
+from google.protobuf import descriptor_pool
+from google.protobuf.message import Message
 
 from genmesh.common.v1 import job_pb2
 from genmesh.errors import Cancelled, InvalidArgument, NotFound, PermissionDenied, from_code
 from genmesh.services import SERVICES
-from servers.runtime import caller
+from servers.runtime import caller, job_listing
 from servers.runtime.convert import STATES
 from servers.runtime.job_listing import (
     JobIndex,
@@ -42,10 +42,13 @@ from servers.runtime.job_listing import (
     encode_token,
     merge,
     position,
+    position_ms,
     rpc_name,
 )
 from servers.runtime.job_records import TerminalRecords
 from servers.runtime.jobs import Job, JobEvent, JobQueue
+from servers.runtime.library import Library
+from servers.runtime.protos import returned_type
 from servers.runtime.streaming import stream_job
 from storage.keys import validate_job_id
 from storage.object_store import ObjectStore
@@ -106,13 +109,6 @@ def live_entry(job: Job) -> Listed:
     return Listed(position(job.created_at, job.id), job.id, job.state.value, rpc_name(job.method), job.owner, job)
 
 
-@functools.cache
-def returned_type(service: str, method: str) -> type:
-    """The message class ``method`` of ``service`` ("genmesh.image.v1.ImageService") returns (or streams)."""
-    rpc = descriptor_pool.Default().FindServiceByName(service).methods_by_name[method]
-    return message_factory.GetMessageClass(rpc.output_type)
-
-
 def terminal_events(service: str, recorded: Any) -> Iterator[Any]:
     """The one terminal WatchJob event of a job known only by its record, then its error as the
     stream's status (as the job's own stream ended)."""
@@ -142,7 +138,7 @@ class JobRpcs:
         """Write each job's final ``Job`` message to the object store once it ended, and index it
         for ListJobs."""
         index = JobIndex(self.store, service_folder(self.queue.service)) if self.queue.service else None
-        self.records = TerminalRecords(self.store, index)
+        self.records = TerminalRecords(self.store, index, Library(self.store))
         self._saving: set[asyncio.Future[None]] = set()
         self.queue.on_terminal.append(self._save_record)
 
@@ -196,16 +192,43 @@ class JobRpcs:
         """A page of the caller's jobs (every client's for an admin asking ``all_clients``), newest
         first: those in memory and, from the index, those that finished before."""
         query = job_query(self.queue.service, request, caller.current())
+        response_type = returned_type(self.queue.service, "ListJobs")
         live = [live_entry(job) for job in self.queue.jobs()]
+        if job_listing.answering_peer.get():  # another replica merges; it reads the index itself
+            waiting = [listed for listed in live if listed.state in ("queued", "running") and query.matches(listed)]
+            return response_type(jobs=[self.job_message(listed.source) for listed in waiting])
         live += await self._more_listed(query)
+        live += await self._peer_listed()
         stored, horizon = ([], None)
         if self.records is not None and self.records.index is not None:
             stored, horizon = await asyncio.to_thread(self.records.index.scan, query)
         page, after = merge(query, stored, horizon, live)
         messages = await asyncio.gather(*(self._listed_message(listed) for listed in page))
-        response = returned_type(self.queue.service, "ListJobs")(next_page_token=encode_token(after))
+        response = response_type(next_page_token=encode_token(after))
         response.jobs.extend(message for message in messages if message is not None)
         return response
+
+    async def _peer_listed(self) -> list[Listed]:
+        """The queued and running jobs of the other replicas (those that answer)."""
+        fetch = job_listing.peer_live_jobs.get()
+        if fetch is None:
+            return []
+        response_type = returned_type(self.queue.service, "ListJobs")
+        listed = []
+        for raw in await fetch():
+            for message in response_type.FromString(raw).jobs:
+                status = message.status
+                listed.append(
+                    Listed(
+                        position_ms(status.create_time.ToMilliseconds(), status.job_id),
+                        status.job_id,
+                        STATE_VALUES.get(status.state, ""),
+                        rpc_name(status.method),
+                        status.client_id,
+                        message,
+                    )
+                )
+        return listed
 
     async def _more_listed(self, query: JobQuery) -> list[Listed]:
         """Jobs this service holds elsewhere than its queue (Training's training jobs); none by default."""
@@ -215,6 +238,8 @@ class JobRpcs:
         """The ``Job`` message of a listed job; None for an indexed job whose record is gone."""
         if isinstance(listed.source, Job):
             return self.job_message(listed.source)
+        if isinstance(listed.source, Message):  # a peer's answer
+            return listed.source
         assert self.records is not None
         return await asyncio.to_thread(self.records.load, listed.job_id, returned_type(self.queue.service, "GetJob"))
 

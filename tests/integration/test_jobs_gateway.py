@@ -10,6 +10,7 @@ import os
 import secrets
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +21,7 @@ import pytest
 from genmesh import errors
 from genmesh.client import GenmeshClient
 from genmesh.common.v1 import job_pb2
+from genmesh.library.v1 import library_pb2
 from servers.mesh.launcher import Mesh
 from servers.mesh.processes import wait_until
 from storage.buckets import OUTPUTS
@@ -255,3 +257,86 @@ def test_an_agent_jobs_sub_jobs_belong_to_its_caller(clients) -> None:
     assert sub_job in [listed.status.job_id for listed in a.list_jobs(services=["text"]).jobs]
     with pytest.raises(errors.NotFound):
         clients["b"].text.get_job(sub_job)
+
+
+# -- the library of outputs ---------------------------------------------------------------------
+
+
+def test_the_library_lists_a_clients_outputs_with_their_parameters(mesh, clients, keys, made) -> None:
+    outputs = clients["a"].outputs.list(page_size=200).outputs
+    by_id = {output.job_id: output for output in outputs}
+    assert made["image"] in by_id and made["text"] in by_id and made["other"] not in by_id
+    assert made["task"] not in by_id and made["training"] not in by_id  # synthetic data and training: no outputs
+    image = by_id[made["image"]]
+    assert image.kind == library_pb2.OUTPUT_KIND_IMAGE and image.service == "image" and image.client_id == "jobs-a"
+    assert image.thumbnail.key.startswith(image.folder) and image.folder.endswith(f"/{made['image']}/")
+    # As the REST API writes them (an int64 seed is a JSON string), to send back as they are.
+    assert image.parameters["steps"] == 2 and image.parameters["width"] == 64 and image.parameters["seed"] == "1"
+    assert httpx.get(image.thumbnail.url, timeout=30).content[:4] == b"\x89PNG"  # a fresh presigned URL
+    assert by_id[made["text"]].kind == library_pb2.OUTPUT_KIND_TEXT and by_id[made["text"]].parameters["model"]
+    # Newest first; by kind; over REST.
+    times = [output.create_time.ToMilliseconds() for output in outputs]
+    assert times == sorted(times, reverse=True)
+    assert [o.job_id for o in clients["a"].outputs.list(kind="image").outputs] == [made["image"]]
+    body = rest(mesh, keys["a"], "/v1/outputs", kind="OUTPUT_KIND_IMAGE").json()
+    assert [output["job_id"] for output in body["outputs"]] == [made["image"]]
+    env = {**os.environ, "GENMESH_URL": mesh.url, "GENMESH_API_KEY": keys["a"]}
+    shown = subprocess.run([CLI, "outputs", "--kind", "image"], env=env, capture_output=True, text=True)
+    assert shown.returncode == 0 and shown.stdout.split()[:2] == [made["image"], "image"], shown.stderr
+
+
+def test_deleting_an_output_is_for_its_owner_and_the_record_says_so(mesh, clients, keys, object_store) -> None:
+    a = clients["a"]
+    job_id = first_event(a.images.stream_generate("to delete", width=64, height=64, steps=2, detach=True)).job_id
+    wait_until(lambda: job_id in [o.job_id for o in a.outputs.list(kind="image").outputs], timeout=120, what="it")
+    folder = next(o.folder for o in a.outputs.list(kind="image").outputs if o.job_id == job_id)
+    assert list(object_store.list(OUTPUTS, folder))
+    with pytest.raises(errors.NotFound):
+        clients["b"].outputs.delete(job_id)
+    response = httpx.delete(f"http://{mesh.url}/v1/outputs/{job_id}", headers={"x-api-key": keys["a"]}, timeout=30)
+    assert response.status_code == 200 and int(response.json()["deleted_objects"]) >= 2, response.text
+    assert list(object_store.list(OUTPUTS, folder)) == []
+    assert job_id not in [output.job_id for output in a.outputs.list(page_size=200).outputs]
+    recorded = json.loads(object_store.get_bytes(OUTPUTS, f"jobs/{job_id}.json"))
+    assert recorded["status"]["outputs_deleted_time"]
+    with pytest.raises(errors.NotFound):
+        a.outputs.delete(job_id)  # nothing left
+
+
+def test_the_library_pages_through_many_stored_results(mesh, clients, object_store, made) -> None:
+    """1,200 outputs of one client (more than one S3 listing page of index names), written as real
+    jobs leave them (a copy of a real image job's record each, and its index names): the pages give
+    each once, newest first, with its parameters, and a page costs about the same whatever the
+    store holds (bench/library.py measures 5,000)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from servers.runtime.library import Library
+
+    template = json.loads(object_store.get_bytes(OUTPUTS, f"jobs/{made['image']}.json"))
+    library = Library(object_store)
+    base = 1_600_000_000.0
+
+    def write(number: int) -> str:
+        job_id = f"img-7-{number:024x}"
+        record = json.loads(json.dumps(template).replace(made["image"], job_id))
+        record["status"]["client_id"] = "jobs-ops"
+        record["status"]["create_time"] = datetime.fromtimestamp(base + number, UTC).isoformat().replace("+00:00", "Z")
+        object_store.put_bytes(OUTPUTS, f"jobs/{job_id}.json", json.dumps(record).encode(), "application/json")
+        library.add(job_id, base + number, "image", "image", "jobs-ops")
+        return job_id
+
+    with ThreadPoolExecutor(8) as pool:
+        written = list(pool.map(write, range(1200)))
+    seconds, seen, token = [], [], ""
+    while True:
+        started = time.monotonic()
+        page = clients["ops"].outputs.list(page_size=100, page_token=token, created_before=base + 10_000)
+        seconds.append(time.monotonic() - started)
+        seen.extend(output.job_id for output in page.outputs)
+        assert all(output.parameters["steps"] == 2 for output in page.outputs)
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == list(reversed(written)) and len(seconds) == 12
+    # Reading the whole index (2,400 names and more) would take seconds per page here.
+    assert sorted(seconds)[len(seconds) // 2] < 1.0, seconds

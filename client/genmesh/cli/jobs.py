@@ -1,4 +1,4 @@
-"""genmesh models / jobs / job get|cancel|watch / up."""
+"""genmesh models / jobs / job get|cancel|watch / outputs [rm] / up."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from genmesh import errors
 from genmesh.cli.base import app, job_app
 from genmesh.cli.common import JsonFlag, KeyOption, UrlOption, fail, to_dict, usage_error
 from genmesh.client import GenmeshClient
-from genmesh.client.jobs import LIST_STUBS, STATES, ListedJob
+from genmesh.client.jobs import LIST_STUBS, OUTPUT_KINDS, STATES, ListedJob
 from genmesh.services import SERVICES, service_for_job
 
 
@@ -114,6 +114,59 @@ def list_jobs(
         typer.echo(f"(not running, not listed: {', '.join(page.unavailable)})", err=True)
     if page.next_page_token:
         typer.echo("(more jobs: raise --limit, or page with the Python client's list_jobs)", err=True)
+
+
+outputs_app = typer.Typer(help="The library of outputs: list them newest first, or delete one job's.")
+app.add_typer(outputs_app, name="outputs")
+KIND_NAMES = {number: name for name, number in OUTPUT_KINDS.items()}
+
+
+@outputs_app.callback(invoke_without_command=True)
+def outputs(
+    ctx: typer.Context,
+    kind: Annotated[str | None, typer.Option(help="Only this kind: " + ", ".join(OUTPUT_KINDS) + ".")] = None,
+    limit: Annotated[int, typer.Option(help="Most outputs to show, 1..200.")] = 20,
+    all_clients: Annotated[bool, typer.Option("--all", help="Every client's outputs (admin keys only).")] = False,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """List stored outputs, newest first: job id, kind, age, thumbnail or first file, parameters."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if kind is not None and kind not in OUTPUT_KINDS:
+        usage_error(f"--kind must be one of {', '.join(OUTPUT_KINDS)} (got {kind!r})")
+    if not 1 <= limit <= 200:
+        usage_error(f"--limit must be between 1 and 200 (got {limit})")
+    with GenmeshClient(url, api_key) as client:
+        try:
+            listed = client.outputs.list(kind=kind, page_size=limit, all_clients=all_clients)
+        except errors.GenmeshError as error:
+            fail(error)
+    now = time.time()
+    for output in listed.outputs:
+        if as_json:
+            typer.echo(json.dumps(to_dict(output)))
+            continue
+        shown = (
+            output.thumbnail if output.HasField("thumbnail") else (output.artifacts[0] if output.artifacts else None)
+        )
+        where = f"{shown.bucket}/{shown.key}" if shown is not None else output.folder
+        parameters = json.dumps(to_dict(output.parameters), separators=(",", ":"))
+        created = output.create_time.ToMilliseconds() / 1000
+        kind_name = KIND_NAMES.get(output.kind, "?")
+        typer.echo(f"{output.job_id:36} {kind_name:14} {age(now - created):>5}  {where}  {parameters[:80]}")
+
+
+@outputs_app.command("rm")
+def outputs_rm(job_id: str, url: UrlOption = None, api_key: KeyOption = None) -> None:
+    """Delete one job's stored outputs (its whole folder); its record says so."""
+    with GenmeshClient(url, api_key) as client:
+        try:
+            deleted = client.outputs.delete(job_id)
+        except errors.GenmeshError as error:
+            fail(error)
+    typer.echo(f"deleted {deleted.deleted_objects} objects of {job_id}")
 
 
 def job_service(client: GenmeshClient, job_id: str) -> Any:

@@ -23,6 +23,7 @@ from genmesh import errors
 from genmesh.agent.v1 import agent_pb2, agent_pb2_grpc
 from genmesh.common.v1 import job_pb2
 from genmesh.image.v1 import image_pb2, image_pb2_grpc
+from genmesh.library.v1 import library_pb2
 from genmesh.text.v1 import text_pb2, text_pb2_grpc
 from genmesh.training.v1 import training_pb2, training_pb2_grpc
 from genmesh.video.v1 import video_pb2, video_pb2_grpc
@@ -183,3 +184,21 @@ def decode(token: str) -> dict[str, tuple[str, int]]:
         raise errors.InvalidArgument(
             "page_token is not a token list_jobs made (pass next_page_token back unchanged)", field="page_token"
         ) from None
+
+
+OUTPUT_KINDS = {"text": 1, "image": 2, "video": 3, "character": 4, "restored_image": 5}
+
+
+def outputs_request(
+    *, kind: str | None = None, page_size: int = 20, page_token: str = "", all_clients: bool = False, **times: Any
+) -> library_pb2.ListOutputsRequest:
+    """A ListOutputsRequest; ``kind`` is a name ("image"), times (created_after/before) datetimes or Unix seconds."""
+    if kind is not None and kind not in OUTPUT_KINDS:
+        raise errors.InvalidArgument(f"kind must be one of {', '.join(OUTPUT_KINDS)} (got {kind!r})", field="kind")
+    return library_pb2.ListOutputsRequest(
+        kind=OUTPUT_KINDS.get(kind or "", 0),
+        page_size=page_size,
+        page_token=page_token,
+        all_clients=all_clients,
+        **{name: _timestamp(value) for name, value in times.items()},
+    )

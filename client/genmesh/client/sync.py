@@ -12,6 +12,7 @@ from genmesh.agent.v1 import agent_pb2, agent_pb2_grpc
 from genmesh.client import jobs, requests
 from genmesh.client.connection import CHANNEL_OPTIONS, Connection, service_of, translate
 from genmesh.image.v1 import image_pb2, image_pb2_grpc
+from genmesh.library.v1 import library_pb2, library_pb2_grpc
 from genmesh.text.v1 import text_pb2, text_pb2_grpc
 from genmesh.training.v1 import training_pb2, training_pb2_grpc
 from genmesh.video.v1 import video_pb2, video_pb2_grpc
@@ -243,6 +244,21 @@ class AgentClient(_ServiceClient):
         return self._stream(self._stub.WatchJob, agent_pb2.WatchJobRequest(job_id=job_id), timeout)
 
 
+class LibraryClient(_ServiceClient):
+    """The library of outputs, across services: ``list`` newest first, ``delete`` one job's folder."""
+
+    def __init__(self, channel: grpc.Channel, connection: Connection) -> None:
+        super().__init__(library_pb2_grpc.LibraryServiceStub(channel), connection)
+
+    def list(self, **options: Any) -> library_pb2.ListOutputsResponse:
+        """Options: kind ("text", "image", "video", "character", "restored_image"), page_size (default 20),
+        page_token, all_clients (admin keys), created_after, created_before."""
+        return self._unary(self._stub.ListOutputs, jobs.outputs_request(**options))
+
+    def delete(self, job_id: str) -> library_pb2.DeleteOutputResponse:
+        return self._unary(self._stub.DeleteOutput, library_pb2.DeleteOutputRequest(job_id=job_id))
+
+
 class GenmeshClient:
     """Blocking client for the genmesh gateway (or a single server)."""
 
@@ -259,6 +275,7 @@ class GenmeshClient:
         self.videos = VideoClient(self._channel, self.connection)
         self.training = TrainingClient(self._channel, self.connection)
         self.agent = AgentClient(self._channel, self.connection)
+        self.outputs = LibraryClient(self._channel, self.connection)
         self._list_calls = {service: stub(self._channel).ListJobs for service, stub in jobs.LIST_STUBS.items()}
 
     def list_jobs(
