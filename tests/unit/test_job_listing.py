@@ -27,8 +27,8 @@ from servers.runtime.job_listing import (
 
 
 def test_positions_sort_newest_first_and_keep_the_time() -> None:
-    older, newer = position(1_700_000_000.123, "txt-0-b"), position(1_700_000_001.0, "txt-0-a")
-    assert newer < older and created_ms(older) == 1_700_000_000_123
+    older, newer = position(1_700_000_000.5, "txt-0-b"), position(1_700_000_001.0, "txt-0-a")
+    assert newer < older and created_ms(older) == 1_700_000_000_500
     same_ms = sorted([position(5.0, "img-b"), position(5.0, "img-a")])
     assert [item[14:] for item in same_ms] == ["img-a", "img-b"]  # the id breaks ties
     listed = parse_name(f"{older}.succeeded.Generate", "a")

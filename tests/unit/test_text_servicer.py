@@ -77,7 +77,9 @@ class FakeStore:
             raise NotFound(f"no object {key}")
         return self.saved[key]
 
-    def list(self, bucket: str, prefix: str = "", recursive: bool = True, start_after: str | None = None):
+    def list(
+        self, bucket: str, prefix: str = "", recursive: bool = True, start_after: str | None = None, page_keys=None
+    ):
         """Keys in order, as S3 lists them."""
         for key in sorted(self.saved):
             if key.startswith(prefix) and (start_after is None or key > start_after):
