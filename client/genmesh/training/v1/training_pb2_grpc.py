@@ -169,14 +169,17 @@ class TrainingServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetTrainingJob(self, request, context):
-        """Gets a training job by id, with its metrics history so far. Errors: NOT_FOUND.
+        """Gets a training job by id, with its metrics history so far. Like every job it belongs to the
+        client of the key that created it: another client's answers NOT_FOUND (here and in every RPC
+        about a job) unless the key is admin. Errors: NOT_FOUND.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListTrainingJobs(self, request, context):
-        """Lists training jobs, newest first, optionally only those in one state or of one layer.
+        """Lists training jobs, newest first, optionally only those in one state or of one layer: the
+        caller's own, or every client's for an admin key (ListJobs lists them with the tasks).
         Errors: INVALID_ARGUMENT (bad `page_token`, or `page_size` < 0).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
