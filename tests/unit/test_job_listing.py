@@ -144,3 +144,22 @@ def test_bad_merged_tokens_and_sizes_are_refused() -> None:
     with pytest.raises(InvalidArgument, match="state"):
         list_request("text", state="sleeping")
     assert list_request("image", state="running", all_clients=True).state == job_pb2.JOB_STATE_RUNNING
+
+
+def test_an_outputs_artifacts_are_found_wherever_its_result_holds_them() -> None:
+    from genmesh.agent.v1 import agent_pb2
+    from genmesh.image.v1 import image_pb2
+    from servers.runtime.job_listing import output_kind
+    from servers.runtime.library import artifacts_of
+
+    result = image_pb2.ImageResult(images=[image_pb2.GeneratedImage(), image_pb2.GeneratedImage()])
+    result.images[0].artifact.key, result.images[1].artifact.key = "f/img-1/image_0.png", "f/img-1/image_1.png"
+    result.record.key = "f/img-1/result.json"
+    assert [(name, found.key) for name, found in artifacts_of(result)] == [
+        ("images", "f/img-1/image_0.png"), ("images", "f/img-1/image_1.png"), ("record", "f/img-1/result.json"),
+    ]  # fmt: skip
+    character = agent_pb2.CharacterResult()
+    character.portrait.key = "f/agt-1/portrait.png"
+    assert [name for name, _ in artifacts_of(character)] == ["portrait"]
+    assert output_kind("training", "genmesh.training.v1.TrainingService/RestoreImage") == "restored_image"
+    assert output_kind("training", "GenerateSyntheticData") is None and output_kind("text", "Chat") == "text"
