@@ -5,6 +5,7 @@ and finished jobs are still listed after their server restarts (from the index i
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
@@ -19,7 +20,7 @@ import httpx
 import pytest
 
 from genmesh import errors
-from genmesh.client import GenmeshClient
+from genmesh.client import AsyncGenmeshClient, GenmeshClient
 from genmesh.common.v1 import job_pb2
 from genmesh.library.v1 import library_pb2
 from servers.mesh.launcher import Mesh
@@ -128,6 +129,21 @@ def test_each_key_lists_its_own_jobs_and_an_admin_lists_all(mesh, clients, keys,
     body = rest(mesh, keys["a"], "/v1/training/all-jobs", method="GenerateSyntheticData").json()
     assert [job["status"]["job_id"] for job in body["jobs"]] == [made["task"]]
     assert body["jobs"][0]["result"]["synthetic_data"]["pair_count"] == 2
+
+
+def test_the_async_client_lists_the_same(mesh, keys, made) -> None:
+    async def listed() -> tuple[set[str], list[str]]:
+        async with AsyncGenmeshClient(mesh.url, keys["a"]) as client:
+            page = await client.list_jobs(page_size=3)
+            ids = {listed.status.job_id for listed in page.jobs}
+            while page.next_page_token:
+                page = await client.list_jobs(page_size=3, page_token=page.next_page_token)
+                ids |= {listed.status.job_id for listed in page.jobs}
+            outputs = await client.outputs.list(kind="image")
+        return ids, [output.job_id for output in outputs.outputs]
+
+    ids, images = asyncio.run(listed())
+    assert ids == {made["text"], made["image"], made["task"], made["training"]} and images == [made["image"]]
 
 
 def test_another_clients_job_is_not_found_and_headers_cannot_be_forged(mesh, clients, keys, made) -> None:

@@ -137,6 +137,11 @@ def test_every_replica_lists_the_running_jobs_of_both(replicated: Mesh, client: 
             if len(running) == 2:
                 break
         assert len(running) == 2, running
+        wait_until(
+            lambda: all(client.text.get_job(job_id).status.progress.step >= 1 for job_id in running.values()),
+            timeout=60,
+            what="both jobs to make tokens",
+        )
         for replica in (0, 1):  # asked directly (the operator), each merges the other's live jobs with its own
             channel, stub = stub_for(replicated, replica)
             request = text_pb2.ListJobsRequest(state=job_pb2.JOB_STATE_RUNNING, all_clients=True)
