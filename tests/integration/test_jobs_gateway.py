@@ -23,9 +23,10 @@ from genmesh import errors
 from genmesh.client import AsyncGenmeshClient, GenmeshClient
 from genmesh.common.v1 import job_pb2
 from genmesh.library.v1 import library_pb2
-from servers.mesh.launcher import Mesh
-from servers.mesh.processes import wait_until
+from servers.mesh.launcher import LaunchOptions, Mesh
+from servers.mesh.processes import free_port, wait_until
 from storage.buckets import OUTPUTS
+from storage.object_store import ObjectStore
 
 pytestmark = pytest.mark.integration
 
@@ -356,3 +357,34 @@ def test_the_library_pages_through_many_stored_results(mesh, clients, object_sto
     assert seen == list(reversed(written)) and len(seconds) == 12
     # Reading the whole index (2,400 names and more) would take seconds per page here.
     assert sorted(seconds)[len(seconds) // 2] < 1.0, seconds
+
+
+def test_finished_jobs_are_still_listed_after_genmesh_up_stops_and_starts(tmp_path: Path, monkeypatch) -> None:
+    """A small mesh of its own (S3, Text, Envoy), stopped and started again on the same data folder."""
+    for name in ("GENMESH_API_KEYS", "GENMESH_API_KEYS_FILE"):
+        monkeypatch.delenv(name, raising=False)
+
+    def up() -> Mesh:
+        options = LaunchOptions(
+            port=free_port(), services=("text",), data_dir=tmp_path, service_args={"text": ["--context-length", "512"]}
+        )
+        return Mesh(options).start()
+
+    mesh = up()
+    try:
+        with GenmeshClient(mesh.url, mesh.api_key) as client:
+            events = list(client.text.stream_generate("Once", max_tokens=2))
+            job_id = events[-1].job_id
+        assert mesh.s3 is not None
+        store = ObjectStore(mesh.s3.settings())
+        wait_until(lambda: store.exists(OUTPUTS, f"jobs/{job_id}.json"), timeout=30, what="its record")
+    finally:
+        mesh.stop()
+    mesh = up()
+    try:
+        with GenmeshClient(mesh.url, mesh.api_key) as client:
+            (listed,) = client.list_jobs().jobs
+            assert listed.status.job_id == job_id and listed.status.state == SUCCEEDED
+            assert listed.status.client_id == "local"  # the key genmesh up generated, an admin one
+    finally:
+        mesh.stop()
