@@ -218,8 +218,7 @@ class JobIndex:
         scanned = 0
         # Without a filter on the names, the page's names (and one to know whether more follow)
         # are all it needs; with one, up to the scan limit in one request.
-        filtered = bool(query.state or query.method or (query.owner is not None and prefix.endswith("/all/")))
-        page_keys = SCAN_LIMIT if filtered else query.page_size + 1
+        page_keys = SCAN_LIMIT if query.state or query.method else query.page_size + 1
         for entry in self.store.list(OUTPUTS, prefix, start_after=start, page_keys=page_keys):
             listed = parse_name(entry.key[len(prefix) :], query.owner)
             if listed is None:
