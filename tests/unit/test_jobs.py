@@ -13,11 +13,9 @@ from servers.runtime.events import (
     Failed,
     JobState,
     Output,
-    ProgressEvent,
     Queued,
     Started,
     Succeeded,
-    TextDelta,
 )
 from servers.runtime.queue import JobContext, JobQueue
 

@@ -3,13 +3,12 @@ rest merged per frame, held text sent before any other report, a cancel, or the 
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import threading
 from collections.abc import Callable
 from typing import Any
 
-from servers.runtime.events import CancelledEvent, Output, ProgressEvent, StageChanged, Succeeded, TextDelta
+from servers.runtime.events import Output, ProgressEvent, StageChanged, Succeeded, TextDelta
 from servers.runtime.queue import JobContext, JobQueue
 from servers.text.framing import TextFrames
 

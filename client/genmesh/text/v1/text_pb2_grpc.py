@@ -72,6 +72,11 @@ class TextServiceStub:
                 request_serializer=genmesh_dot_text_dot_v1_dot_text__pb2.WatchJobRequest.SerializeToString,
                 response_deserializer=genmesh_dot_text_dot_v1_dot_text__pb2.GenerateResponse.FromString,
                 _registered_method=True)
+        self.ListJobs = channel.unary_unary(
+                '/genmesh.text.v1.TextService/ListJobs',
+                request_serializer=genmesh_dot_text_dot_v1_dot_text__pb2.ListJobsRequest.SerializeToString,
+                response_deserializer=genmesh_dot_text_dot_v1_dot_text__pb2.ListJobsResponse.FromString,
+                _registered_method=True)
 
 
 class TextServiceServicer:
@@ -124,6 +129,8 @@ class TextServiceServicer:
         memory for the server's job retention time, and their final state in object storage after
         that (and after their replica is gone). Errors: NOT_FOUND; UNAVAILABLE while the replica that
         runs an unfinished job is down.
+        A job belongs to the client of the API key that made it: another client's job answers
+        NOT_FOUND (GetJob, CancelJob and WatchJob alike), unless the key is admin.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -144,6 +151,19 @@ class TextServiceServicer:
         A Chat job's events come as GenerateResponse (the same shape as ChatResponse). A job known only
         by its record (finished, past the retention time or its replica gone) answers one terminal
         event. Errors: NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListJobs(self, request, context):
+        """Lists jobs, newest first: queued and running ones (from every replica) and finished ones (from
+        their records in object storage, so they outlive restarts). Each item is the Job GetJob
+        answers (queue position while queued, progress while running). A caller sees the jobs of its
+        own API key; an admin key may ask for every client's with `all_clients`. Errors:
+        INVALID_ARGUMENT (`page_size` outside 0..200, a `page_token` this server did not make,
+        `created_after` not before `created_before`), PERMISSION_DENIED (`all_clients` with a key that
+        is not admin).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -186,6 +206,11 @@ def add_TextServiceServicer_to_server(servicer, server):
                     servicer.WatchJob,
                     request_deserializer=genmesh_dot_text_dot_v1_dot_text__pb2.WatchJobRequest.FromString,
                     response_serializer=genmesh_dot_text_dot_v1_dot_text__pb2.GenerateResponse.SerializeToString,
+            ),
+            'ListJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJobs,
+                    request_deserializer=genmesh_dot_text_dot_v1_dot_text__pb2.ListJobsRequest.FromString,
+                    response_serializer=genmesh_dot_text_dot_v1_dot_text__pb2.ListJobsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -380,6 +405,33 @@ class TextService:
             '/genmesh.text.v1.TextService/WatchJob',
             genmesh_dot_text_dot_v1_dot_text__pb2.WatchJobRequest.SerializeToString,
             genmesh_dot_text_dot_v1_dot_text__pb2.GenerateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/genmesh.text.v1.TextService/ListJobs',
+            genmesh_dot_text_dot_v1_dot_text__pb2.ListJobsRequest.SerializeToString,
+            genmesh_dot_text_dot_v1_dot_text__pb2.ListJobsResponse.FromString,
             options,
             channel_credentials,
             insecure,
