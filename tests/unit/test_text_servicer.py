@@ -293,7 +293,8 @@ ADMIN = (("x-client-id", "ops"), ("x-genmesh-admin", "true"))
 
 
 async def test_jobs_belong_to_the_client_that_made_them(text_stub) -> None:
-    stub, _, store, queue = text_stub
+    stub, _, store, servicer = text_stub
+    queue = servicer.queue
     call = stub.Generate(generate(max_tokens=3, detach=True), metadata=A)
     job_id = (await call.read()).job_id
     assert [event async for event in stub.WatchJob(text_pb2.WatchJobRequest(job_id=job_id), metadata=A)]
