@@ -1,5 +1,5 @@
 """Generates the Python stubs (client/genmesh/**/v1/*_pb2*.py), Envoy's descriptor set and the OpenAPI
-document (deploy/openapi.json) from protos/.
+document (servers/web/openapi.json) from protos/.
 
 One command: ``python protos/generate.py`` (``make protos``). ``--out DIR`` writes into another
 folder instead; the staleness test uses it to compare against what is committed.
@@ -23,7 +23,7 @@ PROTO_ROOT = ROOT / "protos"
 GOOGLE_API_ROOT = Path(annotations_pb2.__file__).resolve().parents[2]  # holds google/api/*.proto
 GRPC_TOOLS_INCLUDE = Path(protoc.__file__).resolve().parent / "_proto"  # google/protobuf/*.proto
 DESCRIPTOR = Path("deploy/envoy/genmesh.pb")
-OPENAPI = Path("deploy/openapi.json")
+OPENAPI = Path("servers/web/openapi.json")  # served by the web front door at /openapi.json
 BUF_DEPS = ROOT / ".build" / "proto-deps" / "google" / "api"
 
 

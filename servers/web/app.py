@@ -13,6 +13,7 @@ import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,7 +22,7 @@ from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from genmesh.common.v1 import job_pb2
@@ -374,6 +375,14 @@ async def videos_list(request: Request) -> Response:
                       type="invalid_request_error", code="not_implemented")  # fmt: skip
 
 
+OPENAPI_DOCUMENT = Path(__file__).with_name("openapi.json")
+
+
+async def openapi_document(request: Request) -> Response:
+    """genmesh's REST contract (generated from the protos by ``protos/generate.py``)."""
+    return FileResponse(OPENAPI_DOCUMENT, media_type="application/json", headers={"cache-control": "no-cache"})
+
+
 async def _client_gone(request: Request, exc: Exception) -> Response:
     return Response(status_code=499)  # nobody reads it: the caller is gone
 
@@ -397,6 +406,7 @@ ROUTES = [
     Route("/v1/videos/{video_id}", videos_get, methods=["GET"]),
     Route("/v1/videos/{video_id}", videos_delete, methods=["DELETE"]),
     Route("/v1/videos/{video_id}/content", videos_content, methods=["GET"]),
+    Route("/openapi.json", openapi_document, methods=["GET", "HEAD"]),
     Route("/livez", livez, methods=["GET"]),
     Route("/health", health, methods=["GET"]),
     *console.routes(),  # the web console's files under /ui/

@@ -17,7 +17,7 @@ def generated_files(root: Path) -> dict[str, bytes]:
     files = {
         str(path.relative_to(root)): path.read_bytes() for path in (root / "client" / "genmesh").glob("*/v1/*_pb2*.py*")
     }
-    for name in ("deploy/envoy/genmesh.pb", "deploy/openapi.json"):
+    for name in ("deploy/envoy/genmesh.pb", "servers/web/openapi.json"):
         files[name] = (root / name).read_bytes()
     return files
 

@@ -14,7 +14,7 @@ from openapi_spec_validator import validate
 from servers.mesh.openapi import _with_range, openapi_path
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCUMENT = json.loads((ROOT / "deploy" / "openapi.json").read_text())
+DOCUMENT = json.loads((ROOT / "servers" / "web" / "openapi.json").read_text())
 SCHEMAS = DOCUMENT["components"]["schemas"]
 
 
