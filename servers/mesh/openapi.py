@@ -248,11 +248,12 @@ class _Builder:
             operation["parameters"] = parameters
         response = self.ref(method.output_type)
         if method.server_streaming:
-            content = {"text/event-stream": {"schema": {"type": "string"}, "x-genmesh-event-schema": response}}
+            # The schema is each event's data, as SSE-aware tools (schemathesis) read it.
+            content = {"text/event-stream": {"schema": response}}
             summary = (
-                "A stream of server-sent events, one `data: {json}` frame per message (the schema in "
-                "`x-genmesh-event-schema`). The first arrives at once; an error ends the stream as its "
-                "last event as well as in the gRPC status."
+                "A stream of server-sent events, one `data: {json}` frame per message (the schema is "
+                "that of each event's data). The first arrives at once; an error ends the stream as "
+                "its last event as well as in the gRPC status."
             )
         elif method.output_type.full_name == "google.api.HttpBody":
             content = {"*/*": {"schema": {"type": "string", "format": "binary"}}}
