@@ -28,7 +28,8 @@ from servers.compute.devices import configure_threads
 from servers.diffusion.builtin import TINY_SD15
 from servers.diffusion.compiled import compile_model, parse_shapes, warm_up_image
 from servers.diffusion.generate import GenerationParams, generate
-from servers.diffusion.loading import ModelSource, load_model
+from servers.diffusion.loading import load_model
+from servers.diffusion.sources import ModelSource
 
 # (width, height, images, scheduler, guidance): sizes the warm-up did not see, a batch, other schedulers
 REQUESTS = [

@@ -34,7 +34,8 @@ from genmesh.client import GenmeshClient
 from servers.compute.devices import configure_threads
 from servers.diffusion.builtin import TINY_SD15
 from servers.diffusion.generate import GenerationParams, generate
-from servers.diffusion.loading import ModelSource, load_model
+from servers.diffusion.loading import load_model
+from servers.diffusion.sources import ModelSource
 from servers.mesh.launcher import LaunchOptions, Mesh
 from servers.mesh.processes import free_port
 

@@ -1,4 +1,5 @@
-"""Generates the Python stubs (client/genmesh/**/v1/*_pb2*.py) and Envoy's descriptor set from protos/.
+"""Generates the Python stubs (client/genmesh/**/v1/*_pb2*.py), Envoy's descriptor set and the OpenAPI
+document (deploy/openapi.json) from protos/.
 
 One command: ``python protos/generate.py`` (``make protos``). ``--out DIR`` writes into another
 folder instead; the staleness test uses it to compare against what is committed.
@@ -7,8 +8,11 @@ folder instead; the staleness test uses it to compare against what is committed.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
+import tempfile
+import tomllib
 from pathlib import Path
 
 from google.api import annotations_pb2
@@ -19,6 +23,7 @@ PROTO_ROOT = ROOT / "protos"
 GOOGLE_API_ROOT = Path(annotations_pb2.__file__).resolve().parents[2]  # holds google/api/*.proto
 GRPC_TOOLS_INCLUDE = Path(protoc.__file__).resolve().parent / "_proto"  # google/protobuf/*.proto
 DESCRIPTOR = Path("deploy/envoy/genmesh.pb")
+OPENAPI = Path("deploy/openapi.json")
 BUF_DEPS = ROOT / ".build" / "proto-deps" / "google" / "api"
 
 
@@ -46,6 +51,28 @@ def generate(out: Path) -> None:
     descriptor.parent.mkdir(parents=True, exist_ok=True)
     # google.rpc.BadRequest rides in error details; the transcoder must know it to render REST error bodies.
     run_protoc("--include_imports", f"--descriptor_set_out={descriptor}", *files, "google/rpc/error_details.proto")
+    write_openapi(out / OPENAPI, files)
+
+
+def write_openapi(path: Path, files: list[str]) -> None:
+    """The REST contract, from the same protos plus their comments (source info)."""
+    sys.path.insert(0, str(ROOT))
+    from servers.mesh.openapi import build_openapi
+
+    with tempfile.TemporaryDirectory() as folder:
+        described = Path(folder) / "described.pb"
+        run_protoc(
+            "--include_imports",
+            "--include_source_info",
+            f"--descriptor_set_out={described}",
+            *files,
+            "google/rpc/error_details.proto",
+            "google/rpc/status.proto",  # REST error bodies
+        )
+        data = described.read_bytes()
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    document = build_openapi(data, version)
+    path.write_text(json.dumps(document, indent=1, sort_keys=False, ensure_ascii=False) + "\n")
 
 
 def copy_buf_deps() -> None:

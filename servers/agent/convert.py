@@ -22,7 +22,8 @@ from servers.agent.types import (
     VideoOptions,
 )
 from servers.runtime import convert as common
-from servers.runtime import jobs
+from servers.runtime import events
+from servers.runtime.queue import Job
 from storage.keys import validate_bucket, validate_key
 from storage.object_store import ObjectLocation
 
@@ -209,56 +210,56 @@ def stage_result(done: StageDone) -> agent_pb2.StageResult:
     )
 
 
-def completed_stages(job: jobs.Job) -> list[agent_pb2.StageResult]:
+def completed_stages(job: Job) -> list[agent_pb2.StageResult]:
     """The stages the job finished, from its history (outputs are kept there)."""
-    outputs = [event.payload for event in job.history if isinstance(event, jobs.Output)]
+    outputs = [event.payload for event in job.history if isinstance(event, events.Output)]
     return [stage_result(payload) for payload in outputs if isinstance(payload, StageDone)]
 
 
-def running_stage(job: jobs.Job) -> StageStarted | None:
+def running_stage(job: Job) -> StageStarted | None:
     """The stage started last and not finished, if any."""
     current = None
     for event in job.history:
-        if isinstance(event, jobs.Output) and isinstance(event.payload, StageStarted):
+        if isinstance(event, events.Output) and isinstance(event.payload, StageStarted):
             current = event.payload
-        elif isinstance(event, jobs.Output) and isinstance(event.payload, StageDone):
+        elif isinstance(event, events.Output) and isinstance(event.payload, StageDone):
             current = None
     return current
 
 
-def failed_stage(job: jobs.Job, stages: tuple[str, ...]) -> tuple[str, str]:
+def failed_stage(job: Job, stages: tuple[str, ...]) -> tuple[str, str]:
     """(stage, sub-job id) of the stage a failure ended: the one running, else the first of ``stages``
     not finished (its service refused the sub-job before accepting it); ("", "") between stages."""
     running = running_stage(job)
     if running is not None:
         return running.stage, running.sub_job_id
-    finished = {payload.stage for event in job.history if isinstance(event, jobs.Output)
+    finished = {payload.stage for event in job.history if isinstance(event, events.Output)
                 and isinstance(payload := event.payload, StageDone)}  # fmt: skip
     return next((stage for stage in stages if stage not in finished), ""), ""
 
 
 def stream_event(
-    job: jobs.Job, event: jobs.JobEvent, stages: tuple[str, ...] = STAGES
+    job: Job, event: events.JobEvent, stages: tuple[str, ...] = STAGES
 ) -> agent_pb2.CreateCharacterResponse:
     """One stream event; ``stages`` are the stages the job runs (to name one that failed before it started)."""
     fields = common.common_event_fields(job, event)
     match event:
-        case jobs.Output(payload=StageStarted(stage=stage, sub_job_id=sub_job_id, service=service)):
+        case events.Output(payload=StageStarted(stage=stage, sub_job_id=sub_job_id, service=service)):
             fields["stage_started"] = agent_pb2.StageStarted(
                 stage=stage_enum(stage), sub_job_id=sub_job_id, service=service
             )
-        case jobs.Output(payload=StageProgress() as update):
+        case events.Output(payload=StageProgress() as update):
             fields["stage_progress"] = agent_pb2.StageProgress(
                 stage=stage_enum(update.stage),
                 sub_job_id=update.sub_job_id,
                 sub_progress=update.sub_progress,
                 sub_stage=update.sub_stage,
             )
-        case jobs.Output(payload=StageDone() as done):
+        case events.Output(payload=StageDone() as done):
             fields["stage_result"] = stage_result(done)
-        case jobs.Succeeded(result=result):
+        case events.Succeeded(result=result):
             fields["result"] = result
-        case jobs.Failed(code=code, message=message):
+        case events.Failed(code=code, message=message):
             stage, sub_job_id = failed_stage(job, stages)
             fields["error"] = agent_pb2.CharacterError(
                 code=code,
@@ -267,7 +268,7 @@ def stream_event(
                 sub_job_id=sub_job_id,
                 completed_stages=completed_stages(job),
             )
-        case jobs.CancelledEvent(reason=reason):
+        case events.CancelledEvent(reason=reason):
             running = running_stage(job)
             fields["cancelled"] = agent_pb2.CharacterCancelled(
                 reason=reason,
@@ -277,7 +278,7 @@ def stream_event(
     return agent_pb2.CreateCharacterResponse(**fields)
 
 
-def job_message(job: jobs.Job) -> agent_pb2.Job:
+def job_message(job: Job) -> agent_pb2.Job:
     return agent_pb2.Job(status=common.job_status(job), result=job.result, completed_stages=completed_stages(job))
 
 

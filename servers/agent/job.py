@@ -29,7 +29,7 @@ from servers.agent.types import (
 )
 from servers.agent.upstreams import Upstreams
 from servers.runtime import convert as common
-from servers.runtime.jobs import JobContext
+from servers.runtime.queue import JobContext
 from storage import outputs
 from storage.buckets import OUTPUTS
 from storage.object_store import ObjectLocation, ObjectStore, StoredObject

@@ -15,7 +15,7 @@ from servers.agent.job import CharacterJob
 from servers.agent.upstreams import Upstreams
 from servers.runtime import caller
 from servers.runtime.job_rpcs import JobRpcs
-from servers.runtime.jobs import JobQueue
+from servers.runtime.queue import JobQueue
 from servers.runtime.streaming import stream_job
 from storage.object_store import ObjectStore
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from servers.runtime.events import Payload
 from storage.object_store import ObjectLocation, StoredObject
 
 # The stages, in the only order they may run; each is one job on the service of the same name.
@@ -93,14 +94,14 @@ class CharacterRequest:
 
 # Typed payloads the job streams (``jobs.Output``); convert.py turns them into events.
 @dataclass(frozen=True)
-class StageStarted:
+class StageStarted(Payload):
     stage: str
     sub_job_id: str
     service: str
 
 
 @dataclass(frozen=True)
-class StageProgress:
+class StageProgress(Payload):
     stage: str
     sub_job_id: str
     sub_progress: Any  # the sub-job's genmesh.common.v1.Progress, passed through
@@ -108,7 +109,7 @@ class StageProgress:
 
 
 @dataclass(frozen=True)
-class StageDone:
+class StageDone(Payload):
     stage: str
     sub_job_id: str
     stored: StoredObject

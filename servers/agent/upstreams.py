@@ -19,7 +19,7 @@ from genmesh.services import BY_NAME
 from genmesh.text.v1 import text_pb2, text_pb2_grpc
 from genmesh.video.v1 import video_pb2, video_pb2_grpc
 from servers.runtime.channels import RECONNECT_OPTIONS
-from servers.runtime.jobs import JobContext
+from servers.runtime.queue import JobContext
 from servers.runtime.tls import TlsFiles
 
 log = structlog.get_logger(__name__)

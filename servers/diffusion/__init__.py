@@ -7,7 +7,8 @@ reach the engine through a two-method protocol (``check_cancelled``, ``progress`
 - ``tokenizer``: CLIP's real tokenizer, built offline from the shipped BPE merge list.
 - ``configs``: config-only diffusers folders for single-file checkpoints (SD1.5, SDXL, or any pipeline).
 - ``builtin``: the deterministic tiny smoke-test model (and a tiny AnimateDiff motion adapter).
-- ``loading``: ``ModelSource`` and offline loading into a ready pipeline, img2img derived from txt2img.
+- ``sources``: ``ModelSource`` and what a checkpoint holds (family detection from keys and shapes).
+- ``loading``: offline loading into a ready pipeline, img2img derived from txt2img.
 - ``schedulers``: scheduler names -> diffusers classes and settings.
 - ``memory``: full/lowvram/auto placement; OOM -> ResourceExhausted (devices: ``servers.compute``).
 - ``progress``: the ``callback_on_step_end`` adapter (progress, cancel, latent previews).

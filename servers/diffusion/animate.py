@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import structlog
 import torch
@@ -37,7 +37,7 @@ from servers.diffusion.memory import VIDEO_ADVICE, MemoryMode, out_of_memory_gua
 from servers.diffusion.progress import StepCallback
 from servers.diffusion.schedulers import make_scheduler, scheduler_spec
 from servers.media.images import fit_image, snap_size
-from servers.runtime.jobs import StageChanged  # one stage type from engine to stream
+from servers.runtime.events import Reporter, StageChanged
 
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
@@ -59,16 +59,6 @@ DEFAULT_IMAGE_STRENGTH = 0.8  # a still needs room to move
 DEFAULT_VIDEO_STRENGTH = 0.6
 CONTEXT_LENGTH, CONTEXT_STRIDE = 16, 4
 MAX_SCHEDULE_ENTRIES = 16
-
-
-class VideoReporter(Protocol):
-    """What a run needs from its job (``servers.runtime.jobs.JobContext`` fits)."""
-
-    def check_cancelled(self) -> None: ...
-
-    def progress(self, step: int, total_steps: int, preview: Any = None) -> None: ...
-
-    def output(self, payload: Any, step: int | None = None, total_steps: int | None = None) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -258,7 +248,7 @@ def _call_arguments(params: VideoParams, callback: StepCallback) -> dict[str, An
 
 
 def decode_frames(
-    pipe: DiffusionPipeline, latents: torch.Tensor, chunk_size: int, reporter: VideoReporter, total_steps: int
+    pipe: DiffusionPipeline, latents: torch.Tensor, chunk_size: int, reporter: Reporter, total_steps: int
 ) -> list[Image.Image]:
     """VAE-decode video latents (B=1, C, F, h, w) ``chunk_size`` frames at a time, reporting each chunk."""
     vae = pipe.vae
@@ -276,7 +266,7 @@ def decode_frames(
 
 
 def _run(
-    model: LoadedModel, params: VideoParams, reporter: VideoReporter, *, decode_chunk_size: int, low: bool
+    model: LoadedModel, params: VideoParams, reporter: Reporter, *, decode_chunk_size: int, low: bool
 ) -> VideoOutput:
     pipe = model.pipeline(params.task)
     callback = StepCallback(reporter, model.family, preview_every=params.preview_every, total_steps=params.steps)
@@ -311,9 +301,7 @@ def _run(
     )
 
 
-def animate(
-    model: LoadedModel, params: VideoParams, reporter: VideoReporter, *, decode_chunk_size: int = 2
-) -> VideoOutput:
+def animate(model: LoadedModel, params: VideoParams, reporter: Reporter, *, decode_chunk_size: int = 2) -> VideoOutput:
     """Resolve ``params``, run the model's AnimateDiff pipeline for the task, decode the frames.
 
     Raises ``genmesh.errors.Cancelled`` (from ``reporter.check_cancelled()``) between steps or

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from genmesh.errors import NotFound
 from servers.diffusion.builtin import TINY_MOTION_ADAPTER, TINY_SD15
-from servers.diffusion.loading import SINGLE_FILE_SUFFIXES, ModelSource
+from servers.diffusion.sources import SINGLE_FILE_SUFFIXES, ModelSource
 
 SMOKE_TEST_DESCRIPTION = (
     "smoke-test model: a tiny SD1.5-shaped pipeline with random weights (it draws noise); "

@@ -22,7 +22,7 @@ denoiser always gets float32 timesteps (see :func:`_float_timestep`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 import torch
@@ -32,6 +32,7 @@ from genmesh.errors import InvalidArgument
 from servers.compute.compile import CompileOptions, WarmUp, compile_module, warm_up
 from servers.diffusion.families import family_spec
 from servers.diffusion.memory import MemoryMode
+from servers.runtime.events import NULL_REPORTER
 
 if TYPE_CHECKING:
     from servers.diffusion.loading import LoadedModel
@@ -126,19 +127,6 @@ def default_video_shapes() -> tuple[Shape, ...]:
     return first, second_shape(first, vary_count=True)
 
 
-class _Quiet:
-    """A reporter for warm-up runs: no job, no progress, never cancelled."""
-
-    def check_cancelled(self) -> None:
-        return None
-
-    def progress(self, step: int, total_steps: int, preview: Any = None) -> None:
-        return None
-
-    def output(self, payload: Any, step: int | None = None, total_steps: int | None = None) -> None:
-        return None
-
-
 def warm_up_image(model: LoadedModel, modules: list[nn.Module], shapes: tuple[Shape, ...] = ()) -> WarmUp | None:
     """Compile by generating at each of ``shapes`` (default: the default size, then a second size
     and batch; see the module doc)."""
@@ -174,6 +162,6 @@ def warm_up_video(
                 prompt=WARM_UP_PROMPT, width=shape.width, height=shape.height, num_frames=shape.count,
                 steps=WARM_UP_STEPS,
             )  # fmt: skip
-            animate(model, params, _Quiet(), decode_chunk_size=decode_chunk_size)
+            animate(model, params, NULL_REPORTER, decode_chunk_size=decode_chunk_size)
 
     return warm_up(modules, run, what=f"video model {model.source} + {model.motion_adapter}")

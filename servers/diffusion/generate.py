@@ -23,9 +23,10 @@ import torch
 from genmesh.errors import require, require_range
 from servers.diffusion.families import ModelFamily, Task, family_spec
 from servers.diffusion.memory import out_of_memory_guard
-from servers.diffusion.progress import StepCallback, StepReporter
+from servers.diffusion.progress import StepCallback
 from servers.diffusion.schedulers import make_scheduler, scheduler_spec
 from servers.media.images import fit_image, snap_size
+from servers.runtime.events import NULL_REPORTER, Reporter
 
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
@@ -127,23 +128,12 @@ def generators_for(seed: int, count: int) -> list[torch.Generator]:
     return [torch.Generator(device="cpu").manual_seed((seed + index) % SEED_MODULUS) for index in range(count)]
 
 
-class _NoReporter:
-    def check_cancelled(self) -> None:
-        return None
-
-    def progress(self, step: int, total_steps: int, preview: Any = None) -> None:
-        return None
-
-    def output(self, payload: Any, step: int | None = None, total_steps: int | None = None) -> None:
-        return None
-
-
 def run_pipeline(
     pipe: DiffusionPipeline,
     params: GenerationParams,
     *,
     family: ModelFamily | str,
-    reporter: StepReporter | None = None,
+    reporter: Reporter = NULL_REPORTER,
 ) -> GenerationResult:
     """Run ``pipe`` (a txt2img or img2img pipeline matching ``params.task``) once, batched.
 
@@ -153,7 +143,6 @@ def run_pipeline(
     """
     if params.width is None or params.height is None or params.scheduler is None:
         raise ValueError("generation parameters must be resolved first (resolve_params)")
-    reporter = reporter or _NoReporter()
     seeds = [(params.seed + index) % SEED_MODULUS for index in range(params.num_images)]
     callback = StepCallback(
         reporter, family, preview_every=params.preview_every, total_steps=params.steps, announce_decoding=True
@@ -195,7 +184,7 @@ def run_pipeline(
     )
 
 
-def generate(model: LoadedModel, params: GenerationParams, reporter: StepReporter | None = None) -> GenerationResult:
+def generate(model: LoadedModel, params: GenerationParams, reporter: Reporter = NULL_REPORTER) -> GenerationResult:
     """Resolve ``params`` for ``model``, pick its txt2img or img2img pipeline, run it; device
     out-of-memory becomes ``ResourceExhausted`` (advice included) and leaves the model usable."""
     params = resolve_params(params, model.family, model.default_scheduler)

@@ -1,9 +1,4 @@
-"""Where a model comes from (:class:`ModelSource`) and loading it into a ready pipeline, offline.
-
-Three kinds of source: a diffusers folder (``model_index.json`` + component folders), a single
-original-layout checkpoint (``.safetensors``, or a ``.ckpt`` read with ``weights_only``) of family
-``sd15`` or ``sdxl`` (detected from its keys and tensor shapes when not given), and a built-in model
-(``builtin:tiny-sd15``) made locally on first use.
+"""Loading a model from its source (``servers.diffusion.sources``) into a ready pipeline, offline.
 
 Loading never touches the network: every path must exist before diffusers sees it (a missing
 folder would otherwise be taken for a hub repository id), every call passes ``local_files_only``,
@@ -20,10 +15,8 @@ needs it.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,100 +29,21 @@ from servers.diffusion.builtin import builtin_folder
 from servers.diffusion.configs import config_folder
 from servers.diffusion.families import FamilySpec, ModelFamily, Task, family_spec
 from servers.diffusion.memory import MemoryMode, apply_memory_mode, out_of_memory_guard, resolve_memory_mode
+from servers.diffusion.motion import FIELD as MOTION_FIELD
+from servers.diffusion.motion import animatediff_scheduler_config, check_fits, load_motion_adapter
 from servers.diffusion.schedulers import make_scheduler, scheduler_name
+from servers.diffusion.sources import (
+    FIELD,
+    ModelSource,
+    SourceKind,
+    detect_folder_family,
+    detect_single_file_family,
+)
 
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
 
 log = structlog.get_logger(__name__)
-
-BUILTIN_PREFIX = "builtin:"
-SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
-FIELD = "model"
-
-
-class SourceKind(StrEnum):
-    DIFFUSERS = "diffusers"
-    SINGLE_FILE = "single_file"
-    BUILTIN = "builtin"
-
-
-@dataclass(frozen=True)
-class ModelSource:
-    """A model's origin. ``family`` None means detect it; ``config_dir`` (single files only) is the
-    config-only folder describing the checkpoint's architecture, by default the family's bundled one."""
-
-    kind: SourceKind
-    location: str  # a folder or file path, or a built-in model's name
-    family: ModelFamily | None = None
-    config_dir: Path | None = None
-
-    @classmethod
-    def parse(
-        cls, spec: str, *, family: ModelFamily | str | None = None, config_dir: Path | None = None
-    ) -> ModelSource:
-        """``builtin:NAME``, a ``.safetensors``/``.ckpt`` file, or a diffusers folder."""
-        family = ModelFamily(family) if family else None
-        if spec.startswith(BUILTIN_PREFIX):
-            return cls(SourceKind.BUILTIN, spec[len(BUILTIN_PREFIX) :], family=ModelFamily.SD15)
-        if spec.lower().endswith(SINGLE_FILE_SUFFIXES):
-            return cls(SourceKind.SINGLE_FILE, spec, family=family, config_dir=config_dir)
-        return cls(SourceKind.DIFFUSERS, spec, family=family)
-
-    def __str__(self) -> str:
-        return f"{BUILTIN_PREFIX}{self.location}" if self.kind is SourceKind.BUILTIN else self.location
-
-
-def read_checkpoint_shapes(path: Path) -> dict[str, tuple[int, ...]]:
-    """Every tensor name and shape of a checkpoint, without reading the tensors when possible."""
-    if path.suffix.lower() == ".safetensors":
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as handle:
-            return {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}  # noqa: SIM118
-    try:
-        state: Any = torch.load(str(path), map_location="cpu", mmap=True, weights_only=True)
-    except RuntimeError:  # the legacy (pre-zipfile) format cannot be memory-mapped
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-    while isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
-    return {key: tuple(value.shape) for key, value in state.items() if isinstance(value, torch.Tensor)}
-
-
-def detect_single_file_family(path: Path) -> ModelFamily:
-    """``sd15`` or ``sdxl`` from a checkpoint's keys (text encoder layout), checked against the
-    UNet's cross-attention width; ``InvalidArgument`` for other models (SD2, SDXL refiner, inpainting)."""
-    try:
-        shapes = read_checkpoint_shapes(Path(path))
-    except Exception as exc:
-        raise InvalidArgument(f"{FIELD}: {path} is not a readable checkpoint ({exc})", field=FIELD) from None
-    keys = shapes.keys()
-    conv_in = shapes.get("model.diffusion_model.input_blocks.0.0.weight")
-    if conv_in is not None and conv_in[1] != 4:
-        raise InvalidArgument(
-            f"{FIELD}: {path} has {conv_in[1]} UNet input channels (an inpainting or edit model?)", field=FIELD
-        )
-    context = {shape[1] for key, shape in shapes.items() if key.endswith("attn2.to_k.weight") and len(shape) == 2}
-    if any(key.startswith("conditioner.embedders.1.") for key in keys) or context == {2048}:
-        return ModelFamily.SDXL
-    if any(key.startswith("cond_stage_model.transformer.") for key in keys) or context == {768}:
-        return ModelFamily.SD15
-    if any(key.startswith("cond_stage_model.model.") for key in keys) or context == {1024}:
-        raise InvalidArgument(f"{FIELD}: {path} looks like Stable Diffusion 2.x, which is not supported", field=FIELD)
-    raise InvalidArgument(f"{FIELD}: {path} is not an SD1.5 or SDXL checkpoint", field=FIELD)
-
-
-def detect_folder_family(path: Path) -> ModelFamily:
-    """``sd15`` or ``sdxl`` from a diffusers folder's ``model_index.json``."""
-    index = Path(path) / "model_index.json"
-    if not index.is_file():
-        raise InvalidArgument(f"{FIELD}: {path} is not a diffusers folder (no model_index.json)", field=FIELD)
-    class_name = json.loads(index.read_text()).get("_class_name", "")
-    if class_name.startswith("StableDiffusionXL"):
-        return ModelFamily.SDXL
-    if class_name.startswith("StableDiffusion") and "3" not in class_name and "Upscale" not in class_name:
-        return ModelFamily.SD15
-    raise InvalidArgument(f"{FIELD}: {path} holds a {class_name or 'unknown'} pipeline, not SD1.5 or SDXL", field=FIELD)
 
 
 def family_of(pipe: DiffusionPipeline) -> ModelFamily:
@@ -217,8 +131,6 @@ def _animate(
     model_name: str,
 ) -> DiffusionPipeline:
     """The AnimateDiff text-to-video pipeline built from a loaded base pipeline and a motion adapter."""
-    from servers.diffusion.motion import FIELD as MOTION_FIELD
-    from servers.diffusion.motion import animatediff_scheduler_config, check_fits, load_motion_adapter
 
     if Task.TXT2VID not in spec.pipelines:
         raise InvalidArgument(

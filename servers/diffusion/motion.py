@@ -25,7 +25,7 @@ import torch
 from genmesh.errors import InvalidArgument, NotFound
 from servers.diffusion.builtin import TINY_MOTION_ADAPTER, tiny_motion_adapter_folder
 from servers.diffusion.configs import CONFIGS_DIR
-from servers.diffusion.loading import ModelSource, SourceKind, read_checkpoint_shapes
+from servers.diffusion.sources import ModelSource, SourceKind, read_checkpoint_shapes
 
 if TYPE_CHECKING:
     from diffusers import MotionAdapter

@@ -8,35 +8,25 @@ out of the callback: the pipeline stops at once, nothing is decoded, the pipelin
 (``pipe._interrupt`` is not used: it stops early but still decodes and returns a half-denoised
 image.) It returns the callback kwargs unchanged, as diffusers requires.
 
-The job side is a small protocol; ``servers.runtime.jobs.JobContext`` fits it, and previews are
-plain dataclasses with the fields of ``servers.runtime.jobs.Preview``.
+The job side is a small protocol; ``servers.runtime.queue.JobContext`` fits it, and previews are
+plain dataclasses with the fields of ``servers.runtime.events.Preview``.
 """
 
 from __future__ import annotations
 
 import io
 import time
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from servers.diffusion.families import ModelFamily, family_spec
-from servers.runtime.jobs import Preview, StageChanged  # one preview/stage type from engine to stream
+from servers.runtime.events import Preview, Reporter, StageChanged
 
 if TYPE_CHECKING:
     from PIL import Image
 
 PREVIEW_MAX_SIDE = 256
-
-
-class StepReporter(Protocol):
-    """What the callback needs from a job (``servers.runtime.jobs.JobContext`` fits)."""
-
-    def check_cancelled(self) -> None: ...
-
-    def progress(self, step: int, total_steps: int, preview: Any = None) -> None: ...
-
-    def output(self, payload: Any, step: int | None = None, total_steps: int | None = None) -> None: ...
 
 
 def latents_to_rgb(latents: torch.Tensor, family: ModelFamily | str) -> torch.Tensor:
@@ -77,7 +67,7 @@ class StepCallback:
 
     def __init__(
         self,
-        reporter: StepReporter,
+        reporter: Reporter,
         family: ModelFamily | str,
         *,
         preview_every: int = 0,

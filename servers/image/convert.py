@@ -20,8 +20,9 @@ from servers.image.engine import ImageOutcome
 from servers.image.records import SavedImage
 from servers.image.types import ImageFormat, ImageRequest, ObjectLocation
 from servers.runtime import convert as common
-from servers.runtime import jobs
+from servers.runtime import events
 from servers.runtime.convert import MEMORY_MODES, SCHEDULER_ENUMS, SCHEDULERS
+from servers.runtime.queue import Job
 from storage.keys import validate_bucket, validate_key
 from storage.object_store import StoredObject
 
@@ -163,17 +164,17 @@ def common_pb2_ref(location: ObjectLocation | None) -> artifact_pb2.ObjectRef | 
     return artifact_pb2.ObjectRef(bucket=location.bucket, key=location.key) if location else None
 
 
-def stream_event(job: jobs.Job, event: jobs.JobEvent) -> image_pb2.GenerateImageResponse:
+def stream_event(job: Job, event: events.JobEvent) -> image_pb2.GenerateImageResponse:
     fields = common.common_event_fields(job, event)
     match event:
-        case jobs.ProgressEvent():
+        case events.ProgressEvent():
             fields["progress_update"] = image_pb2.ProgressUpdate(stage=image_pb2.STAGE_DENOISING)
-        case jobs.Output(payload=jobs.StageChanged(stage=stage)):
+        case events.Output(payload=events.StageChanged(stage=stage)):
             fields["progress_update"] = image_pb2.ProgressUpdate(stage=common.stage_value(image_pb2.Stage, stage))
-        case jobs.Succeeded(result=result):
+        case events.Succeeded(result=result):
             fields["result"] = result
     return image_pb2.GenerateImageResponse(**fields)
 
 
-def job_message(job: jobs.Job) -> image_pb2.Job:
+def job_message(job: Job) -> image_pb2.Job:
     return image_pb2.Job(status=common.job_status(job), result=job.result)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
 
 import structlog
 from PIL import Image
@@ -19,20 +18,10 @@ from servers.diffusion.compiled import Shape, compile_model, warm_up_image
 from servers.diffusion.generate import GenerationParams, GenerationResult, generate, resolve_params
 from servers.diffusion.loading import LoadedModel, load_model
 from servers.image.types import ImageRequest
-from servers.runtime.jobs import StageChanged
+from servers.runtime.events import Reporter, StageChanged
 from servers.runtime.model_cache import ModelCache
 
 log = structlog.get_logger(__name__)
-
-
-class Reporter(Protocol):
-    """The part of a job context the engine uses (``servers.runtime.jobs.JobContext`` fits)."""
-
-    def check_cancelled(self) -> None: ...
-
-    def progress(self, step: int, total_steps: int, preview: Any = None) -> None: ...
-
-    def output(self, payload: Any, step: int | None = None, total_steps: int | None = None) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ from servers.image.engine import ImageEngine, check_pixel_budget
 from servers.image.types import ImageRequest
 from servers.media.images import decode_image
 from servers.runtime import convert as common
-from servers.runtime.jobs import JobContext, StageChanged
+from servers.runtime.events import StageChanged
+from servers.runtime.queue import JobContext
 from storage import outputs
 from storage.object_store import ObjectLocation, ObjectStore
 

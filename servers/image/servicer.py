@@ -12,7 +12,7 @@ from servers.image import convert
 from servers.image.engine import ImageEngine
 from servers.image.job import ImageJob
 from servers.runtime.job_rpcs import JobRpcs
-from servers.runtime.jobs import JobQueue
+from servers.runtime.queue import JobQueue
 from servers.runtime.streaming import stream_job
 from storage.object_store import ObjectStore
 

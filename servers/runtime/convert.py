@@ -9,15 +9,16 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from genmesh.common.v1 import artifact_pb2, diffusion_pb2, job_pb2
 from genmesh.errors import require_range
-from servers.runtime import jobs
+from servers.runtime import events
+from servers.runtime.queue import Job
 from storage.object_store import StoredObject
 
 STATES = {
-    jobs.JobState.QUEUED: job_pb2.JOB_STATE_QUEUED,
-    jobs.JobState.RUNNING: job_pb2.JOB_STATE_RUNNING,
-    jobs.JobState.SUCCEEDED: job_pb2.JOB_STATE_SUCCEEDED,
-    jobs.JobState.FAILED: job_pb2.JOB_STATE_FAILED,
-    jobs.JobState.CANCELLED: job_pb2.JOB_STATE_CANCELLED,
+    events.JobState.QUEUED: job_pb2.JOB_STATE_QUEUED,
+    events.JobState.RUNNING: job_pb2.JOB_STATE_RUNNING,
+    events.JobState.SUCCEEDED: job_pb2.JOB_STATE_SUCCEEDED,
+    events.JobState.FAILED: job_pb2.JOB_STATE_FAILED,
+    events.JobState.CANCELLED: job_pb2.JOB_STATE_CANCELLED,
 }
 
 
@@ -29,7 +30,7 @@ def timestamp(seconds: float | None) -> Timestamp | None:
     return stamp
 
 
-def progress_message(progress: jobs.Progress | None) -> job_pb2.Progress | None:
+def progress_message(progress: events.Progress | None) -> job_pb2.Progress | None:
     if progress is None:
         return None
     message = job_pb2.Progress(
@@ -49,11 +50,11 @@ def progress_message(progress: jobs.Progress | None) -> job_pb2.Progress | None:
     return message
 
 
-def job_status(job: jobs.Job) -> job_pb2.JobStatus:
+def job_status(job: Job) -> job_pb2.JobStatus:
     return job_pb2.JobStatus(
         job_id=job.id,
         state=STATES[job.state],
-        queue_position=job.queue_position if job.state is jobs.JobState.QUEUED else 0,
+        queue_position=job.queue_position if job.state is events.JobState.QUEUED else 0,
         progress=progress_message(job.progress),
         error=job_pb2.JobError(code=job.error.code, message=job.error.message) if job.error else None,
         cancelled=job_pb2.Cancelled(reason=job.cancel_reason) if job.cancel_reason else None,
@@ -66,31 +67,31 @@ def job_status(job: jobs.Job) -> job_pb2.JobStatus:
     )
 
 
-def common_event_fields(job: jobs.Job, event: jobs.JobEvent) -> dict[str, Any]:
+def common_event_fields(job: Job, event: events.JobEvent) -> dict[str, Any]:
     """The envelope fields of a stream event that every service shares, as message constructor kwargs.
 
     Service-specific events (``Output``, ``Succeeded``) are left to the caller."""
     fields: dict[str, Any] = {"job_id": job.id, "state": STATES[job.state]}
     match event:
-        case jobs.Queued(position):
+        case events.Queued(position):
             fields["queued"] = job_pb2.Queued(queue_position=position)
             fields["state"] = job_pb2.JOB_STATE_QUEUED
-        case jobs.Started(queued_seconds):
+        case events.Started(queued_seconds):
             fields["started"] = job_pb2.Started(queued_seconds=queued_seconds)
             fields["state"] = job_pb2.JOB_STATE_RUNNING
-        case jobs.ProgressEvent(progress):
+        case events.ProgressEvent(progress):
             fields["progress"] = progress_message(progress)
             fields["state"] = job_pb2.JOB_STATE_RUNNING
-        case jobs.Output(progress=progress):
+        case events.Output(progress=progress):
             fields["progress"] = progress_message(progress)
             fields["state"] = job_pb2.JOB_STATE_RUNNING
-        case jobs.Succeeded():
+        case events.Succeeded():
             fields["state"] = job_pb2.JOB_STATE_SUCCEEDED
             fields["progress"] = progress_message(job.progress)
-        case jobs.Failed(code, message):
+        case events.Failed(code, message):
             fields["error"] = job_pb2.JobError(code=code, message=message)
             fields["state"] = job_pb2.JOB_STATE_FAILED
-        case jobs.CancelledEvent(reason):
+        case events.CancelledEvent(reason):
             fields["cancelled"] = job_pb2.Cancelled(reason=reason)
             fields["state"] = job_pb2.JOB_STATE_CANCELLED
     return fields

@@ -26,7 +26,7 @@ from grpc_status import rpc_status
 
 from genmesh.errors import GenmeshError
 from servers.runtime import caller
-from servers.runtime.jobs import as_genmesh_error
+from servers.runtime.errors import as_genmesh_error
 
 log = structlog.get_logger(__name__)
 

@@ -9,17 +9,15 @@ ListJobs index entries (``job_listing.py``).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 from google.protobuf import json_format
 
 from genmesh.errors import GenmeshError, NotFound
+from servers.runtime.events import JobState
 from servers.runtime.job_listing import JobIndex, output_kind
-from servers.runtime.jobs import Job, JobState
-
-if TYPE_CHECKING:
-    from servers.runtime.library import Library
+from servers.runtime.queue import Job
 from storage.buckets import OUTPUTS
 from storage.keys import validate_job_id
 from storage.object_store import ObjectStore
@@ -34,7 +32,7 @@ def record_key(job_id: str) -> str:
 
 
 class TerminalRecords:
-    def __init__(self, store: ObjectStore, index: JobIndex | None = None, library: Library | None = None) -> None:
+    def __init__(self, store: ObjectStore, index: JobIndex | None = None, library: JobIndex | None = None) -> None:
         self.store = store
         self.index = index
         self.library = library  # the outputs library's index (``library.py``), for jobs that stored outputs

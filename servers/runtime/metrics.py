@@ -1,9 +1,10 @@
 """Prometheus metrics of a genmesh server: the metric objects and the HTTP endpoint that serves them.
 
 Everything is derived in the runtime from what it already sees: the job queue's events (submit,
-start, outputs, the terminal event), the model cache's loads, and torch's allocator when torch is
-in use. Engines and servicers add nothing. Labels stay bounded: the service's short name, the RPC
-name, the job state, a payload kind, a device; never a job id, a model name or a prompt.
+start, outputs, the terminal event; ``QueueMetrics`` observes each queue the server runs), the
+model cache's loads, and torch's allocator when torch is in use. Engines and servicers add
+nothing. Labels stay bounded: the service's short name, the RPC name, the job state, a payload
+kind, a device; never a job id, a model name or a prompt.
 
 Nothing here runs per generated token: a Text job's tokens are counted once, when it ends.
 """
@@ -21,10 +22,12 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_se
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from servers.runtime.events import Output, Payload, TextDelta
+
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
-    from servers.runtime.jobs import Job
+    from servers.runtime.queue import Job, JobQueue
 
 # Seconds, from a 50 ms text reply to a day-long training run.
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 3 * 3600, 12 * 3600, 86400)
@@ -86,20 +89,27 @@ def method_label(method: str) -> str:
     return method.rpartition("/")[2]
 
 
-def kind_label(payload: object) -> str:
+def kind_label(payload: Payload) -> str:
     """``EpochCompleted`` -> ``epoch_completed``: one value per payload class, so it stays bounded."""
     return re.sub(r"(?<!^)(?=[A-Z])", "_", type(payload).__name__).lower()
 
 
 class QueueMetrics:
-    """One job queue's metrics. Called on the event loop thread, once per job event except progress
-    and text deltas (the per-token path adds nothing here)."""
+    """One job queue's metrics, as an observer of the queue (``observe``). Called on the event loop
+    thread, once per job event except progress and text deltas (the per-token path adds nothing here)."""
 
     def __init__(self, service: str, queue: str, depth: Callable[[], int], running: Callable[[], int]) -> None:
         self.service = service
         # Read when scraped, so submitting and taking jobs update nothing.
         QUEUE_DEPTH.labels(service, queue).set_function(depth)
         JOBS_RUNNING.labels(service, queue).set_function(running)
+
+    @classmethod
+    def observe(cls, queue: JobQueue) -> QueueMetrics:
+        """Attach metrics to ``queue`` (the server does it for every queue of its service)."""
+        metrics = cls(service_label(queue.service, queue.name), queue.name, lambda: queue.depth, lambda: queue.running)
+        queue.observers.append(metrics)
+        return metrics
 
     def queued(self, job: Job) -> None:
         JOBS.labels(self.service, method_label(job.method), "queued").inc()
@@ -109,11 +119,18 @@ class QueueMetrics:
         JOBS.labels(self.service, method, "running").inc()
         QUEUE_WAIT.labels(self.service, method).observe(max(0.0, queued_seconds))
 
-    def output(self, job: Job, payload: object) -> None:
+    def output(self, job: Job, payload: Payload) -> None:
+        if isinstance(payload, TextDelta):  # tokens are counted once, when the job ends
+            return
         OUTPUTS.labels(self.service, method_label(job.method), kind_label(payload)).inc()
 
-    def finished(self, job: Job, tokens: int) -> None:
-        """``job`` reached its terminal state; ``tokens`` is how many tokens its text deltas held."""
+    def finished(self, job: Job) -> None:
+        """``job`` reached its terminal state (its history is complete)."""
+        tokens = sum(
+            event.payload.tokens
+            for event in job.history
+            if isinstance(event, Output) and isinstance(event.payload, TextDelta)
+        )
         method, state = method_label(job.method), job.state.value
         JOBS.labels(self.service, method, state).inc()
         if job.started_at is not None and job.ended_at is not None:

@@ -20,8 +20,8 @@ from servers.runtime import metrics
 from servers.runtime.channels import MESSAGE_SIZE_OPTIONS
 from servers.runtime.forwarding import ForwardingInterceptor
 from servers.runtime.interceptors import ErrorAndContextInterceptor
-from servers.runtime.jobs import JobQueue
 from servers.runtime.library_rpcs import LibraryServicer
+from servers.runtime.queue import JobQueue
 from servers.runtime.settings import ServerSettings
 from storage.object_store import ObjectStore
 
@@ -112,6 +112,7 @@ class Server:
         if self.settings.plaintext_health_port is not None:
             await self._serve_plaintext_health(self.settings.plaintext_health_port)
         for queue in self.service.queues:
+            metrics.QueueMetrics.observe(queue)
             queue.start()
         log.info(
             "server_listening",

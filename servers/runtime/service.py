@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 
 from genmesh.services import BY_NAME
-from servers.runtime.jobs import JobQueue
+from servers.runtime.queue import JobQueue
 from servers.runtime.settings import ServerSettings
 from storage.object_store import ObjectStore
 

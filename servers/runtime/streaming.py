@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from genmesh.errors import Cancelled, from_code
-from servers.runtime.jobs import CLIENT_DISCONNECTED, CancelledEvent, Failed, Job, JobEvent, JobQueue
+from servers.runtime.events import CLIENT_DISCONNECTED, CancelledEvent, Failed, JobEvent
+from servers.runtime.queue import Job, JobQueue
 
 
 async def stream_job(

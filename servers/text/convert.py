@@ -9,7 +9,8 @@ from google.protobuf import json_format
 from genmesh.errors import InvalidArgument, require, require_range, shown
 from genmesh.text.v1 import text_pb2
 from servers.runtime import convert as common
-from servers.runtime import jobs
+from servers.runtime import events
+from servers.runtime.queue import Job
 from servers.text.types import ChatTurn, FinishReason, Sampling, TextOutcome, TextRequest
 from storage.object_store import StoredObject
 
@@ -137,16 +138,16 @@ def text_result(outcome: TextOutcome, record: StoredObject | None, queued_second
     )
 
 
-def stream_event(response_type: type, job: jobs.Job, event: jobs.JobEvent):
+def stream_event(response_type: type, job: Job, event: events.JobEvent):
     """A GenerateResponse or ChatResponse (same shape) for one job event."""
     fields = common.common_event_fields(job, event)
     match event:
-        case jobs.Output(payload=jobs.TextDelta(text=text)):
+        case events.Output(payload=events.TextDelta(text=text)):
             fields["delta"] = text_pb2.Delta(text=text)
-        case jobs.Succeeded(result=result):
+        case events.Succeeded(result=result):
             fields["result"] = result
     return response_type(**fields)
 
 
-def job_message(job: jobs.Job) -> text_pb2.Job:
+def job_message(job: Job) -> text_pb2.Job:
     return text_pb2.Job(status=common.job_status(job), result=job.result)

@@ -8,14 +8,14 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 from llama_cpp import Llama, LlamaGrammar
 from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 
 from genmesh.errors import InvalidArgument, Unavailable
-from servers.runtime.jobs import TextDelta
+from servers.runtime.events import Reporter, TextDelta
 from servers.text.chat_templates import ChatFormatter
 from servers.text.models import ModelCatalog, ModelSpec
 from servers.text.types import FinishReason, TextOutcome, TextRequest
@@ -25,14 +25,6 @@ log = structlog.get_logger(__name__)
 _EMPTY_RULE = re.compile(r"::=[ \t]*(\n|$)")
 _SCHEMA_STRING_CHAR = r'char ::= [^"\\] |'
 _JSON_STRING_CHAR = r'char ::= [^"\\\x7F\x00-\x1F] |'
-
-
-class Reporter(Protocol):
-    """The part of a job context the engine uses (``servers.runtime.jobs.JobContext`` fits)."""
-
-    def check_cancelled(self) -> None: ...
-
-    def output(self, payload: Any, step: int | None = None, total_steps: int | None = None) -> None: ...
 
 
 class TextEngine:

@@ -23,10 +23,12 @@ class TextService(QueuedService):
             on_load=metrics.model_loaded,
         )  # fmt: skip
         super().__init__("text", settings, devices=["llama"])
-        self.queue.text_frame_seconds = settings.stream_frame_ms / 1000
+        self.frame_seconds = settings.stream_frame_ms / 1000
 
     def register(self, server: grpc.aio.Server) -> None:
-        text_pb2_grpc.add_TextServiceServicer_to_server(TextServicer(self.engine, self.queue, self.store), server)
+        text_pb2_grpc.add_TextServiceServicer_to_server(
+            TextServicer(self.engine, self.queue, self.store, self.frame_seconds), server
+        )
 
     async def warm_up(self) -> None:
         await asyncio.to_thread(self.engine.load, "")

@@ -1,4 +1,4 @@
-"""TextService: proto in, engine job, proto out. Validation lives in convert.py."""
+"""TextService: proto in, text job, proto out. Validation lives in convert.py, the job in job.py."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ import grpc
 import structlog
 
 from genmesh.common.v1 import model_pb2
-from genmesh.errors import Unavailable
 from genmesh.text.v1 import text_pb2, text_pb2_grpc
 from servers.runtime.job_rpcs import JobRpcs
-from servers.runtime.jobs import JobContext, JobQueue
+from servers.runtime.queue import JobQueue
 from servers.runtime.streaming import stream_job
 from servers.text import convert
 from servers.text.engine import TextEngine
-from servers.text.records import save_record
+from servers.text.framing import FRAME_SECONDS
+from servers.text.job import TextJob
 from servers.text.types import TextRequest
 from storage.object_store import ObjectStore
 
@@ -33,38 +33,32 @@ class TextServicer(JobRpcs, text_pb2_grpc.TextServiceServicer):
     # Generate and Chat events have the same shape: a watcher gets GenerateResponse for both.
     watch_message = staticmethod(functools.partial(convert.stream_event, text_pb2.GenerateResponse))
 
-    def __init__(self, engine: TextEngine, queue: JobQueue, store: ObjectStore) -> None:
+    def __init__(
+        self, engine: TextEngine, queue: JobQueue, store: ObjectStore, frame_seconds: float = FRAME_SECONDS
+    ) -> None:
         self.engine = engine
         self.queue = queue
         self.store = store
+        self.frame_seconds = frame_seconds
         self.keep_terminal_records()
 
-    def _work(self, request: TextRequest, method: str, client: str, context: JobContext) -> text_pb2.TextResult:
-        outcome = self.engine.generate(request, context)
-        context.flush()  # the text is complete: the frame's last tokens go out now, not after the record
-        try:
-            record = save_record(self.store, context.job_id, method, request, outcome, client)
-        except Unavailable as exc:
-            # The text is the result and was already streamed: return it rather than lose it.
-            log.warning("record_not_saved", error=exc.message)
-            record = None
-        return convert.text_result(outcome, record, context.queued_seconds)
+    def _stream(self, job: TextJob, detach: bool, response_type: type) -> AsyncIterator:
+        queued = self.queue.submit(job.run, method=job.method, detached=detach)
+        return stream_job(self.queue, queued, functools.partial(convert.stream_event, response_type))
 
-    def _stream(self, request: TextRequest, method: str, detach: bool, response_type: type, context):
-        work = functools.partial(self._work, request, method, client_id(context))
-        job = self.queue.submit(work, method=method, detached=detach)
-        return stream_job(self.queue, job, functools.partial(convert.stream_event, response_type))
+    def _job(self, request: TextRequest, method: str, context: grpc.aio.ServicerContext) -> TextJob:
+        return TextJob(request, method, client_id(context), self.engine, self.store, self.frame_seconds)
 
     async def Generate(self, request: text_pb2.GenerateRequest, context) -> AsyncIterator[text_pb2.GenerateResponse]:
-        domain = convert.generate_request(request)
-        await asyncio.to_thread(self.engine.check, domain)  # refused before queueing, naming the field
-        async for event in self._stream(domain, "Generate", request.detach, text_pb2.GenerateResponse, context):
+        job = self._job(convert.generate_request(request), "Generate", context)
+        await job.check()
+        async for event in self._stream(job, request.detach, text_pb2.GenerateResponse):
             yield event
 
     async def Chat(self, request: text_pb2.ChatRequest, context) -> AsyncIterator[text_pb2.ChatResponse]:
-        domain = convert.chat_request(request)
-        await asyncio.to_thread(self.engine.check, domain)  # refused before queueing, naming the field
-        async for event in self._stream(domain, "Chat", request.detach, text_pb2.ChatResponse, context):
+        job = self._job(convert.chat_request(request), "Chat", context)
+        await job.check()
+        async for event in self._stream(job, request.detach, text_pb2.ChatResponse):
             yield event
 
     async def ListModels(self, request: text_pb2.ListModelsRequest, context) -> text_pb2.ListModelsResponse:

@@ -6,8 +6,8 @@ import dataclasses
 from pathlib import Path
 
 from genmesh.services import BY_NAME
-from servers.runtime.jobs import TEXT_FRAME_SECONDS
 from servers.runtime.settings import ServerSettings, setting
+from servers.text.framing import FRAME_SECONDS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,7 +21,7 @@ class TextSettings(ServerSettings):
     context_length: int = setting(4096, "context window in tokens", env="GENMESH_TEXT_CONTEXT_LENGTH")
     gpu_layers: int = setting(0, "layers to offload to the GPU (-1: all) on a GPU build of llama.cpp")
     stream_frame_ms: float = setting(
-        TEXT_FRAME_SECONDS * 1000,
+        FRAME_SECONDS * 1000,
         "streamed text is sent at most this often, the tokens made in between in one delta (the first at once; "
         "0: every token)",
         env="GENMESH_TEXT_STREAM_FRAME_MS",

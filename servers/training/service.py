@@ -10,7 +10,7 @@ import structlog
 from genmesh.training.v1 import training_pb2_grpc
 from servers.compute.compile import CompileOptions, prepare_compiling
 from servers.compute.devices import configure_threads, device_label, select_device
-from servers.runtime.jobs import JobQueue
+from servers.runtime.queue import JobQueue
 from servers.training.api.servicer import SERVICE_NAME, TrainingServicer
 from servers.training.jobs.manager import TrainingManager
 from servers.training.jobs.records import JobRecords

@@ -26,6 +26,7 @@ from datetime import datetime
 from typing import Any
 
 from genmesh.errors import InvalidArgument, require, require_range
+from servers.runtime.events import Payload
 
 DEFAULT_ARCHITECTURE = "base"
 
@@ -256,11 +257,11 @@ def resume_spec(previous: TrainingSpec, requested: dict[str, Any]) -> TrainingSp
     return dataclasses.replace(previous, num_epochs=epochs).validate()
 
 
-# -- what a training job emits (payloads of ``servers.runtime.jobs.Output``) ------------------------
+# -- what a training job emits (payloads of ``servers.runtime.events.Output``) ------------------------
 
 
 @dataclass(frozen=True)
-class Resumed:
+class Resumed(Payload):
     """The job continues from its checkpoint after an interruption (``Resumed``)."""
 
     resumed_count: int
@@ -269,12 +270,12 @@ class Resumed:
 
 
 @dataclass(frozen=True)
-class EpochCompleted:
+class EpochCompleted(Payload):
     metrics: EpochMetrics
 
 
 @dataclass(frozen=True)
-class CheckpointSaved:
+class CheckpointSaved(Payload):
     """A checkpoint was written after ``epoch``; ``stored`` is a ``storage.object_store.StoredObject``."""
 
     epoch: int

@@ -10,8 +10,9 @@ from servers.diffusion.families import Task
 from servers.diffusion.generate import MAX_GUIDANCE, MAX_PROMPT_CHARS, MAX_STEPS
 from servers.media.video import VideoFormat
 from servers.runtime import convert as common
-from servers.runtime import jobs
+from servers.runtime import events
 from servers.runtime.convert import MEMORY_MODES, SCHEDULER_ENUMS, SCHEDULERS
+from servers.runtime.queue import Job
 from servers.video.engine import VideoOutcome
 from servers.video.records import SavedVideo
 from servers.video.types import VideoRequest
@@ -162,19 +163,19 @@ def video_result(
     )
 
 
-def stream_event(job: jobs.Job, event: jobs.JobEvent) -> video_pb2.GenerateVideoResponse:
+def stream_event(job: Job, event: events.JobEvent) -> video_pb2.GenerateVideoResponse:
     fields = common.common_event_fields(job, event)
     match event:
-        case jobs.ProgressEvent():
+        case events.ProgressEvent():
             fields["progress_update"] = video_pb2.ProgressUpdate(stage=video_pb2.STAGE_DENOISING)
-        case jobs.Output(payload=jobs.StageChanged(stage=stage, done=done, total=total)):
+        case events.Output(payload=events.StageChanged(stage=stage, done=done, total=total)):
             fields["progress_update"] = video_pb2.ProgressUpdate(
                 stage=common.stage_value(video_pb2.Stage, stage), frames_decoded=done, total_frames=total
             )
-        case jobs.Succeeded(result=result):
+        case events.Succeeded(result=result):
             fields["result"] = result
     return video_pb2.GenerateVideoResponse(**fields)
 
 
-def job_message(job: jobs.Job) -> video_pb2.Job:
+def job_message(job: Job) -> video_pb2.Job:
     return video_pb2.Job(status=common.job_status(job), result=job.result)

@@ -16,14 +16,13 @@ from servers.compute.memory import free_device_memory
 from servers.diffusion.animate import (
     VideoOutput,
     VideoParams,
-    VideoReporter,
     animate,
     resolve_video_params,
 )
 from servers.diffusion.catalog import CatalogEntry, ModelCatalog
 from servers.diffusion.compiled import Shape, compile_model, warm_up_video
 from servers.diffusion.loading import LoadedModel, load_model
-from servers.runtime.jobs import StageChanged
+from servers.runtime.events import Reporter, StageChanged
 from servers.runtime.model_cache import ModelCache
 from servers.video.types import VideoRequest
 
@@ -143,7 +142,7 @@ class VideoEngine:
             )
         return params
 
-    def generate(self, request: VideoRequest, params: VideoParams, reporter: VideoReporter) -> VideoOutcome:
+    def generate(self, request: VideoRequest, params: VideoParams, reporter: Reporter) -> VideoOutcome:
         model_entry, adapter_entry = self.resolve(request.model, request.motion_adapter)
         key = f"{model_entry.name}{_PAIR}{adapter_entry.name}"
         if not self.models.is_loaded(key):

@@ -13,7 +13,8 @@ from servers.diffusion.animate import VideoParams
 from servers.media.images import decode_image
 from servers.media.video import decode_video
 from servers.runtime import convert as common
-from servers.runtime.jobs import JobContext, StageChanged
+from servers.runtime.events import StageChanged
+from servers.runtime.queue import JobContext
 from servers.video import convert, records
 from servers.video.engine import VideoEngine
 from servers.video.types import VideoRequest

@@ -9,7 +9,7 @@ from genmesh.common.v1 import model_pb2
 from genmesh.video.v1 import video_pb2, video_pb2_grpc
 from servers.diffusion.catalog import CatalogEntry
 from servers.runtime.job_rpcs import JobRpcs
-from servers.runtime.jobs import JobQueue
+from servers.runtime.queue import JobQueue
 from servers.runtime.streaming import stream_job
 from servers.video import convert
 from servers.video.engine import VideoEngine

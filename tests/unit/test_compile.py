@@ -32,7 +32,8 @@ from servers.compute.compile import (
 from servers.compute.devices import configure_threads
 from servers.diffusion.compiled import Shape, compile_model, parse_shapes, second_shape, warm_up_image, warm_up_video
 from servers.diffusion.generate import GenerationParams, generate
-from servers.diffusion.loading import ModelSource, load_model
+from servers.diffusion.loading import load_model
+from servers.diffusion.sources import ModelSource
 from servers.image.settings import ImageSettings
 from servers.runtime.settings import parse_settings
 from servers.training.settings import TrainingSettings
@@ -206,7 +207,7 @@ def test_image_warm_up_that_fails_leaves_an_eager_model(tiny) -> None:
 @pytest.mark.slow  # dynamo traces the motion UNet: about a minute on two shared cores
 def test_video_warm_up_compiles_the_motion_unet_and_decoder_and_keeps_the_frames(tmp_path_factory) -> None:
     from servers.diffusion.animate import VideoParams, animate
-    from servers.diffusion.compiled import _Quiet
+    from servers.runtime.events import NULL_REPORTER
 
     cache = tmp_path_factory.getbasetemp() / "diffusion-cache"
     video = load_model(
@@ -216,7 +217,7 @@ def test_video_warm_up_compiles_the_motion_unet_and_decoder_and_keeps_the_frames
     params = VideoParams(prompt="waves", width=64, height=64, num_frames=4, steps=2, seed=3)
 
     def frames() -> list[bytes]:
-        return [frame.tobytes() for frame in animate(video, params, _Quiet(), decode_chunk_size=2).frames]
+        return [frame.tobytes() for frame in animate(video, params, NULL_REPORTER, decode_chunk_size=2).frames]
 
     eager = frames()
     modules = compile_model(video, TRACE_ONLY)

@@ -17,10 +17,11 @@ from servers.compute.devices import configure_threads
 from servers.diffusion import animate as animate_module
 from servers.diffusion.animate import VideoParams, animate, resolve_video_params
 from servers.diffusion.builtin import build_tiny_motion_adapter
-from servers.diffusion.loading import ModelSource, load_model
+from servers.diffusion.loading import load_model
 from servers.diffusion.memory import MemoryMode
 from servers.diffusion.motion import MotionVersion, check_fits, detect_motion_version, motion_config_dir
-from servers.runtime.jobs import StageChanged
+from servers.diffusion.sources import ModelSource
+from servers.runtime.events import StageChanged
 from tests.support.single_file import save_motion_adapter_single_file
 
 TINY = ModelSource.parse("builtin:tiny-sd15")

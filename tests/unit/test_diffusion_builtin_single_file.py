@@ -14,7 +14,8 @@ from servers.compute.devices import configure_threads
 from servers.diffusion.builtin import build_tiny_motion_adapter, tiny_motion_adapter_folder, tiny_sd15_folder
 from servers.diffusion.configs import bundled_config_dir
 from servers.diffusion.generate import GenerationParams, generate
-from servers.diffusion.loading import ModelSource, SourceKind, detect_single_file_family, load_model
+from servers.diffusion.loading import load_model
+from servers.diffusion.sources import ModelSource, SourceKind, detect_single_file_family
 from tests.support.single_file import save_single_file, unet_to_original, vae_to_original, write_config_folder
 
 

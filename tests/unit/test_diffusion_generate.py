@@ -7,6 +7,7 @@ import io
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -14,8 +15,9 @@ from PIL import Image
 from genmesh.errors import Cancelled, InvalidArgument, ResourceExhausted
 from servers.compute.devices import configure_threads
 from servers.diffusion.generate import GenerationParams, generate, resolve_params
-from servers.diffusion.loading import ModelSource, load_model
+from servers.diffusion.loading import load_model
 from servers.diffusion.progress import PREVIEW_MAX_SIDE, Preview
+from servers.diffusion.sources import ModelSource
 from servers.media.images import encode_image, png_parameters
 
 
@@ -77,7 +79,11 @@ def test_image_i_of_a_batch_is_reproduced_alone(tiny, scheduler: str) -> None:
     batch = generate(tiny, small(seed=7, num_images=3, scheduler=scheduler))
     alone = generate(tiny, small(seed=9, num_images=1, scheduler=scheduler))
     assert batch.seeds[2] == alone.seeds[0] == 9
-    assert batch.images[2].tobytes() == alone.images[0].tobytes()
+    # Same noise, same image; torch does not promise bit-equal kernels across batch shapes (seen: one
+    # channel value off by one with the SDE scheduler), so "the same" is within 2 of 255 per value.
+    same, other = (np.asarray(image, dtype=np.int16) for image in (batch.images[2], alone.images[0]))
+    assert np.abs(same - other).max() <= 2
+    assert np.abs(np.asarray(batch.images[1], dtype=np.int16) - other).max() > 20  # another seed differs
 
 
 def test_seeds_wrap_around_2_to_the_32(tiny) -> None:

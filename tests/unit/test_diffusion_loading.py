@@ -14,14 +14,9 @@ from safetensors.torch import save_file
 from genmesh.errors import InvalidArgument, NotFound
 from servers.compute.devices import configure_threads
 from servers.diffusion.families import Task
-from servers.diffusion.loading import (
-    ModelSource,
-    SourceKind,
-    detect_folder_family,
-    detect_single_file_family,
-    load_model,
-)
+from servers.diffusion.loading import load_model
 from servers.diffusion.memory import MemoryMode
+from servers.diffusion.sources import ModelSource, SourceKind, detect_folder_family, detect_single_file_family
 from tests.support.single_file import save_single_file, write_config_folder
 
 
@@ -169,7 +164,8 @@ socket.create_connection = refuse
 socket.getaddrinfo = refuse
 
 from tests.support.single_file import write_config_folder
-from servers.diffusion.loading import ModelSource, load_model
+from servers.diffusion.loading import load_model
+from servers.diffusion.sources import ModelSource
 from tests.support.single_file import save_single_file
 
 cache, work = Path(sys.argv[1]), Path(sys.argv[2])

@@ -1,4 +1,5 @@
-"""The committed stubs and Envoy descriptor set match the protos; the protos are buf-lint clean."""
+"""The committed stubs, Envoy descriptor set and OpenAPI document match the protos; the protos are
+buf-lint clean."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ def generated_files(root: Path) -> dict[str, bytes]:
     files = {
         str(path.relative_to(root)): path.read_bytes() for path in (root / "client" / "genmesh").glob("*/v1/*_pb2*.py*")
     }
-    files["deploy/envoy/genmesh.pb"] = (root / "deploy" / "envoy" / "genmesh.pb").read_bytes()
+    for name in ("deploy/envoy/genmesh.pb", "deploy/openapi.json"):
+        files[name] = (root / name).read_bytes()
     return files
 
 

@@ -15,8 +15,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from genmesh.errors import InvalidArgument
 from servers.runtime import metrics
-from servers.runtime.jobs import JobContext, JobQueue, StageChanged, TextDelta
+from servers.runtime.events import Payload, StageChanged, TextDelta
 from servers.runtime.model_cache import ModelCache
+from servers.runtime.queue import JobContext, JobQueue
 from servers.runtime.server import Server
 from servers.runtime.settings import ServerSettings, parse_settings
 
@@ -27,6 +28,7 @@ def fresh_queue(max_queued: int = 4) -> tuple[JobQueue, str]:
     """A started queue whose service label no other test uses (the registry is process-wide)."""
     name = f"metrics-test-{next(_names)}"
     queue = JobQueue(name=name, id_prefix="m", devices=["cpu"], max_queued=max_queued)
+    metrics.QueueMetrics.observe(queue)  # as the server does for each queue of its service
     queue.start()
     return queue, name
 
@@ -40,7 +42,7 @@ async def finish(queue: JobQueue, job) -> None:
         pass
 
 
-class EpochCompleted:  # shaped like Training's payload: only its class name matters here
+class EpochCompleted(Payload):  # shaped like Training's payload: only its class name matters here
     pass
 
 

@@ -13,8 +13,9 @@ import pytest
 from genmesh.common.v1 import job_pb2
 from genmesh.errors import NotFound, Unavailable
 from genmesh.text.v1 import text_pb2, text_pb2_grpc
+from servers.runtime.events import TextDelta
 from servers.runtime.interceptors import ErrorAndContextInterceptor
-from servers.runtime.jobs import JobQueue, TextDelta
+from servers.runtime.queue import JobQueue
 from servers.text.servicer import TextServicer
 from servers.text.types import FinishReason, TextOutcome, TextRequest
 from storage.object_store import ObjectEntry, StoredObject
@@ -91,12 +92,13 @@ async def text_stub():
     queue = JobQueue(name="text", id_prefix="txt", devices=["cpu"], max_queued=2, service="genmesh.text.v1.TextService")
     engine, store = FakeEngine(), FakeStore()
     server = grpc.aio.server(interceptors=[ErrorAndContextInterceptor()])
-    text_pb2_grpc.add_TextServiceServicer_to_server(TextServicer(engine, queue, store), server)
+    servicer = TextServicer(engine, queue, store)
+    text_pb2_grpc.add_TextServiceServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     queue.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    yield text_pb2_grpc.TextServiceStub(channel), engine, store, queue
+    yield text_pb2_grpc.TextServiceStub(channel), engine, store, servicer
     await channel.close()
     await queue.drain(2)
     await server.stop(0)
@@ -129,8 +131,8 @@ async def test_stream_contract(text_stub) -> None:
 
 
 async def test_the_last_tokens_are_sent_before_the_record_is_stored(text_stub) -> None:
-    stub, _, store, queue = text_stub
-    queue.text_frame_seconds = 60.0  # everything after the first token is held for the frame
+    stub, _, store, servicer = text_stub
+    servicer.frame_seconds = 60.0  # everything after the first token is held for the frame
     store.slow.set()
     call = stub.Generate(generate(max_tokens=4))
     deltas = []
@@ -234,7 +236,8 @@ async def test_cancel_job_ends_the_stream_with_a_cancelled_event(text_stub) -> N
 
 
 async def test_client_disconnect_cancels_unless_detached(text_stub) -> None:
-    stub, _, _, queue = text_stub
+    stub, _, _, servicer = text_stub
+    queue = servicer.queue
     for detach in (False, True):
         call = stub.Generate(generate(max_tokens=60, detach=detach))
         first = await call.read()
@@ -290,7 +293,7 @@ ADMIN = (("x-client-id", "ops"), ("x-genmesh-admin", "true"))
 
 
 async def test_jobs_belong_to_the_client_that_made_them(text_stub) -> None:
-    stub, _, store, queue = text_stub
+    stub, _, store, servicer = text_stub
     call = stub.Generate(generate(max_tokens=3, detach=True), metadata=A)
     job_id = (await call.read()).job_id
     assert [event async for event in stub.WatchJob(text_pb2.WatchJobRequest(job_id=job_id), metadata=A)]
@@ -324,7 +327,7 @@ async def test_jobs_belong_to_the_client_that_made_them(text_stub) -> None:
         if any(key.startswith("jobs/index/text/by-client/a/") for key in store.saved):
             break
         await asyncio.sleep(0.01)
-    queue._jobs.clear()
+    servicer.queue._jobs.clear()
     await refused_for_b()
     assert await listed(A) == [job_id] and await listed(B) == []
     assert await listed(A, state=job_pb2.JOB_STATE_SUCCEEDED, method="Generate") == [job_id]

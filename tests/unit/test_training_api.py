@@ -10,8 +10,9 @@ import pytest
 from genmesh.common.v1 import job_pb2
 from genmesh.errors import InvalidArgument
 from genmesh.training.v1 import training_pb2
-from servers.runtime import jobs
-from servers.runtime.jobs import JobState, StageChanged
+from servers.runtime import events
+from servers.runtime.events import JobState, StageChanged
+from servers.runtime.queue import Job
 from servers.training.api import convert
 from servers.training.jobs.records import TrainingRecord
 from servers.training.jobs.runner import _EpochReporter
@@ -61,8 +62,8 @@ def test_records_store_the_state_as_its_string_and_never_the_live_progress():
 
 def test_progress_events_carry_the_step_inside_the_epoch():
     item = record(stage="training", current_epoch=1, live=EpochProgress("training", 2, 3, 5, 0.25))
-    progress = jobs.Progress(8, 15, 2.0, 1.0)
-    event = convert.watch_event(item, None, jobs.ProgressEvent(progress), False, None)
+    progress = events.Progress(8, 15, 2.0, 1.0)
+    event = convert.watch_event(item, None, events.ProgressEvent(progress), False, None)
     update = event.progress_update
     assert update.stage == training_pb2.STAGE_TRAINING and (update.epoch, update.total_epochs) == (2, 3)
     assert (update.step, update.steps_per_epoch, update.loss) == (3, 5, 0.25)
@@ -71,32 +72,34 @@ def test_progress_events_carry_the_step_inside_the_epoch():
 
 def test_validation_is_a_stage_with_its_own_steps():
     item = record(stage="validating", live=EpochProgress("validating", 1, 0, 4, 0.2))
-    event = convert.watch_event(item, None, jobs.Output(StageChanged("validating", 0, 4)), False, None)
+    event = convert.watch_event(item, None, events.Output(StageChanged("validating", 0, 4)), False, None)
     assert event.progress_update.stage == training_pb2.STAGE_VALIDATING
     assert (event.progress_update.step, event.progress_update.steps_per_epoch) == (0, 4)
-    stage = convert.watch_event(record(), None, jobs.Output(StageChanged("saving")), True, None)
+    stage = convert.watch_event(record(), None, events.Output(StageChanged("saving")), True, None)
     assert stage.progress_update.stage == training_pb2.STAGE_SAVING and stage.progress_update.step == 0
 
 
 def test_typed_outputs_become_their_events():
     item = record()
-    done = convert.watch_event(item, None, jobs.Output(EpochCompleted(EPOCH)), True, None)
+    done = convert.watch_event(item, None, events.Output(EpochCompleted(EPOCH)), True, None)
     assert done.epoch_completed.validation.psnr == 30.0 and done.replayed
     assert done.event_time.seconds == 1_700_000_000
     stored = StoredObject("training-outputs", "checkpoints/x/last.pt", "", "application/octet-stream", 3, "ab")
-    saved = convert.watch_event(item, None, jobs.Output(CheckpointSaved(1, stored, True)), False, None)
+    saved = convert.watch_event(item, None, events.Output(CheckpointSaved(1, stored, True)), False, None)
     assert saved.checkpoint_saved.best and saved.checkpoint_saved.checkpoint.key == "checkpoints/x/last.pt"
-    resumed = convert.watch_event(item, None, jobs.Output(Resumed(2, 1, "server restarted")), False, None)
+    resumed = convert.watch_event(item, None, events.Output(Resumed(2, 1, "server restarted")), False, None)
     assert (resumed.resumed.resumed_count, resumed.resumed.from_epoch) == (2, 1)
-    failed = convert.watch_event(record(state=JobState.FAILED), None, jobs.Failed("INTERNAL", "x"), True, None)
+    failed = convert.watch_event(record(state=JobState.FAILED), None, events.Failed("INTERNAL", "x"), True, None)
     assert failed.state == job_pb2.JOB_STATE_FAILED and failed.error.message == "x"
 
 
 def test_task_events_map_stages_by_name():
-    job = jobs.Job(id="tsk-1", method="RestoreImage", detached=False, work=lambda context: None)
-    event = convert.task_event(training_pb2.RestoreImageResponse, "restoring", job, jobs.Output(StageChanged("saving")))
+    job = Job(id="tsk-1", method="RestoreImage", detached=False, work=lambda context: None)
+    event = convert.task_event(
+        training_pb2.RestoreImageResponse, "restoring", job, events.Output(StageChanged("saving"))
+    )
     assert event.progress_update.stage == training_pb2.STAGE_SAVING
-    progress = jobs.ProgressEvent(jobs.Progress(1, 4, 0.1, 0.3))
+    progress = events.ProgressEvent(events.Progress(1, 4, 0.1, 0.3))
     event = convert.task_event(training_pb2.RestoreImageResponse, "restoring", job, progress)
     assert event.progress_update.stage == training_pb2.STAGE_RESTORING and event.progress.total_steps == 4
 

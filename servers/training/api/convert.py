@@ -11,9 +11,10 @@ from genmesh.errors import InvalidArgument, require, require_range
 from genmesh.training.v1 import training_pb2
 from servers.media.images import ImageFormat
 from servers.runtime import convert as common
-from servers.runtime import jobs
+from servers.runtime import events
 from servers.runtime.convert import timestamp
-from servers.runtime.jobs import JobState, StageChanged
+from servers.runtime.events import JobState, StageChanged
+from servers.runtime.queue import Job
 from servers.training.data.synthetic import SyntheticSpec
 from servers.training.jobs.records import TrainingRecord
 from servers.training.registry import RegisteredModelInfo, parse_model_id
@@ -172,7 +173,7 @@ def paginate(items: list, page_size: int, page_token: str, *, default_size: int)
 # -- training jobs ----------------------------------------------------------------------------------
 
 
-def training_job(record: TrainingRecord, job: jobs.Job | None) -> training_pb2.TrainingJob:
+def training_job(record: TrainingRecord, job: Job | None) -> training_pb2.TrainingJob:
     """The resource: the persisted record, with the live queue position and progress if running here."""
     checkpoint = None
     if record.checkpoint_key:
@@ -205,7 +206,7 @@ def training_job(record: TrainingRecord, job: jobs.Job | None) -> training_pb2.T
         device=record.device if record.state is not JobState.QUEUED else "",
     )
     if job is not None and not job.terminal:
-        if job.state is jobs.JobState.QUEUED:
+        if job.state is events.JobState.QUEUED:
             message.queue_position = job.queue_position
         message.progress.CopyFrom(common.progress_message(job.progress) or job_pb2.Progress())
     return message
@@ -243,7 +244,7 @@ class _RecordJob:
 
     id: str
     state: JobState
-    progress: jobs.Progress | None = None
+    progress: events.Progress | None = None
 
 
 def training_progress(record: TrainingRecord, stage_name: str = "") -> training_pb2.TrainingProgress:
@@ -267,8 +268,8 @@ def training_progress(record: TrainingRecord, stage_name: str = "") -> training_
 
 def watch_event(
     record: TrainingRecord,
-    job: jobs.Job | None,
-    event: jobs.JobEvent,
+    job: Job | None,
+    event: events.JobEvent,
     replayed: bool,
     result: training_pb2.TrainingResult | None,
 ) -> training_pb2.WatchTrainingJobResponse:
@@ -278,20 +279,20 @@ def watch_event(
     fields["replayed"] = replayed
     fields["event_time"] = timestamp(time.time())
     match event:
-        case jobs.ProgressEvent():
+        case events.ProgressEvent():
             fields["progress_update"] = training_progress(record)
-        case jobs.Output(payload=StageChanged(name)):
+        case events.Output(payload=StageChanged(name)):
             fields["progress_update"] = training_progress(record, name)
-        case jobs.Output(payload=EpochCompleted(epoch)):
+        case events.Output(payload=EpochCompleted(epoch)):
             fields["epoch_completed"] = epoch_message(epoch)
             fields["event_time"] = timestamp(epoch.end_time)
-        case jobs.Output(payload=CheckpointSaved(epoch, stored, best)):
+        case events.Output(payload=CheckpointSaved(epoch, stored, best)):
             fields["checkpoint_saved"] = training_pb2.CheckpointSaved(
                 epoch=epoch, checkpoint=common.artifact(stored), best=best
             )
-        case jobs.Output(payload=Resumed(count, from_epoch, reason)):
+        case events.Output(payload=Resumed(count, from_epoch, reason)):
             fields["resumed"] = training_pb2.Resumed(resumed_count=count, from_epoch=from_epoch, reason=reason)
-        case jobs.Succeeded():
+        case events.Succeeded():
             fields["result"] = result
     return training_pb2.WatchTrainingJobResponse(**fields)
 
@@ -346,16 +347,16 @@ def synthetic_result(outcome: SyntheticOutcome) -> training_pb2.SyntheticDataRes
     )
 
 
-def task_event(response_type: type, progress_stage: str, job: jobs.Job, event: jobs.JobEvent):
+def task_event(response_type: type, progress_stage: str, job: Job, event: events.JobEvent):
     """An event of GenerateSyntheticData or RestoreImage (same envelope); plain progress events mean
     ``progress_stage`` (pairs generated, tiles restored)."""
     fields = common.common_event_fields(job, event)
     match event:
-        case jobs.ProgressEvent():
+        case events.ProgressEvent():
             fields["progress_update"] = training_pb2.ProgressUpdate(stage=stage(progress_stage))
-        case jobs.Output(payload=StageChanged(name)):
+        case events.Output(payload=StageChanged(name)):
             fields["progress_update"] = training_pb2.ProgressUpdate(stage=stage(name))
-        case jobs.Succeeded(result=result):
+        case events.Succeeded(result=result):
             fields["result"] = result
     return response_type(**fields)
 
@@ -435,19 +436,19 @@ def task_result(result: Any) -> training_pb2.TaskResult | None:
     return training_pb2.TaskResult(**{TASK_RESULTS[type(result)]: result})
 
 
-def task_job(job: jobs.Job) -> training_pb2.Job:
+def task_job(job: Job) -> training_pb2.Job:
     return training_pb2.Job(status=common.job_status(job), result=task_result(job.result))
 
 
-def task_watch_event(job: jobs.Job, event: jobs.JobEvent) -> training_pb2.WatchJobResponse:
+def task_watch_event(job: Job, event: events.JobEvent) -> training_pb2.WatchJobResponse:
     """A task's event in WatchJob's envelope (its own stream's, with the result as a TaskResult)."""
-    if isinstance(event, jobs.Succeeded):
-        event = jobs.Succeeded(task_result(event.result))
+    if isinstance(event, events.Succeeded):
+        event = events.Succeeded(task_result(event.result))
     progress_stage = "generating" if job.method.endswith("/GenerateSyntheticData") else "restoring"
     return task_event(training_pb2.WatchJobResponse, progress_stage, job, event)
 
 
-def training_job_as_job(record: TrainingRecord, job: jobs.Job | None) -> training_pb2.Job:
+def training_job_as_job(record: TrainingRecord, job: Job | None) -> training_pb2.Job:
     """A training job in the shape every job RPC answers: its status, and the whole resource."""
     resource = training_job(record, job)
     status = job_pb2.JobStatus(

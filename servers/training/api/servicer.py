@@ -15,9 +15,10 @@ from google.protobuf import struct_pb2
 
 from genmesh.errors import FailedPrecondition, InvalidArgument, NotFound, require_range
 from genmesh.training.v1 import training_pb2, training_pb2_grpc
+from servers.runtime.events import Succeeded
 from servers.runtime.job_listing import JobQuery, Listed, position
 from servers.runtime.job_rpcs import JobRpcs
-from servers.runtime.jobs import JobContext, JobQueue, Succeeded
+from servers.runtime.queue import JobContext, JobQueue
 from servers.runtime.streaming import stream_job
 from servers.training import registry
 from servers.training.api import convert

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 import structlog
 
 from genmesh.errors import FailedPrecondition, GenmeshError, InvalidArgument, NotFound, Unavailable
-from servers.runtime import caller, jobs
+from servers.runtime import caller, events
+from servers.runtime.events import JobState
 from servers.runtime.job_ids import job_owner
-from servers.runtime.jobs import Job, JobQueue, JobState
+from servers.runtime.queue import Job, JobQueue
 from servers.training.data.pairs import find_pairs
 from servers.training.jobs.records import JobRecords, TrainingRecord
 from servers.training.jobs.runner import TrainingRunner
@@ -33,7 +34,7 @@ METHOD = "CreateTrainingJob"
 class Replayed:
     """An event rebuilt from the persisted record (it happened before this process ran the job)."""
 
-    event: jobs.JobEvent
+    event: events.JobEvent
 
 
 class TrainingManager:
@@ -171,19 +172,19 @@ class TrainingManager:
                 return record
         # Cancelled while waiting (the runner never ran), or a record no process runs (resume off,
         # another replica gone): mark it here. Its checkpoint, if any, stays for resume_job_id.
-        record.state, record.cancel_reason, record.ended_at = JobState.CANCELLED, jobs.CANCEL_REQUESTED, time.time()
+        record.state, record.cancel_reason, record.ended_at = JobState.CANCELLED, events.CANCEL_REQUESTED, time.time()
         await asyncio.to_thread(self.records.save, record)
         return record
 
     # -- watch ----------------------------------------------------------------------------
-    async def watch(self, job_id: str) -> AsyncIterator[jobs.JobEvent | Replayed]:
+    async def watch(self, job_id: str) -> AsyncIterator[events.JobEvent | Replayed]:
         """What already happened (from the record), then live events until the job ends."""
         record = self.get(job_id)
         job = self.queue_job(job_id)
         from_epoch = self.runner.first_epoch_this_run(job_id)
         for epoch in record.history:
             if job is None or from_epoch is None or epoch.epoch < from_epoch:
-                yield Replayed(jobs.Output(EpochCompleted(epoch)))
+                yield Replayed(events.Output(EpochCompleted(epoch)))
         if job is None:
             terminal = self.runner.terminal_event(record)
             if terminal is None:

@@ -18,7 +18,7 @@ from typing import Any
 import structlog
 
 from genmesh.errors import NotFound
-from servers.runtime.jobs import JobState
+from servers.runtime.events import JobState
 from servers.training.types import EpochMetrics, EpochProgress, TrainingSpec
 from storage.buckets import TRAINING_OUTPUTS
 from storage.keys import validate_job_id

@@ -19,8 +19,10 @@ import torch
 
 from genmesh.errors import Cancelled, GenmeshError
 from servers.compute.compile import OFF, CompileOptions
-from servers.runtime import jobs
-from servers.runtime.jobs import JobContext, JobState, StageChanged, as_genmesh_error
+from servers.runtime import events
+from servers.runtime.errors import as_genmesh_error
+from servers.runtime.events import JobState, StageChanged
+from servers.runtime.queue import JobContext
 from servers.training import registry
 from servers.training.data.pairs import load_pairs
 from servers.training.jobs.records import JobRecords, TrainingRecord
@@ -102,15 +104,15 @@ class TrainingRunner:
         return self._first_epoch.get(job_id)
 
     @staticmethod
-    def terminal_event(record: TrainingRecord) -> jobs.JobEvent | None:
+    def terminal_event(record: TrainingRecord) -> events.JobEvent | None:
         """The terminal event of a job that finished before this process (for Watch replays)."""
         match record.state:
             case JobState.SUCCEEDED:
-                return jobs.Succeeded(record)
+                return events.Succeeded(record)
             case JobState.FAILED:
-                return jobs.Failed(record.error_code or "INTERNAL", record.error_message)
+                return events.Failed(record.error_code or "INTERNAL", record.error_message)
             case JobState.CANCELLED:
-                return jobs.CancelledEvent(record.cancel_reason or jobs.CANCEL_REQUESTED)
+                return events.CancelledEvent(record.cancel_reason or events.CANCEL_REQUESTED)
         return None
 
     def _stage(self, record: TrainingRecord, context: JobContext, stage: str) -> None:
@@ -128,8 +130,8 @@ class TrainingRunner:
         try:
             self._train(record, context)
         except Cancelled as exc:
-            if exc.message == jobs.SHUTTING_DOWN:  # drained: keep it queued, the next start resumes it
-                record.state, record.interrupted_reason = JobState.QUEUED, jobs.SHUTTING_DOWN
+            if exc.message == events.SHUTTING_DOWN:  # drained: keep it queued, the next start resumes it
+                record.state, record.interrupted_reason = JobState.QUEUED, events.SHUTTING_DOWN
             else:
                 record.state, record.cancel_reason, record.ended_at = JobState.CANCELLED, exc.message, time.time()
                 self._report_safely(record, "cancelled")

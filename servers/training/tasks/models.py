@@ -14,8 +14,9 @@ from PIL import Image
 from genmesh.errors import InvalidArgument
 from servers.compute.devices import select_device
 from servers.media.images import CONTENT_TYPES, EXTENSIONS, ImageFormat, decode_image, encode_image
-from servers.runtime.jobs import JobContext, StageChanged
+from servers.runtime.events import StageChanged
 from servers.runtime.model_cache import ModelCache
+from servers.runtime.queue import JobContext
 from servers.training import registry
 from servers.training.data.pairs import decode, find_pairs
 from servers.training.model.checkpoint import LoadedModel, load_restoration_model

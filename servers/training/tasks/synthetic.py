@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import structlog
 
 from genmesh.errors import GenmeshError
-from servers.runtime.jobs import JobContext, StageChanged
+from servers.runtime.events import StageChanged
+from servers.runtime.queue import JobContext
 from servers.training.data.synthetic import (
     SyntheticSpec,
     dataset_prefix,

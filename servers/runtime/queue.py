@@ -3,14 +3,8 @@
 Engines run in worker threads (they block on llama.cpp or torch). They report through a
 ``JobContext``; every report becomes an event that is appended to the job's history and fanned out
 to its subscribers on the asyncio loop, so any number of clients can watch a job and a late
-watcher first replays what already happened. Nothing here imports grpc.
-
-Text deltas are the one per-token report, and each event costs the same CPU whatever it holds
-(the loop's socket write, Envoy, the client), on the cores llama.cpp keeps busy. So a job's deltas
-go out in frames (``TEXT_FRAME_SECONDS``): the first token at once, later ones with the first token
-that comes at least a frame after the previous delta, merged (so text waits at most a frame plus
-one token, and a model slower than a frame still streams every token at once); and the text held
-always goes out before the job's next other event, its terminal one included.
+watcher first replays what already happened. Observers (the server attaches its metrics) are told
+of each job's lifecycle; the queue knows nothing of them. Nothing here imports grpc.
 """
 
 from __future__ import annotations
@@ -19,130 +13,37 @@ import asyncio
 import collections
 import concurrent.futures
 import itertools
-import math
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
-from genmesh.errors import Cancelled, GenmeshError, Internal, NotFound, ResourceExhausted, Unavailable
-from servers.compute.memory import is_out_of_memory
+from genmesh.errors import Cancelled, GenmeshError, NotFound, ResourceExhausted, Unavailable
 from servers.runtime import caller
+from servers.runtime.errors import as_genmesh_error
+from servers.runtime.events import (
+    CANCEL_REQUESTED,
+    SHUTTING_DOWN,
+    TERMINAL_EVENTS,
+    CancelledEvent,
+    Failed,
+    JobEvent,
+    JobState,
+    Output,
+    Payload,
+    Preview,
+    Progress,
+    ProgressEvent,
+    Queued,
+    Started,
+    Succeeded,
+)
 from servers.runtime.job_ids import JobIds
-from servers.runtime.metrics import QueueMetrics, service_label
 
 log = structlog.get_logger(__name__)
-
-
-class JobState(StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def terminal(self) -> bool:
-        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
-
-
-@dataclass(frozen=True)
-class Preview:
-    data: bytes
-    content_type: str
-    width: int
-    height: int
-
-
-@dataclass(frozen=True)
-class Progress:
-    step: int
-    total_steps: int
-    elapsed_seconds: float
-    eta_seconds: float
-    preview: Preview | None = None
-
-    @property
-    def fraction(self) -> float:
-        return min(1.0, self.step / self.total_steps) if self.total_steps > 0 else 0.0
-
-
-# Events, in the order a job emits them: Queued+ Started (Output | ProgressEvent)* terminal.
-@dataclass(frozen=True)
-class Queued:
-    queue_position: int
-
-
-@dataclass(frozen=True)
-class Started:
-    queued_seconds: float
-
-
-@dataclass(frozen=True)
-class ProgressEvent:
-    progress: Progress
-
-
-@dataclass(frozen=True)
-class StageChanged:
-    """A job entered a stage, or moved on inside one (``done`` of ``total`` items, e.g. frames).
-
-    ``stage`` is the lower-case name of the service's proto ``Stage`` value without its prefix
-    (``"decoding"`` is ``STAGE_DECODING``): ``servers.runtime.convert.stage_value`` maps it by name.
-    """
-
-    stage: str
-    done: int = 0
-    total: int = 0
-
-
-@dataclass(frozen=True)
-class TextDelta:
-    """Generated text, streamed as it is made: ``tokens`` tokens' worth (deltas are merged into frames)."""
-
-    text: str
-    tokens: int = 1
-
-
-@dataclass(frozen=True)
-class Output:
-    """A piece of the result (or a stage change) streamed as it is made. ``payload`` is one of the
-    typed payloads: ``StageChanged``, ``TextDelta``, or a service's own dataclass (Training's epochs)."""
-
-    payload: Any
-    progress: Progress | None = None
-
-
-@dataclass(frozen=True)
-class Succeeded:
-    result: Any
-
-
-@dataclass(frozen=True)
-class Failed:
-    code: str
-    message: str
-    field: str | None = None  # the request field at fault, when there is one (sent as a BadRequest detail)
-
-
-@dataclass(frozen=True)
-class CancelledEvent:
-    reason: str
-
-
-JobEvent = Queued | Started | ProgressEvent | Output | Succeeded | Failed | CancelledEvent
-TERMINAL_EVENTS = (Succeeded, Failed, CancelledEvent)
-
-# Text deltas of one job are sent at most this often (the first at once); 0 sends every token.
-TEXT_FRAME_SECONDS = 0.1
-
-CANCEL_REQUESTED = "cancel requested"
-CLIENT_DISCONNECTED = "client disconnected"
-SHUTTING_DOWN = "server shutting down"
 
 
 @dataclass
@@ -159,7 +60,7 @@ class Job:
     ended_at: float | None = None
     queue_position: int = 0
     progress: Progress | None = None
-    result: Any = None
+    result: Any = None  # the service's result message once SUCCEEDED
     error: Failed | None = None
     cancel_reason: str | None = None
     owner: str = ""  # the client id of the caller that submitted it ("" without the gateway)
@@ -177,19 +78,11 @@ class Job:
 
 
 class JobContext:
-    """What an engine sees of its job: cancellation and progress reporting. Thread-safe, except that
-    text deltas come from one thread (the job's worker).
-
-    Text deltas are merged into frames of ``text_frame_seconds`` (see the module docstring); any other
-    report, and ``flush``, sends the text held first."""
+    """What an engine sees of its job (a ``servers.runtime.events.Reporter``): cancellation and
+    progress reporting. Thread-safe."""
 
     def __init__(
-        self,
-        job: Job,
-        publish: Callable[[Job, JobEvent], None],
-        device: str,
-        queued_seconds: float = 0.0,
-        text_frame_seconds: float = TEXT_FRAME_SECONDS,
+        self, job: Job, publish: Callable[[Job, JobEvent], None], device: str, queued_seconds: float = 0.0
     ) -> None:
         self.job_id = job.id
         self.device = device
@@ -197,11 +90,6 @@ class JobContext:
         self._job = job
         self._publish = publish
         self._started = time.monotonic()
-        self._frame_seconds = text_frame_seconds
-        self._text: list[str] = []  # held text, and how many tokens it holds, with their latest progress
-        self._text_tokens = 0
-        self._text_progress: Progress | None = None
-        self._text_sent_at = -math.inf
 
     @property
     def cancelled(self) -> bool:
@@ -218,35 +106,30 @@ class JobContext:
         return Progress(step, total_steps, elapsed, eta, preview)
 
     def progress(self, step: int, total_steps: int, preview: Preview | None = None) -> None:
-        self.flush()
         self._publish(self._job, ProgressEvent(self.make_progress(step, total_steps, preview)))
 
     def output(
-        self, payload: Any, step: int | None = None, total_steps: int | None = None, preview: Preview | None = None
+        self, payload: Payload, step: int | None = None, total_steps: int | None = None, preview: Preview | None = None
     ) -> None:
         """A piece of the result (or a stage change), with the progress it brings when known."""
         known = step is not None and total_steps is not None
-        progress = self.make_progress(step, total_steps, preview) if known else None
-        if isinstance(payload, TextDelta):
-            self._text.append(payload.text)
-            self._text_tokens += payload.tokens
-            self._text_progress = progress or self._text_progress
-            if time.monotonic() - self._text_sent_at >= self._frame_seconds:
-                self.flush()
-            return
-        self.flush()
+        self.publish_output(payload, self.make_progress(step, total_steps, preview) if known else None)
+
+    def publish_output(self, payload: Payload, progress: Progress | None) -> None:
+        """``output`` with its progress already measured (e.g. when the payload was made)."""
         self._publish(self._job, Output(payload, progress))
 
-    def flush(self) -> None:
-        """Send the text held for the next frame now (the queue calls it before the job's terminal event)."""
-        if not self._text_tokens:
-            return
-        delta = TextDelta(self._text[0] if len(self._text) == 1 else "".join(self._text), self._text_tokens)
-        progress, self._text_progress = self._text_progress, None
-        self._text.clear()
-        self._text_tokens = 0
-        self._text_sent_at = time.monotonic()
-        self._publish(self._job, Output(delta, progress))
+
+class QueueObserver(Protocol):
+    """Told of each job's lifecycle on the event loop thread (never per progress report)."""
+
+    def queued(self, job: Job) -> None: ...
+
+    def started(self, job: Job, queued_seconds: float) -> None: ...
+
+    def output(self, job: Job, payload: Payload) -> None: ...
+
+    def finished(self, job: Job) -> None: ...
 
 
 class JobQueue:
@@ -286,8 +169,7 @@ class JobQueue:
         # Called on the loop once a job ended, after its watchers got the terminal event (e.g. to
         # store its record, so other replicas answer for it after this process is gone).
         self.on_terminal: list[Callable[[Job], None]] = []
-        # How often a job's text deltas are sent (JobContext merges those made in between).
-        self.text_frame_seconds = TEXT_FRAME_SECONDS
+        self.observers: list[QueueObserver] = []
         self._jobs: dict[str, Job] = {}
         self._pending: collections.deque[Job] = collections.deque()
         self._calls: collections.deque[tuple[Callable[[], Any], concurrent.futures.Future[Any]]] = collections.deque()
@@ -299,9 +181,16 @@ class JobQueue:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._idle = asyncio.Event()
         self._counter = itertools.count()
-        self._metrics = QueueMetrics(
-            service_label(service, name), name, depth=lambda: len(self._pending), running=lambda: len(self._running)
-        )
+
+    @property
+    def depth(self) -> int:
+        """Jobs waiting now."""
+        return len(self._pending)
+
+    @property
+    def running(self) -> int:
+        """Jobs running on the workers now."""
+        return len(self._running)
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -381,7 +270,8 @@ class JobQueue:
             self._idle.clear()
             self._cond.notify()
         self._publish_now(job, Queued(position))
-        self._metrics.queued(job)
+        for observer in self.observers:
+            observer.queued(job)
         log.info("job_queued", job_id=job.id, method=method, queue_position=position, detached=detached)
         return job
 
@@ -469,14 +359,15 @@ class JobQueue:
                 job.state = JobState.RUNNING
                 job.started_at = time.time()
                 job.queue_position = 0
-                self._metrics.started(job, queued_seconds)
+                for observer in self.observers:
+                    observer.started(job, queued_seconds)
             case ProgressEvent(progress):
                 job.progress = progress
             case Output(payload, progress):
                 if progress is not None:
                     job.progress = progress
-                if not isinstance(payload, TextDelta):  # tokens are counted once, when the job ends
-                    self._metrics.output(job, payload)
+                for observer in self.observers:
+                    observer.output(job, payload)
             case Succeeded(result):
                 job.state, job.result = JobState.SUCCEEDED, result
             case Failed():
@@ -486,18 +377,14 @@ class JobQueue:
         if job.terminal:
             job.ended_at = time.time()
             job.cancel_requested.set()  # nothing may keep running for a finished job
-            tokens = sum(
-                item.payload.tokens
-                for item in job.history
-                if isinstance(item, Output) and isinstance(item.payload, TextDelta)
-            )
-            self._metrics.finished(job, tokens)
         # Progress-only events are not kept (a watcher needs the latest, not all); outputs are.
         if not isinstance(event, ProgressEvent):
             job.history.append(event)
         for inbox in job._subscribers:
             inbox.put_nowait(event)
         if job.terminal:
+            for observer in self.observers:
+                observer.finished(job)
             for hook in self.on_terminal:
                 try:
                     hook(job)
@@ -561,7 +448,7 @@ class JobQueue:
         queued_seconds = time.time() - job.created_at
         self._publish(job, Started(queued_seconds))
         self._loop.call_soon_threadsafe(self._announce_positions)
-        context = JobContext(job, self._publish, device, queued_seconds, self.text_frame_seconds)
+        context = JobContext(job, self._publish, device, queued_seconds)
         started = time.monotonic()
         end: JobEvent
         with structlog.contextvars.bound_contextvars(job_id=job.id, method=job.method, **job.log_context):
@@ -583,14 +470,4 @@ class JobQueue:
             else:
                 log.info("job_succeeded", seconds=round(time.monotonic() - started, 3))
                 end = Succeeded(result)
-            context.flush()  # the text held for the next frame goes out before the end
             self._publish(job, end)
-
-
-def as_genmesh_error(exc: BaseException) -> GenmeshError:
-    """Map library exceptions that have a meaning for the caller; anything else is INTERNAL."""
-    if isinstance(exc, GenmeshError):
-        return exc
-    if is_out_of_memory(exc):
-        return ResourceExhausted("the device ran out of memory; try smaller sizes or batches, or a low-memory mode")
-    return Internal(f"internal error ({type(exc).__name__}); see the server log")
