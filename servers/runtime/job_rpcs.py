@@ -49,7 +49,7 @@ from servers.runtime.job_listing import (
     time_bounds,
 )
 from servers.runtime.job_records import TerminalRecords
-from servers.runtime.library import Library
+from servers.runtime.library import library_index
 from servers.runtime.protos import returned_type
 from servers.runtime.queue import Job, JobQueue
 from servers.runtime.streaming import stream_job
@@ -130,7 +130,7 @@ class JobRpcs:
         """Write each job's final ``Job`` message to the object store once it ended, and index it
         for ListJobs."""
         index = JobIndex(self.store, service_folder(self.queue.service)) if self.queue.service else None
-        self.records = TerminalRecords(self.store, index, Library(self.store))
+        self.records = TerminalRecords(self.store, index, library_index(self.store))
         self._saving: set[asyncio.Future[None]] = set()
         self.queue.on_terminal.append(self._save_record)
 
