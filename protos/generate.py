@@ -72,6 +72,7 @@ def write_openapi(path: Path, files: list[str]) -> None:
         data = described.read_bytes()
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     document = build_openapi(data, version)
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(document, indent=1, sort_keys=False, ensure_ascii=False) + "\n")
 
 

@@ -577,7 +577,7 @@ def test_openai_routes_go_to_the_web_front_door_without_strict_json(descriptor: 
 def test_the_console_and_presigned_media_need_no_key(descriptor: Path) -> None:
     """/ui (the console's files) goes to the web front door, /<bucket>/<key> GET/HEAD to the object
     store: neither can carry a key from a browser (a page load, an <img>), so the key check and the
-    rate limit are off there, and only there."""
+    rate limit are off there, and only there (and on /openapi.json, the public REST contract)."""
     config = yaml.safe_load(render(descriptor, web=[("127.0.0.1", 8088)], media=[("127.0.0.1", 8333)]))
     (hcm,) = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"]
     routes = hcm["typed_config"]["route_config"]["virtual_hosts"][0]["routes"]
@@ -596,11 +596,13 @@ def test_the_console_and_presigned_media_need_no_key(descriptor: Path) -> None:
     assert not media_regex.fullmatch("/outputs/") and not media_regex.fullmatch("/v1/images/models")
     root = next(route for route in routes if route["match"] == {"path": "/"})
     assert root["redirect"] == {"path_redirect": "/ui/"}
-    for route in (console, media, root):
+    contract = next(route for route in routes if route["match"] == {"path": "/openapi.json"})
+    assert contract["route"] == {"cluster": "web"}
+    for route in (console, media, root, contract):
         disabled = {name for name, value in route["typed_per_filter_config"].items() if value["disabled"]}
         assert {API_KEY_AUTH, LOCAL_RATE_LIMIT} <= disabled
     # Only these and the gateway's own /healthz skip the key check.
-    assert len(keyless) == 4, list(keyless)
+    assert len(keyless) == 5, list(keyless)
     (cluster,) = [cluster for cluster in config["static_resources"]["clusters"] if cluster["name"] == "media"]
     endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
     assert endpoint == {"address": "127.0.0.1", "port_value": 8333}
