@@ -17,6 +17,9 @@ from dataclasses import dataclass
 
 CLIENT_HEADER = "x-client-id"
 ADMIN_HEADER = "x-genmesh-admin"  # "true" for a key marked admin in the keys file
+# What a call made on a caller's behalf passes on (a forwarded call, the web front door's calls):
+# the request id for the logs, and who asks, for ownership.
+PASSED_ON = ("x-request-id", CLIENT_HEADER, ADMIN_HEADER)
 
 
 @dataclass(frozen=True)

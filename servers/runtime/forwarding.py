@@ -33,8 +33,7 @@ import structlog
 from google.protobuf import descriptor_pool
 
 from genmesh.errors import NotFound, Unavailable
-from servers.runtime import job_listing
-from servers.runtime.caller import ADMIN_HEADER, CLIENT_HEADER
+from servers.runtime import caller, job_listing
 from servers.runtime.channels import MESSAGE_SIZE_OPTIONS, RECONNECT_OPTIONS
 from servers.runtime.job_ids import JobIds, job_owner
 from servers.runtime.peers import Peers
@@ -43,7 +42,6 @@ from servers.runtime.tls import TlsFiles
 log = structlog.get_logger(__name__)
 
 FORWARDED = "x-genmesh-forwarded"  # set on a forwarded call: answer it here, never forward it again
-PASSED_ON = ("x-request-id", CLIENT_HEADER, ADMIN_HEADER)  # the owner replica checks who asks
 UNARY_TIMEOUT_SECONDS = 30.0  # a GetJob or CancelJob (which waits up to 5 s) to a peer that hangs
 LIST_TIMEOUT_SECONDS = 5.0  # a peer's live jobs, from memory: fast, or left out of the page
 TEMPLATE_FAN_OUT = 8
@@ -123,7 +121,7 @@ class ForwardingInterceptor(grpc.aio.ServerInterceptor):
         return (owner.replica, address) if address is not None else None
 
     def _metadata(self, context: grpc.aio.ServicerContext) -> list[tuple[str, str]]:
-        passed = [(key, value) for key, value in context.invocation_metadata() or () if key in PASSED_ON]
+        passed = [(key, value) for key, value in context.invocation_metadata() or () if key in caller.PASSED_ON]
         return [*passed, (FORWARDED, f"{self.service}-{self.ids.replica}")]
 
     def _channel(self, address: str) -> grpc.aio.Channel:

@@ -28,6 +28,7 @@ from starlette.routing import Route
 from genmesh.common.v1 import job_pb2
 from genmesh.errors import GenmeshError
 from genmesh.video.v1 import video_pb2
+from servers.runtime import caller
 from servers.web import console, embeddings, images, text, videos
 from servers.web.errors import OpenAIError, from_genmesh, invalid, model_not_found
 from servers.web.fields import IGNORED_HEADER, Body, Form
@@ -38,7 +39,6 @@ from servers.web.upstreams import JobStream, Upstreams, unary
 log = structlog.get_logger(__name__)
 
 JOB_HEADER = "x-genmesh-job-id"
-PASSED_ON = ("x-request-id", "x-client-id")  # set by the gateway; the services log and own jobs by them
 
 
 class ClientGone(Exception):
@@ -46,7 +46,7 @@ class ClientGone(Exception):
 
 
 def metadata(request: Request) -> tuple[tuple[str, str], ...]:
-    return tuple((name, request.headers[name]) for name in PASSED_ON if name in request.headers)
+    return tuple((name, request.headers[name]) for name in caller.PASSED_ON if name in request.headers)
 
 
 def upstreams(request: Request) -> Upstreams:
