@@ -30,6 +30,7 @@ from full_size import SD15_NAME, build_full_size_sd15  # bench/, beside this scr
 
 from servers.compute.compile import CompileOptions
 from servers.compute.devices import configure_threads
+from servers.diffusion import lora as lora_module
 from servers.diffusion.compiled import Shape, compile_model, warm_up_image
 from servers.diffusion.generate import GenerationParams, generate
 from servers.diffusion.loading import load_model
@@ -66,6 +67,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--full-size", action="store_true", help="SD1.5-size random weights (for a GPU)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the UNet and VAE decoder first")
+    parser.add_argument(
+        "--backend", default="inductor", help="compile backend; 'eager' counts dynamo's (re)compiles without codegen"
+    )
+    parser.add_argument(
+        "--diffusers-set-adapters", action="store_true", help="switch with diffusers' set_adapters (float scalings)"
+    )
     args = parser.parse_args()
     configure_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="genmesh-lora-bench-"))
@@ -90,9 +97,13 @@ def main() -> None:
         return GenerationParams(prompt="a lighthouse", width=args.size, height=args.size, steps=args.steps, seed=1,
                                 scheduler="euler", loras=resolved(*pairs))  # fmt: skip
 
+    if args.diffusers_set_adapters:  # the library's switch, for comparison
+        lora_module._set_adapters = lambda pipe, wanted: pipe.set_adapters(
+            [name for name, _ in wanted], adapter_weights=[weight for _, weight in wanted]
+        )
     before_compile = 0
     if args.compile:
-        modules = compile_model(model, CompileOptions(True))
+        modules = compile_model(model, CompileOptions(True, backend=args.backend))
         warm_up_image(model, modules, (Shape(args.size, args.size, 1),))
         before_compile = compiles()
     generate(model, params())  # warm
@@ -113,7 +124,8 @@ def main() -> None:
         with_two.append(timed(lambda weights=weights: generate(model, params(*weights))))
     after_switches = compiles()
     print(f"device {device}, size {args.size}, steps {args.steps}, threads {args.threads}, "
-          f"model {SD15_NAME if args.full_size else 'tiny-sd15'}, compile {args.compile}")  # fmt: skip
+          f"model {SD15_NAME if args.full_size else 'tiny-sd15'}, "
+          f"compile {args.backend if args.compile else 'off'}")  # fmt: skip
     print(f"{'base model load':42}{ms(load)} ms (once; never repeated for a LoRA)")
     print(f"{'first use of LoRA a / b (read + inject)':42}{ms(first_a)} / {ms(first_b).strip()} ms")
     print(f"{'switch between loaded LoRAs (median)':42}{ms(statistics.median(switches))} ms  "

@@ -367,7 +367,7 @@ class LoraAdapters:
             return
         if wanted:
             pipe.enable_lora()
-            pipe.set_adapters([name for name, _ in wanted], adapter_weights=[weight for _, weight in wanted])
+            _set_adapters(pipe, wanted)
         elif self.loaded:
             pipe.disable_lora()
         self.active = wanted
@@ -411,3 +411,34 @@ class LoraAdapters:
                 pipe.delete_adapters(name)
         except Exception as exc:  # nothing was injected: nothing to remove
             log.debug("lora_discard_skipped", adapter=name, error=str(exc)[:200])
+
+
+def _set_adapters(pipe: DiffusionPipeline, wanted: Sequence[tuple[str, float]]) -> None:
+    """What ``pipe.set_adapters(names, weights)`` does, except that each weight goes into its layer's
+    scaling as a tensor filled in place: PEFT keeps Python floats there, which a compiled UNet guards
+    on, so every new weight would compile the graph again. This way a weight change never recompiles
+    (a new set of active names does, once per set); the arithmetic is the same."""
+    import math
+
+    import torch
+    from peft.tuners.lora import LoraLayer
+
+    names = [name for name, _ in wanted]
+    for component in pipe._lora_loadable_modules:
+        model = getattr(pipe, component, None)
+        if model is None:
+            continue
+        for module in model.modules():
+            if not isinstance(module, LoraLayer):
+                continue
+            module.set_adapter(names)
+            for name, weight in wanted:
+                if name not in module.scaling:
+                    continue
+                rank = module.r[name]
+                value = weight * module.lora_alpha[name] / (math.sqrt(rank) if module.use_rslora[name] else rank)
+                scaling = module.scaling[name]
+                if isinstance(scaling, torch.Tensor):
+                    scaling.fill_(value)
+                else:
+                    module.scaling[name] = torch.tensor(value, device=module.lora_A[name].weight.device)
