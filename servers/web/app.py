@@ -371,8 +371,40 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def videos_list(request: Request) -> Response:
-    raise OpenAIError(501, "listing videos is not supported yet: keep the ids that POST /v1/videos answers",
-                      type="invalid_request_error", code="not_implemented")  # fmt: skip
+    """The caller's videos, newest first (Video's ListJobs of GenerateVideo); ``after`` is the last id
+    of the previous page, as OpenAI's cursor pages send it."""
+    query = request.query_params
+    limit_text = query.get("limit", str(videos.LIST_DEFAULT))
+    limit = int(limit_text) if limit_text.isdigit() else 0
+    if not 1 <= limit <= videos.LIST_MAX:
+        raise invalid("limit", f"limit must be between 1 and {videos.LIST_MAX} (got {limit_text!r})")
+    if query.get("order", "desc") != "desc":
+        raise invalid("order", f"order: only 'desc' (newest first) is supported (got {query.get('order')!r})")
+    listing = video_pb2.ListJobsRequest(method="GenerateVideo")
+    stub = upstreams(request).stub("video")
+    try:
+        if after := query.get("after"):
+            previous = await unary("video", stub.GetJob, video_pb2.GetJobRequest(job_id=after), metadata(request))
+            listing.created_before.CopyFrom(previous.status.create_time)
+        found: list[video_pb2.Job] = []
+        while True:  # a page may be short while more remain: read on until one more than asked for
+            listing.page_size = limit + 1 - len(found)
+            page = await unary("video", stub.ListJobs, listing, metadata(request))
+            found.extend(page.jobs)
+            if len(found) > limit or not page.next_page_token:
+                break
+            listing.page_token = page.next_page_token
+    except GenmeshError as exc:
+        raise from_genmesh(exc, {"job_id": "after"}) from None
+    data = [videos.video_object(job) for job in found[:limit]]
+    body = {
+        "object": "list",
+        "data": data,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+        "has_more": len(found) > limit,
+    }
+    return JSONResponse(body, headers=headers(request))
 
 
 OPENAPI_DOCUMENT = Path(__file__).with_name("openapi.json")

@@ -45,6 +45,9 @@ class VideoCall:
     params: dict[str, str] = field(default_factory=lambda: dict(PARAMS))
 
 
+LIST_DEFAULT, LIST_MAX = 20, 100  # GET /v1/videos?limit=: OpenAI's default and most
+
+
 def _assign(message: Any, name: str, value: Any, param: str) -> None:
     try:
         setattr(message, name, value)

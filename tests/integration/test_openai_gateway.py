@@ -404,8 +404,9 @@ def test_a_client_that_stops_waiting_cancels_its_job(mesh: Mesh, gateway_url: st
 
 
 def test_unserved_paths_and_methods_answer_in_openais_shape(gateway_url: str, api_key: str) -> None:
-    listing = httpx.get(f"{gateway_url}/v1/videos", headers={"x-api-key": api_key})
-    assert listing.status_code == 501 and listing.json()["error"]["code"] == "not_implemented"
+    for query, param in (("limit=0", "limit"), ("limit=101", "limit"), ("order=asc", "order")):
+        listing = httpx.get(f"{gateway_url}/v1/videos?{query}", headers={"x-api-key": api_key})
+        assert listing.status_code == 400 and listing.json()["error"]["param"] == param, listing.text
     wrong = httpx.get(f"{gateway_url}/v1/chat/completions", headers={"x-api-key": api_key})
     assert wrong.status_code == 405 and wrong.json()["error"]["code"] == "method_not_allowed"
 
@@ -496,6 +497,11 @@ def test_video_lifecycle(oai: openai.OpenAI, client: GenmeshClient) -> None:
     wait_for_state(client, "videos", running.id, job_pb2.JOB_STATE_CANCELLED)
     cancelled = oai.videos.retrieve(running.id)
     assert cancelled.status == "failed" and cancelled.error.code == "cancelled"
+    # The caller's videos, newest first, in OpenAI's cursor pages (after = the last id seen).
+    first = oai.videos.list(limit=1)
+    assert [item.id for item in first.data] == [running.id] and first.has_more
+    second = oai.videos.list(limit=1, after=running.id)
+    assert [item.id for item in second.data] == [video.id] and second.data[0].status == "completed"
     with pytest.raises(openai.BadRequestError) as raised:
         oai.videos.create(prompt="waves", size="64x64", seconds="20")
     assert raised.value.param == "seconds"
