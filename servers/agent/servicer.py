@@ -13,6 +13,7 @@ from servers.agent import convert
 from servers.agent.eta import CostModel
 from servers.agent.job import CharacterJob
 from servers.agent.upstreams import Upstreams
+from servers.runtime import caller
 from servers.runtime.job_rpcs import JobRpcs
 from servers.runtime.queue import JobQueue
 from servers.runtime.streaming import stream_job
@@ -20,10 +21,10 @@ from storage.object_store import ObjectStore
 
 
 def call_metadata() -> tuple[tuple[str, str], ...]:
-    """The caller's request id and client id (bound by the interceptor), to pass on to every sub-job."""
-    bound = structlog.contextvars.get_contextvars()
-    names = {"request_id": "x-request-id", "client_id": "x-client-id"}
-    return tuple((header, str(bound[key])) for key, header in names.items() if bound.get(key))
+    """The caller's request id and who it is (bound by the interceptor), passed on to every sub-job:
+    the sub-jobs belong to the agent job's owner, who can see and cancel them."""
+    request_id = structlog.contextvars.get_contextvars().get("request_id")
+    return (*((("x-request-id", str(request_id)),) if request_id else ()), *caller.current().headers())
 
 
 class AgentServicer(JobRpcs, agent_pb2_grpc.AgentServiceServicer):

@@ -1,10 +1,12 @@
 """The gateway's API keys: who may call (client name -> key) and, per client, how fast.
 
-An entry is ``[client=]key [rps=N] [burst=N]``. ``GENMESH_API_KEYS`` holds comma-separated
+An entry is ``[client=]key [rps=N] [burst=N] [admin]``. ``GENMESH_API_KEYS`` holds comma-separated
 entries; a keys file holds one entry per line (comma-separated entries on a line work too: a
 Kubernetes Secret holding ``GENMESH_API_KEYS``, mounted as a file, reads as it is). Blank lines and
 ``#`` comments are ignored. A bare key's client is named ``key-1``, ``key-2``, ... ``rps`` / ``burst``
 override the gateway's default token bucket (refill per second, bucket size) for that client only.
+``admin`` marks an admin key: the gateway tells the servers (``x-genmesh-admin``), which then let it
+see, cancel and list every client's jobs (``servers/runtime/caller.py``).
 
 Keys never appear in an error message or a ``repr``: errors name the entry (``file:line`` or
 ``GENMESH_API_KEYS entry N``) and the client, never the key.
@@ -75,6 +77,7 @@ class KeyConfig:
 
     keys: dict[str, str] = field(repr=False)
     overrides: dict[str, QuotaOverride] = field(default_factory=dict)
+    admins: frozenset[str] = frozenset()  # clients whose key is marked admin
 
     @property
     def clients(self) -> list[str]:
@@ -104,12 +107,17 @@ class _Entry:
     key: str = field(repr=False)
     override: QuotaOverride | None
     where: str
+    admin: bool = False
 
 
 def _parse_entry(entry: str, where: str) -> _Entry:
     """``[client=]key [rps=N] [burst=N]`` -> an entry."""
     credential, *options = entry.split()
     values: dict[str, int] = {}
+    admin = options.count("admin")
+    if admin > 1:
+        raise ApiKeyError(f"{where}: admin is given twice")
+    options = [option for option in options if option != "admin"]
     for option in options:
         match = _OPTION_RE.fullmatch(option)
         name = option.partition("=")[0]
@@ -117,7 +125,8 @@ def _parse_entry(entry: str, where: str) -> _Entry:
             raise ApiKeyError(f"{where}: {name} must be a whole number >= 1")
         if match is None:  # never echoed: it may be half of a key with a space in it
             raise ApiKeyError(
-                f"{where}: unexpected text after the key (an API key has no spaces; the options are rps=N and burst=N)"
+                f"{where}: unexpected text after the key (an API key has no spaces; the options are rps=N, burst=N "
+                "and admin)"
             )
         if match.group(1) in values:
             raise ApiKeyError(f"{where}: {match.group(1)} is given twice")
@@ -125,8 +134,8 @@ def _parse_entry(entry: str, where: str) -> _Entry:
     override = QuotaOverride(**values) if values else None
     if "=" in credential:
         client, _, key = credential.partition("=")
-        return _Entry(check_client(client, where), check_key(key, where), override, where)
-    return _Entry(None, check_key(credential, where), override, where)
+        return _Entry(check_client(client, where), check_key(key, where), override, where, bool(admin))
+    return _Entry(None, check_key(credential, where), override, where, bool(admin))
 
 
 def _split_entries(text: str, where: str) -> list[_Entry]:
@@ -172,6 +181,7 @@ def _parse_sources(env_value: str | None, file_text: str | None, keys_file: Path
 
     keys: dict[str, str] = {}
     overrides: dict[str, QuotaOverride] = {}
+    admins: set[str] = set()
     seen: dict[str, str] = {}  # key -> where
     for entry in entries:
         if entry.key in seen:
@@ -183,6 +193,8 @@ def _parse_sources(env_value: str | None, file_text: str | None, keys_file: Path
             keys[entry.client] = entry.key
             if entry.override:
                 overrides[entry.client] = entry.override
+            if entry.admin:
+                admins.add(entry.client)
     number = 0
     for entry in entries:
         if entry.client is None:
@@ -192,7 +204,9 @@ def _parse_sources(env_value: str | None, file_text: str | None, keys_file: Path
             keys[f"key-{number}"] = entry.key
             if entry.override:
                 overrides[f"key-{number}"] = entry.override
-    return KeyConfig(keys, overrides)
+            if entry.admin:
+                admins.add(f"key-{number}")
+    return KeyConfig(keys, overrides, frozenset(admins))
 
 
 def load_api_keys(environ: Mapping[str, str], keys_file: Path | None = None) -> dict[str, str]:

@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from string import Template
 
@@ -150,6 +150,9 @@ _CLUSTER = """
       - lb_endpoints: {endpoints}"""
 
 
+# Served by every server (servers/runtime/library_rpcs.py): routed to any of them, like reflection.
+LIBRARY = "genmesh.library.v1.LibraryService"
+
 UPSTREAM_TLS_FILES = ("tls.crt", "tls.key", "ca.crt")  # the names cert-manager gives a TLS Secret's files
 
 
@@ -192,6 +195,7 @@ def render_envoy_config(
     rate_limit_burst: int,
     listen_host: str = "127.0.0.1",
     quotas: Mapping[str, QuotaOverride] | None = None,
+    admins: Iterable[str] = (),
     keys_dir: Path | None = None,
     upstream_tls_dir: Path | None = None,
     web: Sequence[tuple[str, int]] = (),
@@ -201,8 +205,9 @@ def render_envoy_config(
 
     ``api_keys`` maps client name -> key (forwarded upstream as ``x-client-id``). Every client
     gets its own token bucket of ``rate_limit_rps`` per second and ``rate_limit_burst`` at most,
-    unless ``quotas`` overrides it for that client. ``upstreams`` maps ``text``/``image``/...
-    to ``(host, port)`` gRPC servers; a missing or empty entry gives a cluster without endpoints
+    unless ``quotas`` overrides it for that client; ``admins`` names the admin clients (their calls
+    carry ``x-genmesh-admin``). ``upstreams`` maps ``text``/``image``/... to ``(host, port)`` gRPC
+    servers; a missing or empty entry gives a cluster without endpoints
     (its requests get 503 / UNAVAILABLE). Hosts that are IP literals make STATIC clusters, names
     STRICT_DNS ones (compose / Kubernetes services).
 
@@ -225,6 +230,7 @@ def render_envoy_config(
         api_keys,
         RateLimit(_positive_int("rate_limit_rps", rate_limit_rps), _positive_int("rate_limit_burst", rate_limit_burst)),
         quotas or {},
+        frozenset(admins),
     )
     unknown = set(upstreams) - set(SERVICES)
     if unknown:
@@ -262,7 +268,7 @@ def render_envoy_config(
     values["OPENAI_PATH_REGEX"] = json.dumps(OPENAI_PATH_REGEX)
     values["OPENAI_REPLY_PATH_REGEX"] = json.dumps(OPENAI_PATH_REGEX + r"([?].*)?")  # :path keeps the query
     values["ANY_TRANSPORT_SOCKET"] = _upstream_tls(upstream_tls_dir, [s for s in SERVICES if upstreams.get(s)])
-    values["TRANSCODED_SERVICES"] = json.dumps([BY_NAME[service].proto_service for service in SERVICES])
+    values["TRANSCODED_SERVICES"] = json.dumps([*(BY_NAME[service].proto_service for service in SERVICES), LIBRARY])
     values["SERVICE_ROUTES"] = "".join(routes)  # each starts with a newline and its own indentation
     values["SERVICE_CLUSTERS"] = "".join(clusters)
 
@@ -417,6 +423,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "descriptor_path": args.descriptor,
             "api_keys": keys.keys,
             "quotas": keys.overrides,
+            "admins": keys.admins,
             "upstreams": {
                 service: _parse_upstreams(os.environ.get(f"GENMESH_UPSTREAM_{service.upper()}", ""), service)
                 for service in SERVICES
@@ -431,7 +438,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         text = render_envoy_config(**settings, keys_dir=args.keys_dir)
         if args.keys_dir:
             inline = render_envoy_config(**settings)  # the same config with the filters inline, to validate them
-            write_discovery_files(args.keys_dir, GatewayFilters(keys.keys, default, keys.overrides))
+            write_discovery_files(args.keys_dir, GatewayFilters(keys.keys, default, keys.overrides, keys.admins))
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -10,6 +10,10 @@ Both are built here as Envoy filter configs and placed in the one gateway config
   by an atomic rename (what Envoy's file watch reacts to) and only when its content changed:
   rewriting the rate-limit file would start every client's bucket afresh.
 
+Admin keys: a Lua filter right after the key check adds ``x-genmesh-admin: true`` when the client
+id it set is one of the admin clients (``servers/runtime/caller.py``); the gateway drops any copy a
+caller sends before the key check, so only a key marked ``admin`` gets it.
+
 Per-key quotas: the key check forwards the client name in ``x-client-id`` (overwriting what a
 caller sent); the rate limit makes a descriptor of it, and a descriptor entry without a value gives
 every client its own token bucket of the default size. A client with an override gets an entry
@@ -27,13 +31,17 @@ from pathlib import Path
 from servers.mesh.api_keys import ApiKeyError, KeyConfig, QuotaOverride, RateLimit, check_client, check_key
 
 API_KEY_AUTH = "envoy.filters.http.api_key_auth"
+ADMIN_HEADER_FILTER = "genmesh.admin_header"  # a Lua filter
 LOCAL_RATE_LIMIT = "envoy.filters.http.local_ratelimit"
 CLIENT_ID_HEADER = "x-client-id"
+ADMIN_HEADER = "x-genmesh-admin"  # servers/runtime/caller.py reads it
 FILTER_TYPES = {
     API_KEY_AUTH: "type.googleapis.com/envoy.extensions.filters.http.api_key_auth.v3.ApiKeyAuth",
+    ADMIN_HEADER_FILTER: "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
     LOCAL_RATE_LIMIT: "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
 }
-DISCOVERY_FILES = {API_KEY_AUTH: "api-keys.json", LOCAL_RATE_LIMIT: "rate-limit.json"}
+DISCOVERY_FILES = {API_KEY_AUTH: "api-keys.json", ADMIN_HEADER_FILTER: "admin-clients.json",
+                   LOCAL_RATE_LIMIT: "rate-limit.json"}  # fmt: skip
 # Buckets the rate limit keeps for clients without an override (least recently used ones go
 # first): far more than any keys file holds, so a busy client's bucket is never evicted.
 MAX_CLIENT_BUCKETS = 10000
@@ -52,6 +60,7 @@ class GatewayFilters:
     keys: Mapping[str, str] = field(repr=False)
     default: RateLimit
     overrides: Mapping[str, QuotaOverride] = field(default_factory=dict)
+    admins: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if not self.keys:
@@ -66,10 +75,25 @@ class GatewayFilters:
         unknown = sorted(set(self.overrides) - set(self.keys))
         if unknown:
             raise ApiKeyError(f"quota overrides for clients without a key: {unknown}")
+        unknown = sorted(set(self.admins) - set(self.keys))
+        if unknown:
+            raise ApiKeyError(f"admin clients without a key: {unknown}")
 
     @classmethod
     def from_config(cls, config: KeyConfig, default: RateLimit) -> GatewayFilters:
-        return cls(config.keys, default, config.overrides)
+        return cls(config.keys, default, config.overrides, config.admins)
+
+    def admin_header(self) -> dict:
+        # Client names are letters, digits, ".", "_" and "-" (check_client): safe in a Lua string.
+        admins = ", ".join(f'["{client}"] = true' for client in sorted(self.admins))
+        source = (
+            f"local admins = {{{admins}}}\n"
+            "function envoy_on_request(handle)\n"
+            "  local headers = handle:headers()\n"
+            f'  if admins[headers:get("{CLIENT_ID_HEADER}") or ""] then headers:replace("{ADMIN_HEADER}", "true") end\n'
+            "end\n"
+        )
+        return {"@type": FILTER_TYPES[ADMIN_HEADER_FILTER], "default_source_code": {"inline_string": source}}
 
     def api_key_auth(self) -> dict:
         return {
@@ -106,7 +130,11 @@ class GatewayFilters:
 
     def configs(self) -> dict[str, dict]:
         """Filter name -> typed config, in the order the gateway runs them (key check first)."""
-        return {API_KEY_AUTH: self.api_key_auth(), LOCAL_RATE_LIMIT: self.local_rate_limit()}
+        return {
+            API_KEY_AUTH: self.api_key_auth(),
+            ADMIN_HEADER_FILTER: self.admin_header(),
+            LOCAL_RATE_LIMIT: self.local_rate_limit(),
+        }
 
 
 # The http_filters entries, at the template's indentation; values as JSON (valid YAML).

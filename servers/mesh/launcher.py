@@ -138,7 +138,7 @@ def resolve_api_keys(data_dir: Path, environ: dict[str, str] | os._Environ[str] 
         keys_file,
         "# genmesh API keys: one client=key per line, optionally with its own rate limit (rps=N burst=N).\n"
         "# Edits apply within seconds while genmesh up runs.\n"
-        f"local={key}\n",
+        f"local={key} admin\n",
     )
     return ApiKeys({"local": key}, generated_file=keys_file, source=KeySource(file=keys_file))
 

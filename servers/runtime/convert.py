@@ -63,6 +63,7 @@ def job_status(job: Job) -> job_pb2.JobStatus:
         end_time=timestamp(job.ended_at),
         detached=job.detached,
         method=job.method,
+        client_id=job.owner,
     )
 
 

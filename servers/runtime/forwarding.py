@@ -11,12 +11,19 @@ terminal record in the object store (``servers/runtime/job_records.py``) if it f
 otherwise the caller gets UNAVAILABLE naming the replica. Services need no code for any of this:
 the interceptor reads the request types from the descriptor pool.
 
+ListJobs is fanned out instead: the replica asked sets ``job_listing.peer_live_jobs`` to a call of
+every other replica's ListJobs (marked, so each answers its queued and running jobs from memory)
+and merges them with its own and with the index of finished jobs. A replica that does not answer
+is left out of that page (logged). With a ``{n}`` template the count of replicas is not known:
+replicas 0..``TEMPLATE_FAN_OUT - 1`` are asked.
+
 This is the frontend-forwards-to-the-shard-owner pattern (Temporal's frontend and history hosts),
 with the owner encoded in the id instead of looked up in a ring: replicas never move jobs.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -26,6 +33,8 @@ import structlog
 from google.protobuf import descriptor_pool
 
 from genmesh.errors import NotFound, Unavailable
+from servers.runtime import job_listing
+from servers.runtime.caller import ADMIN_HEADER, CLIENT_HEADER
 from servers.runtime.channels import MESSAGE_SIZE_OPTIONS, RECONNECT_OPTIONS
 from servers.runtime.job_ids import JobIds, job_owner
 from servers.runtime.peers import Peers
@@ -34,14 +43,18 @@ from servers.runtime.tls import TlsFiles
 log = structlog.get_logger(__name__)
 
 FORWARDED = "x-genmesh-forwarded"  # set on a forwarded call: answer it here, never forward it again
-PASSED_ON = ("x-request-id", "x-client-id")
+PASSED_ON = ("x-request-id", CLIENT_HEADER, ADMIN_HEADER)  # the owner replica checks who asks
 UNARY_TIMEOUT_SECONDS = 30.0  # a GetJob or CancelJob (which waits up to 5 s) to a peer that hangs
+LIST_TIMEOUT_SECONDS = 5.0  # a peer's live jobs, from memory: fast, or left out of the page
+TEMPLATE_FAN_OUT = 8
 
 
 @functools.cache
 def addresses_job(method: str) -> bool:
     """True when ``/pkg.Service/Method`` takes a request with a string ``job_id`` (the job it is about)."""
     service, _, name = method.lstrip("/").rpartition("/")
+    if service.startswith("genmesh.library."):  # any server answers it, for every service's jobs
+        return False
     try:
         rpc = descriptor_pool.Default().FindServiceByName(service).methods_by_name[name]
     except KeyError:
@@ -66,7 +79,15 @@ class ForwardingInterceptor(grpc.aio.ServerInterceptor):
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(details)
-        if handler is None or not self.peers.configured or not addresses_job(details.method):
+        if handler is None or not self.peers.configured:
+            return handler
+        if details.method.endswith("/ListJobs") and handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                self._list(handler.unary_unary, details.method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if not addresses_job(details.method):
             return handler
         # Local answers are messages, forwarded ones the owner's bytes: serialize only the former.
         original = handler.response_serializer
@@ -154,6 +175,33 @@ class ForwardingInterceptor(grpc.aio.ServerInterceptor):
             return response
 
         return handle
+
+    # -- ListJobs: every replica's live jobs ---------------------------------------------------------
+    def _list(self, behaviour: Callable[..., Awaitable[Any]], method: str) -> Callable[..., Awaitable[Any]]:
+        async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if any(key == FORWARDED for key, _ in context.invocation_metadata() or ()):
+                job_listing.answering_peer.set(True)
+            else:
+                job_listing.peer_live_jobs.set(lambda: self._peer_lists(method, request, context))
+            return await behaviour(request, context)
+
+        return handle
+
+    async def _peer_lists(self, method: str, request: Any, context: grpc.aio.ServicerContext) -> list[bytes]:
+        count = self.peers.count() or TEMPLATE_FAN_OUT
+        others = [(replica, self.peers.address(replica)) for replica in range(count) if replica != self.ids.replica]
+
+        async def ask(replica: int, address: str) -> bytes | None:
+            try:
+                return await self._channel(address).unary_unary(method)(
+                    request.SerializeToString(), metadata=self._metadata(context), timeout=LIST_TIMEOUT_SECONDS
+                )
+            except grpc.aio.AioRpcError as error:
+                log.warning("peer_not_listed", replica=replica, address=address, error=error.details())
+                return None
+
+        answers = await asyncio.gather(*(ask(replica, address) for replica, address in others if address))
+        return [answer for answer in answers if answer is not None]
 
     # -- server streaming (WatchJob, WatchTrainingJob) --------------------------------------------------------
     def _stream(self, behaviour: Callable[..., AsyncIterator[Any]], method: str) -> Callable[..., AsyncIterator[Any]]:

@@ -25,6 +25,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from genmesh.errors import GenmeshError
+from servers.runtime import caller
 from servers.runtime.errors import as_genmesh_error
 
 log = structlog.get_logger(__name__)
@@ -83,9 +84,10 @@ class ErrorAndContextInterceptor(grpc.aio.ServerInterceptor):
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(
             request_id=metadata.get("x-request-id") or uuid.uuid4().hex,
-            client_id=metadata.get("x-client-id", "direct"),
+            client_id=metadata.get(caller.CLIENT_HEADER, "direct"),
             rpc=method,
         )
+        caller.bind(caller.from_headers(metadata))
 
     @staticmethod
     async def _abort(context: grpc.aio.ServicerContext, exc: Exception, started: float) -> None:

@@ -3,17 +3,24 @@ process that ran it is gone (killed, restarted, scaled down) or has forgotten it
 
 A record is the service's own ``Job`` message as JSON under ``jobs/<job_id>.json`` in the
 ``outputs`` bucket, written once the job ended (off the event loop, best effort: a job never fails
-because its record could not be written, the server logs ``job_record_not_saved``).
+because its record could not be written, the server logs ``job_record_not_saved``), then its
+ListJobs index entries (``job_listing.py``).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from google.protobuf import json_format
 
 from genmesh.errors import GenmeshError, NotFound
+from servers.runtime.events import JobState
+from servers.runtime.job_listing import JobIndex, output_kind
+from servers.runtime.queue import Job
+
+if TYPE_CHECKING:
+    from servers.runtime.library import Library
 from storage.buckets import OUTPUTS
 from storage.keys import validate_job_id
 from storage.object_store import ObjectStore
@@ -28,14 +35,27 @@ def record_key(job_id: str) -> str:
 
 
 class TerminalRecords:
-    def __init__(self, store: ObjectStore) -> None:
+    def __init__(self, store: ObjectStore, index: JobIndex | None = None, library: Library | None = None) -> None:
         self.store = store
+        self.index = index
+        self.library = library  # the outputs library's index (``library.py``), for jobs that stored outputs
 
-    def save(self, job_id: str, message: Any) -> None:
-        """Blocking; never raises (a lost record only means GetJob cannot answer once the owner is gone)."""
+    def write(self, job_id: str, message: Any) -> None:
+        """Blocking; raises what the store raises."""
         text = json_format.MessageToJson(message, preserving_proto_field_name=True, indent=None)
+        self.store.put_bytes(OUTPUTS, record_key(job_id), text.encode(), content_type="application/json")
+
+    def save(self, job: Job, message: Any) -> None:
+        """Blocking; never raises (a lost record only means GetJob cannot answer once the owner is
+        gone, and ListJobs lists the job only while this process holds it)."""
+        job_id = job.id
         try:
-            self.store.put_bytes(OUTPUTS, record_key(job_id), text.encode(), content_type="application/json")
+            self.write(job_id, message)
+            if self.index is not None:
+                self.index.add(job_id, job.created_at, job.state.value, job.method, job.owner)
+                kind = output_kind(self.index.service, job.method)
+                if self.library is not None and kind is not None and job.state is JobState.SUCCEEDED:
+                    self.library.add(job_id, job.created_at, kind, self.index.service, job.owner)
         except GenmeshError as exc:
             log.warning("job_record_not_saved", job_id=job_id, error=exc.message)
         except Exception:

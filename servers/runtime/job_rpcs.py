@@ -1,4 +1,4 @@
-"""GetJob, CancelJob and WatchJob, the same for every service whose jobs run on one queue.
+"""GetJob, CancelJob, WatchJob and ListJobs, the same for every service whose jobs run on one queue.
 
 A servicer mixes this in before its generated base class, names the functions that turn a job
 into its service's ``Job`` message and an event into its stream message, and keeps terminal
@@ -11,35 +11,103 @@ records (``job_records``) so finished jobs stay answerable after this process is
         def __init__(self, engine, queue, store):
             self.queue, self.store = queue, store
             self.keep_terminal_records()
+
+Jobs are owned (``caller.py``): a job of another client answers NOT_FOUND, exactly as an unknown id
+does, unless the caller is admin. ListJobs pages the jobs held in memory together with the index of
+finished ones (``job_listing.py``) and, with replicas, the other replicas' live jobs (asked by the
+forwarding interceptor).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
-from google.protobuf import descriptor_pool, message_factory
+from google.protobuf import descriptor_pool
+from google.protobuf.message import Message
 
 from genmesh.common.v1 import job_pb2
-from genmesh.errors import Cancelled, NotFound, from_code
+from genmesh.errors import Cancelled, InvalidArgument, NotFound, PermissionDenied, from_code
+from genmesh.services import SERVICES
+from servers.runtime import caller, job_listing
+from servers.runtime.convert import STATES
 from servers.runtime.events import JobEvent
+from servers.runtime.job_listing import (
+    JobIndex,
+    JobQuery,
+    Listed,
+    check_page_size,
+    decode_token,
+    encode_token,
+    merge,
+    position,
+    position_ms,
+    rpc_name,
+)
 from servers.runtime.job_records import TerminalRecords
+from servers.runtime.library import Library
+from servers.runtime.protos import returned_type
 from servers.runtime.queue import Job, JobQueue
 from servers.runtime.streaming import stream_job
 from storage.keys import validate_job_id
 from storage.object_store import ObjectStore
 
 CANCEL_WAIT_SECONDS = 5.0
+STATE_VALUES = {number: state.value for state, number in STATES.items()}  # proto JobState -> "queued", ...
 
 
-@functools.cache
-def returned_type(service: str, method: str) -> type:
-    """The message class ``method`` of ``service`` ("genmesh.image.v1.ImageService") returns (or streams)."""
-    rpc = descriptor_pool.Default().FindServiceByName(service).methods_by_name[method]
-    return message_factory.GetMessageClass(rpc.output_type)
+def not_found(job_id: str) -> NotFound:
+    """What an unknown id answers, and so what another client's job answers (its existence is not
+    told either)."""
+    return NotFound(f"job {job_id!r} not found (finished jobs are kept for a limited time)", field="job_id")
+
+
+def service_folder(proto_service: str) -> str:
+    """The declared name of a proto service ("text"), the index folder of its jobs."""
+    return next(info.name for info in SERVICES if info.proto_service == proto_service)
+
+
+def _ms(stamp: Any) -> int:
+    return max(0, min(stamp.ToMilliseconds(), 10**13 - 1))
+
+
+def job_query(service: str, request: Any, who: caller.Caller) -> JobQuery:
+    """A ListJobs request checked and turned into a query (every ListJobsRequest has the same fields)."""
+    page_size = check_page_size(request.page_size)
+    if request.all_clients and not who.admin:
+        raise PermissionDenied(
+            "all_clients: only an admin API key lists other clients' jobs (mark the key `admin` in the keys file)",
+            field="all_clients",
+        )
+    if request.state not in STATE_VALUES and request.state != job_pb2.JOB_STATE_UNSPECIFIED:
+        raise InvalidArgument(f"state: unknown job state {request.state}", field="state")
+    method = rpc_name(request.method)
+    if method:
+        rpcs = descriptor_pool.Default().FindServiceByName(service).methods_by_name
+        prefix = request.method.rpartition("/")[0]
+        if method not in rpcs or prefix not in ("", service):
+            raise InvalidArgument(
+                f"method: {request.method!r} is not an RPC of {service} (one of {', '.join(rpcs)})", field="method"
+            )
+    after = _ms(request.created_after) if request.HasField("created_after") else None
+    before = _ms(request.created_before) if request.HasField("created_before") else None
+    if after is not None and before is not None and after >= before:
+        raise InvalidArgument("created_after must be before created_before", field="created_after")
+    return JobQuery(
+        owner=None if request.all_clients else who.client_id,
+        state=STATE_VALUES.get(request.state),
+        method=method,
+        created_after_ms=after,
+        created_before_ms=before,
+        page_size=page_size,
+        after=decode_token(request.page_token),
+    )
+
+
+def live_entry(job: Job) -> Listed:
+    return Listed(position(job.created_at, job.id), job.id, job.state.value, rpc_name(job.method), job.owner, job)
 
 
 def terminal_events(service: str, recorded: Any) -> Iterator[Any]:
@@ -68,32 +136,43 @@ class JobRpcs:
     records: TerminalRecords | None = None
 
     def keep_terminal_records(self) -> None:
-        """Write each job's final ``Job`` message to the object store once it ended."""
-        self.records = TerminalRecords(self.store)
+        """Write each job's final ``Job`` message to the object store once it ended, and index it
+        for ListJobs."""
+        index = JobIndex(self.store, service_folder(self.queue.service)) if self.queue.service else None
+        self.records = TerminalRecords(self.store, index, Library(self.store))
         self._saving: set[asyncio.Future[None]] = set()
         self.queue.on_terminal.append(self._save_record)
 
     def _save_record(self, job: Job) -> None:
         assert self.records is not None
-        saving = asyncio.get_running_loop().run_in_executor(None, self.records.save, job.id, self.job_message(job))
+        saving = asyncio.get_running_loop().run_in_executor(None, self.records.save, job, self.job_message(job))
         self._saving.add(saving)  # keep a reference until it is done
         saving.add_done_callback(self._saving.discard)
 
     async def _recorded(self, job_id: str, missing: NotFound) -> Any:
-        """The job's terminal record, or ``missing`` raised when it has none."""
+        """The job's terminal record, or ``missing`` raised when it has none (or the caller may not see it)."""
         if self.records is None or not self.queue.service:  # a queue without a proto service: no record type
             raise missing
         recorded = await asyncio.to_thread(self.records.load, job_id, returned_type(self.queue.service, "GetJob"))
         if recorded is None:
             raise missing
+        if not caller.current().may_see(recorded.status.client_id):
+            raise not_found(job_id)
         return recorded
+
+    def _visible(self, job_id: str) -> Job:
+        """The live job, if the caller may see it; NOT_FOUND as for an unknown id otherwise."""
+        job = self.queue.get(job_id)
+        if not caller.current().may_see(job.owner):
+            raise not_found(job_id)
+        return job
 
     async def GetJob(self, request: Any, context: Any) -> Any:
         """The job (queued, running, or finished: from memory within the retention time, then from its
-        record in the object store); NOT_FOUND otherwise."""
+        record in the object store); NOT_FOUND otherwise, and for another client's job."""
         job_id = validate_job_id(request.job_id)
         try:
-            return self.job_message(self.queue.get(job_id))
+            return self.job_message(self._visible(job_id))
         except NotFound as missing:
             return await self._recorded(job_id, missing)
 
@@ -102,7 +181,7 @@ class JobRpcs:
         a step; after ``CANCEL_WAIT_SECONDS`` it is returned as it is); a finished one is unchanged."""
         job_id = validate_job_id(request.job_id)
         try:
-            job = self.queue.cancel(job_id)
+            job = self.queue.cancel(self._visible(job_id).id)
         except NotFound as missing:
             return await self._recorded(job_id, missing)  # it finished: cancelling changes nothing
         if not job.terminal:
@@ -110,12 +189,67 @@ class JobRpcs:
                 await asyncio.wait_for(self._until_terminal(job), CANCEL_WAIT_SECONDS)
         return self.job_message(job)
 
+    async def ListJobs(self, request: Any, context: Any) -> Any:
+        """A page of the caller's jobs (every client's for an admin asking ``all_clients``), newest
+        first: those in memory and, from the index, those that finished before."""
+        query = job_query(self.queue.service, request, caller.current())
+        response_type = returned_type(self.queue.service, "ListJobs")
+        live = [live_entry(job) for job in self.queue.jobs()]
+        if job_listing.answering_peer.get():  # another replica merges; it reads the index itself
+            waiting = [listed for listed in live if listed.state in ("queued", "running") and query.matches(listed)]
+            return response_type(jobs=[self.job_message(listed.source) for listed in waiting])
+        live += await self._more_listed(query)
+        live += await self._peer_listed()
+        stored, horizon = ([], None)
+        if self.records is not None and self.records.index is not None:
+            stored, horizon = await asyncio.to_thread(self.records.index.scan, query)
+        page, after = merge(query, stored, horizon, live)
+        messages = await asyncio.gather(*(self._listed_message(listed) for listed in page))
+        response = response_type(next_page_token=encode_token(after))
+        response.jobs.extend(message for message in messages if message is not None)
+        return response
+
+    async def _peer_listed(self) -> list[Listed]:
+        """The queued and running jobs of the other replicas (those that answer)."""
+        fetch = job_listing.peer_live_jobs.get()
+        if fetch is None:
+            return []
+        response_type = returned_type(self.queue.service, "ListJobs")
+        listed = []
+        for raw in await fetch():
+            for message in response_type.FromString(raw).jobs:
+                status = message.status
+                listed.append(
+                    Listed(
+                        position_ms(status.create_time.ToMilliseconds(), status.job_id),
+                        status.job_id,
+                        STATE_VALUES.get(status.state, ""),
+                        rpc_name(status.method),
+                        status.client_id,
+                        message,
+                    )
+                )
+        return listed
+
+    async def _more_listed(self, query: JobQuery) -> list[Listed]:
+        """Jobs this service holds elsewhere than its queue (Training's training jobs); none by default."""
+        return []
+
+    async def _listed_message(self, listed: Listed) -> Any:
+        """The ``Job`` message of a listed job; None for an indexed job whose record is gone."""
+        if isinstance(listed.source, Job):
+            return self.job_message(listed.source)
+        if isinstance(listed.source, Message):  # a peer's answer
+            return listed.source
+        assert self.records is not None
+        return await asyncio.to_thread(self.records.load, listed.job_id, returned_type(self.queue.service, "GetJob"))
+
     async def WatchJob(self, request: Any, context: Any) -> AsyncIterator[Any]:
         """The job's events so far, then live ones until it ends (never cancels it); a job known only
         by its record answers one terminal event."""
         job_id = validate_job_id(request.job_id)
         try:
-            job = self.queue.get(job_id)
+            job = self._visible(job_id)
         except NotFound as missing:
             recorded = await self._recorded(job_id, missing)
             for message in terminal_events(self.queue.service, recorded):

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import structlog
 
 from genmesh.errors import Cancelled, GenmeshError, NotFound, ResourceExhausted, Unavailable
+from servers.runtime import caller
 from servers.runtime.errors import as_genmesh_error
 from servers.runtime.events import (
     CANCEL_REQUESTED,
@@ -62,6 +63,7 @@ class Job:
     result: Any = None  # the service's result message once SUCCEEDED
     error: Failed | None = None
     cancel_reason: str | None = None
+    owner: str = ""  # the client id of the caller that submitted it ("" without the gateway)
     # The submitting call's log context (request id, client id), re-bound in the worker thread.
     log_context: dict[str, Any] = field(default_factory=dict)
     history: list[JobEvent] = field(default_factory=list)
@@ -251,7 +253,14 @@ class JobQueue:
         }
         if self.service and "/" not in method:
             method = f"{self.service}/{method}"
-        job = Job(id=job_id or self.new_id(), method=method, detached=detached, work=work, log_context=log_context)
+        job = Job(
+            id=job_id or self.new_id(),
+            method=method,
+            detached=detached,
+            work=work,
+            owner=caller.current().client_id,
+            log_context=log_context,
+        )
         with self._cond:
             if len(self._pending) >= self.max_queued and not force:
                 raise ResourceExhausted(f"the {self.name} queue is full ({self.max_queued} jobs waiting); retry later")
@@ -278,6 +287,10 @@ class JobQueue:
             raise NotFound(
                 f"job {job_id!r} not found (finished jobs are kept for a limited time)", field="job_id"
             ) from None
+
+    def jobs(self) -> list[Job]:
+        """Every job this queue holds now: waiting, running, and finished within the retention time."""
+        return list(self._jobs.values())
 
     def cancel(self, job_id: str, reason: str = CANCEL_REQUESTED) -> Job:
         """Cancel a queued job at once, or ask a running one to stop at its next step."""

@@ -15,12 +15,15 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 import genmesh
+from genmesh.library.v1 import library_pb2_grpc
 from servers.runtime import metrics
 from servers.runtime.channels import MESSAGE_SIZE_OPTIONS
 from servers.runtime.forwarding import ForwardingInterceptor
 from servers.runtime.interceptors import ErrorAndContextInterceptor
+from servers.runtime.library_rpcs import LibraryServicer
 from servers.runtime.queue import JobQueue
 from servers.runtime.settings import ServerSettings
+from storage.object_store import ObjectStore
 
 log = structlog.get_logger(__name__)
 
@@ -89,6 +92,13 @@ class Server:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         await self._set_health(NOT_SERVING)
         self.service.register(self.grpc)
+        # The outputs library reads only the object store: every server answers it for all services.
+        try:
+            store = ObjectStore(self.settings.storage())
+        except ValueError as exc:  # no object store configured (a server run bare, for a test)
+            log.warning("library_off", error=str(exc))
+        else:
+            library_pb2_grpc.add_LibraryServiceServicer_to_server(LibraryServicer(store), self.grpc)
         reflection.enable_server_reflection(
             [
                 *genmesh_service_names(),

@@ -123,6 +123,33 @@ def test_cancel_through_the_gateway_reaches_the_owner_of_a_running_job(client: G
         assert cancelled.status.state == job_pb2.JOB_STATE_CANCELLED, cancelled.status
 
 
+def test_every_replica_lists_the_running_jobs_of_both(replicated: Mesh, client: GenmeshClient) -> None:
+    running: dict[int, str] = {}
+    try:
+        for _ in range(40):  # the gateway picks the replica: until each runs one
+            stream = client.text.stream_generate("Count:", max_tokens=LONG, detach=True)
+            job_id = started(stream)
+            stream.close()  # detached: it runs on
+            if replica_of(job_id) in running:
+                client.text.cancel_job(job_id)
+                continue
+            running[replica_of(job_id)] = job_id
+            if len(running) == 2:
+                break
+        assert len(running) == 2, running
+        for replica in (0, 1):  # asked directly, each merges the other's live jobs with its own
+            channel, stub = stub_for(replicated, replica)
+            with channel:
+                listed = stub.ListJobs(text_pb2.ListJobsRequest(state=job_pb2.JOB_STATE_RUNNING), timeout=30)
+            assert sorted(job.status.job_id for job in listed.jobs) == sorted(running.values())
+            assert all(job.status.progress.step >= 1 for job in listed.jobs)
+        page = client.list_jobs(services=["text"], state="running")  # through the gateway
+        assert sorted(listed.status.job_id for listed in page.jobs) == sorted(running.values())
+    finally:
+        for job_id in running.values():
+            client.text.cancel_job(job_id)
+
+
 def test_a_detached_job_is_watched_again_from_either_replica_over_grpc_rest_and_the_cli(
     replicated: Mesh, client: GenmeshClient
 ) -> None:

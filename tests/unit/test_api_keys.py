@@ -53,6 +53,14 @@ def test_entries_may_carry_their_own_rate_limit(tmp_path: Path) -> None:
     assert config.overrides["ci"].over(default) == RateLimit(rps=5, burst=20)
 
 
+def test_admin_marks_a_key_whose_client_sees_every_job(tmp_path: Path) -> None:
+    keys_file = write(tmp_path / "keys", "ops=k1 admin\nci=k2 rps=5 admin burst=9\nplain=k3\nk4 admin\n")
+    config = load_key_config({}, keys_file)
+    assert config.admins == {"ops", "ci", "key-1"}
+    assert config.overrides == {"ci": QuotaOverride(rps=5, burst=9)}
+    assert config.keys == {"ops": "k1", "ci": "k2", "plain": "k3", "key-1": "k4"}
+
+
 def test_a_line_may_hold_comma_separated_entries(tmp_path: Path) -> None:
     # A Kubernetes Secret holding GENMESH_API_KEYS, mounted as a file, reads as it is.
     assert load_api_keys({}, write(tmp_path / "GENMESH_API_KEYS", "a=ka,b=kb rps=1")) == {"a": "ka", "b": "kb"}
@@ -67,6 +75,8 @@ def test_a_line_may_hold_comma_separated_entries(tmp_path: Path) -> None:
         (f"a={SECRET} colour=red", "unexpected text after the key"),
         (f"a={SECRET} half-of-{SECRET}", "unexpected text after the key"),
         (f"a={SECRET},", "entry 2 is empty"),
+        (f"a={SECRET} admin admin", "admin is given twice"),
+        (f"a={SECRET} admins", "unexpected text after the key"),
     ],
 )
 def test_bad_entries_are_named_without_their_key(tmp_path: Path, text: str, message: str) -> None:
@@ -111,7 +121,7 @@ def test_key_sync_follows_the_file_and_keeps_the_last_good_keys(tmp_path: Path) 
     keys_dir = tmp_path / "gateway-keys"
     sync = KeySync(KeySource(file=keys_file), keys_dir, RateLimit(5, 10))
     with structlog.testing.capture_logs() as logs:
-        assert sync.sync() == ["api-keys.json", "rate-limit.json"]
+        assert sync.sync() == ["api-keys.json", "admin-clients.json", "rate-limit.json"]
         write(keys_file, f"a={SECRET}\nb=kb\n")  # b added, c revoked
         assert sync.sync() == ["api-keys.json"]
         assert credentials(keys_dir) == {"a": SECRET, "b": "kb"}

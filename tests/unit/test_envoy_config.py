@@ -32,6 +32,7 @@ from servers.mesh.envoy import (
     validate_envoy_config,
 )
 from servers.mesh.gateway_filters import (
+    ADMIN_HEADER_FILTER,
     API_KEY_AUTH,
     DISCOVERY_FILES,
     FILTER_TYPES,
@@ -144,8 +145,16 @@ def test_values_are_emitted_as_json(descriptor: Path) -> None:
         admin_port=19901,
     )
     filters = http_filters(text)
-    # A caller's x-client-id is dropped, then the key check sets it, then the per-key rate limit reads it.
-    assert list(filters)[:3] == ["envoy.filters.http.header_mutation", API_KEY_AUTH, LOCAL_RATE_LIMIT]
+    # A caller's x-client-id and admin marker are dropped, then the key check sets the client id, the
+    # admin filter marks admin keys, and the per-key rate limit reads the client id.
+    assert list(filters)[:4] == [
+        "envoy.filters.http.header_mutation",
+        API_KEY_AUTH,
+        ADMIN_HEADER_FILTER,
+        LOCAL_RATE_LIMIT,
+    ]
+    removed = filters["envoy.filters.http.header_mutation"]["mutations"]["request_mutations"]
+    assert {"remove": "x-genmesh-admin"} in removed and {"remove": "x-client-id"} in removed
     assert filters[API_KEY_AUTH]["credentials"] == [{"key": AWKWARD_KEY, "client": "bob"}]
     assert 'socket_address: {address: "0.0.0.0", port_value: 18080}' in text
     assert "socket_address: {address: 127.0.0.1, port_value: 19901}" in text  # admin never leaves loopback
@@ -209,7 +218,7 @@ def test_keys_dir_puts_keys_in_watched_files(tmp_path: Path, descriptor: Path) -
 def test_discovery_files_are_private_and_rewritten_only_when_changed(tmp_path: Path) -> None:
     keys_dir = tmp_path / "keys"
     filters = GatewayFilters({"a": "secret-a"}, RateLimit(5, 10))
-    assert write_discovery_files(keys_dir, filters) == ["api-keys.json", "rate-limit.json"]
+    assert write_discovery_files(keys_dir, filters) == ["api-keys.json", "admin-clients.json", "rate-limit.json"]
     assert stat.S_IMODE(keys_dir.stat().st_mode) == 0o700
     for path in keys_dir.iterdir():
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -220,7 +229,11 @@ def test_discovery_files_are_private_and_rewritten_only_when_changed(tmp_path: P
     # A new key rewrites the key file only: the rate-limit file (and every client's bucket) stays.
     added = GatewayFilters({"a": "secret-a", "b": "secret-b"}, RateLimit(5, 10))
     assert write_discovery_files(keys_dir, added) == ["api-keys.json"]
-    assert sorted(path.name for path in keys_dir.iterdir()) == ["api-keys.json", "rate-limit.json"]  # no temp files
+    # Marking a key admin rewrites the admin filter's file only.
+    admin = GatewayFilters({"a": "secret-a", "b": "secret-b"}, RateLimit(5, 10), admins=frozenset({"b"}))
+    assert write_discovery_files(keys_dir, admin) == ["admin-clients.json"]
+    names = sorted(path.name for path in keys_dir.iterdir())
+    assert names == ["admin-clients.json", "api-keys.json", "rate-limit.json"]  # no temp files
 
 
 def test_any_cluster_deduplicates_shared_servers(descriptor: Path) -> None:

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from genmesh.services import BY_NAME, SERVICES, service_for_job
-from servers.mesh.envoy import render_envoy_config
+from servers.mesh.envoy import LIBRARY, render_envoy_config
 from servers.mesh.launcher import DESCRIPTOR_PATH, implemented_services
 from servers.registry import SERVERS, _load
 
@@ -56,7 +56,9 @@ def test_launcher_and_gateway_follow_the_declaration(tmp_path) -> None:
     for service in SERVICES:
         assert routes[f"/{service.proto_package}."] == service.name
     transcoder = next(f for f in manager["http_filters"] if f["name"] == "envoy.filters.http.grpc_json_transcoder")
-    assert transcoder["typed_config"]["services"] == [service.proto_service for service in SERVICES]
+    # Every service, and the outputs library that every server answers (routed to any of them).
+    assert transcoder["typed_config"]["services"] == [*(service.proto_service for service in SERVICES), LIBRARY]
+    assert routes["/genmesh.library.v1."] == "any"
     # The strict JSON check before the transcoder knows every service's REST routes.
     lua = next(f for f in manager["http_filters"] if f["name"] == "envoy.filters.http.lua")
     for service in SERVICES:

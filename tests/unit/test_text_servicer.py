@@ -3,6 +3,7 @@ the stream contract, error mapping, cancellation, disconnects, detached jobs."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from dataclasses import dataclass
 
@@ -17,7 +18,7 @@ from servers.runtime.interceptors import ErrorAndContextInterceptor
 from servers.runtime.queue import JobQueue
 from servers.text.servicer import TextServicer
 from servers.text.types import FinishReason, TextOutcome, TextRequest
-from storage.object_store import StoredObject
+from storage.object_store import ObjectEntry, StoredObject
 
 
 @dataclass
@@ -72,10 +73,23 @@ class FakeStore:
         self.saved[key] = data
         return StoredObject(bucket, key, f"http://s3/{key}", content_type, len(data), "0" * 64)
 
+    def get_bytes(self, bucket: str, key: str) -> bytes:
+        if key not in self.saved:
+            raise NotFound(f"no object {key}")
+        return self.saved[key]
+
+    def list(
+        self, bucket: str, prefix: str = "", recursive: bool = True, start_after: str | None = None, page_keys=None
+    ):
+        """Keys in order, as S3 lists them."""
+        for key in sorted(self.saved):
+            if key.startswith(prefix) and (start_after is None or key > start_after):
+                yield ObjectEntry(key, len(self.saved[key]), False)
+
 
 @pytest.fixture
 async def text_stub():
-    queue = JobQueue(name="text", id_prefix="txt", devices=["cpu"], max_queued=2)
+    queue = JobQueue(name="text", id_prefix="txt", devices=["cpu"], max_queued=2, service="genmesh.text.v1.TextService")
     engine, store = FakeEngine(), FakeStore()
     server = grpc.aio.server(interceptors=[ErrorAndContextInterceptor()])
     servicer = TextServicer(engine, queue, store)
@@ -272,3 +286,66 @@ async def test_text_is_returned_when_storage_is_down(text_stub) -> None:
     events = [event async for event in stub.Generate(generate(max_tokens=3))]
     result = events[-1].result
     assert result.text == "t1 t2 t3 " and not result.HasField("record")
+
+
+A, B = (("x-client-id", "a"),), (("x-client-id", "b"),)
+ADMIN = (("x-client-id", "ops"), ("x-genmesh-admin", "true"))
+
+
+async def test_jobs_belong_to_the_client_that_made_them(text_stub) -> None:
+    stub, _, store, queue = text_stub
+    call = stub.Generate(generate(max_tokens=3, detach=True), metadata=A)
+    job_id = (await call.read()).job_id
+    assert [event async for event in stub.WatchJob(text_pb2.WatchJobRequest(job_id=job_id), metadata=A)]
+    assert (await stub.GetJob(text_pb2.GetJobRequest(job_id=job_id), metadata=A)).status.client_id == "a"
+    for who in (ADMIN, ()):  # an admin key, and a call without the gateway (the operator)
+        assert (await stub.GetJob(text_pb2.GetJobRequest(job_id=job_id), metadata=who)).status.job_id == job_id
+
+    async def refused_for_b() -> None:
+        for call in (
+            stub.GetJob(text_pb2.GetJobRequest(job_id=job_id), metadata=B),
+            stub.CancelJob(text_pb2.CancelJobRequest(job_id=job_id), metadata=B),
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await call
+            assert caught.value.code() == grpc.StatusCode.NOT_FOUND and "not found" in caught.value.details()
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            _ = [event async for event in stub.WatchJob(text_pb2.WatchJobRequest(job_id=job_id), metadata=B)]
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+    async def listed(metadata, **fields) -> list[str]:
+        response = await stub.ListJobs(text_pb2.ListJobsRequest(**fields), metadata=metadata)
+        return [job.status.job_id for job in response.jobs]
+
+    await refused_for_b()
+    assert await listed(A) == [job_id] and await listed(B) == [] and await listed(ADMIN, all_clients=True) == [job_id]
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await listed(B, all_clients=True)
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    # Once memory forgot it (retention, a restart), its record and index answer the same.
+    for _ in range(200):
+        if any(key.startswith("jobs/index/text/by-client/a/") for key in store.saved):
+            break
+        await asyncio.sleep(0.01)
+    queue._jobs.clear()
+    await refused_for_b()
+    assert await listed(A) == [job_id] and await listed(B) == []
+    assert await listed(A, state=job_pb2.JOB_STATE_SUCCEEDED, method="Generate") == [job_id]
+    assert await listed(A, method="genmesh.text.v1.TextService/Chat") == []
+
+
+@pytest.mark.parametrize(
+    ("fields", "code", "field"),
+    [
+        ({"page_size": 201}, grpc.StatusCode.INVALID_ARGUMENT, "page_size"),
+        ({"page_size": -1}, grpc.StatusCode.INVALID_ARGUMENT, "page_size"),
+        ({"page_token": "not-a-token"}, grpc.StatusCode.INVALID_ARGUMENT, "page_token"),
+        ({"method": "GenerateImage"}, grpc.StatusCode.INVALID_ARGUMENT, "method"),
+        ({"state": 42}, grpc.StatusCode.INVALID_ARGUMENT, "state"),
+    ],
+)
+async def test_bad_list_requests_name_the_field(text_stub, fields, code, field) -> None:
+    stub, *_ = text_stub
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.ListJobs(text_pb2.ListJobsRequest(**fields), metadata=A)
+    assert caught.value.code() == code and field in caught.value.details(), caught.value.details()

@@ -1,8 +1,9 @@
-"""genmesh models / job get|cancel / up."""
+"""genmesh models / jobs / job get|cancel|watch / outputs [rm] / up."""
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,6 +13,7 @@ from genmesh import errors
 from genmesh.cli.base import app, job_app
 from genmesh.cli.common import JsonFlag, KeyOption, UrlOption, fail, to_dict, usage_error
 from genmesh.client import GenmeshClient
+from genmesh.client.jobs import LIST_STUBS, OUTPUT_KINDS, STATES, ListedJob
 from genmesh.services import SERVICES, service_for_job
 
 
@@ -47,6 +49,124 @@ def models(url: UrlOption = None, api_key: KeyOption = None, as_json: JsonFlag =
             if service == "video" and model.labels.get("kind") == "motion_adapter":
                 flags = ", ".join(filter(None, ("adapter", flags)))
             typer.echo(f"{service:8} {model.name:28} {model.size_bytes / 1e6:8.1f} MB  {flags:16} {model.description}")
+
+
+STATE_NAMES = {number: name for name, number in STATES.items()}
+
+
+def age(seconds: float) -> str:
+    """A short age: 42s, 5m, 3h, 2d."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{max(0, int(seconds))}s"
+
+
+def job_row(listed: ListedJob, now: float) -> str:
+    status = listed.status
+    state = STATE_NAMES.get(status.state, "?")
+    if state == "queued":
+        progress = f"#{status.queue_position}"
+    elif status.HasField("progress") and status.progress.total_steps:
+        progress = f"{status.progress.fraction * 100:3.0f}%"
+    else:
+        progress = "-"
+    created = status.create_time.ToMilliseconds() / 1000
+    method = status.method.rpartition("/")[2]
+    return f"{status.job_id:36} {listed.service:8} {method:22} {state:9} {progress:>8} {age(now - created):>5}"
+
+
+@app.command("jobs")
+def list_jobs(
+    state: Annotated[str | None, typer.Option(help="Only jobs in this state: " + ", ".join(STATES) + ".")] = None,
+    service: Annotated[
+        list[str] | None, typer.Option(help="Only this service's jobs (repeatable): " + ", ".join(LIST_STUBS) + ".")
+    ] = None,
+    all_clients: Annotated[bool, typer.Option("--all", help="Every client's jobs (admin keys only).")] = False,
+    limit: Annotated[int, typer.Option(help="Most jobs to show, 1..200.")] = 20,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """List jobs across services, newest first: id, service, method, state, progress (queue
+    position while queued), age. Your own key's jobs unless --all."""
+    if state is not None and state.lower() not in STATES:
+        usage_error(f"--state must be one of {', '.join(STATES)} (got {state!r})")
+    unknown = sorted(set(service or ()) - set(LIST_STUBS))
+    if unknown:
+        usage_error(f"--service: unknown {', '.join(unknown)} (one of {', '.join(LIST_STUBS)})")
+    if not 1 <= limit <= 200:
+        usage_error(f"--limit must be between 1 and 200 (got {limit})")
+    with GenmeshClient(url, api_key) as client:
+        try:
+            page = client.list_jobs(services=service or None, page_size=limit, state=state, all_clients=all_clients)
+        except errors.GenmeshError as error:
+            fail(error)
+    now = time.time()
+    if as_json:
+        for listed in page.jobs:
+            typer.echo(json.dumps({"service": listed.service, **to_dict(listed.job)}))
+        return
+    typer.echo(f"{'ID':36} {'SERVICE':8} {'METHOD':22} {'STATE':9} {'PROGRESS':>8} {'AGE':>5}")
+    for listed in page.jobs:
+        typer.echo(job_row(listed, now))
+    if page.unavailable:
+        typer.echo(f"(not running, not listed: {', '.join(page.unavailable)})", err=True)
+    if page.next_page_token:
+        typer.echo("(more jobs: raise --limit, or page with the Python client's list_jobs)", err=True)
+
+
+outputs_app = typer.Typer(help="The library of outputs: list them newest first, or delete one job's.")
+app.add_typer(outputs_app, name="outputs")
+KIND_NAMES = {number: name for name, number in OUTPUT_KINDS.items()}
+
+
+@outputs_app.callback(invoke_without_command=True)
+def outputs(
+    ctx: typer.Context,
+    kind: Annotated[str | None, typer.Option(help="Only this kind: " + ", ".join(OUTPUT_KINDS) + ".")] = None,
+    limit: Annotated[int, typer.Option(help="Most outputs to show, 1..200.")] = 20,
+    all_clients: Annotated[bool, typer.Option("--all", help="Every client's outputs (admin keys only).")] = False,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """List stored outputs, newest first: job id, kind, age, thumbnail or first file, parameters."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if kind is not None and kind not in OUTPUT_KINDS:
+        usage_error(f"--kind must be one of {', '.join(OUTPUT_KINDS)} (got {kind!r})")
+    if not 1 <= limit <= 200:
+        usage_error(f"--limit must be between 1 and 200 (got {limit})")
+    with GenmeshClient(url, api_key) as client:
+        try:
+            listed = client.outputs.list(kind=kind, page_size=limit, all_clients=all_clients)
+        except errors.GenmeshError as error:
+            fail(error)
+    now = time.time()
+    for output in listed.outputs:
+        if as_json:
+            typer.echo(json.dumps(to_dict(output)))
+            continue
+        shown = (
+            output.thumbnail if output.HasField("thumbnail") else (output.artifacts[0] if output.artifacts else None)
+        )
+        where = f"{shown.bucket}/{shown.key}" if shown is not None else output.folder
+        parameters = json.dumps(to_dict(output.parameters), separators=(",", ":"))
+        created = output.create_time.ToMilliseconds() / 1000
+        kind_name = KIND_NAMES.get(output.kind, "?")
+        typer.echo(f"{output.job_id:36} {kind_name:14} {age(now - created):>5}  {where}  {parameters[:80]}")
+
+
+@outputs_app.command("rm")
+def outputs_rm(job_id: str, url: UrlOption = None, api_key: KeyOption = None) -> None:
+    """Delete one job's stored outputs (its whole folder); its record says so."""
+    with GenmeshClient(url, api_key) as client:
+        try:
+            deleted = client.outputs.delete(job_id)
+        except errors.GenmeshError as error:
+            fail(error)
+    typer.echo(f"deleted {deleted.deleted_objects} objects of {job_id}")
 
 
 def job_service(client: GenmeshClient, job_id: str) -> Any:

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import grpc
 
 from genmesh import errors
 from genmesh.agent.v1 import agent_pb2, agent_pb2_grpc
-from genmesh.client import requests
+from genmesh.client import jobs, requests
 from genmesh.client.connection import CHANNEL_OPTIONS, Connection, service_of, translate
 from genmesh.image.v1 import image_pb2, image_pb2_grpc
+from genmesh.library.v1 import library_pb2, library_pb2_grpc
 from genmesh.text.v1 import text_pb2, text_pb2_grpc
 from genmesh.video.v1 import video_pb2, video_pb2_grpc
 
@@ -149,6 +151,21 @@ class AsyncAgentClient(_AsyncServiceClient):
         return self._stream(self._stub.WatchJob, agent_pb2.WatchJobRequest(job_id=job_id), timeout)
 
 
+class AsyncLibraryClient(_AsyncServiceClient):
+    """The library of outputs, across services: ``list`` newest first, ``delete`` one job's folder."""
+
+    def __init__(self, channel: grpc.aio.Channel, connection: Connection) -> None:
+        super().__init__(library_pb2_grpc.LibraryServiceStub(channel), connection)
+
+    async def list(self, **options: Any) -> library_pb2.ListOutputsResponse:
+        """Options: kind ("text", "image", "video", "character", "restored_image"), page_size (default 20),
+        page_token, all_clients (admin keys), created_after, created_before."""
+        return await self._unary(self._stub.ListOutputs, jobs.outputs_request(**options))
+
+    async def delete(self, job_id: str) -> library_pb2.DeleteOutputResponse:
+        return await self._unary(self._stub.DeleteOutput, library_pb2.DeleteOutputRequest(job_id=job_id))
+
+
 class AsyncGenmeshClient:
     """asyncio client for the genmesh gateway (or a single server)."""
 
@@ -164,6 +181,29 @@ class AsyncGenmeshClient:
         self.images = AsyncImageClient(self._channel, self.connection)
         self.videos = AsyncVideoClient(self._channel, self.connection)
         self.agent = AsyncAgentClient(self._channel, self.connection)
+        self.outputs = AsyncLibraryClient(self._channel, self.connection)
+        self._list_calls = {service: stub(self._channel).ListJobs for service, stub in jobs.LIST_STUBS.items()}
+
+    async def list_jobs(
+        self, *, services: Sequence[str] | None = None, page_size: int = 50, page_token: str = "", **filters: Any
+    ) -> jobs.JobPage:
+        """As ``GenmeshClient.list_jobs``; the services are asked at once."""
+        merge = jobs.JobMerge(services or list(jobs.LIST_STUBS), page_size, page_token)
+
+        async def fetch(service: str, token: str) -> None:
+            request = jobs.list_request(service, page_size=page_size, page_token=token, **filters)
+            try:
+                response = await self._list_calls[service](request, metadata=self.connection.metadata())
+            except grpc.RpcError as exc:
+                if exc.code() == grpc.StatusCode.UNAVAILABLE and not services:
+                    merge.unavailable_service(service)
+                    return
+                raise translate(exc, service) from None
+            merge.add(service, token, response.jobs, response.next_page_token)
+
+        while wanted := merge.wanted():
+            await asyncio.gather(*(fetch(service, token) for service, token in wanted))
+        return merge.page()
 
     async def close(self) -> None:
         await self._channel.close()

@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import grpc
 
 from genmesh import errors
 from genmesh.agent.v1 import agent_pb2, agent_pb2_grpc
-from genmesh.client import requests
+from genmesh.client import jobs, requests
 from genmesh.client.connection import CHANNEL_OPTIONS, Connection, service_of, translate
 from genmesh.image.v1 import image_pb2, image_pb2_grpc
+from genmesh.library.v1 import library_pb2, library_pb2_grpc
 from genmesh.text.v1 import text_pb2, text_pb2_grpc
 from genmesh.training.v1 import training_pb2, training_pb2_grpc
 from genmesh.video.v1 import video_pb2, video_pb2_grpc
 
 TERMINAL = ("result", "error", "cancelled")
+
+
+def _is_task(job_id: str) -> bool:
+    """A Training server task ("tsk-..."), as opposed to a training job ("trn-...")."""
+    return job_id.startswith("tsk-")
 
 
 def final_result(events: Iterator[Any]) -> Any:
@@ -166,7 +172,11 @@ class TrainingClient(_ServiceClient):
         )
         return self._unary(self._stub.CreateTrainingJob, request)
 
-    def get_job(self, job_id: str) -> training_pb2.TrainingJob:
+    def get_job(self, job_id: str) -> training_pb2.TrainingJob | training_pb2.Job:
+        """A training job ("trn-...") as a TrainingJob; a task ("tsk-...": synthetic data, restore,
+        evaluate) as the server's Job (status and result)."""
+        if _is_task(job_id):
+            return self._unary(self._stub.GetJob, training_pb2.GetJobRequest(job_id=job_id))
         return self._unary(self._stub.GetTrainingJob, training_pb2.GetTrainingJobRequest(job_id=job_id))
 
     def list_jobs(self, *, state: int = 0, layer: int = 0, page_size: int = 0, page_token: str = "") -> Any:
@@ -175,11 +185,16 @@ class TrainingClient(_ServiceClient):
         )
         return self._unary(self._stub.ListTrainingJobs, request)
 
-    def cancel_job(self, job_id: str) -> training_pb2.TrainingJob:
+    def cancel_job(self, job_id: str) -> training_pb2.TrainingJob | training_pb2.Job:
+        if _is_task(job_id):
+            return self._unary(self._stub.CancelJob, training_pb2.CancelJobRequest(job_id=job_id))
         return self._unary(self._stub.CancelTrainingJob, training_pb2.CancelTrainingJobRequest(job_id=job_id))
 
     def watch(self, job_id: str, *, timeout: float | None = None) -> Iterator[Any]:
-        """Everything the job did so far (replayed), then live events until it ends."""
+        """Everything the job did so far (replayed), then live events until it ends (a training job's
+        WatchTrainingJob events, or a task's WatchJob events)."""
+        if _is_task(job_id):
+            return self._stream(self._stub.WatchJob, training_pb2.WatchJobRequest(job_id=job_id), timeout)
         return self._stream(self._stub.WatchTrainingJob, training_pb2.WatchTrainingJobRequest(job_id=job_id), timeout)
 
     def get_report(self, job_id: str, *, return_inline: bool = False) -> training_pb2.TrainingReport:
@@ -229,6 +244,21 @@ class AgentClient(_ServiceClient):
         return self._stream(self._stub.WatchJob, agent_pb2.WatchJobRequest(job_id=job_id), timeout)
 
 
+class LibraryClient(_ServiceClient):
+    """The library of outputs, across services: ``list`` newest first, ``delete`` one job's folder."""
+
+    def __init__(self, channel: grpc.Channel, connection: Connection) -> None:
+        super().__init__(library_pb2_grpc.LibraryServiceStub(channel), connection)
+
+    def list(self, **options: Any) -> library_pb2.ListOutputsResponse:
+        """Options: kind ("text", "image", "video", "character", "restored_image"), page_size (default 20),
+        page_token, all_clients (admin keys), created_after, created_before."""
+        return self._unary(self._stub.ListOutputs, jobs.outputs_request(**options))
+
+    def delete(self, job_id: str) -> library_pb2.DeleteOutputResponse:
+        return self._unary(self._stub.DeleteOutput, library_pb2.DeleteOutputRequest(job_id=job_id))
+
+
 class GenmeshClient:
     """Blocking client for the genmesh gateway (or a single server)."""
 
@@ -245,6 +275,29 @@ class GenmeshClient:
         self.videos = VideoClient(self._channel, self.connection)
         self.training = TrainingClient(self._channel, self.connection)
         self.agent = AgentClient(self._channel, self.connection)
+        self.outputs = LibraryClient(self._channel, self.connection)
+        self._list_calls = {service: stub(self._channel).ListJobs for service, stub in jobs.LIST_STUBS.items()}
+
+    def list_jobs(
+        self, *, services: Sequence[str] | None = None, page_size: int = 50, page_token: str = "", **filters: Any
+    ) -> jobs.JobPage:
+        """One page of jobs across ``services`` (default: all), newest first: the caller's own, or every
+        client's with ``all_clients=True`` (admin keys). Filters: state ("running", ...), created_after,
+        created_before (datetimes or Unix seconds), method (with one service). A service that is not
+        running is skipped and named in ``unavailable``."""
+        merge = jobs.JobMerge(services or list(jobs.LIST_STUBS), page_size, page_token)
+        while wanted := merge.wanted():
+            for service, token in wanted:
+                request = jobs.list_request(service, page_size=page_size, page_token=token, **filters)
+                try:
+                    response = self._list_calls[service](request, metadata=self.connection.metadata())
+                except grpc.RpcError as exc:
+                    if exc.code() == grpc.StatusCode.UNAVAILABLE and not services:
+                        merge.unavailable_service(service)
+                        continue
+                    raise translate(exc, service) from None
+                merge.add(service, token, response.jobs, response.next_page_token)
+        return merge.page()
 
     def close(self) -> None:
         self._channel.close()

@@ -419,3 +419,51 @@ def evaluate_response(outcome: EvaluateOutcome) -> training_pb2.EvaluateModelRes
         record=common.artifact(outcome.record),
         total_seconds=outcome.total_seconds,
     )
+
+
+# -- every job of the server (GetJob, CancelJob, WatchJob, ListJobs) ----------------------------------
+TASK_RESULTS = {  # a task's result message -> its TaskResult field
+    training_pb2.SyntheticDataResult: "synthetic_data",
+    training_pb2.RestoreResult: "restore",
+    training_pb2.EvaluateModelResponse: "evaluation",
+}
+CREATE_TRAINING_JOB = f"{training_pb2.DESCRIPTOR.services_by_name['TrainingService'].full_name}/CreateTrainingJob"
+
+
+def task_result(result: Any) -> training_pb2.TaskResult | None:
+    if result is None:
+        return None
+    return training_pb2.TaskResult(**{TASK_RESULTS[type(result)]: result})
+
+
+def task_job(job: Job) -> training_pb2.Job:
+    return training_pb2.Job(status=common.job_status(job), result=task_result(job.result))
+
+
+def task_watch_event(job: Job, event: events.JobEvent) -> training_pb2.WatchJobResponse:
+    """A task's event in WatchJob's envelope (its own stream's, with the result as a TaskResult)."""
+    if isinstance(event, events.Succeeded):
+        event = events.Succeeded(task_result(event.result))
+    progress_stage = "generating" if job.method.endswith("/GenerateSyntheticData") else "restoring"
+    return task_event(training_pb2.WatchJobResponse, progress_stage, job, event)
+
+
+def training_job_as_job(record: TrainingRecord, job: Job | None) -> training_pb2.Job:
+    """A training job in the shape every job RPC answers: its status, and the whole resource."""
+    resource = training_job(record, job)
+    status = job_pb2.JobStatus(
+        job_id=record.job_id,
+        state=resource.state,
+        queue_position=resource.queue_position,
+        error=resource.error if resource.HasField("error") else None,
+        cancelled=resource.cancelled if resource.HasField("cancelled") else None,
+        create_time=resource.create_time if resource.HasField("create_time") else None,
+        start_time=resource.start_time if resource.HasField("start_time") else None,
+        end_time=resource.end_time if resource.HasField("end_time") else None,
+        detached=True,
+        method=CREATE_TRAINING_JOB,
+        client_id=record.client_id,
+    )
+    if resource.HasField("progress"):
+        status.progress.CopyFrom(resource.progress)
+    return training_pb2.Job(status=status, training_job=resource)

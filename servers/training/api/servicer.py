@@ -1,4 +1,8 @@
-"""TrainingService: proto in, manager / job, proto out. Validation lives in convert.py."""
+"""TrainingService: proto in, manager / job, proto out. Validation lives in convert.py.
+
+The job RPCs every service has (GetJob, CancelJob, WatchJob, ListJobs; ``runtime/job_rpcs.py``) run
+on the tasks queue ("tsk-..."); a training job's id ("trn-...") goes to the manager instead, and
+ListJobs lists both."""
 
 from __future__ import annotations
 
@@ -9,9 +13,11 @@ from collections.abc import AsyncIterator
 
 from google.protobuf import struct_pb2
 
-from genmesh.errors import FailedPrecondition, NotFound, require_range
+from genmesh.errors import FailedPrecondition, InvalidArgument, NotFound, require_range
 from genmesh.training.v1 import training_pb2, training_pb2_grpc
 from servers.runtime.events import Succeeded
+from servers.runtime.job_listing import JobQuery, Listed, position
+from servers.runtime.job_rpcs import JobRpcs
 from servers.runtime.queue import JobContext, JobQueue
 from servers.runtime.streaming import stream_job
 from servers.training import registry
@@ -28,19 +34,64 @@ from storage.keys import validate_job_id
 from storage.object_store import ObjectStore
 
 SERVICE_NAME = training_pb2.DESCRIPTOR.services_by_name["TrainingService"].full_name
+TRAINING_PREFIX = "trn"  # training jobs' ids; the tasks' are "tsk" (genmesh.services)
 PLOTS = {"loss": "Loss per epoch", "psnr": "Validation PSNR per epoch", "ssim": "Validation SSIM per epoch",
          "accuracy": "Validation accuracy per epoch"}  # fmt: skip
 
 
-class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
+def is_training_job(job_id: str) -> bool:
+    return job_id.startswith(f"{TRAINING_PREFIX}-")
+
+
+class TrainingServicer(JobRpcs, training_pb2_grpc.TrainingServiceServicer):
+    job_message = staticmethod(convert.task_job)
+    watch_message = staticmethod(convert.task_watch_event)
+
     def __init__(
         self, manager: TrainingManager, tasks: JobQueue, models: ModelTasks, store: ObjectStore, *, device: str = "cpu"
     ) -> None:
         self.default_architecture = default_architecture(device)
         self.manager = manager
-        self.tasks = tasks
+        self.tasks = self.queue = tasks
         self.models = models
         self.store = store
+        self.keep_terminal_records()
+
+    # -- every job: tasks through the shared job RPCs, training jobs through the manager -------
+    async def GetJob(self, request, context) -> training_pb2.Job:
+        job_id = validate_job_id(request.job_id)
+        if is_training_job(job_id):
+            return convert.training_job_as_job(
+                await asyncio.to_thread(self.manager.get, job_id), self.manager.queue_job(job_id)
+            )
+        return await super().GetJob(request, context)
+
+    async def CancelJob(self, request, context) -> training_pb2.Job:
+        job_id = validate_job_id(request.job_id)
+        if is_training_job(job_id):
+            return convert.training_job_as_job(await self.manager.cancel(job_id), self.manager.queue_job(job_id))
+        return await super().CancelJob(request, context)
+
+    async def WatchJob(self, request, context) -> AsyncIterator[training_pb2.WatchJobResponse]:
+        if is_training_job(validate_job_id(request.job_id)):
+            raise InvalidArgument(
+                f"job_id: {request.job_id} is a training job: watch it with WatchTrainingJob", field="job_id"
+            )
+        async for message in super().WatchJob(request, context):
+            yield message
+
+    async def _more_listed(self, query: JobQuery) -> list[Listed]:
+        records = await asyncio.to_thread(self.manager.list)  # the caller's, or everyone's for an admin
+        return [
+            Listed(position(record.created_at, record.job_id), record.job_id, record.state.value,
+                   "CreateTrainingJob", record.client_id, record)
+            for record in records
+        ]  # fmt: skip
+
+    async def _listed_message(self, listed: Listed):
+        if isinstance(listed.source, TrainingRecord):
+            return convert.training_job_as_job(listed.source, self.manager.queue_job(listed.job_id))
+        return await super()._listed_message(listed)
 
     # -- synthetic data ------------------------------------------------------------------------
     def _synthetic(self, spec: SyntheticSpec, context: JobContext) -> training_pb2.SyntheticDataResult:

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import structlog
 
-from genmesh.errors import FailedPrecondition, GenmeshError, InvalidArgument, Unavailable
-from servers.runtime import events
+from genmesh.errors import FailedPrecondition, GenmeshError, InvalidArgument, NotFound, Unavailable
+from servers.runtime import caller, events
 from servers.runtime.events import JobState
 from servers.runtime.job_ids import job_owner
 from servers.runtime.queue import Job, JobQueue
@@ -67,7 +67,7 @@ class TrainingManager:
     def _prepare(self, spec: TrainingSpec | None, resume_job_id: str, requested: dict) -> TrainingRecord:
         if spec is None and not resume_job_id:
             raise InvalidArgument("spec: required", field="spec")
-        record = TrainingRecord(job_id=self.queue.new_id(), spec=spec)  # type: ignore[arg-type]  # resume sets it
+        record = TrainingRecord(job_id=self.queue.new_id(), spec=spec, client_id=caller.current().client_id)  # type: ignore[arg-type]  # resume sets it
         if resume_job_id:
             previous = self.get(resume_job_id)
             if previous.state not in (JobState.FAILED, JobState.CANCELLED):
@@ -105,6 +105,7 @@ class TrainingManager:
             job_id=record.job_id,
             force=force,
         )
+        job.owner = record.client_id  # a job resumed at start is still its creator's
         with self._lock:
             self._live[record.job_id] = record
         return job
@@ -133,9 +134,13 @@ class TrainingManager:
 
     # -- read -----------------------------------------------------------------------------
     def get(self, job_id: str) -> TrainingRecord:
+        """The job, if the caller may see it (its owner, or admin); NOT_FOUND otherwise, as for an unknown id."""
         with self._lock:
             record = self._live.get(job_id)
-        return record if record is not None else self.records.load(job_id)
+        record = record if record is not None else self.records.load(job_id)
+        if not caller.current().may_see(record.client_id):
+            raise NotFound(f"training job {job_id!r} not found")
+        return record
 
     def queue_job(self, job_id: str) -> Job | None:
         try:
@@ -148,7 +153,12 @@ class TrainingManager:
         with self._lock:
             stored.update(self._live)
         records = sorted(stored.values(), key=lambda record: record.created_at, reverse=True)
-        return [r for r in records if (not state or r.state == state) and (not layer or r.spec.layer == layer)]
+        who = caller.current()
+        return [
+            r
+            for r in records
+            if (not state or r.state == state) and (not layer or r.spec.layer == layer) and who.may_see(r.client_id)
+        ]
 
     # -- cancel ---------------------------------------------------------------------------
     async def cancel(self, job_id: str) -> TrainingRecord:

@@ -56,6 +56,7 @@ class TrainingRecord:
     cancel_reason: str = ""
     device: str = ""
     interrupted_reason: str = ""  # why it stopped last time it was running (for a Resumed event)
+    client_id: str = ""  # its owner: the client id of the key that created it ("" without the gateway)
     # Where the job is inside its epoch while this process runs it (never persisted).
     live: EpochProgress | None = None
 

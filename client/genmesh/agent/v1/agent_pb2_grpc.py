@@ -64,6 +64,11 @@ class AgentServiceStub:
                 request_serializer=genmesh_dot_agent_dot_v1_dot_agent__pb2.WatchJobRequest.SerializeToString,
                 response_deserializer=genmesh_dot_agent_dot_v1_dot_agent__pb2.CreateCharacterResponse.FromString,
                 _registered_method=True)
+        self.ListJobs = channel.unary_unary(
+                '/genmesh.agent.v1.AgentService/ListJobs',
+                request_serializer=genmesh_dot_agent_dot_v1_dot_agent__pb2.ListJobsRequest.SerializeToString,
+                response_deserializer=genmesh_dot_agent_dot_v1_dot_agent__pb2.ListJobsResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer:
@@ -127,6 +132,19 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListJobs(self, request, context):
+        """Lists jobs, newest first: queued and running ones (from every replica) and finished ones (from
+        their records in object storage, so they outlive restarts). Each item is the Job GetJob
+        answers (queue position while queued, progress while running). A caller sees the jobs of its
+        own API key; an admin key may ask for every client's with `all_clients`. Errors:
+        INVALID_ARGUMENT (`page_size` outside 0..200, a `page_token` this server did not make,
+        `created_after` not before `created_before`), PERMISSION_DENIED (`all_clients` with a key that
+        is not admin).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -149,6 +167,11 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.WatchJob,
                     request_deserializer=genmesh_dot_agent_dot_v1_dot_agent__pb2.WatchJobRequest.FromString,
                     response_serializer=genmesh_dot_agent_dot_v1_dot_agent__pb2.CreateCharacterResponse.SerializeToString,
+            ),
+            'ListJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJobs,
+                    request_deserializer=genmesh_dot_agent_dot_v1_dot_agent__pb2.ListJobsRequest.FromString,
+                    response_serializer=genmesh_dot_agent_dot_v1_dot_agent__pb2.ListJobsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -269,6 +292,33 @@ class AgentService:
             '/genmesh.agent.v1.AgentService/WatchJob',
             genmesh_dot_agent_dot_v1_dot_agent__pb2.WatchJobRequest.SerializeToString,
             genmesh_dot_agent_dot_v1_dot_agent__pb2.CreateCharacterResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/genmesh.agent.v1.AgentService/ListJobs',
+            genmesh_dot_agent_dot_v1_dot_agent__pb2.ListJobsRequest.SerializeToString,
+            genmesh_dot_agent_dot_v1_dot_agent__pb2.ListJobsResponse.FromString,
             options,
             channel_credentials,
             insecure,

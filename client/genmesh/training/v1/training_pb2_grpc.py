@@ -100,6 +100,26 @@ class TrainingServiceStub:
                 request_serializer=genmesh_dot_training_dot_v1_dot_training__pb2.RestoreImageRequest.SerializeToString,
                 response_deserializer=genmesh_dot_training_dot_v1_dot_training__pb2.RestoreImageResponse.FromString,
                 _registered_method=True)
+        self.GetJob = channel.unary_unary(
+                '/genmesh.training.v1.TrainingService/GetJob',
+                request_serializer=genmesh_dot_training_dot_v1_dot_training__pb2.GetJobRequest.SerializeToString,
+                response_deserializer=genmesh_dot_training_dot_v1_dot_training__pb2.Job.FromString,
+                _registered_method=True)
+        self.CancelJob = channel.unary_unary(
+                '/genmesh.training.v1.TrainingService/CancelJob',
+                request_serializer=genmesh_dot_training_dot_v1_dot_training__pb2.CancelJobRequest.SerializeToString,
+                response_deserializer=genmesh_dot_training_dot_v1_dot_training__pb2.Job.FromString,
+                _registered_method=True)
+        self.WatchJob = channel.unary_stream(
+                '/genmesh.training.v1.TrainingService/WatchJob',
+                request_serializer=genmesh_dot_training_dot_v1_dot_training__pb2.WatchJobRequest.SerializeToString,
+                response_deserializer=genmesh_dot_training_dot_v1_dot_training__pb2.WatchJobResponse.FromString,
+                _registered_method=True)
+        self.ListJobs = channel.unary_unary(
+                '/genmesh.training.v1.TrainingService/ListJobs',
+                request_serializer=genmesh_dot_training_dot_v1_dot_training__pb2.ListJobsRequest.SerializeToString,
+                response_deserializer=genmesh_dot_training_dot_v1_dot_training__pb2.ListJobsResponse.FromString,
+                _registered_method=True)
 
 
 class TrainingServiceServicer:
@@ -149,14 +169,17 @@ class TrainingServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetTrainingJob(self, request, context):
-        """Gets a training job by id, with its metrics history so far. Errors: NOT_FOUND.
+        """Gets a training job by id, with its metrics history so far. Like every job it belongs to the
+        client of the key that created it: another client's answers NOT_FOUND (here and in every RPC
+        about a job) unless the key is admin. Errors: NOT_FOUND.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListTrainingJobs(self, request, context):
-        """Lists training jobs, newest first, optionally only those in one state or of one layer.
+        """Lists training jobs, newest first, optionally only those in one state or of one layer: the
+        caller's own, or every client's for an admin key (ListJobs lists them with the tasks).
         Errors: INVALID_ARGUMENT (bad `page_token`, or `page_size` < 0).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -228,6 +251,47 @@ class TrainingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetJob(self, request, context):
+        """The job RPCs every service has, for every job of this server: training jobs ("trn-...") and
+        the short tasks ("tsk-...": GenerateSyntheticData, RestoreImage, EvaluateModel).
+
+        Gets a job by id: a task (with its result once it succeeded) or a training job (with the whole
+        TrainingJob). Finished tasks are answered from their records in object storage after the
+        retention time. Errors: NOT_FOUND (unknown id, or another client's job).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelJob(self, request, context):
+        """Cancels a queued or running task or training job (as CancelTrainingJob does for the latter);
+        cancelling a finished job returns it unchanged. Errors: NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchJob(self, request, context):
+        """Streams a task by id, as its own stream did: every event so far (replayed), then live events
+        until it ends; the terminal error is also the stream's status. A task known only by its record
+        answers one terminal event. Errors: NOT_FOUND; INVALID_ARGUMENT for a training job's id (watch
+        those with WatchTrainingJob).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListJobs(self, request, context):
+        """Lists training jobs and tasks together, newest first, as every service's ListJobs does: live
+        ones and finished ones (from their records), the caller's own unless an admin key asks for
+        `all_clients`. Errors: INVALID_ARGUMENT (`page_size` outside 0..200, a `page_token` this server
+        did not make, `created_after` not before `created_before`), PERMISSION_DENIED (`all_clients`
+        with a key that is not admin).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TrainingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -280,6 +344,26 @@ def add_TrainingServiceServicer_to_server(servicer, server):
                     servicer.RestoreImage,
                     request_deserializer=genmesh_dot_training_dot_v1_dot_training__pb2.RestoreImageRequest.FromString,
                     response_serializer=genmesh_dot_training_dot_v1_dot_training__pb2.RestoreImageResponse.SerializeToString,
+            ),
+            'GetJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJob,
+                    request_deserializer=genmesh_dot_training_dot_v1_dot_training__pb2.GetJobRequest.FromString,
+                    response_serializer=genmesh_dot_training_dot_v1_dot_training__pb2.Job.SerializeToString,
+            ),
+            'CancelJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelJob,
+                    request_deserializer=genmesh_dot_training_dot_v1_dot_training__pb2.CancelJobRequest.FromString,
+                    response_serializer=genmesh_dot_training_dot_v1_dot_training__pb2.Job.SerializeToString,
+            ),
+            'WatchJob': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchJob,
+                    request_deserializer=genmesh_dot_training_dot_v1_dot_training__pb2.WatchJobRequest.FromString,
+                    response_serializer=genmesh_dot_training_dot_v1_dot_training__pb2.WatchJobResponse.SerializeToString,
+            ),
+            'ListJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJobs,
+                    request_deserializer=genmesh_dot_training_dot_v1_dot_training__pb2.ListJobsRequest.FromString,
+                    response_serializer=genmesh_dot_training_dot_v1_dot_training__pb2.ListJobsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -568,6 +652,114 @@ class TrainingService:
             '/genmesh.training.v1.TrainingService/RestoreImage',
             genmesh_dot_training_dot_v1_dot_training__pb2.RestoreImageRequest.SerializeToString,
             genmesh_dot_training_dot_v1_dot_training__pb2.RestoreImageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/genmesh.training.v1.TrainingService/GetJob',
+            genmesh_dot_training_dot_v1_dot_training__pb2.GetJobRequest.SerializeToString,
+            genmesh_dot_training_dot_v1_dot_training__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/genmesh.training.v1.TrainingService/CancelJob',
+            genmesh_dot_training_dot_v1_dot_training__pb2.CancelJobRequest.SerializeToString,
+            genmesh_dot_training_dot_v1_dot_training__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/genmesh.training.v1.TrainingService/WatchJob',
+            genmesh_dot_training_dot_v1_dot_training__pb2.WatchJobRequest.SerializeToString,
+            genmesh_dot_training_dot_v1_dot_training__pb2.WatchJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/genmesh.training.v1.TrainingService/ListJobs',
+            genmesh_dot_training_dot_v1_dot_training__pb2.ListJobsRequest.SerializeToString,
+            genmesh_dot_training_dot_v1_dot_training__pb2.ListJobsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,55 @@
+"""Who is calling: the client named by the API key the gateway checked, and whether that key is an
+admin key. Jobs belong to their caller (``Job.owner``); only the owner and admins see them.
+
+The gateway sets both headers and drops any copy a caller sends (``deploy/envoy/envoy.yaml.tmpl``),
+so neither can be forged through it. A call that reaches a server without the gateway and carries
+no client id (a direct gRPC call on the server's port, a test, the launcher) comes from inside the
+trust boundary: it is the operator, treated as admin. Servers listen on loopback or behind network
+policies and mutual TLS, and whoever can call them directly could send any client id anyway.
+Nothing here imports grpc; the interceptor binds the caller of each call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+CLIENT_HEADER = "x-client-id"
+ADMIN_HEADER = "x-genmesh-admin"  # "true" for a key marked admin in the keys file
+
+
+@dataclass(frozen=True)
+class Caller:
+    client_id: str  # "" without the gateway
+    admin: bool
+
+    def may_see(self, owner: str) -> bool:
+        """Whether this caller may get, watch, cancel or list a job owned by ``owner``."""
+        return self.admin or owner == self.client_id
+
+    def headers(self) -> tuple[tuple[str, str], ...]:
+        """The headers that make a call on this caller's behalf (the agent's sub-jobs, a forwarded call)."""
+        if not self.client_id:
+            return ()
+        return ((CLIENT_HEADER, self.client_id), *(((ADMIN_HEADER, "true"),) if self.admin else ()))
+
+
+OPERATOR = Caller("", admin=True)
+_current: ContextVar[Caller] = ContextVar("genmesh_caller", default=OPERATOR)
+
+
+def from_headers(metadata: Mapping[str, str]) -> Caller:
+    client_id = metadata.get(CLIENT_HEADER, "")
+    if not client_id:
+        return OPERATOR
+    return Caller(client_id, admin=metadata.get(ADMIN_HEADER) == "true")
+
+
+def bind(caller: Caller) -> None:
+    """Set for the current call (each RPC runs in its own task, so it ends with the call)."""
+    _current.set(caller)
+
+
+def current() -> Caller:
+    return _current.get()

@@ -1,0 +1,342 @@
+"""Jobs as a resource, through the real gateway: every key sees and lists its own jobs only, an admin
+key (`client=key admin` in the keys file) sees every client's, nobody forges either header, a queued
+job shows its place and can be cancelled from another connection, `genmesh job get tsk-...` works,
+and finished jobs are still listed after their server restarts (from the index in the store)."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+
+from genmesh import errors
+from genmesh.client import GenmeshClient
+from genmesh.common.v1 import job_pb2
+from genmesh.library.v1 import library_pb2
+from servers.mesh.launcher import Mesh
+from servers.mesh.processes import wait_until
+from storage.buckets import OUTPUTS
+
+pytestmark = pytest.mark.integration
+
+SUCCEEDED, QUEUED, CANCELLED = job_pb2.JOB_STATE_SUCCEEDED, job_pb2.JOB_STATE_QUEUED, job_pb2.JOB_STATE_CANCELLED
+
+
+@pytest.fixture(scope="module")
+def keys(mesh: Mesh) -> dict[str, str]:
+    """Two ordinary keys (a, b) and an admin key, added to the session mesh's keys file; they work
+    once the gateway applied them (within seconds, no restart)."""
+    keys = {name: "gm_" + secrets.token_urlsafe(24) for name in ("a", "b", "ops")}
+    keys_file = mesh.data_dir / "api-keys"
+    with keys_file.open("a", encoding="utf-8") as handle:
+        handle.write(f"jobs-a={keys['a']}\njobs-b={keys['b']}\njobs-ops={keys['ops']} admin\n")
+
+    def accepted() -> bool:
+        for key in keys.values():
+            response = httpx.get(f"http://{mesh.url}/v1/text/models", headers={"x-api-key": key}, timeout=10)
+            if response.status_code != 200:
+                return False
+        return True
+
+    wait_until(accepted, timeout=30, what="the gateway to apply the new keys")
+    return keys
+
+
+@pytest.fixture(scope="module")
+def clients(mesh: Mesh, keys: dict[str, str]) -> Iterator[dict[str, GenmeshClient]]:
+    opened = {name: GenmeshClient(mesh.url, key) for name, key in keys.items()}
+    yield opened
+    for client in opened.values():
+        client.close()
+
+
+def first_event(events: Iterator) -> object:
+    for event in events:
+        return event
+    raise AssertionError("the stream sent nothing")
+
+
+def rest(mesh: Mesh, key: str, path: str, **params: object) -> httpx.Response:
+    return httpx.get(f"http://{mesh.url}{path}", headers={"x-api-key": key}, params=params, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def made(clients: dict[str, GenmeshClient]) -> dict[str, str]:
+    """Key a's text, image and training-task jobs and key b's text job, all finished."""
+    a, b = clients["a"], clients["b"]
+    text = first_event(a.text.stream_generate("Once", max_tokens=2, detach=True)).job_id
+    image = first_event(a.images.stream_generate("a dot", width=64, height=64, steps=2, seed=1, detach=True)).job_id
+    events = list(a.training.stream_synthetic_data(num_images=2, width=64, height=64, seed=3, dataset_name="jobs-a"))
+    task, prefix = events[-1].job_id, events[-1].result.dataset_prefix
+    training = a.training.create_job(layer=61, dataset_prefix=prefix, num_epochs=50, architecture="tiny", patch_size=32)
+    a.training.cancel_job(training.job_id)
+    other = first_event(b.text.stream_generate("Twice", max_tokens=2, detach=True)).job_id
+    wait_until(
+        lambda: a.training.get_job(training.job_id).state == CANCELLED, timeout=120, what="the training job to stop"
+    )
+    for job_id, get_job in ((text, a.text.get_job), (image, a.images.get_job), (other, b.text.get_job)):
+        wait_until(
+            lambda job_id=job_id, get_job=get_job: get_job(job_id).status.state == SUCCEEDED,
+            timeout=120,
+            what=f"job {job_id} to succeed",
+        )
+    return {"text": text, "image": image, "task": task, "training": training.job_id, "other": other}
+
+
+def listed_ids(client: GenmeshClient, **filters: object) -> dict[str, int]:
+    """Every job the client lists, paging to the end: id -> state."""
+    found: dict[str, int] = {}
+    token = ""
+    while True:
+        page = client.list_jobs(page_size=2, page_token=token, **filters)
+        found.update({listed.status.job_id: listed.status.state for listed in page.jobs})
+        token = page.next_page_token
+        if not token:
+            return found
+
+
+def test_each_key_lists_its_own_jobs_and_an_admin_lists_all(mesh, clients, keys, made) -> None:
+    # Key a: its jobs across services, in their states; paging by two still gives each once.
+    mine = {made["text"]: SUCCEEDED, made["image"]: SUCCEEDED, made["task"]: SUCCEEDED, made["training"]: CANCELLED}
+    assert listed_ids(clients["a"]) == mine
+    assert listed_ids(clients["b"]) == {made["other"]: SUCCEEDED}
+    everyone = listed_ids(clients["ops"], all_clients=True)
+    assert {*mine, made["other"]} <= set(everyone)
+    # A training job is listed with the whole resource.
+    (trained,) = clients["a"].list_jobs(services=["training"], state="cancelled").jobs
+    assert trained.job.training_job.spec.layer == 61 and trained.status.method.endswith("/CreateTrainingJob")
+    # Newest first, and each item is the Job GetJob answers, with its owner.
+    page = clients["ops"].list_jobs(services=["text"], all_clients=True, page_size=200)
+    times = [listed.status.create_time.ToMilliseconds() for listed in page.jobs]
+    assert times == sorted(times, reverse=True)
+    by_id = {listed.status.job_id: listed.job for listed in page.jobs}
+    assert by_id[made["text"]] == clients["ops"].text.get_job(made["text"])
+    assert by_id[made["text"]].status.client_id == "jobs-a" and by_id[made["other"]].status.client_id == "jobs-b"
+    # The same over REST, per service; filters by state and method.
+    body = rest(mesh, keys["a"], "/v1/text/jobs").json()
+    assert [job["status"]["job_id"] for job in body["jobs"]] == [made["text"]]
+    assert rest(mesh, keys["a"], "/v1/images/jobs", state="JOB_STATE_FAILED").json()["jobs"] == []
+    body = rest(mesh, keys["a"], "/v1/training/all-jobs", method="GenerateSyntheticData").json()
+    assert [job["status"]["job_id"] for job in body["jobs"]] == [made["task"]]
+    assert body["jobs"][0]["result"]["synthetic_data"]["pair_count"] == 2
+
+
+def test_another_clients_job_is_not_found_and_headers_cannot_be_forged(mesh, clients, keys, made) -> None:
+    b = clients["b"]
+    for call in (b.text.get_job, b.text.cancel_job, lambda job_id: list(b.text.watch(job_id))):
+        with pytest.raises(errors.NotFound):
+            call(made["text"])
+    for job_id in (made["task"], made["training"]):
+        with pytest.raises(errors.NotFound):
+            b.training.get_job(job_id)
+        with pytest.raises(errors.NotFound):
+            b.training.cancel_job(job_id)
+    assert rest(mesh, keys["b"], f"/v1/text/jobs/{made['text']}").status_code == 404
+    # A caller's own x-client-id / x-genmesh-admin are dropped by the gateway.
+    forged = {"x-api-key": keys["b"], "x-client-id": "jobs-a", "x-genmesh-admin": "true"}
+    response = httpx.get(f"http://{mesh.url}/v1/text/jobs/{made['text']}", headers=forged, timeout=30)
+    assert response.status_code == 404
+    response = httpx.get(f"http://{mesh.url}/v1/text/jobs", headers=forged, params={"all_clients": True}, timeout=30)
+    assert response.status_code == 403 and "all_clients" in response.json()["message"]
+    with pytest.raises(errors.PermissionDenied):
+        b.list_jobs(all_clients=True)
+    # The owner and the admin see it; the admin can cancel it (finished: unchanged).
+    assert clients["a"].text.get_job(made["text"]).status.client_id == "jobs-a"
+    assert clients["ops"].text.cancel_job(made["text"]).status.state == SUCCEEDED
+    # Bad paging is INVALID_ARGUMENT naming the field.
+    for params, field in (({"page_size": 201}, "page_size"), ({"page_token": "nope"}, "page_token")):
+        response = rest(mesh, keys["a"], "/v1/images/jobs", **params)
+        assert response.status_code == 400 and field in response.json()["message"], response.text
+
+
+CLI = str(Path(sys.executable).parent / "genmesh")
+
+
+def test_genmesh_job_get_and_jobs_show_a_training_task(mesh, keys, made) -> None:
+    env = {**os.environ, "GENMESH_URL": mesh.url, "GENMESH_API_KEY": keys["a"]}
+    shown = subprocess.run([CLI, "job", "get", made["task"]], env=env, capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stderr
+    job = json.loads(shown.stdout)
+    assert job["status"]["job_id"] == made["task"] and job["status"]["state"] == "JOB_STATE_SUCCEEDED"
+    assert job["status"]["method"].endswith("/GenerateSyntheticData") and job["status"]["client_id"] == "jobs-a"
+    table = subprocess.run([CLI, "jobs"], env=env, capture_output=True, text=True)
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].split() == ["ID", "SERVICE", "METHOD", "STATE", "PROGRESS", "AGE"]
+    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    assert set(rows) == {made["text"], made["image"], made["task"], made["training"]}
+    assert rows[made["task"]][1:4] == ["training", "GenerateSyntheticData", "succeeded"]
+    only = subprocess.run([CLI, "jobs", "--service", "image"], env=env, capture_output=True, text=True)
+    assert [line.split()[0] for line in only.stdout.splitlines()[1:]] == [made["image"]]
+
+
+def test_a_queued_job_shows_its_place_and_another_connection_cancels_it(mesh, clients, keys) -> None:
+    a = clients["a"]
+    long = "1, 2, 3, 4, 5, 6, 7,"
+    running = first_event(a.text.stream_generate(long, max_tokens=2000, temperature=0, detach=True)).job_id
+    waiting = first_event(a.text.stream_generate(long, max_tokens=2000, temperature=0, detach=True)).job_id
+    try:
+        queued = a.list_jobs(services=["text"], state="queued").jobs
+        assert [listed.status.job_id for listed in queued] == [waiting]
+        assert queued[0].status.queue_position == 0  # next after the running one
+        with GenmeshClient(mesh.url, keys["a"]) as second:
+            assert second.text.cancel_job(waiting).status.state == CANCELLED
+        assert a.list_jobs(services=["text"], state="queued").jobs == []
+        cancelled = a.list_jobs(services=["text"], state="cancelled").jobs
+        assert waiting in [listed.status.job_id for listed in cancelled]
+    finally:
+        clients["a"].text.cancel_job(running)
+        clients["a"].text.cancel_job(waiting)
+
+
+def test_finished_jobs_are_still_listed_after_their_server_restarts(mesh, clients, object_store, made) -> None:
+    a = clients["a"]
+    for job_id in (made["text"], made["other"]):  # the records are written just after the end
+        wait_until(
+            lambda job_id=job_id: object_store.exists(OUTPUTS, f"jobs/{job_id}.json"), timeout=30, what="a record"
+        )
+    restarts = mesh.supervisor.restarts("text")
+    mesh.servers["text"].kill()
+    wait_until(lambda: mesh.supervisor.restarts("text") == restarts + 1, timeout=30, what="the text server's restart")
+
+    def listed() -> list[str]:
+        try:
+            return [listed.status.job_id for listed in a.list_jobs(services=["text"]).jobs]
+        except errors.Unavailable:
+            return []
+
+    wait_until(lambda: made["text"] in listed(), timeout=120, what="the text server to list again")
+    assert made["other"] not in listed()  # still only key a's
+    assert a.text.get_job(made["text"]).status.state == SUCCEEDED  # from its record
+    with pytest.raises(errors.NotFound):
+        clients["b"].text.get_job(made["text"])
+
+
+def test_listing_pages_through_the_index_without_reading_it_all(mesh, clients, object_store) -> None:
+    """Many finished jobs of one client: every page is newest first, none repeats, and the index
+    names are all a page reads besides the records it returns."""
+    from servers.runtime.job_listing import JobIndex
+
+    index = JobIndex(object_store, "video")
+    base = 1_700_000_000.0
+    ids = [f"vid-9-{secrets.token_hex(12)}" for _ in range(7)]
+    for number, job_id in enumerate(ids):
+        created = datetime.fromtimestamp(base + number, UTC).isoformat().replace("+00:00", "Z")
+        status = {"job_id": job_id, "state": "JOB_STATE_SUCCEEDED", "client_id": "jobs-a", "create_time": created}
+        record = {"status": status}
+        object_store.put_bytes(OUTPUTS, f"jobs/{job_id}.json", json.dumps(record).encode(), "application/json")
+        index.add(job_id, base + number, "succeeded", "genmesh.video.v1.VideoService/GenerateVideo", "jobs-a")
+    pages, token = [], ""
+    while True:
+        page = clients["a"].list_jobs(services=["video"], page_size=3, page_token=token, created_before=base + 100)
+        pages.append([listed.status.job_id for listed in page.jobs])
+        token = page.next_page_token
+        if not token:
+            break
+    assert [job_id for page in pages for job_id in page] == list(reversed(ids))
+    assert all(len(page) <= 3 for page in pages)
+    after = clients["a"].list_jobs(services=["video"], created_after=base + 3.5, created_before=base + 100).jobs
+    assert [listed.status.job_id for listed in after] == list(reversed(ids[4:]))
+
+
+def test_an_agent_jobs_sub_jobs_belong_to_its_caller(clients) -> None:
+    a = clients["a"]
+    events = list(a.agent.stream_create_character("a lighthouse keeper", stages=["text"], seed=2))
+    sub_job = next(event.stage_started.sub_job_id for event in events if event.WhichOneof("event") == "stage_started")
+    assert a.agent.get_job(events[0].job_id).status.client_id == "jobs-a"
+    assert a.text.get_job(sub_job).status.client_id == "jobs-a"
+    assert sub_job in [listed.status.job_id for listed in a.list_jobs(services=["text"]).jobs]
+    with pytest.raises(errors.NotFound):
+        clients["b"].text.get_job(sub_job)
+
+
+# -- the library of outputs ---------------------------------------------------------------------
+
+
+def test_the_library_lists_a_clients_outputs_with_their_parameters(mesh, clients, keys, made) -> None:
+    outputs = clients["a"].outputs.list(page_size=200).outputs
+    by_id = {output.job_id: output for output in outputs}
+    assert made["image"] in by_id and made["text"] in by_id and made["other"] not in by_id
+    assert made["task"] not in by_id and made["training"] not in by_id  # synthetic data and training: no outputs
+    image = by_id[made["image"]]
+    assert image.kind == library_pb2.OUTPUT_KIND_IMAGE and image.service == "image" and image.client_id == "jobs-a"
+    assert image.thumbnail.key.startswith(image.folder) and image.folder.endswith(f"/{made['image']}/")
+    # As the REST API writes them (an int64 seed is a JSON string), to send back as they are.
+    assert image.parameters["steps"] == 2 and image.parameters["width"] == 64 and image.parameters["seed"] == "1"
+    assert httpx.get(image.thumbnail.url, timeout=30).content[:4] == b"\x89PNG"  # a fresh presigned URL
+    assert by_id[made["text"]].kind == library_pb2.OUTPUT_KIND_TEXT and by_id[made["text"]].parameters["model"]
+    # Newest first; by kind; over REST.
+    times = [output.create_time.ToMilliseconds() for output in outputs]
+    assert times == sorted(times, reverse=True)
+    assert [o.job_id for o in clients["a"].outputs.list(kind="image").outputs] == [made["image"]]
+    body = rest(mesh, keys["a"], "/v1/outputs", kind="OUTPUT_KIND_IMAGE").json()
+    assert [output["job_id"] for output in body["outputs"]] == [made["image"]]
+    env = {**os.environ, "GENMESH_URL": mesh.url, "GENMESH_API_KEY": keys["a"]}
+    shown = subprocess.run([CLI, "outputs", "--kind", "image"], env=env, capture_output=True, text=True)
+    assert shown.returncode == 0 and shown.stdout.split()[:2] == [made["image"], "image"], shown.stderr
+
+
+def test_deleting_an_output_is_for_its_owner_and_the_record_says_so(mesh, clients, keys, object_store) -> None:
+    a = clients["a"]
+    job_id = first_event(a.images.stream_generate("to delete", width=64, height=64, steps=2, detach=True)).job_id
+    wait_until(lambda: job_id in [o.job_id for o in a.outputs.list(kind="image").outputs], timeout=120, what="it")
+    folder = next(o.folder for o in a.outputs.list(kind="image").outputs if o.job_id == job_id)
+    assert list(object_store.list(OUTPUTS, folder))
+    with pytest.raises(errors.NotFound):
+        clients["b"].outputs.delete(job_id)
+    response = httpx.delete(f"http://{mesh.url}/v1/outputs/{job_id}", headers={"x-api-key": keys["a"]}, timeout=30)
+    assert response.status_code == 200 and int(response.json()["deleted_objects"]) >= 2, response.text
+    assert list(object_store.list(OUTPUTS, folder)) == []
+    assert job_id not in [output.job_id for output in a.outputs.list(page_size=200).outputs]
+    recorded = json.loads(object_store.get_bytes(OUTPUTS, f"jobs/{job_id}.json"))
+    assert recorded["status"]["outputs_deleted_time"]
+    with pytest.raises(errors.NotFound):
+        a.outputs.delete(job_id)  # nothing left
+
+
+def test_the_library_pages_through_many_stored_results(mesh, clients, object_store, made) -> None:
+    """1,200 outputs of one client (more than one S3 listing page of index names), written as real
+    jobs leave them (a copy of a real image job's record each, and its index names): the pages give
+    each once, newest first, with its parameters, and a page costs about the same whatever the
+    store holds (bench/library.py measures 5,000)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from servers.runtime.library import Library
+
+    template = json.loads(object_store.get_bytes(OUTPUTS, f"jobs/{made['image']}.json"))
+    library = Library(object_store)
+    base = 1_600_000_000.0
+
+    def write(number: int) -> str:
+        job_id = f"img-7-{number:024x}"
+        record = json.loads(json.dumps(template).replace(made["image"], job_id))
+        record["status"]["client_id"] = "jobs-ops"
+        record["status"]["create_time"] = datetime.fromtimestamp(base + number, UTC).isoformat().replace("+00:00", "Z")
+        object_store.put_bytes(OUTPUTS, f"jobs/{job_id}.json", json.dumps(record).encode(), "application/json")
+        library.add(job_id, base + number, "image", "image", "jobs-ops")
+        return job_id
+
+    with ThreadPoolExecutor(8) as pool:
+        written = list(pool.map(write, range(1200)))
+    seconds, seen, token = [], [], ""
+    while True:
+        started = time.monotonic()
+        page = clients["ops"].outputs.list(page_size=100, page_token=token, created_before=base + 10_000)
+        seconds.append(time.monotonic() - started)
+        seen.extend(output.job_id for output in page.outputs)
+        assert all(output.parameters["steps"] == 2 for output in page.outputs)
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == list(reversed(written)) and len(seconds) == 12
+    # Reading the whole index (2,400 names and more) would take seconds per page here.
+    assert sorted(seconds)[len(seconds) // 2] < 1.0, seconds
