@@ -61,6 +61,20 @@ def test_an_image_shows_previews_then_the_result(console, api_key) -> None:
     page.wait_for_function("img => img.complete && img.naturalWidth === 64", arg=image.element_handle())
     expect(page.locator(".result figcaption")).to_contain_text("seed 7")
     console.shot("result")
+    # The Library lists it (newest first) with its parameters; "Reuse settings" fills the form again.
+    page.get_by_role("link", name="Library").click()
+    tile = page.locator(f".library li[data-job-id='{data['jobId']}'] button")
+    expect(tile).to_be_visible()
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=tile.locator("img").element_handle())
+    tile.click()
+    detail = page.locator(f".output-detail[data-job-id='{data['jobId']}']")
+    expect(detail.locator("dd", has_text="a lighthouse at dusk")).to_be_visible()
+    console.shot("library")
+    detail.get_by_role("button", name="Reuse settings").click()
+    expect(page.get_by_role("heading", name="Generate an image")).to_be_visible()
+    for label, value in (("Prompt", "a lighthouse at dusk"), ("Width", "64"), ("Steps", "4"), ("Seed", "7")):
+        expect(page.get_by_label(label, exact=True)).to_have_value(value)
+    console.shot("reused")
 
 
 def test_a_video_cancelled_midway_ends_cancelled(console, api_key) -> None:
@@ -79,6 +93,10 @@ def test_a_video_cancelled_midway_ends_cancelled(console, api_key) -> None:
     assert int(panel.get_attribute("data-step")) < 40
     expect(page.locator(".result img, .result video")).to_have_count(0)
     console.shot("cancelled")
+    # The Jobs list (every service's, merged) shows it cancelled.
+    page.get_by_role("link", name="Jobs").click()
+    expect(page.locator(f"tr[data-job-id='{data['jobId']}']")).to_have_attribute("data-state", "cancelled")
+    console.shot("jobs")
 
 
 def test_chat_streams_a_reply(console, api_key) -> None:
