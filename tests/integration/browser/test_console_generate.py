@@ -130,3 +130,32 @@ def test_a_character_fills_its_three_stage_cards(console, api_key) -> None:
         media = page.locator(f".stage-card[data-stage={stage}] img")
         page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=media.element_handle())
     console.shot("cards")
+
+
+@pytest.mark.parametrize("console", ["desktop"], indirect=True)
+def test_training_draws_a_point_per_epoch_on_each_chart(console, api_key) -> None:
+    page = console.page
+    console.open("#/training")
+    console.enter_key(api_key)
+    expect(page.get_by_role("heading", name="Training", exact=True)).to_be_visible()
+    fill(page, {"Pairs": "24", "Data seed": "5"})
+    page.get_by_role("button", name="Make pairs").click()
+    data = wait_job(page, "d.state === 'succeeded' || d.state === 'cancelled'")
+    assert data["state"] == "succeeded", data["text"]
+    fill(page, {"Layer": "7", "Epochs": "3", "Batch size": "4", "Patch size": "32", "Dataset prefix": "synthetic_"})
+    page.get_by_role("button", name="Start training").click()
+    page.wait_for_function(
+        """() => {
+            const panels = document.querySelectorAll('.job-panel');
+            const panel = panels[panels.length - 1];
+            return panel && ['succeeded', 'failed', 'cancelled'].includes(panel.dataset.state);
+        }""",
+        timeout=JOB_TIMEOUT_MS * 2,
+    )
+    panel = page.locator(".job-panel").last
+    assert panel.get_attribute("data-state") == "succeeded", panel.inner_text()
+    assert panel.get_attribute("data-job-id").startswith("trn-")
+    for title in ("Loss", "PSNR (dB)", "SSIM"):  # three epochs, three points on each line
+        chart = page.locator(f".chart[data-title='{title}']")
+        expect(chart.locator("circle.s0")).to_have_count(3)
+    console.shot("charts")

@@ -9,6 +9,7 @@ const VIEWS = {
   character: () => import("./views/character.js"),
   jobs: () => import("./views/jobs.js"),
   library: () => import("./views/library.js"),
+  training: () => import("./views/training.js"),
   models: () => import("./views/models.js"),
   status: () => import("./views/status.js"),
 };
