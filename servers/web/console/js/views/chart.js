@@ -13,8 +13,11 @@ function svg(tag, attrs = {}, ...children) {
   return element;
 }
 
-/** series: [[name, (epoch) => value], ...]; points without a value are skipped. */
-export function lineChart(title, epochs, series) {
+/**
+ * The chart's data: per series its [epoch, value] points (epochs without a finite value are
+ * skipped, e.g. a metric the server did not send), the bounds, and the pixel scales.
+ */
+export function chartData(epochs, series) {
   const lines = series.map(([name, value]) => [name, epochs.map((epoch) => [epoch.epoch, value(epoch)]).filter(([, y]) => Number.isFinite(y))]);
   const ys = lines.flatMap(([, points]) => points.map(([, y]) => y));
   const xs = epochs.map((epoch) => epoch.epoch);
@@ -22,6 +25,12 @@ export function lineChart(title, epochs, series) {
   const [minX, maxX] = xs.length ? [Math.min(...xs), Math.max(...xs)] : [0, 1];
   const sx = (x) => PAD + ((x - minX) / (maxX - minX || 1)) * (W - 2 * PAD);
   const sy = (y) => H - PAD - ((y - minY) / (maxY - minY || 1)) * (H - 2 * PAD);
+  return { lines, xs, ys, minX, maxX, minY, maxY, sx, sy };
+}
+
+/** series: [[name, (epoch) => value], ...]. */
+export function lineChart(title, epochs, series) {
+  const { lines, xs, ys, maxX, minY, maxY, sx, sy } = chartData(epochs, series);
   const plot = svg(
     "svg",
     { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": `${title} per epoch` },
