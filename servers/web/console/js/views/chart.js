@@ -35,8 +35,8 @@ export function lineChart(title, epochs, series) {
     "svg",
     { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": `${title} per epoch` },
     svg("line", { x1: PAD, y1: H - PAD, x2: W - PAD, y2: H - PAD, class: "axis" }),
-    svg("text", { x: 2, y: PAD - 8, class: "tick" }, ys.length ? maxY.toPrecision(3) : ""),
-    svg("text", { x: 2, y: H - PAD + 4, class: "tick" }, ys.length ? minY.toPrecision(3) : ""),
+    svg("text", { x: 2, y: PAD - 8, class: "tick" }, ys.length ? maxY.toPrecision(4) : ""),
+    svg("text", { x: 2, y: H - PAD + 4, class: "tick" }, ys.length ? minY.toPrecision(4) : ""),
     svg("text", { x: W - PAD, y: H - 6, class: "tick", "text-anchor": "end" }, xs.length ? `epoch ${maxX}` : "no epochs yet"),
   );
   lines.forEach(([name, points], index) => {
