@@ -9,7 +9,7 @@ ListJobs index entries (``job_listing.py``).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import structlog
 from google.protobuf import json_format
@@ -18,9 +18,6 @@ from genmesh.errors import GenmeshError, NotFound
 from servers.runtime.events import JobState
 from servers.runtime.job_listing import JobIndex, output_kind
 from servers.runtime.queue import Job
-
-if TYPE_CHECKING:
-    from servers.runtime.library import Library
 from storage.buckets import OUTPUTS
 from storage.keys import validate_job_id
 from storage.object_store import ObjectStore
@@ -34,8 +31,14 @@ def record_key(job_id: str) -> str:
     return f"{PREFIX}{validate_job_id(job_id)}.json"
 
 
+class LibraryIndex(Protocol):
+    """What a job's record tells the outputs library (``library.Library``, which imports this module)."""
+
+    def add(self, job_id: str, created_at: float, kind: str, service: str, owner: str) -> None: ...
+
+
 class TerminalRecords:
-    def __init__(self, store: ObjectStore, index: JobIndex | None = None, library: Library | None = None) -> None:
+    def __init__(self, store: ObjectStore, index: JobIndex | None = None, library: LibraryIndex | None = None) -> None:
         self.store = store
         self.index = index
         self.library = library  # the outputs library's index (``library.py``), for jobs that stored outputs

@@ -293,7 +293,7 @@ ADMIN = (("x-client-id", "ops"), ("x-genmesh-admin", "true"))
 
 
 async def test_jobs_belong_to_the_client_that_made_them(text_stub) -> None:
-    stub, _, store, queue = text_stub
+    stub, _, store, servicer = text_stub
     call = stub.Generate(generate(max_tokens=3, detach=True), metadata=A)
     job_id = (await call.read()).job_id
     assert [event async for event in stub.WatchJob(text_pb2.WatchJobRequest(job_id=job_id), metadata=A)]
@@ -327,7 +327,7 @@ async def test_jobs_belong_to_the_client_that_made_them(text_stub) -> None:
         if any(key.startswith("jobs/index/text/by-client/a/") for key in store.saved):
             break
         await asyncio.sleep(0.01)
-    queue._jobs.clear()
+    servicer.queue._jobs.clear()
     await refused_for_b()
     assert await listed(A) == [job_id] and await listed(B) == []
     assert await listed(A, state=job_pb2.JOB_STATE_SUCCEEDED, method="Generate") == [job_id]
