@@ -21,7 +21,7 @@ SAMPLING_FIELDS = (
     # genmesh's (and llama.cpp's server's) own sampling knobs, as extras
     "top_k", "min_p", "repeat_penalty",
 )  # fmt: skip
-CHAT_FIELDS = (*SAMPLING_FIELDS, "messages", "tools", "tool_choice", "functions")
+CHAT_FIELDS = (*SAMPLING_FIELDS, "messages", "tools", "tool_choice", "parallel_tool_calls", "functions")
 COMPLETION_FIELDS = (*SAMPLING_FIELDS, "prompt")
 FINISH_REASONS = {text_pb2.FINISH_REASON_STOP: "stop", text_pb2.FINISH_REASON_LENGTH: "length"}
 ROLE_ALIASES = {"developer": "system"}  # OpenAI's newer name for the system role
@@ -224,7 +224,8 @@ def _stream_options(body: Body) -> tuple[bool, bool]:
 def chat_call(body: Body, aliases: Mapping[str, str]) -> TextCall:
     if body.get("functions", "array"):
         raise invalid("functions", "functions: the deprecated form is not supported; send tools")
-    tools = tooling.parse_tools(body.data.get("tools"), body.data.get("tool_choice"))
+    parallel = body.get("parallel_tool_calls", "boolean", True)
+    tools = tooling.parse_tools(body.data.get("tools"), body.data.get("tool_choice"), parallel)
     messages = check(body.data.get("messages"), "array", "messages")
     turns = [text_pb2.ChatMessage(role="system", content=tools.instructions())] if tools else []
     for index, item in enumerate(messages):

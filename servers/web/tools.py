@@ -24,9 +24,11 @@ class Tools:
     functions: dict[str, dict]  # name -> {"description", "parameters"}
     required: bool  # the answer must be tool calls
     only: str | None = None  # tool_choice named this function
+    parallel: bool = True  # more than one call in an answer (OpenAI's parallel_tool_calls)
 
     def schema(self) -> dict:
         names = [self.only] if self.only else list(self.functions)
+        limit = {} if self.parallel else {"maxItems": 1}
         call = {
             "anyOf": [
                 {
@@ -42,7 +44,7 @@ class Tools:
         }
         calls = {
             "type": "object",
-            "properties": {"tool_calls": {"type": "array", "items": call, "minItems": 1}},
+            "properties": {"tool_calls": {"type": "array", "items": call, "minItems": 1, **limit}},
             "required": ["tool_calls"],
         }
         return calls if self.required else {"anyOf": [calls, CONTENT]}
@@ -59,7 +61,7 @@ class Tools:
         return f"You can call these functions:\n{listed}\nAlways {answer}."
 
 
-def parse_tools(tools: Any, tool_choice: Any) -> Tools | None:
+def parse_tools(tools: Any, tool_choice: Any, parallel: bool = True) -> Tools | None:
     """``None`` when the chat has no tools or ``tool_choice`` is ``none``."""
     if tools is None or tool_choice == "none":
         return None
@@ -76,14 +78,14 @@ def parse_tools(tools: Any, tool_choice: Any) -> Tools | None:
     if not functions:
         return None
     if tool_choice in (None, "auto"):
-        return Tools(functions, required=False)
+        return Tools(functions, required=False, parallel=parallel)
     if tool_choice == "required":
-        return Tools(functions, required=True)
+        return Tools(functions, required=True, parallel=parallel)
     choice = check(tool_choice, "object", "tool_choice")
     name = (choice.get("function") or {}).get("name")
     if name not in functions:
         raise invalid("tool_choice", f"tool_choice: names no function in tools (got {name!r})")
-    return Tools(functions, required=True, only=name)
+    return Tools(functions, required=True, only=name, parallel=parallel)
 
 
 def message_text(message: dict, index: int) -> tuple[str, str] | None:

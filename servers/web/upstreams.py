@@ -127,6 +127,9 @@ class JobStream:
         while (event := await self._next()) is not None:
             kind = event.WhichOneof("event")
             if kind == "error":
+                # The stream's status follows with the field the error names (a BadRequest detail),
+                # which the event does not carry.
+                await self._next()  # raises that status as a GenmeshError
                 raise from_code(event.error.code, event.error.message)
             if kind == "cancelled":
                 raise Cancelled(f"job {self.job_id} cancelled: {event.cancelled.reason}")

@@ -319,3 +319,8 @@ def test_tools_constrain_the_answer_and_come_back_as_tool_calls() -> None:
     reply = auto.completion("job", text_pb2.TextResult(text='{"content": "Hello"}'))["choices"][0]
     assert reply["message"]["content"] == "Hello" and "tool_calls" not in reply["message"]
     assert chat(tools=[WEATHER], tool_choice="none").tools is None
+    single = chat(tools=[WEATHER], tool_choice="required", parallel_tool_calls=False)
+    assert (
+        json_format.MessageToDict(single.request.response_format.json_schema)["properties"]["tool_calls"]["maxItems"]
+        == 1
+    )
