@@ -33,7 +33,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from genmesh.errors import InvalidArgument, require
+from genmesh.errors import InvalidArgument, PermissionDenied, require
+from servers.runtime.caller import Caller
 from storage.buckets import OUTPUTS
 from storage.object_store import ObjectStore
 
@@ -137,6 +138,30 @@ def check_page_size(page_size: int) -> int:
     return page_size or PAGE_SIZE_DEFAULT
 
 
+def owner_filter(all_clients: bool, who: Caller, listed: str) -> str | None:
+    """The owner a listing shows: the caller's own (its client id), or None (every client's) for an
+    admin asking ``all_clients``; PERMISSION_DENIED naming the field for anyone else asking."""
+    if all_clients and not who.admin:
+        raise PermissionDenied(
+            f"all_clients: only an admin API key lists other clients' {listed} (mark the key `admin` in the keys file)",
+            field="all_clients",
+        )
+    return None if all_clients else who.client_id
+
+
+def time_bounds(request: Any) -> tuple[int | None, int | None]:
+    """A request's ``created_after`` / ``created_before`` in milliseconds (None when unset)."""
+
+    def ms(stamp: Any) -> int:
+        return max(0, min(stamp.ToMilliseconds(), _MAX_MS))
+
+    after = ms(request.created_after) if request.HasField("created_after") else None
+    before = ms(request.created_before) if request.HasField("created_before") else None
+    if after is not None and before is not None and after >= before:
+        raise InvalidArgument("created_after must be before created_before", field="created_after")
+    return after, before
+
+
 def encode_token(position_: str) -> str:
     return base64.urlsafe_b64encode((_TOKEN_VERSION + position_).encode()).decode().rstrip("=") if position_ else ""
 
@@ -193,8 +218,7 @@ class JobIndex:
         scanned = 0
         # Without a filter on the names, the page's names (and one to know whether more follow)
         # are all it needs; with one, up to the scan limit in one request.
-        filtered = bool(query.state or query.method or (query.owner is not None and prefix.endswith("/all/")))
-        page_keys = SCAN_LIMIT if filtered else query.page_size + 1
+        page_keys = SCAN_LIMIT if query.state or query.method else query.page_size + 1
         for entry in self.store.list(OUTPUTS, prefix, start_after=start, page_keys=page_keys):
             listed = parse_name(entry.key[len(prefix) :], query.owner)
             if listed is None:

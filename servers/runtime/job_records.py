@@ -9,7 +9,7 @@ ListJobs index entries (``job_listing.py``).
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 from google.protobuf import json_format
@@ -31,14 +31,8 @@ def record_key(job_id: str) -> str:
     return f"{PREFIX}{validate_job_id(job_id)}.json"
 
 
-class LibraryIndex(Protocol):
-    """What a job's record tells the outputs library (``library.Library``, which imports this module)."""
-
-    def add(self, job_id: str, created_at: float, kind: str, service: str, owner: str) -> None: ...
-
-
 class TerminalRecords:
-    def __init__(self, store: ObjectStore, index: JobIndex | None = None, library: LibraryIndex | None = None) -> None:
+    def __init__(self, store: ObjectStore, index: JobIndex | None = None, library: JobIndex | None = None) -> None:
         self.store = store
         self.index = index
         self.library = library  # the outputs library's index (``library.py``), for jobs that stored outputs

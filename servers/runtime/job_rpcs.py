@@ -29,7 +29,7 @@ from google.protobuf import descriptor_pool
 from google.protobuf.message import Message
 
 from genmesh.common.v1 import job_pb2
-from genmesh.errors import Cancelled, InvalidArgument, NotFound, PermissionDenied, from_code
+from genmesh.errors import Cancelled, InvalidArgument, NotFound, from_code
 from genmesh.services import SERVICES
 from servers.runtime import caller, job_listing
 from servers.runtime.convert import STATES
@@ -42,12 +42,14 @@ from servers.runtime.job_listing import (
     decode_token,
     encode_token,
     merge,
+    owner_filter,
     position,
     position_ms,
     rpc_name,
+    time_bounds,
 )
 from servers.runtime.job_records import TerminalRecords
-from servers.runtime.library import Library
+from servers.runtime.library import library_index
 from servers.runtime.protos import returned_type
 from servers.runtime.queue import Job, JobQueue
 from servers.runtime.streaming import stream_job
@@ -69,18 +71,10 @@ def service_folder(proto_service: str) -> str:
     return next(info.name for info in SERVICES if info.proto_service == proto_service)
 
 
-def _ms(stamp: Any) -> int:
-    return max(0, min(stamp.ToMilliseconds(), 10**13 - 1))
-
-
 def job_query(service: str, request: Any, who: caller.Caller) -> JobQuery:
     """A ListJobs request checked and turned into a query (every ListJobsRequest has the same fields)."""
     page_size = check_page_size(request.page_size)
-    if request.all_clients and not who.admin:
-        raise PermissionDenied(
-            "all_clients: only an admin API key lists other clients' jobs (mark the key `admin` in the keys file)",
-            field="all_clients",
-        )
+    owner = owner_filter(request.all_clients, who, "jobs")
     if request.state not in STATE_VALUES and request.state != job_pb2.JOB_STATE_UNSPECIFIED:
         raise InvalidArgument(f"state: unknown job state {request.state}", field="state")
     method = rpc_name(request.method)
@@ -91,12 +85,9 @@ def job_query(service: str, request: Any, who: caller.Caller) -> JobQuery:
             raise InvalidArgument(
                 f"method: {request.method!r} is not an RPC of {service} (one of {', '.join(rpcs)})", field="method"
             )
-    after = _ms(request.created_after) if request.HasField("created_after") else None
-    before = _ms(request.created_before) if request.HasField("created_before") else None
-    if after is not None and before is not None and after >= before:
-        raise InvalidArgument("created_after must be before created_before", field="created_after")
+    after, before = time_bounds(request)
     return JobQuery(
-        owner=None if request.all_clients else who.client_id,
+        owner=owner,
         state=STATE_VALUES.get(request.state),
         method=method,
         created_after_ms=after,
@@ -139,7 +130,7 @@ class JobRpcs:
         """Write each job's final ``Job`` message to the object store once it ended, and index it
         for ListJobs."""
         index = JobIndex(self.store, service_folder(self.queue.service)) if self.queue.service else None
-        self.records = TerminalRecords(self.store, index, Library(self.store))
+        self.records = TerminalRecords(self.store, index, library_index(self.store))
         self._saving: set[asyncio.Future[None]] = set()
         self.queue.on_terminal.append(self._save_record)
 

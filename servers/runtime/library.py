@@ -80,10 +80,16 @@ def artifacts_of(message: Message) -> Iterator[tuple[str, artifact_pb2.Artifact]
     yield from walk(message, "")
 
 
+def library_index(store: ObjectStore) -> JobIndex:
+    """The library's index: its names carry the kind and the service where a job index's carry the
+    state and the RPC (``TerminalRecords`` adds a job to it with those)."""
+    return JobIndex(store, LIBRARY_FOLDER)
+
+
 class Library:
     def __init__(self, store: ObjectStore) -> None:
         self.store = store
-        self.index = JobIndex(store, LIBRARY_FOLDER)
+        self.index = library_index(store)
         self.records = TerminalRecords(store)
         # Kept: starting threads per page costs more than the reads on a busy machine.
         self._readers = ThreadPoolExecutor(READERS, thread_name_prefix="library-read")

@@ -6,11 +6,18 @@ import asyncio
 
 from google.protobuf import struct_pb2
 
-from genmesh.errors import InvalidArgument, PermissionDenied
+from genmesh.errors import InvalidArgument
 from genmesh.library.v1 import library_pb2, library_pb2_grpc
 from servers.runtime import caller
 from servers.runtime.convert import timestamp
-from servers.runtime.job_listing import JobQuery, check_page_size, decode_token, encode_token
+from servers.runtime.job_listing import (
+    JobQuery,
+    check_page_size,
+    decode_token,
+    encode_token,
+    owner_filter,
+    time_bounds,
+)
 from servers.runtime.library import Library, Output
 from storage.object_store import ObjectStore
 
@@ -24,25 +31,14 @@ KINDS = {
 KIND_NAMES = {value: name for name, value in KINDS.items()}
 
 
-def _ms(stamp) -> int:
-    return max(0, min(stamp.ToMilliseconds(), 10**13 - 1))
-
-
 def output_query(request: library_pb2.ListOutputsRequest, who: caller.Caller) -> JobQuery:
     page_size = check_page_size(request.page_size)
-    if request.all_clients and not who.admin:
-        raise PermissionDenied(
-            "all_clients: only an admin API key lists other clients' outputs (mark the key `admin` in the keys file)",
-            field="all_clients",
-        )
+    owner = owner_filter(request.all_clients, who, "outputs")
     if request.kind and request.kind not in KIND_NAMES:
         raise InvalidArgument(f"kind: unknown output kind {request.kind}", field="kind")
-    after = _ms(request.created_after) if request.HasField("created_after") else None
-    before = _ms(request.created_before) if request.HasField("created_before") else None
-    if after is not None and before is not None and after >= before:
-        raise InvalidArgument("created_after must be before created_before", field="created_after")
+    after, before = time_bounds(request)
     return JobQuery(
-        owner=None if request.all_clients else who.client_id,
+        owner=owner,
         state=KIND_NAMES.get(request.kind),  # the library index's names carry the kind where jobs' carry the state
         created_after_ms=after,
         created_before_ms=before,

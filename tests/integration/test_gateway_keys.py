@@ -137,8 +137,10 @@ def test_keys_rotate_while_a_stream_flows_and_never_reach_a_log(keyed_mesh, capf
     at_rotation = deltas()
     wait_until(lambda: deltas() >= at_rotation + 5, timeout=60, what="more tokens after the rotation")
     assert streamer.is_alive() and not failures, "the stream of a key that stayed was cut"
-    with GenmeshClient(mesh.url, keys["beta"]) as client:
-        client.text.cancel_job(events[0].job_id)  # the new key may cancel it; the stream ends cleanly
+    with GenmeshClient(mesh.url, keys["beta"]) as client, pytest.raises(errors.NotFound):
+        client.text.cancel_job(events[0].job_id)  # the new key's client does not own it
+    with GenmeshClient(mesh.url, keys["alpha"]) as client:
+        client.text.cancel_job(events[0].job_id)  # its owner's other connection may; the stream ends cleanly
     streamer.join(timeout=60)
     assert events[-1].WhichOneof("event") == "cancelled" and isinstance(failures[0], errors.Cancelled)
     with httpx.Client(base_url=url, headers={"authorization": f"Bearer {keys['gamma']}"}, timeout=30) as http:

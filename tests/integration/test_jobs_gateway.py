@@ -5,6 +5,7 @@ and finished jobs are still listed after their server restarts (from the index i
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
@@ -19,12 +20,13 @@ import httpx
 import pytest
 
 from genmesh import errors
-from genmesh.client import GenmeshClient
+from genmesh.client import AsyncGenmeshClient, GenmeshClient
 from genmesh.common.v1 import job_pb2
 from genmesh.library.v1 import library_pb2
-from servers.mesh.launcher import Mesh
-from servers.mesh.processes import wait_until
+from servers.mesh.launcher import LaunchOptions, Mesh
+from servers.mesh.processes import free_port, wait_until
 from storage.buckets import OUTPUTS
+from storage.object_store import ObjectStore
 
 pytestmark = pytest.mark.integration
 
@@ -128,6 +130,21 @@ def test_each_key_lists_its_own_jobs_and_an_admin_lists_all(mesh, clients, keys,
     body = rest(mesh, keys["a"], "/v1/training/all-jobs", method="GenerateSyntheticData").json()
     assert [job["status"]["job_id"] for job in body["jobs"]] == [made["task"]]
     assert body["jobs"][0]["result"]["synthetic_data"]["pair_count"] == 2
+
+
+def test_the_async_client_lists_the_same(mesh, keys, made) -> None:
+    async def listed() -> tuple[set[str], list[str]]:
+        async with AsyncGenmeshClient(mesh.url, keys["a"]) as client:
+            page = await client.list_jobs(page_size=3)
+            ids = {listed.status.job_id for listed in page.jobs}
+            while page.next_page_token:
+                page = await client.list_jobs(page_size=3, page_token=page.next_page_token)
+                ids |= {listed.status.job_id for listed in page.jobs}
+            outputs = await client.outputs.list(kind="image")
+        return ids, [output.job_id for output in outputs.outputs]
+
+    ids, images = asyncio.run(listed())
+    assert ids == {made["text"], made["image"], made["task"], made["training"]} and images == [made["image"]]
 
 
 def test_another_clients_job_is_not_found_and_headers_cannot_be_forged(mesh, clients, keys, made) -> None:
@@ -340,3 +357,34 @@ def test_the_library_pages_through_many_stored_results(mesh, clients, object_sto
     assert seen == list(reversed(written)) and len(seconds) == 12
     # Reading the whole index (2,400 names and more) would take seconds per page here.
     assert sorted(seconds)[len(seconds) // 2] < 1.0, seconds
+
+
+def test_finished_jobs_are_still_listed_after_genmesh_up_stops_and_starts(tmp_path: Path, monkeypatch) -> None:
+    """A small mesh of its own (S3, Text, Envoy), stopped and started again on the same data folder."""
+    for name in ("GENMESH_API_KEYS", "GENMESH_API_KEYS_FILE"):
+        monkeypatch.delenv(name, raising=False)
+
+    def up() -> Mesh:
+        options = LaunchOptions(
+            port=free_port(), services=("text",), data_dir=tmp_path, service_args={"text": ["--context-length", "512"]}
+        )
+        return Mesh(options).start()
+
+    mesh = up()
+    try:
+        with GenmeshClient(mesh.url, mesh.api_key) as client:
+            events = list(client.text.stream_generate("Once", max_tokens=2))
+            job_id = events[-1].job_id
+        assert mesh.s3 is not None
+        store = ObjectStore(mesh.s3.settings())
+        wait_until(lambda: store.exists(OUTPUTS, f"jobs/{job_id}.json"), timeout=30, what="its record")
+    finally:
+        mesh.stop()
+    mesh = up()
+    try:
+        with GenmeshClient(mesh.url, mesh.api_key) as client:
+            (listed,) = client.list_jobs().jobs
+            assert listed.status.job_id == job_id and listed.status.state == SUCCEEDED
+            assert listed.status.client_id == "local"  # the key genmesh up generated, an admin one
+    finally:
+        mesh.stop()

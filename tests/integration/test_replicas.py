@@ -137,10 +137,16 @@ def test_every_replica_lists_the_running_jobs_of_both(replicated: Mesh, client: 
             if len(running) == 2:
                 break
         assert len(running) == 2, running
-        for replica in (0, 1):  # asked directly, each merges the other's live jobs with its own
+        wait_until(
+            lambda: all(client.text.get_job(job_id).status.progress.step >= 1 for job_id in running.values()),
+            timeout=60,
+            what="both jobs to make tokens",
+        )
+        for replica in (0, 1):  # asked directly (the operator), each merges the other's live jobs with its own
             channel, stub = stub_for(replicated, replica)
+            request = text_pb2.ListJobsRequest(state=job_pb2.JOB_STATE_RUNNING, all_clients=True)
             with channel:
-                listed = stub.ListJobs(text_pb2.ListJobsRequest(state=job_pb2.JOB_STATE_RUNNING), timeout=30)
+                listed = stub.ListJobs(request, timeout=30)
             assert sorted(job.status.job_id for job in listed.jobs) == sorted(running.values())
             assert all(job.status.progress.step >= 1 for job in listed.jobs)
         page = client.list_jobs(services=["text"], state="running")  # through the gateway

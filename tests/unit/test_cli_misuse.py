@@ -18,6 +18,10 @@ MISUSES = [
     (["image", "x", "-o", "x.gif"], "--output must end in one of"),
     (["video", "x", "-o", "clip.avi"], "--output must end in one of"),
     (["job", "get", "nope-1"], "known prefix"),
+    (["jobs", "--state", "sleeping"], "--state must be one of"),
+    (["jobs", "--service", "audio"], "--service: unknown audio"),
+    (["jobs", "--limit", "0"], "--limit must be between 1 and 200"),
+    (["outputs", "--kind", "gif"], "--kind must be one of"),
 ]
 
 
@@ -37,8 +41,9 @@ def test_misuse_is_one_line_and_exit_2(args: list[str], message: str, tmp_path: 
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in done.stderr, done.stderr
 
 
-def test_an_unreachable_gateway_is_one_line(tmp_path: Path) -> None:
-    done = genmesh(["text", "hello"], tmp_path)
+@pytest.mark.parametrize("args", [["text", "hello"], ["jobs"], ["outputs"]])
+def test_an_unreachable_gateway_is_one_line(args: list[str], tmp_path: Path) -> None:
+    done = genmesh(args, tmp_path)
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
         "error: UNAVAILABLE: cannot reach the genmesh gateway (is `genmesh up` running, and --url / GENMESH_URL right?)"

@@ -195,8 +195,8 @@ class AsyncGenmeshClient:
             try:
                 response = await self._list_calls[service](request, metadata=self.connection.metadata())
             except grpc.RpcError as exc:
-                if exc.code() == grpc.StatusCode.UNAVAILABLE and not services:
-                    merge.unavailable_service(service)
+                if exc.code() == grpc.StatusCode.UNAVAILABLE and not services and len(merge.sources) > 1:
+                    merge.unavailable_service(service)  # not running: the others are listed
                     return
                 raise translate(exc, service) from None
             merge.add(service, token, response.jobs, response.next_page_token)

@@ -81,6 +81,7 @@ class TrainingServicer(JobRpcs, training_pb2_grpc.TrainingServiceServicer):
             yield message
 
     async def _more_listed(self, query: JobQuery) -> list[Listed]:
+        # Every training record is read per call (as ListTrainingJobs does): hours-long jobs are few.
         records = await asyncio.to_thread(self.manager.list)  # the caller's, or everyone's for an admin
         return [
             Listed(position(record.created_at, record.job_id), record.job_id, record.state.value,

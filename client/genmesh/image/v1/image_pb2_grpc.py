@@ -111,6 +111,8 @@ class ImageServiceServicer:
         memory for the server's job retention time, and their final state in object storage after
         that (and after their replica is gone). Errors: NOT_FOUND; UNAVAILABLE while the replica that
         runs an unfinished job is down.
+        A job belongs to the client of the API key that made it: another client's job answers
+        NOT_FOUND (GetJob, CancelJob and WatchJob alike), unless the key is admin.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
