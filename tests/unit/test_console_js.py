@@ -1,4 +1,4 @@
-"""The web console's own logic (servers/web/console/js), tested with node:test, and its size.
+"""The web console's own logic (SSE parsing, the charts' data), tested with node:test, and its size.
 
 node (20 or newer) runs the JavaScript unit tests in tests/unit/console/; without node the test
 skips, except under CI where it fails. The first-load size is the gzipped size of every file

@@ -52,8 +52,10 @@ def api_key(request: pytest.FixtureRequest) -> str:
     return os.environ.get("GENMESH_CONSOLE_TEST_KEY") or request.getfixturevalue("mesh").api_key
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def browser() -> Iterator[object]:
+    """Chromium for one test. Not for the session: Playwright's sync API keeps an asyncio loop
+    running in this thread while it is open, which would break every async test after it."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:

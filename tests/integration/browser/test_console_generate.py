@@ -9,6 +9,7 @@ from playwright.sync_api import expect
 pytestmark = pytest.mark.integration
 
 JOB_TIMEOUT_MS = 240_000  # generous: the shared CPUs run every other test's jobs too
+SLOW_JOB_TIMEOUT_MS = 600_000  # a character (three jobs), a training job
 
 
 def open_view(console, api_key: str, route: str, heading: str) -> None:
@@ -18,7 +19,7 @@ def open_view(console, api_key: str, route: str, heading: str) -> None:
     expect(console.page.locator("select[name=model] option").first).not_to_have_text("loading models…")
 
 
-def wait_job(page, condition: str) -> dict:
+def wait_job(page, condition: str, timeout: int = JOB_TIMEOUT_MS) -> dict:
     """Waits until the job panel meets ``condition`` (JS over ``panel``, its dataset ``d``) or the job
     fails (then fails the test at once with the panel's message); returns the dataset."""
     page.wait_for_function(
@@ -28,7 +29,7 @@ def wait_job(page, condition: str) -> dict:
             const d = panel.dataset;
             return d.state === 'failed' || ({condition});
         }}""",
-        timeout=JOB_TIMEOUT_MS,
+        timeout=timeout,
     )
     data = page.locator(".job-panel").evaluate("panel => ({...panel.dataset, text: panel.innerText})")
     assert data["state"] != "failed", data["text"]
@@ -61,6 +62,20 @@ def test_an_image_shows_previews_then_the_result(console, api_key) -> None:
     page.wait_for_function("img => img.complete && img.naturalWidth === 64", arg=image.element_handle())
     expect(page.locator(".result figcaption")).to_contain_text("seed 7")
     console.shot("result")
+    # The Library lists it (newest first) with its parameters; "Reuse settings" fills the form again.
+    page.get_by_role("link", name="Library").click()
+    tile = page.locator(f".library li[data-job-id='{data['jobId']}'] button")
+    expect(tile).to_be_visible()
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=tile.locator("img").element_handle())
+    tile.click()
+    detail = page.locator(f".output-detail[data-job-id='{data['jobId']}']")
+    expect(detail.locator("dd", has_text="a lighthouse at dusk")).to_be_visible()
+    console.shot("library")
+    detail.get_by_role("button", name="Reuse settings").click()
+    expect(page.get_by_role("heading", name="Generate an image")).to_be_visible()
+    for label, value in (("Prompt", "a lighthouse at dusk"), ("Width", "64"), ("Steps", "4"), ("Seed", "7")):
+        expect(page.get_by_label(label, exact=True)).to_have_value(value)
+    console.shot("reused")
 
 
 def test_a_video_cancelled_midway_ends_cancelled(console, api_key) -> None:
@@ -79,6 +94,10 @@ def test_a_video_cancelled_midway_ends_cancelled(console, api_key) -> None:
     assert int(panel.get_attribute("data-step")) < 40
     expect(page.locator(".result img, .result video")).to_have_count(0)
     console.shot("cancelled")
+    # The Jobs list (every service's, merged) shows it cancelled.
+    page.get_by_role("link", name="Jobs").click()
+    expect(page.locator(f"tr[data-job-id='{data['jobId']}']")).to_have_attribute("data-state", "cancelled")
+    console.shot("jobs")
 
 
 def test_chat_streams_a_reply(console, api_key) -> None:
@@ -102,7 +121,8 @@ def test_a_character_fills_its_three_stage_cards(console, api_key) -> None:
     fill(page, {"Idea": "a lighthouse keeper who collects storms in jars", "Style": "watercolor", "Seed": "7",
                 "Steps": "4", "Portrait size": "64", "Frames": "8"})  # fmt: skip
     page.get_by_role("button", name="Make the character").click()
-    data = wait_job(page, "d.state === 'succeeded' || d.state === 'cancelled'")
+    # Three jobs in a row (the sheet is ~300 tokens of JSON): minutes when the CPUs are shared.
+    data = wait_job(page, "d.state === 'succeeded' || d.state === 'cancelled'", timeout=SLOW_JOB_TIMEOUT_MS)
     assert data["state"] == "succeeded", data["text"]
     assert data["jobId"].startswith("agt-")
     for stage in ("STAGE_TEXT", "STAGE_IMAGE", "STAGE_VIDEO"):
@@ -112,3 +132,32 @@ def test_a_character_fills_its_three_stage_cards(console, api_key) -> None:
         media = page.locator(f".stage-card[data-stage={stage}] img")
         page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=media.element_handle())
     console.shot("cards")
+
+
+@pytest.mark.parametrize("console", ["desktop"], indirect=True)
+def test_training_draws_a_point_per_epoch_on_each_chart(console, api_key) -> None:
+    page = console.page
+    console.open("#/training")
+    console.enter_key(api_key)
+    expect(page.get_by_role("heading", name="Training", exact=True)).to_be_visible()
+    fill(page, {"Pairs": "24", "Data seed": "5"})
+    page.get_by_role("button", name="Make pairs").click()
+    data = wait_job(page, "d.state === 'succeeded' || d.state === 'cancelled'")
+    assert data["state"] == "succeeded", data["text"]
+    fill(page, {"Layer": "7", "Epochs": "3", "Batch size": "4", "Patch size": "32", "Dataset prefix": "synthetic_"})
+    page.get_by_role("button", name="Start training").click()
+    page.wait_for_function(
+        """() => {
+            const panels = document.querySelectorAll('.job-panel');
+            const panel = panels[panels.length - 1];
+            return panel && ['succeeded', 'failed', 'cancelled'].includes(panel.dataset.state);
+        }""",
+        timeout=SLOW_JOB_TIMEOUT_MS,
+    )
+    panel = page.locator(".job-panel").last
+    assert panel.get_attribute("data-state") == "succeeded", panel.inner_text()
+    assert panel.get_attribute("data-job-id").startswith("trn-")
+    for title in ("Loss", "PSNR (dB)", "SSIM"):  # three epochs, three points on each line
+        chart = page.locator(f".chart[data-title='{title}']")
+        expect(chart.locator("circle.s0")).to_have_count(3)
+    console.shot("charts")

@@ -95,7 +95,8 @@ def test_every_view_opens_with_the_keyboard(console, api_key) -> None:
     console.enter_key(api_key)
     expect(page.get_by_role("heading", name="Generate an image")).to_be_visible()
     for name, heading in (("Video", "Generate a video"), ("Text", "Chat"), ("Character", "Make a character"),
-                          ("Models", "Models"), ("Status", "Status")):  # fmt: skip
+                          ("Jobs", "Jobs"), ("Library", "Library"), ("Models", "Models"),
+                          ("Status", "Status")):  # fmt: skip
         link = page.get_by_role("link", name=name, exact=True)
         link.focus()
         page.keyboard.press("Enter")
@@ -104,5 +105,11 @@ def test_every_view_opens_with_the_keyboard(console, api_key) -> None:
         if name == "Models":
             expect(page.locator("[data-service=image] .badge", has_text="default").first).to_be_visible()
         if name == "Status":
-            expect(page.locator("tr[data-service=image][data-state=up]")).to_be_visible()
+            for service in ("text", "image", "video", "agent", "training"):
+                expect(page.locator(f"tr[data-service={service}]")).to_have_attribute("data-state", "up")
+        if name == "Jobs":  # every service listed its jobs (none failed)
+            expect(page.locator(".view-jobs > p.hint")).to_contain_text("refreshed")
+            expect(page.locator(".view-jobs .error")).to_have_count(0)
+        if name == "Library":
+            expect(page.locator(".view-library .toolbar .hint")).not_to_have_text("Loading…")
         console.shot(name.lower())

@@ -8,6 +8,8 @@ const VIEWS = {
   text: () => import("./views/text.js"),
   character: () => import("./views/character.js"),
   jobs: () => import("./views/jobs.js"),
+  library: () => import("./views/library.js"),
+  training: () => import("./views/training.js"),
   models: () => import("./views/models.js"),
   status: () => import("./views/status.js"),
 };

@@ -38,6 +38,8 @@ export function modelPicker(root, name = "model", kind = (labels) => labels.kind
           return h("option", { value: model.name, selected: model.is_default }, text);
         }),
       );
+      if (picker.dataset.want) picker.value = picker.dataset.want; // reused settings name a model
+      if (picker.selectedIndex < 0) picker.selectedIndex = 0;
     },
     (error) => picker.replaceChildren(h("option", { value: "" }, `server default (${error.message})`)),
   );

@@ -1,6 +1,7 @@
 // Generate an image: the form, the live job (queue, step, ETA, latent previews), the result.
 import { field, h, number, select } from "../ui.js";
 import { SCHEDULERS, modelPicker, numbers, runJob } from "./common.js";
+import { fillForm, takeReuse } from "./reuse.js";
 
 export const title = "Image";
 
@@ -43,6 +44,8 @@ export function render(container) {
     });
     if (last?.result) result.replaceChildren(imageResult(last.result));
   });
+  const reused = takeReuse("image");
+  if (reused) fillForm(form, reused);
   submitOnCtrlEnter(form);
   container.append(h("h1", {}, "Generate an image"), h("div", { class: "columns" }, form, h("div", {}, progress, result)));
 }

@@ -33,7 +33,7 @@ export function render(container) {
     field("Message", input),
     h(
       "div",
-      { class: "grid" },
+      { class: "grid two" },
       field("Model", modelPicker("/v1/text")),
       field("Max tokens", number("max_tokens", 256, { min: 1, max: 32768 })),
       field("Temperature", number("temperature", 0.7, { min: 0, max: 2, step: 0.1 })),

@@ -1,6 +1,7 @@
 // Generate a video: frames, fps, format; live steps, previews and frame decoding; cancel.
 import { field, h, number, select } from "../ui.js";
 import { SCHEDULERS, modelPicker, numbers, runJob } from "./common.js";
+import { fillForm, takeReuse } from "./reuse.js";
 import { submitOnCtrlEnter } from "./image.js";
 
 export const title = "Video";
@@ -60,6 +61,8 @@ export function render(container) {
     });
     if (last?.result) result.replaceChildren(videoResult(last.result));
   });
+  const reused = takeReuse("video");
+  if (reused) fillForm(form, reused);
   submitOnCtrlEnter(form);
   container.append(h("h1", {}, "Generate a video"), h("div", { class: "columns" }, form, h("div", {}, progress, result)));
 }
