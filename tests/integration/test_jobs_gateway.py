@@ -267,7 +267,16 @@ def test_listing_pages_through_the_index_without_reading_it_all(mesh, clients, o
 
 def test_an_agent_jobs_sub_jobs_belong_to_its_caller(clients) -> None:
     a = clients["a"]
-    events = list(a.agent.stream_create_character("a lighthouse keeper", stages=["text"], seed=2))
+    made: list = []
+
+    def character() -> bool:
+        # A test before this one restarts the text server: wait until the agent reaches it again
+        # (its channel reconnects within seconds; a call before that is refused as UNAVAILABLE).
+        made[:] = list(a.agent.stream_create_character("a lighthouse keeper", stages=["text"], seed=2))
+        return True
+
+    wait_until(character, timeout=60, what="the agent to reach the restarted text server")
+    events = made
     sub_job = next(event.stage_started.sub_job_id for event in events if event.WhichOneof("event") == "stage_started")
     assert a.agent.get_job(events[0].job_id).status.client_id == "jobs-a"
     assert a.text.get_job(sub_job).status.client_id == "jobs-a"

@@ -144,7 +144,7 @@ def test_training_draws_a_point_per_epoch_on_each_chart(console, api_key) -> Non
     page.get_by_role("button", name="Make pairs").click()
     data = wait_job(page, "d.state === 'succeeded' || d.state === 'cancelled'")
     assert data["state"] == "succeeded", data["text"]
-    fill(page, {"Layer": "7", "Epochs": "3", "Batch size": "4", "Patch size": "32", "Dataset prefix": "synthetic_"})
+    fill(page, {"Layer": "71", "Epochs": "3", "Batch size": "4", "Patch size": "32", "Dataset prefix": "synthetic_"})
     page.get_by_role("button", name="Start training").click()
     page.wait_for_function(
         """() => {
