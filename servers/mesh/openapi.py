@@ -18,9 +18,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2, descriptor_pool
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor, MethodDescriptor
+
+from servers.mesh.request_fields import descriptor_files, http_bindings
 
 API_KEY_HEADER = "x-api-key"
 _TEMPLATE_VARIABLE = re.compile(r"\{([^}=]+)(=[^}]*)?\}")
@@ -317,29 +318,17 @@ def openapi_path(template: str) -> str:
 def build_openapi(descriptor_set: bytes, version: str) -> dict[str, Any]:
     """The OpenAPI 3.1 document of every genmesh route, from a descriptor set (with source info for
     the descriptions; without it the document has no prose, and is otherwise the same)."""
-    files = list(descriptor_pb2.FileDescriptorSet.FromString(descriptor_set).file)
-    pool = descriptor_pool.DescriptorPool()
-    for file in files:
-        pool.Add(file)
+    files, pool = descriptor_files(descriptor_set)
     builder = _Builder(pool, _comments(files))
     paths: dict[str, dict[str, Any]] = {}
     tags: dict[str, str] = {}
-    for file in files:
-        if not file.package.startswith("genmesh."):
+    for binding in http_bindings(files, pool):
+        service = binding.service.full_name
+        if not service.startswith("genmesh."):
             continue
-        for service_proto in file.service:
-            service = pool.FindServiceByName(f"{file.package}.{service_proto.name}")
-            tag = service.full_name.split(".")[1]
-            tags.setdefault(tag, builder.comments.get(service.full_name, service.full_name))
-            for method in service.methods:
-                rule = method.GetOptions().Extensions[annotations_pb2.http]
-                for binding in (rule, *rule.additional_bindings):
-                    verb = binding.WhichOneof("pattern")
-                    if verb is None or verb == "custom":
-                        continue
-                    template = getattr(binding, verb)
-                    path = paths.setdefault(openapi_path(template), {})
-                    path[verb] = builder.operation(service.full_name, method, verb, template, binding.body)
+        tags.setdefault(service.split(".")[1], builder.comments.get(service, service))
+        path = paths.setdefault(openapi_path(binding.template), {})
+        path[binding.verb] = builder.operation(service, binding.method, binding.verb, binding.template, binding.body)
     builder.ref(pool.FindMessageTypeByName(STATUS_SCHEMA))
     builder.ref(pool.FindMessageTypeByName("google.rpc.BadRequest"))
     # Status.details are Any: say what genmesh puts there.

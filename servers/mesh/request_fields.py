@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2, descriptor_pool
-from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor, ServiceDescriptor
+from google.protobuf.descriptor_pool import DescriptorPool
 
 # Well-known types with their own JSON form: what JSON value each accepts.
 _WELL_KNOWN = {
@@ -121,15 +123,29 @@ def _lua_escape(text: str) -> str:
     return re.sub(r"([\^$()%.\[\]*+\-?])", r"%\1", text)
 
 
-def request_schema(descriptor_set: Path | bytes) -> dict[str, Any]:
-    """``{"routes": [...], "messages": {...}}`` for every transcoded route."""
+@dataclass(frozen=True)
+class HttpBinding:
+    """One REST route of an RPC (``google.api.http``, its additional bindings included)."""
+
+    service: ServiceDescriptor
+    method: MethodDescriptor
+    verb: str  # "get", "post", ...
+    template: str  # "/v1/images/jobs/{job_id}:cancel"
+    body: str  # "*", a field name, or "" without a body
+
+
+def descriptor_files(descriptor_set: Path | bytes) -> tuple[list[descriptor_pb2.FileDescriptorProto], DescriptorPool]:
+    """The files of a descriptor set, and a pool that holds them."""
     data = descriptor_set.read_bytes() if isinstance(descriptor_set, Path) else descriptor_set
-    files = descriptor_pb2.FileDescriptorSet.FromString(data).file
+    files = list(descriptor_pb2.FileDescriptorSet.FromString(data).file)
     pool = descriptor_pool.DescriptorPool()
     for file in files:
         pool.Add(file)
-    routes: list[Route] = []
-    schemas: dict[str, Any] = {}
+    return files, pool
+
+
+def http_bindings(files: list[descriptor_pb2.FileDescriptorProto], pool: DescriptorPool) -> Iterator[HttpBinding]:
+    """Every REST route the gateway transcodes, in the files' order (custom verbs are not routes)."""
     for file in files:
         for service_proto in file.service:
             service = pool.FindServiceByName(f"{file.package}.{service_proto.name}")
@@ -137,17 +153,25 @@ def request_schema(descriptor_set: Path | bytes) -> dict[str, Any]:
                 rule = method.GetOptions().Extensions[annotations_pb2.http]
                 for binding in (rule, *rule.additional_bindings):
                     verb = binding.WhichOneof("pattern")
-                    if verb is None or verb == "custom":
-                        continue
-                    _message_schema(method.input_type, schemas)
-                    body, prefix = "", ""
-                    if binding.body == "*":
-                        body = method.input_type.full_name
-                    elif binding.body:
-                        field = method.input_type.fields_by_name[binding.body]
-                        body, prefix = field.message_type.full_name, f"{field.name}."
-                    pattern = lua_path_pattern(getattr(binding, verb))
-                    routes.append(Route(verb.upper(), pattern, method.input_type.full_name, body, prefix))
+                    if verb is not None and verb != "custom":
+                        yield HttpBinding(service, method, verb, getattr(binding, verb), binding.body)
+
+
+def request_schema(descriptor_set: Path | bytes) -> dict[str, Any]:
+    """``{"routes": [...], "messages": {...}}`` for every transcoded route."""
+    routes: list[Route] = []
+    schemas: dict[str, Any] = {}
+    for binding in http_bindings(*descriptor_files(descriptor_set)):
+        request = binding.method.input_type
+        _message_schema(request, schemas)
+        body, prefix = "", ""
+        if binding.body == "*":
+            body = request.full_name
+        elif binding.body:
+            field = request.fields_by_name[binding.body]
+            body, prefix = field.message_type.full_name, f"{field.name}."
+        pattern = lua_path_pattern(binding.template)
+        routes.append(Route(binding.verb.upper(), pattern, request.full_name, body, prefix))
     # The filter takes the first route that matches: the most literal text first, so that
     # /v1/training/jobs/{job_id}:watch wins over /v1/training/jobs/{job_id} for ".../trn-1:watch".
     routes.sort(key=lambda route: -len(route.pattern.replace("[^/]+", "").replace(".+", "")))

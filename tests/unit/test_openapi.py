@@ -7,11 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
-from google.api import annotations_pb2
-from google.protobuf import descriptor_pb2, descriptor_pool
 from openapi_spec_validator import validate
 
 from servers.mesh.openapi import _with_range, openapi_path
+from servers.mesh.request_fields import descriptor_files, http_bindings
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCUMENT = json.loads((ROOT / "servers" / "web" / "openapi.json").read_text())
@@ -20,21 +19,8 @@ SCHEMAS = DOCUMENT["components"]["schemas"]
 
 def http_rules() -> list[tuple[str, str, bool]]:
     """(verb, path template, server streaming) of every route the gateway transcodes."""
-    data = (ROOT / "deploy" / "envoy" / "genmesh.pb").read_bytes()
-    files = descriptor_pb2.FileDescriptorSet.FromString(data).file
-    pool = descriptor_pool.DescriptorPool()
-    for file in files:
-        pool.Add(file)
-    rules = []
-    for file in files:
-        for service in file.service:
-            for method in pool.FindServiceByName(f"{file.package}.{service.name}").methods:
-                rule = method.GetOptions().Extensions[annotations_pb2.http]
-                for binding in (rule, *rule.additional_bindings):
-                    verb = binding.WhichOneof("pattern")
-                    if verb and verb != "custom":
-                        rules.append((verb, getattr(binding, verb), method.server_streaming))
-    return rules
+    bindings = http_bindings(*descriptor_files(ROOT / "deploy" / "envoy" / "genmesh.pb"))
+    return [(binding.verb, binding.template, binding.method.server_streaming) for binding in bindings]
 
 
 def test_the_document_is_valid_openapi_3_1() -> None:
