@@ -60,6 +60,9 @@ OPENAI_PATH_REGEX = (
     r"/v1/(models(/[^?]+)?|chat/completions|completions|embeddings|images/(generations|edits)"
     r"|videos(/vid-[^/?]+(/content)?)?)"
 )
+# Everything the front door serves: OpenAI's routes and genmesh's job list across services, which
+# answers genmesh's own error shape (so it is left out of the OpenAI-shaped local replies).
+WEB_PATH_REGEX = r"/v1/jobs|" + OPENAI_PATH_REGEX
 
 # Stored media by presigned URL (path-style: /<bucket>/<key>), routed to the object store so that
 # browsers load it from the gateway's origin when the servers sign for the gateway's address.
@@ -265,7 +268,7 @@ def render_envoy_config(
         [_check_endpoint("media", host, port) for host, port in media]
     )
     values["MEDIA_PATH_REGEX"] = json.dumps(MEDIA_PATH_REGEX)
-    values["OPENAI_PATH_REGEX"] = json.dumps(OPENAI_PATH_REGEX)
+    values["OPENAI_PATH_REGEX"] = json.dumps(WEB_PATH_REGEX)
     values["OPENAI_REPLY_PATH_REGEX"] = json.dumps(OPENAI_PATH_REGEX + r"([?].*)?")  # :path keeps the query
     values["ANY_TRANSPORT_SOCKET"] = _upstream_tls(upstream_tls_dir, [s for s in SERVICES if upstreams.get(s)])
     values["TRANSCODED_SERVICES"] = json.dumps([*(BY_NAME[service].proto_service for service in SERVICES), LIBRARY])

@@ -40,6 +40,7 @@ from servers.mesh.processes import ManagedProcess, free_port, wait_until
 from servers.mesh.s3 import S3Server
 from servers.mesh.supervisor import Supervisor
 from servers.registry import SERVERS
+from servers.web.settings import LISTED as WEB_LISTED
 from servers.web.settings import UPSTREAMS as WEB_UPSTREAMS
 
 log = structlog.get_logger(__name__)
@@ -292,7 +293,7 @@ class Mesh:
     def _start_web(self) -> None:
         """The web front door (servers/web: OpenAI's routes), calling the servers directly as the agent
         does. It is up once its /livez answers; /health then follows the services it calls."""
-        called = [name for name in WEB_UPSTREAMS if name in self.replica_ports]
+        called = [name for name in (*WEB_UPSTREAMS, *WEB_LISTED) if name in self.replica_ports]
         if not called:
             return
         self.web_port = free_port()

@@ -29,10 +29,11 @@ from genmesh.common.v1 import job_pb2
 from genmesh.errors import GenmeshError
 from genmesh.video.v1 import video_pb2
 from servers.runtime import caller
-from servers.web import console, embeddings, images, text, videos
+from servers.web import console, embeddings, images, jobs, text, videos
 from servers.web.errors import OpenAIError, from_genmesh, invalid, model_not_found
 from servers.web.fields import IGNORED_HEADER, Body, Form
 from servers.web.models import default_model, list_models
+from servers.web.settings import UPSTREAMS as UPSTREAM_NAMES
 from servers.web.settings import WebSettings
 from servers.web.upstreams import JobStream, Upstreams, unary
 
@@ -407,6 +408,34 @@ async def videos_list(request: Request) -> Response:
     return JSONResponse(body, headers=headers(request))
 
 
+async def jobs_list(request: Request) -> Response:
+    """The caller's jobs across every service (``servers/web/jobs.py``), in genmesh's REST shape."""
+    try:
+        query = jobs.JobsQuery(request.query_params, request.query_params.getlist("service"),
+                               list(upstreams(request).urls))  # fmt: skip
+        merge = query.merge()
+        while wanted := merge.wanted():
+            answers = await asyncio.gather(
+                *(_list_one(request, query, service, token) for service, token in wanted), return_exceptions=True
+            )
+            for (service, token), answer in zip(wanted, answers, strict=True):
+                if isinstance(answer, GenmeshError) and query.skips(answer, merge):
+                    merge.unavailable_service(service)  # not running: the others are listed
+                elif isinstance(answer, BaseException):
+                    raise answer
+                else:
+                    merge.add(service, token, answer.jobs, answer.next_page_token)
+    except GenmeshError as exc:
+        status, body = jobs.status_body(exc)
+        return JSONResponse(body, status_code=status)
+    return JSONResponse(jobs.page_body(merge.page()))
+
+
+async def _list_one(request: Request, query: jobs.JobsQuery, service: str, token: str) -> Any:
+    stub = upstreams(request).stub(service)
+    return await unary(service, stub.ListJobs, query.request(service, token), metadata(request))
+
+
 OPENAPI_DOCUMENT = Path(__file__).with_name("openapi.json")
 
 
@@ -426,6 +455,7 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 
 ROUTES = [
+    Route("/v1/jobs", jobs_list, methods=["GET"]),
     Route("/v1/models", models_list, methods=["GET"]),
     Route("/v1/models/{model:path}", models_get, methods=["GET"]),
     Route("/v1/chat/completions", chat_completions, methods=["POST"]),
@@ -448,7 +478,8 @@ ROUTES = [
 def create_app(settings: WebSettings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        app.state.upstreams = Upstreams(settings.upstream_urls())  # grpc.aio channels bind to this loop
+        # grpc.aio channels bind to this loop
+        app.state.upstreams = Upstreams(settings.upstream_urls(), watched=UPSTREAM_NAMES)
         app.state.aliases = settings.aliases()
         # Stored objects are fetched by their presigned URLs, on loopback or the cluster network only.
         app.state.http = httpx.AsyncClient(trust_env=False, timeout=httpx.Timeout(30.0, read=None))

@@ -6,7 +6,8 @@ import dataclasses
 
 from servers.runtime.settings import setting
 
-UPSTREAMS = ("text", "image", "video")  # the services the OpenAI routes call
+UPSTREAMS = ("text", "image", "video")  # the services the OpenAI routes call (and /health follows)
+LISTED = ("agent", "training")  # called only to list their jobs (GET /v1/jobs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,6 +23,10 @@ class WebSettings:
                              env="GENMESH_WEB_IMAGE_URL")  # fmt: skip
     video_url: str = setting("", "host:port of the Video server (empty: its routes answer 503)",
                              env="GENMESH_WEB_VIDEO_URL")  # fmt: skip
+    agent_url: str = setting("", "host:port of the Agent server (empty: GET /v1/jobs leaves its jobs out)",
+                             env="GENMESH_WEB_AGENT_URL")  # fmt: skip
+    training_url: str = setting("", "host:port of the Training server (empty: GET /v1/jobs leaves its jobs out)",
+                                env="GENMESH_WEB_TRAINING_URL")  # fmt: skip
     model_aliases: str = setting("", "extra model names for tools that filter them, alias=model,... "
                                  "(e.g. gpt-4o-mini=gemma-3-270m-q4_k_m)", env="GENMESH_WEB_MODEL_ALIASES")  # fmt: skip
     health_poll_seconds: float = setting(5.0, "how often /health asks the services whether they answer",
@@ -34,7 +39,7 @@ class WebSettings:
 
     def upstream_urls(self) -> dict[str, str]:
         """The configured services by name; unconfigured ones are left out."""
-        urls = {name: getattr(self, f"{name}_url").strip() for name in UPSTREAMS}
+        urls = {name: getattr(self, f"{name}_url").strip() for name in (*UPSTREAMS, *LISTED)}
         return {name: url for name, url in urls.items() if url}
 
     def aliases(self) -> dict[str, str]:

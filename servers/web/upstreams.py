@@ -11,11 +11,13 @@ import grpc
 import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from genmesh.agent.v1 import agent_pb2_grpc
 from genmesh.client.connection import CHANNEL_OPTIONS, translate
 from genmesh.errors import Cancelled, GenmeshError, Unavailable, from_code
 from genmesh.image.v1 import image_pb2_grpc
 from genmesh.services import BY_NAME
 from genmesh.text.v1 import text_pb2_grpc
+from genmesh.training.v1 import training_pb2_grpc
 from genmesh.video.v1 import video_pb2_grpc
 from servers.runtime.channels import RECONNECT_OPTIONS
 
@@ -28,18 +30,21 @@ _STUBS = {
     "text": text_pb2_grpc.TextServiceStub,
     "image": image_pb2_grpc.ImageServiceStub,
     "video": video_pb2_grpc.VideoServiceStub,
+    "agent": agent_pb2_grpc.AgentServiceStub,
+    "training": training_pb2_grpc.TrainingServiceStub,
 }
 
 
 class Upstreams:
     """One channel per configured service ("text" -> host:port). Build inside the running event loop."""
 
-    def __init__(self, urls: Mapping[str, str]) -> None:
+    def __init__(self, urls: Mapping[str, str], watched: Sequence[str]) -> None:
+        """``watched``: the services /health follows (those the OpenAI routes need)."""
         self.urls = dict(urls)
         options = [*CHANNEL_OPTIONS, *RECONNECT_OPTIONS, ("grpc.lb_policy_name", "round_robin")]
         self._channels = {name: grpc.aio.insecure_channel(url, options=options) for name, url in self.urls.items()}
         self._stubs = {name: _STUBS[name](channel) for name, channel in self._channels.items()}
-        self.statuses: dict[str, str] = {name: "UNKNOWN" for name in self.urls}
+        self.statuses: dict[str, str] = {name: "UNKNOWN" for name in self.urls if name in watched}
 
     def stub(self, name: str) -> Any:
         """The service's stub; ``Unavailable`` naming it when the front door has no address for it."""
@@ -59,7 +64,7 @@ class Upstreams:
         return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
 
     async def refresh(self) -> dict[str, str]:
-        names = list(self.urls)
+        names = list(self.statuses)
         answers = await asyncio.gather(*(self.status(name) for name in names))
         changed = {name: status for name, status in zip(names, answers, strict=True) if self.statuses[name] != status}
         self.statuses.update(zip(names, answers, strict=True))

@@ -132,6 +132,48 @@ def test_each_key_lists_its_own_jobs_and_an_admin_lists_all(mesh, clients, keys,
     assert body["jobs"][0]["result"]["synthetic_data"]["pair_count"] == 2
 
 
+def rest_listed(mesh: Mesh, key: str, **params: object) -> dict[str, tuple[str, str]]:
+    """Every job ``GET /v1/jobs`` lists for ``key``, paging by two: id -> (service, state)."""
+    found: dict[str, tuple[str, str]] = {}
+    token = ""
+    while True:
+        response = rest(mesh, key, "/v1/jobs", page_size=2, page_token=token, **params)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        found.update({job["status"]["job_id"]: (job["service"], job["status"]["state"]) for job in body["jobs"]})
+        token = body["next_page_token"]
+        if not token:
+            return found
+
+
+def test_one_rest_call_lists_a_keys_jobs_across_services(mesh, keys, made) -> None:
+    ok, cancelled = "JOB_STATE_SUCCEEDED", "JOB_STATE_CANCELLED"
+    mine = {made["text"]: ("text", ok), made["image"]: ("image", ok), made["task"]: ("training", ok),
+            made["training"]: ("training", cancelled)}  # fmt: skip
+    assert rest_listed(mesh, keys["a"]) == mine
+    assert rest_listed(mesh, keys["b"]) == {made["other"]: ("text", ok)}
+    everyone = rest_listed(mesh, keys["ops"], all_clients="true")
+    assert {**mine, made["other"]: ("text", ok)}.items() <= everyone.items()
+    refused = rest(mesh, keys["b"], "/v1/jobs", all_clients="true")  # not an admin key
+    assert refused.status_code == 403 and refused.json()["code"] == 7, refused.text
+    # Filters: services by name, a state; each item is the Job GetJob answers, with its service.
+    assert rest_listed(mesh, keys["a"], service="text,image") == {made["text"]: mine[made["text"]],
+                                                                  made["image"]: mine[made["image"]]}  # fmt: skip
+    body = rest(mesh, keys["a"], "/v1/jobs", state="cancelled").json()
+    assert [job["status"]["job_id"] for job in body["jobs"]] == [made["training"]]
+    assert body["jobs"][0]["training_job"]["spec"]["layer"] == 61
+    # Bad input: 400 naming the parameter, in genmesh's error shape.
+    for params, name in (({"page_size": 0}, "page_size"), ({"state": "done"}, "state"),
+                         ({"service": "sound"}, "service"), ({"created_after": "yesterday"}, "created_after"),
+                         ({"colour": "red"}, "colour"), ({"method": "Generate"}, "method")):  # fmt: skip
+        response = rest(mesh, keys["a"], "/v1/jobs", **params)
+        assert response.status_code == 400, (params, response.text)
+        error = response.json()
+        assert error["code"] == 3 and name in error["message"], error
+        assert error["details"][0]["fieldViolations"][0]["field"] == name
+    assert rest(mesh, "gm_wrong", "/v1/jobs").status_code == 401
+
+
 def test_the_async_client_lists_the_same(mesh, keys, made) -> None:
     async def listed() -> tuple[set[str], list[str]]:
         async with AsyncGenmeshClient(mesh.url, keys["a"]) as client:
