@@ -26,6 +26,7 @@ import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from servers.mesh.api_keys import KeySource, RateLimit
+from servers.mesh.claims import DataDirLock, check_port_free
 from servers.mesh.envoy import (
     API_KEYS_ENV,
     API_KEYS_FILE_ENV,
@@ -195,6 +196,7 @@ class Mesh:
         self.web: ManagedProcess | None = None  # the web front door (OpenAI's routes), when a service it calls runs
         self.web_port = 0
         self.key_sync: KeySync | None = None
+        self.lock: DataDirLock | None = None  # held from start() to stop()
         self.supervisor = Supervisor(report=lambda line: print(f"genmesh up: {line}", file=sys.stderr, flush=True))
 
     @property
@@ -224,10 +226,14 @@ class Mesh:
 
     def start(self) -> Mesh:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.data_dir, 0o700)
-        self.api_keys = resolve_api_keys(self.data_dir)
-        access, secret = s3_credentials(self.data_dir)
+        # Before anything is written or started: a mesh already running on this folder or port is
+        # named in one line, and left alone.
+        self.lock = DataDirLock(self.data_dir).acquire()
         try:
+            check_port_free(self.options.port)
+            os.chmod(self.data_dir, 0o700)
+            self.api_keys = resolve_api_keys(self.data_dir)
+            access, secret = s3_credentials(self.data_dir)
             self.s3 = S3Server(self.data_dir / "s3", access, secret, log_path=self.logs / "s3.log").start()
             for name in sorted(self.options.services, key=lambda name: name == "agent"):  # the agent calls the others
                 self._start_service(name)
@@ -357,6 +363,8 @@ class Mesh:
             process.stop(timeout=SERVER_STOP_TIMEOUT)  # servers drain running jobs first
         if self.s3 is not None:
             self.s3.stop()
+        if self.lock is not None:
+            self.lock.release()
 
     def _services_line(self) -> str:
         return ", ".join(
