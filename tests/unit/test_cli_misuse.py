@@ -27,6 +27,7 @@ MISUSES = [
     (["restore", "layer_1-20261207_120355", "/nonexistent.png"], "IMAGE: cannot read /nonexistent.png"),
     (["restore", "layer_1-20261207_120355", "in.png", "-o", "out.gif"], "--output must end in one of"),
     (["restore", "layer_1-20261207_120355", "s3://bucket-only"], "IMAGE takes a file or s3://BUCKET/KEY"),
+    (["character", "x", "--sheet", "/nonexistent.json"], "--sheet: cannot read a JSON sheet"),
 ]
 
 

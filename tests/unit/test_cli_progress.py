@@ -30,6 +30,7 @@ COMMANDS = get_command(app).commands  # type: ignore[attr-defined]
         ("image", "mask_image", "--mask"),
         ("character", "video.num_frames", "--frames"),
         ("character", "image.width", "--width"),
+        ("character", "sheet.appearance_prompt", "--sheet"),  # a field inside the --sheet file
         ("synthetic-data", "degradation_type", "--preset"),
         ("synthetic-data", "content_kinds[1]", "--kind"),
         ("train", "spec.num_epochs", "--epochs"),

@@ -55,7 +55,15 @@ def character(
     style: Annotated[str, typer.Option(help="A visual style for the portrait, e.g. 'oil painting'.")] = "",
     seed: Seed = None,
     steps: Annotated[int | None, typer.Option(help="Denoising steps of the image and video stages, 1..150.")] = None,
-    stages: Annotated[str, typer.Option(help="Comma-separated stages, in order (default text,image,video).")] = "",
+    stages: Annotated[
+        str, typer.Option(help="Comma-separated stages, in order (default text,image,video; image,video with --sheet).")
+    ] = "",
+    sheet: Annotated[
+        Path | None,
+        typer.Option(
+            help="Start from this character sheet (JSON, e.g. a character.json written before): no text stage."
+        ),
+    ] = None,
     width: Annotated[int | None, typer.Option(help="Portrait width (and the video's), 64..2048.")] = None,
     height: Annotated[int | None, typer.Option(help="Portrait height (and the video's), 64..2048.")] = None,
     frames: Annotated[int | None, typer.Option(help="Video frames, 2..64 (default 16).")] = None,
@@ -69,6 +77,15 @@ def character(
     Writes character.json, portrait.png and video.<format> into --output-dir. Ctrl-C cancels the job
     (unless --detach) and still writes what the finished stages made."""
     chosen = [name.strip() for name in stages.split(",") if name.strip()]
+    given = None
+    if sheet is not None:
+        try:
+            given = json.loads(sheet.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            usage_error(f"--sheet: cannot read a JSON sheet from {sheet}: {exc}")
+        if not isinstance(given, dict):
+            usage_error(f"--sheet: {sheet} must hold a JSON object (name, appearance_prompt, ...)")
+        chosen = chosen or ["image", "video"]
     unknown = [name for name in chosen if name not in AGENT_STAGES]
     if unknown:
         usage_error(f"--stages: choose from {', '.join(AGENT_STAGES)} (got {', '.join(unknown)})")
@@ -82,7 +99,15 @@ def character(
     finished: list[Any] = []  # the stage_result events so far: written on Ctrl-C too
     with GenmeshClient(url, api_key) as client:
         events = client.agent.stream_create_character(
-            idea, style=style, seed=seed, steps=steps, stages=chosen, image=image, video=video, detach=detach
+            idea,
+            style=style,
+            seed=seed,
+            steps=steps,
+            stages=chosen,
+            image=image,
+            video=video,
+            detach=detach,
+            sheet=given,
         )
         try:
             with progress_bar(disable=as_json) as bar:
@@ -93,12 +118,12 @@ def character(
                         job_id = event.job_id
                         if not as_json:
                             typer.echo(f"job {job_id}", err=True)
-                    if as_json:
-                        typer.echo(json.dumps(to_dict(event)))
                     if kind == "result":
                         result = event.result
-                    elif kind == "stage_result":
+                    elif kind == "stage_result":  # kept before it is shown: a Ctrl-C then still writes it
                         finished.append(event.stage_result)
+                    if as_json:
+                        typer.echo(json.dumps(to_dict(event)))
                     if kind not in ("queued", "result"):
                         bar.update(task, description=character_progress_text(event))
                     if event.progress.total_steps:
@@ -122,8 +147,8 @@ def character(
 
 def write_stages(output_dir: Path, finished: list[agent_pb2.StageResult]) -> list[Path]:
     """What finished stages made (the sheet, the portrait...), as the whole job would have written it."""
-    sheets = [stage.sheet for stage in finished if stage.sheet.name]
-    artifacts = [stage.artifact for stage in finished if not stage.sheet.name]
+    sheets = [stage.sheet for stage in finished if stage.stage == agent_pb2.STAGE_TEXT]
+    artifacts = [stage.artifact for stage in finished if stage.stage != agent_pb2.STAGE_TEXT]
     return write_files(output_dir, sheets[-1] if sheets else None, artifacts)
 
 

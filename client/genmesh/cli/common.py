@@ -78,9 +78,9 @@ def flag_for(field: str | None, command: Any) -> str | None:
     ``--frames``), or None."""
     if not field or command is None:
         return None
-    name = re.sub(r"\[[0-9]+\]", "", field).rsplit(".", 1)[-1]
     params = {param.name: param for param in command.params}
-    for candidate in (*API_FIELD_PARAMS.get(name, ()), name):
+    names = reversed(re.sub(r"\[[0-9]+\]", "", field).split("."))  # the innermost first: sheet.name -> --sheet
+    for candidate in (param for name in names for param in (*API_FIELD_PARAMS.get(name, ()), name)):
         param = params.get(candidate)
         if param is not None and param.param_type_name == "option":
             return max(param.opts, key=len)  # the long form

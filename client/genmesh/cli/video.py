@@ -206,7 +206,7 @@ def video(
                     if not job_id:
                         job_id = event.job_id
                         if not as_json:
-                            typer.echo(f"job {job_id}")
+                            typer.echo(f"job {job_id}", err=True)  # as every command: stdout is the result
                     if as_json:
                         typer.echo(json.dumps(to_dict(without_inline_data(event))))
                     if kind == "queued":
