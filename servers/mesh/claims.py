@@ -51,8 +51,11 @@ class DataDirLock:
 def check_port_free(port: int, host: str = "127.0.0.1") -> None:
     """Raise ``InTheWay`` naming who listens on ``host:port``, if anyone does."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As Envoy binds: connections of a mesh just stopped (TIME_WAIT) are not in the way; on Linux a
+        # listener still is, even one on 0.0.0.0.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind((host, port))  # no SO_REUSEADDR: a listener, even on 0.0.0.0, is in the way
+            sock.bind((host, port))
         except OSError as exc:
             if exc.errno != errno.EADDRINUSE:
                 raise InTheWay(f"cannot use port {port} on {host}: {exc.strerror or exc}") from None

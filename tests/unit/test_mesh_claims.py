@@ -45,6 +45,28 @@ def test_a_taken_port_names_its_listener() -> None:
     check_port_free(port)  # closed: free
 
 
+def test_a_port_left_in_time_wait_is_free() -> None:
+    """Right after a mesh stops, its gateway port holds closed connections (TIME_WAIT): not in the way."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Envoy's listener (Linux needs both)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            served, _ = listener.accept()
+            served.close()  # the server side closes first: its end waits in TIME_WAIT on the port
+            client.recv(1)
+    check_port_free(port)
+
+
+def test_a_listener_on_every_address_is_in_the_way() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind(("0.0.0.0", 0))
+        listener.listen()
+        with pytest.raises(InTheWay, match="is in use"):
+            check_port_free(listener.getsockname()[1])
+
+
 def test_an_envoy_listener_names_the_launcher_that_started_it(tmp_path: Path) -> None:
     """The gateway port is held by `genmesh up`'s Envoy child: its parent is the one to name."""
     proc = tmp_path / "proc"

@@ -120,6 +120,7 @@ def counted(label: str, step: int, total: int) -> str:
 def progress_bar(*, disable: bool, console: Any = None, elapsed: bool = False) -> Any:
     """The live bar every command shows: what is happening, a bar, ``done/total`` ("waiting" until
     the total is known), and the time left (or elapsed)."""
+    from rich.console import Console
     from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
     from rich.text import Text
 
@@ -130,7 +131,7 @@ def progress_bar(*, disable: bool, console: Any = None, elapsed: bool = False) -
     clock = TimeElapsedColumn() if elapsed else TimeRemainingColumn()
     return Progress(
         TextColumn("{task.description}"), BarColumn(), CountColumn(), clock, transient=True, disable=disable,
-        console=console,
+        console=console or Console(stderr=True),  # progress is not the result: stdout stays clean
     )  # fmt: skip
 
 
