@@ -129,9 +129,10 @@ def progress_bar(*, disable: bool, console: Any = None, elapsed: bool = False) -
             return Text(f"{int(task.completed)}/{int(task.total)}" if task.total else "waiting")
 
     clock = TimeElapsedColumn() if elapsed else TimeRemainingColumn()
+    console = console or Console(stderr=True)  # progress is not the result: stdout stays clean
     return Progress(
-        TextColumn("{task.description}"), BarColumn(), CountColumn(), clock, transient=True, disable=disable,
-        console=console or Console(stderr=True),  # progress is not the result: stdout stays clean
+        TextColumn("{task.description}"), BarColumn(), CountColumn(), clock, transient=True, console=console,
+        disable=disable or not console.is_terminal,  # piped or captured output stays plain lines
     )  # fmt: skip
 
 
