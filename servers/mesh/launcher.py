@@ -25,6 +25,7 @@ import grpc
 import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from genmesh.local import DEFAULT_DATA_DIR, KEYS_FILE
 from servers.mesh.api_keys import KeySource, RateLimit
 from servers.mesh.claims import DataDirLock, check_port_free
 from servers.mesh.envoy import (
@@ -47,7 +48,6 @@ log = structlog.get_logger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DESCRIPTOR_PATH = REPO_ROOT / "deploy" / "envoy" / "genmesh.pb"
-DEFAULT_DATA_DIR = Path.home() / ".local" / "share" / "genmesh"
 # First start may assemble or build models; later starts take seconds.
 SERVICE_START_TIMEOUT = 600.0
 # A server's drain (GENMESH_DRAIN_SECONDS, 30 s by default) plus its own shutdown, before SIGKILL.
@@ -130,7 +130,7 @@ def resolve_api_keys(data_dir: Path, environ: dict[str, str] | os._Environ[str] 
     if environ.get(API_KEYS_ENV) or environ.get(API_KEYS_FILE_ENV):
         source = KeySource.from_environ(environ)
         return ApiKeys(source.load().keys, source=source)
-    keys_file = data_dir / "api-keys"
+    keys_file = data_dir / KEYS_FILE
     if keys_file.exists():
         source = KeySource(file=keys_file)
         return ApiKeys(source.load().keys, source=source)

@@ -12,6 +12,7 @@ import typer
 from google.protobuf import json_format
 
 from genmesh import errors
+from genmesh.local import DATA_DIR_ENV, DEFAULT_DATA_DIR, KEYS_FILE
 
 UrlOption = Annotated[
     str | None, typer.Option("--url", envvar="GENMESH_URL", help="Gateway host:port (default 127.0.0.1:8080).")
@@ -26,19 +27,15 @@ def to_dict(message: Any) -> dict[str, Any]:
     return json_format.MessageToDict(message, preserving_proto_field_name=True)
 
 
-DATA_DIR_ENV = "GENMESH_DATA_DIR"  # also `genmesh up --data-dir`'s environment variable
-DEFAULT_DATA_DIR = Path.home() / ".local" / "share" / "genmesh"
-
-
 def key_hint(environ: Mapping[str, str] = os.environ) -> str:
     """Where the key is: the keys file `genmesh up` reads (GENMESH_API_KEYS_FILE, else the api-keys
     file of the data folder in use, GENMESH_DATA_DIR / --data-dir)."""
     keys_file = environ.get("GENMESH_API_KEYS_FILE") or str(
-        Path(environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR).expanduser() / "api-keys"
+        Path(environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR).expanduser() / KEYS_FILE
     )
     return (
         f"set GENMESH_API_KEY to the key `genmesh up` printed (also in {keys_file}; a mesh started with "
-        "another --data-dir keeps it in that folder's api-keys), or pass --api-key"
+        f"another --data-dir keeps it in that folder's {KEYS_FILE}), or pass --api-key"
     )
 
 

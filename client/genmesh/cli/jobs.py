@@ -14,6 +14,7 @@ from genmesh.cli.base import app, job_app
 from genmesh.cli.common import JsonFlag, KeyOption, UrlOption, fail, to_dict, usage_error
 from genmesh.client import GenmeshClient
 from genmesh.client.jobs import LIST_STUBS, OUTPUT_KINDS, STATES, ListedJob
+from genmesh.local import DATA_DIR_ENV
 from genmesh.services import SERVICES, service_for_job
 
 
@@ -253,7 +254,7 @@ def up(
     port: Annotated[int, typer.Option(help="Gateway port on 127.0.0.1.")] = 8080,
     services: Annotated[str, typer.Option(help="Comma-separated services to start (default: all implemented).")] = "",
     data_dir: Annotated[
-        Path | None, typer.Option(envvar="GENMESH_DATA_DIR", help="Where state lives (default ~/.local/share/genmesh).")
+        Path | None, typer.Option(envvar=DATA_DIR_ENV, help="Where state lives (default ~/.local/share/genmesh).")
     ] = None,
     replicas: Annotated[
         str,
