@@ -103,6 +103,13 @@ def from_code(code: str, message: str, field: str | None = None) -> GenmeshError
     return BY_CODE.get(code, Internal)(message, field=field)
 
 
+def service_down_message(service: str | None) -> str:
+    """What a caller is told when a service is down or restarting: the same words from the client's
+    transport errors and from the gateway's own replies (servers/mesh/envoy.py renders them)."""
+    who = f"the {service} server" if service else "the server"
+    return f"{who} is not available (down or restarting); retry shortly"
+
+
 def require(condition: bool, field: str, message: str) -> None:
     """Raise ``InvalidArgument`` naming ``field`` unless ``condition`` holds."""
     if not condition:

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from string import Template
 
+from genmesh.errors import service_down_message
 from genmesh.services import BY_NAME, NAMES
 from servers.mesh.api_keys import (  # re-exported: the launcher and tests import them from here
     API_KEYS_ENV,
@@ -31,7 +32,13 @@ from servers.mesh.api_keys import (  # re-exported: the launcher and tests impor
     default_rate_limit,
     load_api_keys,
 )
-from servers.mesh.gateway_filters import GatewayFilters, discovery_entries, inline_entries, write_discovery_files
+from servers.mesh.gateway_filters import (
+    RATE_LIMITED_MESSAGE,
+    GatewayFilters,
+    discovery_entries,
+    inline_entries,
+    write_discovery_files,
+)
 from servers.mesh.processes import ManagedProcess, wait_until
 from servers.mesh.request_fields import render_lua
 from storage.buckets import ALL_BUCKETS
@@ -151,6 +158,39 @@ _CLUSTER = """
       cluster_name: {name}
       endpoints:
       - lb_endpoints: {endpoints}"""
+
+# Two local_reply_config mappers per service (the template defines *rest_call): REST callers get
+# genmesh's JSON error with an ErrorInfo naming the service, gRPC callers the same words as
+# grpc-message. The router's own 503s only: no healthy host, connection refused, reset before headers.
+_SERVICE_DOWN = """
+            - filter:
+                and_filter:
+                  filters:
+                  - &{name}_down
+                    and_filter:
+                      filters:
+                      - status_code_filter:
+                          comparison: {{op: EQ, value: {{default_value: 503, runtime_key: gateway_reply_503}}}}
+                      - header_filter: {{header: {{name: ":path", string_match: {{prefix: /{package}.}}}}}}
+                  - *rest_call
+              body_format_override: {{json_format: {rest}}}
+            - filter: *{name}_down
+              body_format_override: {{text_format_source: {{inline_string: {message}}}}}"""
+
+
+def service_down_replies(service: str) -> str:
+    """The local reply mappers that name ``service`` when the gateway finds it down."""
+    message = service_down_message(service)
+    info = {
+        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+        "reason": "SERVICE_UNAVAILABLE",
+        "domain": "genmesh",
+        "metadata": {"service": service},
+    }
+    rest = {"code": 14, "message": message, "details": [info]}  # UNAVAILABLE, as the transcoder shapes errors
+    return _SERVICE_DOWN.format(
+        name=service, package=BY_NAME[service].proto_package, rest=json.dumps(rest), message=json.dumps(message)
+    )
 
 
 # Served by every server (servers/runtime/library_rpcs.py): routed to any of them, like reflection.
@@ -273,6 +313,8 @@ def render_envoy_config(
     values["ANY_TRANSPORT_SOCKET"] = _upstream_tls(upstream_tls_dir, [s for s in SERVICES if upstreams.get(s)])
     values["TRANSCODED_SERVICES"] = json.dumps([*(BY_NAME[service].proto_service for service in SERVICES), LIBRARY])
     values["SERVICE_ROUTES"] = "".join(routes)  # each starts with a newline and its own indentation
+    values["SERVICE_DOWN_REPLIES"] = "".join(service_down_replies(service) for service in SERVICES)
+    values["RATE_LIMITED_MESSAGE"] = json.dumps(RATE_LIMITED_MESSAGE)
     values["SERVICE_CLUSTERS"] = "".join(clusters)
 
     return Template(TEMPLATE_PATH.read_text(encoding="utf-8")).substitute(values)

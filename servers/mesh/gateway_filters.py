@@ -47,10 +47,17 @@ DISCOVERY_FILES = {API_KEY_AUTH: "api-keys.json", ADMIN_HEADER_FILTER: "admin-cl
 MAX_CLIENT_BUCKETS = 10000
 
 _ALWAYS = {"numerator": 100, "denominator": "HUNDRED"}
+FILL_SECONDS = 1  # every bucket refills this often: a refused caller may retry after it
+# What a caller over its key's limit reads (the gateway's JSON body, or grpc-message), naming the key's
+# client; its bucket's size is in the reply's x-ratelimit-limit header.
+RATE_LIMITED_MESSAGE = (
+    "rate limit of API key '%REQ(X-CLIENT-ID)%' reached (its burst is in the x-ratelimit-limit header; it "
+    f"refills every {FILL_SECONDS} s); retry after {FILL_SECONDS} s"
+)
 
 
 def _bucket(limit: RateLimit) -> dict:
-    return {"max_tokens": limit.burst, "tokens_per_fill": limit.rps, "fill_interval": "1s"}
+    return {"max_tokens": limit.burst, "tokens_per_fill": limit.rps, "fill_interval": f"{FILL_SECONDS}s"}
 
 
 @dataclass(frozen=True)
@@ -126,6 +133,12 @@ class GatewayFilters:
             "filter_enforced": {"runtime_key": "gateway_rate_limit_enforced", "default_value": _ALWAYS},
             "enable_x_ratelimit_headers": "DRAFT_VERSION_03",
             "rate_limited_as_resource_exhausted": True,
+            "response_headers_to_add": [  # a refused caller may retry once its bucket refilled
+                {
+                    "header": {"key": "retry-after", "value": str(FILL_SECONDS)},
+                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                }
+            ],
         }
 
     def configs(self) -> dict[str, dict]:

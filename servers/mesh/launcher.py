@@ -25,7 +25,9 @@ import grpc
 import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from genmesh.local import DEFAULT_DATA_DIR, KEYS_FILE
 from servers.mesh.api_keys import KeySource, RateLimit
+from servers.mesh.claims import DataDirLock, check_port_free
 from servers.mesh.envoy import (
     API_KEYS_ENV,
     API_KEYS_FILE_ENV,
@@ -47,7 +49,6 @@ log = structlog.get_logger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DESCRIPTOR_PATH = REPO_ROOT / "deploy" / "envoy" / "genmesh.pb"
-DEFAULT_DATA_DIR = Path.home() / ".local" / "share" / "genmesh"
 # First start may assemble or build models; later starts take seconds.
 SERVICE_START_TIMEOUT = 600.0
 # A server's drain (GENMESH_DRAIN_SECONDS, 30 s by default) plus its own shutdown, before SIGKILL.
@@ -130,7 +131,7 @@ def resolve_api_keys(data_dir: Path, environ: dict[str, str] | os._Environ[str] 
     if environ.get(API_KEYS_ENV) or environ.get(API_KEYS_FILE_ENV):
         source = KeySource.from_environ(environ)
         return ApiKeys(source.load().keys, source=source)
-    keys_file = data_dir / "api-keys"
+    keys_file = data_dir / KEYS_FILE
     if keys_file.exists():
         source = KeySource(file=keys_file)
         return ApiKeys(source.load().keys, source=source)
@@ -196,6 +197,7 @@ class Mesh:
         self.web: ManagedProcess | None = None  # the web front door (OpenAI's routes), when a service it calls runs
         self.web_port = 0
         self.key_sync: KeySync | None = None
+        self.lock: DataDirLock | None = None  # held from start() to stop()
         self.supervisor = Supervisor(report=lambda line: print(f"genmesh up: {line}", file=sys.stderr, flush=True))
 
     @property
@@ -225,10 +227,14 @@ class Mesh:
 
     def start(self) -> Mesh:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.data_dir, 0o700)
-        self.api_keys = resolve_api_keys(self.data_dir)
-        access, secret = s3_credentials(self.data_dir)
+        # Before anything is written or started: a mesh already running on this folder or port is
+        # named in one line, and left alone.
+        self.lock = DataDirLock(self.data_dir).acquire()
         try:
+            check_port_free(self.options.port)
+            os.chmod(self.data_dir, 0o700)
+            self.api_keys = resolve_api_keys(self.data_dir)
+            access, secret = s3_credentials(self.data_dir)
             self.s3 = S3Server(self.data_dir / "s3", access, secret, log_path=self.logs / "s3.log").start()
             for name in sorted(self.options.services, key=lambda name: name == "agent"):  # the agent calls the others
                 self._start_service(name)
@@ -358,6 +364,8 @@ class Mesh:
             process.stop(timeout=SERVER_STOP_TIMEOUT)  # servers drain running jobs first
         if self.s3 is not None:
             self.s3.stop()
+        if self.lock is not None:
+            self.lock.release()
 
     def _services_line(self) -> str:
         return ", ".join(

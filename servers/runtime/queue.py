@@ -67,6 +67,7 @@ class Job:
     # The submitting call's log context (request id, client id), re-bound in the worker thread.
     log_context: dict[str, Any] = field(default_factory=dict)
     history: list[JobEvent] = field(default_factory=list)
+    history_times: list[float] = field(default_factory=list)  # when each history event happened (epoch s)
     # Set from any thread; the engine polls it between steps (tokens, denoising steps, batches).
     cancel_requested: threading.Event = field(default_factory=threading.Event)
     _reason: str = CANCEL_REQUESTED
@@ -380,6 +381,7 @@ class JobQueue:
         # Progress-only events are not kept (a watcher needs the latest, not all); outputs are.
         if not isinstance(event, ProgressEvent):
             job.history.append(event)
+            job.history_times.append(time.time())
         for inbox in job._subscribers:
             inbox.put_nowait(event)
         if job.terminal:

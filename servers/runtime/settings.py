@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from genmesh.local import DEFAULT_DATA_DIR
 from servers.runtime.job_ids import JobIds
 from servers.runtime.peers import Peers
 from servers.runtime.tls import TlsFiles
@@ -115,7 +116,7 @@ class ServerSettings:
     log_level: str = setting("info", "debug, info, warning or error")
     log_format: str = setting("auto", "json, console, or auto (console on a terminal, else JSON)")
     threads: int = setting(2, "CPU threads for the model runtime (llama.cpp / torch)")
-    data_dir: Path = setting(Path.home() / ".local" / "share" / "genmesh", "where models and state live")
+    data_dir: Path = setting(DEFAULT_DATA_DIR, "where models and state live")
     s3_endpoint: str = setting("127.0.0.1:8333", "S3 endpoint host:port", env="GENMESH_S3_ENDPOINT")
     s3_access_key: str = setting("", "S3 access key", env="GENMESH_S3_ACCESS_KEY")
     s3_secret_key: str = setting("", "S3 secret key", env="GENMESH_S3_SECRET_KEY", secret=True)

@@ -102,3 +102,34 @@ def test_genmesh_up_starts_everything_and_stops_cleanly_on_sigterm(tmp_path: Pat
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel, pytest.raises(grpc.RpcError):
         health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
     assert (tmp_path / "s3-credentials.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_second_genmesh_up_says_what_is_in_the_way_and_leaves_the_first_alone(
+    mesh: Mesh, client: GenmeshClient, tmp_path: Path
+) -> None:
+    """`genmesh up` twice, on the same data folder or only the same port: one line naming the running
+    mesh (this test process started the shared one, so it holds the lock and is Envoy's parent), exit
+    1 before anything starts, and the first mesh keeps serving."""
+
+    def second_up(data_dir: Path) -> subprocess.CompletedProcess[str]:
+        argv = ["up", "--services", "text", "--port", str(mesh.options.port), "--data-dir", str(data_dir)]
+        return subprocess.run(
+            [sys.executable, "-c", "from genmesh.cli import main; main()", *argv], capture_output=True, text=True,
+            timeout=60, env={**os.environ, "GENMESH_API_KEYS": "second=second-key-0123456789"},
+        )  # fmt: skip
+
+    same = second_up(mesh.data_dir)
+    assert same.returncode == 1, same.stderr
+    assert same.stderr.splitlines() == [
+        f"genmesh up failed: the data folder {mesh.data_dir} is in use by genmesh up pid {os.getpid()}"
+    ]
+    other = second_up(tmp_path / "other")
+    assert other.returncode == 1, other.stderr
+    assert other.stderr.splitlines() == [
+        f"genmesh up failed: port {mesh.options.port} is in use (another genmesh up? pid {os.getpid()})"
+    ]
+    # Nothing was written there (no key, no S3 data, no logs) beyond its lock file, left empty.
+    assert [path.name for path in (tmp_path / "other").iterdir()] == ["genmesh-up.lock"]
+    assert (tmp_path / "other" / "genmesh-up.lock").read_text() == ""
+    assert all(process.alive() for process in mesh.children())
+    assert client.text.list_models()

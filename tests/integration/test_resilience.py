@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import threading
 
+import grpc
+import httpx
 import pytest
 
 from genmesh import errors
@@ -41,6 +43,17 @@ def test_kill_9_of_a_server_under_load_is_survived(mesh, client) -> None:
     caller.join(60)
     assert not caller.is_alive()
     assert isinstance(failures[0], errors.Unavailable) and "image" in failures[0].message, failures
+    # Until it is back, the gateway itself names it every way: REST (JSON, 503) and gRPC (grpcurl's view).
+    down = "the image server is not available (down or restarting); retry shortly"
+    with httpx.Client(base_url=f"http://{mesh.url}", headers={"x-api-key": mesh.api_key}, timeout=30) as http:
+        reply = http.get("/v1/images/models")
+    assert reply.status_code == 503 and reply.json()["message"] == down, reply.text
+    assert reply.json()["code"] == 14 and reply.json()["details"][0]["metadata"] == {"service": "image"}
+    with grpc.insecure_channel(mesh.url) as channel, pytest.raises(grpc.RpcError) as raised:
+        channel.unary_unary("/genmesh.image.v1.ImageService/ListModels")(
+            b"", metadata=[("x-api-key", mesh.api_key)], timeout=30
+        )
+    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE and raised.value.details() == down
 
     # The others never notice: a text generation works while Image is down or restarting.
     assert client.text.generate("Hello", max_tokens=2).usage.completion_tokens >= 1

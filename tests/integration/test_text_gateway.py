@@ -297,7 +297,8 @@ def test_rate_limit_answers_429_then_recovers(mesh, tmp_path: Path) -> None:
                     break
             assert limited is not None, "the bucket never emptied"
             assert limited.json()["code"] == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
-            assert "x-ratelimit-limit" in limited.headers
+            assert "x-ratelimit-limit" in limited.headers and limited.headers["retry-after"] == "1"
+            assert limited.json()["message"].startswith("rate limit of API key 'ci' reached"), limited.text
             wait_until(lambda: http.get("/v1/text/models").status_code == 200, timeout=10, what="a refill")
     finally:
         envoy.stop()

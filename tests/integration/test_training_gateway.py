@@ -181,6 +181,14 @@ def test_cli_train_and_report(mesh, dataset, tmp_path: Path) -> None:
     shown = subprocess.run([cli, "report", job_id, "--plots-dir", str(tmp_path)], capture_output=True, text=True,
                            timeout=60, env=env, check=True)  # fmt: skip
     assert "TRAINING REPORT - LAYER 9" in shown.stdout and (tmp_path / "loss.png").exists()
+    # genmesh restore with the model just registered: the task's id at once, the file written.
+    model_id = next(line.split()[1] for line in lines if line.startswith("model "))
+    Image.new("RGB", (80, 72), (120, 60, 200)).save(tmp_path / "noisy.png")
+    restored = subprocess.run([cli, "restore", model_id, "noisy.png", "-o", "clean.webp"], capture_output=True,
+                              text=True, timeout=120, env=env, cwd=tmp_path)  # fmt: skip
+    assert restored.returncode == 0, restored.stderr
+    assert restored.stderr.startswith("job tsk-") and "80x72" in restored.stdout
+    assert Image.open(tmp_path / "clean.webp").size == (80, 72)
 
 
 def test_killed_server_resumes_the_job_from_its_checkpoint(tmp_path: Path) -> None:

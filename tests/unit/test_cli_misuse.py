@@ -24,6 +24,10 @@ MISUSES = [
     (["jobs", "--service", "audio"], "--service: unknown audio"),
     (["jobs", "--limit", "0"], "--limit must be between 1 and 200"),
     (["outputs", "--kind", "gif"], "--kind must be one of"),
+    (["restore", "layer_1-20261207_120355", "/nonexistent.png"], "IMAGE: cannot read /nonexistent.png"),
+    (["restore", "layer_1-20261207_120355", "in.png", "-o", "out.gif"], "--output must end in one of"),
+    (["restore", "layer_1-20261207_120355", "s3://bucket-only"], "IMAGE takes a file or s3://BUCKET/KEY"),
+    (["character", "x", "--sheet", "/nonexistent.json"], "--sheet: cannot read a JSON sheet"),
 ]
 
 

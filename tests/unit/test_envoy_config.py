@@ -402,12 +402,30 @@ def test_envoy_runs_the_rendered_config(tmp_path: Path, descriptor: Path) -> Non
         assert status == 401 and json.loads(body) == {"code": 16, "message": "Client authentication failed."}
         assert http(f"{base}/v1/images/models", {"x-api-key": "wrong"})[0] == 401
 
-        # The awkward key reached Envoy intact; image has no endpoint: 503 with a gRPC-style JSON body.
+        # The awkward key reached Envoy intact; image has no endpoint: 503 with a gRPC-style JSON body
+        # naming the service, and gRPC callers get UNAVAILABLE with the same words.
         for auth in ({"x-api-key": AWKWARD_KEY}, {"authorization": f"Bearer {AWKWARD_KEY}"}):
             status, headers, body = http(f"{base}/v1/images/models", auth)
             assert status == 503, body
-            assert json.loads(body) == {"code": 14, "message": "no healthy upstream"}
+            assert json.loads(body) == {
+                "code": 14,
+                "message": "the image server is not available (down or restarting); retry shortly",
+                "details": [
+                    {
+                        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                        "reason": "SERVICE_UNAVAILABLE",
+                        "domain": "genmesh",
+                        "metadata": {"service": "image"},
+                    }
+                ],
+            }
             assert headers["x-ratelimit-limit"] == "100"
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call = channel.unary_unary("/genmesh.image.v1.ImageService/ListModels")
+            with pytest.raises(grpc.RpcError) as raised:
+                call(b"", metadata=[("x-api-key", AWKWARD_KEY)], timeout=10)
+        assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert raised.value.details() == "the image server is not available (down or restarting); retry shortly"
 
         status, _, body = http(f"{base}/v1/nothing", {"x-api-key": AWKWARD_KEY})
         assert status == 404 and json.loads(body)["code"] == 5
@@ -450,7 +468,12 @@ def test_running_envoy_rotates_keys_and_limits_each_key_alone(tmp_path: Path, de
         assert http(f"http://127.0.0.1:{port}/healthz")[0] == 200  # probes pass the watched filters too
         # Key a: 3 tokens, refilled 1/s: quick requests empty its bucket; key c still passes.
         limited = next(reply for reply in (http(url, {"x-api-key": "key-a"}) for _ in range(200)) if reply[0] == 429)
-        assert limited[1]["x-ratelimit-limit"] == "3" and json.loads(limited[2])["code"] == 8
+        assert limited[1]["x-ratelimit-limit"] == "3" and limited[1]["retry-after"] == "1"
+        assert json.loads(limited[2]) == {
+            "code": 8,  # RESOURCE_EXHAUSTED, naming the key's client and when to retry
+            "message": "rate limit of API key 'a' reached (its burst is in the x-ratelimit-limit header; it refills "
+            "every 1 s); retry after 1 s",
+        }
         assert status("key-c") == 503
 
         keys_file.write_text("a=key-a burst=3\nb=key-b\n")  # b added, c revoked
@@ -562,7 +585,10 @@ def test_openai_routes_go_to_the_web_front_door_without_strict_json(descriptor: 
     assert web["health_checks"][0]["http_health_check"] == {"path": "/livez"}
     # The gateway's own replies on those paths (bad key, rate limit, front door down) are OpenAI's shape.
     mappers = hcm["typed_config"]["local_reply_config"]["mappers"]
-    openai_replies = [mapper for mapper in mappers if "text_format_source" in mapper.get("body_format_override", {})]
+    texts = [mapper.get("body_format_override", {}).get("text_format_source", {}) for mapper in mappers]
+    openai_replies = [
+        mapper for mapper, text in zip(mappers, texts, strict=True) if '"error"' in text.get("inline_string", "")
+    ]
     bodies = [
         json.loads(mapper["body_format_override"]["text_format_source"]["inline_string"]) for mapper in openai_replies
     ]

@@ -184,3 +184,32 @@ def test_spec_errors_name_the_field_by_its_api_path(spec, field, message) -> Non
     with pytest.raises(InvalidArgument) as caught:
         convert.training_spec(spec)
     assert caught.value.field == field and message in caught.value.message, caught.value.message
+
+
+class _Runner:
+    """The one thing TrainingManager.watch asks its runner here: no epoch ran in this process yet."""
+
+    def first_epoch_this_run(self, job_id: str) -> None:
+        return None
+
+
+async def test_replayed_events_keep_the_time_they_happened() -> None:
+    from servers.runtime.queue import JobQueue
+    from servers.training.jobs.manager import Replayed, TrainingManager
+
+    queue = JobQueue(name="training", id_prefix="trn", devices=["cpu"], max_queued=4)
+    queue.start()
+    manager = TrainingManager(queue, records=None, runner=_Runner())  # type: ignore[arg-type]
+    job = queue.submit(lambda context: 1, method="CreateTrainingJob")
+    item = record(job_id=job.id, state=JobState.SUCCEEDED)
+    manager._live[job.id] = item
+    [event async for event in queue.events(job)]  # the job ran and ended: a later watch replays it all
+    watched = [entry async for entry in manager.watch(job.id)]
+    assert all(isinstance(entry, Replayed) for entry in watched)
+    assert [entry.time for entry in watched] == job.history_times and len(watched) == len(job.history) >= 3
+    queued = convert.watch_event(item, job, watched[0].event, True, None, watched[0].time)
+    assert queued.WhichOneof("event") == "queued" and queued.replayed
+    assert abs(queued.event_time.ToMilliseconds() - job.history_times[0] * 1000) <= 1
+    live = convert.watch_event(item, job, watched[0].event, False, None)
+    assert live.event_time.ToMilliseconds() >= queued.event_time.ToMilliseconds()  # a live event: now
+    await queue.drain(1)

@@ -12,7 +12,18 @@ import typer
 from genmesh import errors
 from genmesh.agent.v1 import agent_pb2
 from genmesh.cli.base import app
-from genmesh.cli.common import JsonFlag, KeyOption, Seed, UrlOption, fail, to_dict, usage_error
+from genmesh.cli.common import (
+    JsonFlag,
+    KeyOption,
+    Seed,
+    UrlOption,
+    counted,
+    fail,
+    interrupted,
+    progress_bar,
+    to_dict,
+    usage_error,
+)
 from genmesh.client import GenmeshClient
 from genmesh.client.requests import AGENT_STAGES, VIDEO_FORMATS
 
@@ -30,7 +41,8 @@ def character_progress_text(event: agent_pb2.CreateCharacterResponse) -> str:
     if kind == "stage_progress":
         update = event.stage_progress
         what = update.sub_stage.removeprefix("STAGE_").lower().replace("_", " ") or "writing"
-        return f"{stage_name(update.stage)}: {what} {update.sub_progress.step}/{update.sub_progress.total_steps}"
+        step, total = update.sub_progress.step, update.sub_progress.total_steps
+        return f"{stage_name(update.stage)}: {counted(what, step, total)}"
     if kind == "stage_result":
         return f"{stage_name(event.stage_result.stage)}: done"
     return kind or ""
@@ -43,7 +55,15 @@ def character(
     style: Annotated[str, typer.Option(help="A visual style for the portrait, e.g. 'oil painting'.")] = "",
     seed: Seed = None,
     steps: Annotated[int | None, typer.Option(help="Denoising steps of the image and video stages, 1..150.")] = None,
-    stages: Annotated[str, typer.Option(help="Comma-separated stages, in order (default text,image,video).")] = "",
+    stages: Annotated[
+        str, typer.Option(help="Comma-separated stages, in order (default text,image,video; image,video with --sheet).")
+    ] = "",
+    sheet: Annotated[
+        Path | None,
+        typer.Option(
+            help="Start from this character sheet (JSON, e.g. a character.json written before): no text stage."
+        ),
+    ] = None,
     width: Annotated[int | None, typer.Option(help="Portrait width (and the video's), 64..2048.")] = None,
     height: Annotated[int | None, typer.Option(help="Portrait height (and the video's), 64..2048.")] = None,
     frames: Annotated[int | None, typer.Option(help="Video frames, 2..64 (default 16).")] = None,
@@ -54,10 +74,18 @@ def character(
     as_json: JsonFlag = False,
 ) -> None:
     """Create a character (sheet, portrait, animation) through the Agent service, with live progress.
-    Writes character.json, portrait.png and video.<format> into --output-dir."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
+    Writes character.json, portrait.png and video.<format> into --output-dir. Ctrl-C cancels the job
+    (unless --detach) and still writes what the finished stages made."""
     chosen = [name.strip() for name in stages.split(",") if name.strip()]
+    given = None
+    if sheet is not None:
+        try:
+            given = json.loads(sheet.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            usage_error(f"--sheet: cannot read a JSON sheet from {sheet}: {exc}")
+        if not isinstance(given, dict):
+            usage_error(f"--sheet: {sheet} must hold a JSON object (name, appearance_prompt, ...)")
+        chosen = chosen or ["image", "video"]
     unknown = [name for name in chosen if name not in AGENT_STAGES]
     if unknown:
         usage_error(f"--stages: choose from {', '.join(AGENT_STAGES)} (got {', '.join(unknown)})")
@@ -67,44 +95,75 @@ def character(
     video: dict[str, Any] = {"output_format": video_format}
     if frames is not None:
         video["num_frames"] = frames
-    result = None
+    result, job_id = None, ""
+    finished: list[Any] = []  # the stage_result events so far: written on Ctrl-C too
     with GenmeshClient(url, api_key) as client:
+        events = client.agent.stream_create_character(
+            idea,
+            style=style,
+            seed=seed,
+            steps=steps,
+            stages=chosen,
+            image=image,
+            video=video,
+            detach=detach,
+            sheet=given,
+        )
         try:
-            events = client.agent.stream_create_character(
-                idea, style=style, seed=seed, steps=steps, stages=chosen, image=image, video=video, detach=detach
-            )
-            with Progress(
-                TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn(), transient=True,
-                disable=as_json,
-            ) as bar:  # fmt: skip
+            with progress_bar(disable=as_json) as bar:
                 task = bar.add_task("queued", total=None)
                 for event in events:
+                    kind = event.WhichOneof("event")
+                    if not job_id:
+                        job_id = event.job_id
+                        if not as_json:
+                            typer.echo(f"job {job_id}", err=True)
+                    if kind == "result":
+                        result = event.result
+                    elif kind == "stage_result":  # kept before it is shown: a Ctrl-C then still writes it
+                        finished.append(event.stage_result)
                     if as_json:
                         typer.echo(json.dumps(to_dict(event)))
-                    if event.WhichOneof("event") == "result":
-                        result = event.result
-                    elif event.WhichOneof("event") != "queued":
+                    if kind not in ("queued", "result"):
                         bar.update(task, description=character_progress_text(event))
                     if event.progress.total_steps:
                         bar.update(task, total=event.progress.total_steps, completed=event.progress.step)
         except errors.GenmeshError as error:
             fail(error)
+        except KeyboardInterrupt:
+            events.close()  # cancels the job unless it is detached
+            for path in write_stages(output_dir, finished):
+                typer.echo(f"  {path} (finished before the interruption)", err=True)
+            interrupted(job_id, detached=detach)
     if result is None:
         return
-    output_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    if result.sheet.name:
-        path = output_dir / "character.json"
-        path.write_text(json.dumps(to_dict(result.sheet), ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-        written.append(path)
-    for artifact in (result.portrait, result.video):
-        if artifact.key:  # fetched by their presigned URLs
-            path = output_dir / artifact.key.rsplit("/", 1)[-1]
-            with urllib.request.urlopen(artifact.url, timeout=60) as response:
-                path.write_bytes(response.read())
-            written.append(path)
+    written = write_files(output_dir, result.sheet, (result.portrait, result.video))
     if not as_json:
         typer.echo(f"{result.sheet.name or 'character'}  seed {result.parameters.seed}  s3://outputs/"
                    f"{result.record.key.rsplit('/', 1)[0]}/")  # fmt: skip
         for path in written:
             typer.echo(f"  {path}")
+
+
+def write_stages(output_dir: Path, finished: list[agent_pb2.StageResult]) -> list[Path]:
+    """What finished stages made (the sheet, the portrait...), as the whole job would have written it."""
+    sheets = [stage.sheet for stage in finished if stage.stage == agent_pb2.STAGE_TEXT]
+    artifacts = [stage.artifact for stage in finished if stage.stage != agent_pb2.STAGE_TEXT]
+    return write_files(output_dir, sheets[-1] if sheets else None, artifacts)
+
+
+def write_files(output_dir: Path, sheet: agent_pb2.CharacterSheet | None, artifacts: Any) -> list[Path]:
+    """character.json from the sheet, and each stored artifact by its presigned URL."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    if sheet is not None and sheet.name:
+        path = output_dir / "character.json"
+        path.write_text(json.dumps(to_dict(sheet), ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        written.append(path)
+    for artifact in artifacts:
+        if artifact.key:
+            path = output_dir / artifact.key.rsplit("/", 1)[-1]
+            with urllib.request.urlopen(artifact.url, timeout=60) as response:
+                path.write_bytes(response.read())
+            written.append(path)
+    return written

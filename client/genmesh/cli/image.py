@@ -18,7 +18,9 @@ from genmesh.cli.common import (
     Seed,
     UrlOption,
     fail,
+    interrupted,
     lora_option,
+    progress_bar,
     to_dict,
     usage_error,
 )
@@ -65,8 +67,6 @@ def image(
 ) -> None:
     """Generate images (txt2img, img2img with --init-image, inpainting with --init-image and --mask)
     with a live progress bar."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
     suffix = output.suffix.lower().lstrip(".")
     fmt = IMAGE_FORMATS.get(suffix)
     if fmt is None:
@@ -94,10 +94,7 @@ def image(
     with GenmeshClient(url, api_key) as client:
         try:
             events = client.images.stream_generate(prompt, **options)
-            with Progress(
-                TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                TimeRemainingColumn(), transient=True, disable=as_json, console=None,
-            ) as bar:  # fmt: skip
+            with progress_bar(disable=as_json) as bar:
                 task = bar.add_task("queued", total=None)
                 for event in events:
                     kind = event.WhichOneof("event")
@@ -118,9 +115,8 @@ def image(
                         result = event.result
         except errors.GenmeshError as error:
             fail(error)
-        except KeyboardInterrupt:  # leaving the stream cancels the job (it is not detached)
-            typer.echo(f"cancelled job {job_id}" if job_id else "cancelled", err=True)
-            raise typer.Exit(130) from None
+        except KeyboardInterrupt:
+            interrupted(job_id)
     if result is None:
         return
     for path, generated in zip(output_paths(output, len(result.images)), result.images, strict=True):

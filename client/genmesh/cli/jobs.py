@@ -14,6 +14,7 @@ from genmesh.cli.base import app, job_app
 from genmesh.cli.common import JsonFlag, KeyOption, UrlOption, fail, to_dict, usage_error
 from genmesh.client import GenmeshClient
 from genmesh.client.jobs import LIST_STUBS, OUTPUT_KINDS, STATES, ListedJob
+from genmesh.local import DATA_DIR_ENV
 from genmesh.services import SERVICES, service_for_job
 
 
@@ -194,14 +195,36 @@ def job_get(job_id: str, url: UrlOption = None, api_key: KeyOption = None) -> No
             fail(error)
 
 
+TERMINAL_STATES = {STATES[name] for name in ("succeeded", "failed", "cancelled")}
+CANCEL_WAIT_SECONDS = 60.0  # a running job stops at its next step; training at its next batch
+
+
+def job_state(job: Any) -> int:
+    """The state of any service's job message (a TrainingJob has it at the top level)."""
+    return job.status.state if hasattr(job, "status") else job.state
+
+
 @job_app.command("cancel")
 def job_cancel(job_id: str, url: UrlOption = None, api_key: KeyOption = None) -> None:
-    """Cancel a queued or running job."""
+    """Cancel a queued or running job; print it once it has stopped (a running job stops at its next
+    step), or say it is still cancelling."""
     with GenmeshClient(url, api_key) as client:
+        service = job_service(client, job_id)
         try:
-            typer.echo(json.dumps(to_dict(job_service(client, job_id).cancel_job(job_id)), indent=2))
+            job = service.cancel_job(job_id)
+            if job_state(job) not in TERMINAL_STATES:
+                typer.echo(f"cancelling job {job_id}...", err=True)
+                try:
+                    for _ in service.watch(job_id, timeout=CANCEL_WAIT_SECONDS):  # ends with the job
+                        pass
+                except errors.DeadlineExceeded:
+                    typer.echo(f"job {job_id} is still cancelling; `genmesh job get {job_id}` shows it", err=True)
+                except errors.GenmeshError:
+                    pass  # the job's stream ends with its own status: CANCELLED (or a failure meanwhile)
+                job = service.get_job(job_id)
         except errors.GenmeshError as error:
             fail(error)
+    typer.echo(json.dumps(to_dict(job), indent=2))
 
 
 @job_app.command("watch")
@@ -231,7 +254,7 @@ def up(
     port: Annotated[int, typer.Option(help="Gateway port on 127.0.0.1.")] = 8080,
     services: Annotated[str, typer.Option(help="Comma-separated services to start (default: all implemented).")] = "",
     data_dir: Annotated[
-        Path | None, typer.Option(envvar="GENMESH_DATA_DIR", help="Where state lives (default ~/.local/share/genmesh).")
+        Path | None, typer.Option(envvar=DATA_DIR_ENV, help="Where state lives (default ~/.local/share/genmesh).")
     ] = None,
     replicas: Annotated[
         str,

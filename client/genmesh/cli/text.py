@@ -11,7 +11,7 @@ import typer
 
 from genmesh import errors
 from genmesh.cli.base import app
-from genmesh.cli.common import JsonFlag, KeyOption, Model, Seed, UrlOption, fail, to_dict
+from genmesh.cli.common import JsonFlag, KeyOption, Model, Seed, UrlOption, fail, interrupted, to_dict
 from genmesh.client import GenmeshClient
 
 
@@ -40,9 +40,9 @@ def print_stream(events: Any, as_json: bool) -> Any:
                 sys.stdout.flush()
             if kind == "result":
                 result = event.result
-    except KeyboardInterrupt:  # leaving the stream cancels the job (it is not detached)
-        typer.echo(f"\ncancelled job {job_id}" if job_id else "\ncancelled", err=True)
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt:
+        typer.echo("", err=True)  # end the streamed text's line
+        interrupted(job_id)
     if not as_json and result is not None:
         sys.stdout.write("\n")
         timings = result.timings

@@ -10,7 +10,17 @@ import typer
 
 from genmesh import errors
 from genmesh.cli.base import app
-from genmesh.cli.common import JsonFlag, KeyOption, Seed, UrlOption, fail, to_dict, usage_error
+from genmesh.cli.common import (
+    JsonFlag,
+    KeyOption,
+    Seed,
+    UrlOption,
+    fail,
+    interrupted,
+    progress_bar,
+    to_dict,
+    usage_error,
+)
 from genmesh.cli.video import format_eta
 from genmesh.client import GenmeshClient
 from genmesh.training.v1 import training_pb2
@@ -29,20 +39,104 @@ def synthetic_data(
     api_key: KeyOption = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Generate clean/degraded training pairs into training-data/."""
+    """Generate clean/degraded training pairs into training-data/, with a live progress bar.
+    Ctrl-C cancels the job (the pairs it wrote are deleted)."""
     with GenmeshClient(url, api_key) as client:
-        try:
-            result = client.training.generate_synthetic_data(
-                num_images=num_images, degradation_type=preset, width=width, height=height,
-                content_kinds=kind or (), dataset_name=dataset_name, seed=seed,
-            )  # fmt: skip
-        except errors.GenmeshError as error:
-            fail(error)
-    if as_json:
-        typer.echo(json.dumps(to_dict(result)))
-    else:
+        events = client.training.stream_synthetic_data(
+            num_images=num_images, degradation_type=preset, width=width, height=height,
+            content_kinds=kind or (), dataset_name=dataset_name, seed=seed,
+        )  # fmt: skip
+        result = follow_task(events, as_json)
+    if not as_json:
         typer.echo(f"{result.pair_count} pairs, dataset prefix {result.dataset_prefix}")
         typer.echo(f"manifest s3://{result.manifest.bucket}/{result.manifest.key}")
+
+
+def follow_task(events: Any, as_json: bool) -> Any:
+    """Follow a Training task's stream (synthetic data, restore): the job id at once, then a live bar
+    of its steps (pairs, tiles), or every event as JSON; return its result. Errors and Ctrl-C as
+    every command does them."""
+    result, job_id = None, ""
+    try:
+        with progress_bar(disable=as_json) as bar:
+            task = bar.add_task("queued", total=None)
+            for event in events:
+                kind = event.WhichOneof("event")
+                if not job_id:
+                    job_id = event.job_id
+                    if not as_json:
+                        typer.echo(f"job {job_id}", err=True)
+                if as_json:
+                    typer.echo(json.dumps(to_dict(event)))
+                if kind == "queued":
+                    bar.update(task, description=f"queued (position {event.queued.queue_position})")
+                elif kind == "started":
+                    bar.update(task, description="started")
+                elif kind == "progress_update":
+                    stage = training_pb2.Stage.Name(event.progress_update.stage)
+                    bar.update(task, description=stage.removeprefix("STAGE_").lower().replace("_", " "))
+                elif kind == "result":
+                    result = event.result
+                if event.progress.total_steps:
+                    bar.update(task, total=event.progress.total_steps, completed=event.progress.step)
+    except errors.GenmeshError as error:
+        fail(error)
+    except KeyboardInterrupt:
+        events.close()  # cancels the call; the server cancels a task whose client went away
+        interrupted(job_id)
+    if result is None:
+        typer.secho("error: the stream ended without a result", err=True, fg=typer.colors.RED)
+        raise typer.Exit(1)
+    return result
+
+
+RESTORE_FORMATS = {"png": "png", "webp": "webp", "jpg": "jpeg", "jpeg": "jpeg"}
+
+
+@app.command()
+def restore(
+    model: Annotated[str, typer.Argument(help="A registered model id (see `genmesh models`).")],
+    image: Annotated[str, typer.Argument(help="The image to restore: a file, or s3://BUCKET/KEY.")],
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="Where to write the restored image (.png, .webp, .jpg).")
+    ] = Path("restored.png"),
+    tile_size: Annotated[
+        int | None, typer.Option(help="Tile side, 0 (whole image) or 64..4096, multiple of 8 (default 512).")
+    ] = None,
+    tile_overlap: Annotated[int | None, typer.Option(help="Pixels tiles overlap, 0..tile_size/2 (default 32).")] = None,
+    quality: Annotated[int | None, typer.Option(help="WebP/JPEG quality 1..100 (default 90).")] = None,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Restore an image with a trained model, tile by tile, with a live progress bar. Ctrl-C cancels."""
+    fmt = RESTORE_FORMATS.get(output.suffix.lower().lstrip("."))
+    if fmt is None:
+        usage_error(f"--output must end in one of {', '.join('.' + name for name in RESTORE_FORMATS)} "
+                    f"(got {output.name!r})")  # fmt: skip
+    if not output.parent.is_dir():
+        usage_error(f"--output folder {output.parent} does not exist")
+    source: dict[str, Any]
+    if image.startswith("s3://"):
+        bucket, _, key = image.removeprefix("s3://").partition("/")
+        if not bucket or not key:
+            usage_error(f"IMAGE takes a file or s3://BUCKET/KEY (got {image!r})")
+        source = {"image_ref": (bucket, key)}
+    else:
+        try:
+            source = {"image": Path(image).read_bytes()}
+        except OSError as exc:
+            usage_error(f"IMAGE: cannot read {image}: {exc.strerror or exc}")
+    with GenmeshClient(url, api_key) as client:
+        events = client.training.stream_restore(
+            model, tile_size=tile_size, tile_overlap=tile_overlap, quality=quality, output_format=fmt,
+            return_inline=True, **source,
+        )  # fmt: skip
+        result = follow_task(events, as_json)
+    output.write_bytes(result.image.data)
+    if not as_json:
+        tiles = f"{result.tile_count} tiles of {result.tile_size}" if result.tile_size else "whole"
+        typer.echo(f"{output}  {result.width}x{result.height}  {tiles}  s3://{result.image.bucket}/{result.image.key}")
 
 
 EPOCH_HEADER = (
@@ -118,7 +212,8 @@ def train(
                     eta = f"  ETA {format_eta(progress.eta_seconds)}" if progress.eta_seconds > 0 else ""
                     stage = training_pb2.Stage.Name(update.stage).removeprefix("STAGE_").lower()
                     line = f"epoch {update.epoch}/{update.total_epochs} {stage}"
-                    line += f" step {update.step}/{update.steps_per_epoch}"
+                    if update.steps_per_epoch:  # unknown until the epoch's data is loaded
+                        line += f" step {update.step}/{update.steps_per_epoch}"
                     if update.loss:
                         line += f"  loss {update.loss:.4f}"
                     typer.echo(f"\r{line}{eta}\033[K", nl=False, err=True)  # one live line on stderr

@@ -17,8 +17,11 @@ from genmesh.cli.common import (
     Model,
     Seed,
     UrlOption,
+    counted,
     fail,
+    interrupted,
     lora_option,
+    progress_bar,
     to_dict,
     usage_error,
 )
@@ -82,10 +85,10 @@ def video_progress_text(event: video_pb2.GenerateVideoResponse) -> str:
     """What a progress event says, for the live display: "denoising step 5/25  ETA 0:42"..."""
     stage, progress = event.progress_update.stage, event.progress
     if stage == video_pb2.STAGE_DENOISING:
-        text = f"denoising step {progress.step}/{progress.total_steps}"
+        text = counted("denoising step", progress.step, progress.total_steps)
     elif stage == video_pb2.STAGE_DECODING:
         update = event.progress_update
-        text = f"decoding frames {update.frames_decoded}/{update.total_frames}"
+        text = counted("decoding frames", update.frames_decoded, update.total_frames)
     else:
         known = video_pb2.Stage.DESCRIPTOR.values_by_number.get(stage)
         name = known.name if known is not None else ""
@@ -152,7 +155,6 @@ def video(
     """Generate a short animation (text-, image- or video-to-video) with live progress.
     Ctrl-C cancels the job."""
     from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     # Everything that can be wrong with the command line is found before anything is sent.
     fmt = video_format(output)
@@ -197,21 +199,14 @@ def video(
     with GenmeshClient(url, api_key) as client:
         events = client.videos.stream_generate(prompt, **options)
         try:
-            with Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                TimeElapsedColumn(),
-                console=console,
-                transient=True,
-                disable=not live,
-            ) as bar:
+            with progress_bar(disable=not live, console=console, elapsed=True) as bar:
                 task = bar.add_task("connecting", total=None)
                 for event in events:
                     kind = event.WhichOneof("event")
                     if not job_id:
                         job_id = event.job_id
                         if not as_json:
-                            typer.echo(f"job {job_id}")
+                            typer.echo(f"job {job_id}", err=True)  # as every command: stdout is the result
                     if as_json:
                         typer.echo(json.dumps(to_dict(without_inline_data(event))))
                     if kind == "queued":
@@ -231,8 +226,7 @@ def video(
             fail(error)
         except KeyboardInterrupt:
             events.close()  # cancels the call; the server cancels a job whose client went away
-            typer.echo(f"cancelled job {job_id}" if job_id else "cancelled (before the job was queued)", err=True)
-            raise typer.Exit(130) from None
+            interrupted(job_id)
     if result is None:
         typer.secho("error: the stream ended without a result", err=True, fg=typer.colors.RED)
         raise typer.Exit(1)

@@ -89,7 +89,7 @@ def translate(error: grpc.RpcError, service: str | None = None) -> errors.Genmes
             "cannot reach the genmesh gateway (is `genmesh up` running, and --url / GENMESH_URL right?)"
         )
     if name == "UNAVAILABLE" and any(marker in lowered for marker in _GATEWAY_DOWN):
-        return errors.Unavailable(f"{who} is not available (down or restarting); retry shortly")
+        return errors.Unavailable(errors.service_down_message(service))
     if name == "UNKNOWN":
         return errors.Internal(details or "unknown error")
     return errors.from_code(name, details or name, error_field(error))

@@ -272,12 +272,14 @@ def watch_event(
     event: events.JobEvent,
     replayed: bool,
     result: training_pb2.TrainingResult | None,
+    happened: float | None = None,
 ) -> training_pb2.WatchTrainingJobResponse:
     """One WatchTrainingJob event: the shared envelope (of the queue's job when this process runs
-    it, else of the record), then the training payloads."""
+    it, else of the record), then the training payloads. ``happened`` is when a replayed event
+    happened (a live one happens now)."""
     fields = common.common_event_fields(job or _RecordJob(record.job_id, record.state), event)
     fields["replayed"] = replayed
-    fields["event_time"] = timestamp(time.time())
+    fields["event_time"] = timestamp(happened if happened is not None else time.time())
     match event:
         case events.ProgressEvent():
             fields["progress_update"] = training_progress(record)

@@ -156,7 +156,8 @@ class TrainingServicer(JobRpcs, training_pb2_grpc.TrainingServiceServicer):
             event = item.event if isinstance(item, Replayed) else item
             record = self.manager.get(job_id) if not replayed else record
             result = await self._result(record) if isinstance(event, Succeeded) else None
-            yield convert.watch_event(record, self.manager.queue_job(job_id), event, replayed, result)
+            when = item.time if isinstance(item, Replayed) else None
+            yield convert.watch_event(record, self.manager.queue_job(job_id), event, replayed, result, when)
 
     # -- reports and models --------------------------------------------------------------------
     async def GetTrainingReport(self, request, context) -> training_pb2.TrainingReport:

@@ -32,9 +32,10 @@ METHOD = "CreateTrainingJob"
 
 @dataclass(frozen=True)
 class Replayed:
-    """An event rebuilt from the persisted record (it happened before this process ran the job)."""
+    """An event that happened before the Watch call (from the record, or the queue's history)."""
 
     event: events.JobEvent
+    time: float | None = None  # when it happened (epoch seconds), where known
 
 
 class TrainingManager:
@@ -192,9 +193,10 @@ class TrainingManager:
                     f"training job {job_id} is {record.state} but not running on this server "
                     "(resume is off, or another replica has it); cancel it or resume it with resume_job_id"
                 )
-            yield Replayed(terminal)
+            yield Replayed(terminal, record.ended_at)
             return
-        replay = len(job.history)  # events() copies the history in the same loop step: these are replays
+        times = list(job.history_times)  # events() copies the history in the same loop step: these are replays
+        index = 0
         async for event in self.queue.events(job):
-            yield Replayed(event) if replay > 0 else event
-            replay -= 1
+            yield Replayed(event, times[index]) if index < len(times) else event
+            index += 1
