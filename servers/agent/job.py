@@ -55,6 +55,7 @@ class _Run:
     portrait: ObjectLocation | None = None
     portrait_stored: StoredObject | None = None
     video_stored: StoredObject | None = None
+    sheet_tokens: int = 0  # what the text stage's sheet took
     stages: list[StageDone] = field(default_factory=list)
     records: list[dict[str, Any]] = field(default_factory=list)
 
@@ -108,11 +109,15 @@ class CharacterJob:
             stage_started = time.monotonic()
             done = getattr(self, f"_{stage}")(context, run)
             seconds = time.monotonic() - stage_started
-            self.costs.observe(stage, work_units(request, stage), seconds)
+            if stage == "text":
+                self.costs.observe_text(request.text.max_tokens, run.sheet_tokens, seconds)
+            else:
+                self.costs.observe(stage, work_units(request, stage), seconds)
             done = StageDone(done.stage, done.sub_job_id, done.stored, seconds, done.sheet)
             run.stages.append(done)
             run.records[-1]["seconds"] = round(seconds, 3)
-            context.output(done, self.plan.step(stage, 1.0), self.plan.total)
+            later = self.costs.seconds_after(request, stage)
+            context.output(done, self.plan.step(stage, 1.0), self.plan.total, eta_seconds=later)
         if run.sheet is not None and run.sheet_stored is None:  # the caller's own sheet, stored with the rest
             run.sheet_stored = self._put_sheet(run)
         return self._result(context, run, time.monotonic() - started)
@@ -131,6 +136,7 @@ class CharacterJob:
         self._keep_alive(message)
         result, sub_job_id = self._sub_job(context, "text", "Chat", message)
         run.sheet = _parse_sheet(result)
+        run.sheet_tokens = result.usage.completion_tokens
         run.sheet_stored = self._put_sheet(run)
         run.records.append(
             {
@@ -209,11 +215,20 @@ class CharacterJob:
         """Run the stage's sub-job, streaming its start and progress; (result, sub-job id)."""
         plan = self.plan
         ids: list[str] = []
+        started = time.monotonic()
+        later = self.costs.seconds_after(self.request, stage)
+
+        def eta(fraction: float) -> float:
+            """This stage's pace over what is left of it, then the later stages' expected seconds."""
+            if fraction <= 0:
+                return self.costs.expected_seconds(stage, self.costs.units(self.request, stage)) + later
+            return (time.monotonic() - started) / fraction * (1 - fraction) + later
 
         def on_event(event: Any) -> None:
             if not ids:
                 ids.append(event.job_id)
-                context.output(StageStarted(stage, event.job_id, stage), plan.step(stage, 0.0), plan.total)
+                started_payload = StageStarted(stage, event.job_id, stage)
+                context.output(started_payload, plan.step(stage, 0.0), plan.total, eta_seconds=eta(0))
             if event.HasField("progress") and event.WhichOneof("event") not in ("result", "error", "cancelled"):
                 sub_stage = ""
                 if event.WhichOneof("event") == "progress_update":
@@ -221,7 +236,10 @@ class CharacterJob:
                     stages = update.DESCRIPTOR.fields_by_name["stage"].enum_type.values_by_number
                     sub_stage = stages[update.stage].name if update.stage in stages else ""
                 payload = StageProgress(stage, event.job_id, event.progress, sub_stage)
-                context.output(payload, plan.step(stage, event.progress.fraction), plan.total)
+                fraction = event.progress.fraction
+                if stage == "text":  # measured against max_tokens: a sheet takes only part of them
+                    fraction = self.costs.text_fraction(self.request, event.progress.step)
+                context.output(payload, plan.step(stage, fraction), plan.total, eta_seconds=eta(fraction))
 
         try:
             self.upstreams.require_serving(stage)

@@ -91,6 +91,7 @@ class JobContext:
         self._job = job
         self._publish = publish
         self._started = time.monotonic()
+        self._pace_from: tuple[float, int, int] | None = None  # (time, step, total) of the first work reported
 
     @property
     def cancelled(self) -> bool:
@@ -101,20 +102,40 @@ class JobContext:
         if self._job.cancel_requested.is_set():
             raise Cancelled(self._job._reason)
 
-    def make_progress(self, step: int, total_steps: int, preview: Preview | None = None) -> Progress:
-        elapsed = time.monotonic() - self._started
-        eta = elapsed / step * max(0, total_steps - step) if step > 0 else 0.0
+    def make_progress(
+        self, step: int, total_steps: int, preview: Preview | None = None, eta_seconds: float | None = None
+    ) -> Progress:
+        """The ETA extrapolates the pace since the first work was reported: what came before it (a
+        model load, the prompt, setting up) does not recur for every step left. A new total (another
+        phase) starts a new measure; until a second report, the pace since the start stands in."""
+        now = time.monotonic()
+        elapsed = now - self._started
+        eta = 0.0
+        if eta_seconds is not None:  # the use case knows better (a plan of unlike stages)
+            eta = max(0.0, eta_seconds)
+        elif step > 0:
+            since = self._pace_from
+            if since is None or since[2] != total_steps or step < since[1]:
+                since = self._pace_from = (now, step, total_steps)
+            pace = (now - since[0]) / (step - since[1]) if step > since[1] else elapsed / step
+            eta = pace * max(0, total_steps - step)
         return Progress(step, total_steps, elapsed, eta, preview)
 
     def progress(self, step: int, total_steps: int, preview: Preview | None = None) -> None:
         self._publish(self._job, ProgressEvent(self.make_progress(step, total_steps, preview)))
 
     def output(
-        self, payload: Payload, step: int | None = None, total_steps: int | None = None, preview: Preview | None = None
+        self,
+        payload: Payload,
+        step: int | None = None,
+        total_steps: int | None = None,
+        preview: Preview | None = None,
+        eta_seconds: float | None = None,
     ) -> None:
         """A piece of the result (or a stage change), with the progress it brings when known."""
         known = step is not None and total_steps is not None
-        self.publish_output(payload, self.make_progress(step, total_steps, preview) if known else None)
+        progress = self.make_progress(step, total_steps, preview, eta_seconds) if known else None
+        self.publish_output(payload, progress)
 
     def publish_output(self, payload: Payload, progress: Progress | None) -> None:
         """``output`` with its progress already measured (e.g. when the payload was made)."""

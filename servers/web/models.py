@@ -41,7 +41,7 @@ async def list_models(
 ) -> tuple[list[dict], dict[str, str]]:
     """(models, services that did not answer -> why). A name served by several services (a base model
     both Image and Video run) is one entry listing them all."""
-    names = list(upstreams.urls)
+    names = [name for name in upstreams.urls if name in _LIST_REQUESTS]  # not the agent nor training
     answers = await asyncio.gather(
         *(unary(name, upstreams.stub(name).ListModels, _LIST_REQUESTS[name](), metadata) for name in names),
         return_exceptions=True,

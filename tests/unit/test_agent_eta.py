@@ -9,6 +9,7 @@ import pytest
 from genmesh import errors
 from servers.agent.eta import (
     DEFAULT_RATES,
+    DEFAULT_TEXT_FILL,
     OVERHEAD_SECONDS,
     RATES_KEY,
     UNIT_SECONDS,
@@ -34,8 +35,13 @@ def test_work_units_follow_the_request() -> None:
 def test_weights_follow_expected_cost_and_the_plan_counts_earlier_stages_whole() -> None:
     request = CharacterRequest("x", steps=25)
     plan = CostModel().plan(request)
+    units = {
+        "text": 768 * DEFAULT_TEXT_FILL,
+        "image": work_units(request, "image"),
+        "video": work_units(request, "video"),
+    }
     expected = {
-        stage: round((OVERHEAD_SECONDS[stage] + DEFAULT_RATES[stage] * work_units(request, stage)) / UNIT_SECONDS)
+        stage: round((OVERHEAD_SECONDS[stage] + DEFAULT_RATES[stage] * units[stage]) / UNIT_SECONDS)
         for stage in ("text", "image", "video")
     }
     assert plan.weights == expected and list(plan.weights) == ["text", "image", "video"]
@@ -55,20 +61,42 @@ def test_a_plan_covers_only_the_stages_that_run() -> None:
     assert ProgressPlan({"text": 1}).total == 1
 
 
-def test_rates_are_learned_from_finished_stages() -> None:
+def test_costs_are_learned_from_finished_stages() -> None:
     model = CostModel()
-    before = model.expected_seconds("video", 100)
-    # A fast device: 100 units in overhead + 1 s, four times over; the estimate converges toward it.
-    for _ in range(4):
-        model.observe("video", 100, OVERHEAD_SECONDS["video"] + 1.0)
-    assert model.rate("video") == pytest.approx(DEFAULT_RATES["video"] / 16 + 0.01 * 15 / 16)
-    assert model.expected_seconds("video", 100) < before / 4
+    request = CharacterRequest("x", steps=25)
+    units = work_units(request, "video")
+    before = model.expected_seconds("video", units)
+    # The first real run replaces the guess: the same job is then expected to take what it took.
+    model.observe("video", units, 4.0)
+    assert model.expected_seconds("video", units) == pytest.approx(4.0)
+    assert model.overhead("video") / model.rate("video") == pytest.approx(
+        OVERHEAD_SECONDS["video"] / DEFAULT_RATES["video"]
+    )
+    # Later runs move it halfway; a bigger job is expected to take longer by its rate.
+    model.observe("video", units, 8.0)
+    assert model.expected_seconds("video", units) == pytest.approx(6.0)
+    assert model.expected_seconds("video", 2 * units) > model.expected_seconds("video", units)
     model.observe("video", 0, 10)  # nothing to learn from
     model.observe("text", 10, -1)
     assert model.rate("text") == DEFAULT_RATES["text"]
     # A shorter video stage now weighs less against the image stage than with the defaults.
-    request = CharacterRequest("x", steps=25)
+    assert model.expected_seconds("video", units) < before
     assert model.plan(request).weights["video"] < CostModel().plan(request).weights["video"]
+
+
+def test_the_text_stage_is_measured_against_what_a_sheet_takes() -> None:
+    """A sheet ends when its JSON closes, far below max_tokens: the stage's progress and weight
+    follow the share of max_tokens sheets took, learned from each finished one."""
+    model = CostModel()
+    request = CharacterRequest("x", text=TextOptions(max_tokens=1000))
+    assert model.units(request, "text") == pytest.approx(1000 * DEFAULT_TEXT_FILL)
+    assert model.text_fraction(request, 200) == pytest.approx(200 / (1000 * DEFAULT_TEXT_FILL))
+    assert model.text_fraction(request, 990) == 0.95  # its end is not known before it comes
+    model.observe_text(1000, 200, 4.0)  # a sheet of 200 tokens in 4 s
+    assert model.units(request, "text") == pytest.approx(200)
+    assert model.expected_seconds("text", model.units(request, "text")) == pytest.approx(4.0)
+    model.observe_text(1000, 100, 4.0)  # later sheets move the share halfway
+    assert model.units(request, "text") == pytest.approx(150)
 
 
 class _Store:
@@ -95,10 +123,20 @@ def test_learned_rates_survive_a_restart_through_the_store() -> None:
     first.load()  # nothing stored yet: the defaults
     assert first.rate("image") == DEFAULT_RATES["image"]
     first.observe("image", 10, OVERHEAD_SECONDS["image"] + 1.0)
-    assert json.loads(store.objects[OUTPUTS, RATES_KEY])["rates_seconds_per_unit"]["image"] == first.rate("image")
+    stored = json.loads(store.objects[OUTPUTS, RATES_KEY])
+    assert stored["rates_seconds_per_unit"]["image"] == first.rate("image")
+    assert stored["overhead_seconds"]["image"] == first.overhead("image") and stored["observed"] == ["image"]
     second = CostModel(store=store)  # type: ignore[arg-type]
     second.load()
     assert second.rate("image") == first.rate("image") != DEFAULT_RATES["image"]
+    assert second.overhead("image") == first.overhead("image")
+    second.observe("image", 10, 1.0)  # the store said image was learned: this run moves it halfway
+    assert second.expected_seconds("image", 10) == pytest.approx((first.expected_seconds("image", 10) + 1.0) / 2)
+    first.observe_text(1000, 100, OVERHEAD_SECONDS["text"] + 1.0)
+    third = CostModel(store=store)  # type: ignore[arg-type]
+    third.load()
+    request = CharacterRequest("x", text=TextOptions(max_tokens=1000))
+    assert third.units(request, "text") == first.units(request, "text") < 1000 * DEFAULT_TEXT_FILL
     assert second.rate("video") == DEFAULT_RATES["video"]
     # A store that fails costs only the memory; the job's observation still counts.
     store.failing = True

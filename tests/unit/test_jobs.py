@@ -176,3 +176,25 @@ async def test_calls_run_on_the_worker_thread_before_the_next_job() -> None:
     with pytest.raises(RuntimeError, match="load failed"):
         await asyncio.wrap_future(queue.call_on_worker(broken))
     await queue.drain(1)
+
+
+async def test_the_eta_follows_the_pace_since_the_first_work_not_the_start(monkeypatch) -> None:
+    """10 s of loading, then 1 s a step: after step 3 of 10 the ETA is 7 s, not (13/3) x 7."""
+    queue = make_queue()
+    job = queue.submit(lambda ctx: None, method="Work")
+    await collect(queue, job)
+    await queue.drain(5)
+    clock = [100.0]
+    monkeypatch.setattr("servers.runtime.queue.time.monotonic", lambda: clock[0])
+    context = JobContext(job, lambda job, event: None, "cpu")
+    clock[0] += 10 + 1  # the load, then the first step
+    first = context.make_progress(1, 10)
+    assert first.eta_seconds == pytest.approx(11 * 9)  # one report: the pace since the start stands in
+    clock[0] += 2
+    third = context.make_progress(3, 10)
+    assert third.eta_seconds == pytest.approx(7.0) and third.elapsed_seconds == pytest.approx(13.0)
+    clock[0] += 5  # a new phase with its own total measures afresh
+    assert context.make_progress(1, 4).eta_seconds == pytest.approx(18 * 3)
+    clock[0] += 1
+    assert context.make_progress(2, 4).eta_seconds == pytest.approx(2.0)
+    assert context.make_progress(0, 4).eta_seconds == 0.0
