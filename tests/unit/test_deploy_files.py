@@ -39,7 +39,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 import genmesh.services
 from servers.mesh.envoy import envoy_binary, load_api_keys
 from servers.mesh.processes import free_port
-from servers.runtime.settings import env_name
+from servers.runtime.settings import env_name, parse_settings
 from servers.web.settings import LISTED as WEB_LISTED
 from servers.web.settings import UPSTREAMS as WEB_UPSTREAMS
 from servers.web.settings import WebSettings
@@ -413,8 +413,8 @@ SCRAPE = {"prometheus.io/scrape": "true", "prometheus.io/port": str(METRICS), "p
 def test_kustomizations_build(yaml: Any, variant: str) -> None:
     objects = k8s_objects(yaml, variant)
     kinds = Counter(obj["kind"] for obj in objects)
-    # Every server is a StatefulSet (and MinIO); the gateway alone is a Deployment.
-    assert kinds["Namespace"] == 1 and kinds["StatefulSet"] == len(SERVICES) + 1 and kinds["Deployment"] == 1, kinds
+    # Every server is a StatefulSet (and MinIO); the gateway and the web front door are Deployments.
+    assert kinds["Namespace"] == 1 and kinds["StatefulSet"] == len(SERVICES) + 1 and kinds["Deployment"] == 2, kinds
     assert kinds["Secret"] == 0, "Secrets are created out of band, never from the kustomization"
     for obj in objects:
         if obj["kind"] != "Namespace":
@@ -460,7 +460,7 @@ def test_servers_are_statefulsets_with_a_peers_service(yaml: Any, variant: str) 
     resolving the ready-only Service <svc>."""
     objects = k8s_objects(yaml, variant)
     statefulsets, services = by_kind(objects, "StatefulSet"), by_kind(objects, "Service")
-    assert set(by_kind(objects, "Deployment")) == {"gateway"}
+    assert set(by_kind(objects, "Deployment")) == {"gateway", "web"}
     for name, port in SERVICES.items():
         workload = statefulsets[name]
         spec = workload["spec"]
@@ -508,6 +508,11 @@ def test_gateway_deployment_renders_with_servers_mesh_envoy(yaml: Any) -> None:
     for name, port in SERVICES.items():
         assert env[f"GENMESH_UPSTREAM_{name.upper()}"]["value"] == f"{name}:{port}"
         assert name in services
+    # The web front door and MinIO (media by presigned URL), by their Services.
+    assert env["GENMESH_UPSTREAM_WEB"]["value"] == f"web:{WEB_PORT}"
+    assert services["web"]["spec"]["ports"][0]["port"] == WEB_PORT
+    assert env["GENMESH_UPSTREAM_MEDIA"]["value"] == "minio:9000"
+    assert any(port["port"] == 9000 for port in services["minio"]["spec"]["ports"])
     envoy, keys_sync = pod["containers"]
     assert env_of(envoy)["GENMESH_ENVOY_CONFIG"]["value"] == out
     assert envoy["args"] == ["serve"]
@@ -541,6 +546,49 @@ def test_gateway_deployment_renders_with_servers_mesh_envoy(yaml: Any) -> None:
     assert by_kind(objects, "Service")["gateway"]["spec"]["ports"][0]["port"] == 8080
     # No second Envoy config: nothing in the manifests carries one.
     assert not any(obj["kind"] == "ConfigMap" and "static_resources" in str(obj.get("data")) for obj in objects)
+
+
+@pytest.mark.parametrize("variant", sorted(K8S_VARIANTS))
+def test_web_front_door_deployment(yaml: Any, variant: str) -> None:
+    """The front door in every variant: the gateway image (no GPU), hardened like the gateway, a
+    headless Service the gateway resolves, every server at its Service, readiness on /livez."""
+    objects = k8s_objects(yaml, variant)
+    deployment, service = by_kind(objects, "Deployment")["web"], by_kind(objects, "Service")["web"]
+    services = by_kind(objects, "Service")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == "genmesh-gateway:latest"
+    assert container["command"] == ["python3", "-m", "servers.web"]
+    assert container["ports"] == [{"name": "http", "containerPort": WEB_PORT}]
+    assert service["spec"]["clusterIP"] == "None", "the gateway balances and health-checks each pod"
+    assert service["spec"]["ports"] == [{"name": "http", "port": WEB_PORT, "targetPort": "http"}]
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+
+    env = {name: entry["value"] for name, entry in env_of(container).items()}
+    assert set(env) <= WEB_ENV, f"settings the front door does not read: {sorted(set(env) - WEB_ENV)}"
+    settings = parse_settings(WebSettings, [], env)  # exactly what the pod's process will parse
+    assert (settings.host, settings.port) == ("0.0.0.0", WEB_PORT)
+    assert settings.upstream_urls() == {name: f"{name}:{port}" for name, port in SERVICES.items()}
+    for name in SERVICES:
+        assert services[name]["spec"]["clusterIP"] == "None", name  # ready pods, round-robin over replicas
+    assert not any(SECRET_NAME.search(name) for name in env), "it holds no key and no S3 credential"
+    assert "envFrom" not in container
+
+    # Readiness on /livez: /health is 503 while a service is down, which would take the console away.
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/livez", "port": "http"}, probe
+    assert not any(key.endswith("/gpu") for key in container["resources"].get("limits", {}))
+    assert container["resources"]["limits"]["memory"] and container["resources"]["requests"]["cpu"]
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    hardening = container["securityContext"]
+    assert hardening["allowPrivilegeEscalation"] is False and hardening["readOnlyRootFilesystem"] is True
+    assert hardening["capabilities"] == {"drop": ["ALL"]}
+    assert any(mount["mountPath"] == "/tmp" for mount in container["volumeMounts"]), "multipart uploads spool to /tmp"
+    stop_wait = int(container["lifecycle"]["preStop"]["exec"]["command"][-1])
+    assert pod["terminationGracePeriodSeconds"] > stop_wait + 30, "uvicorn's graceful shutdown takes up to 30 s"
 
 
 # NetworkPolicy, evaluated offline: a peer is (namespace labels, pod labels); a connection is allowed
@@ -619,11 +667,15 @@ def test_network_policies_let_only_the_gateway_reach_the_servers(yaml: Any) -> N
                for port in container.get("ports", [])]
         for name, w in workloads.items()
     }  # fmt: skip
-    assert set(pods) == {*SERVICES, "gateway", "minio"}
+    assert set(pods) == {*SERVICES, "gateway", "minio", "web"}
     agent_calls = {"text", "image", "video"}
     expected = {("gateway", name, port) for name, port in SERVICES.items()}
     expected |= {("agent", name, SERVICES[name]) for name in agent_calls}
     expected |= {(name, "minio", 9000) for name in SERVICES}
+    # The web front door: from the gateway only; it calls every server (GET /v1/jobs lists all five).
+    expected |= {("gateway", "web", WEB_PORT)} | {("web", name, port) for name, port in SERVICES.items()}
+    # Media by presigned URL (no credentials): the gateway routes it, the front door streams videos.
+    expected |= {("gateway", "minio", 9000), ("web", "minio", 9000)}
     expected |= {(name, name, port) for name, port in SERVICES.items()}  # replicas forward to each other
     expected |= {("outside", "gateway", 8080)}
     expected |= {("monitoring", "gateway", 8080)} | {("monitoring", name, METRICS) for name in SERVICES}
@@ -738,6 +790,9 @@ def test_mtls_component_targets_the_statefulsets_and_names_the_peer_sans(yaml: A
     for san in ("*.<svc>-peers", "*.<svc>-peers.<namespace>.svc", "*.<svc>-peers.<namespace>.svc.cluster.local"):
         assert san in text, f"{rel(path)} must say server certificates need the SAN {san}"
     assert '"client auth"' in text, "a replica presents its own server certificate when it forwards a call"
+    # The web front door dials the servers in plaintext only: the component says so rather than
+    # mounting a certificate nothing reads (patched == the servers, above: not the web Deployment).
+    assert "servers.web dials the servers over plaintext gRPC" in text
 
 
 def test_kubernetes_objects_validate_against_the_schemas(yaml: Any) -> None:
