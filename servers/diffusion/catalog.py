@@ -13,8 +13,8 @@ from pathlib import Path
 
 from genmesh.errors import NotFound
 from servers.diffusion.builtin import TINY_MOTION_ADAPTER, TINY_SD15
+from servers.diffusion.detect import INPAINTING_CHANNELS
 from servers.diffusion.sources import (
-    INPAINTING_CHANNELS,
     SINGLE_FILE_SUFFIXES,
     ModelSource,
     SourceKind,

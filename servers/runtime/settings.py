@@ -187,6 +187,11 @@ class ServerSettings:
             return self.metrics_port
         return self.port + METRICS_PORT_OFFSET if self.port else 0
 
+    def default_models_dir(self, kind: str) -> Path:
+        """``<data_dir>/models/<kind>``: the one rule for where the Text ("text"), Image ("image") and
+        Video ("image", "motion") servers look for models and the models server puts pulled ones."""
+        return self.data_dir / "models" / kind
+
     def storage(self) -> StorageSettings:
         return StorageSettings(
             endpoint=self.s3_endpoint,
