@@ -1,0 +1,110 @@
+"""Model pull through the real gateway (issue #23): the CLI pulls the built-in GGUF from a loopback
+HTTP server by URL + sha256 and Text generates with it by name at once; REST pulls over SSE and a
+flipped byte is refused with both digests, leaving nothing listed; a key that is not admin gets
+PERMISSION_DENIED. Resume, stalls, HTML, pickles and cancel are covered against the same HTTP
+server in tests/unit/test_model_pull.py (no mesh needed)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from genmesh import errors
+from genmesh.client import GenmeshClient
+from servers.mesh.launcher import Mesh
+from servers.mesh.processes import wait_until
+from servers.text.models import BUILTIN_NAME
+from tests.support.model_server import FileServer
+
+pytestmark = pytest.mark.integration
+CLI = str(Path(sys.executable).parent / "genmesh")
+
+
+@pytest.fixture(scope="module")
+def origin(mesh: Mesh) -> Iterator[FileServer]:
+    """The built-in Gemma GGUF (the Text server assembled it at start) served as /tiny.gguf."""
+    gguf = (mesh.data_dir / "models" / "text" / f"{BUILTIN_NAME}.gguf").read_bytes()
+    served = FileServer(files={"/tiny.gguf": gguf}).start()
+    yield served
+    served.stop()
+
+
+@pytest.fixture(scope="module")
+def user_key(mesh: Mesh) -> str:
+    """An ordinary (not admin) key added to the session mesh's keys file."""
+    key = "gm_" + secrets.token_urlsafe(24)
+    with (mesh.data_dir / "api-keys").open("a", encoding="utf-8") as handle:
+        handle.write(f"pull-user={key}\n")
+    wait_until(
+        lambda: (
+            httpx.get(f"http://{mesh.url}/v1/text/models", headers={"x-api-key": key}, timeout=10).status_code == 200
+        ),
+        timeout=30,
+        what="the gateway to apply the new key",
+    )
+    return key
+
+
+def test_cli_pull_lands_in_text_and_generates_by_name(mesh, client, origin) -> None:
+    digest = hashlib.sha256(origin.files["/tiny.gguf"]).hexdigest()
+    env = {**os.environ, "GENMESH_URL": mesh.url, "GENMESH_API_KEY": mesh.api_key}
+    done = subprocess.run(
+        [CLI, "pull", origin.url(f"/tiny.gguf#sha256={digest}")], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    landed = mesh.data_dir / "models" / "text" / "tiny.gguf"
+    assert str(landed) in done.stdout and digest in done.stdout and "text model 'tiny'" in done.stdout
+    assert "tiny" in [model.name for model in client.text.list_models()]  # listed at once, no restart
+    reply = client.text.generate("Once upon a time", model="tiny", max_tokens=4, seed=1)
+    assert reply.text and reply.model == "tiny"
+    # Pulled again: the same file is there, nothing is fetched.
+    fetched = len(origin.log)
+    again = client.models.pull(origin.url(f"/tiny.gguf#sha256={digest}"))
+    assert again.already_present and len(origin.log) == fetched
+    removed = subprocess.run([CLI, "models", "rm", "tiny"], capture_output=True, text=True, timeout=60, env=env)
+    assert removed.returncode == 0 and str(landed) in removed.stdout, removed.stderr
+    assert "tiny" not in [model.name for model in client.text.list_models()]
+
+
+def test_rest_pull_streams_sse_and_a_flipped_byte_is_refused_with_both_digests(mesh, client, origin) -> None:
+    good = b"GGUF" + os.urandom(200_000)
+    flipped = bytearray(good)
+    flipped[100_000] ^= 0x01
+    origin.files["/flipped.gguf"] = bytes(flipped)
+    expected, got = hashlib.sha256(good).hexdigest(), hashlib.sha256(flipped).hexdigest()
+    body = {"ref": origin.url(f"/flipped.gguf#sha256={expected}")}
+    headers = {"x-api-key": mesh.api_key}
+    with httpx.stream("POST", f"http://{mesh.url}/v1/models:pull", json=body, headers=headers, timeout=120) as reply:
+        assert reply.headers["content-type"].startswith("text/event-stream")
+        events = [json.loads(line[6:]) for line in reply.iter_lines() if line.startswith("data: ")]
+    assert "queued" in events[0] and events[0]["job_id"].startswith("pul-")
+    phases = [event["pull_progress"]["phase"] for event in events if "pull_progress" in event]
+    assert phases[0] == "PULL_PHASE_RESOLVE" and "PULL_PHASE_VERIFY" in phases
+    error = events[-1]["error"]
+    assert error["code"] == "INVALID_ARGUMENT" and expected in error["message"] and got in error["message"]
+    assert "flipped" not in [model.name for model in client.text.list_models()]
+    job = client.models.get_job(events[0]["job_id"])  # a pull is a job like any other
+    assert job.status.error.code == "INVALID_ARGUMENT"
+
+
+def test_only_admin_keys_may_pull_delete_or_prune(mesh, origin, user_key) -> None:
+    with GenmeshClient(mesh.url, user_key) as user:
+        with pytest.raises(errors.PermissionDenied, match="admin"):
+            user.models.pull(origin.url("/tiny.gguf"), no_verify=True)
+        with pytest.raises(errors.PermissionDenied):
+            user.models.delete("anything")
+        with pytest.raises(errors.PermissionDenied):
+            user.models.prune()
+    refused = httpx.post(
+        f"http://{mesh.url}/v1/models:pull", json={"ref": origin.url("/tiny.gguf")}, headers={"x-api-key": user_key}
+    )
+    assert refused.status_code == 403 and "admin" in refused.json()["message"]
