@@ -20,14 +20,18 @@ class JobReporter:
     def __init__(self, context: JobContext) -> None:
         self.context = context
         self.started = time.monotonic()
+        self.last_tick: Tick | None = None  # verify and install show the bytes the download ended with
 
     def check_cancelled(self) -> None:
         self.context.check_cancelled()
 
     def report(self, phase: str, file_name: str, tick: Tick | None = None) -> None:
         progress = None
+        if tick is None and self.last_tick is not None:
+            tick = Tick(self.last_tick.bytes_done, self.last_tick.bytes_total, 0.0, 0.0, self.last_tick.retries)
+        self.last_tick = tick
         if tick is not None:
-            done, total = tick.bytes_done // MIB, max(1, -(-tick.bytes_total // MIB)) if tick.bytes_total else 0
+            done, total = -(-tick.bytes_done // MIB), -(-tick.bytes_total // MIB)  # MiB, rounded up alike
             progress = events.Progress(done, total, time.monotonic() - self.started, tick.eta_seconds)
         self.context.publish_output(convert.PullStatus(phase, file_name, tick), progress)
 

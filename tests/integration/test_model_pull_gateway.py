@@ -1,6 +1,6 @@
 """Model pull through the real gateway (issue #23): the CLI pulls the built-in GGUF from a loopback
-HTTP server by URL + sha256 and Text generates with it by name at once; REST pulls over SSE and a
-flipped byte is refused with both digests, leaving nothing listed; a key that is not admin gets
+HTTP server by URL + sha256 and `genmesh text --model tiny` uses it at once; the same through REST
+(SSE); a flipped byte is refused with both digests, leaving nothing listed; a key that is not admin gets
 PERMISSION_DENIED. Resume, stalls, HTML, pickles and cancel are covered against the same HTTP
 server in tests/unit/test_model_pull.py (no mesh needed)."""
 
@@ -64,8 +64,10 @@ def test_cli_pull_lands_in_text_and_generates_by_name(mesh, client, origin) -> N
     landed = mesh.data_dir / "models" / "text" / "tiny.gguf"
     assert str(landed) in done.stdout and digest in done.stdout and "text model 'tiny'" in done.stdout
     assert "tiny" in [model.name for model in client.text.list_models()]  # listed at once, no restart
-    reply = client.text.generate("Once upon a time", model="tiny", max_tokens=4, seed=1)
-    assert reply.text and reply.model == "tiny"
+    text = [CLI, "text", "Once upon a time", "--model", "tiny", "--max-tokens", "4", "--json"]
+    generated = subprocess.run(text, capture_output=True, text=True, timeout=120, env=env)
+    assert generated.returncode == 0, generated.stderr
+    assert json.loads(generated.stdout.splitlines()[-1])["result"]["model"] == "tiny"
     # Pulled again: the same file is there, nothing is fetched.
     fetched = len(origin.log)
     again = client.models.pull(origin.url(f"/tiny.gguf#sha256={digest}"))
@@ -75,17 +77,36 @@ def test_cli_pull_lands_in_text_and_generates_by_name(mesh, client, origin) -> N
     assert "tiny" not in [model.name for model in client.text.list_models()]
 
 
+def sse(mesh: Mesh, path: str, body: dict) -> list[dict]:
+    headers = {"x-api-key": mesh.api_key}
+    with httpx.stream("POST", f"http://{mesh.url}{path}", json=body, headers=headers, timeout=300) as reply:
+        assert reply.headers["content-type"].startswith("text/event-stream")
+        return [json.loads(line[6:]) for line in reply.iter_lines() if line.startswith("data: ")]
+
+
+def test_rest_pull_then_rest_generation_by_name(mesh, origin) -> None:
+    digest = hashlib.sha256(origin.files["/tiny.gguf"]).hexdigest()
+    events = sse(mesh, "/v1/models:pull", {"ref": origin.url(f"/tiny.gguf#sha256={digest}"), "name": "tiny-rest"})
+    ticks = [event["pull_progress"] for event in events if "pull_progress" in event]
+    ticks = [tick for tick in ticks if tick["phase"] == "PULL_PHASE_DOWNLOAD"]
+    assert ticks and ticks[-1]["bytes_done"] == ticks[-1]["bytes_total"] == str(len(origin.files["/tiny.gguf"]))
+    result = events[-1]["result"]
+    assert result["kind"] == "MODEL_KIND_TEXT" and result["path"].endswith("/models/text/tiny-rest.gguf")
+    generated = sse(mesh, "/v1/text:generate", {"prompt": "Hi", "model": "tiny-rest", "sampling": {"max_tokens": 2}})
+    assert generated[-1]["result"]["model"] == "tiny-rest"
+    deleted = httpx.post(
+        f"http://{mesh.url}/v1/models:delete", json={"name": "tiny-rest"}, headers={"x-api-key": mesh.api_key}
+    )
+    assert deleted.status_code == 200 and deleted.json()["kind"] == "MODEL_KIND_TEXT"
+
+
 def test_rest_pull_streams_sse_and_a_flipped_byte_is_refused_with_both_digests(mesh, client, origin) -> None:
     good = b"GGUF" + os.urandom(200_000)
     flipped = bytearray(good)
     flipped[100_000] ^= 0x01
     origin.files["/flipped.gguf"] = bytes(flipped)
     expected, got = hashlib.sha256(good).hexdigest(), hashlib.sha256(flipped).hexdigest()
-    body = {"ref": origin.url(f"/flipped.gguf#sha256={expected}")}
-    headers = {"x-api-key": mesh.api_key}
-    with httpx.stream("POST", f"http://{mesh.url}/v1/models:pull", json=body, headers=headers, timeout=120) as reply:
-        assert reply.headers["content-type"].startswith("text/event-stream")
-        events = [json.loads(line[6:]) for line in reply.iter_lines() if line.startswith("data: ")]
+    events = sse(mesh, "/v1/models:pull", {"ref": origin.url(f"/flipped.gguf#sha256={expected}")})
     assert "queued" in events[0] and events[0]["job_id"].startswith("pul-")
     phases = [event["pull_progress"]["phase"] for event in events if "pull_progress" in event]
     assert phases[0] == "PULL_PHASE_RESOLVE" and "PULL_PHASE_VERIFY" in phases
