@@ -10,17 +10,20 @@ sniffed as they arrive, so an HTML page or an unwanted pickle stops the download
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import json
 import re
 import shutil
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +32,7 @@ from servers.models.kinds import SNIFF_BYTES, Format, sniff
 from servers.models.refs import FIELD, Source
 
 CHUNK_BYTES = 1024 * 1024
+CANCEL_POLL_SECONDS = 0.2
 SPEED_WINDOW_SECONDS = 5.0
 FREE_SPACE_MARGIN_BYTES = 64 * 1024 * 1024  # never fill the disk to the last byte
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
@@ -168,6 +172,7 @@ class Download:
                 self._attempt(self._load_meta().get("validator", ""))
                 break
             except _Retry as exc:
+                self.check_cancelled()  # a cancel that cut the connection is not a failure to retry
                 failures = 0 if self.done > before else failures + 1  # progress resets the count
                 self.retries += 1
                 if failures > self.max_retries:
@@ -183,6 +188,31 @@ class Download:
             self.form = sniff(self.head, allow_pickle=self.allow_pickle, file_name=self.source.file_name)
         self._tick(force=True)
         return Staged(self.partial, self.meta, self.digest.hexdigest(), self.done, self.form, resumed, self.retries)
+
+    @contextmanager
+    def _cancel_watch(self, response: http.client.HTTPResponse) -> Iterator[None]:
+        """Cut the connection when the job is cancelled, so a read blocked on a stalled source ends
+        at once rather than after ``stall_seconds`` (the reading thread then sees the cancel)."""
+        done = threading.Event()
+
+        def watch() -> None:
+            while not done.wait(CANCEL_POLL_SECONDS):
+                try:
+                    self.check_cancelled()
+                except GenmeshError:
+                    # A duplicate of the connection's descriptor: shutting it down ends the blocked read.
+                    with contextlib.suppress(OSError), socket.fromfd(response.fileno(), socket.AF_INET,
+                                                                     socket.SOCK_STREAM) as connection:  # fmt: skip
+                        connection.shutdown(socket.SHUT_RDWR)
+                    return
+
+        watcher = threading.Thread(target=watch, name="pull-cancel-watch", daemon=True)
+        watcher.start()
+        try:
+            yield
+        finally:
+            done.set()
+            watcher.join()
 
     def _wait(self, seconds: float) -> None:
         end = time.monotonic() + seconds
@@ -209,7 +239,7 @@ class Download:
             raise
         except (OSError, http.client.HTTPException) as exc:
             raise _Retry(f"cannot connect: {exc}") from None
-        with response:
+        with response, self._cancel_watch(response):
             if response.status == 206:
                 match = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", ""))
                 if not match or int(match[1]) != self.done:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -41,15 +43,19 @@ def sha(data: bytes) -> str:
 
 
 class Reporter:
-    """Records phases; cancels after ``cancel_after`` cancellation checks in the download phase."""
+    """Records phases; cancels after ``cancel_after`` cancellation checks in the download phase, or
+    once ``cancel`` is set."""
 
-    def __init__(self, cancel_after: int | None = None) -> None:
+    def __init__(self, cancel_after: int | None = None, cancel: threading.Event | None = None) -> None:
         self.phases: list[str] = []
         self.ticks = []
         self.cancel_after = cancel_after
+        self.cancel = cancel
         self.checks = 0
 
     def check_cancelled(self) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            raise Cancelled("cancel requested")
         if self.cancel_after is not None and self.phases[-1:] == ["download"]:
             self.checks += 1
             if self.checks > self.cancel_after:
@@ -176,6 +182,20 @@ def test_a_cancel_installs_nothing_and_a_restarted_server_resumes_the_partial(se
     pulled = puller(folders, server).pull(PullRequest(ref), Reporter())  # a new process: only the disk remains
     assert pulled.resumed_bytes == kept and server.ranged()[0].range == f"bytes={kept}-"
     assert listed(folders) == ["tiny.gguf"]
+
+
+def test_a_cancel_ends_a_stalled_download_at_once(server, folders) -> None:
+    """A cancel does not wait for the stall timeout: the connection is cut."""
+    server.stall_after["/tiny.gguf"] = 500_000
+    cancel = threading.Event()
+    reporter = Reporter(cancel=cancel)
+    pulls = puller(folders, server, stall_seconds=60)
+    timer = threading.Timer(0.5, cancel.set)
+    timer.start()
+    started = time.monotonic()
+    with pytest.raises(Cancelled):
+        pulls.pull(PullRequest(server.url(f"/tiny.gguf#sha256={sha(GGUF)}")), reporter)
+    assert time.monotonic() - started < 5 and listed(folders) == []
 
 
 def test_a_changed_source_file_starts_over(server, folders) -> None:
