@@ -6,6 +6,7 @@ server in tests/unit/test_model_pull.py (no mesh needed)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -20,10 +21,11 @@ import pytest
 
 from genmesh import errors
 from genmesh.client import GenmeshClient
+from genmesh.models.v1 import models_pb2
 from servers.mesh.launcher import Mesh
 from servers.mesh.processes import wait_until
 from servers.text.models import BUILTIN_NAME
-from tests.support.model_server import FileServer
+from tests.support.model_server import MOTION_KEYS, SD15_KEYS, FileServer, checkpoint_bytes
 
 pytestmark = pytest.mark.integration
 CLI = str(Path(sys.executable).parent / "genmesh")
@@ -115,6 +117,27 @@ def test_rest_pull_streams_sse_and_a_flipped_byte_is_refused_with_both_digests(m
     assert "flipped" not in [model.name for model in client.text.list_models()]
     job = client.models.get_job(events[0]["job_id"])  # a pull is a job like any other
     assert job.status.error.code == "INVALID_ARGUMENT"
+
+
+def test_checkpoints_land_by_kind_and_are_listed_at_once(client, origin) -> None:
+    """An SD1.5 checkpoint lands where Image and Video read models, a motion module where Video reads
+    adapters (header-only tiny files: generating needs full-size weights, as the bundled configs are)."""
+    files = {"pulled-sd15": SD15_KEYS, "pulled-motion": MOTION_KEYS}
+    for name, shapes in files.items():
+        origin.files[f"/{name}.safetensors"] = checkpoint_bytes(shapes)
+    try:
+        sd15 = client.models.pull(origin.url("/pulled-sd15.safetensors"), no_verify=True)
+        motion = client.models.pull(origin.url("/pulled-motion.safetensors"), no_verify=True)
+        assert (sd15.kind, sd15.family) == (models_pb2.MODEL_KIND_IMAGE, "sd15")
+        assert motion.kind == models_pb2.MODEL_KIND_MOTION
+        assert not sd15.verified and "pulled-sd15" in [model.name for model in client.images.list_models()]
+        videos = {model.name: model.labels["kind"] for model in client.videos.list_models()}
+        assert videos["pulled-sd15"] != "motion_adapter" and videos["pulled-motion"] == "motion_adapter"
+    finally:
+        for name in files:  # the shared mesh's default image model is its first user one: leave none
+            with contextlib.suppress(errors.NotFound):
+                client.models.delete(name)
+    assert "pulled-sd15" not in [model.name for model in client.images.list_models()]
 
 
 def test_only_admin_keys_may_pull_delete_or_prune(mesh, origin, user_key) -> None:

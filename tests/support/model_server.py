@@ -18,7 +18,26 @@ import urllib.parse
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import numpy as np
+from safetensors.numpy import save
+
+from servers.diffusion.detect import PE_KEY, V2_KEY
+
 _RANGE = re.compile(r"bytes=(\d+)-")
+
+# Tensor names and shapes that the loaders' detection (servers/diffusion/detect.py) reads as an SD1.5
+# checkpoint and as a v2 motion module; zeros, a few hundred bytes (no loader could run them).
+SD15_KEYS = {
+    "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight": (8, 4),
+    "model.diffusion_model.input_blocks.0.0.weight": (4, 4, 1, 1),
+    "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight": (4, 768),
+}
+MOTION_KEYS = {PE_KEY: (1, 32, 4), V2_KEY: (4,)}
+
+
+def checkpoint_bytes(shapes: dict[str, tuple[int, ...]]) -> bytes:
+    """A real .safetensors file of zeros with these tensors."""
+    return save({key: np.zeros(shape, dtype=np.float16) for key, shape in shapes.items()})
 
 
 @dataclass

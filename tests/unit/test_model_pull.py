@@ -9,33 +9,13 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-from safetensors.numpy import save_file
 
 from genmesh.errors import Cancelled, FailedPrecondition, InvalidArgument, NotFound
-from servers.diffusion.detect import PE_KEY, V2_KEY
 from servers.models.engine import Folders, ModelPuller, PullRequest
 from servers.models.kinds import Format, Kind, sniff
 from servers.models.refs import AllowedHosts, Resolver, parse_reference
-from tests.support.model_server import FileServer
-
-SD15_KEYS = {
-    "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight": (8, 4),
-    "model.diffusion_model.input_blocks.0.0.weight": (4, 4, 1, 1),
-    "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight": (4, 768),
-}
-MOTION_KEYS = {PE_KEY: (1, 32, 4), V2_KEY: (4,)}
-
-
-def tensors(shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
-    return {key: np.zeros(shape, dtype=np.float16) for key, shape in shapes.items()}
-
-
-def safetensors_bytes(tmp_path: Path, shapes: dict[str, tuple[int, ...]]) -> bytes:
-    path = tmp_path / "made.safetensors"
-    save_file(tensors(shapes), str(path))
-    return path.read_bytes()
+from tests.support.model_server import MOTION_KEYS, SD15_KEYS, FileServer, checkpoint_bytes
 
 
 def sha(data: bytes) -> str:
@@ -120,9 +100,9 @@ def test_allowed_hosts_take_subdomains_and_schemes() -> None:
 
 
 # -- detection ---------------------------------------------------------------------------------
-def test_sniff_tells_formats_and_refuses_html_and_pickles(tmp_path: Path) -> None:
+def test_sniff_tells_formats_and_refuses_html_and_pickles() -> None:
     assert sniff(GGUF[:16], allow_pickle=False, file_name="f") is Format.GGUF
-    assert sniff(safetensors_bytes(tmp_path, SD15_KEYS)[:16], allow_pickle=False, file_name="f") is Format.SAFETENSORS
+    assert sniff(checkpoint_bytes(SD15_KEYS)[:16], allow_pickle=False, file_name="f") is Format.SAFETENSORS
     assert sniff(b"PK\x03\x04" + bytes(12), allow_pickle=True, file_name="f") is Format.PICKLE
     with pytest.raises(InvalidArgument, match=r"pickled checkpoint.*allow_pickle"):
         sniff(b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19", allow_pickle=False, file_name="f")
@@ -131,8 +111,8 @@ def test_sniff_tells_formats_and_refuses_html_and_pickles(tmp_path: Path) -> Non
 
 
 # -- pulls against the real HTTP server -----------------------------------------------------------
-def test_clean_pulls_land_by_kind_and_keep_readable_names(tmp_path, server, folders) -> None:
-    sd15, motion = safetensors_bytes(tmp_path, SD15_KEYS), safetensors_bytes(tmp_path, MOTION_KEYS)
+def test_clean_pulls_land_by_kind_and_keep_readable_names(server, folders) -> None:
+    sd15, motion = checkpoint_bytes(SD15_KEYS), checkpoint_bytes(MOTION_KEYS)
     server.files.update({"/dreamy.safetensors": sd15, "/mm_sd_v15_v2.safetensors": motion})
     pulls = puller(folders, server)
     text = pulls.pull(PullRequest(server.url(f"/tiny.gguf#sha256={sha(GGUF)}")), reporter := Reporter())
@@ -238,11 +218,11 @@ def test_html_pages_pickles_unknown_digests_and_other_hosts_are_refused(server, 
     assert (allowed.kind, allowed.path.name) == (Kind.MOTION, "mm.ckpt")
 
 
-def test_hub_references_take_the_hubs_digests(server, folders, tmp_path, monkeypatch) -> None:
+def test_hub_references_take_the_hubs_digests(server, folders, monkeypatch) -> None:
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # tests run offline otherwise
-    sd15 = safetensors_bytes(tmp_path, SD15_KEYS)
+    sd15 = checkpoint_bytes(SD15_KEYS)
     server.hf_repos["org/tiny"] = {"unet/tiny-sd.safetensors": sd15}
     server.files["/files/dl/42"] = GGUF
     server.civitai_versions[42] = {
