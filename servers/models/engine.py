@@ -95,6 +95,14 @@ def check_name(name: str, field: str = "name") -> str:
     return name
 
 
+def readable_name(file_name: str) -> str:
+    """A source's file name as a model name: its stem, with what a name may not hold turned into "_"
+    ("Juggernaut XL v9.safetensors" -> "Juggernaut_XL_v9")."""
+    stem = file_name.rsplit(".", 1)[0] if "." in file_name.lstrip(".") else file_name
+    name = re.sub(r"[^A-Za-z0-9._+-]+", "_", stem).lstrip("._-")[:128]
+    return check_name(name or "model", "ref")
+
+
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -124,7 +132,7 @@ class ModelPuller:
         ref = self.check(request)
         reporter.report(Phase.RESOLVE, "")
         source = self.resolver.resolve(ref)
-        name = check_name(request.name or source.file_name.rsplit(".", 1)[0], "ref" if not request.name else "name")
+        name = request.name or readable_name(source.file_name)
         if source.sha256 is None and not request.no_verify:
             raise refuse(
                 f"no sha256 is known for {source.file_name} (the source gives none and the reference names none): "

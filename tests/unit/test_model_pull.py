@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from genmesh.errors import Cancelled, FailedPrecondition, InvalidArgument, NotFound
-from servers.models.engine import Folders, ModelPuller, PullRequest
+from servers.models.engine import Folders, ModelPuller, PullRequest, readable_name
 from servers.models.kinds import Format, Kind, sniff
 from servers.models.refs import AllowedHosts, Resolver, parse_reference
 from tests.support.model_server import MOTION_KEYS, SD15_KEYS, FileServer, checkpoint_bytes
@@ -87,6 +87,12 @@ def test_references_parse_and_bad_ones_name_the_field() -> None:
         with pytest.raises(InvalidArgument) as refused:
             parse_reference(bad)
         assert refused.value.field == "ref" and refused.value.message.startswith("ref: ")
+
+
+def test_source_file_names_become_readable_model_names() -> None:
+    assert readable_name("Juggernaut XL v9.safetensors") == "Juggernaut_XL_v9"
+    assert readable_name("qwen2.5-0.5b-instruct-q4_k_m.gguf") == "qwen2.5-0.5b-instruct-q4_k_m"
+    assert readable_name(".hidden.gguf") == "hidden" and readable_name("???.gguf") == "model"
 
 
 def test_allowed_hosts_take_subdomains_and_schemes() -> None:
