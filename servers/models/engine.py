@@ -25,6 +25,7 @@ from servers.models.download import CHUNK_BYTES, Download, Staged, Tick, staging
 from servers.models.kinds import SUFFIXES, Kind, detect
 from servers.models.refs import FIELD, Reference, Resolver, Source, opener, parse_reference, refuse
 from servers.text.models import BUILTIN_NAME as BUILTIN_TEXT_MODEL
+from storage.pulled import PulledModels, StoredModel
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
 MODEL_SUFFIXES = (".gguf", ".safetensors", ".ckpt")
@@ -113,9 +114,16 @@ def file_sha256(path: Path) -> str:
 
 class ModelPuller:
     def __init__(
-        self, folders: Folders, resolver: Resolver, *, stall_seconds: float = 30.0, max_retries: int = 5
+        self,
+        folders: Folders,
+        resolver: Resolver,
+        *,
+        stall_seconds: float = 30.0,
+        max_retries: int = 5,
+        published: PulledModels | None = None,
     ) -> None:
         self.folders = folders
+        self.published = published  # clusters: pulled files also go to the models bucket
         self.resolver = resolver
         self.stall_seconds = stall_seconds
         self.max_retries = max_retries
@@ -190,6 +198,9 @@ class ModelPuller:
             download.discard()
             raise
         download.meta.unlink(missing_ok=True)
+        if self.published is not None:
+            stored = StoredModel(name, detected.kind.value, target.name, staged.sha256, staged.size)
+            self.published.publish(stored, target)
         return Pulled(
             name, detected.kind, detected.family, target, staged.sha256, staged.size, source.sha256 is not None,
             source.digest_source, source.url, already, staged.resumed_bytes,
@@ -252,6 +263,8 @@ class ModelPuller:
                 field="name",
             )
         found_kind, path = found[0]
+        if self.published is not None:
+            self.published.remove(found_kind.value, name)
         if path.is_dir():
             size = sum(item.stat().st_size for item in path.rglob("*") if item.is_file())
             shutil.rmtree(path)

@@ -9,6 +9,7 @@ from servers.models.engine import ModelPuller
 from servers.models.servicer import ModelsServicer
 from servers.models.settings import ModelsSettings
 from servers.runtime.service import QueuedService
+from storage.pulled import PulledModels
 
 
 class ModelsService(QueuedService):
@@ -17,7 +18,7 @@ class ModelsService(QueuedService):
         super().__init__("models", settings, devices=[f"pull-{index}" for index in range(settings.parallel_pulls)])
         self.puller = ModelPuller(
             settings.folders(), settings.resolver(), stall_seconds=settings.pull_stall_seconds,
-            max_retries=settings.pull_retries,
+            max_retries=settings.pull_retries, published=PulledModels(self.store) if settings.pull_to_store else None,
         )  # fmt: skip
 
     def register(self, server: grpc.aio.Server) -> None:

@@ -35,6 +35,11 @@ class ModelsSettings(ServerSettings):
     )
     pull_stall_seconds: float = setting(30.0, "a download that receives no byte for this long is retried")
     pull_retries: int = setting(5, "failed connections in a row (dropped, stalled, 5xx) before a pull gives up")
+    pull_to_store: bool = setting(
+        False,
+        "also publish each pulled file to the object store's models bucket (clusters: each Text/Image/Video "
+        "replica with --models-from-store fetches it from there on first use)",
+    )
     parallel_pulls: int = setting(2, "pulls that run at once; more wait in the queue")
     civitai_url: str = setting("https://civitai.com", "base URL of civitai's API (civitai: references)")
     civitai_token: str = setting("", "civitai API token, for models that need a login", env="CIVITAI_TOKEN",

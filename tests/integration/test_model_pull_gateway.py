@@ -13,7 +13,7 @@ import os
 import secrets
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -22,9 +22,10 @@ import pytest
 from genmesh import errors
 from genmesh.client import GenmeshClient
 from genmesh.models.v1 import models_pb2
-from servers.mesh.launcher import Mesh
-from servers.mesh.processes import wait_until
+from servers.mesh.launcher import Mesh, health_status
+from servers.mesh.processes import ManagedProcess, free_port, wait_until
 from servers.text.models import BUILTIN_NAME
+from storage.object_store import ObjectStore
 from tests.support.model_server import MOTION_KEYS, SD15_KEYS, FileServer, checkpoint_bytes
 
 pytestmark = pytest.mark.integration
@@ -138,6 +139,58 @@ def test_checkpoints_land_by_kind_and_are_listed_at_once(client, origin) -> None
             with contextlib.suppress(errors.NotFound):
                 client.models.delete(name)
     assert "pulled-sd15" not in [model.name for model in client.images.list_models()]
+
+
+@pytest.fixture
+def cluster_node(mesh: Mesh, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., int]]:
+    """Starts servers as on their own machines: a data folder each, sharing only the mesh's object store."""
+    started: list[ManagedProcess] = []
+
+    def start(service: str, *flags: str) -> int:
+        data_dir = tmp_path_factory.mktemp(f"{service}-node")
+        if service == "text":  # its built-in model, without assembling a copy
+            builtin = mesh.data_dir / "models" / "text" / f"{BUILTIN_NAME}.gguf"
+            (data_dir / "models" / "text").mkdir(parents=True)
+            (data_dir / "models" / "text" / builtin.name).symlink_to(builtin)
+        port = free_port()
+        argv = [sys.executable, "-m", "servers", service, f"--port={port}", "--threads=1", *flags]
+        env = {**mesh.service_env(), "GENMESH_DATA_DIR": str(data_dir)}
+        process = ManagedProcess(f"{service}-node", argv, log_path=data_dir / f"{service}.log", env=env).start()
+        started.append(process)
+        wait_until(lambda: health_status(port) == 1, timeout=180, what=f"the {service} node", process=process)
+        return port
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+def test_a_server_with_its_own_disk_fetches_a_pulled_model_from_the_store(mesh, origin, cluster_node) -> None:
+    """Clusters: a models server with --pull-to-store also publishes to the models bucket; a Text server
+    whose disk is its own (--models-from-store) lists the model as in the store and fetches it on first use."""
+    digest = hashlib.sha256(origin.files["/tiny.gguf"]).hexdigest()
+    models_port = cluster_node("models", "--pull-allowed-hosts=http://127.0.0.1", "--pull-to-store")
+    text_port = cluster_node("text", "--models-from-store", "--context-length=2048")
+    # A server's own port: no gateway, no key checked (the caller is the operator).
+    with (
+        GenmeshClient(f"127.0.0.1:{models_port}", "unused") as models,
+        GenmeshClient(f"127.0.0.1:{text_port}", "unused") as text,
+    ):
+        models.models.pull(origin.url(f"/tiny.gguf#sha256={digest}"), name="tiny-cluster")
+        assert object_keys(mesh, f"pulled/blobs/{digest}")
+        listed = {model.name: model for model in text.text.list_models()}
+        assert listed["tiny-cluster"].labels["location"] == "store"
+        assert listed["tiny-cluster"].source == f"store:sha256:{digest}"
+        assert text.text.generate("Hi", model="tiny-cluster", max_tokens=2).model == "tiny-cluster"
+        listed = {model.name: model for model in text.text.list_models()}
+        assert listed["tiny-cluster"].labels["location"] == "local"
+        models.models.delete("tiny-cluster")  # from the store too
+    assert not object_keys(mesh, "pulled/")
+
+
+def object_keys(mesh: Mesh, prefix: str) -> list[str]:
+    assert mesh.s3 is not None
+    return [entry.key for entry in ObjectStore(mesh.s3.settings()).list("models", prefix)]
 
 
 def test_only_admin_keys_may_pull_delete_or_prune(mesh, origin, user_key) -> None:
