@@ -30,6 +30,7 @@ class StoredModel:
     file_name: str  # the installed file's name, e.g. "tiny.gguf"
     sha256: str
     size_bytes: int
+    family: str = ""  # "sd15"/"sdxl" for image models, "v1".."v3" for motion modules (read at pull time)
 
     @property
     def blob_key(self) -> str:

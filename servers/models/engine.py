@@ -199,7 +199,7 @@ class ModelPuller:
             raise
         download.meta.unlink(missing_ok=True)
         if self.published is not None:
-            stored = StoredModel(name, detected.kind.value, target.name, staged.sha256, staged.size)
+            stored = StoredModel(name, detected.kind.value, target.name, staged.sha256, staged.size, detected.family)
             self.published.publish(stored, target)
         return Pulled(
             name, detected.kind, detected.family, target, staged.sha256, staged.size, source.sha256 is not None,

@@ -20,7 +20,8 @@ from typing import Any, TypeVar
 from servers.runtime.job_ids import JobIds
 from servers.runtime.peers import Peers
 from servers.runtime.tls import TlsFiles
-from storage.object_store import StorageSettings
+from storage.object_store import ObjectStore, StorageSettings
+from storage.pulled import PulledModels
 
 T = TypeVar("T")
 METRICS_PORT_OFFSET = 1000  # a server's default metrics port: its gRPC port + this
@@ -136,6 +137,12 @@ class ServerSettings:
         "a certificate (the kubelet's); empty: none",
     )
 
+    models_from_store: bool = setting(
+        False,
+        "Text, Image, Video: also list the models pulled into the object store's models bucket and fetch one into "
+        "the models folder on first use (clusters, where the models server's disk is not this server's)",
+    )
+
     # Replicas (servers/runtime/forwarding.py): job ids name their replica; calls about another
     # replica's job are forwarded there.
     replica: int = setting(
@@ -191,6 +198,10 @@ class ServerSettings:
         """``<data_dir>/models/<kind>``: the one rule for where the Text ("text"), Image ("image") and
         Video ("image", "motion") servers look for models and the models server puts pulled ones."""
         return self.data_dir / "models" / kind
+
+    def pulled_models(self) -> PulledModels | None:
+        """The pulled models in the object store, when ``models_from_store`` is set."""
+        return PulledModels(ObjectStore(self.storage())) if self.models_from_store else None
 
     def storage(self) -> StorageSettings:
         return StorageSettings(

@@ -13,14 +13,14 @@ from servers.text.engine import TextEngine
 from servers.text.models import ModelCatalog
 from servers.text.servicer import TextServicer
 from servers.text.settings import TextSettings
-from storage.pulled import PulledModels
 
 
 class TextService(QueuedService):
     def __init__(self, settings: TextSettings) -> None:
         super().__init__("text", settings, devices=["llama"])
-        pulled = PulledModels(self.store) if settings.models_from_store else None
-        catalog = ModelCatalog(settings.resolved_models_dir(), settings.model_path, settings.model, pulled)
+        catalog = ModelCatalog(
+            settings.resolved_models_dir(), settings.model_path, settings.model, settings.pulled_models()
+        )
         self.engine = TextEngine(
             catalog, n_ctx=settings.context_length, n_threads=settings.threads, n_gpu_layers=settings.gpu_layers,
             on_load=metrics.model_loaded,

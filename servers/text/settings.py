@@ -18,11 +18,6 @@ class TextSettings(ServerSettings):
     model: str = setting("", "default model name (empty: the built-in Gemma 3 270M)", env="GENMESH_TEXT_MODEL")
     model_path: Path | None = setting(None, "a GGUF file to serve (becomes the default)", env="GENMESH_TEXT_MODEL_PATH")
     models_dir: Path | None = setting(None, "folder of *.gguf files (default: <data_dir>/models/text)")
-    models_from_store: bool = setting(
-        False,
-        "also list the models pulled into the object store's models bucket and fetch one into the models folder "
-        "on first use (clusters, where the models server's disk is not this server's)",
-    )
     context_length: int = setting(4096, "context window in tokens", env="GENMESH_TEXT_CONTEXT_LENGTH")
     gpu_layers: int = setting(0, "layers to offload to the GPU (-1: all) on a GPU build of llama.cpp")
     stream_frame_ms: float = setting(

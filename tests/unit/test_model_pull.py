@@ -262,3 +262,45 @@ def test_delete_and_prune(server, folders) -> None:
         pulls.pull(PullRequest(server.url(f"/tiny.gguf#sha256={sha(GGUF)}")), Reporter(cancel_after=2))
     removed, freed = pulls.prune()
     assert removed == 1 and freed > 0 and list(folders.staging.iterdir()) == []
+
+
+class StoreStandIn:
+    """In place of ``storage.pulled.PulledModels`` (the real one runs against S3 in the integration test)."""
+
+    def __init__(self, stored: dict[str, list], data: dict[str, bytes]) -> None:
+        self.stored, self.data, self.fetched = stored, data, []
+
+    def entries(self, kind: str) -> list:
+        return self.stored.get(kind, [])
+
+    def fetch(self, model, folder: Path) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / model.file_name).write_bytes(self.data[model.sha256])
+        self.fetched.append(model.name)
+        return folder / model.file_name
+
+
+def test_catalogs_list_stored_models_and_fetch_them_on_first_use(tmp_path) -> None:
+    from servers.diffusion.catalog import MOTION_ADAPTERS
+    from servers.diffusion.catalog import ModelCatalog as DiffusionCatalog
+    from servers.text.models import ModelCatalog as TextCatalog
+    from storage.pulled import StoredModel
+
+    sd15, motion = checkpoint_bytes(SD15_KEYS), checkpoint_bytes(MOTION_KEYS)
+    stored = {
+        "text": [StoredModel("tiny", "text", "tiny.gguf", sha(GGUF), len(GGUF))],
+        "image": [StoredModel("dreamy", "image", "dreamy.safetensors", sha(sd15), len(sd15), "sd15")],
+        "motion": [StoredModel("mm", "motion", "mm.safetensors", sha(motion), len(motion), "v2")],
+    }
+    store = StoreStandIn(stored, {sha(GGUF): GGUF, sha(sd15): sd15, sha(motion): motion})
+    text = TextCatalog(tmp_path / "text", pulled=store)
+    spec = text.resolve("tiny")
+    assert (spec.location, spec.source, spec.size_bytes) == ("store", f"store:sha256:{sha(GGUF)}", len(GGUF))
+    assert text.ensure_file(spec).read_bytes() == GGUF and text.resolve("tiny").location == "local"
+    images = DiffusionCatalog(tmp_path / "image", pulled=store)
+    entry = images.resolve("dreamy")
+    assert (entry.location, entry.source.family) == ("store", "sd15")  # no file needed before loading
+    assert images.local(entry).location == "local" and [e.name for e in images.entries()][:1] == ["dreamy"]
+    adapters = DiffusionCatalog(tmp_path / "motion", kind=MOTION_ADAPTERS, pulled=store)
+    assert adapters.local(adapters.resolve("mm")).location == "local"
+    assert store.fetched == ["tiny", "dreamy", "mm"]
