@@ -304,3 +304,17 @@ def test_catalogs_list_stored_models_and_fetch_them_on_first_use(tmp_path) -> No
     adapters = DiffusionCatalog(tmp_path / "motion", kind=MOTION_ADAPTERS, pulled=store)
     assert adapters.local(adapters.resolve("mm")).location == "local"
     assert store.fetched == ["tiny", "dreamy", "mm"]
+
+
+def test_too_little_disk_space_is_refused_before_downloading(server, folders, monkeypatch) -> None:
+    from collections import namedtuple
+
+    from genmesh.errors import ResourceExhausted
+    from servers.models import download
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(download.shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 1000, 1000))
+    with pytest.raises(ResourceExhausted) as refused:
+        puller(folders, server).pull(PullRequest(server.url(f"/tiny.gguf#sha256={sha(GGUF)}")), Reporter())
+    assert f"{len(GGUF)} bytes needed" in refused.value.message and "1000 free" in refused.value.message
+    assert listed(folders) == []
