@@ -22,14 +22,17 @@ class ServerSpec:
     info: ServiceInfo
     settings: str  # "servers.text.settings:TextSettings"
     service: str  # "servers.text.service:TextService": built from the settings, run by the bootstrap
+    offline: bool = True  # never reaches a model hub (only the models server pulls from one)
 
     @property
     def name(self) -> str:
         return self.info.name
 
 
-def _spec(name: str, settings: str, service: str) -> ServerSpec:
-    return ServerSpec(BY_NAME[name], f"servers.{name}.settings:{settings}", f"servers.{name}.service:{service}")
+def _spec(name: str, settings: str, service: str, *, offline: bool = True) -> ServerSpec:
+    return ServerSpec(
+        BY_NAME[name], f"servers.{name}.settings:{settings}", f"servers.{name}.service:{service}", offline
+    )
 
 
 SERVERS: dict[str, ServerSpec] = {
@@ -40,6 +43,7 @@ SERVERS: dict[str, ServerSpec] = {
         _spec("video", "VideoSettings", "VideoService"),
         _spec("training", "TrainingSettings", "TrainingService"),
         _spec("agent", "AgentSettings", "AgentService"),
+        _spec("models", "ModelsSettings", "ModelsService", offline=False),
     )
 }
 
@@ -58,8 +62,10 @@ def main(name: str, argv: list[str] | None = None) -> None:
     if name not in SERVERS:
         raise SystemExit(f"unknown service {name!r}; choose from {', '.join(SERVERS)}")
     spec = SERVERS[name]
-    # No model hub is ever reached: every load is local (a second guard beside local_files_only).
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # No model hub is ever reached by a loader: every load is local (a second guard beside
+    # local_files_only). The models server pulls, so it asks the hub (HF_ENDPOINT) on purpose.
+    if spec.offline:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
     settings = parse_settings(
         _load(spec.settings), argv if argv is not None else sys.argv[1:], prog=f"python -m servers {name}"
     )

@@ -31,6 +31,8 @@ SERVICES: tuple[ServiceInfo, ...] = (
     ServiceInfo("training", "genmesh.training.v1.TrainingService", ("trn", "tsk"), 50054),
     # Chains text, image and video into one job (a character); calls those servers directly.
     ServiceInfo("agent", "genmesh.agent.v1.AgentService", ("agt",), 50055, gpu=False),
+    # Pulls model files into the folders the Text, Image and Video servers read; loads no model.
+    ServiceInfo("models", "genmesh.models.v1.ModelsService", ("pul",), 50056, gpu=False),
 )
 BY_NAME: dict[str, ServiceInfo] = {service.name: service for service in SERVICES}
 NAMES: tuple[str, ...] = tuple(BY_NAME)

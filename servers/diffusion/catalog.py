@@ -13,13 +13,14 @@ from pathlib import Path
 
 from genmesh.errors import NotFound
 from servers.diffusion.builtin import TINY_MOTION_ADAPTER, TINY_SD15
+from servers.diffusion.detect import INPAINTING_CHANNELS
 from servers.diffusion.sources import (
-    INPAINTING_CHANNELS,
     SINGLE_FILE_SUFFIXES,
     ModelSource,
     SourceKind,
     read_checkpoint_shapes,
 )
+from storage.pulled import PulledModels, StoredModel
 
 SMOKE_TEST_DESCRIPTION = (
     "smoke-test model: a tiny SD1.5-shaped pipeline with random weights (it draws noise); "
@@ -37,12 +38,18 @@ class CatalogEntry:
     source: ModelSource
     description: str
     smoke_test: bool = False
+    stored: StoredModel | None = None  # a pulled model in the object store (fetched on first use)
+
+    @property
+    def location(self) -> str:
+        """ "store" while only the object store holds it, else "local" (on this server's disk)."""
+        return "store" if self.stored is not None and not Path(self.source.location).exists() else "local"
 
     @property
     def size_bytes(self) -> int:
         path = Path(self.source.location)
         if self.smoke_test or not path.exists():
-            return 0
+            return self.stored.size_bytes if self.stored is not None else 0
         if path.is_file():
             return path.stat().st_size
         return sum(item.stat().st_size for item in path.rglob("*") if item.is_file())
@@ -57,19 +64,23 @@ class CatalogKind:
     folder_marker: str  # a diffusers folder of this kind holds this file
     builtin: str
     builtin_description: str
+    stored_kind: str  # its kind in the object store's pulled models (storage/pulled.py)
 
 
-BASE_MODELS = CatalogKind("model", "model", "model_index.json", TINY_SD15, SMOKE_TEST_DESCRIPTION)
+BASE_MODELS = CatalogKind("model", "model", "model_index.json", TINY_SD15, SMOKE_TEST_DESCRIPTION, "image")
 MOTION_ADAPTERS = CatalogKind(
-    "motion_adapter", "motion adapter", "config.json", TINY_MOTION_ADAPTER, SMOKE_TEST_ADAPTER_DESCRIPTION
+    "motion_adapter", "motion adapter", "config.json", TINY_MOTION_ADAPTER, SMOKE_TEST_ADAPTER_DESCRIPTION, "motion"
 )
 
 
 class ModelCatalog:
-    def __init__(self, models_dir: Path, default: str = "", kind: CatalogKind = BASE_MODELS) -> None:
+    def __init__(
+        self, models_dir: Path, default: str = "", kind: CatalogKind = BASE_MODELS, pulled: PulledModels | None = None
+    ) -> None:
         self.models_dir = models_dir
         self.kind = kind
         self._default = default
+        self.pulled = pulled  # clusters: models pulled elsewhere, fetched into models_dir on first use
 
     def entries(self) -> list[CatalogEntry]:
         found: list[CatalogEntry] = []
@@ -79,6 +90,7 @@ class ModelCatalog:
                     found.append(CatalogEntry(path.name, ModelSource.parse(str(path)), f"diffusers folder {path.name}"))
                 elif path.is_file() and path.suffix.lower() in SINGLE_FILE_SUFFIXES:
                     found.append(CatalogEntry(path.stem, ModelSource.parse(str(path)), f"checkpoint {path.name}"))
+        found += self._stored({entry.name for entry in found})
         builtin = self.kind.builtin
         found.append(
             CatalogEntry(
@@ -86,6 +98,25 @@ class ModelCatalog:
             )
         )
         return found
+
+    def _stored(self, known: set[str]) -> list[CatalogEntry]:
+        if self.pulled is None:
+            return []
+        entries = []
+        for stored in self.pulled.entries(self.kind.stored_kind):
+            if stored.name not in known:
+                # The family read at pull time: nothing needs the file before it is loaded.
+                family = stored.family if self.kind is BASE_MODELS and stored.family else None
+                source = ModelSource.parse(str(self.models_dir / stored.file_name), family=family)
+                description = f"checkpoint {stored.file_name} (pulled; in the object store until first use)"
+                entries.append(CatalogEntry(stored.name, source, description, stored=stored))
+        return entries
+
+    def local(self, entry: CatalogEntry) -> CatalogEntry:
+        """``entry`` with its file on this server's disk: a stored model is fetched (verified) first."""
+        if entry.stored is not None and self.pulled is not None and not Path(entry.source.location).exists():
+            self.pulled.fetch(entry.stored, self.models_dir)
+        return entry
 
     @property
     def default_name(self) -> str:

@@ -27,6 +27,7 @@ from genmesh.errors import InvalidArgument, NotFound
 from servers.compute.devices import default_dtype, select_device
 from servers.diffusion.builtin import builtin_folder
 from servers.diffusion.configs import config_folder
+from servers.diffusion.detect import INPAINTING_CHANNELS
 from servers.diffusion.families import FamilySpec, ModelFamily, Task, family_spec
 from servers.diffusion.lora import LoraAdapters
 from servers.diffusion.memory import MemoryMode, apply_memory_mode, out_of_memory_guard, resolve_memory_mode
@@ -35,7 +36,6 @@ from servers.diffusion.motion import animatediff_scheduler_config, check_fits, l
 from servers.diffusion.schedulers import make_scheduler, scheduler_name
 from servers.diffusion.sources import (
     FIELD,
-    INPAINTING_CHANNELS,
     ModelSource,
     SourceKind,
     detect_folder_family,

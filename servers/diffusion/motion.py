@@ -16,7 +16,6 @@ mismatch) is ``InvalidArgument`` naming ``motion_adapter``.
 
 from __future__ import annotations
 
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +24,7 @@ import torch
 from genmesh.errors import InvalidArgument, NotFound
 from servers.diffusion.builtin import TINY_MOTION_ADAPTER, tiny_motion_adapter_folder
 from servers.diffusion.configs import CONFIGS_DIR
+from servers.diffusion.detect import MotionVersion, motion_version_from_shapes
 from servers.diffusion.sources import ModelSource, SourceKind, read_checkpoint_shapes
 
 if TYPE_CHECKING:
@@ -32,16 +32,6 @@ if TYPE_CHECKING:
 
 FIELD = "motion_adapter"
 MOTION_CONFIGS_DIR = CONFIGS_DIR / "motion_adapter"
-# diffusers' own markers for telling the AnimateDiff versions apart (loaders.single_file_utils).
-_PE_KEY = "down_blocks.0.motion_modules.0.temporal_transformer.transformer_blocks.0.attention_blocks.0.pos_encoder.pe"
-_V2_KEY = "mid_block.motion_modules.0.temporal_transformer.norm.bias"
-_SDXL_KEY = "up_blocks.2.motion_modules.0.temporal_transformer.norm.weight"
-
-
-class MotionVersion(StrEnum):
-    V1 = "v1"
-    V2 = "v2"
-    V3 = "v3"
 
 
 def motion_config_dir(version: MotionVersion | str) -> Path:
@@ -49,19 +39,13 @@ def motion_config_dir(version: MotionVersion | str) -> Path:
 
 
 def detect_motion_version(path: Path) -> MotionVersion:
-    """v1, v2 or v3 from an original-layout motion module's keys; ``InvalidArgument`` for anything
-    else (an SD1.5 checkpoint, an SDXL motion module, a damaged file)."""
+    """v1, v2 or v3 from an original-layout motion module's keys (``detect.motion_version_from_shapes``);
+    ``InvalidArgument`` for anything else (an SD1.5 checkpoint, an SDXL motion module, a damaged file)."""
     try:
         shapes = read_checkpoint_shapes(Path(path))
     except Exception as exc:
         raise InvalidArgument(f"{FIELD}: {path} is not a readable checkpoint ({exc})", field=FIELD) from None
-    if _PE_KEY not in shapes:
-        raise InvalidArgument(f"{FIELD}: {path} is not an AnimateDiff motion module", field=FIELD)
-    if _SDXL_KEY in shapes and shapes[_SDXL_KEY][-1] == 320:
-        raise InvalidArgument(f"{FIELD}: {path} is an SDXL motion module; this server runs SD1.5 ones", field=FIELD)
-    if _V2_KEY in shapes:
-        return MotionVersion.V2
-    return MotionVersion.V1 if shapes[_PE_KEY][1] == 24 else MotionVersion.V3
+    return motion_version_from_shapes(shapes, path, FIELD)
 
 
 def load_motion_adapter(source: ModelSource, *, cache_dir: Path, dtype: torch.dtype) -> MotionAdapter:

@@ -19,12 +19,12 @@ from typing import Any
 import torch
 
 from genmesh.errors import InvalidArgument
+from servers.diffusion.detect import family_from_shapes, safetensors_shapes
 from servers.diffusion.families import ModelFamily
 
 BUILTIN_PREFIX = "builtin:"
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 FIELD = "model"
-INPAINTING_CHANNELS = 9  # an inpainting UNet's input: 4 latent + 1 mask + 4 masked-image latent channels
 
 
 class SourceKind(StrEnum):
@@ -62,10 +62,7 @@ class ModelSource:
 def read_checkpoint_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     """Every tensor name and shape of a checkpoint, without reading the tensors when possible."""
     if path.suffix.lower() == ".safetensors":
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as handle:
-            return {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}  # noqa: SIM118
+        return safetensors_shapes(path)
     try:
         state: Any = torch.load(str(path), map_location="cpu", mmap=True, weights_only=True)
     except RuntimeError:  # the legacy (pre-zipfile) format cannot be memory-mapped
@@ -76,25 +73,13 @@ def read_checkpoint_shapes(path: Path) -> dict[str, tuple[int, ...]]:
 
 
 def detect_single_file_family(path: Path) -> ModelFamily:
-    """``sd15`` or ``sdxl`` from a checkpoint's keys (text encoder layout), checked against the
-    UNet's cross-attention width (inpainting variants too); ``InvalidArgument`` for other models
-    (SD2, SDXL refiner, edit models)."""
+    """``sd15`` or ``sdxl`` from a checkpoint's keys and shapes (``detect.family_from_shapes``);
+    ``InvalidArgument`` for other models and unreadable files."""
     try:
         shapes = read_checkpoint_shapes(Path(path))
     except Exception as exc:
         raise InvalidArgument(f"{FIELD}: {path} is not a readable checkpoint ({exc})", field=FIELD) from None
-    keys = shapes.keys()
-    conv_in = shapes.get("model.diffusion_model.input_blocks.0.0.weight")
-    if conv_in is not None and conv_in[1] not in (4, INPAINTING_CHANNELS):
-        raise InvalidArgument(f"{FIELD}: {path} has {conv_in[1]} UNet input channels (an edit model?)", field=FIELD)
-    context = {shape[1] for key, shape in shapes.items() if key.endswith("attn2.to_k.weight") and len(shape) == 2}
-    if any(key.startswith("conditioner.embedders.1.") for key in keys) or context == {2048}:
-        return ModelFamily.SDXL
-    if any(key.startswith("cond_stage_model.transformer.") for key in keys) or context == {768}:
-        return ModelFamily.SD15
-    if any(key.startswith("cond_stage_model.model.") for key in keys) or context == {1024}:
-        raise InvalidArgument(f"{FIELD}: {path} looks like Stable Diffusion 2.x, which is not supported", field=FIELD)
-    raise InvalidArgument(f"{FIELD}: {path} is not an SD1.5 or SDXL checkpoint", field=FIELD)
+    return family_from_shapes(shapes, path, FIELD)
 
 
 def detect_folder_family(path: Path) -> ModelFamily:

@@ -74,7 +74,7 @@ class ImageEngine:
         return device_label(self.device)
 
     def _load(self, name: str) -> LoadedModel:
-        entry = self.catalog.resolve(name)
+        entry = self.catalog.local(self.catalog.resolve(name))
         model = load_model(entry.source, cache_dir=self.cache_dir, device=self.device, memory_mode=self.memory_mode)
         model.loras = LoraAdapters(self.lora_budget_bytes)
         if self.compile.enabled:  # off: not one step differs from an eager server

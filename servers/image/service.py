@@ -22,7 +22,7 @@ class ImageService(QueuedService):
         compile = CompileOptions(settings.compile, settings.compile_mode)
         prepare_compiling(compile, settings.resolved_compile_cache_dir())
         self.engine = ImageEngine(
-            ModelCatalog(settings.resolved_models_dir(), settings.model),
+            ModelCatalog(settings.resolved_models_dir(), settings.model, pulled=settings.pulled_models()),
             cache_dir=settings.cache_dir(),
             device=settings.device,
             memory_mode=settings.memory_mode,

@@ -57,6 +57,7 @@ class ImageServicer(JobRpcs, image_pb2_grpc.ImageServiceServicer):
                 "default_scheduler": spec.default_scheduler if spec else "",
                 "keep_alive_seconds": str(self.engine.models.keep_alive_seconds),
                 "device": self.engine.device_label,
+                "location": entry.location,
             }
             if entry.smoke_test:
                 labels["smoke_test"] = "true"

@@ -21,7 +21,8 @@ from genmesh.local import DEFAULT_DATA_DIR
 from servers.runtime.job_ids import JobIds
 from servers.runtime.peers import Peers
 from servers.runtime.tls import TlsFiles
-from storage.object_store import StorageSettings
+from storage.object_store import ObjectStore, StorageSettings
+from storage.pulled import PulledModels
 
 T = TypeVar("T")
 METRICS_PORT_OFFSET = 1000  # a server's default metrics port: its gRPC port + this
@@ -137,6 +138,12 @@ class ServerSettings:
         "a certificate (the kubelet's); empty: none",
     )
 
+    models_from_store: bool = setting(
+        False,
+        "Text, Image, Video: also list the models pulled into the object store's models bucket and fetch one into "
+        "the models folder on first use (clusters, where the models server's disk is not this server's)",
+    )
+
     # Replicas (servers/runtime/forwarding.py): job ids name their replica; calls about another
     # replica's job are forwarded there.
     replica: int = setting(
@@ -187,6 +194,15 @@ class ServerSettings:
         if self.metrics_port >= 0:
             return self.metrics_port
         return self.port + METRICS_PORT_OFFSET if self.port else 0
+
+    def default_models_dir(self, kind: str) -> Path:
+        """``<data_dir>/models/<kind>``: the one rule for where the Text ("text"), Image ("image") and
+        Video ("image", "motion") servers look for models and the models server puts pulled ones."""
+        return self.data_dir / "models" / kind
+
+    def pulled_models(self) -> PulledModels | None:
+        """The pulled models in the object store, when ``models_from_store`` is set."""
+        return PulledModels(ObjectStore(self.storage())) if self.models_from_store else None
 
     def storage(self) -> StorageSettings:
         return StorageSettings(

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from genmesh.errors import NotFound
+from storage.pulled import PulledModels, StoredModel
 
 BUILTIN_NAME = "gemma-3-270m-q4_k_m"
 
@@ -19,10 +20,18 @@ class ModelSpec:
     description: str
     source: str
     builtin: bool = False
+    stored: StoredModel | None = None  # a pulled model in the object store (fetched on first use)
 
     @property
     def size_bytes(self) -> int:
-        return self.path.stat().st_size if self.path and self.path.exists() else 0
+        if self.path and self.path.exists():
+            return self.path.stat().st_size
+        return self.stored.size_bytes if self.stored is not None else 0
+
+    @property
+    def location(self) -> str:
+        """ "store" while only the object store holds it, else "local" (on this server's disk)."""
+        return "store" if self.stored is not None and not (self.path and self.path.is_file()) else "local"
 
 
 def builtin_model_path(models_dir: Path) -> Path:
@@ -44,12 +53,38 @@ def builtin_model_path(models_dir: Path) -> Path:
 
 
 class ModelCatalog:
-    def __init__(self, models_dir: Path, extra_model: Path | None = None, default: str = "") -> None:
+    def __init__(
+        self,
+        models_dir: Path,
+        extra_model: Path | None = None,
+        default: str = "",
+        pulled: PulledModels | None = None,
+    ) -> None:
         self.models_dir = models_dir
         self.extra_model = extra_model
         self._default = default
+        self.pulled = pulled  # clusters: models pulled elsewhere, fetched into models_dir on first use
 
     def specs(self) -> list[ModelSpec]:
+        local = self.local_specs()
+        return local + self.stored_specs({spec.name for spec in local})
+
+    def stored_specs(self, known: set[str]) -> list[ModelSpec]:
+        if self.pulled is None:
+            return []
+        return [
+            ModelSpec(
+                stored.name,
+                self.models_dir / stored.file_name,
+                f"GGUF file {stored.file_name} (pulled; in the object store until first use)",
+                f"store:sha256:{stored.sha256}",
+                stored=stored,
+            )
+            for stored in self.pulled.entries("text")
+            if stored.name not in known
+        ]
+
+    def local_specs(self) -> list[ModelSpec]:
         specs = [
             ModelSpec(
                 BUILTIN_NAME,
@@ -78,15 +113,21 @@ class ModelCatalog:
 
     def resolve(self, name: str) -> ModelSpec:
         wanted = name or self.default_name
-        for spec in self.specs():
-            if spec.name == wanted:
-                return spec
+        local = self.local_specs()
+        found = next((spec for spec in local if spec.name == wanted), None)
+        if found is None:  # the object store is asked only for a name not on disk
+            stored = self.stored_specs({spec.name for spec in local})
+            found = next((spec for spec in stored if spec.name == wanted), None)
+        if found is not None:
+            return found
         names = ", ".join(spec.name for spec in self.specs())
         raise NotFound(f"model: unknown model {wanted!r}; available: {names}", field="model")
 
     def ensure_file(self, spec: ModelSpec) -> Path:
         if spec.builtin:
             return builtin_model_path(self.models_dir)
+        if spec.stored is not None and self.pulled is not None and not (spec.path and spec.path.is_file()):
+            return self.pulled.fetch(spec.stored, self.models_dir)
         if spec.path is None or not spec.path.is_file():
             raise NotFound(f"model: file {spec.path} does not exist", field="model")
         return spec.path

@@ -17,12 +17,14 @@ from servers.text.settings import TextSettings
 
 class TextService(QueuedService):
     def __init__(self, settings: TextSettings) -> None:
-        catalog = ModelCatalog(settings.resolved_models_dir(), settings.model_path, settings.model)
+        super().__init__("text", settings, devices=["llama"])
+        catalog = ModelCatalog(
+            settings.resolved_models_dir(), settings.model_path, settings.model, settings.pulled_models()
+        )
         self.engine = TextEngine(
             catalog, n_ctx=settings.context_length, n_threads=settings.threads, n_gpu_layers=settings.gpu_layers,
             on_load=metrics.model_loaded,
         )  # fmt: skip
-        super().__init__("text", settings, devices=["llama"])
         self.frame_seconds = settings.stream_frame_ms / 1000
 
     def register(self, server: grpc.aio.Server) -> None:

@@ -82,7 +82,7 @@ class TextServicer(JobRpcs, text_pb2_grpc.TextServiceServicer):
                     size_bytes=spec.size_bytes,
                     loaded=spec.name == self.engine.loaded_name,
                     is_default=spec.name == catalog.default_name,
-                    labels={"format": "gguf", "context_length": str(self.engine.n_ctx)},
+                    labels={"format": "gguf", "context_length": str(self.engine.n_ctx), "location": spec.location},
                 )
                 for spec in specs
             ]

@@ -28,4 +28,4 @@ class TextSettings(ServerSettings):
     )
 
     def resolved_models_dir(self) -> Path:
-        return self.models_dir or self.data_dir / "models" / "text"
+        return self.models_dir or self.default_models_dir("text")

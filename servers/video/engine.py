@@ -91,6 +91,7 @@ class VideoEngine:
     def _load(self, key: str) -> LoadedModel:
         model_name, adapter_name = key.split(_PAIR)
         model, adapter = self.resolve(model_name, adapter_name)
+        model, adapter = self.catalog.local(model), self.adapters.local(adapter)
         loaded = load_model(
             model.source, cache_dir=self.cache_dir, device=self.device, memory_mode=self.memory_mode,
             motion_adapter=adapter.source,

@@ -22,8 +22,8 @@ class VideoService(QueuedService):
         compile = CompileOptions(settings.compile, settings.compile_mode)
         prepare_compiling(compile, settings.resolved_compile_cache_dir())
         self.engine = VideoEngine(
-            ModelCatalog(settings.resolved_models_dir(), settings.model),
-            ModelCatalog(settings.resolved_motion_adapters_dir(), settings.motion_adapter, MOTION_ADAPTERS),
+            ModelCatalog(settings.resolved_models_dir(), settings.model, pulled=(pulled := settings.pulled_models())),
+            ModelCatalog(settings.resolved_motion_adapters_dir(), settings.motion_adapter, MOTION_ADAPTERS, pulled),
             cache_dir=settings.cache_dir(),
             device=settings.device,
             memory_mode=settings.memory_mode,

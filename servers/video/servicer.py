@@ -60,6 +60,7 @@ class VideoServicer(JobRpcs, video_pb2_grpc.VideoServiceServicer):
             "memory_mode": self.engine.memory_mode,
             "keep_alive_seconds": str(self.engine.models.keep_alive_seconds),
             "device": self.engine.device_label,
+            "location": entry.location,
         }
         if kind == "base":
             labels["default_scheduler"] = "SCHEDULER_DDIM"

@@ -52,10 +52,10 @@ class VideoSettings(ServerSettings):
                                              env="TORCHINDUCTOR_CACHE_DIR")  # fmt: skip
 
     def resolved_models_dir(self) -> Path:
-        return self.models_dir or self.data_dir / "models" / "image"
+        return self.models_dir or self.default_models_dir("image")
 
     def resolved_motion_adapters_dir(self) -> Path:
-        return self.motion_adapters_dir or self.data_dir / "models" / "motion"
+        return self.motion_adapters_dir or self.default_models_dir("motion")
 
     def resolved_loras_dir(self) -> Path:
         return self.loras_dir or self.data_dir / "models" / "lora"

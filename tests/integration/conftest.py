@@ -1,4 +1,4 @@
-"""The local mesh (S3 server, the text, image, video, training and agent servers, Envoy), started once for all
+"""The local mesh (S3 server, the text, image, video, training, agent and models servers, Envoy), started once for all
 integration tests."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory, monkeypatch_session: pytest.M
         monkeypatch_session.delenv(name, raising=False)
     options = LaunchOptions(
         port=free_port(),
-        services=("text", "image", "video", "training", "agent"),
+        services=("text", "image", "video", "training", "agent", "models"),
         data_dir=tmp_path_factory.mktemp("genmesh-data"),
         # Small queue so the full-queue path is testable; a small context keeps memory low.
         service_args={
@@ -33,6 +33,8 @@ def mesh(tmp_path_factory: pytest.TempPathFactory, monkeypatch_session: pytest.M
             "image": ["--threads", "1"],
             "video": ["--threads", "1"],
             "training": ["--threads", "1"],
+            # Pull tests fetch from a file server on loopback (tests/support/model_server.py).
+            "models": ["--pull-allowed-hosts", "http://127.0.0.1", "--pull-stall-seconds", "5"],
         },
     )
     mesh = Mesh(options).start()

@@ -58,6 +58,7 @@ DOCKERFILES = (*SERVER_DOCKERFILES, "Dockerfile.gateway")
 WEB_PORT = 8088  # the web front door (servers/web) inside the compose network and the cluster
 WEB_ENV = {env_name(field) for field in dataclasses.fields(WebSettings)}  # what the front door reads
 SERVICES = {service.name: service.port for service in genmesh.services.SERVICES}
+WEB_CALLS = {name: port for name, port in SERVICES.items() if name in (*WEB_UPSTREAMS, *WEB_LISTED)}
 IMPLEMENTED = tuple(SERVICES)  # every declared service runs by default
 GPU_SERVICES = {service.name for service in genmesh.services.SERVICES if service.gpu}
 K8S_VARIANTS = {"cpu": KUBE, "rocm": KUBE / "overlays" / "rocm", "cuda": KUBE / "overlays" / "cuda"}
@@ -352,8 +353,8 @@ def test_compose_runs_the_web_front_door(yaml: Any) -> None:
     assert env["GENMESH_WEB_HOST"] == "0.0.0.0" and env["GENMESH_WEB_PORT"] == str(WEB_PORT)
     assert not any(SECRET_NAME.search(key) for key in env), "it holds no key and no S3 credential"
     # Every service the front door calls, at the address the gateway uses for it.
-    assert set(WEB_UPSTREAMS) | set(WEB_LISTED) == set(SERVICES)
-    for name in SERVICES:
+    assert set(WEB_CALLS) == set(SERVICES) - {"models"}  # pulls go to the models server directly
+    for name in WEB_CALLS:
         assert env[f"GENMESH_WEB_{name.upper()}_URL"] == gateway["environment"][f"GENMESH_UPSTREAM_{name.upper()}"]
     # Hardened like the gateway.
     assert web["read_only"] is True and web["cap_drop"] == ["ALL"]
@@ -569,7 +570,7 @@ def test_web_front_door_deployment(yaml: Any, variant: str) -> None:
     assert set(env) <= WEB_ENV, f"settings the front door does not read: {sorted(set(env) - WEB_ENV)}"
     settings = parse_settings(WebSettings, [], env)  # exactly what the pod's process will parse
     assert (settings.host, settings.port) == ("0.0.0.0", WEB_PORT)
-    assert settings.upstream_urls() == {name: f"{name}:{port}" for name, port in SERVICES.items()}
+    assert settings.upstream_urls() == {name: f"{name}:{port}" for name, port in WEB_CALLS.items()}
     for name in SERVICES:
         assert services[name]["spec"]["clusterIP"] == "None", name  # ready pods, round-robin over replicas
     assert not any(SECRET_NAME.search(name) for name in env), "it holds no key and no S3 credential"
@@ -673,7 +674,7 @@ def test_network_policies_let_only_the_gateway_reach_the_servers(yaml: Any) -> N
     expected |= {("agent", name, SERVICES[name]) for name in agent_calls}
     expected |= {(name, "minio", 9000) for name in SERVICES}
     # The web front door: from the gateway only; it calls every server (GET /v1/jobs lists all five).
-    expected |= {("gateway", "web", WEB_PORT)} | {("web", name, port) for name, port in SERVICES.items()}
+    expected |= {("gateway", "web", WEB_PORT)} | {("web", name, port) for name, port in WEB_CALLS.items()}
     # Media by presigned URL (no credentials): the gateway routes it, the front door streams videos.
     expected |= {("gateway", "minio", 9000), ("web", "minio", 9000)}
     expected |= {(name, name, port) for name, port in SERVICES.items()}  # replicas forward to each other

@@ -1,6 +1,7 @@
 """The ``genmesh`` command line: run the mesh locally and use it.
 
-One module per area (``text``, ``image``, ``video``, ``training``, ``character``, ``jobs``: models, jobs, ``up``),
+One module per area (``text``, ``image``, ``video``, ``training``, ``character``, ``jobs``: models, jobs, ``up``;
+``models``: pull, models rm|prune),
 sharing ``common`` (connection options, one-line errors); importing this package registers them all
 on ``app`` in the order ``genmesh --help`` shows them.
 """
@@ -13,7 +14,8 @@ import typer
 
 from genmesh.cli.base import app
 
-for _module in ("text", "image", "video", "training", "character", "jobs"):  # registers the commands, in this order
+# Registers the commands, in this order.
+for _module in ("text", "image", "video", "training", "character", "jobs", "models"):
     importlib.import_module(f"genmesh.cli.{_module}")
 
 from genmesh.cli.jobs import job_service  # noqa: E402

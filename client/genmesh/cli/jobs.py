@@ -17,10 +17,15 @@ from genmesh.client.jobs import LIST_STUBS, OUTPUT_KINDS, STATES, ListedJob
 from genmesh.local import DATA_DIR_ENV
 from genmesh.services import SERVICES, service_for_job
 
+models_app = typer.Typer(help="The models each service can run: list them, delete one, prune partial pulls.")
+app.add_typer(models_app, name="models")
 
-@app.command()
-def models(url: UrlOption = None, api_key: KeyOption = None, as_json: JsonFlag = False) -> None:
+
+@models_app.callback(invoke_without_command=True)
+def models(ctx: typer.Context, url: UrlOption = None, api_key: KeyOption = None, as_json: JsonFlag = False) -> None:
     """List the models each service can run."""
+    if ctx.invoked_subcommand is not None:
+        return
     listed: list[tuple[str, Any]] = []
     with GenmeshClient(url, api_key) as client:
         services = (
@@ -177,7 +182,7 @@ def job_service(client: GenmeshClient, job_id: str) -> Any:
     service = service_for_job(job_id)
     clients = {
         "text": client.text, "image": client.images, "video": client.videos, "training": client.training,
-        "agent": client.agent,
+        "agent": client.agent, "models": client.models,
     }  # fmt: skip
     if service is None:
         prefixes = ", ".join(f"{prefix}-" for info in SERVICES for prefix in info.job_prefixes)

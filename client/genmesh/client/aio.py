@@ -14,6 +14,7 @@ from genmesh.client import jobs, requests
 from genmesh.client.connection import CHANNEL_OPTIONS, Connection, service_of, translate
 from genmesh.image.v1 import image_pb2, image_pb2_grpc
 from genmesh.library.v1 import library_pb2, library_pb2_grpc
+from genmesh.models.v1 import models_pb2, models_pb2_grpc
 from genmesh.text.v1 import text_pb2, text_pb2_grpc
 from genmesh.video.v1 import video_pb2, video_pb2_grpc
 
@@ -166,6 +167,34 @@ class AsyncLibraryClient(_AsyncServiceClient):
         return await self._unary(self._stub.DeleteOutput, library_pb2.DeleteOutputRequest(job_id=job_id))
 
 
+class AsyncModelsClient(_AsyncServiceClient):
+    """As ``sync.ModelsClient``."""
+
+    def __init__(self, channel: grpc.aio.Channel, connection: Connection) -> None:
+        super().__init__(models_pb2_grpc.ModelsServiceStub(channel), connection)
+
+    def stream_pull(self, ref: str, *, timeout: float | None = None, **options: Any) -> AsyncIterator[Any]:
+        return self._stream(self._stub.PullModel, requests.pull_request(ref, **options), timeout)
+
+    async def pull(self, ref: str, *, timeout: float | None = None, **options: Any) -> models_pb2.PullResult:
+        return await final_result(self.stream_pull(ref, timeout=timeout, **options))
+
+    async def delete(self, name: str, *, kind: str = "") -> models_pb2.DeleteModelResponse:
+        return await self._unary(self._stub.DeleteModel, requests.delete_model_request(name, kind))
+
+    async def prune(self) -> models_pb2.PruneModelsResponse:
+        return await self._unary(self._stub.PruneModels, models_pb2.PruneModelsRequest())
+
+    async def get_job(self, job_id: str) -> models_pb2.Job:
+        return await self._unary(self._stub.GetJob, models_pb2.GetJobRequest(job_id=job_id))
+
+    async def cancel_job(self, job_id: str) -> models_pb2.Job:
+        return await self._unary(self._stub.CancelJob, models_pb2.CancelJobRequest(job_id=job_id))
+
+    def watch(self, job_id: str, *, timeout: float | None = None) -> AsyncIterator[Any]:
+        return self._stream(self._stub.WatchJob, models_pb2.WatchJobRequest(job_id=job_id), timeout)
+
+
 class AsyncGenmeshClient:
     """asyncio client for the genmesh gateway (or a single server)."""
 
@@ -182,6 +211,7 @@ class AsyncGenmeshClient:
         self.videos = AsyncVideoClient(self._channel, self.connection)
         self.agent = AsyncAgentClient(self._channel, self.connection)
         self.outputs = AsyncLibraryClient(self._channel, self.connection)
+        self.models = AsyncModelsClient(self._channel, self.connection)
         self._list_calls = {service: stub(self._channel).ListJobs for service, stub in jobs.LIST_STUBS.items()}
 
     async def list_jobs(

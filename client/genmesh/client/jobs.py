@@ -24,6 +24,7 @@ from genmesh.agent.v1 import agent_pb2, agent_pb2_grpc
 from genmesh.common.v1 import job_pb2
 from genmesh.image.v1 import image_pb2, image_pb2_grpc
 from genmesh.library.v1 import library_pb2
+from genmesh.models.v1 import models_pb2, models_pb2_grpc
 from genmesh.text.v1 import text_pb2, text_pb2_grpc
 from genmesh.training.v1 import training_pb2, training_pb2_grpc
 from genmesh.video.v1 import video_pb2, video_pb2_grpc
@@ -34,6 +35,7 @@ LIST_REQUESTS: dict[str, type] = {
     "video": video_pb2.ListJobsRequest,
     "training": training_pb2.ListJobsRequest,
     "agent": agent_pb2.ListJobsRequest,
+    "models": models_pb2.ListJobsRequest,
 }
 LIST_STUBS: dict[str, type] = {  # the stub whose ListJobs a service answers
     "text": text_pb2_grpc.TextServiceStub,
@@ -41,6 +43,7 @@ LIST_STUBS: dict[str, type] = {  # the stub whose ListJobs a service answers
     "video": video_pb2_grpc.VideoServiceStub,
     "training": training_pb2_grpc.TrainingServiceStub,
     "agent": agent_pb2_grpc.AgentServiceStub,
+    "models": models_pb2_grpc.ModelsServiceStub,
 }
 STATES = {"queued": 1, "running": 2, "succeeded": 3, "failed": 4, "cancelled": 5}
 

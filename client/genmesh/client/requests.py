@@ -7,9 +7,11 @@ from typing import Any
 
 from google.protobuf import struct_pb2
 
+from genmesh import errors
 from genmesh.agent.v1 import agent_pb2
 from genmesh.common.v1 import diffusion_pb2, media_pb2
 from genmesh.image.v1 import image_pb2
+from genmesh.models.v1 import models_pb2
 from genmesh.text.v1 import text_pb2
 from genmesh.training.v1 import training_pb2
 from genmesh.video.v1 import video_pb2
@@ -417,3 +419,22 @@ def character_request(
     if portrait_ref is not None:
         request.portrait_ref.bucket, request.portrait_ref.key = portrait_ref
     return request
+
+
+# -- models (genmesh.models.v1) ------------------------------------------------------------------
+MODEL_KINDS = {"": 0, "text": 1, "image": 2, "motion": 3}  # ModelKind values by name
+
+
+def pull_request(
+    ref: str, *, no_verify: bool = False, allow_pickle: bool = False, name: str = "", detach: bool = False
+) -> models_pb2.PullModelRequest:
+    return models_pb2.PullModelRequest(
+        ref=ref, no_verify=no_verify, allow_pickle=allow_pickle, name=name, detach=detach
+    )
+
+
+def delete_model_request(name: str, kind: str = "") -> models_pb2.DeleteModelRequest:
+    if kind not in MODEL_KINDS:
+        names = ", ".join(name for name in MODEL_KINDS if name)
+        raise errors.InvalidArgument(f"kind: one of {names} (got {kind!r})", field="kind")
+    return models_pb2.DeleteModelRequest(name=name, kind=MODEL_KINDS[kind])

@@ -13,6 +13,7 @@ from genmesh.client import jobs, requests
 from genmesh.client.connection import CHANNEL_OPTIONS, Connection, service_of, translate
 from genmesh.image.v1 import image_pb2, image_pb2_grpc
 from genmesh.library.v1 import library_pb2, library_pb2_grpc
+from genmesh.models.v1 import models_pb2, models_pb2_grpc
 from genmesh.text.v1 import text_pb2, text_pb2_grpc
 from genmesh.training.v1 import training_pb2, training_pb2_grpc
 from genmesh.video.v1 import video_pb2, video_pb2_grpc
@@ -260,6 +261,39 @@ class LibraryClient(_ServiceClient):
         return self._unary(self._stub.DeleteOutput, library_pb2.DeleteOutputRequest(job_id=job_id))
 
 
+class ModelsClient(_ServiceClient):
+    """Model files on the server (admin keys): ``pull`` one by reference, ``delete``, ``prune``."""
+
+    def __init__(self, channel: grpc.Channel, connection: Connection) -> None:
+        super().__init__(models_pb2_grpc.ModelsServiceStub(channel), connection)
+
+    def stream_pull(self, ref: str, *, timeout: float | None = None, **options: Any) -> Iterator[Any]:
+        """Yield PullModelResponse events: queued, started, pull_progress (phase, bytes, speed, ETA),
+        then the result (where it landed). ``ref``: https://...[#sha256=hex], hf:org/repo/file[@rev] or
+        civitai:<version id>. Options: no_verify, allow_pickle, name, detach."""
+        return self._stream(self._stub.PullModel, requests.pull_request(ref, **options), timeout)
+
+    def pull(self, ref: str, *, timeout: float | None = None, **options: Any) -> models_pb2.PullResult:
+        return final_result(self.stream_pull(ref, timeout=timeout, **options))
+
+    def delete(self, name: str, *, kind: str = "") -> models_pb2.DeleteModelResponse:
+        """Delete an installed model by name; ``kind`` ("text", "image", "motion") when two share it."""
+        return self._unary(self._stub.DeleteModel, requests.delete_model_request(name, kind))
+
+    def prune(self) -> models_pb2.PruneModelsResponse:
+        """Remove partial downloads no running pull is writing."""
+        return self._unary(self._stub.PruneModels, models_pb2.PruneModelsRequest())
+
+    def get_job(self, job_id: str) -> models_pb2.Job:
+        return self._unary(self._stub.GetJob, models_pb2.GetJobRequest(job_id=job_id))
+
+    def cancel_job(self, job_id: str) -> models_pb2.Job:
+        return self._unary(self._stub.CancelJob, models_pb2.CancelJobRequest(job_id=job_id))
+
+    def watch(self, job_id: str, *, timeout: float | None = None) -> Iterator[Any]:
+        return self._stream(self._stub.WatchJob, models_pb2.WatchJobRequest(job_id=job_id), timeout)
+
+
 class GenmeshClient:
     """Blocking client for the genmesh gateway (or a single server)."""
 
@@ -277,6 +311,7 @@ class GenmeshClient:
         self.training = TrainingClient(self._channel, self.connection)
         self.agent = AgentClient(self._channel, self.connection)
         self.outputs = LibraryClient(self._channel, self.connection)
+        self.models = ModelsClient(self._channel, self.connection)
         self._list_calls = {service: stub(self._channel).ListJobs for service, stub in jobs.LIST_STUBS.items()}
 
     def list_jobs(

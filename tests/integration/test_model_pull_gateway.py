@@ -1,0 +1,207 @@
+"""Model pull through the real gateway (issue #23): the CLI pulls the built-in GGUF from a loopback
+HTTP server by URL + sha256 and `genmesh text --model tiny` uses it at once; the same through REST
+(SSE); a flipped byte is refused with both digests, leaving nothing listed; a key that is not admin gets
+PERMISSION_DENIED. Resume, stalls, HTML, pickles and cancel are covered against the same HTTP
+server in tests/unit/test_model_pull.py (no mesh needed)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from genmesh import errors
+from genmesh.client import GenmeshClient
+from genmesh.models.v1 import models_pb2
+from servers.mesh.launcher import Mesh, health_status
+from servers.mesh.processes import ManagedProcess, free_port, wait_until
+from servers.text.models import BUILTIN_NAME
+from storage.object_store import ObjectStore
+from tests.support.model_server import MOTION_KEYS, SD15_KEYS, FileServer, checkpoint_bytes
+
+pytestmark = pytest.mark.integration
+CLI = str(Path(sys.executable).parent / "genmesh")
+
+
+@pytest.fixture(scope="module")
+def origin(mesh: Mesh) -> Iterator[FileServer]:
+    """The built-in Gemma GGUF (the Text server assembled it at start) served as /tiny.gguf."""
+    gguf = (mesh.data_dir / "models" / "text" / f"{BUILTIN_NAME}.gguf").read_bytes()
+    served = FileServer(files={"/tiny.gguf": gguf}).start()
+    yield served
+    served.stop()
+
+
+@pytest.fixture(scope="module")
+def user_key(mesh: Mesh) -> str:
+    """An ordinary (not admin) key added to the session mesh's keys file."""
+    key = "gm_" + secrets.token_urlsafe(24)
+    with (mesh.data_dir / "api-keys").open("a", encoding="utf-8") as handle:
+        handle.write(f"pull-user={key}\n")
+    wait_until(
+        lambda: (
+            httpx.get(f"http://{mesh.url}/v1/text/models", headers={"x-api-key": key}, timeout=10).status_code == 200
+        ),
+        timeout=30,
+        what="the gateway to apply the new key",
+    )
+    return key
+
+
+def test_cli_pull_lands_in_text_and_generates_by_name(mesh, client, origin) -> None:
+    digest = hashlib.sha256(origin.files["/tiny.gguf"]).hexdigest()
+    env = {**os.environ, "GENMESH_URL": mesh.url, "GENMESH_API_KEY": mesh.api_key}
+    done = subprocess.run(
+        [CLI, "pull", origin.url(f"/tiny.gguf#sha256={digest}")], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    landed = mesh.data_dir / "models" / "text" / "tiny.gguf"
+    assert str(landed) in done.stdout and digest in done.stdout and "text model 'tiny'" in done.stdout
+    assert "tiny" in [model.name for model in client.text.list_models()]  # listed at once, no restart
+    text = [CLI, "text", "Once upon a time", "--model", "tiny", "--max-tokens", "4", "--json"]
+    generated = subprocess.run(text, capture_output=True, text=True, timeout=120, env=env)
+    assert generated.returncode == 0, generated.stderr
+    assert json.loads(generated.stdout.splitlines()[-1])["result"]["model"] == "tiny"
+    # Pulled again: the same file is there, nothing is fetched.
+    fetched = len(origin.log)
+    again = client.models.pull(origin.url(f"/tiny.gguf#sha256={digest}"))
+    assert again.already_present and len(origin.log) == fetched
+    removed = subprocess.run([CLI, "models", "rm", "tiny"], capture_output=True, text=True, timeout=60, env=env)
+    assert removed.returncode == 0 and str(landed) in removed.stdout, removed.stderr
+    assert "tiny" not in [model.name for model in client.text.list_models()]
+
+
+def sse(mesh: Mesh, path: str, body: dict) -> list[dict]:
+    headers = {"x-api-key": mesh.api_key}
+    with httpx.stream("POST", f"http://{mesh.url}{path}", json=body, headers=headers, timeout=300) as reply:
+        assert reply.headers["content-type"].startswith("text/event-stream")
+        return [json.loads(line[6:]) for line in reply.iter_lines() if line.startswith("data: ")]
+
+
+def test_rest_pull_then_rest_generation_by_name(mesh, origin) -> None:
+    digest = hashlib.sha256(origin.files["/tiny.gguf"]).hexdigest()
+    events = sse(mesh, "/v1/models:pull", {"ref": origin.url(f"/tiny.gguf#sha256={digest}"), "name": "tiny-rest"})
+    ticks = [event["pull_progress"] for event in events if "pull_progress" in event]
+    ticks = [tick for tick in ticks if tick["phase"] == "PULL_PHASE_DOWNLOAD"]
+    assert ticks and ticks[-1]["bytes_done"] == ticks[-1]["bytes_total"] == str(len(origin.files["/tiny.gguf"]))
+    result = events[-1]["result"]
+    assert result["kind"] == "MODEL_KIND_TEXT" and result["path"].endswith("/models/text/tiny-rest.gguf")
+    generated = sse(mesh, "/v1/text:generate", {"prompt": "Hi", "model": "tiny-rest", "sampling": {"max_tokens": 2}})
+    assert generated[-1]["result"]["model"] == "tiny-rest"
+    deleted = httpx.post(
+        f"http://{mesh.url}/v1/models:delete", json={"name": "tiny-rest"}, headers={"x-api-key": mesh.api_key}
+    )
+    assert deleted.status_code == 200 and deleted.json()["kind"] == "MODEL_KIND_TEXT"
+
+
+def test_rest_pull_streams_sse_and_a_flipped_byte_is_refused_with_both_digests(mesh, client, origin) -> None:
+    good = b"GGUF" + os.urandom(200_000)
+    flipped = bytearray(good)
+    flipped[100_000] ^= 0x01
+    origin.files["/flipped.gguf"] = bytes(flipped)
+    expected, got = hashlib.sha256(good).hexdigest(), hashlib.sha256(flipped).hexdigest()
+    events = sse(mesh, "/v1/models:pull", {"ref": origin.url(f"/flipped.gguf#sha256={expected}")})
+    assert "queued" in events[0] and events[0]["job_id"].startswith("pul-")
+    phases = [event["pull_progress"]["phase"] for event in events if "pull_progress" in event]
+    assert phases[0] == "PULL_PHASE_RESOLVE" and "PULL_PHASE_VERIFY" in phases
+    error = events[-1]["error"]
+    assert error["code"] == "INVALID_ARGUMENT" and expected in error["message"] and got in error["message"]
+    assert "flipped" not in [model.name for model in client.text.list_models()]
+    job = client.models.get_job(events[0]["job_id"])  # a pull is a job like any other
+    assert job.status.error.code == "INVALID_ARGUMENT"
+
+
+def test_checkpoints_land_by_kind_and_are_listed_at_once(client, origin) -> None:
+    """An SD1.5 checkpoint lands where Image and Video read models, a motion module where Video reads
+    adapters (header-only tiny files: generating needs full-size weights, as the bundled configs are)."""
+    files = {"pulled-sd15": SD15_KEYS, "pulled-motion": MOTION_KEYS}
+    for name, shapes in files.items():
+        origin.files[f"/{name}.safetensors"] = checkpoint_bytes(shapes)
+    try:
+        sd15 = client.models.pull(origin.url("/pulled-sd15.safetensors"), no_verify=True)
+        motion = client.models.pull(origin.url("/pulled-motion.safetensors"), no_verify=True)
+        assert (sd15.kind, sd15.family) == (models_pb2.MODEL_KIND_IMAGE, "sd15")
+        assert motion.kind == models_pb2.MODEL_KIND_MOTION
+        assert not sd15.verified and "pulled-sd15" in [model.name for model in client.images.list_models()]
+        videos = {model.name: model.labels["kind"] for model in client.videos.list_models()}
+        assert videos["pulled-sd15"] != "motion_adapter" and videos["pulled-motion"] == "motion_adapter"
+    finally:
+        for name in files:  # the shared mesh's default image model is its first user one: leave none
+            with contextlib.suppress(errors.NotFound):
+                client.models.delete(name)
+    assert "pulled-sd15" not in [model.name for model in client.images.list_models()]
+
+
+@pytest.fixture
+def cluster_node(mesh: Mesh, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., int]]:
+    """Starts servers as on their own machines: a data folder each, sharing only the mesh's object store."""
+    started: list[ManagedProcess] = []
+
+    def start(service: str, *flags: str) -> int:
+        data_dir = tmp_path_factory.mktemp(f"{service}-node")
+        if service == "text":  # its built-in model, without assembling a copy
+            builtin = mesh.data_dir / "models" / "text" / f"{BUILTIN_NAME}.gguf"
+            (data_dir / "models" / "text").mkdir(parents=True)
+            (data_dir / "models" / "text" / builtin.name).symlink_to(builtin)
+        port = free_port()
+        argv = [sys.executable, "-m", "servers", service, f"--port={port}", "--threads=1", *flags]
+        env = {**mesh.service_env(), "GENMESH_DATA_DIR": str(data_dir)}
+        process = ManagedProcess(f"{service}-node", argv, log_path=data_dir / f"{service}.log", env=env).start()
+        started.append(process)
+        wait_until(lambda: health_status(port) == 1, timeout=180, what=f"the {service} node", process=process)
+        return port
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+def test_a_server_with_its_own_disk_fetches_a_pulled_model_from_the_store(mesh, origin, cluster_node) -> None:
+    """Clusters: a models server with --pull-to-store also publishes to the models bucket; a Text server
+    whose disk is its own (--models-from-store) lists the model as in the store and fetches it on first use."""
+    digest = hashlib.sha256(origin.files["/tiny.gguf"]).hexdigest()
+    models_port = cluster_node("models", "--pull-allowed-hosts=http://127.0.0.1", "--pull-to-store")
+    text_port = cluster_node("text", "--models-from-store", "--context-length=2048")
+    # A server's own port: no gateway, no key checked (the caller is the operator).
+    with (
+        GenmeshClient(f"127.0.0.1:{models_port}", "unused") as models,
+        GenmeshClient(f"127.0.0.1:{text_port}", "unused") as text,
+    ):
+        models.models.pull(origin.url(f"/tiny.gguf#sha256={digest}"), name="tiny-cluster")
+        assert object_keys(mesh, f"pulled/blobs/{digest}")
+        listed = {model.name: model for model in text.text.list_models()}
+        assert listed["tiny-cluster"].labels["location"] == "store"
+        assert listed["tiny-cluster"].source == f"store:sha256:{digest}"
+        assert text.text.generate("Hi", model="tiny-cluster", max_tokens=2).model == "tiny-cluster"
+        listed = {model.name: model for model in text.text.list_models()}
+        assert listed["tiny-cluster"].labels["location"] == "local"
+        models.models.delete("tiny-cluster")  # from the store too
+    assert not object_keys(mesh, "pulled/")
+
+
+def object_keys(mesh: Mesh, prefix: str) -> list[str]:
+    assert mesh.s3 is not None
+    return [entry.key for entry in ObjectStore(mesh.s3.settings()).list("models", prefix)]
+
+
+def test_only_admin_keys_may_pull_delete_or_prune(mesh, origin, user_key) -> None:
+    with GenmeshClient(mesh.url, user_key) as user:
+        with pytest.raises(errors.PermissionDenied, match="admin"):
+            user.models.pull(origin.url("/tiny.gguf"), no_verify=True)
+        with pytest.raises(errors.PermissionDenied):
+            user.models.delete("anything")
+        with pytest.raises(errors.PermissionDenied):
+            user.models.prune()
+    refused = httpx.post(
+        f"http://{mesh.url}/v1/models:pull", json={"ref": origin.url("/tiny.gguf")}, headers={"x-api-key": user_key}
+    )
+    assert refused.status_code == 403 and "admin" in refused.json()["message"]

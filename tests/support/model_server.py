@@ -1,0 +1,200 @@
+"""A real HTTP file server for pull tests: Range, ETag, If-Range, a request log, and faults on cue.
+
+Serves ``files`` (path -> bytes) with a strong ETag per content, honouring ``Range: bytes=N-`` and
+``If-Range`` (a stale validator gets the whole file, 200). Faults, each used once per arm:
+``drop_after[path] = n`` closes the connection after n body bytes, ``stall_after[path] = n`` sends n
+bytes then sends nothing until ``release`` is set (or the client goes away). Also the two hub APIs
+pulls ask, kept minimal: Hugging Face's ``paths-info`` and ``resolve`` (point HF_ENDPOINT here) and
+civitai's ``/api/v1/model-versions/<id>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+import urllib.parse
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+from safetensors.numpy import save
+
+from servers.diffusion.detect import PE_KEY, V2_KEY
+
+_RANGE = re.compile(r"bytes=(\d+)-")
+
+# Tensor names and shapes that the loaders' detection (servers/diffusion/detect.py) reads as an SD1.5
+# checkpoint and as a v2 motion module; zeros, a few hundred bytes (no loader could run them).
+SD15_KEYS = {
+    "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight": (8, 4),
+    "model.diffusion_model.input_blocks.0.0.weight": (4, 4, 1, 1),
+    "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight": (4, 768),
+}
+MOTION_KEYS = {PE_KEY: (1, 32, 4), V2_KEY: (4,)}
+
+
+def checkpoint_bytes(shapes: dict[str, tuple[int, ...]]) -> bytes:
+    """A real .safetensors file of zeros with these tensors."""
+    return save({key: np.zeros(shape, dtype=np.float16) for key, shape in shapes.items()})
+
+
+@dataclass
+class Logged:
+    method: str
+    path: str
+    range: str | None
+    if_range: str | None
+    status: int = 0
+
+
+@dataclass
+class FileServer:
+    files: dict[str, bytes] = field(default_factory=dict)
+    content_types: dict[str, str] = field(default_factory=dict)
+    drop_after: dict[str, int] = field(default_factory=dict)
+    stall_after: dict[str, int] = field(default_factory=dict)
+    hf_repos: dict[str, dict[str, bytes]] = field(default_factory=dict)  # "org/repo" -> path -> bytes (main)
+    civitai_versions: dict[int, dict] = field(default_factory=dict)  # id -> the API's JSON
+    log: list[Logged] = field(default_factory=list)
+    release: threading.Event = field(default_factory=threading.Event)
+    port: int = 0
+
+    def start(self, port: int = 0) -> FileServer:
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                return None
+
+            def do_GET(self) -> None:
+                owner._get(self)
+
+            def do_POST(self) -> None:
+                owner._post(self)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.release.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    @staticmethod
+    def etag(data: bytes) -> str:
+        return '"' + hashlib.sha256(data).hexdigest()[:16] + '"'
+
+    def ranged(self) -> list[Logged]:
+        return [entry for entry in self.log if entry.range]
+
+    # -- handlers ------------------------------------------------------------------------------
+    def _hf_file(self, path: str) -> bytes | None:
+        match = re.fullmatch(r"/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", path)
+        if match and match[1] in self.hf_repos:
+            return self.hf_repos[match[1]].get(match[3])
+        return None
+
+    def _get(self, handler: BaseHTTPRequestHandler) -> None:
+        path = urllib.parse.urlsplit(handler.path).path
+        entry = Logged("GET", path, handler.headers.get("Range"), handler.headers.get("If-Range"))
+        self.log.append(entry)
+        civitai = re.fullmatch(r"/api/v1/model-versions/(\d+)", path)
+        if civitai:
+            version = self.civitai_versions.get(int(civitai[1]))
+            return self._json(handler, entry, version, 404 if version is None else 200)
+        data = self.files.get(path)
+        if data is None:
+            data = self._hf_file(path)
+        if data is None:
+            entry.status = 404
+            handler.send_response(404)
+            handler.send_header("Content-Length", "0")
+            handler.end_headers()
+            return
+        etag = self.etag(data)
+        start = 0
+        wanted = _RANGE.fullmatch(entry.range or "")
+        if wanted and (entry.if_range is None or entry.if_range == etag):
+            start = int(wanted[1])
+        if start >= len(data) and start:
+            entry.status = 416
+            handler.send_response(416)
+            handler.send_header("Content-Range", f"bytes */{len(data)}")
+            handler.send_header("Content-Length", "0")
+            handler.end_headers()
+            return
+        entry.status = 206 if start else 200
+        handler.send_response(entry.status)
+        handler.send_header("Content-Type", self.content_types.get(path, "application/octet-stream"))
+        handler.send_header("ETag", etag)
+        handler.send_header("Accept-Ranges", "bytes")
+        handler.send_header("Content-Length", str(len(data) - start))
+        if start:
+            handler.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        handler.end_headers()
+        body = data[start:]
+        drop = self.drop_after.pop(path, None)
+        stall = self.stall_after.pop(path, None)
+        cut = drop if drop is not None else stall
+        try:
+            if cut is None:
+                handler.wfile.write(body)
+                return
+            handler.wfile.write(body[:cut])
+            handler.wfile.flush()
+            if stall is not None:
+                self.release.wait(timeout=60)
+            handler.close_connection = True
+            handler.connection.shutdown(2)  # the connection drops with the body unfinished
+        except OSError:
+            return
+
+    def _post(self, handler: BaseHTTPRequestHandler) -> None:
+        path = urllib.parse.urlsplit(handler.path).path
+        entry = Logged("POST", path, None, None)
+        self.log.append(entry)
+        length = int(handler.headers.get("Content-Length") or 0)
+        body = handler.rfile.read(length).decode()
+        match = re.fullmatch(r"/api/models/([^/]+/[^/]+)/paths-info/([^/]+)", path)
+        repo = self.hf_repos.get(match[1]) if match else None
+        if repo is None:
+            return self._json(handler, entry, {"error": "Repository not found"}, 404)
+        form = urllib.parse.parse_qs(body)
+        paths = form.get("paths", [])
+        if not paths and body.startswith("{"):
+            paths = json.loads(body).get("paths", [])
+        infos = [
+            {
+                "type": "file",
+                "path": name,
+                "size": len(repo[name]),
+                "oid": hashlib.sha1(repo[name]).hexdigest(),
+                "lfs": {"oid": hashlib.sha256(repo[name]).hexdigest(), "size": len(repo[name]), "pointerSize": 134},
+            }
+            for name in paths
+            if name in repo
+        ]
+        return self._json(handler, entry, infos, 200)
+
+    @staticmethod
+    def _json(handler: BaseHTTPRequestHandler, entry: Logged, value: object, status: int) -> None:
+        body = json.dumps(value).encode()
+        entry.status = status
+        handler.send_response(status)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(body)))
+        if status == 404:
+            handler.send_header("X-Error-Code", "RepoNotFound")
+        handler.end_headers()
+        handler.wfile.write(body)

@@ -1,0 +1,320 @@
+"""Model pull (servers/models): references, detection, and the staging / verify / rename logic
+against a real HTTP server on loopback (tests/support/model_server.py) with Range, ETag, If-Range."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from genmesh.errors import Cancelled, FailedPrecondition, InvalidArgument, NotFound
+from servers.models.engine import Folders, ModelPuller, PullRequest, readable_name
+from servers.models.kinds import Format, Kind, sniff
+from servers.models.refs import AllowedHosts, Resolver, parse_reference
+from tests.support.model_server import MOTION_KEYS, SD15_KEYS, FileServer, checkpoint_bytes
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class Reporter:
+    """Records phases; cancels after ``cancel_after`` cancellation checks in the download phase, or
+    once ``cancel`` is set."""
+
+    def __init__(self, cancel_after: int | None = None, cancel: threading.Event | None = None) -> None:
+        self.phases: list[str] = []
+        self.ticks = []
+        self.cancel_after = cancel_after
+        self.cancel = cancel
+        self.checks = 0
+
+    def check_cancelled(self) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            raise Cancelled("cancel requested")
+        if self.cancel_after is not None and self.phases[-1:] == ["download"]:
+            self.checks += 1
+            if self.checks > self.cancel_after:
+                raise Cancelled("cancel requested")
+
+    def report(self, phase: str, file_name: str, tick=None) -> None:
+        if not self.phases or self.phases[-1] != phase:
+            self.phases.append(phase)
+        if tick is not None:
+            self.ticks.append(tick)
+
+
+GGUF = b"GGUF" + os.urandom(3_000_000)
+
+
+@pytest.fixture
+def server():
+    served = FileServer(files={"/tiny.gguf": GGUF}).start()
+    yield served
+    served.stop()
+
+
+@pytest.fixture
+def folders(tmp_path: Path) -> Folders:
+    return Folders(tmp_path / "text", tmp_path / "image", tmp_path / "motion", tmp_path / "staging")
+
+
+def puller(folders: Folders, server: FileServer, **options) -> ModelPuller:
+    resolver = Resolver(AllowedHosts.parse("http://127.0.0.1"), civitai_url=server.url(""), hf_endpoint=server.url(""))
+    return ModelPuller(folders, resolver, stall_seconds=options.pop("stall_seconds", 5.0), **options)
+
+
+def listed(folders: Folders) -> list[str]:
+    return sorted(path.name for folder in (folders.text, folders.image, folders.motion) if folder.is_dir()
+                  for path in folder.iterdir())  # fmt: skip
+
+
+# -- references --------------------------------------------------------------------------------
+def test_references_parse_and_bad_ones_name_the_field() -> None:
+    digest = "ab" * 32
+    url = parse_reference(f"https://example.com/m/tiny.gguf#sha256={digest.upper()}")
+    assert (url.scheme, url.url, url.sha256) == ("url", "https://example.com/m/tiny.gguf", digest)
+    hf = parse_reference("hf:org/repo/sub/model.safetensors@v1.0")
+    assert (hf.repo, hf.path, hf.revision) == ("org/repo", "sub/model.safetensors", "v1.0")
+    assert parse_reference("hf:org/repo/model.gguf").revision == "main"
+    assert parse_reference("civitai:12345").version_id == 12345
+    for bad in ("", "ftp://x/y.gguf", "https://x/", "https://x/y.gguf#md5=1", "hf:org/model.gguf", "civitai:x",
+                "hf:org/repo/../x.gguf"):  # fmt: skip
+        with pytest.raises(InvalidArgument) as refused:
+            parse_reference(bad)
+        assert refused.value.field == "ref" and refused.value.message.startswith("ref: ")
+
+
+def test_source_file_names_become_readable_model_names() -> None:
+    assert readable_name("Juggernaut XL v9.safetensors") == "Juggernaut_XL_v9"
+    assert readable_name("qwen2.5-0.5b-instruct-q4_k_m.gguf") == "qwen2.5-0.5b-instruct-q4_k_m"
+    assert readable_name(".hidden.gguf") == "hidden" and readable_name("???.gguf") == "model"
+
+
+def test_allowed_hosts_take_subdomains_and_schemes() -> None:
+    allowed = AllowedHosts.parse("huggingface.co, http://127.0.0.1")
+    assert allowed.allows("https://cdn-lfs.huggingface.co/x") and allowed.allows("http://127.0.0.1:9/x")
+    assert not allowed.allows("http://huggingface.co/x") and not allowed.allows("https://evilhuggingface.co/x")
+    with pytest.raises(InvalidArgument, match="GENMESH_PULL_ALLOWED_HOSTS"):
+        allowed.check("https://10.0.0.1/x.gguf")
+    with pytest.raises(ValueError, match="bad entry"):
+        AllowedHosts.parse("ftp://x")
+
+
+# -- detection ---------------------------------------------------------------------------------
+def test_sniff_tells_formats_and_refuses_html_and_pickles() -> None:
+    assert sniff(GGUF[:16], allow_pickle=False, file_name="f") is Format.GGUF
+    assert sniff(checkpoint_bytes(SD15_KEYS)[:16], allow_pickle=False, file_name="f") is Format.SAFETENSORS
+    assert sniff(b"PK\x03\x04" + bytes(12), allow_pickle=True, file_name="f") is Format.PICKLE
+    with pytest.raises(InvalidArgument, match=r"pickled checkpoint.*allow_pickle"):
+        sniff(b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19", allow_pickle=False, file_name="f")
+    with pytest.raises(InvalidArgument, match="HTML page"):
+        sniff(b"  <!DOCTYPE html><html>", allow_pickle=False, file_name="f")
+
+
+# -- pulls against the real HTTP server -----------------------------------------------------------
+def test_clean_pulls_land_by_kind_and_keep_readable_names(server, folders) -> None:
+    sd15, motion = checkpoint_bytes(SD15_KEYS), checkpoint_bytes(MOTION_KEYS)
+    server.files.update({"/dreamy.safetensors": sd15, "/mm_sd_v15_v2.safetensors": motion})
+    pulls = puller(folders, server)
+    text = pulls.pull(PullRequest(server.url(f"/tiny.gguf#sha256={sha(GGUF)}")), reporter := Reporter())
+    assert (text.kind, text.path, text.verified, text.sha256) == (
+        Kind.TEXT,
+        folders.text / "tiny.gguf",
+        True,
+        sha(GGUF),
+    )
+    assert reporter.phases == ["resolve", "download", "verify", "install"]
+    assert reporter.ticks[-1].bytes_done == reporter.ticks[-1].bytes_total == len(GGUF)
+    image = pulls.pull(PullRequest(server.url(f"/dreamy.safetensors#sha256={sha(sd15)}")), Reporter())
+    assert (image.kind, image.family, image.path.name) == (Kind.IMAGE, "sd15", "dreamy.safetensors")
+    adapter = pulls.pull(PullRequest(server.url(f"/mm_sd_v15_v2.safetensors#sha256={sha(motion)}")), Reporter())
+    assert (adapter.kind, adapter.family, adapter.path.parent) == (Kind.MOTION, "v2", folders.motion)
+    assert list(folders.staging.iterdir()) == []
+    again = pulls.pull(PullRequest(server.url(f"/tiny.gguf#sha256={sha(GGUF)}")), Reporter())
+    assert again.already_present and len(server.log) == 3  # nothing fetched again
+
+
+def test_a_dropped_connection_resumes_with_range_and_if_range(server, folders) -> None:
+    server.drop_after["/tiny.gguf"] = 1_000_000
+    pulled = puller(folders, server).pull(PullRequest(server.url(f"/tiny.gguf#sha256={sha(GGUF)}")), Reporter())
+    assert pulled.sha256 == sha(GGUF)
+    (resumed,) = server.ranged()
+    assert (resumed.range, resumed.if_range, resumed.status) == ("bytes=1000000-", FileServer.etag(GGUF), 206)
+
+
+def test_a_stalled_connection_is_retried(server, folders) -> None:
+    server.stall_after["/tiny.gguf"] = 500_000
+    reporter = Reporter()
+    pulled = puller(folders, server, stall_seconds=0.5).pull(
+        PullRequest(server.url(f"/tiny.gguf#sha256={sha(GGUF)}")), reporter
+    )
+    assert pulled.sha256 == sha(GGUF) and reporter.ticks[-1].retries == 1
+    assert server.ranged()[0].range == "bytes=500000-"
+
+
+def test_a_cancel_installs_nothing_and_a_restarted_server_resumes_the_partial(server, folders) -> None:
+    ref = server.url(f"/tiny.gguf#sha256={sha(GGUF)}")
+    with pytest.raises(Cancelled):
+        puller(folders, server).pull(PullRequest(ref), Reporter(cancel_after=2))
+    assert listed(folders) == []
+    (partial,) = folders.staging.glob("*.part")
+    kept = partial.stat().st_size
+    assert 0 < kept < len(GGUF)
+    pulled = puller(folders, server).pull(PullRequest(ref), Reporter())  # a new process: only the disk remains
+    assert pulled.resumed_bytes == kept and server.ranged()[0].range == f"bytes={kept}-"
+    assert listed(folders) == ["tiny.gguf"]
+
+
+def test_a_cancel_ends_a_stalled_download_at_once(server, folders) -> None:
+    """A cancel does not wait for the stall timeout: the connection is cut."""
+    server.stall_after["/tiny.gguf"] = 500_000
+    cancel = threading.Event()
+    reporter = Reporter(cancel=cancel)
+    pulls = puller(folders, server, stall_seconds=60)
+    timer = threading.Timer(0.5, cancel.set)
+    timer.start()
+    started = time.monotonic()
+    with pytest.raises(Cancelled):
+        pulls.pull(PullRequest(server.url(f"/tiny.gguf#sha256={sha(GGUF)}")), reporter)
+    assert time.monotonic() - started < 5 and listed(folders) == []
+
+
+def test_a_changed_source_file_starts_over(server, folders) -> None:
+    ref = server.url("/tiny.gguf")
+    with pytest.raises(Cancelled):
+        puller(folders, server).pull(PullRequest(ref, no_verify=True), Reporter(cancel_after=2))
+    server.files["/tiny.gguf"] = changed = b"GGUF" + os.urandom(2_000_000)
+    pulled = puller(folders, server).pull(PullRequest(ref, no_verify=True), Reporter())
+    assert server.ranged()[0].status == 200 and pulled.sha256 == sha(changed) and not pulled.verified
+
+
+def test_a_flipped_byte_is_refused_with_both_digests_and_nothing_is_left(server, folders) -> None:
+    flipped = bytearray(GGUF)
+    flipped[len(flipped) // 2] ^= 0xFF
+    server.files["/tiny.gguf"] = bytes(flipped)
+    with pytest.raises(InvalidArgument) as refused:
+        puller(folders, server).pull(PullRequest(server.url(f"/tiny.gguf#sha256={sha(GGUF)}")), Reporter())
+    assert sha(GGUF) in refused.value.message and sha(bytes(flipped)) in refused.value.message
+    assert listed(folders) == [] and list(folders.staging.iterdir()) == []
+
+
+def test_html_pages_pickles_unknown_digests_and_other_hosts_are_refused(server, folders, tmp_path) -> None:
+    import torch
+
+    server.files["/model.safetensors"] = b"<!doctype html><html><body>Please log in</body></html>"
+    pickle_path = tmp_path / "mm.ckpt"
+    torch.save({key: torch.zeros(shape) for key, shape in MOTION_KEYS.items()}, pickle_path)
+    server.files["/mm.ckpt"] = pickled = pickle_path.read_bytes()
+    pulls = puller(folders, server)
+    with pytest.raises(InvalidArgument, match="HTML page"):
+        pulls.pull(PullRequest(server.url("/model.safetensors"), no_verify=True), Reporter())
+    with pytest.raises(InvalidArgument, match="pickled checkpoint"):
+        pulls.pull(PullRequest(server.url(f"/mm.ckpt#sha256={sha(pickled)}")), Reporter())
+    assert listed(folders) == [] and list(folders.staging.iterdir()) == []
+    with pytest.raises(InvalidArgument, match=r"no sha256 is known.*no_verify"):
+        pulls.pull(PullRequest(server.url("/tiny.gguf")), Reporter())
+    with pytest.raises(InvalidArgument, match="not a source this server may fetch from"):
+        pulls.pull(PullRequest(f"http://localhost:{server.port}/tiny.gguf", no_verify=True), Reporter())
+    allowed = pulls.pull(PullRequest(server.url(f"/mm.ckpt#sha256={sha(pickled)}"), allow_pickle=True), Reporter())
+    assert (allowed.kind, allowed.path.name) == (Kind.MOTION, "mm.ckpt")
+
+
+def test_hub_references_take_the_hubs_digests(server, folders, monkeypatch) -> None:
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # tests run offline otherwise
+    sd15 = checkpoint_bytes(SD15_KEYS)
+    server.hf_repos["org/tiny"] = {"unet/tiny-sd.safetensors": sd15}
+    server.files["/files/dl/42"] = GGUF
+    server.civitai_versions[42] = {
+        "files": [{"name": "civ.gguf", "primary": True, "downloadUrl": server.url("/files/dl/42"),
+                   "hashes": {"SHA256": sha(GGUF).upper()}}]
+    }  # fmt: skip
+    pulls = puller(folders, server)
+    hub = pulls.pull(PullRequest("hf:org/tiny/unet/tiny-sd.safetensors"), Reporter())
+    assert (hub.digest_source, hub.sha256, hub.path.name) == ("huggingface", sha(sd15), "tiny-sd.safetensors")
+    civitai = pulls.pull(PullRequest("civitai:42"), Reporter())
+    assert (civitai.digest_source, civitai.path.name, civitai.kind) == ("civitai", "civ.gguf", Kind.TEXT)
+    with pytest.raises(NotFound):
+        pulls.pull(PullRequest("hf:org/tiny/missing.safetensors"), Reporter())
+    with pytest.raises(NotFound):
+        pulls.pull(PullRequest("civitai:7"), Reporter())
+
+
+def test_delete_and_prune(server, folders) -> None:
+    pulls = puller(folders, server)
+    pulls.pull(PullRequest(server.url(f"/tiny.gguf#sha256={sha(GGUF)}")), Reporter())
+    with pytest.raises(FailedPrecondition, match=r"different model tiny.gguf"):
+        server.files["/other/tiny.gguf"] = other = b"GGUF" + bytes(100)
+        pulls.pull(PullRequest(server.url(f"/other/tiny.gguf#sha256={sha(other)}")), Reporter())
+    deleted = pulls.delete("tiny")
+    assert (deleted.kind, deleted.size_bytes) == (Kind.TEXT, len(GGUF)) and listed(folders) == []
+    with pytest.raises(NotFound):
+        pulls.delete("tiny")
+    with pytest.raises(InvalidArgument):
+        pulls.delete("../etc/passwd")
+    with pytest.raises(Cancelled):
+        pulls.pull(PullRequest(server.url(f"/tiny.gguf#sha256={sha(GGUF)}")), Reporter(cancel_after=2))
+    removed, freed = pulls.prune()
+    assert removed == 1 and freed > 0 and list(folders.staging.iterdir()) == []
+
+
+class StoreStandIn:
+    """In place of ``storage.pulled.PulledModels`` (the real one runs against S3 in the integration test)."""
+
+    def __init__(self, stored: dict[str, list], data: dict[str, bytes]) -> None:
+        self.stored, self.data, self.fetched = stored, data, []
+
+    def entries(self, kind: str) -> list:
+        return self.stored.get(kind, [])
+
+    def fetch(self, model, folder: Path) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / model.file_name).write_bytes(self.data[model.sha256])
+        self.fetched.append(model.name)
+        return folder / model.file_name
+
+
+def test_catalogs_list_stored_models_and_fetch_them_on_first_use(tmp_path) -> None:
+    from servers.diffusion.catalog import MOTION_ADAPTERS
+    from servers.diffusion.catalog import ModelCatalog as DiffusionCatalog
+    from servers.text.models import ModelCatalog as TextCatalog
+    from storage.pulled import StoredModel
+
+    sd15, motion = checkpoint_bytes(SD15_KEYS), checkpoint_bytes(MOTION_KEYS)
+    stored = {
+        "text": [StoredModel("tiny", "text", "tiny.gguf", sha(GGUF), len(GGUF))],
+        "image": [StoredModel("dreamy", "image", "dreamy.safetensors", sha(sd15), len(sd15), "sd15")],
+        "motion": [StoredModel("mm", "motion", "mm.safetensors", sha(motion), len(motion), "v2")],
+    }
+    store = StoreStandIn(stored, {sha(GGUF): GGUF, sha(sd15): sd15, sha(motion): motion})
+    text = TextCatalog(tmp_path / "text", pulled=store)
+    spec = text.resolve("tiny")
+    assert (spec.location, spec.source, spec.size_bytes) == ("store", f"store:sha256:{sha(GGUF)}", len(GGUF))
+    assert text.ensure_file(spec).read_bytes() == GGUF and text.resolve("tiny").location == "local"
+    images = DiffusionCatalog(tmp_path / "image", pulled=store)
+    entry = images.resolve("dreamy")
+    assert (entry.location, entry.source.family) == ("store", "sd15")  # no file needed before loading
+    assert images.local(entry).location == "local" and [e.name for e in images.entries()][:1] == ["dreamy"]
+    adapters = DiffusionCatalog(tmp_path / "motion", kind=MOTION_ADAPTERS, pulled=store)
+    assert adapters.local(adapters.resolve("mm")).location == "local"
+    assert store.fetched == ["tiny", "dreamy", "mm"]
+
+
+def test_too_little_disk_space_is_refused_before_downloading(server, folders, monkeypatch) -> None:
+    from collections import namedtuple
+
+    from genmesh.errors import ResourceExhausted
+    from servers.models import download
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(download.shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 1000, 1000))
+    with pytest.raises(ResourceExhausted) as refused:
+        puller(folders, server).pull(PullRequest(server.url(f"/tiny.gguf#sha256={sha(GGUF)}")), Reporter())
+    assert f"{len(GGUF)} bytes needed" in refused.value.message and "1000 free" in refused.value.message
+    assert listed(folders) == []
