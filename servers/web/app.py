@@ -310,11 +310,24 @@ async def videos_content(request: Request) -> Response:
     return await proxy_object(request, artifact.url, artifact.content_type, headers(request, job.status.job_id))
 
 
+def media_request(client: httpx.AsyncClient, url: str, media_url: str) -> httpx.Request:
+    """GET of a presigned URL, sent to ``media_url`` when set: the URL names the address callers use
+    (the gateway's), which need not resolve inside this container. The signature covers the Host
+    header, so it stays the URL's own."""
+    if not media_url:
+        return client.build_request("GET", url)
+    signed = httpx.URL(url)
+    host, _, port = media_url.rpartition(":")
+    return client.build_request(
+        "GET", signed.copy_with(host=host, port=int(port)), headers={"host": signed.netloc.decode()}
+    )
+
+
 async def proxy_object(request: Request, url: str, content_type: str, out: dict[str, str]) -> Response:
     """Stream a stored object (by its presigned URL) to the caller: one URL for every client, whether
     or not it can reach the object store itself."""
     client: httpx.AsyncClient = request.app.state.http
-    upstream = await client.send(client.build_request("GET", url), stream=True)
+    upstream = await client.send(media_request(client, url, request.app.state.media_url), stream=True)
     if upstream.status_code != 200:
         await upstream.aclose()
         raise OpenAIError(503, f"object storage answered {upstream.status_code} for the stored file; retry shortly",
@@ -481,6 +494,7 @@ def create_app(settings: WebSettings) -> Starlette:
         # grpc.aio channels bind to this loop
         app.state.upstreams = Upstreams(settings.upstream_urls(), watched=UPSTREAM_NAMES)
         app.state.aliases = settings.aliases()
+        app.state.media_url = settings.media_url.strip()
         # Stored objects are fetched by their presigned URLs, on loopback or the cluster network only.
         app.state.http = httpx.AsyncClient(trust_env=False, timeout=httpx.Timeout(30.0, read=None))
         try:

@@ -27,6 +27,9 @@ class WebSettings:
                              env="GENMESH_WEB_AGENT_URL")  # fmt: skip
     training_url: str = setting("", "host:port of the Training server (empty: GET /v1/jobs leaves its jobs out)",
                                 env="GENMESH_WEB_TRAINING_URL")  # fmt: skip
+    media_url: str = setting("", "host:port to fetch stored files from, keeping the presigned URL's own Host "
+                             "header (in containers: the object store, e.g. minio:9000; empty: the URL's address)",
+                             env="GENMESH_WEB_MEDIA_URL")  # fmt: skip
     model_aliases: str = setting("", "extra model names for tools that filter them, alias=model,... "
                                  "(e.g. gpt-4o-mini=gemma-3-270m-q4_k_m)", env="GENMESH_WEB_MODEL_ALIASES")  # fmt: skip
     health_poll_seconds: float = setting(5.0, "how often /health asks the services whether they answer",
@@ -36,6 +39,9 @@ class WebSettings:
 
     def __post_init__(self) -> None:
         self.aliases()  # a bad alias list stops the start naming the setting
+        host, _, port = self.media_url.strip().rpartition(":")
+        if self.media_url.strip() and not (host and port.isdigit() and 0 < int(port) < 65536):
+            raise ValueError(f"GENMESH_WEB_MEDIA_URL: expected host:port, got {self.media_url!r}")
 
     def upstream_urls(self) -> dict[str, str]:
         """The configured services by name; unconfigured ones are left out."""

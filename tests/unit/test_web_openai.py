@@ -324,3 +324,20 @@ def test_tools_constrain_the_answer_and_come_back_as_tool_calls() -> None:
         json_format.MessageToDict(single.request.response_format.json_schema)["properties"]["tool_calls"]["maxItems"]
         == 1
     )
+
+
+def test_stored_files_are_fetched_from_the_media_address_with_the_signed_host() -> None:
+    """In a container the presigned URL names the gateway as browsers see it; the front door connects
+    to the object store instead, and the Host header the signature covers stays the URL's."""
+    import httpx
+
+    from servers.web.app import media_request
+
+    client = httpx.AsyncClient()
+    url = "http://localhost:8080/outputs/vid-0/video.mp4?X-Amz-Signature=abc"
+    direct = media_request(client, url, "")
+    assert str(direct.url) == url
+    via_store = media_request(client, url, "minio:9000")
+    assert (via_store.url.host, via_store.url.port) == ("minio", 9000)
+    assert via_store.url.raw_path == b"/outputs/vid-0/video.mp4?X-Amz-Signature=abc"
+    assert via_store.headers["host"] == "localhost:8080"
