@@ -4,13 +4,14 @@ device worker) generate, store the images and the record, and build the result."
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from PIL import Image
 
 from genmesh.image.v1 import image_pb2
+from servers.diffusion import params as spec
 from servers.diffusion.families import family_spec
-from servers.diffusion.generate import check_mask
+from servers.diffusion.generate import check_mask, default_strength
 from servers.diffusion.lora import ResolvedLora
 from servers.image import convert, records
 from servers.image.engine import ImageEngine, check_pixel_budget
@@ -21,6 +22,24 @@ from servers.runtime.events import StageChanged
 from servers.runtime.queue import JobContext
 from storage import outputs
 from storage.object_store import ObjectLocation, ObjectStore
+
+
+def with_defaults(request: ImageRequest, defaults: spec.Defaults) -> ImageRequest:
+    """``request`` with unset steps, guidance, strength and (txt2img) size filled from ``defaults``, the
+    rule that needs them checked, and the defaults' note kept when a light default was used."""
+    img2img = request.is_img2img
+    side = None if img2img else defaults.side  # img2img: the init image's size
+    filled = replace(
+        request,
+        steps=request.steps or defaults.steps,
+        guidance_scale=defaults.guidance_scale if request.guidance_scale is None else request.guidance_scale,
+        width=request.width or side,
+        height=request.height or side,
+        strength=default_strength(request.has_mask) if img2img and request.strength is None else request.strength,
+    )
+    spec.check_steps_strength(filled.steps or 0, filled.strength)
+    light = request.steps is None or (side is not None and not (request.width and request.height))
+    return replace(filled, defaults_note=defaults.note if light else "")
 
 
 @dataclass(frozen=True)
@@ -38,6 +57,7 @@ class ImageJob:
         mask: an unknown model, LoRA or object is NOT_FOUND and a bad image or mask, a LoRA for another
         family or a job over budget INVALID_ARGUMENT at once, naming the field; nothing waits in the queue."""
         entry = engine.catalog.resolve(request.model)
+        request = with_defaults(request, engine.defaults_for(entry))
         # An unset side is the family's native size; a model whose family is only known once loaded
         # (a folder without a declared family) has unset sides checked by the engine.
         native = family_spec(entry.source.family).native_resolution if entry.source.family else None

@@ -153,7 +153,7 @@ def test_rest_inpainting_keeps_the_unmasked_pixels(gateway_url: str, api_key: st
     assert np.abs(result[:, 48:] - original[:, 48:]).mean() > 20
     wrong = {**body, "mask_image_data": base64.b64encode(png(mask.resize((64, 64)))).decode()}
     status, refused = sse(gateway_url, api_key, "/v1/images:generate", wrong)
-    assert status == 400 and refused[0]["message"].startswith("mask_image_data: is 64x64; it must be")
+    assert status == 400 and refused[0]["message"].startswith("mask_image_data is 64x64; it must be")
     status, refused = sse(
         gateway_url, api_key, "/v1/images:generate", {**BODY, "mask_image_data": body["mask_image_data"]}
     )
