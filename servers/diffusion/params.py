@@ -172,6 +172,13 @@ def defaults_for(native: Defaults, light: Mapping[str, Defaults], *, smoke_test:
     return Defaults(chosen.steps, chosen.guidance_scale, chosen.side, chosen.num_frames, note)
 
 
+def fit_within(width: int, height: int, side: int) -> tuple[int, int]:
+    """An input's ``width`` x ``height`` scaled down to fit ``side`` (aspect kept), in multiples of 8,
+    at least 64: the light defaults' size for an init image or video."""
+    scale = min(1.0, side / max(width, height))
+    return tuple(max(64, int(value * scale) // 8 * 8) for value in (width, height))  # type: ignore[return-value]
+
+
 def image_defaults(*, smoke_test: bool, cpu: bool) -> Defaults:
     return defaults_for(IMAGE_NATIVE, IMAGE_LIGHT, smoke_test=smoke_test, cpu=cpu)
 

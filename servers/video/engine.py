@@ -143,15 +143,22 @@ class VideoEngine:
         media, and the server's pixel budget, are checked here, at admission: ``InvalidArgument``
         naming the field, before any queueing."""
         defaults = self.defaults_for(self.catalog.resolve(request.model))
-        from_input = init_image is not None or init_video is not None
-        side = None if from_input else defaults.side  # else the input's size
+        source = init_image if init_image is not None else (init_video or [None])[0]
+        width: int | None
+        height: int | None
+        if source is None:
+            width = height = defaults.side
+        elif defaults.note and defaults.side:  # light defaults: the input's size, fitted within theirs
+            width, height = spec.fit_within(*source.size, defaults.side)
+        else:  # the input's own size (resolve_video_params)
+            width = height = None
         frames = None if init_video is not None else defaults.num_frames  # else the init video's length
         params = resolve_video_params(
             VideoParams(
                 prompt=request.prompt,
                 negative_prompt=request.negative_prompt,
-                width=request.width or side,
-                height=request.height or side,
+                width=request.width or width,
+                height=request.height or height,
                 num_frames=request.num_frames or frames,
                 steps=request.steps or defaults.steps,
                 guidance_scale=defaults.guidance_scale if request.guidance_scale is None else request.guidance_scale,
@@ -177,7 +184,7 @@ class VideoEngine:
             )
         light = (
             request.steps is None
-            or (side is not None and not (request.width and request.height))
+            or (width is not None and not (request.width and request.height))
             or (bool(frames) and request.num_frames is None)
         )
         return params, defaults.note if light else ""

@@ -122,3 +122,14 @@ def test_one_scheduler_table() -> None:
     """The client's names are read from the proto enum; the servers' classes cover exactly those names."""
     assert set(CLIENT_SCHEDULERS) == set(SCHEDULER_NAMES)
     assert CLIENT_SCHEDULERS["euler_a"] == "SCHEDULER_EULER_ANCESTRAL"
+
+
+def test_light_defaults_fit_an_input_within_their_size() -> None:
+    assert spec.fit_within(1024, 512, 256) == (256, 128)
+    assert spec.fit_within(100, 72, 256) == (96, 72)  # smaller inputs keep their size, snapped to 8
+    assert spec.fit_within(4000, 100, 128) == (128, 64)  # never below 64
+    light = spec.image_defaults(smoke_test=True, cpu=False)
+    img2img = generate_image_request(image_pb2.GenerateImageRequest(prompt="a", init_image_data=b"x"))
+    fitted = with_defaults(img2img, light, (1024, 768))
+    assert (fitted.width, fitted.height, fitted.defaults_note) == (256, 192, light.note)
+    assert with_defaults(img2img, spec.IMAGE_NATIVE, (1024, 768)).width is None  # native: the init image's size
