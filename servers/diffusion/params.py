@@ -14,7 +14,7 @@ Torch- and grpc-free: the agent server imports it.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from genmesh.errors import InvalidArgument, shown
@@ -137,39 +137,53 @@ def check_steps_strength(steps: int, strength: float | None, field: str = "stren
 @dataclass(frozen=True)
 class Defaults:
     """What a request that leaves these fields unset gets. ``side`` None: the model family's native
-    size (or the init image's). ``note`` says why they are lighter than the model's own ('' if not)."""
+    size (or the init image's). ``why``: for whom they are lighter than the model's own ('' if not)."""
 
     steps: int
     guidance_scale: float = 7.5
     side: int | None = None
     num_frames: int = 0  # video only
-    note: str = ""
+    why: str = ""
+
+    @property
+    def note(self) -> str:
+        """Every light default, for ListModels; '' for native ones."""
+        size = (self.side, self.side) if self.side else None
+        return self.note_for(size=size, frames=self.num_frames or None, steps=self.steps)
+
+    def note_for(self, *, size: tuple[int, int] | None, frames: int | None, steps: int | None) -> str:
+        """What a result says about the light defaults it got (those given; '' for native ones):
+        ``light defaults for the smoke-test model: 128x128, 4 steps (set them to override)``."""
+        parts = [
+            f"{size[0]}x{size[1]}" if size else "",
+            f"{frames} frames" if frames else "",
+            f"{steps} steps" if steps else "",
+        ]
+        used = ", ".join(part for part in parts if part)
+        return f"light defaults for {self.why}: {used} (set them to override)" if self.why and used else ""
 
 
 # The models' native defaults (what a real model on a GPU gets).
 IMAGE_NATIVE = Defaults(steps=25)
 VIDEO_NATIVE = Defaults(steps=25, side=512, num_frames=16)  # AnimateDiff was trained on 16 frames at 512
 # Light defaults for the built-in smoke-test models (they draw noise: only the plumbing is shown) and
-# for any model on a CPU, measured on 2 shared cores to finish in well under a minute (README).
+# for any model on a CPU: the smoke-test ones measured on 2 shared cores to finish in well under a
+# minute (README); the CPU ones are the smallest sizes SD1.5 still draws at, not measured with real weights.
 IMAGE_LIGHT = {"smoke_test": Defaults(steps=8, side=256), "cpu": Defaults(steps=12, side=256)}
 VIDEO_LIGHT = {
-    "smoke_test": Defaults(steps=6, side=128, num_frames=8),
-    "cpu": Defaults(steps=10, side=256, num_frames=8),
+    "smoke_test": Defaults(steps=4, side=128, num_frames=8),
+    "cpu": Defaults(steps=8, side=256, num_frames=8),
 }
 _WHY = {"smoke_test": "the smoke-test model", "cpu": "a CPU"}
 
 
 def defaults_for(native: Defaults, light: Mapping[str, Defaults], *, smoke_test: bool, cpu: bool) -> Defaults:
     """The defaults of a model on a device: its native ones, or the light ones for the smoke-test
-    model or a CPU, with a note naming them."""
+    model or a CPU, saying for whom."""
     kind = "smoke_test" if smoke_test else "cpu" if cpu else ""
     if not kind:
         return native
-    chosen = light[kind]
-    size = f"{chosen.side}x{chosen.side}, " if chosen.side else ""
-    frames = f"{chosen.num_frames} frames, " if chosen.num_frames else ""
-    note = f"light defaults for {_WHY[kind]}: {size}{frames}{chosen.steps} steps (set them to override)"
-    return Defaults(chosen.steps, chosen.guidance_scale, chosen.side, chosen.num_frames, note)
+    return replace(light[kind], why=_WHY[kind])
 
 
 def fit_within(width: int, height: int, side: int) -> tuple[int, int]:

@@ -42,8 +42,13 @@ def with_defaults(
         strength=default_strength(request.has_mask) if img2img and request.strength is None else request.strength,
     )
     spec.check_steps_strength(filled.steps or 0, filled.strength)
-    light = request.steps is None or (width is not None and not (request.width and request.height))
-    return replace(filled, defaults_note=defaults.note if light else "")
+    sized = width is not None and not (request.width and request.height)
+    note = defaults.note_for(
+        size=(filled.width, filled.height) if sized else None,  # type: ignore[arg-type]
+        frames=None,
+        steps=filled.steps if request.steps is None else None,
+    )
+    return replace(filled, defaults_note=note)
 
 
 @dataclass(frozen=True)

@@ -182,12 +182,13 @@ class VideoEngine:
                 f"{self.max_pixels} per job (use fewer frames or a smaller size)",
                 field="num_frames",
             )
-        light = (
-            request.steps is None
-            or (width is not None and not (request.width and request.height))
-            or (bool(frames) and request.num_frames is None)
+        sized = width is not None and not (request.width and request.height)
+        note = defaults.note_for(
+            size=(params.width, params.height) if sized else None,  # type: ignore[arg-type]
+            frames=params.num_frames if frames and request.num_frames is None else None,
+            steps=params.steps if request.steps is None else None,
         )
-        return params, defaults.note if light else ""
+        return params, note
 
     def generate(self, request: VideoRequest, params: VideoParams, reporter: Reporter) -> VideoOutcome:
         model_entry, adapter_entry = self.resolve(request.model, request.motion_adapter)

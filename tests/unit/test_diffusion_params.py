@@ -109,6 +109,10 @@ def test_image_admission_fills_defaults_and_says_so() -> None:
     assert filled.defaults_note == light.note
     explicit = image_pb2.GenerateImageRequest(prompt="a", width=64, height=64, steps=3)
     assert with_defaults(generate_image_request(explicit), light).defaults_note == ""  # nothing was defaulted
+    sized = image_pb2.GenerateImageRequest(prompt="a", width=64, height=64)
+    assert with_defaults(generate_image_request(sized), light).defaults_note.endswith(
+        ": 8 steps (set them to override)"
+    )
     native = with_defaults(generate_image_request(image_pb2.GenerateImageRequest(prompt="a")), spec.IMAGE_NATIVE)
     assert (native.width, native.steps, native.defaults_note) == (None, 25, "")  # the family's native size
     img2img = image_pb2.GenerateImageRequest(prompt="a", init_image_data=b"x", steps=1)
@@ -131,5 +135,8 @@ def test_light_defaults_fit_an_input_within_their_size() -> None:
     light = spec.image_defaults(smoke_test=True, cpu=False)
     img2img = generate_image_request(image_pb2.GenerateImageRequest(prompt="a", init_image_data=b"x"))
     fitted = with_defaults(img2img, light, (1024, 768))
-    assert (fitted.width, fitted.height, fitted.defaults_note) == (256, 192, light.note)
+    assert (fitted.width, fitted.height) == (256, 192)
+    assert fitted.defaults_note == "light defaults for the smoke-test model: 256x192, 8 steps (set them to override)"
+    stepped = with_defaults(img2img, light, (64, 64))
+    assert stepped.width == 64 and stepped.defaults_note.endswith(": 64x64, 8 steps (set them to override)")
     assert with_defaults(img2img, spec.IMAGE_NATIVE, (1024, 768)).width is None  # native: the init image's size
