@@ -140,3 +140,30 @@ def test_light_defaults_fit_an_input_within_their_size() -> None:
     stepped = with_defaults(img2img, light, (64, 64))
     assert stepped.width == 64 and stepped.defaults_note.endswith(": 64x64, 8 steps (set them to override)")
     assert with_defaults(img2img, spec.IMAGE_NATIVE, (1024, 768)).width is None  # native: the init image's size
+
+
+def test_video_admission_fills_light_defaults_and_checks_what_needs_them(tmp_path) -> None:
+    """The Video engine's admission step on a CPU with the smoke-test models (nothing is loaded)."""
+    from PIL import Image
+
+    from servers.diffusion.catalog import MOTION_ADAPTERS, ModelCatalog
+    from servers.video.engine import VideoEngine
+    from servers.video.types import VideoRequest
+
+    engine = VideoEngine(
+        ModelCatalog(tmp_path / "models"), ModelCatalog(tmp_path / "motion", kind=MOTION_ADAPTERS),
+        cache_dir=tmp_path, device="cpu",
+    )  # fmt: skip
+    params, note = engine.params_for(VideoRequest("a"), None, None)
+    assert (params.width, params.height, params.num_frames, params.steps) == (128, 128, 8, 4)
+    assert note == "light defaults for the smoke-test model: 128x128, 8 frames, 4 steps (set them to override)"
+    still = Image.new("RGB", (512, 256))
+    params, note = engine.params_for(VideoRequest("a", num_frames=16, steps=2), still, None)
+    assert (params.width, params.height, params.num_frames, params.strength) == (128, 64, 16, 0.8)
+    assert note.endswith(": 128x64 (set them to override)")
+    _, note = engine.params_for(VideoRequest("a", width=64, height=64, num_frames=8, steps=2), None, None)
+    assert note == ""
+    assert refused(engine.params_for, VideoRequest("a", steps=1, strength=0.5), still, None).field == "strength"
+    late = VideoRequest("a", num_frames=8, prompt_schedule={8: "late"})
+    assert refused(engine.params_for, late, None, None).field == "prompt_schedule"
+    assert refused(engine.params_for, VideoRequest("a", num_frames=8), None, [still] * 4).field == "num_frames"
