@@ -157,7 +157,7 @@ def test_rest_inpainting_keeps_the_unmasked_pixels(gateway_url: str, api_key: st
     status, refused = sse(
         gateway_url, api_key, "/v1/images:generate", {**BODY, "mask_image_data": body["mask_image_data"]}
     )
-    assert status == 400 and refused[0]["message"].startswith("mask_image_data: needs an init image")
+    assert status == 400 and refused[0]["message"].startswith("mask_image_data needs an init image")
 
 
 def test_cli_inpaints_with_init_image_and_mask(mesh: Mesh, tmp_path: Path) -> None:
