@@ -79,7 +79,8 @@ class ImageEngine:
         model = load_model(entry.source, cache_dir=self.cache_dir, device=self.device, memory_mode=self.memory_mode)
         model.loras = LoraAdapters(self.lora_budget_bytes)
         if self.compile.enabled:  # off: not one step differs from an eager server
-            warm_up_image(model, compile_model(model, self.compile), self.compile_warmup)
+            side = self.defaults_for(entry).side  # warm up at the size requests get by default
+            warm_up_image(model, compile_model(model, self.compile), self.compile_warmup, side=side)
         return model
 
     def _unload(self, model: LoadedModel) -> None:

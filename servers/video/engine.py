@@ -99,7 +99,9 @@ class VideoEngine:
         loaded.loras = LoraAdapters(self.lora_budget_bytes)
         if self.compile.enabled:  # off: not one step differs from an eager server
             modules = compile_model(loaded, self.compile)
-            warm_up_video(loaded, modules, self.compile_warmup, decode_chunk_size=self.decode_chunk_size)
+            defaults = self.defaults_for(model)  # warm up at the size and length requests get by default
+            warm_up_video(loaded, modules, self.compile_warmup, decode_chunk_size=self.decode_chunk_size,
+                          side=defaults.side, frames=defaults.num_frames)  # fmt: skip
         return loaded
 
     def _unload(self, model: LoadedModel) -> None:

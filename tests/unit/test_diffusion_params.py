@@ -167,3 +167,16 @@ def test_video_admission_fills_light_defaults_and_checks_what_needs_them(tmp_pat
     late = VideoRequest("a", num_frames=8, prompt_schedule={8: "late"})
     assert refused(engine.params_for, late, None, None).field == "prompt_schedule"
     assert refused(engine.params_for, VideoRequest("a", num_frames=8), None, [still] * 4).field == "num_frames"
+
+
+def test_compile_warm_up_defaults_to_the_size_requests_get() -> None:
+    """A compiled server warms up at its default size: the light one for the smoke-test model or a CPU."""
+    from types import SimpleNamespace
+
+    from servers.diffusion.compiled import default_image_shapes, default_video_shapes
+
+    model = SimpleNamespace(family="sd15")
+    assert (default_image_shapes(model)[0].width, default_image_shapes(model, 256)[0].width) == (512, 256)
+    light = spec.video_defaults(smoke_test=True, cpu=True)
+    first = default_video_shapes(light.side, light.num_frames)[0]
+    assert (first.width, first.count) == (128, 8) and default_video_shapes()[0].count == 16
