@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from genmesh.agent.v1 import agent_pb2
-from genmesh.client.requests import SCHEDULERS, VIDEO_FORMATS
-from genmesh.common.v1 import artifact_pb2, diffusion_pb2
-from genmesh.errors import require, require_range, shown
+from genmesh.client.requests import VIDEO_FORMATS
+from genmesh.common.v1 import artifact_pb2
 from genmesh.video.v1 import video_pb2
 from servers.agent.types import (
     SHEET_LIMITS,
@@ -22,46 +21,19 @@ from servers.agent.types import (
     VideoOptions,
 )
 from servers.diffusion.lora import LoraRequest, check_loras
+from servers.diffusion.params import IMAGE, SEED, STEPS, VIDEO, Limit, Text, optional, require
 from servers.runtime import convert as common
 from servers.runtime import events
 from servers.runtime.queue import Job
 from storage.keys import validate_bucket, validate_key
 from storage.object_store import ObjectLocation
 
-MAX_IDEA_CHARS = 2000
-MAX_STYLE_CHARS = 200
-MAX_SEED = 2**32 - 1
-MAX_STEPS = 150
-MIN_TOKENS, MAX_TOKENS = 64, 4096
-SCHEDULER_NAMES = {diffusion_pb2.Scheduler.Value(enum): name for name, enum in SCHEDULERS.items()}
+# The agent's own fields; the image and video stages' options use the Image and Video services' specs.
+AGENT = {"idea": Text(2000), "style": Text(200), "seed": SEED, "steps": STEPS}
+# The text stage asks for a character sheet: too few tokens cannot hold one.
+TEXT_STAGE = {"max_tokens": Limit(64, 4096), "temperature": Limit(0.0, 2.0), "seed": SEED}
 FORMAT_NAMES = {video_pb2.VideoFormat.Value(enum): name for name, enum in VIDEO_FORMATS.items()}
 FORMAT_NAMES[video_pb2.VIDEO_FORMAT_UNSPECIFIED] = "gif"
-
-
-def _optional(message: Any, name: str) -> Any:
-    return getattr(message, name) if message.HasField(name) else None
-
-
-def _seed(message: Any, field: str) -> int | None:
-    seed = _optional(message, "seed")
-    if seed is not None:
-        require_range(seed, field, 0, MAX_SEED)
-    return seed
-
-
-def _steps(message: Any, field: str) -> int | None:
-    steps = _optional(message, "steps")
-    if steps is not None:
-        require_range(steps, field, 1, MAX_STEPS)
-    return steps
-
-
-def _size(message: Any, name: str, field: str) -> int | None:
-    value = _optional(message, name)
-    if value is not None:
-        require_range(value, field, 64, 2048)
-        require(value % 8 == 0, field, f"must be a multiple of 8 (got {value})")
-    return value
 
 
 def _loras(message: Any, field: str) -> tuple[LoraRequest, ...]:
@@ -78,7 +50,7 @@ def stage_names(values: Any) -> tuple[str, ...]:
     names = []
     for value in values:
         require(value in (agent_pb2.STAGE_TEXT, agent_pb2.STAGE_IMAGE, agent_pb2.STAGE_VIDEO), "stages",
-                f"unknown stage value {value}")  # fmt: skip
+                f"must be STAGE_TEXT, STAGE_IMAGE or STAGE_VIDEO (got {value})")  # fmt: skip
         names.append(agent_pb2.Stage.Name(value).removeprefix("STAGE_").lower())
     first = STAGES.index(names[0])
     require(
@@ -90,61 +62,40 @@ def stage_names(values: Any) -> tuple[str, ...]:
 
 
 def _text_options(message: agent_pb2.TextStageOptions) -> TextOptions:
-    max_tokens = _optional(message, "max_tokens")
-    if max_tokens is not None:
-        require_range(max_tokens, "text.max_tokens", MIN_TOKENS, MAX_TOKENS)
-    temperature = _optional(message, "temperature")
-    if temperature is not None:
-        require_range(temperature, "text.temperature", 0.0, 2.0)
+    max_tokens = optional(TEXT_STAGE, message, "max_tokens", "text.")
     return TextOptions(
         model=message.model,
         max_tokens=max_tokens or TextOptions.max_tokens,
-        temperature=temperature,
-        seed=_seed(message, "text.seed"),
+        temperature=optional(TEXT_STAGE, message, "temperature", "text."),
+        seed=optional(TEXT_STAGE, message, "seed", "text."),
     )
 
 
 def _image_options(message: agent_pb2.ImageStageOptions) -> ImageOptions:
-    guidance = _optional(message, "guidance_scale")
-    if guidance is not None:
-        require_range(guidance, "image.guidance_scale", 0.0, 30.0)
-    scheduler = None
-    if message.scheduler != diffusion_pb2.SCHEDULER_UNSPECIFIED:
-        require(message.scheduler in SCHEDULER_NAMES, "image.scheduler", f"unknown scheduler value {message.scheduler}")
-        scheduler = SCHEDULER_NAMES[message.scheduler]
     return ImageOptions(
         model=message.model,
-        width=_size(message, "width", "image.width"),
-        height=_size(message, "height", "image.height"),
-        guidance_scale=guidance,
-        scheduler=scheduler,
-        seed=_seed(message, "image.seed"),
-        steps=_steps(message, "image.steps"),
+        width=optional(IMAGE, message, "width", "image."),
+        height=optional(IMAGE, message, "height", "image."),
+        guidance_scale=optional(IMAGE, message, "guidance_scale", "image."),
+        scheduler=common.scheduler_name(message.scheduler, "image.scheduler"),
+        seed=optional(IMAGE, message, "seed", "image."),
+        steps=optional(IMAGE, message, "steps", "image."),
         loras=_loras(message, "image.loras"),
     )
 
 
 def _video_options(message: agent_pb2.VideoStageOptions) -> VideoOptions:
-    num_frames = _optional(message, "num_frames")
-    if num_frames is not None:
-        require_range(num_frames, "video.num_frames", 2, 64)
-    fps = _optional(message, "fps")
-    if fps is not None:
-        require_range(fps, "video.fps", 1, 60)
     fmt = message.output_format
-    require(fmt in FORMAT_NAMES, "video.output_format", f"unknown format value {fmt}")
-    strength = _optional(message, "strength")
-    if strength is not None:
-        require(0.0 < strength <= 1.0, "video.strength", f"must be in (0, 1] (got {shown(strength)})")
+    require(fmt in FORMAT_NAMES, "video.output_format", f"must be a known format (got {fmt})")
     return VideoOptions(
         model=message.model,
         motion_adapter=message.motion_adapter,
-        num_frames=num_frames,
-        fps=fps,
+        num_frames=optional(VIDEO, message, "num_frames", "video."),
+        fps=optional(VIDEO, message, "fps", "video."),
         output_format=FORMAT_NAMES[fmt],
-        strength=strength,
-        seed=_seed(message, "video.seed"),
-        steps=_steps(message, "video.steps"),
+        strength=optional(VIDEO, message, "strength", "video."),
+        seed=optional(VIDEO, message, "seed", "video."),
+        steps=optional(VIDEO, message, "steps", "video."),
         loras=_loras(message, "video.loras"),
     )
 
@@ -154,7 +105,7 @@ def character_sheet(message: agent_pb2.CharacterSheet, field: str = "sheet", *, 
     sheet = CharacterSheet(**{name: getattr(message, name) for name in SHEET_LIMITS})
     for name, (low, high) in SHEET_LIMITS.items():
         value = getattr(sheet, name)
-        require(len(value) <= high, f"{field}.{name}", f"at most {high} characters (got {len(value)})")
+        require(len(value) <= high, f"{field}.{name}", f"must be at most {high} characters (got {len(value)})")
         if check and low > 0:
             require(bool(value.strip()), f"{field}.{name}", "must not be empty")
     return sheet
@@ -162,8 +113,8 @@ def character_sheet(message: agent_pb2.CharacterSheet, field: str = "sheet", *, 
 
 def create_character_request(message: agent_pb2.CreateCharacterRequest) -> CharacterRequest:
     stages = stage_names(message.stages)
-    require(len(message.idea) <= MAX_IDEA_CHARS, "idea", f"at most {MAX_IDEA_CHARS} characters")
-    require(len(message.style) <= MAX_STYLE_CHARS, "style", f"at most {MAX_STYLE_CHARS} characters")
+    AGENT["idea"].check(message.idea, "idea")
+    AGENT["style"].check(message.style, "style")
     if "text" in stages:
         require(bool(message.idea.strip()), "idea", "must not be empty")
     has_sheet = message.HasField("sheet")
@@ -187,8 +138,8 @@ def create_character_request(message: agent_pb2.CreateCharacterRequest) -> Chara
     return CharacterRequest(
         idea=message.idea,
         style=message.style,
-        seed=_seed(message, "seed"),
-        steps=_steps(message, "steps"),
+        seed=optional(AGENT, message, "seed"),
+        steps=optional(AGENT, message, "steps"),
         text=_text_options(message.text),
         image=_image_options(message.image),
         video=_video_options(message.video),

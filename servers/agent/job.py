@@ -87,6 +87,7 @@ class CharacterJob:
         still down fails its stage with the earlier stages' results kept."""
         upstreams.require_configured(request.stages)
         upstreams.require_serving(request.stages[0])
+        check_model_names(request, upstreams, metadata)
         if request.portrait_ref is not None:
             location = request.portrait_ref
             if not store.exists(location.bucket, location.key):
@@ -311,6 +312,29 @@ class CharacterJob:
             record=common.artifact(record),
             total_seconds=seconds,
         )
+
+
+# The names each stage's options may give, as (field, kind in the service's ListModels, what it is).
+_NAMED = {
+    "text": (("model", "base", "model"),),
+    "image": (("model", "base", "model"),),
+    "video": (("model", "base", "model"), ("motion_adapter", "motion_adapter", "motion adapter")),
+}
+
+
+def check_model_names(request: CharacterRequest, upstreams: Upstreams, metadata: Sequence[tuple[str, str]]) -> None:
+    """Models and motion adapters named in the stage options exist on their services (``NotFound``
+    naming the field and the known names), before anything is queued. A service that does not answer
+    now is skipped: its stage asks again when it starts."""
+    for stage in request.stages:
+        options = getattr(request, stage)
+        wanted = [(name, kind, what) for name, kind, what in _NAMED[stage] if getattr(options, name)]
+        listed = upstreams.model_names(stage, metadata) if wanted else None
+        for name, kind, what in wanted if listed is not None else ():
+            value, known = getattr(options, name), listed.get(kind, [])
+            if value not in known:
+                field = f"{stage}.{name}"
+                raise NotFound(f"{field}: unknown {what} {value!r}; available: {', '.join(known)}", field=field)
 
 
 def _parse_sheet(result: text_pb2.TextResult) -> CharacterSheet:

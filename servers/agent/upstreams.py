@@ -33,6 +33,11 @@ _STUBS = {
     "image": image_pb2_grpc.ImageServiceStub,
     "video": video_pb2_grpc.VideoServiceStub,
 }
+_LIST_MODELS_REQUESTS = {
+    "text": text_pb2.ListModelsRequest,
+    "image": image_pb2.ListModelsRequest,
+    "video": video_pb2.ListModelsRequest,
+}
 _CANCEL_REQUESTS = {
     "text": text_pb2.CancelJobRequest,
     "image": image_pb2.CancelJobRequest,
@@ -87,6 +92,23 @@ class Upstreams:
         """The configured services that do not answer SERVING, with what they answered."""
         statuses = {name: self.status(name) for name in self.urls}
         return {name: status for name, status in statuses.items() if status != "SERVING"}
+
+    def model_names(self, name: str, metadata: Sequence[tuple[str, str]]) -> dict[str, list[str]] | None:
+        """What the ``name`` service can run, by kind ("base" for models, "motion_adapter", "lora"), from
+        its ListModels; None when it is not configured or does not answer now."""
+        if name not in self.stubs:
+            return None
+        try:
+            response = self.stubs[name].ListModels(
+                _LIST_MODELS_REQUESTS[name](), metadata=metadata, timeout=HEALTH_TIMEOUT_SECONDS
+            )
+        except grpc.RpcError as exc:
+            log.info("list_models_failed", service=name, code=exc.code().name)
+            return None
+        names: dict[str, list[str]] = {}
+        for model in response.models:
+            names.setdefault(model.labels.get("kind", "base"), []).append(model.name)
+        return names
 
     def cancel_job(self, name: str, job_id: str, metadata: Sequence[tuple[str, str]]) -> None:
         """Best effort: ask the service to cancel its job (the stream is cancelled as well)."""

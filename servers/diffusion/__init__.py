@@ -9,6 +9,7 @@ reach the engine through a two-method protocol (``check_cancelled``, ``progress`
 - ``builtin``: the deterministic tiny smoke-test model (and a tiny AnimateDiff motion adapter).
 - ``sources``: ``ModelSource`` and what a checkpoint holds (family detection from keys and shapes).
 - ``loading``: offline loading into a ready pipeline, img2img derived from txt2img.
+- ``params``: every request parameter's limits and defaults (light ones for the smoke-test models and CPUs).
 - ``schedulers``: scheduler names -> diffusers classes and settings.
 - ``memory``: full/lowvram/auto placement; OOM -> ResourceExhausted (devices: ``servers.compute``).
 - ``progress``: the ``callback_on_step_end`` adapter (progress, cancel, latent previews).

@@ -32,13 +32,12 @@ from typing import TYPE_CHECKING, Any
 import structlog
 import torch
 
-from genmesh.errors import require, require_range
 from servers.compute.memory import free_device_memory, is_out_of_memory
 from servers.diffusion.families import Task
-from servers.diffusion.generate import MAX_GUIDANCE, MAX_PROMPT_CHARS, MAX_STEPS, SEED_MODULUS
 from servers.diffusion.memory import VIDEO_ADVICE, MemoryMode, out_of_memory_guard
+from servers.diffusion.params import VIDEO, VIDEO_NATIVE
 from servers.diffusion.progress import StepCallback
-from servers.diffusion.schedulers import make_scheduler, scheduler_spec
+from servers.diffusion.schedulers import make_scheduler
 from servers.media.images import fit_image, snap_size
 from servers.runtime.events import Reporter, StageChanged
 
@@ -51,18 +50,18 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-MIN_SIDE, MAX_SIDE = 64, 1024
-MIN_FRAMES, MAX_FRAMES = 2, 64
-DEFAULT_FRAMES = 16  # what AnimateDiff motion modules were trained on
-DEFAULT_SIDE = 512
-DEFAULT_FPS, MAX_FPS = 8, 60
-DEFAULT_STEPS = 25
-DEFAULT_GUIDANCE = 7.5
+# Limits live in servers.diffusion.params (checked at admission); these are what unset fields get.
+MIN_SIDE, MAX_SIDE = int(VIDEO["width"].low), int(VIDEO["width"].high)
+MAX_FRAMES = int(VIDEO["num_frames"].high)
+DEFAULT_FRAMES = VIDEO_NATIVE.num_frames  # what AnimateDiff motion modules were trained on
+DEFAULT_SIDE = VIDEO_NATIVE.side or 512
+DEFAULT_FPS = 8
+DEFAULT_STEPS = VIDEO_NATIVE.steps
+DEFAULT_GUIDANCE = VIDEO_NATIVE.guidance_scale
 DEFAULT_SCHEDULER = "ddim"
 DEFAULT_IMAGE_STRENGTH = 0.8  # a still needs room to move
 DEFAULT_VIDEO_STRENGTH = 0.6
 CONTEXT_LENGTH, CONTEXT_STRIDE = 16, 4
-MAX_SCHEDULE_ENTRIES = 16
 
 
 @dataclass(frozen=True)
@@ -117,62 +116,29 @@ def _default_size(params: VideoParams) -> tuple[int, int]:
     return max(MIN_SIDE, width), max(MIN_SIDE, height)
 
 
+def default_strength(task: Task) -> float | None:
+    if task is Task.TXT2VID:
+        return None
+    return DEFAULT_VIDEO_STRENGTH if task is Task.VID2VID else DEFAULT_IMAGE_STRENGTH
+
+
 def resolve_video_params(params: VideoParams) -> VideoParams:
-    """``params`` with defaults filled in and every field checked (``InvalidArgument`` names it)."""
-    require(0 < len(params.prompt) <= MAX_PROMPT_CHARS, "prompt", f"must be 1..{MAX_PROMPT_CHARS} characters")
-    require(
-        len(params.negative_prompt) <= MAX_PROMPT_CHARS, "negative_prompt", f"at most {MAX_PROMPT_CHARS} characters"
-    )
+    """``params`` with what was left unset filled in: the input's size (or 512), the init video's
+    length (at most 64) or 16 frames, DDIM, the task's strength. Nothing is checked here: the service
+    checked the request at admission against ``servers.diffusion.params``."""
     default_width, default_height = _default_size(params)
-    width = params.width if params.width is not None else default_width
-    height = params.height if params.height is not None else default_height
-    for name, value in (("width", width), ("height", height)):
-        require_range(value, name, MIN_SIDE, MAX_SIDE)
-        require(value % 8 == 0, name, f"must be a multiple of 8 (got {value})")
     num_frames = params.num_frames
-    if params.init_video is not None:
-        available = len(params.init_video)
-        num_frames = min(available, MAX_FRAMES) if num_frames is None else num_frames
-        require(
-            num_frames <= available,
-            "num_frames",
-            f"the init video has {available} frames (got num_frames={num_frames})",
-        )
-    num_frames = DEFAULT_FRAMES if num_frames is None else num_frames
-    require_range(num_frames, "num_frames", MIN_FRAMES, MAX_FRAMES)
-    require_range(params.steps, "steps", 1, MAX_STEPS)
-    require_range(params.guidance_scale, "guidance_scale", 0.0, MAX_GUIDANCE)
-    require_range(params.seed, "seed", 0, SEED_MODULUS - 1)
-    require_range(params.preview_every, "preview_interval_steps", 0, MAX_STEPS)
-    scheduler = params.scheduler or DEFAULT_SCHEDULER
-    scheduler_spec(scheduler)  # InvalidArgument naming "scheduler" for unknown names
-    strength = params.strength
-    if params.task is Task.TXT2VID:
-        require(strength is None, "strength", "is only valid with an init image or video")
-    else:
-        default = DEFAULT_VIDEO_STRENGTH if params.task is Task.VID2VID else DEFAULT_IMAGE_STRENGTH
-        strength = default if strength is None else strength
-        require(0.0 < strength <= 1.0, "strength", f"must be in (0, 1] (got {strength:g})")
-        require(
-            int(params.steps * strength) >= 1,
-            "strength",
-            f"steps * strength must be at least 1 (got {params.steps} * {strength:g})",
-        )
-    schedule = dict(sorted(params.prompt_schedule.items()))
-    require(
-        len(schedule) <= MAX_SCHEDULE_ENTRIES, "prompt_schedule", f"at most {MAX_SCHEDULE_ENTRIES} entries"
-    )  # fmt: skip
-    for frame, text in schedule.items():
-        require(0 <= frame < num_frames, "prompt_schedule", f"frame {frame} is outside 0..{num_frames - 1}")
-        require(
-            len(text.strip()) > 0 and len(text) <= MAX_PROMPT_CHARS,
-            "prompt_schedule",
-            f"the prompt for frame {frame} must be 1..{MAX_PROMPT_CHARS} characters",
-        )
+    if num_frames is None:
+        num_frames = min(len(params.init_video), MAX_FRAMES) if params.init_video is not None else DEFAULT_FRAMES
     return replace(
-        params, width=width, height=height, num_frames=num_frames, scheduler=scheduler, strength=strength,
-        prompt_schedule=schedule,
-    )  # fmt: skip
+        params,
+        width=params.width if params.width is not None else default_width,
+        height=params.height if params.height is not None else default_height,
+        num_frames=num_frames,
+        scheduler=params.scheduler or DEFAULT_SCHEDULER,
+        strength=params.strength if params.strength is not None else default_strength(params.task),
+        prompt_schedule=dict(sorted(params.prompt_schedule.items())),
+    )
 
 
 # -- pipeline configuration for one job ----------------------------------------------------------

@@ -114,29 +114,33 @@ def _float_timestep(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple
     return None
 
 
-def default_image_shapes(model: LoadedModel) -> tuple[Shape, ...]:
-    native = family_spec(model.family).native_resolution
+def default_image_shapes(model: LoadedModel, side: int | None = None) -> tuple[Shape, ...]:
+    """``side``: the server's default size for the model when it is not the family's native one
+    (light defaults: servers.diffusion.params)."""
+    native = side or family_spec(model.family).native_resolution
     # One image: a batch of one is special to dynamo (sizes 0 and 1 are never symbolic), and most
     # requests are single images; a first batch of several compiles its graph once, at request time.
     first = Shape(native, native, 1)
     return first, second_shape(first, vary_count=False)
 
 
-def default_video_shapes() -> tuple[Shape, ...]:
-    first = Shape(VIDEO_SIZE, VIDEO_SIZE, VIDEO_FRAMES)
+def default_video_shapes(side: int | None = None, frames: int | None = None) -> tuple[Shape, ...]:
+    first = Shape(side or VIDEO_SIZE, side or VIDEO_SIZE, frames or VIDEO_FRAMES)
     return first, second_shape(first, vary_count=True)
 
 
-def warm_up_image(model: LoadedModel, modules: list[nn.Module], shapes: tuple[Shape, ...] = ()) -> WarmUp | None:
-    """Compile by generating at each of ``shapes`` (default: the default size, then a second size
-    and batch; see the module doc)."""
+def warm_up_image(
+    model: LoadedModel, modules: list[nn.Module], shapes: tuple[Shape, ...] = (), *, side: int | None = None
+) -> WarmUp | None:
+    """Compile by generating at each of ``shapes`` (default: the default size, ``side`` or the
+    family's, then a second size and batch; see the module doc)."""
     from servers.diffusion.generate import GenerationParams, generate
 
     if not modules:
         return None
 
     def run() -> None:
-        for shape in shapes or default_image_shapes(model):
+        for shape in shapes or default_image_shapes(model, side):
             params = GenerationParams(
                 prompt=WARM_UP_PROMPT, width=shape.width, height=shape.height, steps=WARM_UP_STEPS,
                 num_images=shape.count,
@@ -147,17 +151,23 @@ def warm_up_image(model: LoadedModel, modules: list[nn.Module], shapes: tuple[Sh
 
 
 def warm_up_video(
-    model: LoadedModel, modules: list[nn.Module], shapes: tuple[Shape, ...] = (), *, decode_chunk_size: int
+    model: LoadedModel,
+    modules: list[nn.Module],
+    shapes: tuple[Shape, ...] = (),
+    *,
+    decode_chunk_size: int,
+    side: int | None = None,
+    frames: int | None = None,
 ) -> WarmUp | None:
     """Compile by animating at each of ``shapes`` (count = frames; default: the default size and
-    length, then a second size and length)."""
+    length, ``side`` and ``frames`` or the native ones, then a second size and length)."""
     from servers.diffusion.animate import VideoParams, animate
 
     if not modules:
         return None
 
     def run() -> None:
-        for shape in shapes or default_video_shapes():
+        for shape in shapes or default_video_shapes(side, frames):
             params = VideoParams(
                 prompt=WARM_UP_PROMPT, width=shape.width, height=shape.height, num_frames=shape.count,
                 steps=WARM_UP_STEPS,

@@ -30,11 +30,11 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from genmesh.errors import require, require_range
 from servers.diffusion.families import ModelFamily, Task, family_spec
 from servers.diffusion.memory import out_of_memory_guard
+from servers.diffusion.params import IMAGE, IMAGE_NATIVE, SEED_MODULUS, require
 from servers.diffusion.progress import StepCallback
-from servers.diffusion.schedulers import make_scheduler, scheduler_spec
+from servers.diffusion.schedulers import make_scheduler
 from servers.media.images import fit_image, snap_size
 from servers.runtime.events import NULL_REPORTER, Reporter
 
@@ -45,18 +45,13 @@ if TYPE_CHECKING:
     from servers.diffusion.loading import LoadedModel
     from servers.diffusion.lora import ResolvedLora
 
-SEED_MODULUS = 2**32
-MAX_PROMPT_CHARS = 10_000
-MIN_SIDE, MAX_SIDE = 64, 2048
-MAX_STEPS = 150
-MAX_GUIDANCE = 30.0
-MAX_IMAGES = 8
-DEFAULT_STEPS = 25
-DEFAULT_GUIDANCE = 7.5
+# Limits live in servers.diffusion.params (checked at admission); these are what unset fields get.
+MAX_SIDE = int(IMAGE["width"].high)  # an init image larger than this is scaled down for its default size
+MIN_SIDE = int(IMAGE["width"].low)
+DEFAULT_STEPS = IMAGE_NATIVE.steps
+DEFAULT_GUIDANCE = IMAGE_NATIVE.guidance_scale
 DEFAULT_STRENGTH = 0.75
 DEFAULT_INPAINT_STRENGTH = 1.0  # the masked region starts from noise: white re-draws it
-# The LoRA limits of these requests (at most 5, weights -2..2) live with the LoRA request rules in
-# servers.diffusion.lora, which the torch-free agent imports too.
 
 
 @dataclass(frozen=True)
@@ -105,7 +100,8 @@ def _default_size(params: GenerationParams, family: ModelFamily) -> tuple[int, i
     scale = min(1.0, MAX_SIDE / max(image.size))  # larger photos keep their aspect ratio
     if scale < 1.0:
         image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))))
-    return snap_size(image)
+    width, height = snap_size(image)
+    return max(MIN_SIDE, width), max(MIN_SIDE, height)
 
 
 def check_mask(mask: Image.Image, init_image: Image.Image | None, field: str = "mask_image") -> None:
@@ -119,41 +115,25 @@ def check_mask(mask: Image.Image, init_image: Image.Image | None, field: str = "
     )
 
 
+def default_strength(has_mask: bool) -> float:
+    return DEFAULT_INPAINT_STRENGTH if has_mask else DEFAULT_STRENGTH
+
+
 def resolve_params(params: GenerationParams, family: ModelFamily | str, default_scheduler: str) -> GenerationParams:
-    """``params`` with defaults filled in and every field checked (``InvalidArgument`` names it)."""
-    family = ModelFamily(family)
-    require(0 < len(params.prompt) <= MAX_PROMPT_CHARS, "prompt", f"must be 1..{MAX_PROMPT_CHARS} characters")
-    require(
-        len(params.negative_prompt) <= MAX_PROMPT_CHARS, "negative_prompt", f"at most {MAX_PROMPT_CHARS} characters"
-    )
-    width, height = _default_size(params, family)
-    width = params.width if params.width is not None else width
-    height = params.height if params.height is not None else height
-    for name, value in (("width", width), ("height", height)):
-        require_range(value, name, MIN_SIDE, MAX_SIDE)
-        require(value % 8 == 0, name, f"must be a multiple of 8 (got {value})")
-    require_range(params.steps, "steps", 1, MAX_STEPS)
-    require_range(params.guidance_scale, "guidance_scale", 0.0, MAX_GUIDANCE)
-    require_range(params.seed, "seed", 0, SEED_MODULUS - 1)
-    require_range(params.num_images, "num_images", 1, MAX_IMAGES)
-    require_range(params.preview_every, "preview_interval_steps", 0, MAX_STEPS)
-    scheduler = params.scheduler or default_scheduler
-    scheduler_spec(scheduler)  # InvalidArgument naming "scheduler" for unknown names
+    """``params`` with what was left unset filled in: the init image's size or the family's native
+    one, the model's scheduler, img2img's strength. Nothing is checked here: the service checked the
+    request at admission against ``servers.diffusion.params``."""
+    width, height = _default_size(params, ModelFamily(family))
     strength = params.strength
-    if params.mask_image is not None:
-        check_mask(params.mask_image, params.init_image)
-    if params.init_image is None:
-        require(strength is None, "strength", "is only valid with an init image (img2img)")
-    else:
-        default = DEFAULT_INPAINT_STRENGTH if params.mask_image is not None else DEFAULT_STRENGTH
-        strength = default if strength is None else strength
-        require(0.0 < strength <= 1.0, "strength", f"must be in (0, 1] (got {strength})")
-        require(
-            int(params.steps * strength) >= 1,
-            "strength",
-            f"steps * strength must be at least 1 (got {params.steps} * {strength})",
-        )
-    return replace(params, width=width, height=height, scheduler=scheduler, strength=strength)
+    if params.init_image is not None and strength is None:
+        strength = default_strength(params.mask_image is not None)
+    return replace(
+        params,
+        width=params.width if params.width is not None else width,
+        height=params.height if params.height is not None else height,
+        scheduler=params.scheduler or default_scheduler,
+        strength=strength,
+    )
 
 
 def generators_for(seed: int, count: int) -> list[torch.Generator]:

@@ -3,27 +3,16 @@
 from __future__ import annotations
 
 from genmesh.common.v1 import artifact_pb2, diffusion_pb2, media_pb2
-from genmesh.errors import InvalidArgument, require, require_range, shown
 from genmesh.image.v1 import image_pb2
-from servers.diffusion.generate import (
-    DEFAULT_GUIDANCE,
-    DEFAULT_INPAINT_STRENGTH,
-    DEFAULT_STEPS,
-    DEFAULT_STRENGTH,
-    MAX_GUIDANCE,
-    MAX_IMAGES,
-    MAX_PROMPT_CHARS,
-    MAX_STEPS,
-)
-from servers.diffusion.generate import MAX_SIDE as MAX_SIZE
-from servers.diffusion.generate import MIN_SIDE as MIN_SIZE
+from servers.diffusion import params as spec
 from servers.diffusion.lora import requested_loras
+from servers.diffusion.params import IMAGE, optional, refuse, require
 from servers.image.engine import ImageOutcome
 from servers.image.records import SavedImage
 from servers.image.types import ImageFormat, ImageRequest, ObjectLocation
 from servers.runtime import convert as common
 from servers.runtime import events
-from servers.runtime.convert import MEMORY_MODES, SCHEDULER_ENUMS, SCHEDULERS
+from servers.runtime.convert import MEMORY_MODES, SCHEDULER_ENUMS
 from servers.runtime.queue import Job
 from storage.keys import validate_bucket, validate_key
 from storage.object_store import StoredObject
@@ -40,41 +29,17 @@ FORMAT_ENUMS = {ImageFormat.PNG: media_pb2.IMAGE_FORMAT_PNG, ImageFormat.WEBP: m
                 ImageFormat.JPEG: media_pb2.IMAGE_FORMAT_JPEG}  # fmt: skip
 
 
-def _size(message: image_pb2.GenerateImageRequest, name: str) -> int | None:
-    if not message.HasField(name):
-        return None
-    value = getattr(message, name)
-    require_range(value, name, MIN_SIZE, MAX_SIZE)
-    require(value % 8 == 0, name, f"must be a multiple of 8 (got {value})")
-    return value
-
-
 def generate_image_request(message: image_pb2.GenerateImageRequest) -> ImageRequest:
-    require(bool(message.prompt.strip()), "prompt", "must not be empty")
-    require(len(message.prompt) <= MAX_PROMPT_CHARS, "prompt", f"at most {MAX_PROMPT_CHARS} characters")
-    require(
-        len(message.negative_prompt) <= MAX_PROMPT_CHARS, "negative_prompt", f"at most {MAX_PROMPT_CHARS} characters"
-    )
-    steps = message.steps if message.HasField("steps") else DEFAULT_STEPS
-    require_range(steps, "steps", 1, MAX_STEPS)
-    guidance = message.guidance_scale if message.HasField("guidance_scale") else DEFAULT_GUIDANCE
-    require_range(guidance, "guidance_scale", 0.0, MAX_GUIDANCE)
-    num_images = message.num_images if message.HasField("num_images") else 1
-    require_range(num_images, "num_images", 1, MAX_IMAGES)
-    seed = message.seed if message.HasField("seed") else None
-    if seed is not None:
-        require_range(seed, "seed", 0, 2**32 - 1)
-    scheduler = None
-    if message.scheduler != diffusion_pb2.SCHEDULER_UNSPECIFIED:
-        require(message.scheduler in SCHEDULERS, "scheduler", f"unknown scheduler value {message.scheduler}")
-        scheduler = SCHEDULERS[message.scheduler]
-    require(message.output_format in FORMATS, "output_format", f"unknown format value {message.output_format}")
-    quality = message.quality if message.HasField("quality") else 90
+    """Presence and oneof rules here; every value's limits from ``servers.diffusion.params``. Unset
+    steps, guidance, size and strength stay ``None``: the model's defaults are chosen at ``prepare``."""
+    spec.check(IMAGE, "prompt", message.prompt)
+    spec.check(IMAGE, "negative_prompt", message.negative_prompt)
+    scheduler = common.scheduler_name(message.scheduler)
+    require(message.output_format in FORMATS, "output_format", f"must be a known format (got {message.output_format})")
+    quality = 90
     if FORMATS[message.output_format] is not ImageFormat.PNG:  # documented as ignored for PNG
-        require_range(quality, "quality", 1, 100)
-    else:
-        quality = 90
-    require_range(message.preview_interval_steps, "preview_interval_steps", 0, MAX_STEPS)
+        quality = optional(IMAGE, message, "quality") or quality
+    spec.check(IMAGE, "preview_interval_steps", message.preview_interval_steps)
     prompt, loras = requested_loras(message.prompt, common.lora_requests(message.loras))
 
     init_data, init_ref = None, None
@@ -97,35 +62,23 @@ def generate_image_request(message: image_pb2.GenerateImageRequest) -> ImageRequ
         ref = message.mask_image_ref
         validate_bucket(ref.bucket, "mask_image_ref.bucket")
         mask_ref = ObjectLocation(ref.bucket, validate_key(ref.key, "mask_image_ref.key"))
-    strength = None
-    if message.HasField("strength"):
-        if source is None:
-            raise InvalidArgument("strength: only allowed with an init image (img2img)", field="strength")
-        strength = message.strength
-        require(0.0 < strength <= 1.0, "strength", f"must be in (0, 1] (got {shown(strength)})")
-    elif source is not None:
-        strength = DEFAULT_INPAINT_STRENGTH if mask_source is not None else DEFAULT_STRENGTH
-    if strength is not None:  # img2img runs int(steps x strength) steps: at least one must run
-        require(
-            int(steps * strength) >= 1,
-            "strength",
-            f"steps x strength must be at least 1, so that a denoising step runs (got {steps} x {shown(strength)})",
-        )
+    if message.HasField("strength") and source is None:
+        raise refuse("strength", "is only allowed with an init image (img2img)")
 
     return ImageRequest(
         prompt=prompt,
         model=message.model,
         negative_prompt=message.negative_prompt,
-        width=_size(message, "width"),
-        height=_size(message, "height"),
-        steps=steps,
-        guidance_scale=guidance,
-        seed=seed,
+        width=optional(IMAGE, message, "width"),
+        height=optional(IMAGE, message, "height"),
+        steps=optional(IMAGE, message, "steps"),
+        guidance_scale=optional(IMAGE, message, "guidance_scale"),
+        seed=optional(IMAGE, message, "seed"),
         scheduler=scheduler,
-        num_images=num_images,
+        num_images=optional(IMAGE, message, "num_images") or 1,
         init_image_data=init_data,
         init_image_ref=init_ref,
-        strength=strength,
+        strength=optional(IMAGE, message, "strength"),
         output_format=FORMATS[message.output_format],
         quality=quality,
         return_inline=message.return_inline,
@@ -177,6 +130,7 @@ def image_result(
             loras=common.applied_loras(params.loras),
             inpaint_mode=INPAINT_MODES[outcome.result.inpaint_mode],
             mask_image=common_pb2_ref(mask_image),
+            defaults_note=request.defaults_note,
         ),
         timings=timings,
         record=common.artifact(record),

@@ -13,6 +13,7 @@ from genmesh.errors import InvalidArgument
 from servers.compute.compile import OFF, CompileOptions, logging_request_compiles
 from servers.compute.devices import configure_threads, device_label, select_device
 from servers.compute.memory import free_device_memory
+from servers.diffusion import params as spec
 from servers.diffusion.catalog import CatalogEntry, ModelCatalog
 from servers.diffusion.compiled import Shape, compile_model, warm_up_image
 from servers.diffusion.families import ModelFamily
@@ -78,7 +79,8 @@ class ImageEngine:
         model = load_model(entry.source, cache_dir=self.cache_dir, device=self.device, memory_mode=self.memory_mode)
         model.loras = LoraAdapters(self.lora_budget_bytes)
         if self.compile.enabled:  # off: not one step differs from an eager server
-            warm_up_image(model, compile_model(model, self.compile), self.compile_warmup)
+            side = self.defaults_for(entry).side  # warm up at the size requests get by default
+            warm_up_image(model, compile_model(model, self.compile), self.compile_warmup, side=side)
         return model
 
     def _unload(self, model: LoadedModel) -> None:
@@ -98,6 +100,11 @@ class ImageEngine:
         if entry.source.kind is SourceKind.SINGLE_FILE:
             return detect_single_file_family(path)
         return detect_folder_family(path)
+
+    def defaults_for(self, entry: CatalogEntry) -> spec.Defaults:
+        """What unset fields get with this model here: its native defaults, or light ones for the
+        smoke-test model or a CPU (``servers.diffusion.params``)."""
+        return spec.image_defaults(smoke_test=entry.smoke_test, cpu=self.device.type == "cpu")
 
     def resolve_loras(self, request: ImageRequest, entry: CatalogEntry) -> tuple[ResolvedLora, ...]:
         """The request's LoRAs found, read and checked against the model's family (no loading):
@@ -125,8 +132,10 @@ class ImageEngine:
                 negative_prompt=request.negative_prompt,
                 width=request.width,
                 height=request.height,
-                steps=request.steps,
-                guidance_scale=request.guidance_scale,
+                steps=request.steps or spec.IMAGE_NATIVE.steps,  # filled at admission (ImageJob.prepare)
+                guidance_scale=spec.IMAGE_NATIVE.guidance_scale
+                if request.guidance_scale is None
+                else request.guidance_scale,
                 seed=request.seed if request.seed is not None else secrets.randbits(32),
                 scheduler=request.scheduler,
                 num_images=request.num_images,

@@ -4,13 +4,14 @@ device worker) generate, store the images and the record, and build the result."
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from PIL import Image
 
 from genmesh.image.v1 import image_pb2
+from servers.diffusion import params as spec
 from servers.diffusion.families import family_spec
-from servers.diffusion.generate import check_mask
+from servers.diffusion.generate import check_mask, default_strength
 from servers.diffusion.lora import ResolvedLora
 from servers.image import convert, records
 from servers.image.engine import ImageEngine, check_pixel_budget
@@ -21,6 +22,33 @@ from servers.runtime.events import StageChanged
 from servers.runtime.queue import JobContext
 from storage import outputs
 from storage.object_store import ObjectLocation, ObjectStore
+
+
+def with_defaults(
+    request: ImageRequest, defaults: spec.Defaults, init_size: tuple[int, int] | None = None
+) -> ImageRequest:
+    """``request`` with unset steps, guidance, strength and size filled from ``defaults`` (``init_size``:
+    the init image's), the rule that needs them checked, and the defaults' note when a light one was used."""
+    img2img = request.is_img2img
+    width = height = None if img2img else defaults.side  # img2img: the init image's size
+    if init_size is not None and defaults.note and defaults.side:  # light defaults: fitted within theirs
+        width, height = spec.fit_within(*init_size, defaults.side)
+    filled = replace(
+        request,
+        steps=request.steps or defaults.steps,
+        guidance_scale=defaults.guidance_scale if request.guidance_scale is None else request.guidance_scale,
+        width=request.width or width,
+        height=request.height or height,
+        strength=default_strength(request.has_mask) if img2img and request.strength is None else request.strength,
+    )
+    spec.check_steps_strength(filled.steps or 0, filled.strength)
+    sized = width is not None and not (request.width and request.height)
+    note = defaults.note_for(
+        size=(filled.width, filled.height) if sized else None,  # type: ignore[arg-type]
+        frames=None,
+        steps=filled.steps if request.steps is None else None,
+    )
+    return replace(filled, defaults_note=note)
 
 
 @dataclass(frozen=True)
@@ -38,18 +66,19 @@ class ImageJob:
         mask: an unknown model, LoRA or object is NOT_FOUND and a bad image or mask, a LoRA for another
         family or a job over budget INVALID_ARGUMENT at once, naming the field; nothing waits in the queue."""
         entry = engine.catalog.resolve(request.model)
-        # An unset side is the family's native size; a model whose family is only known once loaded
-        # (a folder without a declared family) has unset sides checked by the engine.
-        native = family_spec(entry.source.family).native_resolution if entry.source.family else None
-        width, height = request.width or native, request.height or native
-        if width and height:
-            check_pixel_budget(width, height, request.num_images, engine.max_pixels)
         image = None
         if request.init_image_data is not None:
             image = decode_image(request.init_image_data, field="init_image_data")
         elif request.init_image_ref is not None:
             data = store.get_input(request.init_image_ref, "init_image_ref")
             image = decode_image(data, field="init_image_ref")
+        request = with_defaults(request, engine.defaults_for(entry), image.size if image is not None else None)
+        # An unset side is the family's native size; a model whose family is only known once loaded
+        # (a folder without a declared family) has unset sides checked by the engine.
+        native = family_spec(entry.source.family).native_resolution if entry.source.family else None
+        width, height = request.width or native, request.height or native
+        if width and height:
+            check_pixel_budget(width, height, request.num_images, engine.max_pixels)
         mask = None
         if request.mask_image_data is not None or request.mask_image_ref is not None:
             field = request.mask_field

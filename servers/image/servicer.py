@@ -72,6 +72,9 @@ class ImageServicer(JobRpcs, image_pb2_grpc.ImageServiceServicer):
                     loaded=self.engine.models.is_loaded(entry.name),
                     is_default=entry.name == default,
                     labels={key: value for key, value in labels.items() if value},
+                    defaults=common.generation_defaults(
+                        self.engine.defaults_for(entry), spec.native_resolution if spec else 0
+                    ),
                 )
             )
         models += await asyncio.to_thread(common.lora_infos, self.engine.loras)

@@ -20,8 +20,8 @@ class ImageRequest:
     negative_prompt: str = ""
     width: int | None = None
     height: int | None = None
-    steps: int = 25
-    guidance_scale: float = 7.5
+    steps: int | None = None
+    guidance_scale: float | None = None
     seed: int | None = None
     scheduler: str | None = None
     num_images: int = 1
@@ -36,10 +36,15 @@ class ImageRequest:
     loras: tuple[LoraRequest, ...] = ()  # from `loras` and the prompt's <lora:...> (taken out of `prompt`)
     mask_image_data: bytes | None = None  # inpainting (with an init image)
     mask_image_ref: ObjectLocation | None = None
+    defaults_note: str = ""  # set at admission when light defaults (smoke-test model, CPU) filled a field
 
     @property
     def mask_field(self) -> str:
         return "mask_image_data" if self.mask_image_data is not None else "mask_image_ref"
+
+    @property
+    def has_mask(self) -> bool:
+        return self.mask_image_data is not None or self.mask_image_ref is not None
 
     @property
     def is_img2img(self) -> bool:

@@ -7,9 +7,11 @@ from typing import Any
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from genmesh.client.requests import SCHEDULERS as SCHEDULER_NAMES
 from genmesh.common.v1 import artifact_pb2, diffusion_pb2, job_pb2, model_pb2
 from genmesh.errors import require_range
 from servers.diffusion.lora import LoraRequest  # torch-free: text and agent servers import this module
+from servers.diffusion.params import Defaults, refuse
 from servers.runtime import events
 from servers.runtime.queue import Job
 from storage.object_store import StoredObject
@@ -136,26 +138,31 @@ def artifact(stored: StoredObject | None, data: bytes | None = None) -> artifact
 
 
 # -- the diffusion services (Image, Video) ------------------------------------------------------
-# proto enum value -> scheduler name used by servers.diffusion (and back).
-SCHEDULERS: dict[int, str] = {
-    diffusion_pb2.SCHEDULER_EULER: "euler",
-    diffusion_pb2.SCHEDULER_EULER_ANCESTRAL: "euler_a",
-    diffusion_pb2.SCHEDULER_DPMPP_2M: "dpmpp_2m",
-    diffusion_pb2.SCHEDULER_DPMPP_2M_KARRAS: "dpmpp_2m_karras",
-    diffusion_pb2.SCHEDULER_DPMPP_2M_SDE: "dpmpp_2m_sde",
-    diffusion_pb2.SCHEDULER_DPMPP_2M_SDE_KARRAS: "dpmpp_2m_sde_karras",
-    diffusion_pb2.SCHEDULER_DPMPP_SDE: "dpmpp_sde",
-    diffusion_pb2.SCHEDULER_DPMPP_SDE_KARRAS: "dpmpp_sde_karras",
-    diffusion_pb2.SCHEDULER_DDIM: "ddim",
-    diffusion_pb2.SCHEDULER_UNIPC: "unipc",
-    diffusion_pb2.SCHEDULER_LMS: "lms",
-    diffusion_pb2.SCHEDULER_LMS_KARRAS: "lms_karras",
-    diffusion_pb2.SCHEDULER_PNDM: "pndm",
-    diffusion_pb2.SCHEDULER_HEUN: "heun",
-    diffusion_pb2.SCHEDULER_DEIS: "deis",
-}
+# proto enum value -> scheduler name used by servers.diffusion (and back): the client's one table,
+# read from the proto enum.
+SCHEDULERS: dict[int, str] = {diffusion_pb2.Scheduler.Value(enum): name for name, enum in SCHEDULER_NAMES.items()}
 SCHEDULER_ENUMS = {name: value for value, name in SCHEDULERS.items()}
+
+
+def scheduler_name(value: int, field: str = "scheduler") -> str | None:
+    """A request's ``Scheduler`` value -> its name; ``None`` for unspecified (the model's own)."""
+    if value == diffusion_pb2.SCHEDULER_UNSPECIFIED:
+        return None
+    if value not in SCHEDULERS:
+        raise refuse(field, f"must be one of {', '.join(SCHEDULER_NAMES)} (got {value})")
+    return SCHEDULERS[value]
+
+
 MEMORY_MODES = {"full": diffusion_pb2.MEMORY_MODE_FULL, "lowvram": diffusion_pb2.MEMORY_MODE_LOW_VRAM}
+
+
+def generation_defaults(defaults: Defaults, native_side: int = 0) -> model_pb2.GenerationDefaults:
+    """ListModels' ``defaults`` of a diffusion model (``native_side``: the family's size, 0 unknown)."""
+    side = defaults.side or native_side
+    return model_pb2.GenerationDefaults(
+        width=side, height=side, steps=defaults.steps, guidance_scale=defaults.guidance_scale,
+        num_frames=defaults.num_frames, note=defaults.note,
+    )  # fmt: skip
 
 
 def lora_requests(messages: Any) -> list[LoraRequest]:

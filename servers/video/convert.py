@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from genmesh.common.v1 import artifact_pb2, diffusion_pb2
-from genmesh.errors import require, require_range, shown
 from genmesh.video.v1 import video_pb2
 from servers.diffusion import animate
+from servers.diffusion import params as spec
 from servers.diffusion.families import Task
-from servers.diffusion.generate import MAX_GUIDANCE, MAX_PROMPT_CHARS, MAX_STEPS
 from servers.diffusion.lora import requested_loras
+from servers.diffusion.params import VIDEO, optional, require
 from servers.media.video import VideoFormat
 from servers.runtime import convert as common
 from servers.runtime import events
-from servers.runtime.convert import MEMORY_MODES, SCHEDULER_ENUMS, SCHEDULERS
+from servers.runtime.convert import MEMORY_MODES, SCHEDULER_ENUMS
 from servers.runtime.queue import Job
 from servers.video.engine import VideoOutcome
 from servers.video.records import SavedVideo
@@ -32,47 +32,21 @@ TASKS = {Task.TXT2VID: video_pb2.VIDEO_TASK_TEXT_TO_VIDEO, Task.IMG2VID: video_p
          Task.VID2VID: video_pb2.VIDEO_TASK_VIDEO_TO_VIDEO}  # fmt: skip
 
 
-def _optional(message: video_pb2.GenerateVideoRequest, name: str) -> int | float | None:
-    return getattr(message, name) if message.HasField(name) else None
-
-
-def _size(message: video_pb2.GenerateVideoRequest, name: str) -> int | None:
-    value = _optional(message, name)
-    if value is not None:
-        require_range(value, name, animate.MIN_SIDE, animate.MAX_SIDE)
-        require(value % 8 == 0, name, f"must be a multiple of 8 (got {value})")
-    return value  # type: ignore[return-value]
-
-
 def _location(ref: artifact_pb2.ObjectRef, field: str) -> ObjectLocation:
     validate_bucket(ref.bucket, f"{field}.bucket")
     return ObjectLocation(ref.bucket, validate_key(ref.key, f"{field}.key"))
 
 
 def generate_video_request(message: video_pb2.GenerateVideoRequest) -> VideoRequest:
-    require(bool(message.prompt.strip()), "prompt", "must not be empty")
-    require(len(message.prompt) <= MAX_PROMPT_CHARS, "prompt", f"at most {MAX_PROMPT_CHARS} characters")
-    require(
-        len(message.negative_prompt) <= MAX_PROMPT_CHARS, "negative_prompt", f"at most {MAX_PROMPT_CHARS} characters"
-    )
-    num_frames = _optional(message, "num_frames")
-    if num_frames is not None:
-        require_range(num_frames, "num_frames", animate.MIN_FRAMES, animate.MAX_FRAMES)
-    fps = message.fps if message.HasField("fps") else animate.DEFAULT_FPS
-    require_range(fps, "fps", 1, animate.MAX_FPS)
-    steps = message.steps if message.HasField("steps") else animate.DEFAULT_STEPS
-    require_range(steps, "steps", 1, MAX_STEPS)
-    guidance = message.guidance_scale if message.HasField("guidance_scale") else animate.DEFAULT_GUIDANCE
-    require_range(guidance, "guidance_scale", 0.0, MAX_GUIDANCE)
-    seed = _optional(message, "seed")
-    if seed is not None:
-        require_range(seed, "seed", 0, 2**32 - 1)
-    scheduler = None
-    if message.scheduler != diffusion_pb2.SCHEDULER_UNSPECIFIED:
-        require(message.scheduler in SCHEDULERS, "scheduler", f"unknown scheduler value {message.scheduler}")
-        scheduler = SCHEDULERS[message.scheduler]
-    require(message.output_format in FORMATS, "output_format", f"unknown format value {message.output_format}")
-    require_range(message.preview_interval_steps, "preview_interval_steps", 0, MAX_STEPS)
+    """Presence and oneof rules here; every value's limits from ``servers.diffusion.params``. Unset
+    size, frames, steps, guidance and strength stay ``None``: the model's defaults are chosen at
+    ``prepare``, once the init media is known."""
+    spec.check(VIDEO, "prompt", message.prompt)
+    spec.check(VIDEO, "negative_prompt", message.negative_prompt)
+    scheduler = common.scheduler_name(message.scheduler)
+    require(message.output_format in FORMATS, "output_format", f"must be a known format (got {message.output_format})")
+    spec.check(VIDEO, "preview_interval_steps", message.preview_interval_steps)
+    spec.check_prompt_schedule(message.prompt_schedule)
     prompt, loras = requested_loras(message.prompt, common.lora_requests(message.loras))
 
     source = message.WhichOneof("init")
@@ -80,22 +54,20 @@ def generate_video_request(message: video_pb2.GenerateVideoRequest) -> VideoRequ
         require(len(message.init_image_data) > 0, "init_image_data", "must not be empty")
     if source == "init_video_data":
         require(len(message.init_video_data) > 0, "init_video_data", "must not be empty")
-    strength = _optional(message, "strength")
-    if strength is not None:
-        require(source is not None, "strength", "is only valid with an init image or video")
-        require(0.0 < strength <= 1.0, "strength", f"must be in (0, 1] (got {shown(strength)})")
+    require(source is not None or not message.HasField("strength"), "strength",
+            "is only allowed with an init image or video")  # fmt: skip
     return VideoRequest(
         prompt=prompt,
         model=message.model,
         motion_adapter=message.motion_adapter,
         negative_prompt=message.negative_prompt,
-        width=_size(message, "width"),
-        height=_size(message, "height"),
-        num_frames=num_frames,  # type: ignore[arg-type]
-        fps=fps,
-        steps=steps,
-        guidance_scale=guidance,
-        seed=seed,  # type: ignore[arg-type]
+        width=optional(VIDEO, message, "width"),
+        height=optional(VIDEO, message, "height"),
+        num_frames=optional(VIDEO, message, "num_frames"),
+        fps=optional(VIDEO, message, "fps") or animate.DEFAULT_FPS,
+        steps=optional(VIDEO, message, "steps"),
+        guidance_scale=optional(VIDEO, message, "guidance_scale"),
+        seed=optional(VIDEO, message, "seed"),
         scheduler=scheduler,
         output_format=FORMATS[message.output_format],
         return_inline=message.return_inline,
@@ -105,7 +77,7 @@ def generate_video_request(message: video_pb2.GenerateVideoRequest) -> VideoRequ
         init_image_ref=_location(message.init_image_ref, "init_image_ref") if source == "init_image_ref" else None,
         init_video_data=message.init_video_data if source == "init_video_data" else None,
         init_video_ref=_location(message.init_video_ref, "init_video_ref") if source == "init_video_ref" else None,
-        strength=strength,  # type: ignore[arg-type]
+        strength=optional(VIDEO, message, "strength"),
         prompt_schedule=dict(message.prompt_schedule),
         keep_alive_seconds=common.keep_alive_seconds(message),
         loras=loras,
@@ -161,6 +133,7 @@ def video_result(
             decode_chunk_size=output.decode_chunk_size,
             low_memory_retry=output.low_memory_retry,
             loras=common.applied_loras(params.loras),
+            defaults_note=request.defaults_note,
         ),
         timings=timings,
         record=common.artifact(record),

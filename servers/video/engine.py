@@ -13,6 +13,7 @@ from genmesh.errors import InvalidArgument
 from servers.compute.compile import OFF, CompileOptions, logging_request_compiles
 from servers.compute.devices import configure_threads, device_label, select_device
 from servers.compute.memory import free_device_memory
+from servers.diffusion import params as spec
 from servers.diffusion.animate import (
     VideoOutput,
     VideoParams,
@@ -99,7 +100,9 @@ class VideoEngine:
         loaded.loras = LoraAdapters(self.lora_budget_bytes)
         if self.compile.enabled:  # off: not one step differs from an eager server
             modules = compile_model(loaded, self.compile)
-            warm_up_video(loaded, modules, self.compile_warmup, decode_chunk_size=self.decode_chunk_size)
+            defaults = self.defaults_for(model)  # warm up at the size and length requests get by default
+            warm_up_video(loaded, modules, self.compile_warmup, decode_chunk_size=self.decode_chunk_size,
+                          side=defaults.side, frames=defaults.num_frames)  # fmt: skip
         return loaded
 
     def _unload(self, model: LoadedModel) -> None:
@@ -126,24 +129,42 @@ class VideoEngine:
         model = self.catalog.resolve(request.model)
         return self.loras.resolve(request.loras, ModelFamily.SD15, model_name=model.name)
 
+    def defaults_for(self, entry: CatalogEntry) -> spec.Defaults:
+        """What unset fields get with this base model here: native defaults, or light ones for the
+        smoke-test model or a CPU (``servers.diffusion.params``)."""
+        return spec.video_defaults(smoke_test=entry.smoke_test, cpu=self.device.type == "cpu")
+
     def params_for(
         self,
         request: VideoRequest,
         init_image: Image.Image | None,
         init_video: list[Image.Image] | None,
         loras: tuple[ResolvedLora, ...] = (),
-    ) -> VideoParams:
-        """The run's parameters (seed chosen, defaults resolved), checked against every range and
-        the server's pixel budget: ``InvalidArgument`` naming the field, before any queueing."""
+    ) -> tuple[VideoParams, str]:
+        """The run's parameters (seed chosen, defaults filled for this model and device) and the
+        defaults' note when a light default was used. The rules that need the defaults or the init
+        media, and the server's pixel budget, are checked here, at admission: ``InvalidArgument``
+        naming the field, before any queueing."""
+        defaults = self.defaults_for(self.catalog.resolve(request.model))
+        source = init_image if init_image is not None else (init_video or [None])[0]
+        width: int | None
+        height: int | None
+        if source is None:
+            width = height = defaults.side
+        elif defaults.note and defaults.side:  # light defaults: the input's size, fitted within theirs
+            width, height = spec.fit_within(*source.size, defaults.side)
+        else:  # the input's own size (resolve_video_params)
+            width = height = None
+        frames = None if init_video is not None else defaults.num_frames  # else the init video's length
         params = resolve_video_params(
             VideoParams(
                 prompt=request.prompt,
                 negative_prompt=request.negative_prompt,
-                width=request.width,
-                height=request.height,
-                num_frames=request.num_frames,
-                steps=request.steps,
-                guidance_scale=request.guidance_scale,
+                width=request.width or width,
+                height=request.height or height,
+                num_frames=request.num_frames or frames,
+                steps=request.steps or defaults.steps,
+                guidance_scale=defaults.guidance_scale if request.guidance_scale is None else request.guidance_scale,
                 seed=request.seed if request.seed is not None else secrets.randbits(32),
                 scheduler=request.scheduler,
                 strength=request.strength,
@@ -154,14 +175,23 @@ class VideoEngine:
                 loras=loras,
             )
         )
-        pixels = (params.width or 0) * (params.height or 0) * (params.num_frames or 0)
+        assert params.num_frames is not None
+        spec.check_steps_strength(params.steps, params.strength)
+        spec.check_video_frames(params.num_frames, params.prompt_schedule, len(init_video) if init_video else None)
+        pixels = (params.width or 0) * (params.height or 0) * params.num_frames
         if pixels > self.max_pixels:
             raise InvalidArgument(
                 f"num_frames: width x height x num_frames is {pixels} pixels; this server allows at most "
                 f"{self.max_pixels} per job (use fewer frames or a smaller size)",
                 field="num_frames",
             )
-        return params
+        sized = width is not None and not (request.width and request.height)
+        note = defaults.note_for(
+            size=(params.width, params.height) if sized else None,  # type: ignore[arg-type]
+            frames=params.num_frames if frames and request.num_frames is None else None,
+            steps=params.steps if request.steps is None else None,
+        )
+        return params, note
 
     def generate(self, request: VideoRequest, params: VideoParams, reporter: Reporter) -> VideoOutcome:
         model_entry, adapter_entry = self.resolve(request.model, request.motion_adapter)

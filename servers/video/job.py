@@ -4,7 +4,7 @@ device worker) generate, encode, store, and build the result. The servicer only 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from PIL import Image
 
@@ -46,7 +46,8 @@ class VideoJob:
             frames = decode_video(video_data, field="init_video_data")
         elif request.init_video_ref is not None:
             frames = decode_video(store.get_input(request.init_video_ref, "init_video_ref"), field="init_video_ref")
-        params = engine.params_for(request, image, frames, engine.resolve_loras(request))
+        params, note = engine.params_for(request, image, frames, engine.resolve_loras(request))
+        request = replace(request, defaults_note=note)
         return cls(request, engine, store, params, image if request.init_image_data is not None else None, video_data)
 
     def run(self, context: JobContext) -> video_pb2.VideoResult:

@@ -74,4 +74,5 @@ class VideoServicer(JobRpcs, video_pb2_grpc.VideoServiceServicer):
             loaded=loaded,
             is_default=is_default,
             labels=labels,
+            defaults=common.generation_defaults(self.engine.defaults_for(entry)) if kind == "base" else None,
         )

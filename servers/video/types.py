@@ -21,8 +21,8 @@ class VideoRequest:
     height: int | None = None
     num_frames: int | None = None
     fps: int = 8
-    steps: int = 25
-    guidance_scale: float = 7.5
+    steps: int | None = None
+    guidance_scale: float | None = None
     seed: int | None = None
     scheduler: str | None = None
     output_format: VideoFormat = VideoFormat.GIF
@@ -36,4 +36,5 @@ class VideoRequest:
     strength: float | None = None
     prompt_schedule: dict[int, str] = field(default_factory=dict)
     keep_alive_seconds: int | None = None  # how long the models stay loaded after the job (None: server's)
+    defaults_note: str = ""  # set at admission when light defaults (smoke-test model, CPU) filled a field
     loras: tuple[LoraRequest, ...] = ()  # from `loras` and the prompt's <lora:...> (taken out of `prompt`)

@@ -1,13 +1,15 @@
 """Reading OpenAI request bodies: lenient about fields it does not know (clients send ``user``,
 ``store``, ``metadata``...: they are ignored and listed in the ``x-genmesh-ignored-fields`` response
 header), strict about the types of the ones it uses (400 naming the parameter). Ranges are the
-services' to check (``servers.web.errors``)."""
+services' to check (``servers.web.errors``), except for a number too large for its proto field,
+which never reaches a service: it is refused here by the same limit (``servers.diffusion.params``)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from genmesh.errors import InvalidArgument
 from servers.web.errors import invalid
 
 IGNORED_HEADER = "x-genmesh-ignored-fields"
@@ -99,3 +101,18 @@ def parse_size(value: str | None, param: str = "size") -> tuple[int | None, int 
     if not (sep and width.isdigit() and height.isdigit()):
         raise invalid(param, f"{param}: expected WIDTHxHEIGHT in pixels such as 512x512, or auto (got {value!r})")
     return int(width), int(height)
+
+
+def assign(message: Any, name: str, value: Any, param: str, limits: Mapping[str, Any] | None = None) -> None:
+    """Set a proto field; a number its wire type cannot hold is a 400 naming ``param``, with the
+    field's range from ``limits`` (the service's own spec) when it has one."""
+    try:
+        setattr(message, name, value)
+    except (ValueError, TypeError):
+        limit = (limits or {}).get(name)
+        if limit is not None:
+            try:
+                limit.check(value, param)
+            except InvalidArgument as exc:
+                raise invalid(param, exc.message) from None
+        raise invalid(param, f"{param}: {value!r} is out of range") from None

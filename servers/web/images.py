@@ -10,8 +10,9 @@ from typing import Any
 
 from genmesh.common.v1 import media_pb2
 from genmesh.image.v1 import image_pb2
+from servers.diffusion.params import IMAGE
 from servers.web.errors import invalid
-from servers.web.fields import Body, Form, parse_size
+from servers.web.fields import Body, Form, assign, parse_size
 
 OUTPUT_FORMATS = {
     "png": media_pb2.IMAGE_FORMAT_PNG,
@@ -105,15 +106,15 @@ def _common(fields: Body | Form) -> ImageCall:
     request.model = fields.get("model", "string", "")
     n = fields.get("n", "integer")
     if n is not None:
-        _assign(request, "num_images", n, "n")
+        assign(request, "num_images", n, "n", IMAGE)
     width, height = parse_size(fields.get("size", "string"))
     if width is not None:
-        _assign(request, "width", width, "size")
-        _assign(request, "height", height, "size")
+        assign(request, "width", width, "size", IMAGE)
+        assign(request, "height", height, "size", IMAGE)
     for name, kind in EXTRAS:
         value = fields.get(name, kind)
         if value is not None:
-            _assign(request, name, value, name)
+            assign(request, name, value, name, IMAGE)
     response_format = fields.get("response_format", "string", "url")
     if response_format not in RESPONSE_FORMATS:
         raise invalid("response_format", f"response_format: url or b64_json (got {response_format!r})")
@@ -124,16 +125,9 @@ def _common(fields: Body | Form) -> ImageCall:
         request.output_format = OUTPUT_FORMATS[output_format]
     compression = fields.get("output_compression", "integer")
     if compression is not None:
-        _assign(request, "quality", compression, "output_compression")
+        assign(request, "quality", compression, "output_compression", IMAGE)
     request.return_inline = response_format == "b64_json"
     return ImageCall(request, response_format == "b64_json")
-
-
-def _assign(message: Any, name: str, value: Any, param: str) -> None:
-    try:
-        setattr(message, name, value)
-    except (ValueError, TypeError):
-        raise invalid(param, f"{param}: {value!r} is out of range") from None
 
 
 def generation_call(body: Body) -> ImageCall:
@@ -162,5 +156,5 @@ def edit_call(form: Form, image: bytes | None, images: int, has_mask: bool) -> I
     call.request.init_image_data = image
     strength = form.get("strength", "number")
     if strength is not None:
-        _assign(call.request, "strength", strength, "strength")
+        assign(call.request, "strength", strength, "strength", IMAGE)
     return call

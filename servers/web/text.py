@@ -13,7 +13,7 @@ from google.protobuf import struct_pb2
 from genmesh.text.v1 import text_pb2
 from servers.web import tools as tooling
 from servers.web.errors import invalid
-from servers.web.fields import Body, check, type_name
+from servers.web.fields import Body, assign, check, type_name
 
 SAMPLING_FIELDS = (
     "max_tokens", "max_completion_tokens", "temperature", "top_p", "stop", "seed", "n", "stream", "stream_options",
@@ -129,14 +129,6 @@ def usage(message: text_pb2.Usage) -> dict:
 # -- requests ---------------------------------------------------------------------------------
 
 
-def _assign(message: Any, name: str, value: Any, param: str) -> None:
-    """Set a proto field; a number its wire type cannot hold is a 400 naming ``param``."""
-    try:
-        setattr(message, name, value)
-    except (ValueError, TypeError):
-        raise invalid(param, f"{param}: {value!r} is out of range") from None
-
-
 def sampling(body: Body) -> tuple[text_pb2.SamplingOptions, dict[str, str]]:
     """The sampling options the caller set (the rest keep genmesh's defaults), and the parameter names."""
     options = text_pb2.SamplingOptions()
@@ -144,13 +136,13 @@ def sampling(body: Body) -> tuple[text_pb2.SamplingOptions, dict[str, str]]:
     params = {"sampling.max_tokens": limit_param}
     limit = body.get(limit_param, "integer")
     if limit is not None:
-        _assign(options, "max_tokens", limit, limit_param)
+        assign(options, "max_tokens", limit, limit_param)
     for name, kind in (("temperature", "number"), ("top_p", "number"), ("min_p", "number"),
                        ("repeat_penalty", "number"), ("top_k", "integer"), ("seed", "integer")):  # fmt: skip
         params[f"sampling.{name}"] = name
         value = body.get(name, kind)
         if value is not None:
-            _assign(options, name, value, name)
+            assign(options, name, value, name)
     stop = body.data.get("stop")
     if isinstance(stop, str):
         options.stop.append(stop)

@@ -10,8 +10,9 @@ from typing import Any
 
 from genmesh.common.v1 import job_pb2
 from genmesh.video.v1 import video_pb2
+from servers.diffusion.params import VIDEO
 from servers.web.errors import invalid
-from servers.web.fields import Body, Form, parse_size
+from servers.web.fields import Body, Form, assign, parse_size
 
 # Frames are seconds x fps. The video service's own default rate (8 fps) is sent explicitly when the
 # caller names no fps, so that the frame count is known here; the service checks both ranges.
@@ -48,20 +49,13 @@ class VideoCall:
 LIST_DEFAULT, LIST_MAX = 20, 100  # GET /v1/videos?limit=: OpenAI's default and most
 
 
-def _assign(message: Any, name: str, value: Any, param: str) -> None:
-    try:
-        setattr(message, name, value)
-    except (ValueError, TypeError):
-        raise invalid(param, f"{param}: {value!r} is out of range") from None
-
-
 def create_call(fields: Body | Form, reference: tuple[bytes, str] | None) -> VideoCall:
     """``reference``: an uploaded input (bytes, content type) for image- or video-to-video."""
     request = video_pb2.GenerateVideoRequest(
         prompt=fields.get("prompt", "string", ""), model=fields.get("model", "string", ""), detach=True
     )
     fps = fields.get("fps", "integer", DEFAULT_FPS)
-    _assign(request, "fps", fps, "fps")
+    assign(request, "fps", fps, "fps", VIDEO)
     # OpenAI sends seconds as a string ("4"); a number is accepted too.
     raw = fields.data.get("seconds") if isinstance(fields, Body) else fields.fields.get("seconds")
     seconds = None
@@ -72,15 +66,15 @@ def create_call(fields: Body | Form, reference: tuple[bytes, str] | None) -> Vid
             seconds = None
         if seconds is None:
             raise invalid("seconds", f'seconds: expected a number of seconds such as "4" (got {raw!r})')
-        _assign(request, "num_frames", round(seconds * fps), "seconds")
+        assign(request, "num_frames", round(seconds * fps), "seconds", VIDEO)
     width, height = parse_size(fields.get("size", "string"))
     if width is not None:
-        _assign(request, "width", width, "size")
-        _assign(request, "height", height, "size")
+        assign(request, "width", width, "size", VIDEO)
+        assign(request, "height", height, "size", VIDEO)
     for name, kind in EXTRAS:
         value = fields.get(name, kind)
         if value is not None:
-            _assign(request, name, value, name)
+            assign(request, name, value, name, VIDEO)
     output_format = fields.get("output_format", "string", "mp4")
     if output_format not in OUTPUT_FORMATS:
         raise invalid("output_format", f"output_format: mp4, gif or webp (got {output_format!r})")

@@ -153,15 +153,31 @@ def test_bad_input_is_400_naming_the_field(gateway_url, api_key, body, field) ->
     assert status == 400 and events[0]["code"] == 3 and events[0]["message"].startswith(field)
 
 
+@pytest.mark.parametrize(
+    ("options", "field", "known"),
+    [
+        ({"text": {"model": "no-such-model"}}, "text.model", "available: "),
+        ({"image": {"model": "no-such-model"}}, "image.model", "tiny-sd15"),
+        ({"video": {"model": "no-such-model"}}, "video.model", "tiny-sd15"),
+        ({"video": {"motion_adapter": "no-such-adapter"}}, "video.motion_adapter", "tiny-motion-adapter"),
+    ],
+)
+def test_unknown_model_names_are_refused_before_queueing(gateway_url, api_key, options, field, known) -> None:
+    status, events = sse(gateway_url, api_key, "/v1/agent/character", {"idea": "x", **options})
+    assert status == 404 and len(events) == 1 and events[0]["code"] == 5, events
+    assert events[0]["message"].startswith(f"{field}: unknown ") and known in events[0]["message"]
+
+
 def test_a_failed_stage_names_itself_carries_its_code_and_lists_the_finished_stages(
     gateway_url, api_key, object_store
 ) -> None:
-    body = {**BODY, "video": {"num_frames": 8, "motion_adapter": "no-such-adapter"}}
+    # LoRA names are the services' to find (models and motion adapters are checked at submit).
+    body = {**BODY, "video": {"num_frames": 8, "loras": [{"name": "no-such-lora"}]}}
     status, events = sse(gateway_url, api_key, "/v1/agent/character", body)
     assert status == 200 and "error" in events[-1] and not any("result" in e for e in events)
     error = events[-1]["error"]
     assert error["code"] == "NOT_FOUND" and error["stage"] == "STAGE_VIDEO"
-    assert "video stage failed" in error["message"] and "no-such-adapter" in error["message"]
+    assert "video stage failed" in error["message"] and "no-such-lora" in error["message"]
     kept = error["completed_stages"]
     assert [stage["stage"] for stage in kept] == ["STAGE_TEXT", "STAGE_IMAGE"]
     assert all(object_store.exists("outputs", stage["artifact"]["key"]) for stage in kept)

@@ -25,7 +25,7 @@ from servers.mesh import launcher
 pytestmark = pytest.mark.integration
 
 TOKENS_MESSAGE = "sampling.max_tokens must be between 1 and 32768 (got -5)"
-WIDTH_MESSAGE = "width: must be a multiple of 8 (got 100)"
+WIDTH_MESSAGE = "width must be a multiple of 8 (got 100)"
 BAD_JOB_ID = "bad!id"
 JOB_ID_MESSAGE = (
     "job_id may contain only letters, digits, '.', '_' and '-', must start with a letter or digit "

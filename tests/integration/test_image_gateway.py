@@ -151,6 +151,8 @@ def test_list_models_labels_the_smoke_test_model(client) -> None:
     models = client.images.list_models()
     tiny = next(model for model in models if model.name == "tiny-sd15")
     assert tiny.labels["smoke_test"] == "true" and tiny.is_default and "noise" in tiny.description
+    defaults = tiny.defaults  # light ones: the smoke-test model finishes in seconds on a CPU
+    assert (defaults.width, defaults.height, defaults.steps) == (256, 256, 8) and "smoke-test" in defaults.note
 
 
 def test_cli_image_writes_the_file(mesh, tmp_path: Path) -> None:
@@ -162,6 +164,9 @@ def test_cli_image_writes_the_file(mesh, tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=120, env=env,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert Image.open(out).size == (64, 64) and "seed 5" in done.stdout
+    assert Image.open(out).size == (64, 64) and "seed 5" in done.stdout and "note:" not in done.stderr
+    argv = [cli, "image", "a cat", "-o", str(out), "--width", "64", "--height", "64", "--seed", "5"]
+    defaulted = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
+    assert "note: light defaults for the smoke-test model: 8 steps" in defaulted.stderr, defaulted.stderr
     bad = subprocess.run([cli, "image", "x", "--width", "65"], capture_output=True, text=True, timeout=60, env=env)
     assert bad.returncode == 2 and "width" in bad.stderr and "Traceback" not in bad.stderr

@@ -153,11 +153,11 @@ def test_rest_inpainting_keeps_the_unmasked_pixels(gateway_url: str, api_key: st
     assert np.abs(result[:, 48:] - original[:, 48:]).mean() > 20
     wrong = {**body, "mask_image_data": base64.b64encode(png(mask.resize((64, 64)))).decode()}
     status, refused = sse(gateway_url, api_key, "/v1/images:generate", wrong)
-    assert status == 400 and refused[0]["message"].startswith("mask_image_data: is 64x64; it must be")
+    assert status == 400 and refused[0]["message"].startswith("mask_image_data is 64x64; it must be")
     status, refused = sse(
         gateway_url, api_key, "/v1/images:generate", {**BODY, "mask_image_data": body["mask_image_data"]}
     )
-    assert status == 400 and refused[0]["message"].startswith("mask_image_data: needs an init image")
+    assert status == 400 and refused[0]["message"].startswith("mask_image_data needs an init image")
 
 
 def test_cli_inpaints_with_init_image_and_mask(mesh: Mesh, tmp_path: Path) -> None:

@@ -439,7 +439,7 @@ async def test_image_generation_as_urls_and_as_base64(oai: openai.OpenAI, aoai: 
     assert _pixels(base64.b64decode(inline.data[0].b64_json)) == _pixels(httpx.get(by_url.data[0].url).content)
     with pytest.raises(openai.BadRequestError) as raised:
         oai.images.generate(prompt="a lighthouse", size="64x68", extra_body=SMALL_IMAGE)
-    assert raised.value.param == "size" and "size (height): must be a multiple of 8 (got 68)" in raised.value.message
+    assert raised.value.param == "size" and "size (height) must be a multiple of 8 (got 68)" in raised.value.message
     with pytest.raises(openai.BadRequestError) as raised:
         oai.images.generate(prompt="a lighthouse", size="64x64", n=9)
     assert raised.value.param == "n" and "between 1 and 8" in raised.value.message

@@ -47,7 +47,7 @@ CASES = [
     pytest.param(
         "/v1/images:generate",
         {"prompt": "a", "steps": 1, "strength": 0.5, "init_image_data": "<1x1>"},
-        400, "strength", "steps x strength must be at least 1", id="image-steps-x-strength",
+        400, "strength", "strength x steps must be at least 1", id="image-steps-x-strength",
     ),
     pytest.param(
         "/v1/images:generate",

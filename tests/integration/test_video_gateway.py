@@ -197,6 +197,8 @@ def test_list_models_lists_base_models_and_motion_adapters(client) -> None:
     assert base.labels["kind"] == "base" and adapter.labels["kind"] == "motion_adapter"
     assert base.is_default and adapter.is_default and adapter.labels["smoke_test"] == "true"
     assert "noise" in base.description
+    assert (base.defaults.width, base.defaults.num_frames, base.defaults.steps) == (128, 8, 4)  # light ones
+    assert "smoke-test" in base.defaults.note and not adapter.HasField("defaults")
 
 
 def test_grpcurl_streams_a_video(mesh) -> None:
@@ -229,6 +231,7 @@ def test_cli_video_writes_the_file(mesh, tmp_path: Path) -> None:
     done = subprocess.run(argv, capture_output=True, text=True, timeout=180, env=env)
     assert done.returncode == 0, done.stderr
     assert len(gif_frames(gif.read_bytes())) == 8
+    assert "note: light defaults for the smoke-test model: 64x64 (set them" in done.stderr  # the input's size
     bad = subprocess.run([cli, "video", "x", "--frames", "99"], capture_output=True, text=True, timeout=60, env=env)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert "--frames: num_frames" in bad.stderr  # the flag typed, beside the API field

@@ -141,3 +141,47 @@ def test_the_sheet_schema_matches_the_sheet_message() -> None:
     message_fields = [field.name for field in agent_pb2.CharacterSheet.DESCRIPTOR.fields]
     assert list(SHEET_LIMITS) == message_fields == SHEET_SCHEMA["required"]
     assert SHEET_SCHEMA["additionalProperties"] is False
+
+
+class _ListingUpstreams:
+    """What check_model_names asks of the upstreams: each service's ListModels names, by kind."""
+
+    def __init__(self, listed: dict) -> None:
+        self.listed = listed
+        self.asked: list[str] = []
+
+    def model_names(self, name: str, metadata) -> dict | None:
+        self.asked.append(name)
+        return self.listed.get(name)
+
+
+def test_unknown_model_names_are_refused_at_submit_naming_the_field_and_known_names() -> None:
+    from servers.agent.job import check_model_names
+
+    upstreams = _ListingUpstreams({
+        "text": {"base": ["gemma"]}, "image": {"base": ["tiny-sd15"], "lora": ["ink"]},
+        "video": {"base": ["tiny-sd15"], "motion_adapter": ["tiny-motion-adapter"]},
+    })  # fmt: skip
+    check_model_names(convert(idea="x"), upstreams, ())
+    assert upstreams.asked == []  # no names given: nothing to ask
+    video = agent_pb2.VideoStageOptions(model="tiny-sd15", motion_adapter="tiny-motion-adapter")
+    check_model_names(convert(idea="x", text=agent_pb2.TextStageOptions(model="gemma"), video=video), upstreams, ())
+    for fields, field, message in (
+        ({"text": agent_pb2.TextStageOptions(model="no")}, "text.model", "unknown model 'no'; available: gemma"),
+        (
+            {"image": agent_pb2.ImageStageOptions(model="ink")},
+            "image.model",
+            "unknown model 'ink'; available: tiny-sd15",
+        ),  # a LoRA is no model
+        (
+            {"video": agent_pb2.VideoStageOptions(motion_adapter="no")},
+            "video.motion_adapter",
+            "unknown motion adapter 'no'; available: tiny-motion-adapter",
+        ),
+    ):
+        with pytest.raises(errors.NotFound) as caught:
+            check_model_names(convert(idea="x", **fields), upstreams, ())
+        assert caught.value.field == field and caught.value.message == f"{field}: {message}"
+    silent = _ListingUpstreams({})  # a service that does not answer now: its stage asks again when it starts
+    check_model_names(convert(idea="x", text=agent_pb2.TextStageOptions(model="any")), silent, ())
+    assert silent.asked == ["text"]

@@ -173,23 +173,17 @@ class _Config(SimpleNamespace):
         return self._values.get(key, default)
 
 
-@pytest.mark.parametrize(
-    ("changes", "field"),
-    [
-        ({"width": 100}, "width"),
-        ({"height": 2048}, "height"),
-        ({"num_frames": 1}, "num_frames"),
-        ({"num_frames": 65}, "num_frames"),
-        ({"steps": 0}, "steps"),
-        ({"strength": 0.5}, "strength"),
-        ({"scheduler": "nope"}, "scheduler"),
-        ({"prompt_schedule": {8: "late"}}, "prompt_schedule"),
-        ({"prompt_schedule": {2: "  "}}, "prompt_schedule"),
-        ({"init_video": [Image.new("RGB", (64, 64))] * 4}, "num_frames"),
-        ({"init_image": Image.new("RGB", (64, 64)), "steps": 1, "strength": 0.5}, "strength"),
-    ],
-)
-def test_bad_parameters_name_the_field(changes: dict, field: str) -> None:
-    with pytest.raises(InvalidArgument) as caught:
-        resolve_video_params(VideoParams("a cat", **{**SMALL, **changes}))
-    assert caught.value.field == field
+def test_resolving_only_fills_defaults() -> None:
+    """Limits are checked at admission (servers.diffusion.params); resolving fills what is unset."""
+    plain = resolve_video_params(VideoParams("a cat", seed=1))
+    assert (plain.width, plain.height, plain.num_frames, plain.scheduler, plain.strength) == (
+        512,
+        512,
+        16,
+        "ddim",
+        None,
+    )
+    still = resolve_video_params(VideoParams("a cat", init_image=Image.new("RGB", (100, 60))))
+    assert (still.width, still.height, still.strength) == (96, 64, 0.8)  # the input's size, snapped; min 64
+    clip = resolve_video_params(VideoParams("a cat", init_video=[Image.new("RGB", (64, 64))] * 70))
+    assert (clip.num_frames, clip.strength) == (64, 0.6)

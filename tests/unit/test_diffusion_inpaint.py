@@ -16,7 +16,7 @@ from servers.compute.devices import configure_threads
 from servers.diffusion.builtin import build_tiny_sd15
 from servers.diffusion.catalog import has_inpainting_unet
 from servers.diffusion.families import ModelFamily
-from servers.diffusion.generate import GenerationParams, generate, resolve_params
+from servers.diffusion.generate import GenerationParams, check_mask, generate, resolve_params
 from servers.diffusion.loading import load_model
 from servers.diffusion.sources import ModelSource, detect_folder_family, detect_single_file_family
 from tests.support.single_file import save_single_file, write_config_folder
@@ -96,10 +96,12 @@ def test_a_regular_model_inpaints_with_the_latent_blend_and_keeps_unmasked_pixel
 
 def test_the_mask_must_match_the_init_image(tiny) -> None:
     _, mask = init_and_mask()
-    with pytest.raises(InvalidArgument, match=r"mask_image: is 32x64; it must be the init image's size \(64x64\)"):
-        resolve_params(params(mask_image=mask.resize((32, 64))), ModelFamily.SD15, "euler")
-    with pytest.raises(InvalidArgument, match="mask_image: needs an init image"):
-        resolve_params(params(init_image=None), ModelFamily.SD15, "euler")
+    init, _ = init_and_mask()
+    with pytest.raises(InvalidArgument, match=r"mask_image is 32x64; it must be the init image's size \(64x64\)"):
+        check_mask(mask.resize((32, 64)), init)
+    with pytest.raises(InvalidArgument, match="mask_image needs an init image"):
+        check_mask(mask, None)
+    assert resolve_params(params(), ModelFamily.SD15, "euler").strength == 1.0  # inpainting's default
 
 
 def test_a_nine_channel_unet_is_detected_and_used(cache_dir: Path, inpainting_folder: Path) -> None:

@@ -7,18 +7,19 @@ import pytest
 from genmesh.common.v1 import diffusion_pb2, media_pb2
 from genmesh.errors import InvalidArgument
 from genmesh.image.v1 import image_pb2
-from servers.image.convert import SCHEDULERS, generate_image_request
+from servers.image.convert import generate_image_request
 from servers.image.types import ImageFormat
+from servers.runtime.convert import SCHEDULERS
 
 
 def request(**fields) -> image_pb2.GenerateImageRequest:
     return image_pb2.GenerateImageRequest(prompt=fields.pop("prompt", "a cat"), **fields)
 
 
-def test_defaults_are_resolved_or_left_to_the_model() -> None:
+def test_unset_fields_are_left_to_the_model() -> None:
     parsed = generate_image_request(request())
     assert (parsed.width, parsed.height, parsed.scheduler, parsed.seed) == (None, None, None, None)
-    assert (parsed.steps, parsed.guidance_scale, parsed.num_images) == (25, 7.5, 1)
+    assert (parsed.steps, parsed.guidance_scale, parsed.num_images) == (None, None, 1)
     assert parsed.output_format is ImageFormat.PNG and not parsed.is_img2img and parsed.strength is None
 
 
@@ -28,7 +29,7 @@ def test_img2img_fields() -> None:
     by_ref = generate_image_request(
         request(init_image_ref={"bucket": "outputs", "key": "20261122_1200/img-1/image_0.png"})
     )
-    assert by_ref.init_image_ref is not None and by_ref.strength == 0.75
+    assert by_ref.init_image_ref is not None and by_ref.strength is None  # the default is filled at prepare
 
 
 def test_every_scheduler_enum_maps_to_a_name() -> None:
@@ -71,6 +72,8 @@ def test_bad_fields_are_named(fields: dict, field: str) -> None:
     with pytest.raises(InvalidArgument) as caught:
         generate_image_request(request(**fields))
     assert caught.value.field == field and field in caught.value.message
+    if field in ("prompt", "width", "height", "steps", "guidance_scale", "num_images", "seed", "strength"):
+        assert caught.value.message.startswith(f"{field} ")  # one style for every limit: "<field> must ..."
 
 
 def test_quality_is_ignored_for_png() -> None:

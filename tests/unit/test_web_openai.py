@@ -84,8 +84,8 @@ def test_the_services_messages_name_the_callers_parameter() -> None:
     assert error.message == "max_completion_tokens must be between 1 and 32768 (got -5)"
     role = from_genmesh(InvalidArgument("messages[2].role must be one of ...", field="messages[2].role"), {})
     assert role.param == "messages[2].role"
-    size = from_genmesh(InvalidArgument("height: must be a multiple of 8 (got 68)", field="height"), images.PARAMS)
-    assert size.param == "size" and size.message == "size (height): must be a multiple of 8 (got 68)"
+    size = from_genmesh(InvalidArgument("height must be a multiple of 8 (got 68)", field="height"), images.PARAMS)
+    assert size.param == "size" and size.message == "size (height) must be a multiple of 8 (got 68)"
     model = from_genmesh(NotFound("model: unknown model 'x'", field="model"))
     assert (model.status, model.code, model.param) == (404, "model_not_found", "model")
     full = from_genmesh(ResourceExhausted("queue full"))

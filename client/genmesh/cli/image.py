@@ -44,9 +44,15 @@ def image(
         "image.png"
     ),
     negative_prompt: Annotated[str, typer.Option(help="What to steer away from.")] = "",
-    width: Annotated[int | None, typer.Option(help="Pixels, 64..2048, multiple of 8 (default: model's).")] = None,
-    height: Annotated[int | None, typer.Option(help="Pixels, 64..2048, multiple of 8 (default: model's).")] = None,
-    steps: Annotated[int | None, typer.Option(help="Denoising steps, 1..150 (default 25).")] = None,
+    width: Annotated[
+        int | None, typer.Option(help="Pixels, 64..2048, multiple of 8 (default: the model's; smaller on a CPU).")
+    ] = None,
+    height: Annotated[
+        int | None, typer.Option(help="Pixels, 64..2048, multiple of 8 (default: the model's; smaller on a CPU).")
+    ] = None,
+    steps: Annotated[
+        int | None, typer.Option(help="Denoising steps, 1..150 (default 25; fewer on a CPU or the smoke-test model).")
+    ] = None,
     guidance_scale: Annotated[float | None, typer.Option(help="CFG scale 0..30 (default 7.5).")] = None,
     seed: Seed = None,
     scheduler: Annotated[str | None, typer.Option(help="euler, euler_a, dpmpp_2m_karras, ddim, ...")] = None,
@@ -123,3 +129,5 @@ def image(
         path.write_bytes(generated.artifact.data)
         if not as_json:
             typer.echo(f"{path}  seed {generated.seed}  s3://{generated.artifact.bucket}/{generated.artifact.key}")
+    if result.parameters.defaults_note and not as_json:  # the smoke-test model or a CPU: smaller than usual
+        typer.echo(f"note: {result.parameters.defaults_note}", err=True)

@@ -127,10 +127,18 @@ def video(
         float | None,
         typer.Option(help="How much of the init media is replaced, (0, 1] (default 0.8 image, 0.6 video)."),
     ] = None,
-    steps: Annotated[int | None, typer.Option(help="Denoising steps, 1..150 (default 25).")] = None,
+    steps: Annotated[
+        int | None, typer.Option(help="Denoising steps, 1..150 (default 25; fewer on a CPU or the smoke-test model).")
+    ] = None,
     seed: Seed = None,
-    width: Annotated[int | None, typer.Option(help="Pixels, 64..1024, multiple of 8 (default 512).")] = None,
-    height: Annotated[int | None, typer.Option(help="Pixels, 64..1024, multiple of 8 (default 512).")] = None,
+    width: Annotated[
+        int | None,
+        typer.Option(help="Pixels, 64..1024, multiple of 8 (default 512; smaller on a CPU or the smoke-test model)."),
+    ] = None,
+    height: Annotated[
+        int | None,
+        typer.Option(help="Pixels, 64..1024, multiple of 8 (default 512; smaller on a CPU or the smoke-test model)."),
+    ] = None,
     guidance: Annotated[
         float | None, typer.Option("--guidance", "--guidance-scale", help="CFG scale 0..30 (default 7.5).")
     ] = None,
@@ -251,3 +259,5 @@ def video(
         f"{output}  {result.num_frames} frames  {result.fps} fps  {result.duration_seconds:.2f} s  "
         f"seed {result.seed}  s3://{clip.bucket}/{clip.key}"
     )
+    if result.parameters.defaults_note:  # the smoke-test model or a CPU: smaller than the model's own
+        typer.echo(f"note: {result.parameters.defaults_note}", err=True)

@@ -98,22 +98,18 @@ def chat_request(
     )
 
 
+def _scheduler_short_name(enum_name: str) -> str:
+    """``SCHEDULER_DPMPP_2M_KARRAS`` -> ``dpmpp_2m_karras``; ``SCHEDULER_EULER_ANCESTRAL`` -> ``euler_a``
+    (A1111's name, which every UI shows)."""
+    return enum_name.removeprefix("SCHEDULER_").lower().replace("_ancestral", "_a")
+
+
+# Scheduler name -> proto enum name: the one table of scheduler names, read from the proto enum (the
+# servers map names to diffusers classes in servers.diffusion.schedulers; a test keeps them equal).
 SCHEDULERS = {
-    "euler": "SCHEDULER_EULER",
-    "euler_a": "SCHEDULER_EULER_ANCESTRAL",
-    "dpmpp_2m": "SCHEDULER_DPMPP_2M",
-    "dpmpp_2m_karras": "SCHEDULER_DPMPP_2M_KARRAS",
-    "dpmpp_2m_sde": "SCHEDULER_DPMPP_2M_SDE",
-    "dpmpp_2m_sde_karras": "SCHEDULER_DPMPP_2M_SDE_KARRAS",
-    "dpmpp_sde": "SCHEDULER_DPMPP_SDE",
-    "dpmpp_sde_karras": "SCHEDULER_DPMPP_SDE_KARRAS",
-    "ddim": "SCHEDULER_DDIM",
-    "unipc": "SCHEDULER_UNIPC",
-    "lms": "SCHEDULER_LMS",
-    "lms_karras": "SCHEDULER_LMS_KARRAS",
-    "pndm": "SCHEDULER_PNDM",
-    "heun": "SCHEDULER_HEUN",
-    "deis": "SCHEDULER_DEIS",
+    _scheduler_short_name(value.name): value.name
+    for value in diffusion_pb2.Scheduler.DESCRIPTOR.values
+    if value.number != diffusion_pb2.SCHEDULER_UNSPECIFIED
 }
 IMAGE_FORMATS = {"png": "IMAGE_FORMAT_PNG", "webp": "IMAGE_FORMAT_WEBP", "jpeg": "IMAGE_FORMAT_JPEG"}
 

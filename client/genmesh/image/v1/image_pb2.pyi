@@ -105,7 +105,7 @@ class GeneratedImage(_message.Message):
     def __init__(self, index: _Optional[int] = ..., seed: _Optional[int] = ..., artifact: _Optional[_Union[_artifact_pb2.Artifact, _Mapping]] = ...) -> None: ...
 
 class ImageParameters(_message.Message):
-    __slots__ = ("model", "model_family", "prompt", "negative_prompt", "width", "height", "steps", "guidance_scale", "scheduler", "seed", "num_images", "strength", "init_image", "output_format", "quality", "memory_mode", "device", "loras", "inpaint_mode", "mask_image")
+    __slots__ = ("model", "model_family", "prompt", "negative_prompt", "width", "height", "steps", "guidance_scale", "scheduler", "seed", "num_images", "strength", "init_image", "output_format", "quality", "memory_mode", "device", "loras", "inpaint_mode", "mask_image", "defaults_note")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MODEL_FAMILY_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
@@ -126,6 +126,7 @@ class ImageParameters(_message.Message):
     LORAS_FIELD_NUMBER: _ClassVar[int]
     INPAINT_MODE_FIELD_NUMBER: _ClassVar[int]
     MASK_IMAGE_FIELD_NUMBER: _ClassVar[int]
+    DEFAULTS_NOTE_FIELD_NUMBER: _ClassVar[int]
     model: str
     model_family: str
     prompt: str
@@ -146,7 +147,8 @@ class ImageParameters(_message.Message):
     loras: _containers.RepeatedCompositeFieldContainer[_diffusion_pb2.AppliedLora]
     inpaint_mode: InpaintMode
     mask_image: _artifact_pb2.ObjectRef
-    def __init__(self, model: _Optional[str] = ..., model_family: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., scheduler: _Optional[_Union[_diffusion_pb2.Scheduler, str]] = ..., seed: _Optional[int] = ..., num_images: _Optional[int] = ..., strength: _Optional[float] = ..., init_image: _Optional[_Union[_artifact_pb2.ObjectRef, _Mapping]] = ..., output_format: _Optional[_Union[_media_pb2.ImageFormat, str]] = ..., quality: _Optional[int] = ..., memory_mode: _Optional[_Union[_diffusion_pb2.MemoryMode, str]] = ..., device: _Optional[str] = ..., loras: _Optional[_Iterable[_Union[_diffusion_pb2.AppliedLora, _Mapping]]] = ..., inpaint_mode: _Optional[_Union[InpaintMode, str]] = ..., mask_image: _Optional[_Union[_artifact_pb2.ObjectRef, _Mapping]] = ...) -> None: ...
+    defaults_note: str
+    def __init__(self, model: _Optional[str] = ..., model_family: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., scheduler: _Optional[_Union[_diffusion_pb2.Scheduler, str]] = ..., seed: _Optional[int] = ..., num_images: _Optional[int] = ..., strength: _Optional[float] = ..., init_image: _Optional[_Union[_artifact_pb2.ObjectRef, _Mapping]] = ..., output_format: _Optional[_Union[_media_pb2.ImageFormat, str]] = ..., quality: _Optional[int] = ..., memory_mode: _Optional[_Union[_diffusion_pb2.MemoryMode, str]] = ..., device: _Optional[str] = ..., loras: _Optional[_Iterable[_Union[_diffusion_pb2.AppliedLora, _Mapping]]] = ..., inpaint_mode: _Optional[_Union[InpaintMode, str]] = ..., mask_image: _Optional[_Union[_artifact_pb2.ObjectRef, _Mapping]] = ..., defaults_note: _Optional[str] = ...) -> None: ...
 
 class Timings(_message.Message):
     __slots__ = ("queued_seconds", "model_load_seconds", "denoise_seconds", "decode_seconds", "save_seconds", "total_seconds")

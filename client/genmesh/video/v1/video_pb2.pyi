@@ -124,7 +124,7 @@ class ProgressUpdate(_message.Message):
     def __init__(self, stage: _Optional[_Union[Stage, str]] = ..., frames_decoded: _Optional[int] = ..., total_frames: _Optional[int] = ...) -> None: ...
 
 class VideoParameters(_message.Message):
-    __slots__ = ("model", "motion_adapter", "prompt", "negative_prompt", "width", "height", "num_frames", "fps", "steps", "guidance_scale", "seed", "scheduler", "output_format", "memory_mode", "device", "task", "strength", "init_media", "context_length", "context_stride", "prompt_schedule", "decode_chunk_size", "low_memory_retry", "loras")
+    __slots__ = ("model", "motion_adapter", "prompt", "negative_prompt", "width", "height", "num_frames", "fps", "steps", "guidance_scale", "seed", "scheduler", "output_format", "memory_mode", "device", "task", "strength", "init_media", "context_length", "context_stride", "prompt_schedule", "decode_chunk_size", "low_memory_retry", "loras", "defaults_note")
     class PromptScheduleEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -156,6 +156,7 @@ class VideoParameters(_message.Message):
     DECODE_CHUNK_SIZE_FIELD_NUMBER: _ClassVar[int]
     LOW_MEMORY_RETRY_FIELD_NUMBER: _ClassVar[int]
     LORAS_FIELD_NUMBER: _ClassVar[int]
+    DEFAULTS_NOTE_FIELD_NUMBER: _ClassVar[int]
     model: str
     motion_adapter: str
     prompt: str
@@ -180,7 +181,8 @@ class VideoParameters(_message.Message):
     decode_chunk_size: int
     low_memory_retry: bool
     loras: _containers.RepeatedCompositeFieldContainer[_diffusion_pb2.AppliedLora]
-    def __init__(self, model: _Optional[str] = ..., motion_adapter: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., num_frames: _Optional[int] = ..., fps: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., scheduler: _Optional[_Union[_diffusion_pb2.Scheduler, str]] = ..., output_format: _Optional[_Union[VideoFormat, str]] = ..., memory_mode: _Optional[_Union[_diffusion_pb2.MemoryMode, str]] = ..., device: _Optional[str] = ..., task: _Optional[_Union[VideoTask, str]] = ..., strength: _Optional[float] = ..., init_media: _Optional[_Union[_artifact_pb2.ObjectRef, _Mapping]] = ..., context_length: _Optional[int] = ..., context_stride: _Optional[int] = ..., prompt_schedule: _Optional[_Mapping[int, str]] = ..., decode_chunk_size: _Optional[int] = ..., low_memory_retry: _Optional[bool] = ..., loras: _Optional[_Iterable[_Union[_diffusion_pb2.AppliedLora, _Mapping]]] = ...) -> None: ...
+    defaults_note: str
+    def __init__(self, model: _Optional[str] = ..., motion_adapter: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., num_frames: _Optional[int] = ..., fps: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., scheduler: _Optional[_Union[_diffusion_pb2.Scheduler, str]] = ..., output_format: _Optional[_Union[VideoFormat, str]] = ..., memory_mode: _Optional[_Union[_diffusion_pb2.MemoryMode, str]] = ..., device: _Optional[str] = ..., task: _Optional[_Union[VideoTask, str]] = ..., strength: _Optional[float] = ..., init_media: _Optional[_Union[_artifact_pb2.ObjectRef, _Mapping]] = ..., context_length: _Optional[int] = ..., context_stride: _Optional[int] = ..., prompt_schedule: _Optional[_Mapping[int, str]] = ..., decode_chunk_size: _Optional[int] = ..., low_memory_retry: _Optional[bool] = ..., loras: _Optional[_Iterable[_Union[_diffusion_pb2.AppliedLora, _Mapping]]] = ..., defaults_note: _Optional[str] = ...) -> None: ...
 
 class Timings(_message.Message):
     __slots__ = ("queued_seconds", "model_load_seconds", "denoise_seconds", "decode_seconds", "encode_seconds", "save_seconds", "total_seconds")
