@@ -24,7 +24,12 @@ _STATUS: dict[str, tuple[int, str]] = {
     "UNAVAILABLE": (503, "server_error"),
     "INTERNAL": (500, "server_error"),
 }
-RETRY_AFTER_SECONDS = "1"  # a full queue or rate limit: worth another try shortly
+RETRY_AFTER_SECONDS = "1"
+
+
+def http_status(code: str) -> int:
+    """The HTTP status of a genmesh status name (the same on genmesh's own routes and OpenAI's)."""
+    return _STATUS.get(code, (500, ""))[0]  # a full queue or rate limit: worth another try shortly
 
 
 class OpenAIError(Exception):

@@ -19,6 +19,7 @@ from google.protobuf.json_format import MessageToDict
 
 from genmesh.client import jobs
 from genmesh.errors import GenmeshError, InvalidArgument, Unavailable
+from servers.web.errors import http_status
 
 PAGE_SIZE_DEFAULT = 50
 # As the gateway's transcoder prints messages (deploy/envoy: preserve_proto_field_names, always_print_primitive_fields).
@@ -26,18 +27,6 @@ JSON_OPTIONS = {"preserving_proto_field_name": True, "always_print_fields_with_n
 PARAMETERS = ("service", "state", "method", "created_after", "created_before", "all_clients", "page_size",
               "page_token")  # fmt: skip
 _TRUE, _FALSE = ("true", "1"), ("false", "0", "")
-# genmesh status -> HTTP status, as the gateway's transcoder answers them.
-HTTP_STATUS = {
-    "INVALID_ARGUMENT": 400,
-    "FAILED_PRECONDITION": 400,
-    "UNAUTHENTICATED": 401,
-    "PERMISSION_DENIED": 403,
-    "NOT_FOUND": 404,
-    "RESOURCE_EXHAUSTED": 429,
-    "CANCELLED": 499,
-    "UNAVAILABLE": 503,
-    "DEADLINE_EXCEEDED": 504,
-}
 
 
 def status_body(error: GenmeshError) -> tuple[int, dict]:
@@ -48,7 +37,7 @@ def status_body(error: GenmeshError) -> tuple[int, dict]:
             "@type": "type.googleapis.com/google.rpc.BadRequest",
             "fieldViolations": [{"field": error.field, "description": error.message}],
         })  # fmt: skip
-    return HTTP_STATUS.get(error.code, 500), body
+    return http_status(error.code), body
 
 
 def _time(query: Mapping[str, str], name: str) -> datetime | None:
