@@ -55,7 +55,8 @@ def generate(out: Path) -> None:
 
 
 def write_openapi(path: Path, files: list[str]) -> None:
-    """The REST contract, from the same protos plus their comments (source info)."""
+    """The REST contract, from the same protos plus their comments (source info), and the web front
+    door's routes."""
     sys.path.insert(0, str(ROOT))
     from servers.mesh.openapi import build_openapi
 
@@ -72,6 +73,11 @@ def write_openapi(path: Path, files: list[str]) -> None:
         data = described.read_bytes()
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     document = build_openapi(data, version)
+    # The web front door's routes (OpenAI's, GET /v1/jobs) from its route table and request specs.
+    from servers.web.app import OPERATIONS, ROUTES
+    from servers.web.contract import merge_into, web_paths
+
+    merge_into(document, web_paths(ROUTES, OPERATIONS, served=lambda path: path.startswith("/v1/")))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(document, indent=1, sort_keys=False, ensure_ascii=False) + "\n")
 

@@ -16,6 +16,7 @@ trailers), errors as ``google.rpc.Status`` with ``google.rpc.BadRequest`` detail
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool
@@ -249,12 +250,11 @@ class _Builder:
             operation["parameters"] = parameters
         response = self.ref(method.output_type)
         if method.server_streaming:
-            # The schema is each event's data, as SSE-aware tools (schemathesis) read it.
-            content = {"text/event-stream": {"schema": response}}
+            content = {"text/event-stream": {"schema": sse_event(response)}}
             summary = (
                 "A stream of server-sent events, one `data: {json}` frame per message (the schema is "
-                "that of each event's data). The first arrives at once; an error ends the stream as "
-                "its last event as well as in the gRPC status."
+                "each event's: its data is the message as JSON). The first arrives at once; an error "
+                "ends the stream as its last event as well as in the gRPC status."
             )
         elif method.output_type.full_name == "google.api.HttpBody":
             content = {"*/*": {"schema": {"type": "string", "format": "binary"}}}
@@ -274,6 +274,15 @@ class _Builder:
             "default": {"description": "Any other error, as google.rpc.Status.", **error},
         }
         return operation
+
+
+def sse_event(data: Mapping[str, Any], done: bool = False) -> dict[str, Any]:
+    """An event whose ``data`` is JSON matching ``data`` (as OpenAPI 3.1 describes an event stream:
+    the schema is each event's, ``contentSchema`` its payload's); ``done``: or OpenAI's ``[DONE]``."""
+    payload: dict[str, Any] = {"type": "string", "contentMediaType": "application/json", "contentSchema": data}
+    if done:
+        payload = {"type": "string", "if": {"const": "[DONE]"}, "else": payload}
+    return {"type": "object", "properties": {"data": payload, "event": {"type": "string"}}, "required": ["data"]}
 
 
 def _with_range(schema: dict[str, Any], comment: str, presence: bool) -> dict[str, Any]:

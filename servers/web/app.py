@@ -28,11 +28,13 @@ from starlette.routing import Route
 from genmesh.common.v1 import job_pb2
 from genmesh.errors import GenmeshError
 from genmesh.video.v1 import video_pb2
+from servers.mesh.openapi import sse_event
 from servers.runtime import caller
 from servers.web import console, embeddings, images, jobs, text, videos
-from servers.web.errors import OpenAIError, from_genmesh, invalid, model_not_found
-from servers.web.fields import IGNORED_HEADER, Body, Form
-from servers.web.models import default_model, list_models
+from servers.web.contract import STATUS, Operation
+from servers.web.errors import ERROR_SCHEMA, OpenAIError, from_genmesh, invalid, model_not_found
+from servers.web.fields import IGNORED_HEADER, Body, Form, Param
+from servers.web.models import MODEL, MODEL_LIST, default_model, list_models
 from servers.web.settings import UPSTREAMS as UPSTREAM_NAMES
 from servers.web.settings import WebSettings
 from servers.web.upstreams import JobStream, Upstreams, unary
@@ -486,6 +488,41 @@ ROUTES = [
     Route("/health", health, methods=["GET"]),
     *console.routes(),  # the web console's files under /ui/
 ]
+
+
+def _or_error(event: dict) -> dict:
+    """A stream's event data: ``event``, or the error that ended the stream after its headers went out."""
+    return {"anyOf": [event, ERROR_SCHEMA]}
+
+
+_VIDEO_ID = Param("video_id", "string", "A video's id (a genmesh video job id).", schema={"pattern": "^vid-[^/?#]+$"})
+# What each route reads and answers: the OpenAPI document's source for these routes (servers/web/contract.py).
+OPERATIONS = {
+    jobs_list: Operation("List the caller's jobs across every service, newest first", jobs_list.__doc__ or "",
+                         tag="jobs", query=jobs.PARAMETERS, answer=jobs.PAGE, errors=STATUS, statuses=(400, 403, 503)),
+    models_list: Operation("List every model of every service", answer=MODEL_LIST, statuses=(503,)),
+    models_get: Operation("One model", path=(Param("model", "string", "A model's name or alias."),),
+                          answer=MODEL, statuses=(404, 503)),
+    chat_completions: Operation("Chat (a Text service Chat job)", body=text.CHAT_FIELDS, answer=text.CHAT_ANSWER,
+                                event=sse_event(_or_error(text.CHAT_CHUNK), done=True)),
+    completions: Operation("Continue a prompt (a Text service Generate job)", body=text.COMPLETION_FIELDS,
+                           answer=text.COMPLETION_ANSWER, event=sse_event(_or_error(text.COMPLETION_CHUNK), done=True)),
+    create_embeddings: Operation("Embed texts (a Text service Embed job)", body=embeddings.FIELDS,
+                                 answer=embeddings.ANSWER),
+    images_generations: Operation("Draw images (an Image service GenerateImage job)", body=images.GENERATION_FIELDS,
+                                  answer=images.ANSWER, event=sse_event(_or_error(images.EVENT))),
+    images_edits: Operation("Redraw an image (img2img, multipart)", form=images.EDIT_FIELDS, answer=images.ANSWER),
+    videos_create: Operation("Start a video (a detached GenerateVideo job); JSON, or multipart with a file",
+                             videos_create.__doc__ or "", body=videos.CREATE_FIELDS, form=videos.CREATE_FIELDS,
+                             answer=videos.VIDEO_OBJECT),
+    videos_list: Operation("List the caller's videos, newest first", query=videos.LIST_PARAMS,
+                           answer=videos.VIDEO_LIST),
+    videos_get: Operation("One video", path=(_VIDEO_ID,), answer=videos.VIDEO_OBJECT),
+    videos_delete: Operation("Cancel a video", videos_delete.__doc__ or "", path=(_VIDEO_ID,),
+                             answer=videos.VIDEO_DELETED),
+    videos_content: Operation("A finished video's file or thumbnail", videos_content.__doc__ or "", path=(_VIDEO_ID,),
+                              query=videos.CONTENT_PARAMS, binary=True, statuses=(400, 404, 409, 429, 503)),
+}  # fmt: skip
 
 
 def create_app(settings: WebSettings) -> Starlette:

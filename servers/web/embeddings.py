@@ -10,10 +10,38 @@ from dataclasses import dataclass, field
 
 from genmesh.text.v1 import text_pb2
 from servers.web.errors import invalid
-from servers.web.fields import Body, check
+from servers.web.fields import Body, Param, check
 
-FIELDS = ("input", "model", "encoding_format", "dimensions")
 ENCODINGS = ("float", "base64")
+ANSWER = {
+    "type": "object",
+    "required": ["object", "data", "model", "usage"],
+    "properties": {
+        "object": {"const": "list"},
+        "data": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["object", "index", "embedding"],
+                "properties": {
+                    "object": {"const": "embedding"},
+                    "index": {"type": "integer"},
+                    "embedding": {"anyOf": [{"type": "array", "items": {"type": "number"}}, {"type": "string"}]},
+                },
+            },
+        },
+        "model": {"type": "string"},
+        "usage": {"type": "object", "required": ["prompt_tokens", "total_tokens"]},
+    },
+}
+FIELDS = (
+    Param("input", "string|array", "The text to embed, or a list of texts (up to 256); token arrays are refused.",
+          required=True, schema={"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}),
+    Param("model", "string", "An embedding model's name or alias; the Text service's default when absent."),
+    Param("encoding_format", "string", "Vectors as float lists or base64 of little-endian float32.",
+          choices=ENCODINGS),
+    Param("dimensions", "integer", "Keep the first N dimensions (1 or more; at most the model's)."),
+)  # fmt: skip
 PARAMS = {"inputs": "input", "dimensions": "dimensions"}
 
 

@@ -25,6 +25,24 @@ _STATUS: dict[str, tuple[int, str]] = {
     "INTERNAL": (500, "server_error"),
 }
 RETRY_AFTER_SECONDS = "1"
+# OpenAIError.body()'s shape, as the OpenAPI document describes it.
+ERROR_SCHEMA = {
+    "type": "object",
+    "description": "OpenAI's error body; `param` names the request parameter at fault.",
+    "properties": {
+        "error": {
+            "type": "object",
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string"},
+                "param": {"type": ["string", "null"]},
+                "code": {"type": ["string", "null"]},
+            },
+            "required": ["message", "type", "param", "code"],
+        }
+    },
+    "required": ["error"],
+}
 
 
 def http_status(code: str) -> int:

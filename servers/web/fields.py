@@ -2,14 +2,20 @@
 ``store``, ``metadata``...: they are ignored and listed in the ``x-genmesh-ignored-fields`` response
 header), strict about the types of the ones it uses (400 naming the parameter). Ranges are the
 services' to check (``servers.web.errors``), except for a number too large for its proto field,
-which never reaches a service: it is refused here by the same limit (``servers.diffusion.params``)."""
+which never reaches a service: it is refused here by the same limit (``servers.diffusion.params``).
+
+Each route's parameters are declared once, as ``Param`` specs: the handler reads the body by them
+(a field not among them is an ignored one; reading one as another kind than its spec says is a bug
+the tests catch) and the OpenAPI document describes the route from them (``servers/web/contract.py``)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from genmesh.errors import InvalidArgument
+from servers.diffusion.params import Limit, Text
 from servers.web.errors import invalid
 
 IGNORED_HEADER = "x-genmesh-ignored-fields"
@@ -47,17 +53,56 @@ def check(value: Any, kind: str, param: str) -> Any:
     return value
 
 
+@dataclass(frozen=True)
+class Param:
+    """One parameter a route reads: its JSON kind (``"string|array"`` when it takes either), what it
+    means, and what it allows: the service's own ``limit`` for it (``servers.diffusion.params``),
+    ``choices``, or a JSON Schema for shapes a kind cannot say (``messages``, ``tools``)."""
+
+    name: str
+    kind: str
+    description: str
+    limit: Limit | Text | None = None
+    choices: tuple[Any, ...] = ()
+    schema: Mapping[str, Any] = field(default_factory=dict)
+    required: bool = False
+    file: bool = False  # a multipart file part
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return tuple(self.kind.split("|"))
+
+
+def _names(used: Iterable[Param | str]) -> dict[str, Param | None]:
+    """Name -> spec; a bare name (tests) has none."""
+    specs: dict[str, Param | None] = {}
+    for item in used:
+        if isinstance(item, str):
+            specs[item] = None
+        else:
+            specs[item.name] = item
+    return specs
+
+
+def _checked_kind(specs: Mapping[str, Param | None], name: str, kind: str) -> None:
+    spec = specs.get(name)
+    if spec is not None and kind not in spec.kinds:
+        raise TypeError(f"{name} is read as {kind} but its Param says {spec.kind}: the contract would lie")
+
+
 class Body:
     """A JSON object's fields, read by name and type; the names never read are the ignored ones."""
 
-    def __init__(self, data: Any, used: Iterable[str]) -> None:
+    def __init__(self, data: Any, used: Iterable[Param | str]) -> None:
         if not isinstance(data, dict):
             raise invalid(None, f"the request body must be a JSON object (got {type_name(data)})")
         self.data: Mapping[str, Any] = data
-        self.ignored = sorted(set(data) - set(used))
+        self.specs = _names(used)
+        self.ignored = sorted(set(data) - set(self.specs))
 
     def get(self, name: str, kind: str, default: Any = None) -> Any:
         """The field as ``kind``; absent or null gives ``default``."""
+        _checked_kind(self.specs, name, kind)
         value = self.data.get(name)
         return default if value is None else check(value, kind, name)
 
@@ -68,11 +113,13 @@ class Body:
 class Form:
     """A multipart form's text fields, converted to the same JSON kinds as a body's."""
 
-    def __init__(self, fields: Mapping[str, str], used: Iterable[str]) -> None:
+    def __init__(self, fields: Mapping[str, str], used: Iterable[Param | str]) -> None:
         self.fields = fields
-        self.ignored = sorted(set(fields) - set(used))
+        self.specs = _names(used)
+        self.ignored = sorted(set(fields) - set(self.specs))
 
     def get(self, name: str, kind: str, default: Any = None) -> Any:
+        _checked_kind(self.specs, name, kind)
         raw = self.fields.get(name)
         if raw is None or raw == "":
             return default

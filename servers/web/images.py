@@ -10,9 +10,9 @@ from typing import Any
 
 from genmesh.common.v1 import media_pb2
 from genmesh.image.v1 import image_pb2
-from servers.diffusion.params import IMAGE
+from servers.diffusion.params import IMAGE, Limit
 from servers.web.errors import invalid
-from servers.web.fields import Body, Form, assign, parse_size
+from servers.web.fields import Body, Form, Param, assign, parse_size
 
 OUTPUT_FORMATS = {
     "png": media_pb2.IMAGE_FORMAT_PNG,
@@ -22,11 +22,58 @@ OUTPUT_FORMATS = {
 FORMAT_NAMES = {value: name for name, value in OUTPUT_FORMATS.items()}
 RESPONSE_FORMATS = ("url", "b64_json")
 MAX_PARTIAL_IMAGES = 3  # OpenAI's limit
+_SIZE = {"type": "string", "pattern": "^[0-9]+x[0-9]+$"}
+ANSWER = {
+    "type": "object",
+    "required": ["created", "data"],
+    "properties": {
+        "created": {"type": "integer"},
+        "data": {"type": "array", "items": {"type": "object", "properties": {
+            "url": {"type": "string"}, "b64_json": {"type": "string"}, "seed": {"type": "integer"}},
+            "anyOf": [{"required": ["url"]}, {"required": ["b64_json"]}]}},
+        "output_format": {"enum": list(OUTPUT_FORMATS)},
+        "size": _SIZE,
+    },
+}  # fmt: skip
+EVENT = {
+    "type": "object",
+    "required": ["type", "b64_json"],
+    "properties": {
+        "type": {"enum": ["image_generation.partial_image", "image_generation.completed"]},
+        "b64_json": {"type": "string"}, "size": _SIZE, "partial_image_index": {"type": "integer"},
+    },
+}  # fmt: skip
+SIZE = "WIDTHxHEIGHT in pixels (each {}) or auto: the model's default size."
 # genmesh's own fields that tools such as Open WebUI merge into the request, by their genmesh names.
-EXTRAS = (("seed", "integer"), ("negative_prompt", "string"), ("steps", "integer"), ("guidance_scale", "number"))
-GENERATION_FIELDS = ("prompt", "model", "n", "size", "response_format", "output_format", "output_compression",
-                     "stream", "partial_images", *(name for name, _ in EXTRAS))  # fmt: skip
-EDIT_FIELDS = (*GENERATION_FIELDS, "image", "image[]", "mask", "strength")
+EXTRAS = (
+    Param("seed", "integer", "genmesh's own: the seed (image i of a batch gets seed + i).", IMAGE["seed"]),
+    Param("negative_prompt", "string", "genmesh's own: what not to draw.", IMAGE["negative_prompt"]),
+    Param("steps", "integer", "genmesh's own: denoising steps.", IMAGE["steps"]),
+    Param("guidance_scale", "number", "genmesh's own: classifier-free guidance.", IMAGE["guidance_scale"]),
+)
+_COMMON = (
+    Param("prompt", "string", "What to draw.", IMAGE["prompt"], required=True),
+    Param("model", "string", "An image model's name or alias (GET /v1/models); the service's default when absent."),
+    Param("n", "integer", "Images to make.", IMAGE["num_images"]),
+    Param("size", "string", SIZE.format(IMAGE["width"].describe()), schema={"pattern": "^(auto|[0-9]+x[0-9]+)$"}),
+    Param("response_format", "string", "Presigned URLs, or the bytes as base64.", choices=RESPONSE_FORMATS),
+    Param("output_format", "string", "The images' file format.", choices=tuple(OUTPUT_FORMATS)),
+    Param("output_compression", "integer", "Quality of webp and jpeg images.", IMAGE["quality"]),
+    *EXTRAS,
+)
+GENERATION_FIELDS = (
+    *_COMMON,
+    Param("stream", "boolean", "Answer as server-sent events: partial images, then one "
+          "`image_generation.completed` event per image."),
+    Param("partial_images", "integer", "Previews to stream while drawing.", Limit(0, MAX_PARTIAL_IMAGES)),
+)  # fmt: skip
+EDIT_FIELDS = (
+    *_COMMON,
+    Param("image", "string", "The one image to start from (img2img).", file=True, required=True),
+    Param("image[]", "string", "The same, as OpenAI's clients name a list of one image.", file=True),
+    Param("mask", "string", "Inpainting masks are refused (not supported yet).", file=True),
+    Param("strength", "number", "How far from the image to go.", IMAGE["strength"]),
+)  # fmt: skip
 # genmesh field -> OpenAI parameter, for the service's messages
 PARAMS = {"num_images": "n", "width": "size", "height": "size", "quality": "output_compression",
           "init_image_data": "image", "output_format": "output_format"}  # fmt: skip
@@ -111,10 +158,10 @@ def _common(fields: Body | Form) -> ImageCall:
     if width is not None:
         assign(request, "width", width, "size", IMAGE)
         assign(request, "height", height, "size", IMAGE)
-    for name, kind in EXTRAS:
-        value = fields.get(name, kind)
+    for extra in EXTRAS:
+        value = fields.get(extra.name, extra.kind)
         if value is not None:
-            assign(request, name, value, name, IMAGE)
+            assign(request, extra.name, value, extra.name, IMAGE)
     response_format = fields.get("response_format", "string", "url")
     if response_format not in RESPONSE_FORMATS:
         raise invalid("response_format", f"response_format: url or b64_json (got {response_format!r})")

@@ -19,13 +19,38 @@ from google.protobuf.json_format import MessageToDict
 
 from genmesh.client import jobs
 from genmesh.errors import GenmeshError, InvalidArgument, Unavailable
+from servers.diffusion.params import Limit
 from servers.web.errors import http_status
+from servers.web.fields import Param
 
 PAGE_SIZE_DEFAULT = 50
 # As the gateway's transcoder prints messages (deploy/envoy: preserve_proto_field_names, always_print_primitive_fields).
 JSON_OPTIONS = {"preserving_proto_field_name": True, "always_print_fields_with_no_presence": True}
-PARAMETERS = ("service", "state", "method", "created_after", "created_before", "all_clients", "page_size",
-              "page_token")  # fmt: skip
+PAGE_SIZE_MAX = 200
+_TIME = {"type": "string", "format": "date-time"}
+PARAMETERS = (
+    Param("service", "string", f"Only these services' jobs ({', '.join(jobs.LIST_REQUESTS)}): repeat the "
+          "parameter or separate them by commas; every service by default.",
+          schema={"pattern": "^(" + "|".join(jobs.LIST_REQUESTS) + ")?(,(" + "|".join(jobs.LIST_REQUESTS) + ")?)*$"}),
+    Param("state", "string", "Only jobs in this state.", choices=tuple(jobs.STATES)),
+    Param("method", "string", "Only jobs of this RPC (GenerateImage...); needs exactly one service."),
+    Param("created_after", "string", "Only jobs created after this RFC 3339 time (with its zone).", schema=_TIME),
+    Param("created_before", "string", "Only jobs created before this RFC 3339 time (with its zone).", schema=_TIME),
+    Param("all_clients", "boolean", "Every client's jobs: admin keys only."),
+    Param("page_size", "integer", f"Jobs per page (default {PAGE_SIZE_DEFAULT}).", Limit(1, PAGE_SIZE_MAX)),
+    Param("page_token", "string", "next_page_token of the previous page."),
+)  # fmt: skip
+PAGE = {
+    "type": "object",
+    "required": ["jobs", "next_page_token", "unavailable"],
+    "properties": {
+        "jobs": {"type": "array", "items": {"type": "object", "required": ["service", "status"], "properties": {
+            "service": {"enum": list(jobs.LIST_REQUESTS)}, "status": {"type": "object"}}}},
+        "next_page_token": {"type": "string"},
+        "unavailable": {"type": "array", "items": {"type": "string"}},
+    },
+}  # fmt: skip
+PARAMETER_NAMES = tuple(param.name for param in PARAMETERS)
 _TRUE, _FALSE = ("true", "1"), ("false", "0", "")
 
 
@@ -65,8 +90,8 @@ def _page_size(query: Mapping[str, str]) -> int:
     raw = query.get("page_size", "")
     if not raw:
         return PAGE_SIZE_DEFAULT
-    if not raw.isdigit() or not 1 <= int(raw) <= 200:
-        raise InvalidArgument(f"page_size must be between 1 and 200 (got {raw!r})", field="page_size")
+    if not raw.isdigit() or not 1 <= int(raw) <= PAGE_SIZE_MAX:
+        raise InvalidArgument(f"page_size must be between 1 and {PAGE_SIZE_MAX} (got {raw!r})", field="page_size")
     return int(raw)
 
 
@@ -84,10 +109,10 @@ class JobsQuery:
     """The query string of ``GET /v1/jobs``, checked once."""
 
     def __init__(self, query: Mapping[str, str], service_values: Sequence[str], configured: Sequence[str]) -> None:
-        unknown = sorted(set(query) - set(PARAMETERS))
+        unknown = sorted(set(query) - set(PARAMETER_NAMES))
         if unknown:
-            raise InvalidArgument(f"{unknown[0]}: not a parameter of GET /v1/jobs (known: {', '.join(PARAMETERS)})",
-                                  field=unknown[0])  # fmt: skip
+            known = ", ".join(PARAMETER_NAMES)
+            raise InvalidArgument(f"{unknown[0]}: not a parameter of GET /v1/jobs (known: {known})", field=unknown[0])
         self.services = services(service_values, configured)
         self.explicit = bool(service_values)
         self.page_size = _page_size(query)

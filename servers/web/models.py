@@ -11,6 +11,22 @@ from genmesh.text.v1 import text_pb2
 from genmesh.video.v1 import video_pb2
 from servers.web.upstreams import Upstreams, unary
 
+MODEL = {
+    "type": "object",
+    "required": ["id", "object", "created", "owned_by", "service", "services", "loaded", "default"],
+    "properties": {
+        "id": {"type": "string"}, "object": {"const": "model"}, "created": {"type": "integer"},
+        "owned_by": {"type": "string"}, "service": {"type": "string"},
+        "services": {"type": "array", "items": {"type": "string"}}, "kind": {"type": "string"},
+        "smoke_test": {"type": "boolean"}, "description": {"type": "string"}, "loaded": {"type": "boolean"},
+        "default": {"type": "boolean"}, "alias_of": {"type": "string"},
+    },
+}  # fmt: skip
+MODEL_LIST = {
+    "type": "object",
+    "required": ["object", "data"],
+    "properties": {"object": {"const": "list"}, "data": {"type": "array", "items": MODEL}},
+}
 _LIST_REQUESTS = {
     "text": text_pb2.ListModelsRequest,
     "image": image_pb2.ListModelsRequest,

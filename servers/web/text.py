@@ -13,16 +13,98 @@ from google.protobuf import struct_pb2
 from genmesh.text.v1 import text_pb2
 from servers.web import tools as tooling
 from servers.web.errors import invalid
-from servers.web.fields import Body, assign, check, type_name
+from servers.web.fields import Body, Param, assign, check, type_name
 
+_MESSAGE = {
+    "type": "object",
+    "properties": {
+        "role": {"type": "string", "description": "system, developer (read as system), user, assistant or tool"},
+        "content": {
+            "anyOf": [
+                {"type": "string"},
+                {"type": "null"},
+                {"type": "array", "items": {"type": "object", "properties": {
+                    "type": {"const": "text"}, "text": {"type": "string"}}, "required": ["type", "text"]}},
+            ]
+        },
+    },
+    "required": ["role"],
+}  # fmt: skip
 SAMPLING_FIELDS = (
-    "max_tokens", "max_completion_tokens", "temperature", "top_p", "stop", "seed", "n", "stream", "stream_options",
-    "response_format", "model",
+    Param("model", "string", "A model name or alias (GET /v1/models); the Text service's default when absent."),
+    Param("max_tokens", "integer", "Most tokens to generate (1..32768, the Text service checks it; default 256)."),
+    Param("max_completion_tokens", "integer", "OpenAI's newer name for max_tokens; wins over it when both are set."),
+    Param("temperature", "number", "Sampling temperature, 0..2."),
+    Param("top_p", "number", "Nucleus sampling, greater than 0 and at most 1."),
+    Param("stop", "string|array", "A stop sequence or up to 8 of them (1..256 characters each).",
+          schema={"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}),
+    Param("seed", "integer", "Sampling seed, 0..4294967295 (same seed, same answer)."),
+    Param("n", "integer", "Choices per request: only 1.", choices=(1,)),
+    Param("stream", "boolean", "Answer as server-sent events (chunks, then `data: [DONE]`)."),
+    Param("stream_options", "object", "`{\"include_usage\": true}` adds a usage chunk before [DONE].",
+          schema={"type": "object", "properties": {"include_usage": {"type": "boolean"}}}),
+    Param("response_format", "object", "`text`, `json_object` or `json_schema` (with `json_schema.schema`): "
+          "the answer is constrained to JSON matching the schema.",
+          schema={"type": "object", "properties": {"type": {"enum": ["text", "json_object", "json_schema"]}},
+                  "required": ["type"]}),
     # genmesh's (and llama.cpp's server's) own sampling knobs, as extras
-    "top_k", "min_p", "repeat_penalty",
+    Param("top_k", "integer", "genmesh's own: top-k sampling, 0..1000 (0: off)."),
+    Param("min_p", "number", "genmesh's own: min-p sampling, 0..1."),
+    Param("repeat_penalty", "number", "genmesh's own: repetition penalty, 0.5..2."),
 )  # fmt: skip
-CHAT_FIELDS = (*SAMPLING_FIELDS, "messages", "tools", "tool_choice", "parallel_tool_calls", "functions")
-COMPLETION_FIELDS = (*SAMPLING_FIELDS, "prompt")
+CHAT_FIELDS = (
+    *SAMPLING_FIELDS,
+    Param("messages", "array", "The conversation; content is a string or a list of text parts.", required=True,
+          schema={"type": "array", "items": _MESSAGE}),
+    Param("tools", "array", "Functions the model may call (`{\"type\": \"function\", \"function\": {name, "
+          "description, parameters}}`); the answer is constrained to tool calls or content.",
+          schema={"type": "array", "items": {"type": "object"}}),
+    Param("tool_choice", "string|object", "`auto`, `none`, `required` or `{\"type\": \"function\", "
+          "\"function\": {\"name\": ...}}`.", schema={"anyOf": [{"type": "string"}, {"type": "object"}]}),
+    Param("parallel_tool_calls", "boolean", "More than one tool call in an answer (default true)."),
+    Param("functions", "array", "The deprecated form of tools: refused (send tools)."),
+)  # fmt: skip
+COMPLETION_FIELDS = (
+    *SAMPLING_FIELDS,
+    Param("prompt", "string|array", "The text to continue (a list of exactly one string is accepted too).",
+          required=True, schema={"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}),
+)  # fmt: skip
+# The answers' shapes (the OpenAPI document's; tests check what completion() and the chunks give).
+_USAGE = {
+    "type": "object",
+    "required": ["prompt_tokens", "completion_tokens", "total_tokens"],
+    "properties": {name: {"type": "integer"} for name in ("prompt_tokens", "completion_tokens", "total_tokens")},
+}
+_FINISH = {"enum": ["stop", "length", "tool_calls", None]}
+
+
+def _answer(kind: str, choice: dict) -> dict:
+    return {
+        "type": "object",
+        "required": ["id", "object", "created", "model", "choices"],
+        "properties": {
+            "id": {"type": "string"},
+            "object": {"const": kind},
+            "created": {"type": "integer"},
+            "model": {"type": "string"},
+            "usage": {"anyOf": [_USAGE, {"type": "null"}]},
+            "choices": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["index", "finish_reason"],
+                    "properties": {"index": {"type": "integer"}, "finish_reason": _FINISH, **choice},
+                },
+            },
+        },
+    }
+
+
+_MESSAGE_OUT = {"type": "object", "required": ["role"], "properties": {"role": {"const": "assistant"}}}
+CHAT_ANSWER = _answer("chat.completion", {"message": _MESSAGE_OUT})
+COMPLETION_ANSWER = _answer("text_completion", {"text": {"type": "string"}})
+CHAT_CHUNK = _answer("chat.completion.chunk", {"delta": {"type": "object"}})
+COMPLETION_CHUNK = COMPLETION_ANSWER
 FINISH_REASONS = {text_pb2.FINISH_REASON_STOP: "stop", text_pb2.FINISH_REASON_LENGTH: "length"}
 ROLE_ALIASES = {"developer": "system"}  # OpenAI's newer name for the system role
 

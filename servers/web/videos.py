@@ -10,22 +10,48 @@ from typing import Any
 
 from genmesh.common.v1 import job_pb2
 from genmesh.video.v1 import video_pb2
-from servers.diffusion.params import VIDEO
+from servers.diffusion.params import VIDEO, Limit
 from servers.web.errors import invalid
-from servers.web.fields import Body, Form, assign, parse_size
+from servers.web.fields import Body, Form, Param, assign, parse_size
 
 # Frames are seconds x fps. The video service's own default rate (8 fps) is sent explicitly when the
 # caller names no fps, so that the frame count is known here; the service checks both ranges.
 DEFAULT_FPS = 8
+VARIANTS = ("video", "thumbnail")
 OUTPUT_FORMATS = {
     "mp4": video_pb2.VIDEO_FORMAT_MP4,
     "gif": video_pb2.VIDEO_FORMAT_GIF,
     "webp": video_pb2.VIDEO_FORMAT_WEBP,
 }
-EXTRAS = (("seed", "integer"), ("negative_prompt", "string"), ("steps", "integer"), ("guidance_scale", "number"),
-          ("strength", "number"), ("motion_adapter", "string"))  # fmt: skip
-CREATE_FIELDS = ("prompt", "model", "seconds", "size", "fps", "output_format", "input_reference",
-                 *(name for name, _ in EXTRAS))  # fmt: skip
+# genmesh's own fields, by their genmesh names.
+EXTRAS = (
+    Param("seed", "integer", "genmesh's own: the seed.", VIDEO["seed"]),
+    Param("negative_prompt", "string", "genmesh's own: what not to draw.", VIDEO["negative_prompt"]),
+    Param("steps", "integer", "genmesh's own: denoising steps.", VIDEO["steps"]),
+    Param("guidance_scale", "number", "genmesh's own: classifier-free guidance.", VIDEO["guidance_scale"]),
+    Param("strength", "number", "genmesh's own: how far from input_reference to go.", VIDEO["strength"]),
+    Param("motion_adapter", "string", "genmesh's own: the motion adapter to animate with."),
+)  # fmt: skip
+CREATE_FIELDS = (
+    Param("prompt", "string", "What to animate.", VIDEO["prompt"], required=True),
+    Param("model", "string", "A video model's name or alias (GET /v1/models); the service's default when absent."),
+    Param("seconds", "string|number", f"Length in seconds (\"4\" or 4): seconds x fps frames, "
+          f"{VIDEO['num_frames'].describe()}.", schema={"anyOf": [{"type": "string"}, {"type": "number"}]}),
+    Param("size", "string", f"WIDTHxHEIGHT in pixels (each {VIDEO['width'].describe()}) or auto.",
+          schema={"pattern": "^(auto|[0-9]+x[0-9]+)$"}),
+    Param("fps", "integer", f"Frames per second (default {DEFAULT_FPS}).", VIDEO["fps"]),
+    Param("output_format", "string", "The video's file format (default mp4).", choices=tuple(OUTPUT_FORMATS)),
+    Param("input_reference", "string", "An image (image-to-video) or video (video-to-video) to start from: "
+          "a file part of a multipart/form-data request.", file=True),
+    *EXTRAS,
+)  # fmt: skip
+LIST_DEFAULT, LIST_MAX = 20, 100  # GET /v1/videos?limit=: OpenAI's default and most
+LIST_PARAMS = (
+    Param("limit", "integer", f"Videos per page (default {LIST_DEFAULT}).", Limit(1, LIST_MAX)),
+    Param("order", "string", "Newest first only.", choices=("desc",)),
+    Param("after", "string", "The last id of the previous page."),
+)
+CONTENT_PARAMS = (Param("variant", "string", "The video, or its first frame as an image.", choices=VARIANTS),)
 PARAMS = {"num_frames": "seconds", "width": "size", "height": "size", "init_image_data": "input_reference",
           "init_video_data": "input_reference"}  # fmt: skip
 STATUSES = {
@@ -35,7 +61,32 @@ STATUSES = {
     job_pb2.JOB_STATE_FAILED: "failed",
     job_pb2.JOB_STATE_CANCELLED: "failed",  # OpenAI's videos have no cancelled state: failed, code "cancelled"
 }
-VARIANTS = ("video", "thumbnail")
+
+
+VIDEO_OBJECT = {
+    "type": "object",
+    "required": ["id", "object", "created_at", "status", "model", "progress", "seconds", "size", "error"],
+    "properties": {
+        "id": {"type": "string"}, "object": {"const": "video"}, "created_at": {"type": "integer"},
+        "status": {"enum": sorted(set(STATUSES.values()))}, "model": {"type": "string"},
+        "prompt": {"type": ["string", "null"]}, "progress": {"type": "integer", "minimum": 0, "maximum": 100},
+        "seconds": {"type": "string"}, "size": {"type": "string"},
+        "completed_at": {"type": ["integer", "null"]},
+        "error": {"anyOf": [{"type": "null"}, {"type": "object", "required": ["code", "message"]}]},
+    },
+}  # fmt: skip
+VIDEO_LIST = {
+    "type": "object",
+    "required": ["object", "data", "has_more"],
+    "properties": {"object": {"const": "list"}, "data": {"type": "array", "items": VIDEO_OBJECT},
+                   "first_id": {"type": ["string", "null"]}, "last_id": {"type": ["string", "null"]},
+                   "has_more": {"type": "boolean"}},
+}  # fmt: skip
+VIDEO_DELETED = {
+    "type": "object",
+    "required": ["id", "object", "deleted"],
+    "properties": {"id": {"type": "string"}, "object": {"const": "video.deleted"}, "deleted": {"type": "boolean"}},
+}
 
 
 @dataclass
@@ -44,9 +95,6 @@ class VideoCall:
     seconds: str
     size: str
     params: dict[str, str] = field(default_factory=lambda: dict(PARAMS))
-
-
-LIST_DEFAULT, LIST_MAX = 20, 100  # GET /v1/videos?limit=: OpenAI's default and most
 
 
 def create_call(fields: Body | Form, reference: tuple[bytes, str] | None) -> VideoCall:
@@ -71,10 +119,10 @@ def create_call(fields: Body | Form, reference: tuple[bytes, str] | None) -> Vid
     if width is not None:
         assign(request, "width", width, "size", VIDEO)
         assign(request, "height", height, "size", VIDEO)
-    for name, kind in EXTRAS:
-        value = fields.get(name, kind)
+    for extra in EXTRAS:
+        value = fields.get(extra.name, extra.kind)
         if value is not None:
-            assign(request, name, value, name, VIDEO)
+            assign(request, extra.name, value, extra.name, VIDEO)
     output_format = fields.get("output_format", "string", "mp4")
     if output_format not in OUTPUT_FORMATS:
         raise invalid("output_format", f"output_format: mp4, gif or webp (got {output_format!r})")

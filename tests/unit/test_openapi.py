@@ -4,13 +4,21 @@ described the way the gateway writes and reads it."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
+import jsonschema
 import pytest
 from openapi_spec_validator import validate
 
+from genmesh.text.v1 import text_pb2
+from servers.diffusion.params import IMAGE, VIDEO
+from servers.mesh.envoy import WEB_PATH_REGEX
 from servers.mesh.openapi import _with_range, openapi_path
 from servers.mesh.request_fields import descriptor_files, http_bindings
+from servers.web import app, images, text
+from servers.web.contract import Operation, web_paths
+from servers.web.fields import Body
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCUMENT = json.loads((ROOT / "servers" / "web" / "openapi.json").read_text())
@@ -28,14 +36,94 @@ def test_the_document_is_valid_openapi_3_1() -> None:
     validate(DOCUMENT)
 
 
+def web_routes() -> set[tuple[str, str]]:
+    """(verb, path) of every route the web front door serves under /v1 (OpenAI's, GET /v1/jobs)."""
+    return {
+        (method.lower(), route.path.replace(":path}", "}"))
+        for route in app.ROUTES
+        if route.path.startswith("/v1/")
+        for method in route.methods - {"HEAD"}
+    }
+
+
 def test_every_rest_route_is_in_the_document_and_nothing_else() -> None:
     rules = http_rules()
     assert len(rules) >= 25
     documented = {(verb, path) for path, operations in DOCUMENT["paths"].items() for verb in operations}
-    assert documented == {(verb, openapi_path(template)) for verb, template, _ in rules}
+    served = web_routes()
+    assert len(served) == 13 and ("get", "/v1/jobs") in served and ("post", "/v1/images/edits") in served
+    assert documented == {(verb, openapi_path(template)) for verb, template, _ in rules} | served
     for verb, template, streaming in rules:
         content = DOCUMENT["paths"][openapi_path(template)][verb]["responses"]["200"]["content"]
         assert ("text/event-stream" in content) == streaming, template
+        if streaming:  # each event's data is the message as JSON (OpenAPI 3.1's way to say so)
+            data = content["text/event-stream"]["schema"]["properties"]["data"]
+            assert data["contentMediaType"] == "application/json" and "$ref" in data["contentSchema"]
+
+
+def test_the_web_routes_documented_are_the_ones_the_gateway_sends_to_the_web_front_door() -> None:
+    samples = {"{model}": "gemma-3-270m", "{video_id}": "vid-0-abc"}
+    for _, path in web_routes():
+        for variable, value in samples.items():
+            path = path.replace(variable, value)
+        assert re.fullmatch(WEB_PATH_REGEX, path), path
+
+
+def test_openai_parameters_carry_the_services_own_limits() -> None:
+    body = DOCUMENT["paths"]["/v1/images/generations"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    fields = body["properties"]
+    assert (fields["steps"]["minimum"], fields["steps"]["maximum"]) == (IMAGE["steps"].low, IMAGE["steps"].high)
+    assert fields["n"]["maximum"] == IMAGE["num_images"].high and fields["prompt"]["maxLength"] == 10000
+    assert fields["response_format"]["enum"] == ["url", "b64_json"] and body["required"] == ["prompt"]
+    assert fields["guidance_scale"]["maximum"] == IMAGE["guidance_scale"].high
+    edits = DOCUMENT["paths"]["/v1/images/edits"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert edits["properties"]["image"]["format"] == "binary"
+    assert edits["properties"]["strength"]["exclusiveMinimum"] == IMAGE["strength"].low
+    videos = DOCUMENT["paths"]["/v1/videos"]["post"]["requestBody"]["content"]
+    assert "input_reference" not in videos["application/json"]["schema"]["properties"]  # a file: multipart only
+    assert videos["multipart/form-data"]["schema"]["properties"]["fps"]["maximum"] == VIDEO["fps"].high
+    chat = DOCUMENT["paths"]["/v1/chat/completions"]["post"]["responses"]
+    assert set(chat["200"]["content"]) == {"application/json", "text/event-stream"}
+    assert chat["400"]["content"]["application/json"]["schema"]["$ref"].endswith("openai.Error")
+    jobs = DOCUMENT["paths"]["/v1/jobs"]["get"]
+    assert {parameter["name"] for parameter in jobs["parameters"]} >= {"service", "state", "page_size"}
+    assert jobs["responses"]["400"]["content"]["application/json"]["schema"]["$ref"].endswith("google.rpc.Status")
+
+
+def test_a_handler_reading_a_parameter_unlike_its_spec_fails_loudly() -> None:
+    body = Body({"steps": 2}, images.GENERATION_FIELDS)
+    assert body.get("steps", "integer") == 2
+    with pytest.raises(TypeError, match="steps is read as string"):
+        body.get("steps", "string")
+
+
+def test_a_route_without_an_operation_stops_the_generator() -> None:
+    def served(path: str) -> bool:
+        return path.startswith("/v1/")
+
+    without_jobs = {endpoint: spec for endpoint, spec in app.OPERATIONS.items() if endpoint is not app.jobs_list}
+    with pytest.raises(LookupError, match="jobs_list"):
+        web_paths(app.ROUTES, without_jobs, served)
+    with pytest.raises(LookupError, match="_no_route"):
+        web_paths(app.ROUTES, {**app.OPERATIONS, _no_route: Operation("x")}, served)
+
+
+def test_openai_answers_match_their_documented_shapes() -> None:
+    result = text_pb2.TextResult(text="Hi", model="m", finish_reason=text_pb2.FINISH_REASON_STOP)
+    call = text.chat_call(Body({"messages": [{"role": "user", "content": "x"}]}, text.CHAT_FIELDS), {})
+    responses = DOCUMENT["paths"]["/v1/chat/completions"]["post"]["responses"]["200"]["content"]
+    _valid(responses["application/json"]["schema"], call.completion("txt-1", result))
+    event = responses["text/event-stream"]["schema"]["properties"]["data"]["else"]["contentSchema"]
+    for chunk in [call.delta("txt-1", None, first=True), call.delta("txt-1", "Hi"), *call.final("txt-1", result)]:
+        _valid(event, chunk)
+
+
+def _valid(schema: dict, instance: object) -> None:
+    jsonschema.Draft202012Validator({**schema, "components": DOCUMENT["components"]}).validate(instance)
+
+
+async def _no_route(request: object) -> None:
+    """A handler no route serves."""
 
 
 def test_json_is_described_as_the_gateway_speaks_it() -> None:
