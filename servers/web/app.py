@@ -33,7 +33,7 @@ from servers.runtime import caller
 from servers.web import console, embeddings, images, jobs, text, videos
 from servers.web.contract import STATUS, Operation
 from servers.web.errors import ERROR_SCHEMA, OpenAIError, from_genmesh, invalid, model_not_found
-from servers.web.fields import IGNORED_HEADER, Body, Form, Param
+from servers.web.fields import IGNORED_HEADER, Body, Form, Param, ignored_header
 from servers.web.models import MODEL, MODEL_LIST, default_model, list_models
 from servers.web.settings import UPSTREAMS as UPSTREAM_NAMES
 from servers.web.settings import WebSettings
@@ -89,7 +89,7 @@ async def read_form(request: Request, used: tuple[str, ...]) -> ReadForm:
 def headers(request: Request, job_id: str = "") -> dict[str, str]:
     out = {JOB_HEADER: job_id} if job_id else {}
     if getattr(request.state, "ignored", None):
-        out[IGNORED_HEADER] = ",".join(request.state.ignored)
+        out[IGNORED_HEADER] = ignored_header(request.state.ignored)
     return out
 
 
@@ -517,11 +517,12 @@ OPERATIONS = {
                              answer=videos.VIDEO_OBJECT),
     videos_list: Operation("List the caller's videos, newest first", query=videos.LIST_PARAMS,
                            answer=videos.VIDEO_LIST),
-    videos_get: Operation("One video", path=(_VIDEO_ID,), answer=videos.VIDEO_OBJECT),
+    videos_get: Operation("One video", path=(_VIDEO_ID,), answer=videos.VIDEO_OBJECT, shaped_id=True),
     videos_delete: Operation("Cancel a video", videos_delete.__doc__ or "", path=(_VIDEO_ID,),
-                             answer=videos.VIDEO_DELETED),
+                             answer=videos.VIDEO_DELETED, shaped_id=True),
     videos_content: Operation("A finished video's file or thumbnail", videos_content.__doc__ or "", path=(_VIDEO_ID,),
-                              query=videos.CONTENT_PARAMS, binary=True, statuses=(400, 404, 409, 429, 503)),
+                              query=videos.CONTENT_PARAMS, binary=True, statuses=(400, 404, 409, 429, 503),
+                              shaped_id=True),
 }  # fmt: skip
 
 

@@ -42,6 +42,9 @@ class Operation:
     event: Mapping[str, Any] | None = None
     errors: str = OPENAI_ERROR  # the schema of error bodies (GET /v1/jobs answers genmesh's google.rpc.Status)
     statuses: Sequence[int] = (400, 404, 429, 503)
+    # The path's id has a shape (``vid-...``): the gateway sends only those here, and answers any other
+    # with its own 404 (google.rpc.Status, as on genmesh's routes).
+    shaped_id: bool = False
 
 
 def param_schema(param: Param) -> dict[str, Any]:
@@ -123,6 +126,13 @@ def operation(op: Operation, operation_id: str) -> dict[str, Any]:
         responses[str(status)] = {"description": descriptions[status]}
         if status != 401:  # the gateway's key check answers without a body
             responses[str(status)]["content"] = error
+    if op.shaped_id:
+        either = {"anyOf": [{"$ref": f"#/components/schemas/{op.errors}"}, {"$ref": f"#/components/schemas/{STATUS}"}]}
+        responses["404"] = {
+            "description": "Not found. An id not shaped like one (its pattern) is no route of the front door: "
+            "the gateway answers it as on genmesh's own routes (google.rpc.Status).",
+            "content": {"application/json": {"schema": either}},
+        }
     responses["default"] = {"description": "Any other error.", "content": error}
     out["responses"] = responses
     return out

@@ -13,12 +13,24 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 from genmesh.errors import InvalidArgument
 from servers.diffusion.params import Limit, Text
 from servers.web.errors import invalid
 
 IGNORED_HEADER = "x-genmesh-ignored-fields"
+# What may stand in a header value as it is; anything else in a field's name is percent-encoded.
+_HEADER_SAFE = "!#$&'()*+-./:;<=>?@[]^_`{|}~"
+
+
+def ignored_header(names: Iterable[str]) -> str:
+    """The ignored fields' names for the ``x-genmesh-ignored-fields`` header, comma-separated. A name
+    is the caller's: one outside printable ASCII (or with a comma) would make the header invalid and
+    the whole answer fail, so such characters are percent-encoded (UTF-8; a lone surrogate, which JSON
+    allows, as its 3 bytes)."""
+    return ",".join(quote(name, safe=_HEADER_SAFE, errors="surrogatepass") for name in names)
+
 
 _KINDS: dict[str, tuple[type, ...]] = {
     "string": (str,),
