@@ -25,12 +25,12 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
-from google.protobuf import descriptor_pool
+from google.protobuf import descriptor_pool, json_format
 from google.protobuf.message import Message
 
 from genmesh.common.v1 import job_pb2
 from genmesh.errors import Cancelled, InvalidArgument, NotFound, from_code
-from genmesh.services import SERVICES
+from genmesh.services import SERVICES, service_for_job
 from servers.runtime import caller, job_listing
 from servers.runtime.convert import STATES
 from servers.runtime.events import JobEvent
@@ -107,16 +107,25 @@ def terminal_events(service: str, recorded: Any) -> Iterator[Any]:
     status = recorded.status
     event = returned_type(service, "WatchJob")(job_id=status.job_id, state=status.state)
     if status.state == job_pb2.JOB_STATE_SUCCEEDED:
-        event.result.CopyFrom(recorded.result)
+        _copy(event.result, recorded.result)
     elif status.state == job_pb2.JOB_STATE_FAILED:
-        event.error.CopyFrom(status.error)
+        _copy(event.error, status.error)
     elif status.state == job_pb2.JOB_STATE_CANCELLED:
-        event.cancelled.CopyFrom(status.cancelled)
+        _copy(event.cancelled, status.cancelled)
     yield event
     if status.state == job_pb2.JOB_STATE_FAILED:
         raise from_code(status.error.code, status.error.message)
     if status.state == job_pb2.JOB_STATE_CANCELLED:
         raise Cancelled(f"job {status.job_id} cancelled: {status.cancelled.reason}")
+
+
+def _copy(target: Message, source: Message) -> None:
+    """``source`` into ``target``; a service's own event type (the Agent's ``CharacterCancelled``,
+    ``CharacterError``) takes the fields it shares with the common one by name."""
+    if target.DESCRIPTOR is source.DESCRIPTOR:
+        target.CopyFrom(source)
+    else:
+        json_format.ParseDict(json_format.MessageToDict(source), target, ignore_unknown_fields=True)
 
 
 class JobRpcs:
@@ -143,6 +152,9 @@ class JobRpcs:
     async def _recorded(self, job_id: str, missing: NotFound) -> Any:
         """The job's terminal record, or ``missing`` raised when it has none (or the caller may not see it)."""
         if self.records is None or not self.queue.service:  # a queue without a proto service: no record type
+            raise missing
+        owner = service_for_job(job_id)
+        if owner is None or owner.proto_service != self.queue.service:  # records share a bucket: not ours
             raise missing
         recorded = await asyncio.to_thread(self.records.load, job_id, returned_type(self.queue.service, "GetJob"))
         if recorded is None:

@@ -439,3 +439,20 @@ def test_finished_jobs_are_still_listed_after_genmesh_up_stops_and_starts(tmp_pa
             assert listed.status.client_id == "local"  # the key genmesh up generated, an admin one
     finally:
         mesh.stop()
+
+
+def test_a_job_id_of_another_service_is_not_found_there_even_with_its_record(
+    gateway_url: str, api_key: str, object_store: ObjectStore
+) -> None:
+    """Found by the REST fuzz run: records share one bucket, so the Agent answered a text job's id from
+    the text job's record (GetJob as if it were a character; WatchJob failed with INTERNAL)."""
+    headers = {"x-api-key": api_key}
+    with httpx.stream("POST", f"{gateway_url}/v1/text:generate", headers=headers, timeout=60,
+                      json={"prompt": "Hi", "sampling": {"max_tokens": 1}}) as stream:  # fmt: skip
+        first = next(line for line in stream.iter_lines() if line.startswith("data:"))
+    job_id = json.loads(first[5:])["job_id"]
+    wait_until(lambda: object_store.exists(OUTPUTS, f"jobs/{job_id}.json"), timeout=30, what="the job's record")
+    for path in (f"/v1/agent/jobs/{job_id}", f"/v1/agent/jobs/{job_id}:watch", f"/v1/images/jobs/{job_id}"):
+        answer = httpx.get(f"{gateway_url}{path}", headers=headers, timeout=30)
+        assert answer.status_code == 404, (path, answer.text)
+    assert httpx.get(f"{gateway_url}/v1/text/jobs/{job_id}", headers=headers, timeout=30).status_code == 200
