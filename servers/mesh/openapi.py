@@ -37,6 +37,8 @@ _INT32 = {
 _UNSIGNED = {FieldDescriptor.TYPE_UINT32, FieldDescriptor.TYPE_FIXED32}
 # "1..150", "0.0..30.0", "1..10000 characters": the first range a field's comment states.
 _RANGE = re.compile(r"(?<![\w.])(-?\d+(?:\.\d+)?)\.\.(-?\d+(?:\.\d+)?)(?!\w|\.\d)( characters)?")
+# "typically 15..50": a range that describes usual values (of a metric) and limits nothing.
+_DESCRIBES = re.compile(r"\b(typically|usually|often|about|around)\s*$")
 # Well-known types with a JSON form of their own.
 _WELL_KNOWN: dict[str, dict[str, Any]] = {
     "google.protobuf.Timestamp": {"type": "string", "format": "date-time"},
@@ -290,7 +292,7 @@ def _with_range(schema: dict[str, Any], comment: str, presence: bool) -> dict[st
     JSON Schema bounds. A number without presence cannot tell 0 from unset: 0 means the default
     there, so it stays allowed beside the range."""
     match = _RANGE.search(comment)
-    if match is None:
+    if match is None or _DESCRIBES.search(comment[: match.start()]):
         return schema
     low, high = (float(value) if "." in value else int(value) for value in match.group(1, 2))
     kind = schema.get("type")

@@ -158,6 +158,7 @@ def test_a_path_field_is_not_in_the_body() -> None:
         ({"type": "string"}, "What to draw, 1..10000 characters.", False, {"minLength": 1, "maxLength": 10000}),
         ({"type": "string"}, "A version like 1..2 of the spec", False, {}),  # a string range needs "characters"
         ({"type": "integer"}, "No range stated here.", False, {}),
+        ({"type": "number"}, "PSNR in dB; higher is better, typically 15..50.", False, {}),  # describes, limits not
         ({"type": "integer"}, "Layer 1..99.", False, {"anyOf": [{"const": 0}, {"minimum": 1, "maximum": 99}]}),
     ],
 )

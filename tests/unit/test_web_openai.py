@@ -17,7 +17,7 @@ from genmesh.text.v1 import text_pb2
 from genmesh.video.v1 import video_pb2
 from servers.web import embeddings, images, text, videos
 from servers.web.errors import OpenAIError, from_genmesh
-from servers.web.fields import Body, Form, parse_size
+from servers.web.fields import Body, Form, ignored_header, parse_size
 
 HI = [{"role": "user", "content": "Hi"}]
 WEATHER = {
@@ -54,6 +54,15 @@ def test_unknown_fields_are_listed_and_known_ones_typed() -> None:
         error = refused(Body({"x": value}, ["x"]).get, "x", kind)
         assert error.param == "x" and f"expected {kind}" in error.message
     assert refused(Body, [1, 2], ()).message == "the request body must be a JSON object (got array)"
+
+
+def test_ignored_field_names_always_make_a_valid_header() -> None:
+    """Any JSON name (non-ASCII, control characters, commas, lone surrogates) stays one printable
+    ASCII item; plain names stay as they are."""
+    names = ["metadata", "\u00fcber", "a,b", "tab\t", "\ud81e", "x-y_z.1"]
+    value = ignored_header(names)
+    assert value == "metadata,%C3%BCber,a%2Cb,tab%09,%ED%A0%9E,x-y_z.1"
+    assert value.isascii() and value.isprintable() and len(value.split(",")) == len(names)
 
 
 def test_form_fields_convert_like_json() -> None:
