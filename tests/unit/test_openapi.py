@@ -95,6 +95,8 @@ def test_a_handler_reading_a_parameter_unlike_its_spec_fails_loudly() -> None:
     assert body.get("steps", "integer") == 2
     with pytest.raises(TypeError, match="steps is read as string"):
         body.get("steps", "string")
+    with pytest.raises(TypeError, match="strength is read but is not one of the route's Params"):
+        body.get("strength", "number")  # an edit's parameter, not a generation's
 
 
 def test_a_route_without_an_operation_stops_the_generator() -> None:
