@@ -31,6 +31,9 @@ PATH_CAPS = {"text.max_tokens": 64}
 HIGHEST = {"width": 2048, "height": 2048, "steps": 150, "num_frames": 64, "num_images": 10_000, "n": 8, "fps": 60,
            "max_tokens": 32_768, "max_completion_tokens": 32_768, "num_epochs": 10_000, "max_pairs": 1_000_000,
            "batch_size": 256, "patch_size": 1024, "tile_size": 4096, "seconds": 8}  # fmt: skip
+# Training jobs the run starts train this layer, which no other test trains or lists (a valid layer
+# is moved here, an invalid one left as sent): the models and cancelled jobs they leave stay apart.
+LAYER = 99
 # What a work route runs when the request leaves it unset (path regex -> dotted field -> cheap value).
 DEFAULTS = [
     (r"^/v1/(chat/)?completions$", {"max_tokens": 2}),
@@ -42,7 +45,7 @@ DEFAULTS = [
     (r"^/v1/agent/character$", {"text.max_tokens": 64, "image.steps": 2, "image.width": 64, "image.height": 64,
                                 "video.steps": 2, "video.num_frames": 2, "video.width": 64, "video.height": 64}),
     (r"^/v1/training/synthetic-data:generate$", {"num_images": 1, "width": 64, "height": 64}),
-    (r"^/v1/training/jobs$", {"num_epochs": 1, "max_pairs": 2, "patch_size": 16}),
+    (r"^/v1/training/jobs$", {"num_epochs": 1, "max_pairs": 2, "patch_size": 16, "layer": LAYER}),
 ]  # fmt: skip
 # Texts a model reads (a long prompt costs seconds of prompt processing on a CPU): name -> the longest
 # valid one where that is less than the model takes; longer than 64 characters (and valid) is cut to 64.
@@ -103,9 +106,15 @@ def before_call(context, case, kwargs) -> None:
         for pattern, defaults in DEFAULTS:
             if case.operation.method.upper() == "POST" and re.match(pattern, case.operation.path):
                 with_defaults(body, defaults)
+        if case.operation.path == "/v1/training/jobs" and _valid_layer(body.get("layer")):
+            body["layer"] = LAYER
         case.body = body
     if isinstance(case.query, dict):
         case.query = lowered(case.query)
+
+
+def _valid_layer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= LAYER
 
 
 @schemathesis.hook
