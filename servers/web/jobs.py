@@ -22,16 +22,21 @@ from genmesh.errors import GenmeshError, InvalidArgument, Unavailable
 from servers.diffusion.params import Limit
 from servers.web.errors import http_status
 from servers.web.fields import Param
+from servers.web.settings import LISTED, UPSTREAMS
 
 PAGE_SIZE_DEFAULT = 50
 # As the gateway's transcoder prints messages (deploy/envoy: preserve_proto_field_names, always_print_primitive_fields).
 JSON_OPTIONS = {"preserving_proto_field_name": True, "always_print_fields_with_no_presence": True}
 PAGE_SIZE_MAX = 200
+# The services whose jobs this route lists: those the front door calls. The models server is not one
+# (pulls go to it directly): its jobs have their own list.
+LISTABLE = tuple(name for name in jobs.LIST_REQUESTS if name in (*UPSTREAMS, *LISTED))
+ELSEWHERE = {"models": "GET /v1/model-pulls lists model pulls"}
 _TIME = {"type": "string", "format": "date-time"}
 PARAMETERS = (
-    Param("service", "string", f"Only these services' jobs ({', '.join(jobs.LIST_REQUESTS)}): repeat the "
-          "parameter or separate them by commas; every service by default.",
-          schema={"pattern": "^(" + "|".join(jobs.LIST_REQUESTS) + ")?(,(" + "|".join(jobs.LIST_REQUESTS) + ")?)*$"}),
+    Param("service", "string", f"Only these services' jobs ({', '.join(LISTABLE)}): repeat the parameter or "
+          "separate them by commas; every service by default.",
+          schema={"pattern": "^(" + "|".join(LISTABLE) + ")?(,(" + "|".join(LISTABLE) + ")?)*$"}),
     Param("state", "string", "Only jobs in this state.", choices=tuple(jobs.STATES)),
     Param("method", "string", "Only jobs of this RPC (GenerateImage...); needs exactly one service."),
     Param("created_after", "string", "Only jobs created after this RFC 3339 time (with its zone).", schema=_TIME),
@@ -45,7 +50,7 @@ PAGE = {
     "required": ["jobs", "next_page_token", "unavailable"],
     "properties": {
         "jobs": {"type": "array", "items": {"type": "object", "required": ["service", "status"], "properties": {
-            "service": {"enum": list(jobs.LIST_REQUESTS)}, "status": {"type": "object"}}}},
+            "service": {"enum": list(LISTABLE)}, "status": {"type": "object"}}}},
         "next_page_token": {"type": "string"},
         "unavailable": {"type": "array", "items": {"type": "string"}},
     },
@@ -98,11 +103,14 @@ def _page_size(query: Mapping[str, str]) -> int:
 def services(values: Sequence[str], configured: Sequence[str]) -> list[str]:
     """The services asked (``service=image&service=video`` or ``service=image,video``); all by default."""
     asked = [name.strip() for value in values for name in value.split(",") if name.strip()]
-    unknown = sorted(set(asked) - set(jobs.LIST_REQUESTS))
+    for name in asked:
+        if name in ELSEWHERE:
+            raise InvalidArgument(f"service: {name} is not listed here; {ELSEWHERE[name]}", field="service")
+    unknown = sorted(set(asked) - set(LISTABLE))
     if unknown:
-        raise InvalidArgument(f"service must be one of {', '.join(jobs.LIST_REQUESTS)} (got {', '.join(unknown)})",
+        raise InvalidArgument(f"service must be one of {', '.join(LISTABLE)} (got {', '.join(unknown)})",
                               field="service")  # fmt: skip
-    return asked or [name for name in jobs.LIST_REQUESTS if name in configured]
+    return asked or [name for name in LISTABLE if name in configured]
 
 
 class JobsQuery:

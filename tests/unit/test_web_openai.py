@@ -15,7 +15,7 @@ from genmesh.errors import InvalidArgument, NotFound, ResourceExhausted, Unavail
 from genmesh.image.v1 import image_pb2
 from genmesh.text.v1 import text_pb2
 from genmesh.video.v1 import video_pb2
-from servers.web import embeddings, images, text, videos
+from servers.web import embeddings, images, jobs, text, videos
 from servers.web.errors import OpenAIError, from_genmesh
 from servers.web.fields import Body, Form, ignored_header, parse_size
 
@@ -350,3 +350,12 @@ def test_stored_files_are_fetched_from_the_media_address_with_the_signed_host() 
     assert (via_store.url.host, via_store.url.port) == ("minio", 9000)
     assert via_store.url.raw_path == b"/outputs/vid-0/video.mp4?X-Amz-Signature=abc"
     assert via_store.headers["host"] == "localhost:8080"
+
+
+def test_get_jobs_refuses_the_models_servers_jobs_by_name() -> None:
+    """Found by the REST fuzz run: service=models answered 503 "set --models-url", an option the front
+    door does not have (pulls go to the models server directly, not through it)."""
+    with pytest.raises(InvalidArgument) as raised:
+        jobs.services(["image,models"], ["image", "text"])
+    assert raised.value.field == "service" and "GET /v1/model-pulls" in raised.value.message
+    assert jobs.services([], ["image", "models", "text"]) == ["text", "image"]  # all: those it can list
