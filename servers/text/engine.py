@@ -8,6 +8,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
 import structlog
@@ -15,8 +16,9 @@ from llama_cpp import LLAMA_POOLING_TYPE_MEAN, Llama, LlamaGrammar
 from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 
 from genmesh.errors import InvalidArgument, Unavailable, require, require_range
-from servers.runtime.events import Reporter, TextDelta
+from servers.runtime.events import Reporter, TextDelta, TokenLogprob
 from servers.text.chat_templates import ChatFormatter
+from servers.text.logprobs import TokenRecorder
 from servers.text.models import ModelCatalog, ModelSpec
 from servers.text.types import EmbedOutcome, EmbedRequest, FinishReason, TextOutcome, TextRequest
 
@@ -179,36 +181,45 @@ class TextEngine:
         pieces: list[str] = []
         completion_tokens = 0
         finish = FinishReason.STOP
-        stream = llm.create_completion(
-            prompt,
-            max_tokens=max_tokens,
-            temperature=sampling.temperature,
-            top_p=sampling.top_p,
-            top_k=sampling.top_k,
-            min_p=sampling.min_p,
-            repeat_penalty=sampling.repeat_penalty,
-            seed=seed,
-            stop=list(stops),
-            grammar=grammar,
-            stream=True,
-        )
-        try:
-            for chunk in stream:
-                reporter.check_cancelled()  # between tokens: a cancel stops within one token
-                choice = chunk["choices"][0]
-                if choice["finish_reason"] is not None:
-                    finish = FinishReason.LENGTH if choice["finish_reason"] == "length" else FinishReason.STOP
-                    if not choice["text"]:
-                        break
-                # llama-cpp-python streams one chunk per sampled token (text may be empty while a
-                # multi-byte character is incomplete), so chunks count completion tokens.
-                completion_tokens += 1
-                last_token_at = time.monotonic()
-                first_token_at = first_token_at or last_token_at
-                pieces.append(choice["text"])
-                reporter.output(TextDelta(choice["text"]), completion_tokens, max_tokens)
-        finally:
-            stream.close()
+        recorder = TokenRecorder(llm, prompt, request.logprobs) if request.logprobs is not None else None
+        logprobs: list[TokenLogprob] = []
+        text_bytes = 0
+        with recorder.recording() if recorder else nullcontext():
+            stream = llm.create_completion(
+                prompt,
+                max_tokens=max_tokens,
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
+                top_k=sampling.top_k,
+                min_p=sampling.min_p,
+                repeat_penalty=sampling.repeat_penalty,
+                seed=seed,
+                stop=list(stops),
+                grammar=grammar,
+                stream=True,
+            )
+            try:
+                for chunk in stream:
+                    reporter.check_cancelled()  # between tokens: a cancel stops within one token
+                    choice = chunk["choices"][0]
+                    if choice["finish_reason"] is not None:
+                        finish = FinishReason.LENGTH if choice["finish_reason"] == "length" else FinishReason.STOP
+                        if not choice["text"]:
+                            break
+                    # llama-cpp-python streams one chunk per sampled token (text may be empty while a
+                    # multi-byte character is incomplete), so chunks count completion tokens.
+                    completion_tokens += 1
+                    last_token_at = time.monotonic()
+                    first_token_at = first_token_at or last_token_at
+                    pieces.append(choice["text"])
+                    taken: tuple[TokenLogprob, ...] = ()
+                    if recorder:
+                        text_bytes += len(choice["text"].encode())
+                        taken = recorder.take(text_bytes)
+                        logprobs.extend(taken)
+                    reporter.output(TextDelta(choice["text"], logprobs=taken), completion_tokens, max_tokens)
+            finally:
+                stream.close()
         ended = time.monotonic()
         decode_seconds = (last_token_at - first_token_at) if first_token_at and last_token_at else 0.0
         return TextOutcome(
@@ -221,6 +232,7 @@ class TextEngine:
             total_seconds=ended - started,
             model=spec.name,
             seed=seed,
+            logprobs=tuple(logprobs),
         )
 
     def embed(self, request: EmbedRequest, reporter: Reporter) -> EmbedOutcome:

@@ -183,7 +183,7 @@ async def _text_chunks(call: text.TextCall, stream: JobStream) -> AsyncIterator[
         async for event in stream.events():
             kind = event.WhichOneof("event")
             if kind == "delta" and event.delta.text and not call.tools:  # with tools, the whole answer at the end
-                yield sse(call.delta(job_id, event.delta.text))
+                yield sse(call.delta(job_id, event.delta.text, tokens=event.delta.logprobs))
             elif kind == "result":
                 for chunk in call.final(job_id, event.result):
                     yield sse(chunk)

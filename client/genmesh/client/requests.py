@@ -69,14 +69,23 @@ def chat_messages(messages: ChatMessages) -> list[text_pb2.ChatMessage]:
 
 
 def generate_request(
-    prompt: str, *, model: str = "", detach: bool = False, json: bool = False, json_schema: Any = None, **options: Any
+    prompt: str,
+    *,
+    model: str = "",
+    detach: bool = False,
+    json: bool = False,
+    json_schema: Any = None,
+    logprobs: int | None = None,
+    **options: Any,
 ) -> text_pb2.GenerateRequest:
+    """``logprobs=N`` asks for each token's log probability and its N likeliest alternatives."""
     return text_pb2.GenerateRequest(
         model=model,
         prompt=prompt,
         sampling=sampling(**options),
         response_format=response_format(json, json_schema),
         detach=detach,
+        logprobs=logprobs,
     )
 
 
@@ -87,6 +96,7 @@ def chat_request(
     detach: bool = False,
     json: bool = False,
     json_schema: Any = None,
+    logprobs: int | None = None,
     **options: Any,
 ) -> text_pb2.ChatRequest:
     return text_pb2.ChatRequest(
@@ -95,6 +105,7 @@ def chat_request(
         sampling=sampling(**options),
         response_format=response_format(json, json_schema),
         detach=detach,
+        logprobs=logprobs,
     )
 
 
