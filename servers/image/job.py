@@ -112,7 +112,7 @@ class ImageJob:
         result = outcome.result
         timings = image_pb2.Timings(
             queued_seconds=context.queued_seconds,
-            model_load_seconds=outcome.load_seconds,
+            model_load_seconds=outcome.loaded.load_seconds,
             denoise_seconds=result.denoise_seconds,
             decode_seconds=result.decode_seconds,
         )

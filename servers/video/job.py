@@ -71,7 +71,7 @@ class VideoJob:
         output = outcome.output
         timings = video_pb2.Timings(
             queued_seconds=context.queued_seconds,
-            model_load_seconds=outcome.load_seconds,
+            model_load_seconds=outcome.loaded.load_seconds,
             denoise_seconds=output.denoise_seconds,
             decode_seconds=output.decode_seconds,
             encode_seconds=encode_seconds,
