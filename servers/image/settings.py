@@ -14,7 +14,8 @@ class ImageSettings(ServerSettings):
     """genmesh Image server: Stable Diffusion 1.5 / SDXL txt2img and img2img with diffusers."""
 
     port: int = setting(BY_NAME["image"].port, "gRPC port", env="GENMESH_IMAGE_PORT")
-    model: str = setting("", "default model name (empty: the first user model, else the smoke-test model)",
+    model: str = setting("", "default model name (empty: the first model in the models folder, else the "
+                         "smoke-test tiny-sd15)",
                          env="GENMESH_IMAGE_MODEL")  # fmt: skip
     models_dir: Path | None = setting(None, "folder of diffusers folders and .safetensors/.ckpt files "
                                       "(default: <data_dir>/models/image)", env="GENMESH_IMAGE_MODELS_DIR")  # fmt: skip
@@ -23,7 +24,8 @@ class ImageSettings(ServerSettings):
     lora_budget_mb: int = setting(1024, "LoRA files kept loaded per model beyond the ones a job uses, in MB; "
                                   "the least recently used unload first", env="GENMESH_LORA_BUDGET_MB")  # fmt: skip
     device: str = setting("auto", "auto, cpu, cuda, cuda:N (cuda also means ROCm)", env="GENMESH_DEVICE")
-    memory_mode: str = setting("auto", "auto, full or lowvram (attention/VAE slicing, CPU offload)",
+    memory_mode: str = setting("auto", "auto (by free memory), full or lowvram (attention/VAE slicing, CPU "
+                               "offload: SD1.5 fits 12 GB cards)",
                                env="GENMESH_MEMORY_MODE")  # fmt: skip
     keep_alive_seconds: float = setting(600.0, "unload an idle model after this long (0: never)",
                                         env="GENMESH_IMAGE_KEEP_ALIVE_SECONDS")  # fmt: skip

@@ -14,10 +14,11 @@ class VideoSettings(ServerSettings):
     """genmesh Video server: AnimateDiff text/image/video-to-video on SD1.5 models with diffusers."""
 
     port: int = setting(BY_NAME["video"].port, "gRPC port", env="GENMESH_VIDEO_PORT")
-    model: str = setting("", "default base model (empty: the first user model, else the smoke-test model)",
+    model: str = setting("", "default base model (empty: the first in the models folder, else the "
+                         "smoke-test tiny-sd15)",
                          env="GENMESH_VIDEO_MODEL")  # fmt: skip
-    motion_adapter: str = setting("", "default motion adapter (empty: the first user adapter, else the smoke-test "
-                                  "one)", env="GENMESH_VIDEO_MOTION_ADAPTER")  # fmt: skip
+    motion_adapter: str = setting("", "default motion adapter (empty: the first in its folder, else the smoke-test "
+                                  "tiny-motion-adapter)", env="GENMESH_VIDEO_MOTION_ADAPTER")  # fmt: skip
     models_dir: Path | None = setting(None, "folder of SD1.5 diffusers folders and .safetensors/.ckpt files "
                                       "(default: <data_dir>/models/image, shared with the Image server)",
                                       env="GENMESH_VIDEO_MODELS_DIR")  # fmt: skip
@@ -29,7 +30,8 @@ class VideoSettings(ServerSettings):
     lora_budget_mb: int = setting(1024, "LoRA files kept loaded per model beyond the ones a job uses, in MB; "
                                   "the least recently used unload first", env="GENMESH_LORA_BUDGET_MB")  # fmt: skip
     device: str = setting("auto", "auto, cpu, cuda, cuda:N (cuda also means ROCm)", env="GENMESH_DEVICE")
-    memory_mode: str = setting("auto", "auto, full or lowvram (CPU offload, attention slicing, split inference)",
+    memory_mode: str = setting("auto", "auto (8 GiB free keeps the weights on the GPU), full or lowvram (CPU "
+                               "offload, attention slicing, split inference)",
                                env="GENMESH_MEMORY_MODE")  # fmt: skip
     keep_alive_seconds: float = setting(600.0, "unload an idle model after this long (0: never)",
                                         env="GENMESH_VIDEO_KEEP_ALIVE_SECONDS")  # fmt: skip
@@ -37,7 +39,8 @@ class VideoSettings(ServerSettings):
                             env="GENMESH_VIDEO_PRELOAD")  # fmt: skip
     decode_chunk_size: int = setting(2, "frames the VAE decodes at a time (memory vs speed)",
                                      env="GENMESH_VIDEO_DECODE_CHUNK_SIZE")  # fmt: skip
-    max_pixels: int = setting(64 * 512 * 512, "most pixels one job may generate (width*height*num_frames)",
+    max_pixels: int = setting(64 * 512 * 512, "most pixels one job may generate (width*height*num_frames; 64 "
+                              "frames at 512x512)",
                               env="GENMESH_VIDEO_MAX_PIXELS")  # fmt: skip
     compile: bool = setting(False, "torch.compile the motion UNet and VAE decoder at load and warm them up before "
                             "SERVING (slow first start, faster steps; compiled kernels are cached on disk)",
