@@ -120,9 +120,19 @@ OUTSIDE_SETTINGS: dict[str, Outside] = {
     "GENMESH_URL": Outside("`127.0.0.1:8080`", "client, CLI", "where the client and CLI connect (`--url`)"),
     "GENMESH_API_KEY": Outside("(none)", "client, CLI", "the API key the client and CLI send (`--api-key`)"),
 }
-# Where the staleness test looks for GENMESH_* names read at run time.
-SOURCE_GLOBS = ("servers/**/*.py", "client/genmesh/**/*.py", "storage/**/*.py", "deploy/docker/*")
+# Where the staleness test looks for GENMESH_* names: the code that runs and the deploy files.
+SOURCE_GLOBS = (
+    "servers/**/*.py",
+    "client/genmesh/**/*.py",
+    "storage/**/*.py",
+    "deploy/docker/*",
+    "deploy/compose/*.yaml",
+    "deploy/kubernetes/**/*.yaml",
+)
 NAME = re.compile(r"\bGENMESH_[A-Z0-9_]*[A-Z0-9]\b")
+COMPOSE = ROOT / "deploy" / "compose"
+# ${NAME}, ${NAME:-default} or ${NAME:?message}; a default may hold one more ${...}.
+COMPOSE_VARIABLE = re.compile(r"\$\{(GENMESH_[A-Z0-9_]+)(?::?([-?])((?:[^{}]|\$\{[^}]*\})*))?\}")
 
 
 @dataclasses.dataclass
@@ -189,6 +199,45 @@ def readers(services: Iterable[str], servers: list[str]) -> str:
     return ", ".join(chosen)
 
 
+@dataclasses.dataclass
+class ComposeVariable:
+    name: str
+    default: str
+    files: list[str] = dataclasses.field(default_factory=list)
+    sets: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # key it fills -> compose services
+
+
+def _strings(node: Any, path: tuple[str, ...] = ()) -> Iterable[tuple[tuple[str, ...], str]]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _strings(value, (*path, str(key)))
+    elif isinstance(node, list):
+        for value in node:
+            yield from _strings(value, path)
+    elif isinstance(node, str):
+        yield path, node
+
+
+def compose_variables(folder: Path = COMPOSE) -> dict[str, ComposeVariable]:
+    """The GENMESH_* variables the compose files interpolate: default, files, and what each fills in
+    (an environment key, ``image``, ``ports``...) of which compose service."""
+    import yaml  # the dev extra; only this generator and its test read compose files
+
+    found: dict[str, ComposeVariable] = {}
+    for path in sorted(folder.glob("compose*.yaml"), key=lambda path: (path.name != "compose.yaml", path.name)):
+        for where, text in _strings(yaml.safe_load(path.read_text(encoding="utf-8"))):
+            for name, kind, value in COMPOSE_VARIABLE.findall(text):
+                default = "(required)" if kind == "?" else f"`{value}`" if kind == "-" and value else "(empty)"
+                variable = found.setdefault(name, ComposeVariable(name, default))
+                if path.name not in variable.files:
+                    variable.files.append(path.name)
+                if where[0] == "services" and len(where) >= 3:  # x-anchors are merged into the services
+                    owners = variable.sets.setdefault(where[-1], [])
+                    if where[1] not in owners:
+                        owners.append(where[1])
+    return found
+
+
 def render(classes: dict[str, type] | None = None) -> str:
     classes = classes or settings_classes()
     servers = [name for name in classes if name in SERVERS]
@@ -217,6 +266,16 @@ def render(classes: dict[str, type] | None = None) -> str:
     ]
     for name, outside in OUTSIDE_SETTINGS.items():
         lines.append(f"| `{name}` | {cell(outside.default)} | {outside.read_by} | {cell(outside.meaning)} |")
+    lines += [
+        "",
+        "Interpolated by the compose files (`deploy/compose/.env`, see `.env.example`): what each fills in, and where:",
+        "",
+        "| variable | default | file | fills in |",
+        "|---|---|---|---|",
+    ]
+    for variable in compose_variables().values():
+        sets = "; ".join(f"`{key}` of {', '.join(owners)}" for key, owners in variable.sets.items())
+        lines.append(f"| `{variable.name}` | {cell(variable.default)} | {', '.join(variable.files)} | {sets} |")
     lines.append(END)
     return "\n".join(lines) + "\n"
 
@@ -249,7 +308,7 @@ def names_in_code(root: Path = ROOT) -> dict[str, str]:
 
 def unlisted_names(root: Path = ROOT) -> dict[str, str]:
     """GENMESH_* names in the code that neither a settings class nor OUTSIDE_SETTINGS lists."""
-    known = settings_env_names() | set(OUTSIDE_SETTINGS)
+    known = settings_env_names() | set(OUTSIDE_SETTINGS) | set(compose_variables())
     prefixes = tuple(name.split("<")[0] for name in OUTSIDE_SETTINGS if "<" in name)
     found = names_in_code(root).items()
     return {name: where for name, where in found if name not in known and not name.startswith(prefixes)}

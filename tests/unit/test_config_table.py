@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import pytest
+
 from servers import config_table
 from servers.runtime.settings import setting
 
@@ -58,6 +60,31 @@ def test_rows_merge_classes_and_escape_cells() -> None:
     assert config_table.grouped(rows["GENMESH_SIZE"].defaults, ["one", "two"]) == "one: `1`; two: `2`"
     assert config_table.grouped(rows["GENMESH_SIZE"].helps, ["one", "two"]) == "a | b, under <data_dir>/x"
     assert config_table.cell("a | b, under <data_dir>/x") == "a \\| b, under `<data_dir>`/x"
+
+
+def test_compose_variables_name_their_default_and_what_they_fill(tmp_path: Path) -> None:
+    pytest.importorskip("yaml", reason="PyYAML not installed (the dev extra)")
+    (tmp_path / "compose.yaml").write_text(
+        "x-env: &env\n"
+        "  GENMESH_THREADS: ${GENMESH_THREADS:-4}\n"
+        "  GENMESH_S3_PUBLIC_ENDPOINT: ${GENMESH_S3_PUBLIC_ENDPOINT:-localhost:${GENMESH_GATEWAY_PORT:-8080}}\n"
+        "services:\n"
+        "  text:\n"
+        "    environment:\n"
+        "      <<: *env\n"
+        "      GENMESH_DRAIN_SECONDS: ${GENMESH_TEXT_DRAIN_SECONDS:-60}\n"
+        "  gateway:\n"
+        "    environment: {GENMESH_API_KEYS: '${GENMESH_API_KEYS:?set GENMESH_API_KEYS}', GENMESH_X: '${GENMESH_X}'}\n"
+        "    ports: ['${GENMESH_GATEWAY_PORT:-8080}:8080']\n"
+    )
+    found = config_table.compose_variables(tmp_path)
+    assert found["GENMESH_THREADS"].default == "`4`"
+    assert found["GENMESH_THREADS"].sets == {"GENMESH_THREADS": ["text"]}  # the anchor's use, not the anchor
+    assert found["GENMESH_S3_PUBLIC_ENDPOINT"].default == "`localhost:${GENMESH_GATEWAY_PORT:-8080}`"
+    assert found["GENMESH_TEXT_DRAIN_SECONDS"].sets == {"GENMESH_DRAIN_SECONDS": ["text"]}
+    assert found["GENMESH_API_KEYS"].default == "(required)"
+    assert found["GENMESH_X"].default == "(empty)"
+    assert found["GENMESH_GATEWAY_PORT"].sets == {"ports": ["gateway"]}
 
 
 def test_splice_replaces_only_the_marked_block() -> None:
