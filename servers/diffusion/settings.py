@@ -21,8 +21,9 @@ class DiffusionSettings(ServerSettings):
     lora_budget_mb: int = setting(1024, "LoRA files kept loaded per model beyond the ones a job uses, in MB; "
                                   "the least recently used unload first", env="GENMESH_LORA_BUDGET_MB")  # fmt: skip
     device: str = setting("auto", "auto, cpu, cuda, cuda:N (cuda also means ROCm)", env="GENMESH_DEVICE")
-    memory_mode: str = setting("auto", "auto, full or lowvram (CPU offload, attention/VAE slicing; Video also "
-                               "splits inference)", env="GENMESH_MEMORY_MODE")  # fmt: skip
+    memory_mode: str = setting("auto", "auto (full when the family's free memory is there: 6 GiB SD1.5, 16 GiB "
+                               "SDXL, 8 GiB AnimateDiff), full or lowvram (attention/VAE slicing, CPU offload; "
+                               "Video also splits inference)", env="GENMESH_MEMORY_MODE")  # fmt: skip
     compile: bool = setting(False, "torch.compile the (motion) UNet and VAE decoder at load and warm them up before "
                             "SERVING (slow first start, faster steps; compiled kernels are cached on disk)",
                             env="GENMESH_COMPILE")  # fmt: skip

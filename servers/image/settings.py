@@ -15,7 +15,8 @@ class ImageSettings(DiffusionSettings):
     """genmesh Image server: Stable Diffusion 1.5 / SDXL txt2img and img2img with diffusers."""
 
     port: int = setting(BY_NAME["image"].port, "gRPC port", env="GENMESH_IMAGE_PORT")
-    model: str = setting("", "default model name (empty: the first user model, else the smoke-test model)",
+    model: str = setting("", "default model name (empty: the first model in the models folder, else the "
+                         "smoke-test tiny-sd15)",
                          env="GENMESH_IMAGE_MODEL")  # fmt: skip
     models_dir: Path | None = setting(None, "folder of diffusers folders and .safetensors/.ckpt files "
                                       "(default: <data_dir>/models/image)", env="GENMESH_IMAGE_MODELS_DIR")  # fmt: skip

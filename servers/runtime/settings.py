@@ -109,7 +109,9 @@ class ServerSettings:
     host: str = setting("127.0.0.1", "address to listen on")
     port: int = setting(50051, "gRPC port (0 picks a free one)")
     metrics_port: int = setting(
-        -1, "HTTP port of the Prometheus /metrics endpoint on the same host (-1: the gRPC port + 1000; 0: a free one)"
+        -1,
+        "HTTP port of the Prometheus /metrics endpoint on the same host (-1: the gRPC port + 1000; 0: a free one, "
+        "logged as metrics_listening)",
     )
     max_queued: int = setting(16, "jobs that may wait in the queue; more get RESOURCE_EXHAUSTED")
     job_retention_seconds: float = setting(3600.0, "how long finished jobs stay readable by GetJob")
@@ -117,7 +119,9 @@ class ServerSettings:
     log_level: str = setting("info", "debug, info, warning or error")
     log_format: str = setting("auto", "json, console, or auto (console on a terminal, else JSON)")
     threads: int = setting(2, "CPU threads for the model runtime (llama.cpp / torch)")
-    data_dir: Path = setting(DEFAULT_DATA_DIR, "where models and state live")
+    data_dir: Path = setting(
+        DEFAULT_DATA_DIR, "where models and state live (models, generated keys, logs; genmesh up's S3 data)"
+    )
     s3_endpoint: str = setting("127.0.0.1:8333", "S3 endpoint host:port", env="GENMESH_S3_ENDPOINT")
     s3_access_key: str = setting("", "S3 access key", env="GENMESH_S3_ACCESS_KEY")
     s3_secret_key: str = setting("", "S3 secret key", env="GENMESH_S3_SECRET_KEY", secret=True)

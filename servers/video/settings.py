@@ -15,10 +15,11 @@ class VideoSettings(DiffusionSettings):
     """genmesh Video server: AnimateDiff text/image/video-to-video on SD1.5 models with diffusers."""
 
     port: int = setting(BY_NAME["video"].port, "gRPC port", env="GENMESH_VIDEO_PORT")
-    model: str = setting("", "default base model (empty: the first user model, else the smoke-test model)",
+    model: str = setting("", "default base model (empty: the first in the models folder, else the "
+                         "smoke-test tiny-sd15)",
                          env="GENMESH_VIDEO_MODEL")  # fmt: skip
-    motion_adapter: str = setting("", "default motion adapter (empty: the first user adapter, else the smoke-test "
-                                  "one)", env="GENMESH_VIDEO_MOTION_ADAPTER")  # fmt: skip
+    motion_adapter: str = setting("", "default motion adapter (empty: the first in its folder, else the smoke-test "
+                                  "tiny-motion-adapter)", env="GENMESH_VIDEO_MOTION_ADAPTER")  # fmt: skip
     models_dir: Path | None = setting(None, "folder of SD1.5 diffusers folders and .safetensors/.ckpt files "
                                       "(default: <data_dir>/models/image, shared with the Image server)",
                                       env="GENMESH_VIDEO_MODELS_DIR")  # fmt: skip
@@ -31,7 +32,8 @@ class VideoSettings(DiffusionSettings):
                             env="GENMESH_VIDEO_PRELOAD")  # fmt: skip
     decode_chunk_size: int = setting(2, "frames the VAE decodes at a time (memory vs speed)",
                                      env="GENMESH_VIDEO_DECODE_CHUNK_SIZE")  # fmt: skip
-    max_pixels: int = setting(64 * 512 * 512, "most pixels one job may generate (width*height*num_frames)",
+    max_pixels: int = setting(64 * 512 * 512, "most pixels one job may generate (width*height*num_frames; 64 "
+                              "frames at 512x512)",
                               env="GENMESH_VIDEO_MAX_PIXELS")  # fmt: skip
 
     def resolved_motion_adapters_dir(self) -> Path:

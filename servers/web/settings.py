@@ -35,7 +35,9 @@ class WebSettings:
     health_poll_seconds: float = setting(5.0, "how often /health asks the services whether they answer",
                                          env="GENMESH_WEB_HEALTH_POLL_SECONDS")  # fmt: skip
     log_level: str = setting("info", "debug, info, warning or error", env="GENMESH_LOG_LEVEL")
-    log_format: str = setting("auto", "json, console, or auto", env="GENMESH_LOG_FORMAT")
+    log_format: str = setting(
+        "auto", "json, console, or auto (console on a terminal, else JSON)", env="GENMESH_LOG_FORMAT"
+    )
 
     def __post_init__(self) -> None:
         self.aliases()  # a bad alias list stops the start naming the setting
