@@ -305,6 +305,10 @@ class Mesh:
         self.web_port = free_port()
         argv = [sys.executable, "-m", "servers.web", f"--port={self.web_port}"]
         argv += [f"--{name}-url={grpc_target(self.replica_ports[name])}" for name in called]
+        # Its GET /v1/status reads the servers' queue depth and memory from their /metrics (loopback).
+        metrics = [f"{name}=127.0.0.1:{self.metrics_ports[name if replica == 0 else f'{name}-{replica}']}"
+                   for name in called for replica in range(len(self.replica_ports[name]))]  # fmt: skip
+        argv.append(f"--metrics-urls={','.join(metrics)}")
         self.web = ManagedProcess("web", argv, log_path=self.logs / "web.log", env=self.service_env()).start()
         wait_until(lambda: web_answers(self.web_port), timeout=60, what="the web front door", process=self.web)
         log.info("service_ready", service="web", port=self.web_port)
