@@ -39,10 +39,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 import genmesh.services
 from servers.mesh.envoy import envoy_binary, load_api_keys
 from servers.mesh.processes import free_port
-from servers.runtime.settings import env_name, parse_settings
+from servers.runtime.settings import METRICS_PORT_OFFSET, env_name, parse_settings
 from servers.web.settings import LISTED as WEB_LISTED
 from servers.web.settings import UPSTREAMS as WEB_UPSTREAMS
 from servers.web.settings import WebSettings
+from servers.web.status import parse_metrics_urls
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -356,6 +357,11 @@ def test_compose_runs_the_web_front_door(yaml: Any) -> None:
     assert set(WEB_CALLS) == set(SERVICES) - {"models"}  # pulls go to the models server directly
     for name in WEB_CALLS:
         assert env[f"GENMESH_WEB_{name.upper()}_URL"] == gateway["environment"][f"GENMESH_UPSTREAM_{name.upper()}"]
+    # GET /v1/status reads each server's /metrics: its gRPC port + 1000 (compose sets no metrics port).
+    metrics = parse_metrics_urls(env["GENMESH_WEB_METRICS_URLS"])
+    for name in WEB_CALLS:
+        host, port = gateway["environment"][f"GENMESH_UPSTREAM_{name.upper()}"].split(":")
+        assert metrics[name] == [f"{host}:{int(port) + METRICS_PORT_OFFSET}"]
     # Hardened like the gateway.
     assert web["read_only"] is True and web["cap_drop"] == ["ALL"]
     assert web["security_opt"] == ["no-new-privileges:true"] and web["restart"] == "unless-stopped"
@@ -1272,6 +1278,8 @@ def test_web_front_door_runs_from_the_gateway_image_behind_the_gateway(yaml: Any
         assert _http_status(f"{gateway}/openapi.json") == 200
         assert _http_status(f"{gateway}/v1/jobs") == 401  # the key check still applies
         assert _http_status(f"{gateway}/v1/jobs", key) == 503  # reaches the front door; no server is up
+        assert _http_status(f"{gateway}/v1/status") == 401
+        assert _http_status(f"{gateway}/v1/status", key) == 200  # each service reported down, not an error
         signed_for = f"localhost:{gateway_port}"
         path = "/outputs/20261207_1200/vid-1/video.mp4?X-Amz-Signature=0"  # no key: the URL carries its signature
         request = urllib.request.Request(f"{gateway}{path}")

@@ -121,13 +121,14 @@ def test_a_video_cancelled_midway_ends_cancelled(console, api_key) -> None:
     fill(page, {"Prompt": "waves on a beach", "Frames": "8", "Width": "64", "Height": "64", "Steps": "40"})
     # Prompt travel, checked against the frame count before anything is sent.
     page.get_by_role("button", name="Add a prompt change").click()
-    fill(page, {"From frame": "8", "prompt": "the beach at night"})
+    fill(page, {"From frame": "8", "to prompt": "the beach at night"})
     page.get_by_role("button", name="Generate").click()
     expect(page.get_by_role("alert")).to_contain_text("frame must be a whole number from 0 to 7")
     expect(page.get_by_label("From frame", exact=True)).to_have_attribute("aria-invalid", "true")
     expect(page.locator(".job-panel")).to_have_count(0)
     console.shot("travel-invalid")
     fill(page, {"From frame": "4"})
+    expect(page.get_by_role("alert")).to_have_count(0)  # corrected: no longer marked
     # Image-to-video from an uploaded still.
     page.get_by_label("Upload…").set_input_files(png_file("still.png", 64))
     expect(page.locator(".drop-zone[data-input=init_image]")).to_have_attribute("data-source", "upload")

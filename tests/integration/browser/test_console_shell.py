@@ -114,7 +114,7 @@ def test_every_view_opens_with_the_keyboard(console, api_key) -> None:
                 expect(row.locator("td.device")).to_have_text("none in use (CPU)")  # this mesh runs on the CPU
                 expect(row.locator("td.memory")).to_have_text(re.compile(r"^\d+(\.\d)? (MiB|GiB)$"))
         if name == "Training":  # the registry answers (it may be empty on a fresh mesh)
-            expect(page.locator(".registry > p.hint")).not_to_have_text("Loading…")
+            expect(page.locator(".registry .versions-status")).not_to_have_text("Loading…")
         if name == "Jobs":  # every service listed its jobs (none failed)
             expect(page.locator(".view-jobs > p.hint")).to_contain_text("refreshed")
             expect(page.locator(".view-jobs .error")).to_have_count(0)

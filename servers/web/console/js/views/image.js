@@ -1,16 +1,16 @@
 // Generate an image: the form, the live job (queue, step, ETA, latent previews), the result.
 import { field, h, number, select } from "../ui.js";
 import { SCHEDULERS, modelPicker, numbers, runJob } from "./common.js";
-import { imageInput, sourceFields } from "./imageinput.js";
+import { imageInput, showStrength, sourceFields } from "./imageinput.js";
 import { fillForm, reusedSource, takeReuse } from "./reuse.js";
 
 export const title = "Image";
 
 export function render(container) {
   // img2img: the strength field shows once there is an init image.
-  const strength = field("Strength", number("strength", 0.75, { min: 0.01, max: 1, step: 0.05 }), "how much of the init image is replaced");
-  strength.hidden = true;
-  const init = imageInput({ label: "Init image (img2img)", name: "init_image", onChange: (source) => (strength.hidden = !source) });
+  const strength = field("Strength", number("strength", 0.75, { min: 0.01, max: 1, step: "any" }), "how much of the init image is replaced");
+  showStrength(strength, null);
+  const init = imageInput({ label: "Init image (img2img)", name: "init_image", onChange: (source) => showStrength(strength, source) });
   const form = h(
     "form",
     { class: "gen-form", "aria-label": "Generate an image" },

@@ -25,6 +25,12 @@ export function sourceFields(source, prefix) {
   return {};
 }
 
+/** The strength field shows (and is checked by the form) only while there is an input image. */
+export function showStrength(strengthField, source) {
+  strengthField.hidden = !source;
+  strengthField.querySelector("input").disabled = !source;
+}
+
 /** The stored picture of a Library output to start from (its first image, poster or restored image). */
 export function outputPicture(output) {
   const picture = output.thumbnail;
@@ -37,7 +43,8 @@ export function outputPicture(output) {
  */
 export function imageInput({ label, name, kinds = ["OUTPUT_KIND_IMAGE", "OUTPUT_KIND_RESTORED_IMAGE"], onChange } = {}) {
   let source = null;
-  const file = h("input", { type: "file", accept: "image/*", name: `${name}_file`, class: "sr-only" });
+  // The native input is hidden behind its label (one tab stop; Enter or Space opens the chooser).
+  const file = h("input", { type: "file", accept: "image/*", name: `${name}_file`, class: "sr-only", tabindex: "-1" });
   const fileId = (file.id = `${name}-file`);
   const thumb = h("img", { class: "input-thumb", alt: `${label}: the chosen image`, hidden: true });
   const caption = h("small", { class: "hint" }, "None: drop an image here, upload one or pick one from the Library.");

@@ -30,7 +30,7 @@ export function signed(value, digits = 2) {
 }
 
 export function registry() {
-  const status = h("p", { class: "hint", "aria-live": "polite" }, "Loading…");
+  const status = h("p", { class: "hint versions-status", "aria-live": "polite" }, "Loading…");
   const rows = h("tbody");
   const compareNote = h("p", { class: "hint" }, "Tick two versions to overlay their training runs.");
   const charts = h("div", { class: "charts compare" });

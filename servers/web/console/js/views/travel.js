@@ -63,7 +63,7 @@ export function travelEditor() {
       { class: "travel-row" },
       h("label", { for: frameInput.id }, "From frame"),
       frameInput,
-      h("label", { for: promptInput.id }, "prompt"),
+      h("label", { for: promptInput.id }, "to prompt"),
       promptInput,
     );
     const remove = h("button", { type: "button", class: "small danger", "aria-label": `Remove prompt change ${n}` }, "Remove");
@@ -84,6 +84,7 @@ export function travelEditor() {
   }
 
   add.addEventListener("click", () => addRow().focus());
+  list.addEventListener("input", clearError); // a corrected row is no longer marked
 
   function value(numFrames) {
     clearError();

@@ -2,7 +2,7 @@
 // frame decoding; cancel.
 import { field, h, number, select } from "../ui.js";
 import { SCHEDULERS, modelPicker, numbers, runJob } from "./common.js";
-import { imageInput, sourceFields } from "./imageinput.js";
+import { imageInput, showStrength, sourceFields } from "./imageinput.js";
 import { fillForm, reusedSource, takeReuse } from "./reuse.js";
 import { travelEditor } from "./travel.js";
 import { submitOnCtrlEnter } from "./image.js";
@@ -16,9 +16,9 @@ const FORMATS = [
 ];
 
 export function render(container) {
-  const strength = field("Strength", number("strength", 0.8, { min: 0.01, max: 1, step: 0.05 }), "how much of the init image is replaced");
-  strength.hidden = true;
-  const init = imageInput({ label: "Init image (image-to-video)", name: "init_image", onChange: (source) => (strength.hidden = !source) });
+  const strength = field("Strength", number("strength", 0.8, { min: 0.01, max: 1, step: "any" }), "how much of the init image is replaced");
+  showStrength(strength, null);
+  const init = imageInput({ label: "Init image (image-to-video)", name: "init_image", onChange: (source) => showStrength(strength, source) });
   const travel = travelEditor();
   const form = h(
     "form",
