@@ -215,6 +215,12 @@ def test_training_draws_a_point_per_epoch_on_each_chart(console, api_key) -> Non
         expect(chart.locator("circle.s0")).to_have_count(3)
     console.shot("charts")
     first_job = panel.get_attribute("data-job-id")
+    # Its report opens once it ends: the plots (PNG charts from the store) and the text.
+    report = page.locator(f".report[data-job-id='{first_job}']")
+    expect(report.locator(".plots img")).to_have_count(4)  # loss, PSNR, SSIM, accuracy
+    for plot in report.locator(".plots img").all():
+        page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=plot.element_handle())
+    expect(report.locator("pre")).to_contain_text(first_job)
     # A second, shorter run of the same layer: a second version in the registry.
     fill(page, {"Epochs": "2"})
     page.get_by_role("button", name="Start training").click()

@@ -1,6 +1,6 @@
-// Training's registry: the registered versions (ListModels), two runs overlaid on the charts for
-// comparison (each version's training job history), and restoring an image with a chosen version,
-// before and after side by side.
+// Training's registry: the registered versions (ListModels), each with its job's report and plots,
+// two runs overlaid on the charts for comparison (each version's training job history), and
+// restoring an image with a chosen version, before and after side by side.
 import { call } from "../api.js";
 import { errorBox, field, h, number, select } from "../ui.js";
 import { lineChart } from "./chart.js";
@@ -34,6 +34,7 @@ export function registry() {
   const rows = h("tbody");
   const compareNote = h("p", { class: "hint" }, "Tick two versions to overlay their training runs.");
   const charts = h("div", { class: "charts compare" });
+  const report = h("div", { class: "slot report-slot", "aria-live": "polite" });
   const versionPicker = select("model_id", [["", "no versions yet"]], "");
   const restoreSlot = h("div", { class: "slot" });
   const restoreResult = h("div", { class: "slot result", "aria-live": "polite" });
@@ -80,7 +81,37 @@ export function registry() {
       h("td", {}, Number.isFinite(metrics.psnr) ? `${metrics.psnr.toFixed(2)} dB ${signed(delta.psnr)}`.trim() : ""),
       h("td", {}, Number.isFinite(metrics.ssim) ? `${metrics.ssim.toFixed(3)} ${signed(delta.ssim, 3)}`.trim() : ""),
       h("td", {}, h("code", {}, model.job_id)),
+      h("td", {}, h("button", { type: "button", class: "small", "aria-label": `Report of ${versionLabel(model)}`, onclick: () => showReport(model.job_id) }, "Report")),
     );
+  }
+
+  /** A training job's report: its plots (PNG charts), its text, and the stored files. */
+  async function showReport(jobId) {
+    report.replaceChildren(h("p", { class: "hint" }, `Loading the report of ${jobId}…`));
+    try {
+      const answer = await call("GET", `/v1/training/jobs/${encodeURIComponent(jobId)}/report`);
+      report.replaceChildren(
+        h(
+          "section",
+          { class: "panel report", "data-job-id": jobId, "aria-label": `Report of ${jobId}` },
+          h("h3", {}, "Report of ", h("code", {}, jobId)),
+          h(
+            "div",
+            { class: "plots" },
+            (answer.plots || []).map((plot) => h("figure", {}, h("img", { src: plot.artifact.url, alt: plot.title, loading: "lazy" }), h("figcaption", {}, plot.title))),
+          ),
+          h("details", {}, h("summary", {}, "The report as text"), h("pre", {}, answer.text || "")),
+          h(
+            "p",
+            { class: "actions" },
+            answer.text_artifact?.url && h("a", { href: answer.text_artifact.url, target: "_blank", rel: "noopener" }, "report.txt"),
+            answer.json_artifact?.url && h("a", { href: answer.json_artifact.url, target: "_blank", rel: "noopener" }, "report.json"),
+          ),
+        ),
+      );
+    } catch (error) {
+      report.replaceChildren(errorBox(error));
+    }
   }
 
   function toggle(modelId, on) {
@@ -148,16 +179,17 @@ export function registry() {
         "table",
         { class: "versions" },
         h("caption", { class: "sr-only" }, "Registered versions, newest first"),
-        h("thead", {}, h("tr", {}, ["Compare", "Model", "Layer · version", "Best epoch", "PSNR (Δ previous)", "SSIM (Δ previous)", "Job"].map((text) => h("th", { scope: "col" }, text)))),
+        h("thead", {}, h("tr", {}, ["Compare", "Model", "Layer · version", "Best epoch", "PSNR (Δ previous)", "SSIM (Δ previous)", "Job", ""].map((text) => h("th", { scope: "col" }, text)))),
         rows,
       ),
     ),
+    report,
     compareNote,
     charts,
     h("div", { class: "columns restore" }, h("div", {}, restoreForm), h("div", {}, restoreSlot, restoreResult)),
   );
   load();
-  return { element, reload: load };
+  return { element, reload: load, showReport };
 }
 
 /** The image as given and as restored, side by side (stacked on a phone). */

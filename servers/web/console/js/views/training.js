@@ -90,6 +90,7 @@ export function render(container) {
           draw();
         }
       }
+      if (epochs.length) versions.showReport(job.job_id); // written before the job's last event
     } catch (error) {
       if (error.name !== "AbortError") {
         panel.fail(error);
