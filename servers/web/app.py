@@ -29,7 +29,7 @@ from genmesh.common.v1 import job_pb2
 from genmesh.errors import GenmeshError
 from genmesh.video.v1 import video_pb2
 from servers.runtime import caller
-from servers.web import console, embeddings, images, jobs, text, videos
+from servers.web import console, embeddings, images, jobs, status, text, videos
 from servers.web.errors import OpenAIError, from_genmesh, invalid, model_not_found
 from servers.web.fields import IGNORED_HEADER, Body, Form
 from servers.web.models import default_model, list_models
@@ -362,6 +362,13 @@ async def health(request: Request) -> Response:
                         status_code=200 if serving else 503)  # fmt: skip
 
 
+async def service_status(request: Request) -> Response:
+    """Each service's health, queue depth and memory (``servers/web/status.py``), for any key."""
+    services = upstreams(request)
+    checks = {name: services.status(name) for name in services.urls}
+    return JSONResponse(await status.status_body(request.app.state.http, checks, request.app.state.metrics_targets))
+
+
 # -- errors -------------------------------------------------------------------------------------
 
 
@@ -469,6 +476,7 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 ROUTES = [
     Route("/v1/jobs", jobs_list, methods=["GET"]),
+    Route("/v1/status", service_status, methods=["GET"]),
     Route("/v1/models", models_list, methods=["GET"]),
     Route("/v1/models/{model:path}", models_get, methods=["GET"]),
     Route("/v1/chat/completions", chat_completions, methods=["POST"]),
@@ -495,6 +503,7 @@ def create_app(settings: WebSettings) -> Starlette:
         app.state.upstreams = Upstreams(settings.upstream_urls(), watched=UPSTREAM_NAMES)
         app.state.aliases = settings.aliases()
         app.state.media_url = settings.media_url.strip()
+        app.state.metrics_targets = settings.metrics_targets()
         # Stored objects are fetched by their presigned URLs, on loopback or the cluster network only.
         app.state.http = httpx.AsyncClient(trust_env=False, timeout=httpx.Timeout(30.0, read=None))
         try:

@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from servers.runtime.settings import METRICS_PORT_OFFSET
+from servers.web.status import parse_metrics_urls
 from tests.unit.deploy.helpers import (
     COMPOSE,
     DUMMY_ENV,
@@ -124,6 +126,11 @@ def test_compose_runs_the_web_front_door(yaml: Any) -> None:
     assert set(WEB_CALLS) == set(SERVICES) - {"models"}  # pulls go to the models server directly
     for name in WEB_CALLS:
         assert env[f"GENMESH_WEB_{name.upper()}_URL"] == gateway["environment"][f"GENMESH_UPSTREAM_{name.upper()}"]
+    # GET /v1/status reads each server's /metrics: its gRPC port + 1000 (compose sets no metrics port).
+    metrics = parse_metrics_urls(env["GENMESH_WEB_METRICS_URLS"])
+    for name in WEB_CALLS:
+        host, port = gateway["environment"][f"GENMESH_UPSTREAM_{name.upper()}"].split(":")
+        assert metrics[name] == [f"{host}:{int(port) + METRICS_PORT_OFFSET}"]
     # Hardened like the gateway.
     assert web["read_only"] is True and web["cap_drop"] == ["ALL"]
     assert web["security_opt"] == ["no-new-privileges:true"] and web["restart"] == "unless-stopped"

@@ -236,6 +236,8 @@ def test_web_front_door_runs_from_the_gateway_image_behind_the_gateway(yaml: Any
         assert _http_status(f"{gateway}/openapi.json") == 200
         assert _http_status(f"{gateway}/v1/jobs") == 401  # the key check still applies
         assert _http_status(f"{gateway}/v1/jobs", key) == 503  # reaches the front door; no server is up
+        assert _http_status(f"{gateway}/v1/status") == 401
+        assert _http_status(f"{gateway}/v1/status", key) == 200  # each service reported down, not an error
         signed_for = f"localhost:{gateway_port}"
         path = "/outputs/20261207_1200/vid-1/video.mp4?X-Amz-Signature=0"  # no key: the URL carries its signature
         request = urllib.request.Request(f"{gateway}{path}")
