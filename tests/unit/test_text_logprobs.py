@@ -59,7 +59,8 @@ def test_greedy_tokens_spell_the_answer_and_lead_their_alternatives(engine: Text
         assert [alt.logprob for alt in token.top] == sorted((alt.logprob for alt in token.top), reverse=True)
         # Greedy without a repeat penalty takes the likeliest token.
         assert token.top[0].token == token.token and token.top[0].logprob == pytest.approx(token.logprob)
-    assert "sample" not in vars(engine._llm)  # the model's own sample method again
+    with engine.models.use(outcome.model) as loaded:
+        assert "sample" not in vars(loaded.llm)  # the model's own sample method again
 
 
 def test_log_probabilities_match_llama_cpp_pythons_own(engine: TextEngine) -> None:
