@@ -16,6 +16,7 @@ import pytest
 
 from genmesh.errors import InvalidArgument
 from servers.mesh.api_keys import ApiKeyError, KeySource, KeyWebhook, load_key_config
+from servers.runtime import caller
 from servers.runtime.caller import OPERATOR, Caller
 from servers.runtime.settings import ServerSettings, parse_settings
 from servers.runtime.webhooks import allow, deliver, sign
@@ -244,6 +245,11 @@ async def test_the_gate_takes_the_request_url_else_the_keys_default_and_needs_a_
     assert await gate.admit("http://127.0.0.1:8/hooks/mine", a) == Notify("http://127.0.0.1:8/hooks/mine", "a")
     assert await gate.admit("", a) == Notify("http://127.0.0.1:9/hooks/default", "a")
     assert await gate.admit("", b) is None
+    # The agent's stages run on its caller's behalf: the key's default is the agent job's, not theirs.
+    stage = caller.from_headers({"x-client-id": "a", caller.SUB_JOB_HEADER: "true"})
+    assert stage == Caller("a", admin=False, sub_job=True) and dict(stage.headers())[caller.SUB_JOB_HEADER] == "true"
+    assert await gate.admit("", stage) is None
+    assert await gate.admit("http://127.0.0.1:8/hooks/own", stage) == Notify("http://127.0.0.1:8/hooks/own", "a")
     with pytest.raises(InvalidArgument, match=r"notify_url: .* is not allowed"):
         await gate.admit("http://127.0.0.1:22/", b)
     with pytest.raises(InvalidArgument, match="no webhook secret for calls without the gateway"):

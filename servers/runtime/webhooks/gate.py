@@ -88,10 +88,11 @@ class NotifyGate:
         self.keys = KeyWebhooks(config)
 
     async def admit(self, url: str, who: Caller) -> Notify | None:
-        """The checked webhook of a job request (``url``, else the caller's key default), or None."""
+        """The checked webhook of a job request (``url``, else the caller's key default unless the call
+        is another job's sub-job), or None."""
         url = url.strip()
         explicit = bool(url)
-        if not explicit and who.client_id and self.config.allow:
+        if not explicit and who.client_id and not who.sub_job and self.config.allow:
             url = await asyncio.to_thread(self.keys.default_url, who.client_id)
         if not url:
             return None
