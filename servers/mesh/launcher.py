@@ -233,6 +233,8 @@ class Mesh:
             # Loopback is plaintext: a TLS setting exported for a cluster must not leak into the local mesh.
             "GENMESH_TLS_DIR": "",
             "GENMESH_PLAINTEXT_HEALTH_PORT": "",
+            # The servers read each key's webhook default and secret from the gateway's keys.
+            "GENMESH_API_KEYS_FILE": str(self.api_keys.source.file or ""),
         }
 
     def start(self) -> Mesh:

@@ -18,9 +18,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from genmesh.local import DEFAULT_DATA_DIR
+from servers.mesh.api_keys import KeySource
 from servers.runtime.job_ids import JobIds
 from servers.runtime.peers import Peers
 from servers.runtime.tls import TlsFiles
+from servers.runtime.webhooks.allow import AllowList
+from servers.runtime.webhooks.gate import WebhookConfig
 from storage.object_store import ObjectStore, StorageSettings
 from storage.pulled import PulledModels
 
@@ -162,7 +165,43 @@ class ServerSettings:
         "(text-{n}.text-peers:50051); empty: a single replica, nothing is forwarded",
     )
 
+    # Completion webhooks (servers/runtime/webhooks).
+    webhook_allow: str = setting(
+        "",
+        "completion webhooks: comma-separated URL patterns a notify_url must match (https://n8n.example.com/*; "
+        "'*' a wildcard); a loopback, private or link-local address only through a pattern naming its host "
+        "literally; empty: webhooks off",
+        env="GENMESH_WEBHOOK_ALLOW",
+    )
+    webhook_backoff: float = setting(
+        30.0,
+        "seconds before a failed webhook is tried again; each retry waits twice as long (at most an hour), "
+        "for up to 24 hours after the job ended",
+        env="GENMESH_WEBHOOK_BACKOFF",
+    )
+    webhook_timeout: float = setting(10.0, "seconds one webhook attempt may take to connect and be answered")
+    webhook_secret: str = setting(
+        "", "signs the webhooks of jobs created without the gateway (no client id)", secret=True
+    )
+    api_keys_file: Path | None = setting(
+        None,
+        "the gateway's keys file, read for each key's webhook default (notify=) and secret (secret=, else derived "
+        "from the key)",
+        env="GENMESH_API_KEYS_FILE",
+    )
+    api_keys: str = setting(
+        "", "the gateway's keys, as GENMESH_API_KEYS (read as the keys file)", env="GENMESH_API_KEYS", secret=True
+    )
+
     def __post_init__(self) -> None:
+        # A bad allowlist or backoff stops the start naming the setting.
+        self.webhooks()
+        for name, value in (
+            ("GENMESH_WEBHOOK_BACKOFF", self.webhook_backoff),
+            ("GENMESH_WEBHOOK_TIMEOUT", self.webhook_timeout),
+        ):
+            if not value > 0:
+                raise ValueError(f"{name}: seconds > 0 (got {value})")
         # A bad replica index or peer list stops the start naming the setting.
         if self.replica < -1:
             raise ValueError(f"GENMESH_REPLICA: -1 (from the pod name) or 0..999 (got {self.replica})")
@@ -173,6 +212,15 @@ class ServerSettings:
         # Read the TLS files now, so a missing or bad one stops the start with its name (an argparse error).
         if self.tls_dir is not None:
             TlsFiles.load(self.tls_dir)
+
+    def webhooks(self) -> WebhookConfig:
+        return WebhookConfig(
+            allow=AllowList.parse(self.webhook_allow),
+            first_backoff=self.webhook_backoff,
+            timeout=self.webhook_timeout,
+            keys=KeySource(self.api_keys or None, self.api_keys_file),
+            operator_secret=self.webhook_secret,
+        )
 
     def replica_index(self) -> int:
         if self.replica >= 0:
