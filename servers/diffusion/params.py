@@ -168,7 +168,8 @@ IMAGE_NATIVE = Defaults(steps=25)
 VIDEO_NATIVE = Defaults(steps=25, side=512, num_frames=16)  # AnimateDiff was trained on 16 frames at 512
 # Light defaults for the built-in smoke-test models (they draw noise: only the plumbing is shown) and
 # for any model on a CPU: the smoke-test ones measured on 2 shared cores to finish in well under a
-# minute (README); the CPU ones are the smallest sizes SD1.5 still draws at, not measured with real weights.
+# minute (client/README.md, "Defaults on a CPU"); the CPU ones are the smallest sizes SD1.5 still
+# draws at, not measured with real weights.
 IMAGE_LIGHT = {"smoke_test": Defaults(steps=8, side=256), "cpu": Defaults(steps=12, side=256)}
 VIDEO_LIGHT = {
     "smoke_test": Defaults(steps=4, side=128, num_frames=8),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from genmesh.common.v1 import artifact_pb2, diffusion_pb2, media_pb2
+from genmesh.common.v1 import diffusion_pb2, media_pb2
 from genmesh.image.v1 import image_pb2
 from servers.diffusion import params as spec
 from servers.diffusion.lora import requested_loras
@@ -90,16 +90,46 @@ def generate_image_request(message: image_pb2.GenerateImageRequest) -> ImageRequ
     )
 
 
-def image_result(
+def image_parameters(
     request: ImageRequest,
     outcome: ImageOutcome,
-    saved: list[SavedImage],
     init_image: ObjectLocation | None,
+    mask_image: ObjectLocation | None = None,
+) -> image_pb2.ImageParameters:
+    """What made the images (as run, defaults filled): in the result and in the job's record."""
+    params = outcome.result.params
+    return image_pb2.ImageParameters(
+        model=outcome.model.name,
+        model_family=outcome.family,
+        prompt=params.prompt,
+        negative_prompt=params.negative_prompt,
+        width=params.width or 0,
+        height=params.height or 0,
+        steps=params.steps,
+        guidance_scale=params.guidance_scale,
+        scheduler=SCHEDULER_ENUMS.get(params.scheduler or "", diffusion_pb2.SCHEDULER_UNSPECIFIED),
+        seed=params.seed,
+        num_images=params.num_images,
+        strength=params.strength,
+        init_image=common.object_ref(init_image),
+        output_format=FORMAT_ENUMS[request.output_format],
+        quality=0 if request.output_format is ImageFormat.PNG else request.quality,
+        memory_mode=MEMORY_MODES.get(outcome.loaded.memory_mode, diffusion_pb2.MEMORY_MODE_UNSPECIFIED),
+        device=outcome.loaded.device,
+        loras=common.applied_loras(params.loras),
+        inpaint_mode=INPAINT_MODES[outcome.result.inpaint_mode],
+        mask_image=common.object_ref(mask_image),
+        defaults_note=request.defaults_note,
+    )
+
+
+def image_result(
+    request: ImageRequest,
+    saved: list[SavedImage],
+    parameters: image_pb2.ImageParameters,
     record: StoredObject | None,
     timings: image_pb2.Timings,
-    mask_image: ObjectLocation | None = None,
 ) -> image_pb2.ImageResult:
-    params = outcome.result.params
     return image_pb2.ImageResult(
         images=[
             image_pb2.GeneratedImage(
@@ -109,36 +139,10 @@ def image_result(
             )
             for item in saved
         ],
-        parameters=image_pb2.ImageParameters(
-            model=outcome.model.name,
-            model_family=outcome.family,
-            prompt=params.prompt,
-            negative_prompt=params.negative_prompt,
-            width=params.width or 0,
-            height=params.height or 0,
-            steps=params.steps,
-            guidance_scale=params.guidance_scale,
-            scheduler=SCHEDULER_ENUMS.get(params.scheduler or "", diffusion_pb2.SCHEDULER_UNSPECIFIED),
-            seed=params.seed,
-            num_images=params.num_images,
-            strength=params.strength,
-            init_image=common_pb2_ref(init_image),
-            output_format=FORMAT_ENUMS[request.output_format],
-            quality=0 if request.output_format is ImageFormat.PNG else request.quality,
-            memory_mode=MEMORY_MODES.get(outcome.memory_mode, diffusion_pb2.MEMORY_MODE_UNSPECIFIED),
-            device=outcome.device,
-            loras=common.applied_loras(params.loras),
-            inpaint_mode=INPAINT_MODES[outcome.result.inpaint_mode],
-            mask_image=common_pb2_ref(mask_image),
-            defaults_note=request.defaults_note,
-        ),
+        parameters=parameters,
         timings=timings,
         record=common.artifact(record),
     )
-
-
-def common_pb2_ref(location: ObjectLocation | None) -> artifact_pb2.ObjectRef | None:
-    return artifact_pb2.ObjectRef(bucket=location.bucket, key=location.key) if location else None
 
 
 def stream_event(job: Job, event: events.JobEvent) -> image_pb2.GenerateImageResponse:

@@ -10,20 +10,18 @@ import structlog
 from PIL import Image
 
 from genmesh.errors import InvalidArgument
-from servers.compute.compile import OFF, CompileOptions, logging_request_compiles
-from servers.compute.devices import configure_threads, device_label, select_device
-from servers.compute.memory import free_device_memory
+from servers.compute.compile import logging_request_compiles
 from servers.diffusion import params as spec
-from servers.diffusion.catalog import CatalogEntry, ModelCatalog
-from servers.diffusion.compiled import Shape, compile_model, warm_up_image
+from servers.diffusion.catalog import CatalogEntry
+from servers.diffusion.compiled import compile_model, warm_up_image
+from servers.diffusion.engine import DiffusionEngine, Loaded
 from servers.diffusion.families import ModelFamily
 from servers.diffusion.generate import GenerationParams, GenerationResult, generate, resolve_params
-from servers.diffusion.loading import LoadedModel, load_model
-from servers.diffusion.lora import DEFAULT_BUDGET_BYTES, LoraAdapters, LoraCatalog, ResolvedLora, check_family
+from servers.diffusion.loading import LoadedModel
+from servers.diffusion.lora import ResolvedLora, check_family
 from servers.diffusion.sources import SourceKind, detect_folder_family, detect_single_file_family
 from servers.image.types import ImageRequest
 from servers.runtime.events import Reporter, StageChanged
-from servers.runtime.model_cache import ModelCache
 
 log = structlog.get_logger(__name__)
 
@@ -33,59 +31,21 @@ class ImageOutcome:
     result: GenerationResult
     model: CatalogEntry
     family: str
-    memory_mode: str
-    device: str
-    load_seconds: float
+    loaded: Loaded
 
 
-class ImageEngine:
-    """One loaded model per device at a time, unloaded after ``keep_alive_seconds`` idle."""
+class ImageEngine(DiffusionEngine[str]):
+    """SD1.5 / SDXL pipelines, keyed by model name."""
 
-    def __init__(
-        self,
-        catalog: ModelCatalog,
-        *,
-        cache_dir: Path,
-        device: str = "auto",
-        memory_mode: str = "auto",
-        keep_alive_seconds: float = 600.0,
-        threads: int = 2,
-        max_pixels: int = 4 * 1024 * 1024,
-        compile: CompileOptions = OFF,
-        compile_warmup: tuple[Shape, ...] = (),
-        loras: LoraCatalog | None = None,
-        lora_budget_bytes: int = DEFAULT_BUDGET_BYTES,
-    ) -> None:
-        configure_threads(threads)
-        self.catalog = catalog
-        self.loras = loras or LoraCatalog(catalog.models_dir.parent / "lora")
-        self.lora_budget_bytes = lora_budget_bytes
-        self.cache_dir = cache_dir
-        self.device = select_device(device)
-        self.memory_mode = memory_mode
-        self.max_pixels = max_pixels
-        self.compile = compile
-        self.compile_warmup = compile_warmup
-        self.models: ModelCache[LoadedModel] = ModelCache(
-            self._load, keep_alive_seconds=keep_alive_seconds, unload=self._unload
-        )
-
-    @property
-    def device_label(self) -> str:
-        return device_label(self.device)
+    DEFAULT_MAX_PIXELS = 4 * 1024 * 1024
 
     def _load(self, name: str) -> LoadedModel:
         entry = self.catalog.local(self.catalog.resolve(name))
-        model = load_model(entry.source, cache_dir=self.cache_dir, device=self.device, memory_mode=self.memory_mode)
-        model.loras = LoraAdapters(self.lora_budget_bytes)
+        model = self.load_entry(entry)
         if self.compile.enabled:  # off: not one step differs from an eager server
             side = self.defaults_for(entry).side  # warm up at the size requests get by default
             warm_up_image(model, compile_model(model, self.compile), self.compile_warmup, side=side)
         return model
-
-    def _unload(self, model: LoadedModel) -> None:
-        del model
-        free_device_memory(self.device)
 
     def preload(self, name: str = "") -> None:
         with self.models.use(self.catalog.resolve(name).name):
@@ -123,10 +83,7 @@ class ImageEngine:
         loras: tuple[ResolvedLora, ...] = (),
     ) -> ImageOutcome:
         entry = self.catalog.resolve(request.model)
-        if not self.models.is_loaded(entry.name):
-            reporter.output(StageChanged("loading_model"))
-        with self.models.use(entry.name, request.keep_alive_seconds) as model:
-            load_seconds = self.models.last_load_seconds
+        with self.using(entry.name, request.keep_alive_seconds, reporter) as (model, loaded):
             params = GenerationParams(
                 prompt=request.prompt,
                 negative_prompt=request.negative_prompt,
@@ -152,17 +109,7 @@ class ImageEngine:
             shape = {"width": resolved.width, "height": resolved.height, "num_images": resolved.num_images}
             with logging_request_compiles(self.compile, **shape):
                 result = generate(model, resolved, reporter)
-            return ImageOutcome(
-                result=result,
-                model=entry,
-                family=str(model.family),
-                memory_mode=str(model.memory_mode),
-                device=device_label(model.device),
-                load_seconds=load_seconds,
-            )
-
-    def close(self) -> None:
-        self.models.close()
+            return ImageOutcome(result=result, model=entry, family=str(model.family), loaded=loaded)
 
 
 def check_pixel_budget(width: int, height: int, num_images: int, max_pixels: int) -> None:

@@ -112,21 +112,21 @@ class ImageJob:
         result = outcome.result
         timings = image_pb2.Timings(
             queued_seconds=context.queued_seconds,
-            model_load_seconds=outcome.load_seconds,
+            model_load_seconds=outcome.loaded.load_seconds,
             denoise_seconds=result.denoise_seconds,
             decode_seconds=result.decode_seconds,
         )
-        draft = convert.image_result(request, outcome, saved, init_location, None, timings, mask_location)
+        parameters = convert.image_parameters(request, outcome, init_location, mask_location)
         record = outputs.save_record(
             self.store,
             prefix,
             {
                 "job_id": context.job_id,
-                "parameters": common.message_dict(draft.parameters),
+                "parameters": common.message_dict(parameters),
                 "images": [{"key": item.stored.key, "seed": item.seed, "sha256": item.stored.sha256} for item in saved],
                 "timings": common.message_dict(timings),
             },
         )
         timings.save_seconds = time.monotonic() - save_started
         timings.total_seconds = time.monotonic() - started
-        return convert.image_result(request, outcome, saved, init_location, record, timings, mask_location)
+        return convert.image_result(request, saved, parameters, record, timings)

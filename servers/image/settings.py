@@ -6,51 +6,23 @@ import dataclasses
 from pathlib import Path
 
 from genmesh.services import BY_NAME
-from servers.runtime.settings import ServerSettings, setting
+from servers.diffusion.settings import DiffusionSettings
+from servers.runtime.settings import setting
 
 
 @dataclasses.dataclass(frozen=True)
-class ImageSettings(ServerSettings):
+class ImageSettings(DiffusionSettings):
     """genmesh Image server: Stable Diffusion 1.5 / SDXL txt2img and img2img with diffusers."""
 
     port: int = setting(BY_NAME["image"].port, "gRPC port", env="GENMESH_IMAGE_PORT")
-    model: str = setting("", "default model name (empty: the first user model, else the smoke-test model)",
+    model: str = setting("", "default model name (empty: the first model in the models folder, else the "
+                         "smoke-test tiny-sd15)",
                          env="GENMESH_IMAGE_MODEL")  # fmt: skip
     models_dir: Path | None = setting(None, "folder of diffusers folders and .safetensors/.ckpt files "
                                       "(default: <data_dir>/models/image)", env="GENMESH_IMAGE_MODELS_DIR")  # fmt: skip
-    loras_dir: Path | None = setting(None, "folder of LoRA .safetensors files, kohya or diffusers layout "
-                                     "(default: <data_dir>/models/lora)", env="GENMESH_LORAS_DIR")  # fmt: skip
-    lora_budget_mb: int = setting(1024, "LoRA files kept loaded per model beyond the ones a job uses, in MB; "
-                                  "the least recently used unload first", env="GENMESH_LORA_BUDGET_MB")  # fmt: skip
-    device: str = setting("auto", "auto, cpu, cuda, cuda:N (cuda also means ROCm)", env="GENMESH_DEVICE")
-    memory_mode: str = setting("auto", "auto, full or lowvram (attention/VAE slicing, CPU offload)",
-                               env="GENMESH_MEMORY_MODE")  # fmt: skip
     keep_alive_seconds: float = setting(600.0, "unload an idle model after this long (0: never)",
                                         env="GENMESH_IMAGE_KEEP_ALIVE_SECONDS")  # fmt: skip
     preload: bool = setting(True, "load the default model at start (health turns SERVING after)",
                             env="GENMESH_IMAGE_PRELOAD")  # fmt: skip
     max_pixels: int = setting(4 * 1024 * 1024, "most pixels one job may generate (width*height*num_images)",
                               env="GENMESH_IMAGE_MAX_PIXELS")  # fmt: skip
-    compile: bool = setting(False, "torch.compile the UNet and VAE decoder at load and warm them up before SERVING "
-                            "(slow first start, faster steps; compiled kernels are cached on disk)",
-                            env="GENMESH_COMPILE")  # fmt: skip
-    compile_mode: str = setting("default", "torch.compile mode: default or max-autotune-no-cudagraphs",
-                                env="GENMESH_COMPILE_MODE")  # fmt: skip
-    compile_warmup: str = setting("", "shapes compiled before SERVING, WxH[xN] (N images) comma-separated; "
-                                  "empty: the default size, then a second size and image count (one graph "
-                                  "for every other size)", env="GENMESH_COMPILE_WARMUP")  # fmt: skip
-    compile_cache_dir: Path | None = setting(None, "inductor's on-disk cache of compiled kernels "
-                                             "(default: <data_dir>/cache/inductor)",
-                                             env="TORCHINDUCTOR_CACHE_DIR")  # fmt: skip
-
-    def resolved_models_dir(self) -> Path:
-        return self.models_dir or self.default_models_dir("image")
-
-    def resolved_loras_dir(self) -> Path:
-        return self.loras_dir or self.data_dir / "models" / "lora"
-
-    def cache_dir(self) -> Path:
-        return self.data_dir / "cache" / "diffusion"
-
-    def resolved_compile_cache_dir(self) -> Path:
-        return self.compile_cache_dir or self.data_dir / "cache" / "inductor"

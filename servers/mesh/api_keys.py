@@ -1,12 +1,15 @@
 """The gateway's API keys: who may call (client name -> key) and, per client, how fast.
 
-An entry is ``[client=]key [rps=N] [burst=N] [admin]``. ``GENMESH_API_KEYS`` holds comma-separated
-entries; a keys file holds one entry per line (comma-separated entries on a line work too: a
+An entry is ``[client=]key [rps=N] [burst=N] [admin] [notify=URL] [secret=S]``. ``GENMESH_API_KEYS``
+holds comma-separated entries; a keys file holds one entry per line (comma-separated entries on a line work too: a
 Kubernetes Secret holding ``GENMESH_API_KEYS``, mounted as a file, reads as it is). Blank lines and
 ``#`` comments are ignored. A bare key's client is named ``key-1``, ``key-2``, ... ``rps`` / ``burst``
 override the gateway's default token bucket (refill per second, bucket size) for that client only.
 ``admin`` marks an admin key: the gateway tells the servers (``x-genmesh-admin``), which then let it
-see, cancel and list every client's jobs (``servers/runtime/caller.py``).
+see, cancel and list every client's jobs (``servers/runtime/caller.py``). ``notify=URL`` is the
+key's default completion webhook (a job request's ``notify_url`` overrides it; no commas in it) and
+``secret=S`` (16+ visible characters) the secret its webhooks are signed with, else one derived from the
+key (``servers/runtime/webhooks/sign.py``); the servers read these from the same file.
 
 Keys never appear in an error message or a ``repr``: errors name the entry (``file:line`` or
 ``GENMESH_API_KEYS entry N``) and the client, never the key.
@@ -29,6 +32,8 @@ _CLIENT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _KEY_RE = re.compile(r"[\x21-\x7e]+")
 _KEY_FORBIDDEN = frozenset(",=")
 _OPTION_RE = re.compile(r"(rps|burst)=([0-9]{1,9})")
+_WEBHOOK_OPTIONS = ("notify", "secret")
+MIN_SECRET_LENGTH = 16
 
 
 class ApiKeyError(ValueError):
@@ -72,12 +77,21 @@ class QuotaOverride:
 
 
 @dataclass(frozen=True)
+class KeyWebhook:
+    """A key's webhook options: its default URL ("" for none) and its own secret ("": derived from the key)."""
+
+    notify: str = ""
+    secret: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True)
 class KeyConfig:
     """Keys by client name and the clients' quota overrides. ``repr`` leaves the keys out."""
 
     keys: dict[str, str] = field(repr=False)
     overrides: dict[str, QuotaOverride] = field(default_factory=dict)
     admins: frozenset[str] = frozenset()  # clients whose key is marked admin
+    webhooks: dict[str, KeyWebhook] = field(default_factory=dict, repr=False)  # clients with notify= or secret=
 
     @property
     def clients(self) -> list[str]:
@@ -108,6 +122,15 @@ class _Entry:
     override: QuotaOverride | None
     where: str
     admin: bool = False
+    webhook: KeyWebhook | None = None
+
+
+def _webhook_option(name: str, value: str, where: str) -> str:
+    if name == "notify" and not re.fullmatch(r"https?://[\x21-\x7e]+", value):
+        raise ApiKeyError(f"{where}: notify= must be an http:// or https:// URL without spaces or commas")
+    if name == "secret" and (len(value) < MIN_SECRET_LENGTH or not _KEY_RE.fullmatch(value)):
+        raise ApiKeyError(f"{where}: secret= must be at least {MIN_SECRET_LENGTH} visible characters without spaces")
+    return value
 
 
 def _parse_entry(entry: str, where: str) -> _Entry:
@@ -118,7 +141,14 @@ def _parse_entry(entry: str, where: str) -> _Entry:
     if admin > 1:
         raise ApiKeyError(f"{where}: admin is given twice")
     options = [option for option in options if option != "admin"]
+    webhook: dict[str, str] = {}
     for option in options:
+        name, _, value = option.partition("=")
+        if name in _WEBHOOK_OPTIONS:
+            if name in webhook:
+                raise ApiKeyError(f"{where}: {name} is given twice")
+            webhook[name] = _webhook_option(name, value, where)
+            continue
         match = _OPTION_RE.fullmatch(option)
         name = option.partition("=")[0]
         if name in ("rps", "burst") and (match is None or int(match.group(2)) < 1):
@@ -126,16 +156,17 @@ def _parse_entry(entry: str, where: str) -> _Entry:
         if match is None:  # never echoed: it may be half of a key with a space in it
             raise ApiKeyError(
                 f"{where}: unexpected text after the key (an API key has no spaces; the options are rps=N, burst=N "
-                "and admin)"
+                "admin, notify=URL and secret=S)"
             )
         if match.group(1) in values:
             raise ApiKeyError(f"{where}: {match.group(1)} is given twice")
         values[match.group(1)] = int(match.group(2))
     override = QuotaOverride(**values) if values else None
+    hook = KeyWebhook(**webhook) if webhook else None
     if "=" in credential:
         client, _, key = credential.partition("=")
-        return _Entry(check_client(client, where), check_key(key, where), override, where, bool(admin))
-    return _Entry(None, check_key(credential, where), override, where, bool(admin))
+        return _Entry(check_client(client, where), check_key(key, where), override, where, bool(admin), hook)
+    return _Entry(None, check_key(credential, where), override, where, bool(admin), hook)
 
 
 def _split_entries(text: str, where: str) -> list[_Entry]:
@@ -182,6 +213,7 @@ def _parse_sources(env_value: str | None, file_text: str | None, keys_file: Path
     keys: dict[str, str] = {}
     overrides: dict[str, QuotaOverride] = {}
     admins: set[str] = set()
+    webhooks: dict[str, KeyWebhook] = {}
     seen: dict[str, str] = {}  # key -> where
     for entry in entries:
         if entry.key in seen:
@@ -195,6 +227,8 @@ def _parse_sources(env_value: str | None, file_text: str | None, keys_file: Path
                 overrides[entry.client] = entry.override
             if entry.admin:
                 admins.add(entry.client)
+            if entry.webhook:
+                webhooks[entry.client] = entry.webhook
     number = 0
     for entry in entries:
         if entry.client is None:
@@ -206,7 +240,9 @@ def _parse_sources(env_value: str | None, file_text: str | None, keys_file: Path
                 overrides[f"key-{number}"] = entry.override
             if entry.admin:
                 admins.add(f"key-{number}")
-    return KeyConfig(keys, overrides, frozenset(admins))
+            if entry.webhook:
+                webhooks[f"key-{number}"] = entry.webhook
+    return KeyConfig(keys, overrides, frozenset(admins), webhooks)
 
 
 def load_api_keys(environ: Mapping[str, str], keys_file: Path | None = None) -> dict[str, str]:

@@ -67,9 +67,10 @@ OPENAI_PATH_REGEX = (
     r"/v1/(models(/[^?]+)?|chat/completions|completions|embeddings|images/(generations|edits)"
     r"|videos(/vid-[^/?]+(/content)?)?)"
 )
-# Everything the front door serves: OpenAI's routes and genmesh's job list across services, which
-# answers genmesh's own error shape (so it is left out of the OpenAI-shaped local replies).
-WEB_PATH_REGEX = r"/v1/jobs|" + OPENAI_PATH_REGEX
+# Everything the front door serves: OpenAI's routes, and genmesh's job list across services and the
+# services' status, which answer genmesh's own shape (so they are left out of the OpenAI-shaped local
+# replies).
+WEB_PATH_REGEX = r"/v1/(jobs|status)|" + OPENAI_PATH_REGEX
 
 # Stored media by presigned URL (path-style: /<bucket>/<key>), routed to the object store so that
 # browsers load it from the gateway's origin when the servers sign for the gateway's address.

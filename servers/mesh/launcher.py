@@ -163,6 +163,16 @@ def grpc_target(ports: list[int]) -> str:
     return "ipv4:" + ",".join(f"127.0.0.1:{port}" for port in ports)
 
 
+def metrics_urls(services: list[str], metrics_ports: dict[str, int], replicas: dict[str, list[int]]) -> str:
+    """The web front door's ``--metrics-urls``: every replica's /metrics on loopback, ``name=host:port,...``
+    (replica 0 is the process ``name``, replica i > 0 ``name-i``)."""
+    return ",".join(
+        f"{name}=127.0.0.1:{metrics_ports[name if replica == 0 else f'{name}-{replica}']}"
+        for name in services
+        for replica in range(len(replicas[name]))
+    )
+
+
 def _host_port(endpoint: str) -> tuple[str, int]:
     host, _, port = endpoint.rpartition(":")
     return host, int(port)
@@ -223,6 +233,8 @@ class Mesh:
             # Loopback is plaintext: a TLS setting exported for a cluster must not leak into the local mesh.
             "GENMESH_TLS_DIR": "",
             "GENMESH_PLAINTEXT_HEALTH_PORT": "",
+            # The servers read each key's webhook default and secret from the gateway's keys.
+            "GENMESH_API_KEYS_FILE": str(self.api_keys.source.file or ""),
         }
 
     def start(self) -> Mesh:
@@ -305,6 +317,8 @@ class Mesh:
         self.web_port = free_port()
         argv = [sys.executable, "-m", "servers.web", f"--port={self.web_port}"]
         argv += [f"--{name}-url={grpc_target(self.replica_ports[name])}" for name in called]
+        # Its GET /v1/status reads the servers' queue depth and memory from their /metrics (loopback).
+        argv.append(f"--metrics-urls={metrics_urls(called, self.metrics_ports, self.replica_ports)}")
         self.web = ManagedProcess("web", argv, log_path=self.logs / "web.log", env=self.service_env()).start()
         wait_until(lambda: web_answers(self.web_port), timeout=60, what="the web front door", process=self.web)
         log.info("service_ready", service="web", port=self.web_port)

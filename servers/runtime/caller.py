@@ -17,6 +17,9 @@ from dataclasses import dataclass
 
 CLIENT_HEADER = "x-client-id"
 ADMIN_HEADER = "x-genmesh-admin"  # "true" for a key marked admin in the keys file
+# "true" on the agent's calls for its sub-jobs: they do not take the key's default webhook (the
+# agent job itself does). A caller sending it only drops its own default, so the gateway lets it be.
+SUB_JOB_HEADER = "x-genmesh-sub-job"
 # What a call made on a caller's behalf passes on (a forwarded call, the web front door's calls):
 # the request id for the logs, and who asks, for ownership.
 PASSED_ON = ("x-request-id", CLIENT_HEADER, ADMIN_HEADER)
@@ -26,6 +29,7 @@ PASSED_ON = ("x-request-id", CLIENT_HEADER, ADMIN_HEADER)
 class Caller:
     client_id: str  # "" without the gateway
     admin: bool
+    sub_job: bool = False  # a call another job makes on the caller's behalf (the agent's stages)
 
     def may_see(self, owner: str) -> bool:
         """Whether this caller may get, watch, cancel or list a job owned by ``owner``."""
@@ -35,7 +39,11 @@ class Caller:
         """The headers that make a call on this caller's behalf (the agent's sub-jobs, a forwarded call)."""
         if not self.client_id:
             return ()
-        return ((CLIENT_HEADER, self.client_id), *(((ADMIN_HEADER, "true"),) if self.admin else ()))
+        return (
+            (CLIENT_HEADER, self.client_id),
+            *(((ADMIN_HEADER, "true"),) if self.admin else ()),
+            (SUB_JOB_HEADER, "true"),
+        )
 
 
 OPERATOR = Caller("", admin=True)
@@ -46,7 +54,7 @@ def from_headers(metadata: Mapping[str, str]) -> Caller:
     client_id = metadata.get(CLIENT_HEADER, "")
     if not client_id:
         return OPERATOR
-    return Caller(client_id, admin=metadata.get(ADMIN_HEADER) == "true")
+    return Caller(client_id, admin=metadata.get(ADMIN_HEADER) == "true", sub_job=metadata.get(SUB_JOB_HEADER) == "true")
 
 
 def bind(caller: Caller) -> None:

@@ -14,7 +14,7 @@ from servers.diffusion.lora import LoraRequest  # torch-free: text and agent ser
 from servers.diffusion.params import Defaults, refuse
 from servers.runtime import events
 from servers.runtime.queue import Job
-from storage.object_store import StoredObject
+from storage.object_store import ObjectLocation, StoredObject
 
 STATES = {
     events.JobState.QUEUED: job_pb2.JOB_STATE_QUEUED,
@@ -201,3 +201,8 @@ def lora_infos(catalog: Any) -> list[model_pb2.ModelInfo]:
             )
         )
     return infos
+
+
+def object_ref(location: ObjectLocation | None) -> artifact_pb2.ObjectRef | None:
+    """A stored object's place as the protos name it (None stays unset)."""
+    return artifact_pb2.ObjectRef(bucket=location.bucket, key=location.key) if location else None

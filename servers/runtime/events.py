@@ -63,11 +63,22 @@ class StageChanged(Payload):
 
 
 @dataclass(frozen=True)
+class TokenLogprob:
+    """A generated token, its log probability and (for a generated token) the likeliest alternatives."""
+
+    token: bytes
+    logprob: float
+    top: tuple[TokenLogprob, ...] = ()
+
+
+@dataclass(frozen=True)
 class TextDelta(Payload):
-    """Generated text, streamed as it is made: ``tokens`` tokens' worth (Text merges deltas into frames)."""
+    """Generated text, streamed as it is made: ``tokens`` tokens' worth (Text merges deltas into frames),
+    with the log probabilities of the tokens it holds when the request asked for them."""
 
     text: str
     tokens: int = 1
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 # Events, in the order a job emits them: Queued+ Started (Output | ProgressEvent)* terminal.

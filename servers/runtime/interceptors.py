@@ -9,6 +9,10 @@ so clients read the field without parsing the message. NOT_FOUND uses BadRequest
 the request field that names the missing thing (``model``, ``init_image_ref``), which is what a
 FieldViolation holds; ``google.rpc.ResourceInfo`` describes the resource (type, name, owner) and has no
 place for a request field. INTERNAL errors never carry details.
+
+A request that can create a job and carries ``notify_url`` (or whose key has a default webhook) has
+it checked here, before the servicer runs, and bound for ``JobQueue.submit``
+(``servers/runtime/webhooks/gate.py``): the one place every service's webhooks are admitted.
 """
 
 from __future__ import annotations
@@ -24,9 +28,10 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from genmesh.errors import GenmeshError
+from genmesh.errors import GenmeshError, InvalidArgument
 from servers.runtime import caller
 from servers.runtime.errors import as_genmesh_error
+from servers.runtime.webhooks import gate
 
 log = structlog.get_logger(__name__)
 
@@ -55,6 +60,24 @@ def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
 
 
 class ErrorAndContextInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, notify_gate: gate.NotifyGate | None = None) -> None:
+        self.notify_gate = notify_gate
+
+    async def _admit_webhook(self, request: Any) -> None:
+        """Check and bind the request's webhook (a request without a ``notify_url`` field asks none)."""
+        gate.bind(None)
+        descriptor = getattr(request, "DESCRIPTOR", None)
+        if descriptor is None or "notify_url" not in descriptor.fields_by_name:
+            return
+        if self.notify_gate is None:
+            if request.notify_url:
+                raise InvalidArgument(
+                    "notify_url: webhooks are off on this server (no object store to keep deliveries in)",
+                    field="notify_url",
+                )
+            return
+        gate.bind(await self.notify_gate.admit(request.notify_url, caller.current()))
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
@@ -108,6 +131,7 @@ class ErrorAndContextInterceptor(grpc.aio.ServerInterceptor):
             self._bind(context, method)
             started = time.monotonic()
             try:
+                await self._admit_webhook(request)
                 response = await behaviour(request, context)
             except grpc.aio.AbortError:
                 raise
@@ -126,6 +150,7 @@ class ErrorAndContextInterceptor(grpc.aio.ServerInterceptor):
             started = time.monotonic()
             messages = 0
             try:
+                await self._admit_webhook(request)
                 async for response in behaviour(request, context):
                     messages += 1
                     yield response

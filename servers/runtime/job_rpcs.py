@@ -53,11 +53,17 @@ from servers.runtime.library import library_index
 from servers.runtime.protos import returned_type
 from servers.runtime.queue import Job, JobQueue
 from servers.runtime.streaming import stream_job
+from servers.runtime.webhooks.dispatcher import Delivery
 from storage.keys import validate_job_id
 from storage.object_store import ObjectStore
 
 CANCEL_WAIT_SECONDS = 5.0
 STATE_VALUES = {number: state.value for state, number in STATES.items()}  # proto JobState -> "queued", ...
+DELIVERY_STATES = {
+    "pending": job_pb2.DELIVERY_STATE_PENDING,
+    "delivered": job_pb2.DELIVERY_STATE_DELIVERED,
+    "gave_up": job_pb2.DELIVERY_STATE_GAVE_UP,
+}
 
 
 def not_found(job_id: str) -> NotFound:
@@ -128,6 +134,23 @@ def _copy(target: Message, source: Message) -> None:
         json_format.ParseDict(json_format.MessageToDict(source), target, ignore_unknown_fields=True)
 
 
+def delivery_message(delivery: Delivery) -> job_pb2.WebhookDelivery:
+    message = job_pb2.WebhookDelivery(
+        url=delivery.url,
+        state=DELIVERY_STATES[delivery.state],
+        attempts=delivery.attempts,
+        last_status_code=delivery.last_status,
+        last_error=delivery.last_error,
+    )
+    for field, value in (
+        ("last_attempt_time", delivery.last_attempt_at),
+        ("next_attempt_time", delivery.next_attempt_at),
+    ):
+        if value is not None:
+            getattr(message, field).FromNanoseconds(int(value * 1e9))
+    return message
+
+
 class JobRpcs:
     queue: JobQueue
     store: ObjectStore
@@ -142,6 +165,7 @@ class JobRpcs:
         self.records = TerminalRecords(self.store, index, library_index(self.store))
         self._saving: set[asyncio.Future[None]] = set()
         self.queue.on_terminal.append(self._save_record)
+        self.queue.describe = self.job_message  # what its completion webhooks post
 
     def _save_record(self, job: Job) -> None:
         assert self.records is not None
@@ -175,9 +199,23 @@ class JobRpcs:
         record in the object store); NOT_FOUND otherwise, and for another client's job."""
         job_id = validate_job_id(request.job_id)
         try:
-            return self.job_message(self._visible(job_id))
+            message = self.job_message(self._visible(job_id))
         except NotFound as missing:
-            return await self._recorded(job_id, missing)
+            message = await self._recorded(job_id, missing)
+        return await self.with_deliveries(message)
+
+    async def with_deliveries(self, message: Any, *, stored: bool = True) -> Any:
+        """``message`` with its job's webhook deliveries (``stored``: also those only the object store
+        still knows, after a restart)."""
+        webhooks = self.queue.webhooks
+        if webhooks is None:
+            return message
+        job_id = message.status.job_id
+        known = webhooks.deliveries.get(job_id)
+        found = [known] if known is not None else (await webhooks.deliveries_of(job_id) if stored else [])
+        del message.status.deliveries[:]
+        message.status.deliveries.extend(delivery_message(delivery) for delivery in found)
+        return message
 
     async def CancelJob(self, request: Any, context: Any) -> Any:
         """Cancel a queued or running job and return it once it stopped (a running job stops within
@@ -190,7 +228,7 @@ class JobRpcs:
         if not job.terminal:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._until_terminal(job), CANCEL_WAIT_SECONDS)
-        return self.job_message(job)
+        return await self.with_deliveries(self.job_message(job), stored=False)
 
     async def ListJobs(self, request: Any, context: Any) -> Any:
         """A page of the caller's jobs (every client's for an admin asking ``all_clients``), newest
@@ -209,7 +247,9 @@ class JobRpcs:
         page, after = merge(query, stored, horizon, live)
         messages = await asyncio.gather(*(self._listed_message(listed) for listed in page))
         response = response_type(next_page_token=encode_token(after))
-        response.jobs.extend(message for message in messages if message is not None)
+        for message in messages:
+            if message is not None:  # deliveries only from memory: a page costs no more store reads
+                response.jobs.append(await self.with_deliveries(message, stored=False))
         return response
 
     async def _peer_listed(self) -> list[Listed]:

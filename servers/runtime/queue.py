@@ -42,6 +42,7 @@ from servers.runtime.events import (
     Succeeded,
 )
 from servers.runtime.job_ids import JobIds
+from servers.runtime.webhooks import gate
 
 log = structlog.get_logger(__name__)
 
@@ -64,6 +65,7 @@ class Job:
     error: Failed | None = None
     cancel_reason: str | None = None
     owner: str = ""  # the client id of the caller that submitted it ("" without the gateway)
+    notify: gate.Notify | None = None  # its completion webhook, checked before it was queued
     # The submitting call's log context (request id, client id), re-bound in the worker thread.
     log_context: dict[str, Any] = field(default_factory=dict)
     history: list[JobEvent] = field(default_factory=list)
@@ -192,6 +194,12 @@ class JobQueue:
         # store its record, so other replicas answer for it after this process is gone).
         self.on_terminal: list[Callable[[Job], None]] = []
         self.observers: list[QueueObserver] = []
+        # Completion webhooks (servers/runtime/webhooks): the service's ``Job`` message of a job (set
+        # by its servicer), whether jobs of this queue resume after a restart (training), and the
+        # server's dispatcher, when webhooks are on.
+        self.describe: Callable[[Job], Any] | None = None
+        self.resumes_jobs = False
+        self.webhooks: Any = None
         self._jobs: dict[str, Job] = {}
         self._pending: collections.deque[Job] = collections.deque()
         self._calls: collections.deque[tuple[Callable[[], Any], concurrent.futures.Future[Any]]] = collections.deque()
@@ -281,6 +289,7 @@ class JobQueue:
             detached=detached,
             work=work,
             owner=caller.current().client_id,
+            notify=gate.requested(),
             log_context=log_context,
         )
         with self._cond:

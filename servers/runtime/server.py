@@ -23,6 +23,8 @@ from servers.runtime.interceptors import ErrorAndContextInterceptor
 from servers.runtime.library_rpcs import LibraryServicer
 from servers.runtime.queue import JobQueue
 from servers.runtime.settings import ServerSettings
+from servers.runtime.webhooks.dispatcher import Dispatcher
+from servers.runtime.webhooks.gate import NotifyGate
 from storage.object_store import ObjectStore
 
 log = structlog.get_logger(__name__)
@@ -67,6 +69,8 @@ class Server:
         self.metrics: metrics.MetricsEndpoint | None = None
         self.plaintext_health: grpc.aio.Server | None = None
         self.plaintext_health_port = 0
+        self.store: ObjectStore | None = None
+        self.webhooks: Dispatcher | None = None  # completion webhooks, kept in the object store
 
     def _build(self) -> None:
         # grpc.aio objects bind to the running loop: build them inside it.
@@ -76,7 +80,10 @@ class Server:
             self.service.name, self.settings.job_ids(), self.settings.peer_addresses(), self.settings.tls()
         )
         self.grpc = grpc.aio.server(
-            interceptors=[ErrorAndContextInterceptor(), self.forwarding],
+            interceptors=[
+                ErrorAndContextInterceptor(NotifyGate(self.webhooks.config) if self.webhooks else None),
+                self.forwarding,
+            ],
             options=[*MESSAGE_SIZE_OPTIONS, ("grpc.so_reuseport", 0)],
         )
 
@@ -85,6 +92,12 @@ class Server:
             await self.health.set(name, status)
 
     async def start(self) -> None:
+        try:
+            self.store = ObjectStore(self.settings.storage())
+        except ValueError as exc:  # no object store configured (a server run bare, for a test)
+            log.warning("object_store_off", error=str(exc), off="the outputs library, webhooks")
+        else:
+            self.webhooks = Dispatcher(self.store, self.settings.webhooks())
         self._build()
         # First, so model loads during warm-up are counted and a taken port fails the start at once.
         self.metrics = self._serve_metrics()
@@ -93,12 +106,8 @@ class Server:
         await self._set_health(NOT_SERVING)
         self.service.register(self.grpc)
         # The outputs library reads only the object store: every server answers it for all services.
-        try:
-            store = ObjectStore(self.settings.storage())
-        except ValueError as exc:  # no object store configured (a server run bare, for a test)
-            log.warning("library_off", error=str(exc))
-        else:
-            library_pb2_grpc.add_LibraryServiceServicer_to_server(LibraryServicer(store), self.grpc)
+        if self.store is not None:
+            library_pb2_grpc.add_LibraryServiceServicer_to_server(LibraryServicer(self.store), self.grpc)
         reflection.enable_server_reflection(
             [
                 *genmesh_service_names(),
@@ -113,6 +122,8 @@ class Server:
             await self._serve_plaintext_health(self.settings.plaintext_health_port)
         for queue in self.service.queues:
             metrics.QueueMetrics.observe(queue)
+            if self.webhooks is not None:
+                self.webhooks.observe(queue)
             queue.start()
         log.info(
             "server_listening",
@@ -122,6 +133,8 @@ class Server:
             replica=self.forwarding.ids.replica,
             boot=self.forwarding.ids.boot,
         )
+        if self.webhooks is not None:  # before the service starts: resumed jobs get their webhooks back
+            await self.webhooks.start()
         await self.service.start()
         await self._set_health(SERVING)
         log.info("server_ready", service=self.service.name)
@@ -183,6 +196,8 @@ class Server:
             )
         )
         clean = all(results)
+        if self.webhooks is not None:  # what is still pending stays in the store for the next start
+            await self.webhooks.close()
         await self.grpc.stop(grace=3)
         await self.forwarding.close()
         await self._stop_plaintext_health()

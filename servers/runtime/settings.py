@@ -18,9 +18,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from genmesh.local import DEFAULT_DATA_DIR
+from servers.mesh.api_keys import KeySource
 from servers.runtime.job_ids import JobIds
 from servers.runtime.peers import Peers
 from servers.runtime.tls import TlsFiles
+from servers.runtime.webhooks.allow import AllowList
+from servers.runtime.webhooks.gate import WebhookConfig
 from storage.object_store import ObjectStore, StorageSettings
 from storage.pulled import PulledModels
 
@@ -109,7 +112,9 @@ class ServerSettings:
     host: str = setting("127.0.0.1", "address to listen on")
     port: int = setting(50051, "gRPC port (0 picks a free one)")
     metrics_port: int = setting(
-        -1, "HTTP port of the Prometheus /metrics endpoint on the same host (-1: the gRPC port + 1000; 0: a free one)"
+        -1,
+        "HTTP port of the Prometheus /metrics endpoint on the same host (-1: the gRPC port + 1000; 0: a free one, "
+        "logged as metrics_listening)",
     )
     max_queued: int = setting(16, "jobs that may wait in the queue; more get RESOURCE_EXHAUSTED")
     job_retention_seconds: float = setting(3600.0, "how long finished jobs stay readable by GetJob")
@@ -117,7 +122,9 @@ class ServerSettings:
     log_level: str = setting("info", "debug, info, warning or error")
     log_format: str = setting("auto", "json, console, or auto (console on a terminal, else JSON)")
     threads: int = setting(2, "CPU threads for the model runtime (llama.cpp / torch)")
-    data_dir: Path = setting(DEFAULT_DATA_DIR, "where models and state live")
+    data_dir: Path = setting(
+        DEFAULT_DATA_DIR, "where models and state live (models, generated keys, logs; genmesh up's S3 data)"
+    )
     s3_endpoint: str = setting("127.0.0.1:8333", "S3 endpoint host:port", env="GENMESH_S3_ENDPOINT")
     s3_access_key: str = setting("", "S3 access key", env="GENMESH_S3_ACCESS_KEY")
     s3_secret_key: str = setting("", "S3 secret key", env="GENMESH_S3_SECRET_KEY", secret=True)
@@ -158,7 +165,43 @@ class ServerSettings:
         "(text-{n}.text-peers:50051); empty: a single replica, nothing is forwarded",
     )
 
+    # Completion webhooks (servers/runtime/webhooks).
+    webhook_allow: str = setting(
+        "",
+        "completion webhooks: comma-separated URL patterns a notify_url must match (https://n8n.example.com/*; "
+        "'*' a wildcard); a loopback, private or link-local address only through a pattern naming its host "
+        "literally; empty: webhooks off",
+        env="GENMESH_WEBHOOK_ALLOW",
+    )
+    webhook_backoff: float = setting(
+        30.0,
+        "seconds before a failed webhook is tried again; each retry waits twice as long (at most an hour), "
+        "for up to 24 hours after the job ended",
+        env="GENMESH_WEBHOOK_BACKOFF",
+    )
+    webhook_timeout: float = setting(10.0, "seconds one webhook attempt may take to connect and be answered")
+    webhook_secret: str = setting(
+        "", "signs the webhooks of jobs created without the gateway (no client id)", secret=True
+    )
+    api_keys_file: Path | None = setting(
+        None,
+        "the gateway's keys file, read for each key's webhook default (notify=) and secret (secret=, else derived "
+        "from the key)",
+        env="GENMESH_API_KEYS_FILE",
+    )
+    api_keys: str = setting(
+        "", "the gateway's keys, as GENMESH_API_KEYS (read as the keys file)", env="GENMESH_API_KEYS", secret=True
+    )
+
     def __post_init__(self) -> None:
+        # A bad allowlist or backoff stops the start naming the setting.
+        self.webhooks()
+        for name, value in (
+            ("GENMESH_WEBHOOK_BACKOFF", self.webhook_backoff),
+            ("GENMESH_WEBHOOK_TIMEOUT", self.webhook_timeout),
+        ):
+            if not value > 0:
+                raise ValueError(f"{name}: seconds > 0 (got {value})")
         # A bad replica index or peer list stops the start naming the setting.
         if self.replica < -1:
             raise ValueError(f"GENMESH_REPLICA: -1 (from the pod name) or 0..999 (got {self.replica})")
@@ -169,6 +212,15 @@ class ServerSettings:
         # Read the TLS files now, so a missing or bad one stops the start with its name (an argparse error).
         if self.tls_dir is not None:
             TlsFiles.load(self.tls_dir)
+
+    def webhooks(self) -> WebhookConfig:
+        return WebhookConfig(
+            allow=AllowList.parse(self.webhook_allow),
+            first_backoff=self.webhook_backoff,
+            timeout=self.webhook_timeout,
+            keys=KeySource(self.api_keys or None, self.api_keys_file),
+            operator_secret=self.webhook_secret,
+        )
 
     def replica_index(self) -> int:
         if self.replica >= 0:

@@ -20,6 +20,7 @@ MAX_STOPS = 8
 MAX_STOP_CHARS = 256
 MAX_TOKENS = 32_768
 MAX_INPUTS = 256
+MAX_TOP_LOGPROBS = 20  # OpenAI's limit for top_logprobs
 ROLES = ("system", "user", "assistant")
 FINISH_REASONS = {FinishReason.STOP: text_pb2.FINISH_REASON_STOP, FinishReason.LENGTH: text_pb2.FINISH_REASON_LENGTH}
 
@@ -94,6 +95,7 @@ def generate_request(message: text_pb2.GenerateRequest) -> TextRequest:
         json_output=json_output,
         json_schema=schema,
         keep_alive_seconds=common.keep_alive_seconds(message),
+        logprobs=_logprobs(message),
     )
 
 
@@ -115,7 +117,27 @@ def chat_request(message: text_pb2.ChatRequest) -> TextRequest:
         json_output=json_output,
         json_schema=schema,
         keep_alive_seconds=common.keep_alive_seconds(message),
+        logprobs=_logprobs(message),
     )
+
+
+def _logprobs(message: text_pb2.GenerateRequest | text_pb2.ChatRequest) -> int | None:
+    if not message.HasField("logprobs"):
+        return None
+    require_range(message.logprobs, "logprobs", 0, MAX_TOP_LOGPROBS)
+    return message.logprobs
+
+
+def token_logprobs(tokens: tuple[events.TokenLogprob, ...]) -> list[text_pb2.TokenLogprob]:
+    return [
+        text_pb2.TokenLogprob(
+            token=token.token.decode(errors="replace"),
+            logprob=token.logprob,
+            bytes=token.token,
+            top_logprobs=token_logprobs(token.top),
+        )
+        for token in tokens
+    ]
 
 
 def text_result(outcome: TextOutcome, record: StoredObject | None, queued_seconds: float) -> text_pb2.TextResult:
@@ -136,6 +158,7 @@ def text_result(outcome: TextOutcome, record: StoredObject | None, queued_second
         model=outcome.model,
         seed=outcome.seed,
         record=common.artifact(record),
+        logprobs=token_logprobs(outcome.logprobs),
     )
 
 
@@ -173,8 +196,8 @@ def stream_event(response_type: type, job: Job, event: events.JobEvent):
     gets GenerateResponse, whose ``embed_result`` carries the vectors)."""
     fields = common.common_event_fields(job, event)
     match event:
-        case events.Output(payload=events.TextDelta(text=text)):
-            fields["delta"] = text_pb2.Delta(text=text)
+        case events.Output(payload=events.TextDelta(text=text, logprobs=logprobs)):
+            fields["delta"] = text_pb2.Delta(text=text, logprobs=token_logprobs(logprobs))
         case events.Succeeded(result=text_pb2.EmbedResult() as result) if response_type is text_pb2.GenerateResponse:
             fields["embed_result"] = result
         case events.Succeeded(result=result):

@@ -5,58 +5,48 @@ from __future__ import annotations
 import json
 import re
 import secrets
-import threading
 import time
-from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Any
 
-import structlog
 from llama_cpp import LLAMA_POOLING_TYPE_MEAN, Llama, LlamaGrammar
 from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 
 from genmesh.errors import InvalidArgument, Unavailable, require, require_range
-from servers.runtime.events import Reporter, TextDelta
+from servers.runtime.events import Reporter, TextDelta, TokenLogprob
+from servers.runtime.model_cache import ModelCache
 from servers.text.chat_templates import ChatFormatter
+from servers.text.logprobs import TokenRecorder
 from servers.text.models import ModelCatalog, ModelSpec
 from servers.text.types import EmbedOutcome, EmbedRequest, FinishReason, TextOutcome, TextRequest
-
-log = structlog.get_logger(__name__)
 
 _EMPTY_RULE = re.compile(r"::=[ \t]*(\n|$)")
 _SCHEMA_STRING_CHAR = r'char ::= [^"\\] |'
 _JSON_STRING_CHAR = r'char ::= [^"\\\x7F\x00-\x1F] |'
 
 
-class TextEngine:
-    """One loaded GGUF model at a time; a request for another model swaps it."""
+@dataclass(frozen=True)
+class LoadedText:
+    """A GGUF model loaded for generation, with its chat template."""
 
-    def __init__(
-        self,
-        catalog: ModelCatalog,
-        *,
-        n_ctx: int,
-        n_threads: int,
-        n_gpu_layers: int = 0,
-        on_load: Callable[[float], None] | None = None,
-    ) -> None:
+    spec: ModelSpec
+    llm: Llama
+    formatter: ChatFormatter
+
+
+class TextEngine:
+    """One loaded GGUF model at a time; a request for another model swaps it. Embeddings use the same
+    file in llama.cpp's embedding mode (a context of its own), loaded on first Embed. Both stay
+    loaded until another model is needed unless a request's keep-alive says otherwise."""
+
+    def __init__(self, catalog: ModelCatalog, *, n_ctx: int, n_threads: int, n_gpu_layers: int = 0) -> None:
         self.catalog = catalog
-        self.on_load = on_load  # told each load's seconds (the server's metrics)
         self.n_ctx = n_ctx
         self.n_threads = n_threads
         self.n_gpu_layers = n_gpu_layers
-        self._llm: Llama | None = None
-        self._spec: ModelSpec | None = None
-        self._load_lock = threading.Lock()
-        self._formatter: ChatFormatter | None = None
-        self._unload_timer: threading.Timer | None = None
-        self._active = 0
-        # The same model in llama.cpp's embedding mode (a context of its own), loaded on first Embed.
-        self._embedder: Llama | None = None
-        self._embedder_name: str | None = None
-
-    @property
-    def loaded_name(self) -> str | None:
-        return self._spec.name if self._spec else None
+        self.models: ModelCache[str, LoadedText] = ModelCache(self._load, keep_alive_seconds=0)
+        self.embedders: ModelCache[str, Llama] = ModelCache(self._load_embedder, keep_alive_seconds=0)
 
     def check(self, request: TextRequest) -> None:
         """What is refused before queueing, without the model: an unknown model (NOT_FOUND) and a JSON
@@ -65,37 +55,42 @@ class TextEngine:
         if request.json_output and request.json_schema is not None:
             schema_gbnf(request.json_schema)
 
-    def load(self, name: str = "") -> ModelSpec:
-        with self._load_lock:  # start-up preload and a job naming a model may race
-            return self._load(name)
+    def preload(self) -> None:
+        with self.models.use(self.catalog.resolve("").name):
+            pass
 
-    def _load(self, name: str) -> ModelSpec:
+    def _load(self, name: str) -> LoadedText:
         spec = self.catalog.resolve(name)
-        if self._spec is not None and self._spec.name == spec.name and self._llm is not None:
-            return spec
-        path = self.catalog.ensure_file(spec)
-        started = time.monotonic()
-        # Free the old model first (memory), and forget it whole, so a failed load leaves no half state.
-        self._llm, self._spec, self._formatter = None, None, None
-        llm = Llama(
-            model_path=str(path),
-            n_ctx=self.n_ctx,
-            n_threads=self.n_threads,
-            n_threads_batch=self.n_threads,
-            n_gpu_layers=self.n_gpu_layers,
-            verbose=False,
-        )
-        self._formatter = ChatFormatter(
+        try:
+            llm = Llama(
+                model_path=str(self.catalog.ensure_file(spec)),
+                n_ctx=self.n_ctx,
+                n_threads=self.n_threads,
+                n_threads_batch=self.n_threads,
+                n_gpu_layers=self.n_gpu_layers,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError, OSError) as exc:  # llama.cpp refuses a broken or foreign file
+            raise Unavailable(f"model: {name} could not be loaded ({exc})") from None
+        formatter = ChatFormatter(
             {key: str(value) for key, value in llm.metadata.items()},
             bos_token=llm.detokenize([llm.token_bos()]).decode(errors="ignore"),
             eos_token=llm.detokenize([llm.token_eos()]).decode(errors="ignore"),
         )
-        self._llm, self._spec = llm, spec
-        seconds = time.monotonic() - started
-        log.info("model_loaded", model=spec.name, seconds=round(seconds, 3), n_ctx=self.n_ctx)
-        if self.on_load is not None:
-            self.on_load(seconds)
-        return spec
+        return LoadedText(spec, llm, formatter)
+
+    def _load_embedder(self, name: str) -> Llama:
+        """The model in embedding mode: mean pooling over the input's tokens, the whole input in one
+        batch (pooling needs it), the same context length as generation."""
+        path = self.catalog.ensure_file(self.catalog.resolve(name))
+        try:
+            return Llama(
+                model_path=str(path), embedding=True, pooling_type=LLAMA_POOLING_TYPE_MEAN,
+                n_ctx=self.n_ctx, n_batch=self.n_ctx, n_ubatch=self.n_ctx, n_threads=self.n_threads,
+                n_threads_batch=self.n_threads, n_gpu_layers=self.n_gpu_layers, verbose=False,
+            )  # fmt: skip
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise Unavailable(f"model: {name} could not be loaded for embeddings ({exc})") from None
 
     def _grammar(self, request: TextRequest) -> LlamaGrammar | None:
         if not request.json_output:
@@ -104,60 +99,28 @@ class TextEngine:
             return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
         return LlamaGrammar.from_string(schema_gbnf(request.json_schema), verbose=False)
 
-    def _prompt_tokens(self, llm: Llama, request: TextRequest) -> tuple[list[int], tuple[str, ...]]:
+    def _prompt_tokens(self, loaded: LoadedText, request: TextRequest) -> tuple[list[int], tuple[str, ...]]:
         """Token ids of the prompt and the stop strings. A raw prompt is sent as is (control tokens
         included: Generate is for people who write their own templates); chat message contents are
         tokenized as plain text between the template's control tokens."""
+        llm = loaded.llm
         if not request.is_chat:
             tokens = llm.tokenize((request.prompt or "").encode(), add_bos=True, special=True)
             return tokens, request.sampling.stop
-        assert self._formatter is not None
-        pieces, template_stops = self._formatter.pieces(request.messages)
+        pieces, template_stops = loaded.formatter.pieces(request.messages)
         tokens: list[int] = []
         for index, (text, is_template) in enumerate(pieces):
             tokens += llm.tokenize(text.encode(), add_bos=index == 0, special=is_template)
         return tokens, tuple(dict.fromkeys((*template_stops, *request.sampling.stop)))
 
-    def unload(self) -> None:
-        """Free the model (the next job loads it again); skipped while a job runs."""
-        with self._load_lock:
-            if self._llm is not None and self._active == 0:
-                log.info("model_unloaded", model=self.loaded_name)
-                self._llm, self._spec, self._formatter = None, None, None
-            if self._embedder is not None and self._active == 0:
-                self._embedder, self._embedder_name = None, None
-
-    def _release(self, keep_alive_seconds: int | None) -> None:
-        """Honour a request's keep-alive: 0 unloads now, N > 0 after N idle seconds, else keep."""
-        if self._unload_timer is not None:
-            self._unload_timer.cancel()
-            self._unload_timer = None
-        if keep_alive_seconds == 0:
-            self.unload()
-        elif keep_alive_seconds is not None and keep_alive_seconds > 0:
-            self._unload_timer = threading.Timer(keep_alive_seconds, self.unload)
-            self._unload_timer.daemon = True
-            self._unload_timer.start()
-
     def generate(self, request: TextRequest, reporter: Reporter) -> TextOutcome:
-        with self._load_lock:
-            self._active += 1
-        try:
-            return self._generate(request, reporter)
-        finally:
-            with self._load_lock:
-                self._active -= 1
-            self._release(request.keep_alive_seconds)
+        with self.models.use(self.catalog.resolve(request.model).name, request.keep_alive_seconds) as loaded:
+            return self._generate(loaded, request, reporter)
 
-    def _generate(self, request: TextRequest, reporter: Reporter) -> TextOutcome:
-        try:
-            spec = self.load(request.model)
-        except (ValueError, RuntimeError, OSError) as exc:  # llama.cpp refuses a broken or foreign file
-            raise Unavailable(f"model: {request.model or 'the default model'} could not be loaded ({exc})") from None
-        llm = self._llm
-        assert llm is not None
+    def _generate(self, loaded: LoadedText, request: TextRequest, reporter: Reporter) -> TextOutcome:
+        llm = loaded.llm
         sampling = request.sampling
-        prompt, stops = self._prompt_tokens(llm, request)
+        prompt, stops = self._prompt_tokens(loaded, request)
         prompt_tokens = len(prompt)
         room = self.n_ctx - prompt_tokens
         if room < 1:
@@ -179,36 +142,45 @@ class TextEngine:
         pieces: list[str] = []
         completion_tokens = 0
         finish = FinishReason.STOP
-        stream = llm.create_completion(
-            prompt,
-            max_tokens=max_tokens,
-            temperature=sampling.temperature,
-            top_p=sampling.top_p,
-            top_k=sampling.top_k,
-            min_p=sampling.min_p,
-            repeat_penalty=sampling.repeat_penalty,
-            seed=seed,
-            stop=list(stops),
-            grammar=grammar,
-            stream=True,
-        )
-        try:
-            for chunk in stream:
-                reporter.check_cancelled()  # between tokens: a cancel stops within one token
-                choice = chunk["choices"][0]
-                if choice["finish_reason"] is not None:
-                    finish = FinishReason.LENGTH if choice["finish_reason"] == "length" else FinishReason.STOP
-                    if not choice["text"]:
-                        break
-                # llama-cpp-python streams one chunk per sampled token (text may be empty while a
-                # multi-byte character is incomplete), so chunks count completion tokens.
-                completion_tokens += 1
-                last_token_at = time.monotonic()
-                first_token_at = first_token_at or last_token_at
-                pieces.append(choice["text"])
-                reporter.output(TextDelta(choice["text"]), completion_tokens, max_tokens)
-        finally:
-            stream.close()
+        recorder = TokenRecorder(llm, prompt, request.logprobs) if request.logprobs is not None else None
+        logprobs: list[TokenLogprob] = []
+        text_bytes = 0
+        with recorder.recording() if recorder else nullcontext():
+            stream = llm.create_completion(
+                prompt,
+                max_tokens=max_tokens,
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
+                top_k=sampling.top_k,
+                min_p=sampling.min_p,
+                repeat_penalty=sampling.repeat_penalty,
+                seed=seed,
+                stop=list(stops),
+                grammar=grammar,
+                stream=True,
+            )
+            try:
+                for chunk in stream:
+                    reporter.check_cancelled()  # between tokens: a cancel stops within one token
+                    choice = chunk["choices"][0]
+                    if choice["finish_reason"] is not None:
+                        finish = FinishReason.LENGTH if choice["finish_reason"] == "length" else FinishReason.STOP
+                        if not choice["text"]:
+                            break
+                    # llama-cpp-python streams one chunk per sampled token (text may be empty while a
+                    # multi-byte character is incomplete), so chunks count completion tokens.
+                    completion_tokens += 1
+                    last_token_at = time.monotonic()
+                    first_token_at = first_token_at or last_token_at
+                    pieces.append(choice["text"])
+                    taken: tuple[TokenLogprob, ...] = ()
+                    if recorder:
+                        text_bytes += len(choice["text"].encode())
+                        taken = recorder.take(text_bytes)
+                        logprobs.extend(taken)
+                    reporter.output(TextDelta(choice["text"], logprobs=taken), completion_tokens, max_tokens)
+            finally:
+                stream.close()
         ended = time.monotonic()
         decode_seconds = (last_token_at - first_token_at) if first_token_at and last_token_at else 0.0
         return TextOutcome(
@@ -219,43 +191,17 @@ class TextEngine:
             time_to_first_token_ms=((first_token_at or ended) - started) * 1000.0,
             tokens_per_second=(completion_tokens - 1) / decode_seconds if decode_seconds > 0 else 0.0,
             total_seconds=ended - started,
-            model=spec.name,
+            model=loaded.spec.name,
             seed=seed,
+            logprobs=tuple(logprobs),
         )
 
     def embed(self, request: EmbedRequest, reporter: Reporter) -> EmbedOutcome:
-        with self._load_lock:
-            self._active += 1
-        try:
-            return self._embed(request, reporter)
-        finally:
-            with self._load_lock:
-                self._active -= 1
-            self._release(request.keep_alive_seconds)
-
-    def _embedding_model(self, spec: ModelSpec) -> Llama:
-        """The model in embedding mode: mean pooling over the input's tokens, the whole input in one
-        batch (pooling needs it), the same context length as generation."""
-        with self._load_lock:
-            if self._embedder is None or self._embedder_name != spec.name:
-                self._embedder, self._embedder_name = None, None
-                path = self.catalog.ensure_file(spec)
-                started = time.monotonic()
-                try:
-                    self._embedder = Llama(
-                        model_path=str(path), embedding=True, pooling_type=LLAMA_POOLING_TYPE_MEAN,
-                        n_ctx=self.n_ctx, n_batch=self.n_ctx, n_ubatch=self.n_ctx, n_threads=self.n_threads,
-                        n_threads_batch=self.n_threads, n_gpu_layers=self.n_gpu_layers, verbose=False,
-                    )  # fmt: skip
-                except (ValueError, RuntimeError, OSError) as exc:
-                    raise Unavailable(f"model: {spec.name} could not be loaded for embeddings ({exc})") from None
-                self._embedder_name = spec.name
-                log.info("embedding_model_loaded", model=spec.name, seconds=round(time.monotonic() - started, 3))
-            return self._embedder
-
-    def _embed(self, request: EmbedRequest, reporter: Reporter) -> EmbedOutcome:
         spec = self.catalog.resolve(request.model)
-        llm = self._embedding_model(spec)
+        with self.embedders.use(spec.name, request.keep_alive_seconds) as llm:
+            return self._embed(spec, llm, request, reporter)
+
+    def _embed(self, spec: ModelSpec, llm: Llama, request: EmbedRequest, reporter: Reporter) -> EmbedOutcome:
         size = llm.n_embd()
         require_range(request.dimensions, "dimensions", 0, size)
         vectors, counts = [], []

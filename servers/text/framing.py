@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import time
 
-from servers.runtime.events import Payload, Preview, Progress, TextDelta
+from servers.runtime.events import Payload, Preview, Progress, TextDelta, TokenLogprob
 from servers.runtime.queue import JobContext
 
 # Text deltas of one job are sent at most this often (the first at once); 0 sends every token.
@@ -30,6 +30,7 @@ class TextFrames:
         self._frame_seconds = frame_seconds
         self._text: list[str] = []  # held text, how many tokens it holds, and their latest progress
         self._tokens = 0
+        self._logprobs: list[TokenLogprob] = []
         self._progress: Progress | None = None
         self._sent_at = -math.inf
 
@@ -49,6 +50,7 @@ class TextFrames:
             return
         self._text.append(payload.text)
         self._tokens += payload.tokens
+        self._logprobs.extend(payload.logprobs)
         if step is not None and total_steps is not None:
             self._progress = self.context.make_progress(step, total_steps, preview)
         if time.monotonic() - self._sent_at >= self._frame_seconds:
@@ -58,9 +60,11 @@ class TextFrames:
         """Send the text held for the next frame now."""
         if not self._tokens:
             return
-        delta = TextDelta(self._text[0] if len(self._text) == 1 else "".join(self._text), self._tokens)
+        text = self._text[0] if len(self._text) == 1 else "".join(self._text)
+        delta = TextDelta(text, self._tokens, tuple(self._logprobs))
         progress, self._progress = self._progress, None
         self._text.clear()
+        self._logprobs.clear()
         self._tokens = 0
         self._sent_at = time.monotonic()
         self.context.publish_output(delta, progress)

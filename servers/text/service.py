@@ -7,7 +7,6 @@ import asyncio
 import grpc
 
 from genmesh.text.v1 import text_pb2_grpc
-from servers.runtime import metrics
 from servers.runtime.service import QueuedService
 from servers.text.engine import TextEngine
 from servers.text.models import ModelCatalog
@@ -22,9 +21,8 @@ class TextService(QueuedService):
             settings.resolved_models_dir(), settings.model_path, settings.model, settings.pulled_models()
         )
         self.engine = TextEngine(
-            catalog, n_ctx=settings.context_length, n_threads=settings.threads, n_gpu_layers=settings.gpu_layers,
-            on_load=metrics.model_loaded,
-        )  # fmt: skip
+            catalog, n_ctx=settings.context_length, n_threads=settings.threads, n_gpu_layers=settings.gpu_layers
+        )
         self.frame_seconds = settings.stream_frame_ms / 1000
 
     def register(self, server: grpc.aio.Server) -> None:
@@ -33,4 +31,4 @@ class TextService(QueuedService):
         )
 
     async def warm_up(self) -> None:
-        await asyncio.to_thread(self.engine.load, "")
+        await asyncio.to_thread(self.engine.preload)

@@ -80,7 +80,7 @@ class TextServicer(JobRpcs, text_pb2_grpc.TextServiceServicer):
                     description=spec.description,
                     source=spec.source,
                     size_bytes=spec.size_bytes,
-                    loaded=spec.name == self.engine.loaded_name,
+                    loaded=self.engine.models.is_loaded(spec.name),
                     is_default=spec.name == catalog.default_name,
                     labels={"format": "gguf", "context_length": str(self.engine.n_ctx), "location": spec.location},
                 )

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from servers.runtime.events import TokenLogprob
+
 
 class FinishReason(StrEnum):
     STOP = "stop"
@@ -41,6 +43,7 @@ class TextRequest:
     json_output: bool = False
     json_schema: dict[str, Any] | None = None
     keep_alive_seconds: int | None = None  # None: keep the model; 0: unload after the job; -1: keep; N: N s idle
+    logprobs: int | None = None  # None: no log probabilities; N: each token's and its N likeliest alternatives
 
     @property
     def is_chat(self) -> bool:
@@ -58,6 +61,7 @@ class TextOutcome:
     total_seconds: float
     model: str
     seed: int
+    logprobs: tuple[TokenLogprob, ...] = ()  # when the request asked for them
 
 
 @dataclass(frozen=True)

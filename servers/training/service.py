@@ -42,6 +42,7 @@ class TrainingService:
             name="training-tasks", id_prefix="tsk", devices=[device], max_queued=settings.max_queued,
             retention_seconds=settings.job_retention_seconds, service=SERVICE_NAME, ids=settings.job_ids(),
         )  # fmt: skip
+        self.training_queue.resumes_jobs = settings.resume_on_start  # a drain is not their end (webhooks)
         self.queues = (self.training_queue, self.tasks_queue)
         records = JobRecords(self.store)
         compile = CompileOptions(settings.compile, settings.compile_mode)

@@ -84,57 +84,58 @@ def generate_video_request(message: video_pb2.GenerateVideoRequest) -> VideoRequ
     )
 
 
-def _ref(location: ObjectLocation | None) -> artifact_pb2.ObjectRef | None:
-    return artifact_pb2.ObjectRef(bucket=location.bucket, key=location.key) if location else None
+def video_parameters(
+    request: VideoRequest, outcome: VideoOutcome, init_media: ObjectLocation | None
+) -> video_pb2.VideoParameters:
+    """What made the video (as run, defaults filled): in the result and in the job's record."""
+    output = outcome.output
+    params = output.params
+    return video_pb2.VideoParameters(
+        model=outcome.model.name,
+        motion_adapter=outcome.motion_adapter.name,
+        prompt=params.prompt,
+        negative_prompt=params.negative_prompt,
+        width=params.width or 0,
+        height=params.height or 0,
+        num_frames=len(output.frames),
+        fps=request.fps,
+        steps=params.steps,
+        guidance_scale=params.guidance_scale,
+        seed=params.seed,
+        scheduler=SCHEDULER_ENUMS.get(params.scheduler or "", diffusion_pb2.SCHEDULER_UNSPECIFIED),
+        output_format=FORMAT_ENUMS[request.output_format],
+        memory_mode=MEMORY_MODES.get(outcome.loaded.memory_mode, diffusion_pb2.MEMORY_MODE_UNSPECIFIED),
+        device=outcome.loaded.device,
+        task=TASKS[params.task],
+        strength=params.strength,
+        init_media=common.object_ref(init_media),
+        context_length=output.context_length,
+        context_stride=output.context_stride,
+        prompt_schedule=params.prompt_schedule,
+        decode_chunk_size=output.decode_chunk_size,
+        low_memory_retry=output.low_memory_retry,
+        loras=common.applied_loras(params.loras),
+        defaults_note=request.defaults_note,
+    )
 
 
 def video_result(
     request: VideoRequest,
-    outcome: VideoOutcome,
     saved: SavedVideo,
-    init_media: ObjectLocation | None,
+    parameters: video_pb2.VideoParameters,
     record: StoredObject | None,
     timings: video_pb2.Timings,
 ) -> video_pb2.VideoResult:
-    output = outcome.output
-    params = output.params
     inline = request.return_inline
-    num_frames = len(output.frames)
     return video_pb2.VideoResult(
         video=common.artifact(saved.video, saved.video_data if inline else None),
         poster=common.artifact(saved.poster, saved.poster_data if inline else None),
         frames=[common.artifact(stored, data if inline else None) for stored, data in saved.frames],
-        num_frames=num_frames,
+        num_frames=parameters.num_frames,
         fps=request.fps,
-        duration_seconds=num_frames / request.fps,
-        seed=params.seed,
-        parameters=video_pb2.VideoParameters(
-            model=outcome.model.name,
-            motion_adapter=outcome.motion_adapter.name,
-            prompt=params.prompt,
-            negative_prompt=params.negative_prompt,
-            width=params.width or 0,
-            height=params.height or 0,
-            num_frames=num_frames,
-            fps=request.fps,
-            steps=params.steps,
-            guidance_scale=params.guidance_scale,
-            seed=params.seed,
-            scheduler=SCHEDULER_ENUMS.get(params.scheduler or "", diffusion_pb2.SCHEDULER_UNSPECIFIED),
-            output_format=FORMAT_ENUMS[request.output_format],
-            memory_mode=MEMORY_MODES.get(outcome.memory_mode, diffusion_pb2.MEMORY_MODE_UNSPECIFIED),
-            device=outcome.device,
-            task=TASKS[params.task],
-            strength=params.strength,
-            init_media=_ref(init_media),
-            context_length=output.context_length,
-            context_stride=output.context_stride,
-            prompt_schedule=params.prompt_schedule,
-            decode_chunk_size=output.decode_chunk_size,
-            low_memory_retry=output.low_memory_retry,
-            loras=common.applied_loras(params.loras),
-            defaults_note=request.defaults_note,
-        ),
+        duration_seconds=parameters.num_frames / request.fps,
+        seed=parameters.seed,
+        parameters=parameters,
         timings=timings,
         record=common.artifact(record),
     )

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any, NamedTuple
 
 import structlog
 from PIL import Image
 
 from genmesh.errors import InvalidArgument
-from servers.compute.compile import OFF, CompileOptions, logging_request_compiles
-from servers.compute.devices import configure_threads, device_label, select_device
-from servers.compute.memory import free_device_memory
+from servers.compute.compile import logging_request_compiles
 from servers.diffusion import params as spec
 from servers.diffusion.animate import (
     VideoOutput,
@@ -21,16 +19,22 @@ from servers.diffusion.animate import (
     resolve_video_params,
 )
 from servers.diffusion.catalog import CatalogEntry, ModelCatalog
-from servers.diffusion.compiled import Shape, compile_model, warm_up_video
+from servers.diffusion.compiled import compile_model, warm_up_video
+from servers.diffusion.engine import DiffusionEngine, Loaded
 from servers.diffusion.families import ModelFamily
-from servers.diffusion.loading import LoadedModel, load_model
-from servers.diffusion.lora import DEFAULT_BUDGET_BYTES, LoraAdapters, LoraCatalog, ResolvedLora
+from servers.diffusion.loading import LoadedModel
+from servers.diffusion.lora import ResolvedLora
 from servers.runtime.events import Reporter, StageChanged
-from servers.runtime.model_cache import ModelCache
 from servers.video.types import VideoRequest
 
 log = structlog.get_logger(__name__)
-_PAIR = "\x1f"  # joins a base model and a motion adapter into one cache key
+
+
+class ModelPair(NamedTuple):
+    """What a video job runs: a base model and a motion adapter, by name."""
+
+    model: str
+    motion_adapter: str
 
 
 @dataclass(frozen=True)
@@ -38,66 +42,31 @@ class VideoOutcome:
     output: VideoOutput
     model: CatalogEntry
     motion_adapter: CatalogEntry
-    memory_mode: str
-    device: str
-    load_seconds: float
+    loaded: Loaded
 
 
-class VideoEngine:
-    """One (base model, motion adapter) pair loaded per device, unloaded after ``keep_alive_seconds`` idle."""
+class VideoEngine(DiffusionEngine[ModelPair]):
+    """AnimateDiff on SD1.5 base models: one (base model, motion adapter) pair loaded at a time."""
+
+    DEFAULT_MAX_PIXELS = 64 * 512 * 512
 
     def __init__(
-        self,
-        models: ModelCatalog,
-        adapters: ModelCatalog,
-        *,
-        cache_dir: Path,
-        device: str = "auto",
-        memory_mode: str = "auto",
-        keep_alive_seconds: float = 600.0,
-        threads: int = 2,
-        decode_chunk_size: int = 2,
-        max_pixels: int = 64 * 512 * 512,
-        compile: CompileOptions = OFF,
-        compile_warmup: tuple[Shape, ...] = (),
-        loras: LoraCatalog | None = None,
-        lora_budget_bytes: int = DEFAULT_BUDGET_BYTES,
+        self, models: ModelCatalog, adapters: ModelCatalog, *, decode_chunk_size: int = 2, **options: Any
     ) -> None:
-        configure_threads(threads)
-        self.loras = loras or LoraCatalog(models.models_dir.parent / "lora")
-        self.lora_budget_bytes = lora_budget_bytes
         if decode_chunk_size < 1:
             raise InvalidArgument(f"decode_chunk_size must be at least 1 (got {decode_chunk_size})")
-        self.catalog = models
+        super().__init__(models, **options)
         self.adapters = adapters
-        self.cache_dir = cache_dir
-        self.device = select_device(device)
-        self.memory_mode = memory_mode
         self.decode_chunk_size = decode_chunk_size
-        self.max_pixels = max_pixels
-        self.compile = compile
-        self.compile_warmup = compile_warmup
-        self.models: ModelCache[LoadedModel] = ModelCache(
-            self._load, keep_alive_seconds=keep_alive_seconds, unload=self._unload
-        )
-
-    @property
-    def device_label(self) -> str:
-        return device_label(self.device)
 
     def resolve(self, model: str, motion_adapter: str) -> tuple[CatalogEntry, CatalogEntry]:
         """Both entries, or ``NotFound`` naming ``model`` / ``motion_adapter`` (no loading)."""
         return self.catalog.resolve(model), self.adapters.resolve(motion_adapter)
 
-    def _load(self, key: str) -> LoadedModel:
-        model_name, adapter_name = key.split(_PAIR)
-        model, adapter = self.resolve(model_name, adapter_name)
+    def _load(self, pair: ModelPair) -> LoadedModel:
+        model, adapter = self.resolve(*pair)
         model, adapter = self.catalog.local(model), self.adapters.local(adapter)
-        loaded = load_model(
-            model.source, cache_dir=self.cache_dir, device=self.device, memory_mode=self.memory_mode,
-            motion_adapter=adapter.source,
-        )  # fmt: skip
-        loaded.loras = LoraAdapters(self.lora_budget_bytes)
+        loaded = self.load_entry(model, motion_adapter=adapter.source)
         if self.compile.enabled:  # off: not one step differs from an eager server
             modules = compile_model(loaded, self.compile)
             defaults = self.defaults_for(model)  # warm up at the size and length requests get by default
@@ -105,20 +74,9 @@ class VideoEngine:
                           side=defaults.side, frames=defaults.num_frames)  # fmt: skip
         return loaded
 
-    def _unload(self, model: LoadedModel) -> None:
-        del model
-        free_device_memory(self.device)
-
-    def is_loaded(self, model: str, motion_adapter: str) -> bool:
-        return self.models.is_loaded(f"{model}{_PAIR}{motion_adapter}")
-
-    def loaded_names(self) -> tuple[str, str] | None:
-        key = self.models.loaded_name
-        return tuple(key.split(_PAIR)) if key else None  # type: ignore[return-value]
-
     def preload(self) -> None:
         model, adapter = self.resolve("", "")
-        with self.models.use(f"{model.name}{_PAIR}{adapter.name}"):
+        with self.models.use(ModelPair(model.name, adapter.name)):
             pass
 
     def resolve_loras(self, request: VideoRequest) -> tuple[ResolvedLora, ...]:
@@ -195,23 +153,10 @@ class VideoEngine:
 
     def generate(self, request: VideoRequest, params: VideoParams, reporter: Reporter) -> VideoOutcome:
         model_entry, adapter_entry = self.resolve(request.model, request.motion_adapter)
-        key = f"{model_entry.name}{_PAIR}{adapter_entry.name}"
-        if not self.models.is_loaded(key):
-            reporter.output(StageChanged("loading_model"))
-        with self.models.use(key, request.keep_alive_seconds) as model:
-            load_seconds = self.models.last_load_seconds
+        pair = ModelPair(model_entry.name, adapter_entry.name)
+        with self.using(pair, request.keep_alive_seconds, reporter) as (model, loaded):
             reporter.output(StageChanged("denoising"))
             shape = {"width": params.width, "height": params.height, "num_frames": params.num_frames}
             with logging_request_compiles(self.compile, **shape):
                 output = animate(model, params, reporter, decode_chunk_size=self.decode_chunk_size)
-            return VideoOutcome(
-                output=output,
-                model=model_entry,
-                motion_adapter=adapter_entry,
-                memory_mode=str(model.memory_mode),
-                device=device_label(model.device),
-                load_seconds=load_seconds,
-            )
-
-    def close(self) -> None:
-        self.models.close()
+            return VideoOutcome(output=output, model=model_entry, motion_adapter=adapter_entry, loaded=loaded)

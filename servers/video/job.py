@@ -71,18 +71,18 @@ class VideoJob:
         output = outcome.output
         timings = video_pb2.Timings(
             queued_seconds=context.queued_seconds,
-            model_load_seconds=outcome.load_seconds,
+            model_load_seconds=outcome.loaded.load_seconds,
             denoise_seconds=output.denoise_seconds,
             decode_seconds=output.decode_seconds,
             encode_seconds=encode_seconds,
         )
-        draft = convert.video_result(request, outcome, saved, init_media, None, timings)
+        parameters = convert.video_parameters(request, outcome, init_media)
         record = outputs.save_record(
             self.store,
             prefix,
             {
                 "job_id": context.job_id,
-                "parameters": common.message_dict(draft.parameters),
+                "parameters": common.message_dict(parameters),
                 "video": {"key": saved.video.key, "sha256": saved.video.sha256, "size_bytes": saved.video.size_bytes},
                 "poster": saved.poster.key,
                 "frames": [stored.key for stored, _ in saved.frames],
@@ -91,4 +91,4 @@ class VideoJob:
         )
         timings.save_seconds = time.monotonic() - save_started
         timings.total_seconds = time.monotonic() - started
-        return convert.video_result(request, outcome, saved, init_media, record, timings)
+        return convert.video_result(request, saved, parameters, record, timings)

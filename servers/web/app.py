@@ -30,7 +30,7 @@ from genmesh.errors import GenmeshError
 from genmesh.video.v1 import video_pb2
 from servers.mesh.openapi import sse_event
 from servers.runtime import caller
-from servers.web import console, embeddings, images, jobs, text, videos
+from servers.web import console, embeddings, images, jobs, status, text, videos
 from servers.web.contract import STATUS, Operation
 from servers.web.errors import ERROR_SCHEMA, OpenAIError, from_genmesh, invalid, model_not_found
 from servers.web.fields import IGNORED_HEADER, Body, Form, Param, ignored_header
@@ -185,7 +185,7 @@ async def _text_chunks(call: text.TextCall, stream: JobStream) -> AsyncIterator[
         async for event in stream.events():
             kind = event.WhichOneof("event")
             if kind == "delta" and event.delta.text and not call.tools:  # with tools, the whole answer at the end
-                yield sse(call.delta(job_id, event.delta.text))
+                yield sse(call.delta(job_id, event.delta.text, tokens=event.delta.logprobs))
             elif kind == "result":
                 for chunk in call.final(job_id, event.result):
                     yield sse(chunk)
@@ -364,6 +364,13 @@ async def health(request: Request) -> Response:
                         status_code=200 if serving else 503)  # fmt: skip
 
 
+async def service_status(request: Request) -> Response:
+    """Each service's health, queue depth and memory (``servers/web/status.py``), for any key."""
+    services = upstreams(request)
+    checks = {name: services.status(name) for name in services.urls}
+    return JSONResponse(await status.status_body(request.app.state.http, checks, request.app.state.metrics_targets))
+
+
 # -- errors -------------------------------------------------------------------------------------
 
 
@@ -471,6 +478,7 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 ROUTES = [
     Route("/v1/jobs", jobs_list, methods=["GET"]),
+    Route("/v1/status", service_status, methods=["GET"]),
     Route("/v1/models", models_list, methods=["GET"]),
     Route("/v1/models/{model:path}", models_get, methods=["GET"]),
     Route("/v1/chat/completions", chat_completions, methods=["POST"]),
@@ -500,6 +508,8 @@ _VIDEO_ID = Param("video_id", "string", "A video's id (a genmesh video job id)."
 OPERATIONS = {
     jobs_list: Operation("List the caller's jobs across every service, newest first", jobs_list.__doc__ or "",
                          tag="jobs", query=jobs.PARAMETERS, answer=jobs.PAGE, errors=STATUS, statuses=(400, 403, 503)),
+    service_status: Operation("Each service's health, queue depth and memory (sums; any key)",
+                              service_status.__doc__ or "", tag="jobs", answer=status.ANSWER, statuses=()),
     models_list: Operation("List every model of every service", answer=MODEL_LIST, statuses=(503,)),
     models_get: Operation("One model", path=(Param("model", "string", "A model's name or alias."),),
                           answer=MODEL, statuses=(404, 503)),
@@ -533,6 +543,7 @@ def create_app(settings: WebSettings) -> Starlette:
         app.state.upstreams = Upstreams(settings.upstream_urls(), watched=UPSTREAM_NAMES)
         app.state.aliases = settings.aliases()
         app.state.media_url = settings.media_url.strip()
+        app.state.metrics_targets = settings.metrics_targets()
         # Stored objects are fetched by their presigned URLs, on loopback or the cluster network only.
         app.state.http = httpx.AsyncClient(trust_env=False, timeout=httpx.Timeout(30.0, read=None))
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from servers.runtime.settings import setting
+from servers.web.status import parse_metrics_urls
 
 UPSTREAMS = ("text", "image", "video")  # the services the OpenAI routes call (and /health follows)
 LISTED = ("agent", "training")  # called only to list their jobs (GET /v1/jobs)
@@ -32,13 +33,19 @@ class WebSettings:
                              env="GENMESH_WEB_MEDIA_URL")  # fmt: skip
     model_aliases: str = setting("", "extra model names for tools that filter them, alias=model,... "
                                  "(e.g. gpt-4o-mini=gemma-3-270m-q4_k_m)", env="GENMESH_WEB_MODEL_ALIASES")  # fmt: skip
+    metrics_urls: str = setting("", "each server's Prometheus /metrics address, for GET /v1/status (queue depth, "
+                                "memory): service=host:port,... once per replica (empty: health only)",
+                                env="GENMESH_WEB_METRICS_URLS")  # fmt: skip
     health_poll_seconds: float = setting(5.0, "how often /health asks the services whether they answer",
                                          env="GENMESH_WEB_HEALTH_POLL_SECONDS")  # fmt: skip
     log_level: str = setting("info", "debug, info, warning or error", env="GENMESH_LOG_LEVEL")
-    log_format: str = setting("auto", "json, console, or auto", env="GENMESH_LOG_FORMAT")
+    log_format: str = setting(
+        "auto", "json, console, or auto (console on a terminal, else JSON)", env="GENMESH_LOG_FORMAT"
+    )
 
     def __post_init__(self) -> None:
         self.aliases()  # a bad alias list stops the start naming the setting
+        self.metrics_targets()
         host, _, port = self.media_url.strip().rpartition(":")
         if self.media_url.strip() and not (host and port.isdigit() and 0 < int(port) < 65536):
             raise ValueError(f"GENMESH_WEB_MEDIA_URL: expected host:port, got {self.media_url!r}")
@@ -47,6 +54,10 @@ class WebSettings:
         """The configured services by name; unconfigured ones are left out."""
         urls = {name: getattr(self, f"{name}_url").strip() for name in (*UPSTREAMS, *LISTED)}
         return {name: url for name, url in urls.items() if url}
+
+    def metrics_targets(self) -> dict[str, list[str]]:
+        """service -> its replicas' /metrics addresses (host:port)."""
+        return parse_metrics_urls(self.metrics_urls)
 
     def aliases(self) -> dict[str, str]:
         """alias -> model name."""

@@ -4,7 +4,7 @@ request, and the genmesh result or events -> OpenAI's objects and stream chunks.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,12 +63,18 @@ CHAT_FIELDS = (
           "\"function\": {\"name\": ...}}`.", schema={"anyOf": [{"type": "string"}, {"type": "object"}]}),
     Param("parallel_tool_calls", "boolean", "More than one tool call in an answer (default true)."),
     Param("functions", "array", "The deprecated form of tools: refused (send tools)."),
+    Param("logprobs", "boolean", "Return each answer token's log probability (`choices[].logprobs.content`); "
+          "null for a tool-call answer."),
+    Param("top_logprobs", "integer", "With logprobs: the likeliest alternatives per token, 0..20."),
 )  # fmt: skip
 COMPLETION_FIELDS = (
     *SAMPLING_FIELDS,
     Param("prompt", "string|array", "The text to continue (a list of exactly one string is accepted too).",
           required=True, schema={"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}),
+    Param("logprobs", "integer", "Each token's log probability and this many likeliest alternatives, 0..5 "
+          "(`tokens`, `token_logprobs`, `top_logprobs`, `text_offset`)."),
 )  # fmt: skip
+MAX_TOP_LOGPROBS = {True: 20, False: 5}  # chat's top_logprobs, completions' logprobs (OpenAI's limits)
 # The answers' shapes (the OpenAPI document's; tests check what completion() and the chunks give).
 _USAGE = {
     "type": "object",
@@ -121,6 +127,8 @@ class TextCall:
     params: dict[str, str] = field(default_factory=dict)  # genmesh field -> OpenAI parameter
     created: int = field(default_factory=lambda: int(time.time()))
     tools: tooling.Tools | None = None  # the answer is constrained to tool calls or content
+    logprobs: bool = False  # report each token's log probability
+    text_offset: int = 0  # completions: where the next token starts in prompt + completion
 
     @property
     def method(self) -> str:
@@ -138,9 +146,11 @@ class TextCall:
             message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
             if calls:
                 message["tool_calls"], finish = calls, "tool_calls"
-            choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
+            logprobs = self.logprobs_object(result.logprobs) if not calls else None
+            choice = {"index": 0, "message": message, "logprobs": logprobs, "finish_reason": finish}
         else:
-            choice = {"text": result.text, "index": 0, "logprobs": None, "finish_reason": finish}
+            logprobs = self.logprobs_object(result.logprobs)
+            choice = {"text": result.text, "index": 0, "logprobs": logprobs, "finish_reason": finish}
         return {
             "id": self.completion_id(job_id),
             "object": "chat.completion" if self.chat else "text_completion",
@@ -166,16 +176,48 @@ class TextCall:
             chunk["usage"] = None  # every chunk but the last carries a null usage (OpenAI's framing)
         return chunk
 
-    def delta(self, job_id: str, text: str | None, finish_reason: str | None = None, *, first: bool = False) -> dict:
-        """One choice's piece: the role first (chat), then text, then an empty delta with the reason."""
+    def delta(
+        self,
+        job_id: str,
+        text: str | None,
+        finish_reason: str | None = None,
+        *,
+        first: bool = False,
+        tokens: Sequence[text_pb2.TokenLogprob] = (),
+    ) -> dict:
+        """One choice's piece: the role first (chat), then text (with its tokens' log probabilities
+        when asked), then an empty delta with the reason."""
+        logprobs = self.logprobs_object(tokens) if text and self.logprobs else None
         if self.chat:
             delta: dict[str, Any] = {"role": "assistant", "content": ""} if first else {}
             if text:
                 delta["content"] = text
-            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+            choice = {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}
         else:
-            choice = {"text": text or "", "index": 0, "logprobs": None, "finish_reason": finish_reason}
+            choice = {"text": text or "", "index": 0, "logprobs": logprobs, "finish_reason": finish_reason}
         return self.chunk(job_id, [choice])
+
+    def logprobs_object(self, tokens: Sequence[text_pb2.TokenLogprob]) -> dict | None:
+        """OpenAI's ``logprobs`` of a choice: chat's ``{"content": [...]}`` with bytes and
+        ``top_logprobs`` per token, or the completions API's parallel lists (``top_logprobs`` maps
+        the alternatives and the sampled token to their log probabilities, as OpenAI's does)."""
+        if not self.logprobs:
+            return None
+        if self.chat:
+            return {"content": [_chat_token(token) for token in tokens], "refusal": None}
+        offsets = []
+        for token in tokens:
+            offsets.append(self.text_offset)
+            self.text_offset += len(token.token)
+        return {
+            "tokens": [token.token for token in tokens],
+            "token_logprobs": [token.logprob for token in tokens],
+            "top_logprobs": [
+                {**{alt.token: alt.logprob for alt in token.top_logprobs}, token.token: token.logprob}
+                for token in tokens
+            ],
+            "text_offset": offsets,
+        }
 
     def final(self, job_id: str, result: text_pb2.TextResult) -> list[dict]:
         """The chunk with the finish reason, then (if asked) the usage chunk with no choices. With
@@ -198,6 +240,17 @@ class TextCall:
         if self.include_usage:
             chunks.append({**self.chunk(job_id, []), "usage": usage(result.usage)})
         return chunks
+
+
+def _chat_token(token: text_pb2.TokenLogprob) -> dict:
+    return {
+        "token": token.token,
+        "logprob": token.logprob,
+        "bytes": list(token.bytes),
+        "top_logprobs": [
+            {"token": alt.token, "logprob": alt.logprob, "bytes": list(alt.bytes)} for alt in token.top_logprobs
+        ],
+    }
 
 
 def usage(message: text_pb2.Usage) -> dict:
@@ -324,7 +377,13 @@ def chat_call(body: Body, aliases: Mapping[str, str]) -> TextCall:
     if fmt is not None:
         request.response_format.CopyFrom(fmt)
     stream, include_usage = _stream_options(body)
-    return TextCall(True, request, model, stream, include_usage, params, tools=tools)
+    wanted = body.get("logprobs", "boolean", False)
+    top = body.get("top_logprobs", "integer")
+    if top is not None and not wanted:
+        raise invalid("top_logprobs", "top_logprobs: only with logprobs: true")
+    if wanted:
+        _ask_logprobs(request, top or 0, "top_logprobs", params)
+    return TextCall(True, request, model, stream, include_usage, params, tools=tools, logprobs=wanted)
 
 
 def completion_call(body: Body, aliases: Mapping[str, str]) -> TextCall:
@@ -341,7 +400,22 @@ def completion_call(body: Body, aliases: Mapping[str, str]) -> TextCall:
         request.response_format.CopyFrom(fmt)
     stream, include_usage = _stream_options(body)
     params.update(_format_params())
-    return TextCall(False, request, model, stream, include_usage, params)
+    top = body.get("logprobs", "integer")
+    if top is not None:
+        _ask_logprobs(request, top, "logprobs", params)
+    return TextCall(False, request, model, stream, include_usage, params, logprobs=top is not None,
+                    text_offset=len(prompt))  # fmt: skip
+
+
+def _ask_logprobs(request: Any, top: int, param: str, params: dict[str, str]) -> None:
+    """OpenAI's limit (20 alternatives in chat, 5 in completions) is checked here; genmesh's own
+    range (0..20) by the server, named after the OpenAI parameter."""
+    chat = param == "top_logprobs"
+    limit = MAX_TOP_LOGPROBS[chat]
+    if not 0 <= top <= limit:
+        raise invalid(param, f"{param} must be between 0 and {limit} (got {top})")
+    request.logprobs = top
+    params["logprobs"] = param
 
 
 def _format_params() -> dict[str, str]:

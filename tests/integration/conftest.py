@@ -13,6 +13,8 @@ from servers.mesh.launcher import LaunchOptions, Mesh
 from servers.mesh.processes import free_port
 from storage.object_store import ObjectStore
 
+WEBHOOK_ALLOW = "http://127.0.0.1:*/hooks/*"
+
 
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -23,6 +25,9 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def mesh(tmp_path_factory: pytest.TempPathFactory, monkeypatch_session: pytest.MonkeyPatch) -> Iterator[Mesh]:
     for name in ("GENMESH_API_KEYS", "GENMESH_API_KEYS_FILE"):
         monkeypatch_session.delenv(name, raising=False)
+    # Completion webhooks to receivers on loopback under /hooks/ (test_webhooks.py), retried quickly.
+    monkeypatch_session.setenv("GENMESH_WEBHOOK_ALLOW", WEBHOOK_ALLOW)
+    monkeypatch_session.setenv("GENMESH_WEBHOOK_BACKOFF", "0.2")
     options = LaunchOptions(
         port=free_port(),
         services=("text", "image", "video", "training", "agent", "models"),

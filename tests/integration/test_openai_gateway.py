@@ -232,6 +232,49 @@ async def test_completions_sync_and_streamed(oai: openai.OpenAI, aoai: openai.As
     assert text == whole.choices[0].text and text
 
 
+async def test_log_probabilities_whole_and_streamed(oai: openai.OpenAI, aoai: openai.AsyncOpenAI) -> None:
+    options = {"model": MODEL, "messages": HI, "max_tokens": 6, "temperature": 0, "seed": 1}
+    whole = oai.chat.completions.create(**options, logprobs=True, top_logprobs=2)
+    tokens = whole.choices[0].logprobs.content
+    assert "".join(token.token for token in tokens) == whole.choices[0].message.content
+    assert len(tokens) == whole.usage.completion_tokens
+    for token in tokens:
+        assert token.logprob <= 0 and bytes(token.bytes).decode() == token.token and len(token.top_logprobs) == 2
+        assert token.top_logprobs[0].logprob >= token.top_logprobs[1].logprob
+    streamed = []
+    async for chunk in await aoai.chat.completions.create(**options, logprobs=True, top_logprobs=2, stream=True):
+        if chunk.choices and chunk.choices[0].logprobs:
+            streamed.extend(chunk.choices[0].logprobs.content)
+    assert [(t.token, round(t.logprob, 4)) for t in streamed] == [(t.token, round(t.logprob, 4)) for t in tokens]
+    assert oai.chat.completions.create(**options).choices[0].logprobs is None  # only when asked
+
+    prompt = "Once upon a time"
+    completion = oai.completions.create(model=MODEL, prompt=prompt, max_tokens=5, temperature=0, seed=1, logprobs=2)
+    logprobs = completion.choices[0].logprobs
+    assert "".join(logprobs.tokens) == completion.choices[0].text
+    assert logprobs.text_offset[0] == len(prompt)
+    pairs = zip(logprobs.tokens, logprobs.top_logprobs, strict=True)
+    assert all(token in alternatives for token, alternatives in pairs)
+    assert all(len(alternatives) in (2, 3) for alternatives in logprobs.top_logprobs)  # top 2 + the sampled one
+
+
+@pytest.mark.parametrize(
+    ("options", "param", "message"),
+    [
+        ({"logprobs": True, "top_logprobs": 21}, "top_logprobs", "top_logprobs must be between 0 and 20 (got 21)"),
+        ({"top_logprobs": 2}, "top_logprobs", "top_logprobs: only with logprobs: true"),
+    ],
+)
+def test_bad_logprobs_are_400_naming_the_parameter(oai: openai.OpenAI, options: dict, param: str, message: str):
+    with pytest.raises(openai.BadRequestError) as raised:
+        oai.chat.completions.create(model=MODEL, messages=HI, **options)
+    error = raised.value.response.json()["error"]
+    assert error["param"] == param and message in error["message"]
+    with pytest.raises(openai.BadRequestError) as raised:
+        oai.completions.create(model=MODEL, prompt="x", logprobs=6)
+    assert raised.value.response.json()["error"]["param"] == "logprobs"
+
+
 # -- errors -------------------------------------------------------------------------------------
 
 

@@ -46,6 +46,14 @@ include-path-regex = "{BY_ID.replace(chr(92), chr(92) * 2)}"
 
 [operations.generation]
 max-examples = {3 * EXAMPLES}
+
+# The three generations with the largest bodies: their coverage phase alone sent ~1,260 requests,
+# each a (capped) job; the fuzzing phase still sends them 50 each.
+[[operations]]
+include-path-regex = "^/v1/(agent/character|images:generate|videos:generate)$"
+
+[operations.phases.coverage]
+enabled = false
 """
 
 

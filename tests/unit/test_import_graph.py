@@ -75,3 +75,15 @@ def test_the_product_packages_import_without_circles() -> None:
 
 def test_the_cycle_finder_finds_a_circle() -> None:
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_the_client_package_never_imports_the_servers() -> None:
+    """The client installs and runs alone; ``genmesh up`` reaches the CLI through the server package's
+    ``genmesh.commands`` entry point instead."""
+    graph = import_graph()
+    reaching = {
+        module: sorted(t for t in targets if t.split(".")[0] in ("servers", "storage"))
+        for module, targets in graph.items()
+        if module.startswith("genmesh")
+    }
+    assert {module: targets for module, targets in reaching.items() if targets} == {}

@@ -13,8 +13,9 @@ from grpc_tools import protoc
 
 from genmesh.services import BY_NAME
 from servers.mesh.envoy import JOB_RETRY_POLICY, render_envoy_config
-from servers.mesh.launcher import MAX_LOCAL_REPLICAS, LaunchOptions, grpc_target, parse_replicas
+from servers.mesh.launcher import MAX_LOCAL_REPLICAS, LaunchOptions, grpc_target, metrics_urls, parse_replicas
 from servers.runtime.forwarding import FORWARDED
+from servers.web.status import parse_metrics_urls
 
 PROTO_ROOT = Path(__file__).resolve().parents[2] / "protos"
 SERVICES = ("text", "image", "video", "training", "agent")
@@ -81,6 +82,15 @@ def test_launch_options_build_reads_replicas(tmp_path: Path) -> None:
 def test_grpc_target_names_every_replica() -> None:
     assert grpc_target([6001]) == "127.0.0.1:6001"
     assert grpc_target([6001, 6002]) == "ipv4:127.0.0.1:6001,127.0.0.1:6002"
+
+
+def test_the_web_front_door_reads_every_replicas_metrics() -> None:
+    """GET /v1/status sums the replicas' queues: each replica's /metrics port is passed, as the web
+    front door's setting parses it."""
+    ports = {"text": 7001, "text-1": 7002, "image": 7003, "models": 7004}
+    replicas = {"text": [6001, 6002], "image": [6003], "models": [6004]}
+    urls = metrics_urls(["text", "image"], ports, replicas)
+    assert parse_metrics_urls(urls) == {"text": ["127.0.0.1:7001", "127.0.0.1:7002"], "image": ["127.0.0.1:7003"]}
 
 
 # ------------------------------------------------------------------------------------------------

@@ -20,9 +20,9 @@ def test_load_once_swap_and_idle_unload() -> None:
     with cache.use("b"):
         assert unloads == ["model:a"]
     deadline = time.monotonic() + 5
-    while cache.loaded_name is not None and time.monotonic() < deadline:
+    while cache.loaded_key is not None and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert cache.loaded_name is None and unloads == ["model:a", "model:b"]
+    assert cache.loaded_key is None and unloads == ["model:a", "model:b"]
     cache.close()
 
 
@@ -71,14 +71,14 @@ def test_a_request_can_unload_at_once_keep_forever_or_set_its_own_idle_time() ->
     cache = ModelCache(lambda name: name, keep_alive_seconds=600, unload=unloads.append)
     with cache.use("a", keep_alive_seconds=0):
         assert cache.is_loaded("a")
-    assert unloads == ["a"] and cache.loaded_name is None  # 0: gone as soon as the job let go
+    assert unloads == ["a"] and cache.loaded_key is None  # 0: gone as soon as the job let go
     with cache.use("b", keep_alive_seconds=-1):
         pass
     assert cache._timer is None and cache.is_loaded("b")  # -1: no idle timer at all
     with cache.use("b", keep_alive_seconds=0.05):
         pass
     deadline = time.monotonic() + 5
-    while cache.loaded_name is not None and time.monotonic() < deadline:
+    while cache.loaded_key is not None and time.monotonic() < deadline:
         time.sleep(0.01)
     assert unloads == ["a", "b"]
     cache.close()

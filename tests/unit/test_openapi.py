@@ -51,7 +51,7 @@ def test_every_rest_route_is_in_the_document_and_nothing_else() -> None:
     assert len(rules) >= 25
     documented = {(verb, path) for path, operations in DOCUMENT["paths"].items() for verb in operations}
     served = web_routes()
-    assert len(served) == 13 and ("get", "/v1/jobs") in served and ("post", "/v1/images/edits") in served
+    assert len(served) == 14 and ("get", "/v1/jobs") in served and ("get", "/v1/status") in served
     assert documented == {(verb, openapi_path(template)) for verb, template, _ in rules} | served
     for verb, template, streaming in rules:
         content = DOCUMENT["paths"][openapi_path(template)][verb]["responses"]["200"]["content"]

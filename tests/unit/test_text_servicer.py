@@ -33,7 +33,6 @@ class FakeEngine:
     """Streams one token per 5 ms; ``crash`` raises an unexpected error."""
 
     n_ctx = 128
-    loaded_name = "fake"
 
     def __init__(self) -> None:
         self.catalog = FakeCatalog()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -14,7 +13,6 @@ from genmesh.cli.base import app, job_app
 from genmesh.cli.common import JsonFlag, KeyOption, UrlOption, fail, to_dict, usage_error
 from genmesh.client import GenmeshClient
 from genmesh.client.jobs import LIST_STUBS, OUTPUT_KINDS, STATES, ListedJob
-from genmesh.local import DATA_DIR_ENV
 from genmesh.services import SERVICES, service_for_job
 
 models_app = typer.Typer(help="The models each service can run: list them, delete one, prune partial pulls.")
@@ -252,28 +250,6 @@ def job_watch(job_id: str, url: UrlOption = None, api_key: KeyOption = None, as_
             if text:
                 typer.echo("")
             fail(error)
-
-
-@app.command()
-def up(
-    port: Annotated[int, typer.Option(help="Gateway port on 127.0.0.1.")] = 8080,
-    services: Annotated[str, typer.Option(help="Comma-separated services to start (default: all implemented).")] = "",
-    data_dir: Annotated[
-        Path | None, typer.Option(envvar=DATA_DIR_ENV, help="Where state lives (default ~/.local/share/genmesh).")
-    ] = None,
-    replicas: Annotated[
-        str,
-        typer.Option(
-            help="Processes per service, e.g. image=2,text=2 (default 1 each): the gateway balances them and any "
-            "replica answers for any job. Replicas on one GPU share it: each holds its own copy of the model."
-        ),
-    ] = "",
-) -> None:
-    """Run the whole mesh locally: S3 server, services, Envoy. Ctrl-C stops everything."""
-    from servers.mesh.launcher import LaunchOptions, run_mesh
-
-    options = LaunchOptions.build(port=port, services=services, data_dir=data_dir, replicas=replicas)
-    raise typer.Exit(run_mesh(options))
 
 
 if __name__ == "__main__":

@@ -69,14 +69,25 @@ def chat_messages(messages: ChatMessages) -> list[text_pb2.ChatMessage]:
 
 
 def generate_request(
-    prompt: str, *, model: str = "", detach: bool = False, json: bool = False, json_schema: Any = None, **options: Any
+    prompt: str,
+    *,
+    model: str = "",
+    detach: bool = False,
+    notify_url: str = "",
+    json: bool = False,
+    json_schema: Any = None,
+    logprobs: int | None = None,
+    **options: Any,
 ) -> text_pb2.GenerateRequest:
+    """``logprobs=N`` asks for each token's log probability and its N likeliest alternatives."""
     return text_pb2.GenerateRequest(
         model=model,
         prompt=prompt,
         sampling=sampling(**options),
         response_format=response_format(json, json_schema),
         detach=detach,
+        notify_url=notify_url,
+        logprobs=logprobs,
     )
 
 
@@ -85,8 +96,10 @@ def chat_request(
     *,
     model: str = "",
     detach: bool = False,
+    notify_url: str = "",
     json: bool = False,
     json_schema: Any = None,
+    logprobs: int | None = None,
     **options: Any,
 ) -> text_pb2.ChatRequest:
     return text_pb2.ChatRequest(
@@ -95,6 +108,8 @@ def chat_request(
         sampling=sampling(**options),
         response_format=response_format(json, json_schema),
         detach=detach,
+        notify_url=notify_url,
+        logprobs=logprobs,
     )
 
 
@@ -137,6 +152,7 @@ def image_request(
     return_inline: bool = False,
     preview_interval_steps: int = 0,
     detach: bool = False,
+    notify_url: str = "",
     loras: Loras = None,
     mask_image: bytes | None = None,
     mask_image_ref: tuple[str, str] | None = None,
@@ -151,6 +167,7 @@ def image_request(
         return_inline=return_inline,
         preview_interval_steps=preview_interval_steps,
         detach=detach,
+        notify_url=notify_url,
     )
     optional = {
         "width": width,
@@ -217,6 +234,7 @@ def video_request(
     save_frames: bool = False,
     preview_interval_steps: int = 0,
     detach: bool = False,
+    notify_url: str = "",
     init_image: bytes | None = None,
     init_image_ref: tuple[str, str] | None = None,
     init_video: bytes | None = None,
@@ -250,6 +268,7 @@ def video_request(
         save_frames=save_frames,
         preview_interval_steps=preview_interval_steps,
         detach=detach,
+        notify_url=notify_url,
     )
     optional = {
         "width": width,
@@ -384,11 +403,12 @@ def character_request(
     sheet: Mapping[str, str] | None = None,
     portrait_ref: tuple[str, str] | None = None,
     detach: bool = False,
+    notify_url: str = "",
 ) -> agent_pb2.CreateCharacterRequest:
     """Keyword arguments -> CreateCharacterRequest. ``text``/``image``/``video`` are the stage options as
     dicts (e.g. ``image={"width": 512, "scheduler": "euler_a"}``, ``video={"num_frames": 16,
     "output_format": "mp4"}``); ``stages`` are names ("text", "image", "video"); unknown names raise ValueError."""
-    request = agent_pb2.CreateCharacterRequest(idea=idea, style=style, detach=detach)
+    request = agent_pb2.CreateCharacterRequest(idea=idea, style=style, detach=detach, notify_url=notify_url)
     for name, value in {"seed": seed, "steps": steps}.items():
         if value is not None:
             setattr(request, name, value)

@@ -15,10 +15,11 @@ from google.protobuf import struct_pb2
 
 from genmesh.errors import FailedPrecondition, InvalidArgument, NotFound, require_range
 from genmesh.training.v1 import training_pb2, training_pb2_grpc
+from servers.runtime.convert import STATES
 from servers.runtime.events import Succeeded
 from servers.runtime.job_listing import JobQuery, Listed, position
 from servers.runtime.job_rpcs import JobRpcs
-from servers.runtime.queue import JobContext, JobQueue
+from servers.runtime.queue import Job, JobContext, JobQueue
 from servers.runtime.streaming import stream_job
 from servers.training import registry
 from servers.training.api import convert
@@ -56,14 +57,24 @@ class TrainingServicer(JobRpcs, training_pb2_grpc.TrainingServiceServicer):
         self.models = models
         self.store = store
         self.keep_terminal_records()
+        manager.queue.describe = self._ended_training_job  # what a training job's completion webhook posts
+
+    def _ended_training_job(self, job: Job) -> training_pb2.Job:
+        message = convert.training_job_as_job(self.manager.get(job.id), job)
+        if message.status.state != STATES[job.state]:  # cancelled while queued: the
+            message.status.state = message.training_job.state = STATES[job.state]  # record follows
+            if job.cancel_reason:
+                message.status.cancelled.reason = message.training_job.cancelled.reason = job.cancel_reason
+        return message
 
     # -- every job: tasks through the shared job RPCs, training jobs through the manager -------
     async def GetJob(self, request, context) -> training_pb2.Job:
         job_id = validate_job_id(request.job_id)
         if is_training_job(job_id):
-            return convert.training_job_as_job(
+            message = convert.training_job_as_job(
                 await asyncio.to_thread(self.manager.get, job_id), self.manager.queue_job(job_id)
             )
+            return await self.with_deliveries(message)
         return await super().GetJob(request, context)
 
     async def CancelJob(self, request, context) -> training_pb2.Job:

@@ -83,7 +83,7 @@ class ModelTasks:
         self.store = store
         self.device = select_device(device)
         self.amp = amp
-        self.models: ModelCache[LoadedModel] = ModelCache(self._load, keep_alive_seconds=keep_alive_seconds)
+        self.models: ModelCache[str, LoadedModel] = ModelCache(self._load, keep_alive_seconds=keep_alive_seconds)
 
     def _load(self, model_id: str) -> LoadedModel:
         return load_restoration_model(registry.load_model_bytes(self.store, model_id), self.device)

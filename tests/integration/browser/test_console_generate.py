@@ -1,9 +1,15 @@
-"""Generating through the console in a real browser: an image with live previews, a video cancelled
-midway, a streamed chat reply, a character's three stage cards. Small sizes keep the CPU mesh quick."""
+"""Generating through the console in a real browser: an image with live previews, then img2img from a
+Library image; a video with prompt travel and an uploaded init image, cancelled midway; a streamed
+chat reply; a character's three stage cards; training with two runs compared and an image restored.
+Small sizes keep the CPU mesh quick."""
 
 from __future__ import annotations
 
+import io
+import re
+
 import pytest
+from PIL import Image
 from playwright.sync_api import expect
 
 pytestmark = pytest.mark.integration
@@ -41,6 +47,13 @@ def fill(page, values: dict[str, str]) -> None:
         page.get_by_label(label, exact=True).fill(value)
 
 
+def png_file(name: str, size: int = 48) -> dict:
+    """A small noisy PNG for a file input (Playwright's in-memory file)."""
+    buffer = io.BytesIO()
+    Image.effect_noise((size, size), 60).convert("RGB").save(buffer, format="PNG")
+    return {"name": name, "mimeType": "image/png", "buffer": buffer.getvalue()}
+
+
 def test_an_image_shows_previews_then_the_result(console, api_key) -> None:
     page = console.page
     open_view(console, api_key, "image", "Generate an image")
@@ -76,13 +89,53 @@ def test_an_image_shows_previews_then_the_result(console, api_key) -> None:
     for label, value in (("Prompt", "a lighthouse at dusk"), ("Width", "64"), ("Steps", "4"), ("Seed", "7")):
         expect(page.get_by_label(label, exact=True)).to_have_value(value)
     console.shot("reused")
+    # img2img from the Library: pick the image just made as the init image.
+    zone = page.locator(".drop-zone[data-input=init_image]")
+    expect(zone).to_have_attribute("data-source", "none")  # a txt2img job reuses no init image
+    page.get_by_role("button", name="Pick from the Library").click()
+    page.get_by_role("button", name=f"Use {data['jobId']}").click()
+    expect(zone).to_have_attribute("data-source", "library")
+    init_key = zone.get_attribute("data-key")
+    assert f"/{data['jobId']}/" in init_key, init_key
+    fill(page, {"Strength": "0.5"})
+    console.shot("img2img-picked")
+    page.get_by_role("button", name="Generate").click()
+    done = "d.state === 'succeeded' || d.state === 'cancelled'"
+    img2img = wait_job(page, f"d.jobId && d.jobId !== '{data['jobId']}' && ({done})")
+    assert img2img["state"] == "succeeded", img2img["text"]
+    expect(page.locator(".result figcaption")).to_contain_text("img2img, strength 0.50")
+    # Its settings reused open Generate with the same init image and strength.
+    page.get_by_role("link", name="Library").click()
+    page.locator(f".library li[data-job-id='{img2img['jobId']}'] button").click()
+    detail = page.locator(f".output-detail[data-job-id='{img2img['jobId']}']")
+    detail.get_by_role("button", name="Reuse settings").click()
+    expect(page.get_by_role("heading", name="Generate an image")).to_be_visible()
+    expect(zone).to_have_attribute("data-key", init_key)
+    expect(page.get_by_label("Strength", exact=True)).to_have_value("0.5")
+    console.shot("img2img-reused")
 
 
 def test_a_video_cancelled_midway_ends_cancelled(console, api_key) -> None:
     page = console.page
     open_view(console, api_key, "video", "Generate a video")
     fill(page, {"Prompt": "waves on a beach", "Frames": "8", "Width": "64", "Height": "64", "Steps": "40"})
+    # Prompt travel, checked against the frame count before anything is sent.
+    page.get_by_role("button", name="Add a prompt change").click()
+    fill(page, {"From frame": "8", "to prompt": "the beach at night"})
     page.get_by_role("button", name="Generate").click()
+    expect(page.get_by_role("alert")).to_contain_text("frame must be a whole number from 0 to 7")
+    expect(page.get_by_label("From frame", exact=True)).to_have_attribute("aria-invalid", "true")
+    expect(page.locator(".job-panel")).to_have_count(0)
+    console.shot("travel-invalid")
+    fill(page, {"From frame": "4"})
+    expect(page.get_by_role("alert")).to_have_count(0)  # corrected: no longer marked
+    # Image-to-video from an uploaded still.
+    page.get_by_label("Upload…").set_input_files(png_file("still.png", 64))
+    expect(page.locator(".drop-zone[data-input=init_image]")).to_have_attribute("data-source", "upload")
+    expect(page.get_by_label("Strength", exact=True)).to_be_visible()
+    console.shot("travel-and-init")
+    page.get_by_role("button", name="Generate").click()
+    expect(page.get_by_role("alert")).to_have_count(0)
     panel = page.locator(".job-panel")
     # Midway: denoising has started (a step reported), far from its 40 steps.
     data = wait_job(page, "Number(d.step || 0) >= 1 || d.state === 'succeeded'")
@@ -161,3 +214,44 @@ def test_training_draws_a_point_per_epoch_on_each_chart(console, api_key) -> Non
         chart = page.locator(f".chart[data-title='{title}']")
         expect(chart.locator("circle.s0")).to_have_count(3)
     console.shot("charts")
+    first_job = panel.get_attribute("data-job-id")
+    # Its report opens once it ends: the plots (PNG charts from the store) and the text.
+    report = page.locator(f".report[data-job-id='{first_job}']")
+    expect(report.locator(".plots img")).to_have_count(4)  # loss, PSNR, SSIM, accuracy
+    for plot in report.locator(".plots img").all():
+        page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=plot.element_handle())
+    expect(report.locator("pre")).to_contain_text(first_job)
+    # A second, shorter run of the same layer: a second version in the registry.
+    fill(page, {"Epochs": "2"})
+    page.get_by_role("button", name="Start training").click()
+    panel = page.locator(".job-panel").last
+    expect(panel).not_to_have_attribute("data-job-id", first_job)
+    expect(panel).to_have_attribute("data-state", re.compile("succeeded|failed|cancelled"), timeout=SLOW_JOB_TIMEOUT_MS)
+    assert panel.get_attribute("data-state") == "succeeded", panel.inner_text()
+    second_job = panel.get_attribute("data-job-id")
+    rows = {}
+    for job in (first_job, second_job):
+        rows[job] = page.locator(".versions tr", has=page.locator("code", has_text=job))
+        expect(rows[job]).to_have_count(1)
+    expect(rows[second_job]).to_contain_text("71 · v")
+    # The two runs overlaid: the first's three epochs and the second's two on each chart.
+    for job in (first_job, second_job):
+        rows[job].get_by_role("checkbox").check()
+    compare = page.locator(".charts.compare")
+    expect(compare).to_have_attribute("data-runs", "2")
+    for title in ("Validation loss", "PSNR (dB)", "SSIM"):
+        expect(compare.locator(f".chart[data-title='{title}'] circle.s0")).to_have_count(3)
+        expect(compare.locator(f".chart[data-title='{title}'] circle.s1")).to_have_count(2)
+    console.shot("compare")
+    # Restore an uploaded image with the first version: before and after side by side.
+    page.get_by_label("Version", exact=True).select_option(rows[first_job].get_attribute("data-model-id"))
+    page.get_by_label("Upload…").set_input_files(png_file("noisy.png"))
+    page.get_by_role("button", name="Restore", exact=True).click()
+    restore = page.locator(".registry .job-panel")
+    expect(restore).to_have_attribute("data-state", re.compile("succeeded|failed|cancelled"), timeout=JOB_TIMEOUT_MS)
+    assert restore.get_attribute("data-state") == "succeeded", restore.inner_text()
+    assert restore.get_attribute("data-job-id").startswith("tsk-")
+    for side in ("before", "after"):
+        picture = page.locator(f".before-after .{side} img")
+        page.wait_for_function("img => img.complete && img.naturalWidth === 48", arg=picture.element_handle())
+    console.shot("restored")

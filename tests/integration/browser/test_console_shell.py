@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from playwright.sync_api import expect
 
@@ -95,7 +97,7 @@ def test_every_view_opens_with_the_keyboard(console, api_key) -> None:
     console.enter_key(api_key)
     expect(page.get_by_role("heading", name="Generate an image")).to_be_visible()
     for name, heading in (("Video", "Generate a video"), ("Text", "Chat"), ("Character", "Make a character"),
-                          ("Jobs", "Jobs"), ("Library", "Library"), ("Models", "Models"),
+                          ("Jobs", "Jobs"), ("Library", "Library"), ("Training", "Training"), ("Models", "Models"),
                           ("Status", "Status")):  # fmt: skip
         link = page.get_by_role("link", name=name, exact=True)
         link.focus()
@@ -104,9 +106,15 @@ def test_every_view_opens_with_the_keyboard(console, api_key) -> None:
         assert page.get_by_role("link", name=name, exact=True).get_attribute("aria-current") == "page"
         if name == "Models":
             expect(page.locator("[data-service=image] .badge", has_text="default").first).to_be_visible()
-        if name == "Status":
+        if name == "Status":  # health, queue depth and memory of each service (GET /v1/status)
             for service in ("text", "image", "video", "agent", "training"):
-                expect(page.locator(f"tr[data-service={service}]")).to_have_attribute("data-state", "up")
+                row = page.locator(f"tr[data-service={service}]")
+                expect(row).to_have_attribute("data-state", "up")
+                expect(row).to_have_attribute("data-queue", re.compile(r"^\d+$"))
+                expect(row.locator("td.device")).to_have_text("none in use (CPU)")  # this mesh runs on the CPU
+                expect(row.locator("td.memory")).to_have_text(re.compile(r"^\d+(\.\d)? (MiB|GiB)$"))
+        if name == "Training":  # the registry answers (it may be empty on a fresh mesh)
+            expect(page.locator(".registry .versions-status")).not_to_have_text("Loading…")
         if name == "Jobs":  # every service listed its jobs (none failed)
             expect(page.locator(".view-jobs > p.hint")).to_contain_text("refreshed")
             expect(page.locator(".view-jobs .error")).to_have_count(0)

@@ -97,7 +97,7 @@ class CharacterSheet(_message.Message):
     def __init__(self, name: _Optional[str] = ..., biography: _Optional[str] = ..., personality: _Optional[str] = ..., appearance_prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., motion_prompt: _Optional[str] = ...) -> None: ...
 
 class CreateCharacterRequest(_message.Message):
-    __slots__ = ("idea", "style", "seed", "steps", "text", "image", "video", "stages", "sheet", "portrait_ref", "detach")
+    __slots__ = ("idea", "style", "seed", "steps", "text", "image", "video", "stages", "sheet", "portrait_ref", "detach", "notify_url")
     IDEA_FIELD_NUMBER: _ClassVar[int]
     STYLE_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
@@ -109,6 +109,7 @@ class CreateCharacterRequest(_message.Message):
     SHEET_FIELD_NUMBER: _ClassVar[int]
     PORTRAIT_REF_FIELD_NUMBER: _ClassVar[int]
     DETACH_FIELD_NUMBER: _ClassVar[int]
+    NOTIFY_URL_FIELD_NUMBER: _ClassVar[int]
     idea: str
     style: str
     seed: int
@@ -120,7 +121,8 @@ class CreateCharacterRequest(_message.Message):
     sheet: CharacterSheet
     portrait_ref: _artifact_pb2.ObjectRef
     detach: bool
-    def __init__(self, idea: _Optional[str] = ..., style: _Optional[str] = ..., seed: _Optional[int] = ..., steps: _Optional[int] = ..., text: _Optional[_Union[TextStageOptions, _Mapping]] = ..., image: _Optional[_Union[ImageStageOptions, _Mapping]] = ..., video: _Optional[_Union[VideoStageOptions, _Mapping]] = ..., stages: _Optional[_Iterable[_Union[Stage, str]]] = ..., sheet: _Optional[_Union[CharacterSheet, _Mapping]] = ..., portrait_ref: _Optional[_Union[_artifact_pb2.ObjectRef, _Mapping]] = ..., detach: _Optional[bool] = ...) -> None: ...
+    notify_url: str
+    def __init__(self, idea: _Optional[str] = ..., style: _Optional[str] = ..., seed: _Optional[int] = ..., steps: _Optional[int] = ..., text: _Optional[_Union[TextStageOptions, _Mapping]] = ..., image: _Optional[_Union[ImageStageOptions, _Mapping]] = ..., video: _Optional[_Union[VideoStageOptions, _Mapping]] = ..., stages: _Optional[_Iterable[_Union[Stage, str]]] = ..., sheet: _Optional[_Union[CharacterSheet, _Mapping]] = ..., portrait_ref: _Optional[_Union[_artifact_pb2.ObjectRef, _Mapping]] = ..., detach: _Optional[bool] = ..., notify_url: _Optional[str] = ...) -> None: ...
 
 class StageStarted(_message.Message):
     __slots__ = ("stage", "sub_job_id", "service")

@@ -41,7 +41,7 @@ STAGE_DECODING: Stage
 STAGE_SAVING: Stage
 
 class GenerateImageRequest(_message.Message):
-    __slots__ = ("model", "prompt", "negative_prompt", "width", "height", "steps", "guidance_scale", "seed", "scheduler", "num_images", "init_image_data", "init_image_ref", "strength", "output_format", "quality", "return_inline", "preview_interval_steps", "detach", "keep_alive_seconds", "loras", "mask_image_data", "mask_image_ref")
+    __slots__ = ("model", "prompt", "negative_prompt", "width", "height", "steps", "guidance_scale", "seed", "scheduler", "num_images", "init_image_data", "init_image_ref", "strength", "output_format", "quality", "return_inline", "preview_interval_steps", "detach", "keep_alive_seconds", "loras", "mask_image_data", "mask_image_ref", "notify_url")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     NEGATIVE_PROMPT_FIELD_NUMBER: _ClassVar[int]
@@ -64,6 +64,7 @@ class GenerateImageRequest(_message.Message):
     LORAS_FIELD_NUMBER: _ClassVar[int]
     MASK_IMAGE_DATA_FIELD_NUMBER: _ClassVar[int]
     MASK_IMAGE_REF_FIELD_NUMBER: _ClassVar[int]
+    NOTIFY_URL_FIELD_NUMBER: _ClassVar[int]
     model: str
     prompt: str
     negative_prompt: str
@@ -86,7 +87,8 @@ class GenerateImageRequest(_message.Message):
     loras: _containers.RepeatedCompositeFieldContainer[_diffusion_pb2.LoraWeight]
     mask_image_data: bytes
     mask_image_ref: _artifact_pb2.ObjectRef
-    def __init__(self, model: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., scheduler: _Optional[_Union[_diffusion_pb2.Scheduler, str]] = ..., num_images: _Optional[int] = ..., init_image_data: _Optional[bytes] = ..., init_image_ref: _Optional[_Union[_artifact_pb2.ObjectRef, _Mapping]] = ..., strength: _Optional[float] = ..., output_format: _Optional[_Union[_media_pb2.ImageFormat, str]] = ..., quality: _Optional[int] = ..., return_inline: _Optional[bool] = ..., preview_interval_steps: _Optional[int] = ..., detach: _Optional[bool] = ..., keep_alive_seconds: _Optional[int] = ..., loras: _Optional[_Iterable[_Union[_diffusion_pb2.LoraWeight, _Mapping]]] = ..., mask_image_data: _Optional[bytes] = ..., mask_image_ref: _Optional[_Union[_artifact_pb2.ObjectRef, _Mapping]] = ...) -> None: ...
+    notify_url: str
+    def __init__(self, model: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., scheduler: _Optional[_Union[_diffusion_pb2.Scheduler, str]] = ..., num_images: _Optional[int] = ..., init_image_data: _Optional[bytes] = ..., init_image_ref: _Optional[_Union[_artifact_pb2.ObjectRef, _Mapping]] = ..., strength: _Optional[float] = ..., output_format: _Optional[_Union[_media_pb2.ImageFormat, str]] = ..., quality: _Optional[int] = ..., return_inline: _Optional[bool] = ..., preview_interval_steps: _Optional[int] = ..., detach: _Optional[bool] = ..., keep_alive_seconds: _Optional[int] = ..., loras: _Optional[_Iterable[_Union[_diffusion_pb2.LoraWeight, _Mapping]]] = ..., mask_image_data: _Optional[bytes] = ..., mask_image_ref: _Optional[_Union[_artifact_pb2.ObjectRef, _Mapping]] = ..., notify_url: _Optional[str] = ...) -> None: ...
 
 class ProgressUpdate(_message.Message):
     __slots__ = ("stage",)

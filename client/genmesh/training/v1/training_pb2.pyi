@@ -63,7 +63,7 @@ class ProgressUpdate(_message.Message):
     def __init__(self, stage: _Optional[_Union[Stage, str]] = ...) -> None: ...
 
 class GenerateSyntheticDataRequest(_message.Message):
-    __slots__ = ("num_images", "degradation_type", "seed", "width", "height", "content_kinds", "dataset_name")
+    __slots__ = ("num_images", "degradation_type", "seed", "width", "height", "content_kinds", "dataset_name", "notify_url")
     NUM_IMAGES_FIELD_NUMBER: _ClassVar[int]
     DEGRADATION_TYPE_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
@@ -71,6 +71,7 @@ class GenerateSyntheticDataRequest(_message.Message):
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
     CONTENT_KINDS_FIELD_NUMBER: _ClassVar[int]
     DATASET_NAME_FIELD_NUMBER: _ClassVar[int]
+    NOTIFY_URL_FIELD_NUMBER: _ClassVar[int]
     num_images: int
     degradation_type: str
     seed: int
@@ -78,7 +79,8 @@ class GenerateSyntheticDataRequest(_message.Message):
     height: int
     content_kinds: _containers.RepeatedScalarFieldContainer[ContentKind]
     dataset_name: str
-    def __init__(self, num_images: _Optional[int] = ..., degradation_type: _Optional[str] = ..., seed: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., content_kinds: _Optional[_Iterable[_Union[ContentKind, str]]] = ..., dataset_name: _Optional[str] = ...) -> None: ...
+    notify_url: str
+    def __init__(self, num_images: _Optional[int] = ..., degradation_type: _Optional[str] = ..., seed: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., content_kinds: _Optional[_Iterable[_Union[ContentKind, str]]] = ..., dataset_name: _Optional[str] = ..., notify_url: _Optional[str] = ...) -> None: ...
 
 class SyntheticDataResult(_message.Message):
     __slots__ = ("batch_id", "dataset_name", "dataset_prefix", "pair_count", "clean_count", "degraded_count", "manifest", "seed", "degradation_type", "content_kinds", "width", "height", "total_bytes", "total_seconds")
@@ -255,12 +257,14 @@ class TrainingJob(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[_job_pb2.JobState, str]] = ..., spec: _Optional[_Union[TrainingJobSpec, _Mapping]] = ..., queue_position: _Optional[int] = ..., stage: _Optional[_Union[Stage, str]] = ..., current_epoch: _Optional[int] = ..., total_epochs: _Optional[int] = ..., progress: _Optional[_Union[_job_pb2.Progress, _Mapping]] = ..., history: _Optional[_Iterable[_Union[EpochMetrics, _Mapping]]] = ..., best_metrics: _Optional[_Union[EpochMetrics, _Mapping]] = ..., checkpoint: _Optional[_Union[_artifact_pb2.Artifact, _Mapping]] = ..., model_id: _Optional[str] = ..., resumed_count: _Optional[int] = ..., resumed_from_job_id: _Optional[str] = ..., dataset: _Optional[_Union[DatasetStats, _Mapping]] = ..., error: _Optional[_Union[_job_pb2.JobError, _Mapping]] = ..., cancelled: _Optional[_Union[_job_pb2.Cancelled, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., device: _Optional[str] = ...) -> None: ...
 
 class CreateTrainingJobRequest(_message.Message):
-    __slots__ = ("spec", "resume_job_id")
+    __slots__ = ("spec", "resume_job_id", "notify_url")
     SPEC_FIELD_NUMBER: _ClassVar[int]
     RESUME_JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    NOTIFY_URL_FIELD_NUMBER: _ClassVar[int]
     spec: TrainingJobSpec
     resume_job_id: str
-    def __init__(self, spec: _Optional[_Union[TrainingJobSpec, _Mapping]] = ..., resume_job_id: _Optional[str] = ...) -> None: ...
+    notify_url: str
+    def __init__(self, spec: _Optional[_Union[TrainingJobSpec, _Mapping]] = ..., resume_job_id: _Optional[str] = ..., notify_url: _Optional[str] = ...) -> None: ...
 
 class GetTrainingJobRequest(_message.Message):
     __slots__ = ("job_id",)
@@ -467,14 +471,16 @@ class ListModelsResponse(_message.Message):
     def __init__(self, models: _Optional[_Iterable[_Union[RegisteredModel, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class EvaluateModelRequest(_message.Message):
-    __slots__ = ("model_id", "dataset_prefix", "max_pairs")
+    __slots__ = ("model_id", "dataset_prefix", "max_pairs", "notify_url")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     DATASET_PREFIX_FIELD_NUMBER: _ClassVar[int]
     MAX_PAIRS_FIELD_NUMBER: _ClassVar[int]
+    NOTIFY_URL_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     dataset_prefix: str
     max_pairs: int
-    def __init__(self, model_id: _Optional[str] = ..., dataset_prefix: _Optional[str] = ..., max_pairs: _Optional[int] = ...) -> None: ...
+    notify_url: str
+    def __init__(self, model_id: _Optional[str] = ..., dataset_prefix: _Optional[str] = ..., max_pairs: _Optional[int] = ..., notify_url: _Optional[str] = ...) -> None: ...
 
 class EvaluateModelResponse(_message.Message):
     __slots__ = ("model_id", "dataset_prefix", "pair_count", "metrics", "baseline", "improvement", "record", "total_seconds")
@@ -497,7 +503,7 @@ class EvaluateModelResponse(_message.Message):
     def __init__(self, model_id: _Optional[str] = ..., dataset_prefix: _Optional[str] = ..., pair_count: _Optional[int] = ..., metrics: _Optional[_Union[QualityMetrics, _Mapping]] = ..., baseline: _Optional[_Union[QualityMetrics, _Mapping]] = ..., improvement: _Optional[_Union[QualityMetrics, _Mapping]] = ..., record: _Optional[_Union[_artifact_pb2.Artifact, _Mapping]] = ..., total_seconds: _Optional[float] = ...) -> None: ...
 
 class RestoreImageRequest(_message.Message):
-    __slots__ = ("model_id", "image_data", "image_ref", "tile_size", "tile_overlap", "output_format", "quality", "return_inline")
+    __slots__ = ("model_id", "image_data", "image_ref", "tile_size", "tile_overlap", "output_format", "quality", "return_inline", "notify_url")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     IMAGE_DATA_FIELD_NUMBER: _ClassVar[int]
     IMAGE_REF_FIELD_NUMBER: _ClassVar[int]
@@ -506,6 +512,7 @@ class RestoreImageRequest(_message.Message):
     OUTPUT_FORMAT_FIELD_NUMBER: _ClassVar[int]
     QUALITY_FIELD_NUMBER: _ClassVar[int]
     RETURN_INLINE_FIELD_NUMBER: _ClassVar[int]
+    NOTIFY_URL_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     image_data: bytes
     image_ref: _artifact_pb2.ObjectRef
@@ -514,7 +521,8 @@ class RestoreImageRequest(_message.Message):
     output_format: _media_pb2.ImageFormat
     quality: int
     return_inline: bool
-    def __init__(self, model_id: _Optional[str] = ..., image_data: _Optional[bytes] = ..., image_ref: _Optional[_Union[_artifact_pb2.ObjectRef, _Mapping]] = ..., tile_size: _Optional[int] = ..., tile_overlap: _Optional[int] = ..., output_format: _Optional[_Union[_media_pb2.ImageFormat, str]] = ..., quality: _Optional[int] = ..., return_inline: _Optional[bool] = ...) -> None: ...
+    notify_url: str
+    def __init__(self, model_id: _Optional[str] = ..., image_data: _Optional[bytes] = ..., image_ref: _Optional[_Union[_artifact_pb2.ObjectRef, _Mapping]] = ..., tile_size: _Optional[int] = ..., tile_overlap: _Optional[int] = ..., output_format: _Optional[_Union[_media_pb2.ImageFormat, str]] = ..., quality: _Optional[int] = ..., return_inline: _Optional[bool] = ..., notify_url: _Optional[str] = ...) -> None: ...
 
 class RestoreResult(_message.Message):
     __slots__ = ("image", "model_id", "width", "height", "tile_count", "tile_size", "tile_overlap", "total_seconds")

@@ -53,7 +53,7 @@ VIDEO_TASK_IMAGE_TO_VIDEO: VideoTask
 VIDEO_TASK_VIDEO_TO_VIDEO: VideoTask
 
 class GenerateVideoRequest(_message.Message):
-    __slots__ = ("model", "motion_adapter", "prompt", "negative_prompt", "width", "height", "num_frames", "fps", "steps", "guidance_scale", "seed", "scheduler", "output_format", "return_inline", "save_frames", "preview_interval_steps", "detach", "init_image_data", "init_image_ref", "init_video_data", "init_video_ref", "strength", "prompt_schedule", "keep_alive_seconds", "loras")
+    __slots__ = ("model", "motion_adapter", "prompt", "negative_prompt", "width", "height", "num_frames", "fps", "steps", "guidance_scale", "seed", "scheduler", "output_format", "return_inline", "save_frames", "preview_interval_steps", "detach", "init_image_data", "init_image_ref", "init_video_data", "init_video_ref", "strength", "prompt_schedule", "keep_alive_seconds", "loras", "notify_url")
     class PromptScheduleEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -86,6 +86,7 @@ class GenerateVideoRequest(_message.Message):
     PROMPT_SCHEDULE_FIELD_NUMBER: _ClassVar[int]
     KEEP_ALIVE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     LORAS_FIELD_NUMBER: _ClassVar[int]
+    NOTIFY_URL_FIELD_NUMBER: _ClassVar[int]
     model: str
     motion_adapter: str
     prompt: str
@@ -111,7 +112,8 @@ class GenerateVideoRequest(_message.Message):
     prompt_schedule: _containers.ScalarMap[int, str]
     keep_alive_seconds: int
     loras: _containers.RepeatedCompositeFieldContainer[_diffusion_pb2.LoraWeight]
-    def __init__(self, model: _Optional[str] = ..., motion_adapter: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., num_frames: _Optional[int] = ..., fps: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., scheduler: _Optional[_Union[_diffusion_pb2.Scheduler, str]] = ..., output_format: _Optional[_Union[VideoFormat, str]] = ..., return_inline: _Optional[bool] = ..., save_frames: _Optional[bool] = ..., preview_interval_steps: _Optional[int] = ..., detach: _Optional[bool] = ..., init_image_data: _Optional[bytes] = ..., init_image_ref: _Optional[_Union[_artifact_pb2.ObjectRef, _Mapping]] = ..., init_video_data: _Optional[bytes] = ..., init_video_ref: _Optional[_Union[_artifact_pb2.ObjectRef, _Mapping]] = ..., strength: _Optional[float] = ..., prompt_schedule: _Optional[_Mapping[int, str]] = ..., keep_alive_seconds: _Optional[int] = ..., loras: _Optional[_Iterable[_Union[_diffusion_pb2.LoraWeight, _Mapping]]] = ...) -> None: ...
+    notify_url: str
+    def __init__(self, model: _Optional[str] = ..., motion_adapter: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., num_frames: _Optional[int] = ..., fps: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., scheduler: _Optional[_Union[_diffusion_pb2.Scheduler, str]] = ..., output_format: _Optional[_Union[VideoFormat, str]] = ..., return_inline: _Optional[bool] = ..., save_frames: _Optional[bool] = ..., preview_interval_steps: _Optional[int] = ..., detach: _Optional[bool] = ..., init_image_data: _Optional[bytes] = ..., init_image_ref: _Optional[_Union[_artifact_pb2.ObjectRef, _Mapping]] = ..., init_video_data: _Optional[bytes] = ..., init_video_ref: _Optional[_Union[_artifact_pb2.ObjectRef, _Mapping]] = ..., strength: _Optional[float] = ..., prompt_schedule: _Optional[_Mapping[int, str]] = ..., keep_alive_seconds: _Optional[int] = ..., loras: _Optional[_Iterable[_Union[_diffusion_pb2.LoraWeight, _Mapping]]] = ..., notify_url: _Optional[str] = ...) -> None: ...
 
 class ProgressUpdate(_message.Message):
     __slots__ = ("stage", "frames_decoded", "total_frames")

@@ -15,12 +15,14 @@ function svg(tag, attrs = {}, ...children) {
 
 /**
  * The chart's data: per series its [epoch, value] points (epochs without a finite value are
- * skipped, e.g. a metric the server did not send), the bounds, and the pixel scales.
+ * skipped, e.g. a metric the server did not send), the bounds, and the pixel scales. A series may
+ * bring its own epochs as a third element (two runs overlaid); else it reads `epochs`.
  */
 export function chartData(epochs, series) {
-  const lines = series.map(([name, value]) => [name, epochs.map((epoch) => [epoch.epoch, value(epoch)]).filter(([, y]) => Number.isFinite(y))]);
+  const own = series.map(([, , runEpochs]) => runEpochs || epochs);
+  const lines = series.map(([name, value], index) => [name, own[index].map((epoch) => [epoch.epoch, value(epoch)]).filter(([, y]) => Number.isFinite(y))]);
   const ys = lines.flatMap(([, points]) => points.map(([, y]) => y));
-  const xs = epochs.map((epoch) => epoch.epoch);
+  const xs = own.flat().map((epoch) => epoch.epoch);
   const [minY, maxY] = ys.length ? [Math.min(...ys), Math.max(...ys)] : [0, 1];
   const [minX, maxX] = xs.length ? [Math.min(...xs), Math.max(...xs)] : [0, 1];
   const sx = (x) => PAD + ((x - minX) / (maxX - minX || 1)) * (W - 2 * PAD);
@@ -28,7 +30,7 @@ export function chartData(epochs, series) {
   return { lines, xs, ys, minX, maxX, minY, maxY, sx, sy };
 }
 
-/** series: [[name, (epoch) => value], ...]. */
+/** series: [[name, (epoch) => value, epochs?], ...]. */
 export function lineChart(title, epochs, series) {
   const { lines, xs, ys, maxX, minY, maxY, sx, sy } = chartData(epochs, series);
   const plot = svg(

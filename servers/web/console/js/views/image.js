@@ -1,11 +1,16 @@
 // Generate an image: the form, the live job (queue, step, ETA, latent previews), the result.
 import { field, h, number, select } from "../ui.js";
 import { SCHEDULERS, modelPicker, numbers, runJob } from "./common.js";
-import { fillForm, takeReuse } from "./reuse.js";
+import { imageInput, showStrength, sourceFields } from "./imageinput.js";
+import { fillForm, reusedSource, takeReuse } from "./reuse.js";
 
 export const title = "Image";
 
 export function render(container) {
+  // img2img: the strength field shows once there is an init image.
+  const strength = field("Strength", number("strength", 0.75, { min: 0.01, max: 1, step: "any" }), "how much of the init image is replaced");
+  showStrength(strength, null);
+  const init = imageInput({ label: "Init image (img2img)", name: "init_image", onChange: (source) => showStrength(strength, source) });
   const form = h(
     "form",
     { class: "gen-form", "aria-label": "Generate an image" },
@@ -22,6 +27,8 @@ export function render(container) {
       field("Scheduler", select("scheduler", SCHEDULERS, "")),
     ),
     field("Model", modelPicker("/v1/images")),
+    init.element,
+    strength,
     h("div", { class: "actions" }, h("button", { type: "submit", class: "primary" }, "Generate")),
   );
   const progress = h("div", { class: "slot" });
@@ -37,6 +44,8 @@ export function render(container) {
     };
     if (elements.scheduler.value) body.scheduler = elements.scheduler.value;
     if (elements.model.value) body.model = elements.model.value;
+    const source = init.value();
+    if (source) Object.assign(body, sourceFields(source, "init_image"), numbers(form, ["strength"]));
     result.replaceChildren();
     const last = await runJob(progress, "/v1/images:generate", body, {
       title: "Image job",
@@ -45,7 +54,10 @@ export function render(container) {
     if (last?.result) result.replaceChildren(imageResult(last.result));
   });
   const reused = takeReuse("image");
-  if (reused) fillForm(form, reused);
+  if (reused) {
+    fillForm(form, reused.parameters);
+    init.set(reusedSource(reused.parameters.init_image, reused.artifacts)); // img2img runs again from the same image
+  }
   submitOnCtrlEnter(form);
   container.append(h("h1", {}, "Generate an image"), h("div", { class: "columns" }, form, h("div", {}, progress, result)));
 }
@@ -66,6 +78,7 @@ export function imageResult(result) {
       "figcaption",
       {},
       `${parameters.model} · ${parameters.width}×${parameters.height} · ${parameters.steps} steps · seed ${(result.images || [])[0]?.seed}` +
+        (parameters.init_image?.key ? ` · img2img, strength ${Number(parameters.strength).toFixed(2)}` : "") +
         (result.timings ? ` · ${Number(result.timings.total_seconds).toFixed(1)} s` : ""),
     ),
   );

@@ -1,28 +1,19 @@
-// Jobs: one list across services (each service's ListJobs, merged newest first), refreshed live,
-// with cancel on every queued or running job.
-import { ApiError, SERVICES, call, cancelJob } from "../api.js";
+// Jobs: one list across services (GET /v1/jobs, which merges every service's ListJobs newest
+// first), refreshed live, with cancel on every queued or running job.
+import { SERVICES, call, cancelJob } from "../api.js";
 import { age, enumText, errorBox, h } from "../ui.js";
 
 export const title = "Jobs";
 const REFRESH_MS = 2000;
 const PAGE_SIZE = 50;
 
-/** Every service's first page, merged newest first; services that fail are reported, not fatal. */
+/** The newest jobs of every service; services that did not answer are named, not fatal. */
 export async function listJobs(signal) {
-  const answers = await Promise.all(
-    Object.entries(SERVICES).map(async ([name, service]) => {
-      try {
-        const { jobs = [] } = await call("GET", `${service.jobs}?page_size=${PAGE_SIZE}`, undefined, { signal });
-        return { name, jobs: jobs.map((job) => ({ service: name, ...(job.status || job) })) };
-      } catch (error) {
-        if (error.name === "AbortError") throw error;
-        return { name, error };
-      }
-    }),
-  );
-  const jobs = answers.flatMap((answer) => answer.jobs || []);
-  jobs.sort((a, b) => Date.parse(b.create_time || 0) - Date.parse(a.create_time || 0));
-  return { jobs, failures: answers.filter((answer) => answer.error) };
+  const { jobs = [], unavailable = [] } = await call("GET", `/v1/jobs?page_size=${PAGE_SIZE}`, undefined, { signal });
+  return {
+    jobs: jobs.filter((job) => SERVICES[job.service]).map((job) => ({ service: job.service, ...job.status })),
+    unavailable,
+  };
 }
 
 export function render(container) {
@@ -41,14 +32,12 @@ export function render(container) {
   const controller = new AbortController();
   async function refresh() {
     try {
-      const { jobs, failures } = await listJobs(controller.signal);
+      const { jobs, unavailable } = await listJobs(controller.signal);
       if (stopped) return;
       body.replaceChildren(...jobs.map(row));
       status.textContent = `${jobs.length} jobs · refreshed ${new Date().toLocaleTimeString()}`;
       problems.replaceChildren(
-        ...failures.map(({ name, error }) =>
-          errorBox(new Error(`${SERVICES[name].label}: ${error instanceof ApiError && error.status === 404 ? "this mesh cannot list its jobs yet" : error.message}`)),
-        ),
+        ...unavailable.map((name) => errorBox(new Error(`${SERVICES[name]?.label || name}: not answering, its jobs are not listed`))),
       );
     } catch (error) {
       if (error.name === "AbortError") return;

@@ -10,20 +10,31 @@ export function offerReuse(output) {
   if (!view || !output.parameters) return null;
   const button = h("button", { type: "button", class: "primary" }, "Reuse settings");
   button.addEventListener("click", () => {
-    sessionStorage.setItem(KEY, JSON.stringify({ view, parameters: output.parameters }));
+    // The files come along: an img2img init image stored with the job is shown from its URL.
+    sessionStorage.setItem(KEY, JSON.stringify({ view, parameters: output.parameters, artifacts: output.artifacts || [] }));
     location.hash = `#/${view}`;
   });
   return button;
 }
 
-/** The parameters waiting for `view` (taken once), or null. */
+/** {parameters, artifacts} waiting for `view` (taken once), or null. */
 export function takeReuse(view) {
   const stored = sessionStorage.getItem(KEY);
   if (!stored) return null;
-  const { view: target, parameters } = JSON.parse(stored);
+  const { view: target, parameters, artifacts = [] } = JSON.parse(stored);
   if (target !== view) return null;
   sessionStorage.removeItem(KEY);
-  return parameters;
+  return { parameters, artifacts };
+}
+
+/**
+ * The input image a job ran from (its parameters' ObjectRef), as an image input's source: with the
+ * URL of the job's own copy when it is among the job's files, else named by its key alone.
+ */
+export function reusedSource(ref, artifacts = []) {
+  if (!ref?.bucket || !ref.key) return null;
+  const stored = artifacts.find((artifact) => artifact.bucket === ref.bucket && artifact.key === ref.key);
+  return { ref: { bucket: ref.bucket, key: ref.key }, url: stored?.url || "", label: `${ref.key} (the job's input)` };
 }
 
 /** Fills the form's fields named like the parameters; a model is chosen once the picker has it. */

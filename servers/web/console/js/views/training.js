@@ -1,9 +1,11 @@
 // Training: make synthetic pairs, start a job, watch its Loss/PSNR/SSIM per epoch live (the watch
-// stream, no refresh), cancel it.
+// stream, no refresh), cancel it; below, the registry (registry.js): versions, two runs compared,
+// restore with a version.
 import { call, stream } from "../api.js";
 import { JobPanel, errorBox, field, h, number, select } from "../ui.js";
 import { numbers, runJob } from "./common.js";
 import { lineChart } from "./chart.js";
+import { registry } from "./registry.js";
 
 export const title = "Training";
 const PRESETS = ["gaussian-noise", "blur", "jpeg", "downsample", "mixed", "document-clean", "document-heavy"];
@@ -88,6 +90,7 @@ export function render(container) {
           draw();
         }
       }
+      if (epochs.length) versions.showReport(job.job_id); // written before the job's last event
     } catch (error) {
       if (error.name !== "AbortError") {
         panel.fail(error);
@@ -95,9 +98,16 @@ export function render(container) {
       }
     } finally {
       submit.disabled = false;
+      versions.reload(); // a finished job registered a new version
     }
   });
   draw();
-  container.append(h("h1", {}, "Training"), h("div", { class: "columns" }, h("div", {}, dataForm, dataSlot), h("div", {}, trainForm, watchSlot)), charts);
+  const versions = registry();
+  container.append(
+    h("h1", {}, "Training"),
+    h("div", { class: "columns" }, h("div", {}, dataForm, dataSlot), h("div", {}, trainForm, watchSlot)),
+    charts,
+    versions.element,
+  );
   return () => controller?.abort(); // leaving the view stops watching; the job keeps running
 }

@@ -1,7 +1,10 @@
-// Generate a video: frames, fps, format; live steps, previews and frame decoding; cancel.
+// Generate a video: frames, fps, format, an init image, prompt travel; live steps, previews and
+// frame decoding; cancel.
 import { field, h, number, select } from "../ui.js";
 import { SCHEDULERS, modelPicker, numbers, runJob } from "./common.js";
-import { fillForm, takeReuse } from "./reuse.js";
+import { imageInput, showStrength, sourceFields } from "./imageinput.js";
+import { fillForm, reusedSource, takeReuse } from "./reuse.js";
+import { travelEditor } from "./travel.js";
 import { submitOnCtrlEnter } from "./image.js";
 
 export const title = "Video";
@@ -13,6 +16,10 @@ const FORMATS = [
 ];
 
 export function render(container) {
+  const strength = field("Strength", number("strength", 0.8, { min: 0.01, max: 1, step: "any" }), "how much of the init image is replaced");
+  showStrength(strength, null);
+  const init = imageInput({ label: "Init image (image-to-video)", name: "init_image", onChange: (source) => showStrength(strength, source) });
+  const travel = travelEditor();
   const form = h(
     "form",
     { class: "gen-form", "aria-label": "Generate a video" },
@@ -37,6 +44,9 @@ export function render(container) {
       field("Model", modelPicker("/v1/videos")),
       field("Motion adapter", modelPicker("/v1/videos", "motion_adapter", (labels) => labels.kind === "motion_adapter")),
     ),
+    travel.element,
+    init.element,
+    strength,
     h("div", { class: "actions" }, h("button", { type: "submit", class: "primary" }, "Generate")),
   );
   const progress = h("div", { class: "slot" });
@@ -44,6 +54,8 @@ export function render(container) {
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const elements = form.elements;
+    const { schedule, error } = travel.value(Number(elements.num_frames.value.trim() || Number.NaN));
+    if (error) return; // the editor shows it, on the row at fault
     const body = {
       prompt: elements.prompt.value,
       negative_prompt: elements.negative_prompt.value,
@@ -54,6 +66,9 @@ export function render(container) {
     if (elements.scheduler.value) body.scheduler = elements.scheduler.value;
     if (elements.model.value) body.model = elements.model.value;
     if (elements.motion_adapter.value) body.motion_adapter = elements.motion_adapter.value;
+    if (Object.keys(schedule).length) body.prompt_schedule = schedule;
+    const source = init.value();
+    if (source) Object.assign(body, sourceFields(source, "init_image"), numbers(form, ["strength"]));
     result.replaceChildren();
     const last = await runJob(progress, "/v1/videos:generate", body, {
       title: "Video job",
@@ -62,7 +77,12 @@ export function render(container) {
     if (last?.result) result.replaceChildren(videoResult(last.result));
   });
   const reused = takeReuse("video");
-  if (reused) fillForm(form, reused);
+  if (reused) {
+    const { parameters, artifacts } = reused;
+    fillForm(form, parameters);
+    travel.set(parameters.prompt_schedule);
+    if (parameters.task === "VIDEO_TASK_IMAGE_TO_VIDEO") init.set(reusedSource(parameters.init_media, artifacts));
+  }
   submitOnCtrlEnter(form);
   container.append(h("h1", {}, "Generate a video"), h("div", { class: "columns" }, form, h("div", {}, progress, result)));
 }
