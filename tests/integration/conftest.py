@@ -25,7 +25,7 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def mesh(tmp_path_factory: pytest.TempPathFactory, monkeypatch_session: pytest.MonkeyPatch) -> Iterator[Mesh]:
     for name in ("GENMESH_API_KEYS", "GENMESH_API_KEYS_FILE"):
         monkeypatch_session.delenv(name, raising=False)
-    # Completion webhooks to receivers on loopback under /hooks/ (test_webhooks.py), retried quickly.
+    # Completion webhooks to receivers on loopback under /hooks/ (tests/integration/test_webhooks.py), retried quickly.
     monkeypatch_session.setenv("GENMESH_WEBHOOK_ALLOW", WEBHOOK_ALLOW)
     monkeypatch_session.setenv("GENMESH_WEBHOOK_BACKOFF", "0.2")
     options = LaunchOptions(
