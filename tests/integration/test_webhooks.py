@@ -34,7 +34,7 @@ from storage.buckets import OUTPUTS
 from storage.object_store import ObjectStore
 from tests.integration.conftest import WEBHOOK_ALLOW
 from tests.integration.helpers import sse
-from tests.unit.test_webhooks import readme_verify
+from tests.unit.test_webhook_parts import readme_verify
 
 pytestmark = pytest.mark.integration
 
