@@ -4,6 +4,7 @@ CancelJob on that id. Nothing is kept here: the job is the video."""
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -112,9 +113,10 @@ def create_call(fields: Body | Form, reference: tuple[bytes, str] | None) -> Vid
             seconds = float(raw) if not isinstance(raw, bool) else None
         except (TypeError, ValueError):
             seconds = None
-        if seconds is None:
-            raise invalid("seconds", f'seconds: expected a number of seconds such as "4" (got {raw!r})')
-        assign(request, "num_frames", round(seconds * fps), "seconds", VIDEO)
+        frames = seconds * fps if seconds is not None else math.nan
+        if not (math.isfinite(frames) and frames > 0):  # also NaN, "inf", or so many frames a float overflows
+            raise invalid("seconds", f'seconds: expected a positive number of seconds such as "4" (got {raw!r})')
+        assign(request, "num_frames", round(frames), "seconds", VIDEO)
     width, height = parse_size(fields.get("size", "string"))
     if width is not None:
         assign(request, "width", width, "size", VIDEO)

@@ -232,6 +232,13 @@ def test_video_seconds_become_frames_at_the_rate() -> None:
     assert refused(videos.create_call, Body({"seconds": "soon"}, ()), None).param == "seconds"
 
 
+@pytest.mark.parametrize("seconds", [1.7976931348623155e308, "inf", "nan", "-2", 0, 1e300])
+def test_video_seconds_that_make_no_frame_count_are_400_naming_seconds(seconds) -> None:
+    """Found by schemathesis: 1.8e308 seconds x 7 fps overflowed to inf and round() raised (a 500)."""
+    fields = Body({"prompt": "p", "seconds": seconds, "fps": 7}, videos.CREATE_FIELDS)
+    assert refused(videos.create_call, fields, None).param == "seconds"
+
+
 @pytest.mark.parametrize(
     ("state", "status", "error"),
     [
