@@ -457,7 +457,11 @@ def test_a_client_that_stops_waiting_cancels_its_job(mesh: Mesh, gateway_url: st
         return float(line[1]) if line else 0.0
 
     before = cancelled()
-    body = {"model": MODEL, "messages": HI, "max_tokens": 2000}
+    # A grammar that needs thousands of characters: the model cannot end its answer before the client
+    # gives up (a free answer to "Say hi." sometimes ended within the 2 s).
+    long = {"type": "object", "properties": {"a": {"type": "string", "minLength": 4000}}, "required": ["a"]}
+    body = {"model": MODEL, "messages": HI, "max_tokens": 2000,
+            "response_format": {"type": "json_schema", "json_schema": {"name": "long", "schema": long}}}  # fmt: skip
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(f"{gateway_url}/v1/chat/completions", json=body, headers={"x-api-key": api_key}, timeout=2)
     wait_until(lambda: cancelled() > before, timeout=60, what="the abandoned chat job to be cancelled")
