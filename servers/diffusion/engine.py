@@ -3,6 +3,7 @@ keyed by what names the model), LoRAs, compilation, a pixel budget. Nothing abou
 
 from __future__ import annotations
 
+import abc
 import contextlib
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ class Loaded:
     load_seconds: float  # 0 when it was loaded already
 
 
-class DiffusionEngine(Generic[K]):
+class DiffusionEngine(abc.ABC, Generic[K]):
     """One model (or model pair) loaded per device, unloaded after ``keep_alive_seconds`` idle."""
 
     DEFAULT_MAX_PIXELS: int
@@ -70,8 +71,9 @@ class DiffusionEngine(Generic[K]):
     def device_label(self) -> str:
         return device_label(self.device)
 
+    @abc.abstractmethod
     def _load(self, key: K) -> LoadedModel:
-        raise NotImplementedError
+        """The model ``key`` names, loaded (the cache calls this)."""
 
     def load_entry(self, entry: CatalogEntry, motion_adapter: ModelSource | None = None) -> LoadedModel:
         """A catalog entry loaded on this engine's device, in its memory mode, with room for LoRAs."""
