@@ -46,6 +46,9 @@ DEFAULTS = [
                                 "video.steps": 2, "video.num_frames": 2, "video.width": 64, "video.height": 64}),
     (r"^/v1/training/synthetic-data:generate$", {"num_images": 1, "width": 64, "height": 64}),
     (r"^/v1/training/jobs$", {"num_epochs": 1, "max_pairs": 2, "patch_size": 16, "layer": LAYER}),
+    # Ids are taken from earlier answers, so a model id is often real: its default evaluates every pair
+    # of the datasets earlier tests left (more than the request timeout on a busy CI machine).
+    (r"^/v1/training/models/\{model_id\}:evaluate$", {"max_pairs": 2}),
 ]  # fmt: skip
 # Texts a model reads (a long prompt costs seconds of prompt processing on a CPU): name -> the longest
 # valid one where that is less than the model takes; longer than 64 characters (and valid) is cut to 64.
