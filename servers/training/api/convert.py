@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +25,7 @@ from servers.training.tasks.synthetic import SyntheticOutcome
 from servers.training.types import (
     DEFAULT_ARCHITECTURE,
     CheckpointSaved,
+    DatasetStats,
     EpochCompleted,
     EpochMetrics,
     Quality,
@@ -197,7 +200,7 @@ def training_job(record: TrainingRecord, job: Job | None) -> training_pb2.Traini
         model_id=record.model_id,
         resumed_count=record.resumed_count,
         resumed_from_job_id=record.resumed_from_job_id,
-        dataset=training_pb2.DatasetStats(**record.dataset) if record.dataset else None,
+        dataset=training_pb2.DatasetStats(**dataclasses.asdict(record.dataset)) if record.dataset else None,
         error=job_pb2.JobError(code=record.error_code, message=record.error_message) if record.error_code else None,
         cancelled=job_pb2.Cancelled(reason=record.cancel_reason) if record.cancel_reason else None,
         create_time=timestamp(record.created_at),
@@ -210,6 +213,83 @@ def training_job(record: TrainingRecord, job: Job | None) -> training_pb2.Traini
             message.queue_position = job.queue_position
         message.progress.CopyFrom(common.progress_message(job.progress) or job_pb2.Progress())
     return message
+
+
+def training_record(message: training_pb2.Job) -> TrainingRecord:
+    """A training job back from its record (``training_job_as_job`` of it). What the messages do not
+    carry comes back as: each epoch's ``global_step`` 0 and ``best`` recomputed (the highest
+    validation PSNR so far), the stage only while RUNNING; pair names are stored apart."""
+    job, status = message.training_job, message.status
+    history, best_psnr = [], -math.inf
+    for item in job.history:
+        best = item.validation.psnr > best_psnr
+        best_psnr = max(best_psnr, item.validation.psnr)
+        history.append(epoch_metrics(item, best))
+    return TrainingRecord(
+        job_id=job.job_id,
+        spec=training_spec_of(job.spec),
+        state=STATE_ENUMS[job.state],
+        created_at=seconds(job, "create_time") or 0.0,
+        started_at=seconds(job, "start_time"),
+        ended_at=seconds(job, "end_time"),
+        stage=training_pb2.Stage.Name(job.stage).removeprefix("STAGE_").lower() if job.stage else "",
+        current_epoch=job.current_epoch,
+        history=history,
+        best_epoch=job.best_metrics.epoch if job.HasField("best_metrics") else 0,
+        checkpoint_key=job.checkpoint.key,
+        checkpoint_sha256=job.checkpoint.sha256,
+        checkpoint_size=job.checkpoint.size_bytes,
+        model_id=job.model_id,
+        resumed_count=job.resumed_count,
+        resumed_from_job_id=job.resumed_from_job_id,
+        dataset=DatasetStats(**{field.name: value for field, value in job.dataset.ListFields()})
+        if job.HasField("dataset")
+        else None,
+        error_code=job.error.code,
+        error_message=job.error.message,
+        cancel_reason=job.cancelled.reason,
+        device=job.device,
+        client_id=status.client_id,
+    )
+
+
+def seconds(message: Any, field: str) -> float | None:
+    return getattr(message, field).ToNanoseconds() / 1e9 if message.HasField(field) else None
+
+
+def training_spec_of(message: training_pb2.TrainingJobSpec) -> TrainingSpec:
+    """A recorded spec (every default already resolved) back as the domain's."""
+    return TrainingSpec(
+        layer=message.layer,
+        dataset_prefix=message.dataset_prefix,
+        num_epochs=message.num_epochs,
+        batch_size=message.batch_size,
+        learning_rate=message.learning_rate,
+        max_pairs=message.max_pairs if message.HasField("max_pairs") else None,
+        patch_size=message.patch_size,
+        validation_split=round(message.validation_split, 6),  # a float32 on the wire: 0.2, not 0.2000000029
+        seed=message.seed,
+        architecture=architecture_name(message.architecture),
+        description=message.description,
+    )
+
+
+def quality_of(message: training_pb2.QualityMetrics) -> Quality:
+    return Quality(message.psnr, message.ssim, message.accuracy)
+
+
+def epoch_metrics(message: training_pb2.EpochMetrics, best: bool = False) -> EpochMetrics:
+    return EpochMetrics(
+        epoch=message.epoch,
+        train_loss=message.train_loss,
+        validation_loss=message.validation_loss,
+        validation=quality_of(message.validation),
+        baseline=quality_of(message.baseline),
+        learning_rate=message.learning_rate,
+        epoch_seconds=message.epoch_seconds,
+        end_time=message.end_time.ToNanoseconds() / 1e9,
+        best=best,
+    )
 
 
 def registered_model(info: RegisteredModelInfo) -> training_pb2.RegisteredModel:

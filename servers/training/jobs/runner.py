@@ -25,7 +25,8 @@ from servers.runtime.events import JobState, StageChanged
 from servers.runtime.queue import JobContext
 from servers.training import registry
 from servers.training.data.pairs import load_pairs
-from servers.training.jobs.records import JobRecords, TrainingRecord
+from servers.training.jobs.records import TrainingRecord
+from servers.training.jobs.store import JobRecords
 from servers.training.model.trainer import TrainConfig, Trainer, split_indices
 from servers.training.reports import (
     Environment,
@@ -172,8 +173,9 @@ class TrainingRunner:
         )
         train_idx, val_idx = split_indices(len(pairs.names), spec.validation_split, spec.seed)
         pairs.stats = dataclasses.replace(pairs.stats, train_pairs=len(train_idx), validation_pairs=len(val_idx))
-        record.dataset = dataclasses.asdict(pairs.stats)
+        record.dataset = pairs.stats
         record.pair_names = list(pairs.names)
+        self.records.save_pairs(record)
         self.records.save(record)
         train = [(pairs.degraded[i], pairs.clean[i]) for i in train_idx]
         validation = [(pairs.degraded[i], pairs.clean[i]) for i in val_idx]
@@ -292,7 +294,7 @@ class TrainingRunner:
                 status=status,
                 spec=record.spec.to_dict(),
                 history=record.history,
-                dataset=DatasetStats(**record.dataset),
+                dataset=record.dataset or DatasetStats(),
                 timings=Timings(created=record.created_at, started=record.started_at, ended=record.ended_at),
                 description=record.spec.description,
                 best_epoch=record.best_epoch or None,
