@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from google.protobuf import json_format
 
+from genmesh.common.v1 import model_pb2
 from genmesh.errors import InvalidArgument, require, require_range, shown
 from genmesh.text.v1 import text_pb2
 from servers.runtime import convert as common
 from servers.runtime import events
 from servers.runtime.queue import Job
+from servers.text.models import ModelSpec
 from servers.text.types import ChatTurn, EmbedOutcome, EmbedRequest, FinishReason, Sampling, TextOutcome, TextRequest
 from storage.object_store import StoredObject
 
@@ -208,3 +211,22 @@ def stream_event(response_type: type, job: Job, event: events.JobEvent):
 def job_message(job: Job) -> text_pb2.Job:
     field = "embed_result" if isinstance(job.result, text_pb2.EmbedResult) else "result"
     return text_pb2.Job(status=common.job_status(job), **{field: job.result})
+
+
+def list_models_response(
+    specs: list[ModelSpec], default_name: str, context_length: int, is_loaded: Callable[[str], bool]
+) -> text_pb2.ListModelsResponse:
+    return text_pb2.ListModelsResponse(
+        models=[
+            model_pb2.ModelInfo(
+                name=spec.name,
+                description=spec.description,
+                source=spec.source,
+                size_bytes=spec.size_bytes,
+                loaded=is_loaded(spec.name),
+                is_default=spec.name == default_name,
+                labels={"format": "gguf", "context_length": str(context_length), "location": spec.location},
+            )
+            for spec in specs
+        ]
+    )
