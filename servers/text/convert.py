@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from google.protobuf import json_format
@@ -213,20 +212,15 @@ def job_message(job: Job) -> text_pb2.Job:
     return text_pb2.Job(status=common.job_status(job), **{field: job.result})
 
 
-def list_models_response(
-    specs: list[ModelSpec], default_name: str, context_length: int, is_loaded: Callable[[str], bool]
-) -> text_pb2.ListModelsResponse:
-    return text_pb2.ListModelsResponse(
-        models=[
-            model_pb2.ModelInfo(
-                name=spec.name,
-                description=spec.description,
-                source=spec.source,
-                size_bytes=spec.size_bytes,
-                loaded=is_loaded(spec.name),
-                is_default=spec.name == default_name,
-                labels={"format": "gguf", "context_length": str(context_length), "location": spec.location},
-            )
-            for spec in specs
-        ]
+def model_info(spec: ModelSpec, default_name: str, context_length: int, loaded: bool) -> model_pb2.ModelInfo:
+    """One model of ListModels: a GGUF file, with the context length the server runs it at."""
+    labels = {"format": "gguf", "context_length": str(context_length), "location": spec.location}
+    return model_pb2.ModelInfo(
+        name=spec.name,
+        description=spec.description,
+        source=spec.source,
+        size_bytes=spec.size_bytes,
+        loaded=loaded,
+        is_default=spec.name == default_name,
+        labels=labels,
     )

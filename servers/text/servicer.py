@@ -59,6 +59,9 @@ class TextServicer(JobRpcs, text_pb2_grpc.TextServiceServicer):
             yield event
 
     async def ListModels(self, request: text_pb2.ListModelsRequest, context) -> text_pb2.ListModelsResponse:
-        engine = self.engine
+        engine, default = self.engine, self.engine.catalog.default_name
         specs = await asyncio.to_thread(engine.catalog.specs)
-        return convert.list_models_response(specs, engine.catalog.default_name, engine.n_ctx, engine.models.is_loaded)
+        loaded = engine.models.is_loaded
+        return text_pb2.ListModelsResponse(
+            models=[convert.model_info(spec, default, engine.n_ctx, loaded(spec.name)) for spec in specs]
+        )

@@ -114,21 +114,11 @@ def in_spec(exc: InvalidArgument) -> InvalidArgument:
 
 
 def spec_message(spec: TrainingSpec) -> training_pb2.TrainingJobSpec:
-    message = training_pb2.TrainingJobSpec(
-        layer=spec.layer,
-        dataset_prefix=spec.dataset_prefix,
-        num_epochs=spec.num_epochs,
-        batch_size=spec.batch_size,
-        learning_rate=spec.learning_rate,
-        patch_size=spec.patch_size,
-        validation_split=spec.validation_split,
-        seed=spec.seed,
-        architecture=architecture_value(spec.architecture),
-        description=spec.description,
-    )
-    if spec.max_pairs is not None:
-        message.max_pairs = spec.max_pairs
-    return message
+    fields = dataclasses.asdict(spec)  # the spec's fields are the message's, by name
+    fields["architecture"] = architecture_value(spec.architecture)
+    if spec.max_pairs is None:
+        del fields["max_pairs"]
+    return training_pb2.TrainingJobSpec(**fields)
 
 
 def quality_message(value: Quality | None) -> training_pb2.QualityMetrics | None:
@@ -137,17 +127,17 @@ def quality_message(value: Quality | None) -> training_pb2.QualityMetrics | None
     return training_pb2.QualityMetrics(psnr=value.psnr, ssim=value.ssim, accuracy=value.accuracy)
 
 
+# The numbers an epoch's metrics and its message share by name (the message has no global_step, best).
+EPOCH_NUMBERS = ("epoch", "train_loss", "validation_loss", "learning_rate", "epoch_seconds")
+
+
 def epoch_message(epoch: EpochMetrics | None) -> training_pb2.EpochMetrics | None:
     if epoch is None:
         return None
     return training_pb2.EpochMetrics(
-        epoch=epoch.epoch,
-        train_loss=epoch.train_loss,
-        validation_loss=epoch.validation_loss,
+        **{name: getattr(epoch, name) for name in EPOCH_NUMBERS},
         validation=quality_message(epoch.validation),
         baseline=quality_message(epoch.baseline),
-        learning_rate=epoch.learning_rate,
-        epoch_seconds=epoch.epoch_seconds,
         end_time=timestamp(epoch.end_time),
     )
 
@@ -176,6 +166,10 @@ def paginate(items: list, page_size: int, page_token: str, *, default_size: int)
 # -- training jobs ----------------------------------------------------------------------------------
 
 
+# What a TrainingRecord and its TrainingJob message share by name and type.
+RECORD_FIELDS = ("job_id", "current_epoch", "model_id", "resumed_count", "resumed_from_job_id")
+
+
 def training_job(record: TrainingRecord, job: Job | None) -> training_pb2.TrainingJob:
     """The resource: the persisted record, with the live queue position and progress if running here."""
     checkpoint = None
@@ -188,18 +182,14 @@ def training_job(record: TrainingRecord, job: Job | None) -> training_pb2.Traini
             content_type="application/octet-stream",
         )
     message = training_pb2.TrainingJob(
-        job_id=record.job_id,
+        **{name: getattr(record, name) for name in RECORD_FIELDS},
         state=common.STATES[record.state],
         spec=spec_message(record.spec),
         stage=stage(record.stage) if record.state is JobState.RUNNING and record.stage else 0,
-        current_epoch=record.current_epoch,
         total_epochs=record.spec.num_epochs,
         history=[epoch_message(epoch) for epoch in record.history],
         best_metrics=epoch_message(record.best),
         checkpoint=checkpoint,
-        model_id=record.model_id,
-        resumed_count=record.resumed_count,
-        resumed_from_job_id=record.resumed_from_job_id,
         dataset=training_pb2.DatasetStats(**dataclasses.asdict(record.dataset)) if record.dataset else None,
         error=job_pb2.JobError(code=record.error_code, message=record.error_message) if record.error_code else None,
         cancelled=job_pb2.Cancelled(reason=record.cancel_reason) if record.cancel_reason else None,
@@ -226,22 +216,18 @@ def training_record(message: training_pb2.Job) -> TrainingRecord:
         best_psnr = max(best_psnr, item.validation.psnr)
         history.append(epoch_metrics(item, best))
     return TrainingRecord(
-        job_id=job.job_id,
+        **{name: getattr(job, name) for name in RECORD_FIELDS},
         spec=training_spec_of(job.spec),
         state=STATE_ENUMS[job.state],
         created_at=seconds(job, "create_time") or 0.0,
         started_at=seconds(job, "start_time"),
         ended_at=seconds(job, "end_time"),
         stage=training_pb2.Stage.Name(job.stage).removeprefix("STAGE_").lower() if job.stage else "",
-        current_epoch=job.current_epoch,
         history=history,
         best_epoch=job.best_metrics.epoch if job.HasField("best_metrics") else 0,
         checkpoint_key=job.checkpoint.key,
         checkpoint_sha256=job.checkpoint.sha256,
         checkpoint_size=job.checkpoint.size_bytes,
-        model_id=job.model_id,
-        resumed_count=job.resumed_count,
-        resumed_from_job_id=job.resumed_from_job_id,
         dataset=DatasetStats(**{field.name: value for field, value in job.dataset.ListFields()})
         if job.HasField("dataset")
         else None,
@@ -259,19 +245,11 @@ def seconds(message: Any, field: str) -> float | None:
 
 def training_spec_of(message: training_pb2.TrainingJobSpec) -> TrainingSpec:
     """A recorded spec (every default already resolved) back as the domain's."""
-    return TrainingSpec(
-        layer=message.layer,
-        dataset_prefix=message.dataset_prefix,
-        num_epochs=message.num_epochs,
-        batch_size=message.batch_size,
-        learning_rate=message.learning_rate,
-        max_pairs=message.max_pairs if message.HasField("max_pairs") else None,
-        patch_size=message.patch_size,
-        validation_split=round(message.validation_split, 6),  # a float32 on the wire: 0.2, not 0.2000000029
-        seed=message.seed,
-        architecture=architecture_name(message.architecture),
-        description=message.description,
-    )
+    fields = {field.name: getattr(message, field.name) for field in dataclasses.fields(TrainingSpec)}
+    fields["max_pairs"] = message.max_pairs if message.HasField("max_pairs") else None
+    fields["architecture"] = architecture_name(message.architecture)
+    fields["validation_split"] = round(message.validation_split, 6)  # a float32 on the wire: 0.2, not 0.2000000029
+    return TrainingSpec(**fields)
 
 
 def quality_of(message: training_pb2.QualityMetrics) -> Quality:
@@ -280,13 +258,9 @@ def quality_of(message: training_pb2.QualityMetrics) -> Quality:
 
 def epoch_metrics(message: training_pb2.EpochMetrics, best: bool = False) -> EpochMetrics:
     return EpochMetrics(
-        epoch=message.epoch,
-        train_loss=message.train_loss,
-        validation_loss=message.validation_loss,
+        **{name: getattr(message, name) for name in EPOCH_NUMBERS},
         validation=quality_of(message.validation),
         baseline=quality_of(message.baseline),
-        learning_rate=message.learning_rate,
-        epoch_seconds=message.epoch_seconds,
         end_time=message.end_time.ToNanoseconds() / 1e9,
         best=best,
     )

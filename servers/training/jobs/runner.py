@@ -79,26 +79,20 @@ class _EpochReporter:
             self._publish("validating", done, total)
 
 
+@dataclasses.dataclass
 class TrainingRunner:
-    def __init__(
-        self,
-        store: ObjectStore,
-        records: JobRecords,
-        *,
-        device: str,
-        amp: bool,
-        threads: int,
-        compile: CompileOptions = OFF,
-        channels_last: bool = False,
-    ) -> None:
-        self.store = store
-        self.records = records
-        self.device = device
-        self.amp = amp
-        self.threads = threads
-        self.compile = compile
-        self.channels_last = channels_last
-        self._first_epoch: dict[str, int] = {}
+    """Runs training jobs on ``device`` (AMP, threads, compiling and channels-last as configured)."""
+
+    store: ObjectStore
+    records: JobRecords
+    _: dataclasses.KW_ONLY
+    device: str
+    amp: bool
+    threads: int
+    compile: CompileOptions = OFF
+    channels_last: bool = False
+    # The first epoch this process trains, by job (earlier ones come from the record).
+    _first_epoch: dict[str, int] = dataclasses.field(default_factory=dict, init=False, repr=False)
 
     def first_epoch_this_run(self, job_id: str) -> int | None:
         """The first epoch this process trains for ``job_id`` (earlier ones come from the record)."""
