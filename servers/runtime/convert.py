@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from google.protobuf import json_format
@@ -126,15 +127,7 @@ def stage_value(stage_enum: Any, stage: str) -> int:
 def artifact(stored: StoredObject | None, data: bytes | None = None) -> artifact_pb2.Artifact | None:
     if stored is None:
         return None
-    return artifact_pb2.Artifact(
-        bucket=stored.bucket,
-        key=stored.key,
-        url=stored.url,
-        content_type=stored.content_type,
-        size_bytes=stored.size_bytes,
-        sha256=stored.sha256,
-        data=data or b"",
-    )
+    return artifact_pb2.Artifact(**dataclasses.asdict(stored), data=data or b"")  # the same fields by name
 
 
 # -- the diffusion services (Image, Video) ------------------------------------------------------

@@ -257,11 +257,5 @@ class ServerSettings:
         return PulledModels(ObjectStore(self.storage())) if self.models_from_store else None
 
     def storage(self) -> StorageSettings:
-        return StorageSettings(
-            endpoint=self.s3_endpoint,
-            access_key=self.s3_access_key,
-            secret_key=self.s3_secret_key,
-            secure=self.s3_secure,
-            region=self.s3_region,
-            public_endpoint=self.s3_public_endpoint,
-        )
+        names = ("endpoint", "access_key", "secret_key", "secure", "region", "public_endpoint")
+        return StorageSettings(**{name: getattr(self, f"s3_{name}") for name in names})  # each from its s3_<name>

@@ -6,11 +6,13 @@ from typing import Any
 
 from google.protobuf import json_format
 
+from genmesh.common.v1 import model_pb2
 from genmesh.errors import InvalidArgument, require, require_range, shown
 from genmesh.text.v1 import text_pb2
 from servers.runtime import convert as common
 from servers.runtime import events
 from servers.runtime.queue import Job
+from servers.text.models import ModelSpec
 from servers.text.types import ChatTurn, EmbedOutcome, EmbedRequest, FinishReason, Sampling, TextOutcome, TextRequest
 from storage.object_store import StoredObject
 
@@ -208,3 +210,17 @@ def stream_event(response_type: type, job: Job, event: events.JobEvent):
 def job_message(job: Job) -> text_pb2.Job:
     field = "embed_result" if isinstance(job.result, text_pb2.EmbedResult) else "result"
     return text_pb2.Job(status=common.job_status(job), **{field: job.result})
+
+
+def model_info(spec: ModelSpec, default_name: str, context_length: int, loaded: bool) -> model_pb2.ModelInfo:
+    """One model of ListModels: a GGUF file, with the context length the server runs it at."""
+    labels = {"format": "gguf", "context_length": str(context_length), "location": spec.location}
+    return model_pb2.ModelInfo(
+        name=spec.name,
+        description=spec.description,
+        source=spec.source,
+        size_bytes=spec.size_bytes,
+        loaded=loaded,
+        is_default=spec.name == default_name,
+        labels=labels,
+    )

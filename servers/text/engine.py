@@ -59,6 +59,11 @@ class TextEngine:
         with self.models.use(self.catalog.resolve("").name):
             pass
 
+    def close(self) -> None:
+        """Unload both models (after the job using one, if any, lets go)."""
+        self.models.close()
+        self.embedders.close()
+
     def _load(self, name: str) -> LoadedText:
         spec = self.catalog.resolve(name)
         try:

@@ -32,3 +32,6 @@ class TextService(QueuedService):
 
     async def warm_up(self) -> None:
         await asyncio.to_thread(self.engine.preload)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.engine.close)

@@ -6,11 +6,8 @@ import asyncio
 import functools
 from collections.abc import AsyncIterator
 
-import grpc
-import structlog
-
-from genmesh.common.v1 import model_pb2
 from genmesh.text.v1 import text_pb2, text_pb2_grpc
+from servers.runtime import caller
 from servers.runtime.job_rpcs import JobRpcs
 from servers.runtime.queue import JobQueue
 from servers.runtime.streaming import stream_job
@@ -20,12 +17,6 @@ from servers.text.framing import FRAME_SECONDS
 from servers.text.job import EmbedJob, TextJob
 from servers.text.types import TextRequest
 from storage.object_store import ObjectStore
-
-log = structlog.get_logger(__name__)
-
-
-def client_id(context: grpc.aio.ServicerContext) -> str:
-    return dict(context.invocation_metadata() or ()).get("x-client-id", "direct")
 
 
 class TextServicer(JobRpcs, text_pb2_grpc.TextServiceServicer):
@@ -42,48 +33,35 @@ class TextServicer(JobRpcs, text_pb2_grpc.TextServiceServicer):
         self.frame_seconds = frame_seconds
         self.keep_terminal_records()
 
-    def _stream(self, job: TextJob, detach: bool, response_type: type) -> AsyncIterator:
-        queued = self.queue.submit(job.run, method=job.method, detached=detach)
-        return stream_job(self.queue, queued, functools.partial(convert.stream_event, response_type))
+    def _text_job(self, request: TextRequest, method: str) -> TextJob:
+        return TextJob(request, method, caller.current().client_id, self.engine, self.store, self.frame_seconds)
 
-    def _job(self, request: TextRequest, method: str, context: grpc.aio.ServicerContext) -> TextJob:
-        return TextJob(request, method, client_id(context), self.engine, self.store, self.frame_seconds)
+    async def _run(self, job: TextJob | EmbedJob, detach: bool, response_type: type) -> AsyncIterator:
+        """Check the job before queueing, then stream its events as ``response_type``."""
+        await job.check()
+        queued = self.queue.submit(job.run, method=job.method, detached=detach)
+        async for event in stream_job(self.queue, queued, functools.partial(convert.stream_event, response_type)):
+            yield event
 
     async def Generate(self, request: text_pb2.GenerateRequest, context) -> AsyncIterator[text_pb2.GenerateResponse]:
-        job = self._job(convert.generate_request(request), "Generate", context)
-        await job.check()
-        async for event in self._stream(job, request.detach, text_pb2.GenerateResponse):
+        job = self._text_job(convert.generate_request(request), "Generate")
+        async for event in self._run(job, request.detach, text_pb2.GenerateResponse):
             yield event
 
     async def Chat(self, request: text_pb2.ChatRequest, context) -> AsyncIterator[text_pb2.ChatResponse]:
-        job = self._job(convert.chat_request(request), "Chat", context)
-        await job.check()
-        async for event in self._stream(job, request.detach, text_pb2.ChatResponse):
+        job = self._text_job(convert.chat_request(request), "Chat")
+        async for event in self._run(job, request.detach, text_pb2.ChatResponse):
             yield event
 
     async def Embed(self, request: text_pb2.EmbedRequest, context) -> AsyncIterator[text_pb2.EmbedResponse]:
         job = EmbedJob(convert.embed_request(request), self.engine)
-        await job.check()
-        queued = self.queue.submit(job.run, method=job.method, detached=request.detach)
-        async for event in stream_job(
-            self.queue, queued, functools.partial(convert.stream_event, text_pb2.EmbedResponse)
-        ):
+        async for event in self._run(job, request.detach, text_pb2.EmbedResponse):
             yield event
 
     async def ListModels(self, request: text_pb2.ListModelsRequest, context) -> text_pb2.ListModelsResponse:
-        catalog = self.engine.catalog
-        specs = await asyncio.to_thread(catalog.specs)
+        engine, default = self.engine, self.engine.catalog.default_name
+        specs = await asyncio.to_thread(engine.catalog.specs)
+        loaded = engine.models.is_loaded
         return text_pb2.ListModelsResponse(
-            models=[
-                model_pb2.ModelInfo(
-                    name=spec.name,
-                    description=spec.description,
-                    source=spec.source,
-                    size_bytes=spec.size_bytes,
-                    loaded=self.engine.models.is_loaded(spec.name),
-                    is_default=spec.name == catalog.default_name,
-                    labels={"format": "gguf", "context_length": str(self.engine.n_ctx), "location": spec.location},
-                )
-                for spec in specs
-            ]
+            models=[convert.model_info(spec, default, engine.n_ctx, loaded(spec.name)) for spec in specs]
         )

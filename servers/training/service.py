@@ -13,8 +13,8 @@ from servers.compute.devices import configure_threads, device_label, select_devi
 from servers.runtime.queue import JobQueue
 from servers.training.api.servicer import SERVICE_NAME, TrainingServicer
 from servers.training.jobs.manager import TrainingManager
-from servers.training.jobs.records import JobRecords
 from servers.training.jobs.runner import TrainingRunner
+from servers.training.jobs.store import TRAINING_PREFIX, JobRecords
 from servers.training.settings import TrainingSettings
 from servers.training.tasks.models import ModelTasks
 from storage.object_store import ObjectStore
@@ -34,7 +34,7 @@ class TrainingService:
         # Hours-long training jobs get their own queue, so a restore or a synthetic batch never
         # waits behind one; a drain stops training at once (it resumes from its checkpoint).
         self.training_queue = JobQueue(
-            name="training", id_prefix="trn", devices=[device], max_queued=settings.max_queued_trainings,
+            name="training", id_prefix=TRAINING_PREFIX, devices=[device], max_queued=settings.max_queued_trainings,
             retention_seconds=settings.job_retention_seconds, drain_seconds=0.0, service=SERVICE_NAME,
             ids=settings.job_ids(),
         )  # fmt: skip
@@ -60,6 +60,7 @@ class TrainingService:
 
     async def start(self) -> None:
         await asyncio.to_thread(self.store.ensure_buckets)
+        await asyncio.to_thread(self.manager.records.migrate_legacy)
         if self.settings.resume_on_start:
             resumed = await self.manager.resume_interrupted()
             if resumed:

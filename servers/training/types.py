@@ -22,7 +22,6 @@ import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from genmesh.errors import InvalidArgument, require, require_range
@@ -74,13 +73,6 @@ class Quality:
     __sub__ = minus
 
 
-def _seconds(value: Any) -> float:
-    """Unix seconds from a number or an ISO datetime (as older checkpoints stored it)."""
-    if isinstance(value, str):
-        return datetime.fromisoformat(value).timestamp()
-    return float(value or 0.0)
-
-
 @dataclass(frozen=True)
 class EpochMetrics:
     """Metrics at the end of one epoch (``EpochMetrics``). ``end_time`` is Unix seconds;
@@ -105,45 +97,20 @@ class EpochMetrics:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EpochMetrics:
-        """From ``to_dict``'s form, or the flat forms older job records and callers use:
-        ``{"psnr", "baseline_psnr", ...}`` or ``{"validation_psnr", "baseline_ssim", ...}``.
-        Missing numbers are NaN (metrics, losses) or 0."""
-
-        def quality(prefix: str) -> Quality:
-            nested = data.get(prefix)
-            if isinstance(nested, Mapping):
-                return Quality.from_dict(nested)
-            flat = {}
-            for name in ("psnr", "ssim", "accuracy"):
-                for key in (f"{prefix}_{name}", name if prefix == "validation" else ""):
-                    if key in data:
-                        flat[name] = data[key]
-                        break
-            return Quality.from_dict(flat)
-
+        """From ``to_dict``'s form, the one shape checkpoints store (older stored shapes are
+        upgraded where they are read: ``servers.training.legacy``). A missing quality metric is NaN."""
         return cls(
             epoch=int(data["epoch"]),
-            train_loss=float(data.get("train_loss", math.nan)),
-            validation_loss=float(data.get("validation_loss", math.nan)),
-            validation=quality("validation"),
-            baseline=quality("baseline"),
-            learning_rate=float(data.get("learning_rate", 0.0)),
-            epoch_seconds=float(data.get("epoch_seconds", 0.0)),
-            end_time=_seconds(data.get("end_time")),
+            train_loss=float(data["train_loss"]),
+            validation_loss=float(data["validation_loss"]),
+            validation=Quality.from_dict(data["validation"]),
+            baseline=Quality.from_dict(data["baseline"]),
+            learning_rate=float(data["learning_rate"]),
+            epoch_seconds=float(data["epoch_seconds"]),
+            end_time=float(data.get("end_time", 0.0)),
             global_step=int(data.get("global_step", 0)),
             best=bool(data.get("best", False)),
         )
-
-    @classmethod
-    def coerce(cls, item: Any) -> EpochMetrics:
-        """Itself, or one from a mapping or any dataclass with the same (or the flat) field names."""
-        if isinstance(item, EpochMetrics):
-            return item
-        if dataclasses.is_dataclass(item) and not isinstance(item, type):
-            return cls.from_dict(dataclasses.asdict(item))
-        if isinstance(item, Mapping):
-            return cls.from_dict(item)
-        raise TypeError(f"epoch metrics must be EpochMetrics, mappings or dataclasses (got {type(item).__name__})")
 
 
 @dataclass(frozen=True)

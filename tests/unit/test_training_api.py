@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
 import pytest
 
 from genmesh.common.v1 import job_pb2
-from genmesh.errors import InvalidArgument
+from genmesh.errors import InvalidArgument, NotFound
 from genmesh.training.v1 import training_pb2
 from servers.runtime import events
 from servers.runtime.events import JobState, StageChanged
@@ -16,8 +17,11 @@ from servers.runtime.queue import Job
 from servers.training.api import convert
 from servers.training.jobs.records import TrainingRecord
 from servers.training.jobs.runner import _EpochReporter
+from servers.training.jobs.store import JobRecords
+from servers.training.legacy import stored_epoch
 from servers.training.types import (
     CheckpointSaved,
+    DatasetStats,
     EpochCompleted,
     EpochMetrics,
     EpochProgress,
@@ -25,8 +29,11 @@ from servers.training.types import (
     Resumed,
     TrainingSpec,
 )
+from storage.buckets import OUTPUTS, TRAINING_OUTPUTS
 from storage.object_store import StoredObject
+from tests.unit.test_training_registry import MemoryStore
 
+SERVICE = "genmesh.training.v1.TrainingService"
 EPOCH = EpochMetrics(
     1, 0.1, 0.09, Quality(30.0, 0.9, 0.8), Quality(25.0, 0.7, 0.6), 1e-4, 3.0, 1_700_000_000.0, 8, True
 )
@@ -37,26 +44,69 @@ def record(**changes) -> TrainingRecord:
     return TrainingRecord(**{**values, **changes})
 
 
-def test_epoch_metrics_round_trip_and_older_forms():
+def test_epoch_metrics_have_one_shape_and_older_stored_shapes_are_upgraded_where_read():
     assert EpochMetrics.from_dict(EPOCH.to_dict()) == EPOCH
     flat = {"epoch": 1, "train_loss": 0.1, "validation_loss": 0.09, "psnr": 30.0, "ssim": 0.9, "accuracy": 0.8,
             "baseline_psnr": 25.0, "baseline_ssim": 0.7, "baseline_accuracy": 0.6, "learning_rate": 1e-4,
             "epoch_seconds": 3.0, "end_time": 1_700_000_000.0}  # fmt: skip
-    assert EpochMetrics.from_dict(flat) == EpochMetrics(**{**EPOCH.__dict__, "global_step": 0, "best": False})
-    iso = EpochMetrics.from_dict({**EPOCH.to_dict(), "end_time": "2023-11-14T22:13:20+00:00"})
+    with pytest.raises(KeyError):
+        EpochMetrics.from_dict(flat)  # one shape: an older one is upgraded by who reads stored data
+    assert stored_epoch(flat) == EpochMetrics(**{**EPOCH.__dict__, "global_step": 0, "best": False})
+    prefixed = {key: value for key, value in flat.items() if key not in ("psnr", "ssim", "accuracy")}
+    prefixed |= {"validation_psnr": 30.0, "validation_ssim": 0.9, "validation_accuracy": 0.8}
+    assert stored_epoch(prefixed).validation == EPOCH.validation
+    iso = stored_epoch({**EPOCH.to_dict(), "end_time": "2023-11-14T22:13:20+00:00"})
     assert iso.end_time == 1_700_000_000.0
-    assert math.isnan(EpochMetrics.from_dict({"epoch": 2}).validation.psnr)
+    assert math.isnan(stored_epoch({"epoch": 2}).validation.psnr)
     assert Quality(3.0, 0.5, 0.5) - Quality(1.0, 0.25, 0.5) == Quality(2.0, 0.25, 0.0)
 
 
-def test_records_store_the_state_as_its_string_and_never_the_live_progress():
-    item = record(history=[EPOCH], live=EpochProgress("training", 1, 2, 4, 0.1))
-    data = json.loads(json.dumps(item.to_dict()))
-    assert data["state"] == "running" and "live" not in data
-    loaded = TrainingRecord.from_dict(data)
-    assert loaded.state is JobState.RUNNING and loaded.history == [EPOCH] and loaded.live is None
-    old = {**data, "state": "succeeded", "history": [{**EPOCH.to_dict(), "validation": None}]}
-    assert TrainingRecord.from_dict(old).state is JobState.SUCCEEDED
+def test_a_training_job_is_stored_as_its_shared_job_record_and_read_back():
+    second = EpochMetrics(2, 0.08, 0.07, Quality(29.0, 0.8, 0.7), Quality(25.0, 0.7, 0.6), 1e-4, 3.0, 1.7e9 + 5)
+    item = record(
+        history=[EPOCH, second], best_epoch=1, current_epoch=2, stage="training", checkpoint_key="c/x/last.pt",
+        checkpoint_sha256="ab", checkpoint_size=3, dataset=DatasetStats(pairs_found=4, train_pairs=3), client_id="a",
+        created_at=1_700_000_000.25, started_at=1_700_000_001.5, device="cpu", pair_names=["p1", "p2"],
+        spec=TrainingSpec(layer=2, num_epochs=3, max_pairs=10, architecture="tiny", seed=7),
+        live=EpochProgress("training", 3, 1, 4, 0.1),
+    )  # fmt: skip
+    store = MemoryStore()
+    records = JobRecords(store)
+    records.save(item)
+    recorded = json.loads(store.get_bytes(OUTPUTS, f"jobs/{item.job_id}.json"))  # where every job's record is
+    assert recorded["status"]["client_id"] == "a" and recorded["training_job"]["spec"]["layer"] == 2
+    loaded = records.load(item.job_id)
+    # What the messages carry comes back; an epoch's global step does not, and pair names are stored apart.
+    assert loaded.history == [dataclasses.replace(EPOCH, global_step=0), second]
+    assert loaded.live is None and loaded.pair_names == [] and loaded.spec == item.spec
+    unchanged = ("state", "best_epoch", "stage", "checkpoint_key", "checkpoint_size", "dataset", "client_id", "device")
+    assert all(getattr(loaded, name) == getattr(item, name) for name in unchanged)
+    assert (loaded.created_at, loaded.started_at, loaded.ended_at) == (
+        pytest.approx(item.created_at),
+        pytest.approx(item.started_at),
+        None,
+    )
+    records.save_pairs(item)
+    assert records.pairs(item.job_id) == ["p1", "p2"] and records.pairs("trn-0123456789abcdee") == []
+    assert [found.job_id for found in records.all()] == [item.job_id]
+    with pytest.raises(NotFound):
+        records.load("trn-0123456789abcdee")
+
+
+def test_records_of_the_old_layout_are_rewritten_once_as_shared_records():
+    store = MemoryStore()
+    old = {**dataclasses.asdict(record(pair_names=["p1"], client_id="a")), "state": "succeeded"}
+    old["history"] = [{"epoch": 1, "psnr": 30.0, "baseline_psnr": 25.0, "train_loss": 0.1}]
+    old["spec"]["no_longer_known"] = 1
+    del old["live"]
+    store.put_bytes(TRAINING_OUTPUTS, "jobs/trn-0123456789abcdef.json", json.dumps(old).encode())
+    records = JobRecords(store)
+    assert records.migrate_legacy() == ["trn-0123456789abcdef"] and records.migrate_legacy() == []
+    loaded = records.load("trn-0123456789abcdef")
+    assert loaded.state is JobState.SUCCEEDED and loaded.client_id == "a"
+    assert loaded.history[0].validation.psnr == 30.0 and loaded.history[0].baseline.psnr == 25.0
+    assert records.pairs("trn-0123456789abcdef") == ["p1"]
+    assert not store.exists(TRAINING_OUTPUTS, "jobs/trn-0123456789abcdef.json")
     assert record(state=JobState.QUEUED).active and not record(state=JobState.CANCELLED).active
 
 
@@ -213,3 +263,31 @@ async def test_replayed_events_keep_the_time_they_happened() -> None:
     live = convert.watch_event(item, job, watched[0].event, False, None)
     assert live.event_time.ToMilliseconds() >= queued.event_time.ToMilliseconds()  # a live event: now
     await queue.drain(1)
+
+
+async def test_get_job_answers_a_training_job_from_its_record_as_it_answers_a_task() -> None:
+    """A training job no process holds (its replica restarted, or another has it) is answered by
+    the shared GetJob from its record, with the owner check every job gets."""
+    from servers.runtime import caller
+    from servers.runtime.queue import JobQueue
+    from servers.training.api.servicer import TrainingServicer
+    from servers.training.jobs.manager import TrainingManager
+
+    store = MemoryStore()
+    queue = JobQueue(name="training", id_prefix="trn", devices=["cpu"], max_queued=1, service=SERVICE)
+    tasks = JobQueue(name="training-tasks", id_prefix="tsk", devices=["cpu"], max_queued=1, service=SERVICE)
+    manager = TrainingManager(queue, JobRecords(store), runner=_Runner())  # type: ignore[arg-type]
+    servicer = TrainingServicer(manager, tasks, models=None, store=store)  # type: ignore[arg-type]
+    item = record(
+        state=JobState.SUCCEEDED, client_id="a", model_id="layer_2-20261122_143518", history=[EPOCH], best_epoch=1
+    )
+    manager.records.save(item)
+    request = training_pb2.GetJobRequest(job_id=item.job_id)
+    caller.bind(caller.Caller("a", admin=False))
+    job = await servicer.GetJob(request, None)
+    assert job.status.state == job_pb2.JOB_STATE_SUCCEEDED and job.status.method.endswith("/CreateTrainingJob")
+    assert job.training_job.model_id == item.model_id and job.training_job.best_metrics.epoch == 1
+    caller.bind(caller.Caller("b", admin=False))
+    with pytest.raises(NotFound):
+        await servicer.GetJob(request, None)
+    caller.bind(caller.OPERATOR)

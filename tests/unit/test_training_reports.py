@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import struct
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -236,29 +236,12 @@ def test_long_history_table_is_shortened_but_json_has_every_epoch():
     assert [e["epoch"] for e in report.json["epochs"]] == list(range(1, n + 1))
 
 
-def test_inputs_accept_flat_dicts_other_dataclasses_and_unix_times():
-    @dataclass
-    class StoredEpoch:  # the flat shape older job records stored
-        epoch: int
-        train_loss: float
-        validation_loss: float
-        psnr: float
-        ssim: float
-        accuracy: float
-        baseline_psnr: float
-        baseline_ssim: float
-        baseline_accuracy: float
-        learning_rate: float
-        epoch_seconds: float
-        end_time: float
-
+def test_inputs_sort_epochs_and_take_unix_times():
     t = START.timestamp()
     history = [
-        StoredEpoch(2, 0.05, 0.06, 30.0, 0.9, 0.9, 25.0, 0.7, 0.6, 1e-4, 10.0, t + 20),
-        {"epoch": 1, "train_loss": 0.1, "validation_loss": 0.11, "validation_psnr": 28.0, "validation_ssim": 0.8,
-         "validation_accuracy": 0.8, "baseline_psnr": 25.0, "baseline_ssim": 0.7, "baseline_accuracy": 0.6,
-         "learning_rate": 2e-4, "epoch_seconds": 10.0},
-    ]  # fmt: skip
+        EpochMetrics(2, 0.05, 0.06, Quality(30.0, 0.9, 0.9), Quality(25.0, 0.7, 0.6), 1e-4, 10.0, t + 20),
+        EpochMetrics(1, 0.1, 0.11, Quality(28.0, 0.8, 0.8), Quality(25.0, 0.7, 0.6), 2e-4, 10.0),
+    ]
     inp = make_input(history=history, timings=Timings(created=t - 5, started=t, ended=t + 20.5))
     assert [h.epoch for h in inp.history] == [1, 2]
     assert inp.history[1].validation == Quality(30.0, 0.9, 0.9)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +25,7 @@ from servers.training.tasks.synthetic import SyntheticOutcome
 from servers.training.types import (
     DEFAULT_ARCHITECTURE,
     CheckpointSaved,
+    DatasetStats,
     EpochCompleted,
     EpochMetrics,
     Quality,
@@ -111,21 +114,11 @@ def in_spec(exc: InvalidArgument) -> InvalidArgument:
 
 
 def spec_message(spec: TrainingSpec) -> training_pb2.TrainingJobSpec:
-    message = training_pb2.TrainingJobSpec(
-        layer=spec.layer,
-        dataset_prefix=spec.dataset_prefix,
-        num_epochs=spec.num_epochs,
-        batch_size=spec.batch_size,
-        learning_rate=spec.learning_rate,
-        patch_size=spec.patch_size,
-        validation_split=spec.validation_split,
-        seed=spec.seed,
-        architecture=architecture_value(spec.architecture),
-        description=spec.description,
-    )
-    if spec.max_pairs is not None:
-        message.max_pairs = spec.max_pairs
-    return message
+    fields = dataclasses.asdict(spec)  # the spec's fields are the message's, by name
+    fields["architecture"] = architecture_value(spec.architecture)
+    if spec.max_pairs is None:
+        del fields["max_pairs"]
+    return training_pb2.TrainingJobSpec(**fields)
 
 
 def quality_message(value: Quality | None) -> training_pb2.QualityMetrics | None:
@@ -134,17 +127,17 @@ def quality_message(value: Quality | None) -> training_pb2.QualityMetrics | None
     return training_pb2.QualityMetrics(psnr=value.psnr, ssim=value.ssim, accuracy=value.accuracy)
 
 
+# The numbers an epoch's metrics and its message share by name (the message has no global_step, best).
+EPOCH_NUMBERS = ("epoch", "train_loss", "validation_loss", "learning_rate", "epoch_seconds")
+
+
 def epoch_message(epoch: EpochMetrics | None) -> training_pb2.EpochMetrics | None:
     if epoch is None:
         return None
     return training_pb2.EpochMetrics(
-        epoch=epoch.epoch,
-        train_loss=epoch.train_loss,
-        validation_loss=epoch.validation_loss,
+        **{name: getattr(epoch, name) for name in EPOCH_NUMBERS},
         validation=quality_message(epoch.validation),
         baseline=quality_message(epoch.baseline),
-        learning_rate=epoch.learning_rate,
-        epoch_seconds=epoch.epoch_seconds,
         end_time=timestamp(epoch.end_time),
     )
 
@@ -173,6 +166,10 @@ def paginate(items: list, page_size: int, page_token: str, *, default_size: int)
 # -- training jobs ----------------------------------------------------------------------------------
 
 
+# What a TrainingRecord and its TrainingJob message share by name and type.
+RECORD_FIELDS = ("job_id", "current_epoch", "model_id", "resumed_count", "resumed_from_job_id")
+
+
 def training_job(record: TrainingRecord, job: Job | None) -> training_pb2.TrainingJob:
     """The resource: the persisted record, with the live queue position and progress if running here."""
     checkpoint = None
@@ -185,19 +182,15 @@ def training_job(record: TrainingRecord, job: Job | None) -> training_pb2.Traini
             content_type="application/octet-stream",
         )
     message = training_pb2.TrainingJob(
-        job_id=record.job_id,
+        **{name: getattr(record, name) for name in RECORD_FIELDS},
         state=common.STATES[record.state],
         spec=spec_message(record.spec),
         stage=stage(record.stage) if record.state is JobState.RUNNING and record.stage else 0,
-        current_epoch=record.current_epoch,
         total_epochs=record.spec.num_epochs,
         history=[epoch_message(epoch) for epoch in record.history],
         best_metrics=epoch_message(record.best),
         checkpoint=checkpoint,
-        model_id=record.model_id,
-        resumed_count=record.resumed_count,
-        resumed_from_job_id=record.resumed_from_job_id,
-        dataset=training_pb2.DatasetStats(**record.dataset) if record.dataset else None,
+        dataset=training_pb2.DatasetStats(**dataclasses.asdict(record.dataset)) if record.dataset else None,
         error=job_pb2.JobError(code=record.error_code, message=record.error_message) if record.error_code else None,
         cancelled=job_pb2.Cancelled(reason=record.cancel_reason) if record.cancel_reason else None,
         create_time=timestamp(record.created_at),
@@ -210,6 +203,67 @@ def training_job(record: TrainingRecord, job: Job | None) -> training_pb2.Traini
             message.queue_position = job.queue_position
         message.progress.CopyFrom(common.progress_message(job.progress) or job_pb2.Progress())
     return message
+
+
+def training_record(message: training_pb2.Job) -> TrainingRecord:
+    """A training job back from its record (``training_job_as_job`` of it). What the messages do not
+    carry comes back as: each epoch's ``global_step`` 0 and ``best`` recomputed (the highest
+    validation PSNR so far), the stage only while RUNNING; pair names are stored apart."""
+    job, status = message.training_job, message.status
+    history, best_psnr = [], -math.inf
+    for item in job.history:
+        best = item.validation.psnr > best_psnr
+        best_psnr = max(best_psnr, item.validation.psnr)
+        history.append(epoch_metrics(item, best))
+    return TrainingRecord(
+        **{name: getattr(job, name) for name in RECORD_FIELDS},
+        spec=training_spec_of(job.spec),
+        state=STATE_ENUMS[job.state],
+        created_at=seconds(job, "create_time") or 0.0,
+        started_at=seconds(job, "start_time"),
+        ended_at=seconds(job, "end_time"),
+        stage=training_pb2.Stage.Name(job.stage).removeprefix("STAGE_").lower() if job.stage else "",
+        history=history,
+        best_epoch=job.best_metrics.epoch if job.HasField("best_metrics") else 0,
+        checkpoint_key=job.checkpoint.key,
+        checkpoint_sha256=job.checkpoint.sha256,
+        checkpoint_size=job.checkpoint.size_bytes,
+        dataset=DatasetStats(**{field.name: value for field, value in job.dataset.ListFields()})
+        if job.HasField("dataset")
+        else None,
+        error_code=job.error.code,
+        error_message=job.error.message,
+        cancel_reason=job.cancelled.reason,
+        device=job.device,
+        client_id=status.client_id,
+    )
+
+
+def seconds(message: Any, field: str) -> float | None:
+    return getattr(message, field).ToNanoseconds() / 1e9 if message.HasField(field) else None
+
+
+def training_spec_of(message: training_pb2.TrainingJobSpec) -> TrainingSpec:
+    """A recorded spec (every default already resolved) back as the domain's."""
+    fields = {field.name: getattr(message, field.name) for field in dataclasses.fields(TrainingSpec)}
+    fields["max_pairs"] = message.max_pairs if message.HasField("max_pairs") else None
+    fields["architecture"] = architecture_name(message.architecture)
+    fields["validation_split"] = round(message.validation_split, 6)  # a float32 on the wire: 0.2, not 0.2000000029
+    return TrainingSpec(**fields)
+
+
+def quality_of(message: training_pb2.QualityMetrics) -> Quality:
+    return Quality(message.psnr, message.ssim, message.accuracy)
+
+
+def epoch_metrics(message: training_pb2.EpochMetrics, best: bool = False) -> EpochMetrics:
+    return EpochMetrics(
+        **{name: getattr(message, name) for name in EPOCH_NUMBERS},
+        validation=quality_of(message.validation),
+        baseline=quality_of(message.baseline),
+        end_time=message.end_time.ToNanoseconds() / 1e9,
+        best=best,
+    )
 
 
 def registered_model(info: RegisteredModelInfo) -> training_pb2.RegisteredModel:

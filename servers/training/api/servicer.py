@@ -1,8 +1,10 @@
 """TrainingService: proto in, manager / job, proto out. Validation lives in convert.py.
 
-The job RPCs every service has (GetJob, CancelJob, WatchJob, ListJobs; ``runtime/job_rpcs.py``) run
-on the tasks queue ("tsk-..."); a training job's id ("trn-...") goes to the manager instead, and
-ListJobs lists both."""
+The job RPCs every service has (GetJob, CancelJob, WatchJob, ListJobs; ``runtime/job_rpcs.py``)
+serve the tasks ("tsk-...", on the tasks queue) and the training jobs ("trn-..."), whose records
+are the same shared job records: GetJob answers either from memory while this process holds it,
+else from its record. A training job's cancel goes to the manager (it may have to mark a record
+no process runs), and ListJobs lists both."""
 
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from servers.training.api import convert
 from servers.training.data.synthetic import SyntheticSpec
 from servers.training.jobs.manager import Replayed, TrainingManager
 from servers.training.jobs.records import TrainingRecord
+from servers.training.jobs.store import TRAINING_PREFIX
 from servers.training.reports import plot_key, report_keys
 from servers.training.tasks.models import ModelTasks, RestoreRequest
 from servers.training.tasks.synthetic import run_synthetic
@@ -35,7 +38,6 @@ from storage.keys import validate_job_id
 from storage.object_store import ObjectStore
 
 SERVICE_NAME = training_pb2.DESCRIPTOR.services_by_name["TrainingService"].full_name
-TRAINING_PREFIX = "trn"  # training jobs' ids; the tasks' are "tsk" (genmesh.services)
 PLOTS = {"loss": "Loss per epoch", "psnr": "Validation PSNR per epoch", "ssim": "Validation SSIM per epoch",
          "accuracy": "Validation accuracy per epoch"}  # fmt: skip
 
@@ -70,12 +72,10 @@ class TrainingServicer(JobRpcs, training_pb2_grpc.TrainingServiceServicer):
     # -- every job: tasks through the shared job RPCs, training jobs through the manager -------
     async def GetJob(self, request, context) -> training_pb2.Job:
         job_id = validate_job_id(request.job_id)
-        if is_training_job(job_id):
-            message = convert.training_job_as_job(
-                await asyncio.to_thread(self.manager.get, job_id), self.manager.queue_job(job_id)
-            )
-            return await self.with_deliveries(message)
-        return await super().GetJob(request, context)
+        live = self.manager.live(job_id) if is_training_job(job_id) else None
+        if live is None:  # a task, or a training job from its record (the same for both)
+            return await super().GetJob(request, context)
+        return await self.with_deliveries(convert.training_job_as_job(live, self.manager.queue_job(job_id)))
 
     async def CancelJob(self, request, context) -> training_pb2.Job:
         job_id = validate_job_id(request.job_id)

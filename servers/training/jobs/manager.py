@@ -1,8 +1,8 @@
 """Training jobs as long-lived resources: create, list, get, cancel, watch, and resume after a
 restart. grpc-free; the servicer converts. The work itself is ``runner.TrainingRunner``.
 
-A job is a ``TrainingRecord`` (persisted in object storage) plus, while this process runs it, a
-``Job`` in the training queue (for live events). Jobs always run detached.
+A job is a ``TrainingRecord`` (persisted as its one job record, ``store.py``) plus, while this
+process runs it, a ``Job`` in the training queue (for live events). Jobs always run detached.
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ import structlog
 
 from genmesh.errors import FailedPrecondition, GenmeshError, InvalidArgument, NotFound, Unavailable
 from servers.runtime import caller, events
-from servers.runtime.events import JobState
+from servers.runtime.events import SHUTTING_DOWN, JobState
 from servers.runtime.job_ids import job_owner
 from servers.runtime.queue import Job, JobQueue
 from servers.training.data.pairs import find_pairs
-from servers.training.jobs.records import JobRecords, TrainingRecord
+from servers.training.jobs.records import TrainingRecord
 from servers.training.jobs.runner import TrainingRunner
+from servers.training.jobs.store import JobRecords
 from servers.training.types import EpochCompleted, TrainingSpec, resume_spec
 
 log = structlog.get_logger(__name__)
@@ -80,7 +81,7 @@ class TrainingManager:
             record.spec = resume_spec(previous.spec, requested)
             record.resumed_from_job_id = resume_job_id
             record.checkpoint_key = previous.checkpoint_key
-            record.pair_names = list(previous.pair_names)
+            record.pair_names = previous.pair_names or self.records.pairs(resume_job_id)
             record.history = list(previous.history)
             record.current_epoch = previous.current_epoch
             record.best_epoch = previous.best_epoch
@@ -119,10 +120,11 @@ class TrainingManager:
         for record in reversed(await asyncio.to_thread(self.records.all)):  # oldest first keeps their order
             if not record.active or not self._resumes_here(record.job_id):
                 continue
-            if record.started_at is not None:
+            if record.started_at is not None:  # left RUNNING: the server died; QUEUED: it drained
                 record.resumed_count += 1
-                record.interrupted_reason = record.interrupted_reason or "server restarted"
+                record.interrupted_reason = "server restarted" if record.state is JobState.RUNNING else SHUTTING_DOWN
             record.state = JobState.QUEUED
+            record.pair_names = await asyncio.to_thread(self.records.pairs, record.job_id)
             await asyncio.to_thread(self.records.save, record)
             self._submit(record, force=True)
             resumed.append(record.job_id)
@@ -140,6 +142,15 @@ class TrainingManager:
             record = self._live.get(job_id)
         record = record if record is not None else self.records.load(job_id)
         if not caller.current().may_see(record.client_id):
+            raise NotFound(f"training job {job_id!r} not found")
+        return record
+
+    def live(self, job_id: str) -> TrainingRecord | None:
+        """The job if this process created or resumed it (None otherwise: its record answers); NOT_FOUND
+        when the caller may not see it."""
+        with self._lock:
+            record = self._live.get(job_id)
+        if record is not None and not caller.current().may_see(record.client_id):
             raise NotFound(f"training job {job_id!r} not found")
         return record
 

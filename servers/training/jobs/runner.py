@@ -25,7 +25,8 @@ from servers.runtime.events import JobState, StageChanged
 from servers.runtime.queue import JobContext
 from servers.training import registry
 from servers.training.data.pairs import load_pairs
-from servers.training.jobs.records import JobRecords, TrainingRecord
+from servers.training.jobs.records import TrainingRecord
+from servers.training.jobs.store import JobRecords
 from servers.training.model.trainer import TrainConfig, Trainer, split_indices
 from servers.training.reports import (
     Environment,
@@ -78,26 +79,20 @@ class _EpochReporter:
             self._publish("validating", done, total)
 
 
+@dataclasses.dataclass
 class TrainingRunner:
-    def __init__(
-        self,
-        store: ObjectStore,
-        records: JobRecords,
-        *,
-        device: str,
-        amp: bool,
-        threads: int,
-        compile: CompileOptions = OFF,
-        channels_last: bool = False,
-    ) -> None:
-        self.store = store
-        self.records = records
-        self.device = device
-        self.amp = amp
-        self.threads = threads
-        self.compile = compile
-        self.channels_last = channels_last
-        self._first_epoch: dict[str, int] = {}
+    """Runs training jobs on ``device`` (AMP, threads, compiling and channels-last as configured)."""
+
+    store: ObjectStore
+    records: JobRecords
+    _: dataclasses.KW_ONLY
+    device: str
+    amp: bool
+    threads: int
+    compile: CompileOptions = OFF
+    channels_last: bool = False
+    # The first epoch this process trains, by job (earlier ones come from the record).
+    _first_epoch: dict[str, int] = dataclasses.field(default_factory=dict, init=False, repr=False)
 
     def first_epoch_this_run(self, job_id: str) -> int | None:
         """The first epoch this process trains for ``job_id`` (earlier ones come from the record)."""
@@ -172,8 +167,9 @@ class TrainingRunner:
         )
         train_idx, val_idx = split_indices(len(pairs.names), spec.validation_split, spec.seed)
         pairs.stats = dataclasses.replace(pairs.stats, train_pairs=len(train_idx), validation_pairs=len(val_idx))
-        record.dataset = dataclasses.asdict(pairs.stats)
+        record.dataset = pairs.stats
         record.pair_names = list(pairs.names)
+        self.records.save_pairs(record)
         self.records.save(record)
         train = [(pairs.degraded[i], pairs.clean[i]) for i in train_idx]
         validation = [(pairs.degraded[i], pairs.clean[i]) for i in val_idx]
@@ -292,7 +288,7 @@ class TrainingRunner:
                 status=status,
                 spec=record.spec.to_dict(),
                 history=record.history,
-                dataset=DatasetStats(**record.dataset),
+                dataset=record.dataset or DatasetStats(),
                 timings=Timings(created=record.created_at, started=record.started_at, ended=record.ended_at),
                 description=record.spec.description,
                 best_epoch=record.best_epoch or None,

@@ -51,6 +51,7 @@ from genmesh.errors import FailedPrecondition, GenmeshError, Internal, InvalidAr
 from servers.compute.compile import CompileOptions, compiled, short_error
 from servers.compute.devices import configure_threads, device_label, select_device
 from servers.compute.memory import free_device_memory, is_out_of_memory
+from servers.training.legacy import stored_epoch
 from servers.training.types import EpochMetrics, Quality, check_recipe
 
 from . import checkpoint as files
@@ -522,8 +523,8 @@ class Trainer:
         self.epoch = int(state["epoch"])
         self.global_step = int(state["global_step"])
         self.step_in_epoch = 0
-        self.history = [EpochMetrics.from_dict(r) for r in state["history"]]
-        self.best = EpochMetrics.from_dict(state["best"]) if state["best"] else None
+        self.history = [stored_epoch(r) for r in state["history"]]  # older checkpoints: older shapes
+        self.best = stored_epoch(state["best"]) if state["best"] else None
         self.best_state = state["best_state"]
         self.baseline = Quality.from_dict(state["baseline"]) if state["baseline"] else None
 

@@ -95,7 +95,7 @@ class ReportInput:
     layer: int
     status: Status
     spec: Mapping[str, Any]
-    history: list[EpochMetrics]  # or mappings / dataclasses with the same fields (converted)
+    history: list[EpochMetrics]  # in any order (sorted by epoch)
     dataset: DatasetStats = field(default_factory=DatasetStats)
     timings: Timings = field(default_factory=Timings)
     description: str = ""
@@ -111,8 +111,7 @@ class ReportInput:
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES} (got {self.status!r})")
-        history = [EpochMetrics.coerce(h) for h in self.history]
-        history.sort(key=lambda h: h.epoch)
+        history = sorted(self.history, key=lambda h: h.epoch)
         object.__setattr__(self, "history", history)
         if self.best_epoch is not None and all(h.epoch != self.best_epoch for h in history):
             raise ValueError(f"best_epoch {self.best_epoch} is not in the history")
