@@ -27,6 +27,7 @@ from servers.mesh.launcher import LaunchOptions, Mesh
 from servers.mesh.processes import free_port, wait_until
 from storage.buckets import OUTPUTS
 from storage.object_store import ObjectStore
+from tests.integration.helpers import add_keys
 
 pytestmark = pytest.mark.integration
 
@@ -37,20 +38,8 @@ SUCCEEDED, QUEUED, CANCELLED = job_pb2.JOB_STATE_SUCCEEDED, job_pb2.JOB_STATE_QU
 def keys(mesh: Mesh) -> dict[str, str]:
     """Two ordinary keys (a, b) and an admin key, added to the session mesh's keys file; they work
     once the gateway applied them (within seconds, no restart)."""
-    keys = {name: "gm_" + secrets.token_urlsafe(24) for name in ("a", "b", "ops")}
-    keys_file = mesh.data_dir / "api-keys"
-    with keys_file.open("a", encoding="utf-8") as handle:
-        handle.write(f"jobs-a={keys['a']}\njobs-b={keys['b']}\njobs-ops={keys['ops']} admin\n")
-
-    def accepted() -> bool:
-        for key in keys.values():
-            response = httpx.get(f"http://{mesh.url}/v1/text/models", headers={"x-api-key": key}, timeout=10)
-            if response.status_code != 200:
-                return False
-        return True
-
-    wait_until(accepted, timeout=30, what="the gateway to apply the new keys")
-    return keys
+    added = add_keys(mesh, {"jobs-a": "", "jobs-b": "", "jobs-ops": "admin"})
+    return {name.removeprefix("jobs-"): key for name, key in added.items()}
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import collections
 import os
-import secrets
 import shutil
 import subprocess
 import sys
@@ -29,7 +28,7 @@ import httpx
 import pytest
 
 from servers.mesh.launcher import Mesh
-from servers.mesh.processes import wait_until
+from tests.integration.helpers import add_keys
 
 pytestmark = pytest.mark.integration
 
@@ -70,17 +69,7 @@ def fuzz_key(mesh: Mesh) -> str:
     """An admin key of its own with a rate limit the fuzzer cannot reach, so it runs as fast as the
     mesh answers (at the session key's 100/s it spent most of its time waiting) and the session key's
     bucket stays full for the tests after it."""
-    key = "gm_" + secrets.token_urlsafe(24)
-    with (mesh.data_dir / "api-keys").open("a", encoding="utf-8") as handle:
-        handle.write(f"fuzz={key} rps=100000 burst=100000 admin\n")
-    wait_until(
-        lambda: (
-            httpx.get(f"http://{mesh.url}/v1/text/models", headers={"x-api-key": key}, timeout=10).status_code == 200
-        ),
-        timeout=30,
-        what="the gateway to apply the fuzzer's key",
-    )
-    return key
+    return add_keys(mesh, {"fuzz": "rps=100000 burst=100000 admin"})["fuzz"]
 
 
 def test_schemathesis_finds_no_server_error_and_no_undocumented_answer(

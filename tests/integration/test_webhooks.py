@@ -33,7 +33,7 @@ from servers.runtime.webhooks.gate import Notify, WebhookConfig
 from storage.buckets import OUTPUTS
 from storage.object_store import ObjectStore
 from tests.integration.conftest import WEBHOOK_ALLOW
-from tests.integration.helpers import sse
+from tests.integration.helpers import add_keys, sse
 from tests.unit.test_webhook_parts import readme_verify
 
 pytestmark = pytest.mark.integration
@@ -100,16 +100,8 @@ def receiver() -> Iterator[Receiver]:
 @pytest.fixture(scope="module")
 def hooks_key(mesh: Mesh) -> tuple[str, str]:
     """A key with its own webhook secret, added to the session mesh's keys file."""
-    key, secret = "gm_" + secrets.token_urlsafe(24), "hooks-" + secrets.token_hex(12)
-    with (mesh.data_dir / "api-keys").open("a", encoding="utf-8") as handle:
-        handle.write(f"hooks={key} secret={secret}\n")
-
-    def accepted() -> bool:
-        response = httpx.get(f"http://{mesh.url}/v1/text/models", headers={"x-api-key": key}, timeout=10)
-        return response.status_code == 200
-
-    wait_until(accepted, timeout=30, what="the gateway to apply the new key")
-    return key, secret
+    secret = "hooks-" + secrets.token_hex(12)
+    return add_keys(mesh, {"hooks": f"secret={secret}"})["hooks"], secret
 
 
 def get_job(mesh: Mesh, key: str, job_id: str) -> dict:
