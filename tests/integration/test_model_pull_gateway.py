@@ -124,14 +124,15 @@ def test_rest_pull_streams_sse_and_a_flipped_byte_is_refused_with_both_digests(m
 
 
 @pytest.fixture(scope="module")
-def tiny_single_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+def tiny_single_files(mesh: Mesh, tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     """A tiny SD1.5 and a tiny motion module as the single files users download (no config beside
     them: the servers derive it from the weights' shapes)."""
     from tests.support.single_file import save_motion_adapter_single_file, save_single_file
     from tests.support.tiny_models import tiny_motion_adapter, tiny_sd15
 
     folder = tmp_path_factory.mktemp("tiny-single-files")
-    checkpoint = save_single_file(tiny_sd15(folder / "cache"), folder / "sd15.safetensors")
+    tokenizer_cache = mesh.data_dir / "cache" / "diffusion"  # the CLIP tokenizer the servers built at start
+    checkpoint = save_single_file(tiny_sd15(tokenizer_cache), folder / "sd15.safetensors")
     adapter = save_motion_adapter_single_file(tiny_motion_adapter(), folder / "motion.safetensors")
     return {"pulled-sd15": checkpoint.read_bytes(), "pulled-motion": adapter.read_bytes()}
 
@@ -165,11 +166,13 @@ def test_pulled_checkpoints_land_by_kind_and_generate_by_name(client, origin, ti
     assert "pulled-sd15" not in [model.name for model in client.images.list_models()]
 
 
-def start_node(mesh: Mesh, data_dir: Path, service: str, *flags: str) -> tuple[ManagedProcess, int]:
+def start_node(
+    mesh: Mesh, data_dir: Path, service: str, *flags: str, env: dict[str, str] | None = None
+) -> tuple[ManagedProcess, int]:
     """A server as on a machine of its own: its own data folder, sharing only the mesh's object store."""
     port = free_port()
     argv = [sys.executable, "-m", "servers", service, f"--port={port}", "--threads=1", *flags]
-    env = {**mesh.service_env(), "GENMESH_DATA_DIR": str(data_dir)}
+    env = {**mesh.service_env(), "GENMESH_DATA_DIR": str(data_dir), **(env or {})}
     process = ManagedProcess(f"{service}-node", argv, log_path=data_dir / f"{service}.log", env=env).start()
     try:
         wait_until(lambda: health_status(port) == 1, timeout=180, what=f"the {service} node", process=process)
@@ -247,6 +250,52 @@ def test_a_killed_models_server_resumes_after_a_restart_and_a_cancel_installs_no
     finally:
         origin.release.set()
         process.stop()
+
+
+def test_hf_folders_land_in_the_mesh_catalogs_and_generate_a_video(mesh, client, origin, tmp_path_factory) -> None:
+    """hf: references to a diffusers pipeline folder (the repo) and a MotionAdapter folder (a folder in
+    it), from the loopback hub fake (HF_ENDPOINT), pulled by a models server writing into the mesh's
+    folders: Image and Video list them at once and Video generates with both by name."""
+    from servers.diffusion.builtin import tiny_motion_adapter_folder, tiny_sd15_folder
+    from tests.support.model_server import folder_files
+
+    cache = mesh.data_dir / "cache" / "diffusion"  # the servers built these at start: reused, not rebuilt
+    origin.hf_repos["org/tiny-sd"] = {
+        **folder_files(tiny_sd15_folder(cache)),
+        **folder_files(tiny_motion_adapter_folder(cache), "motion/"),
+    }
+    models = mesh.data_dir / "models"
+    process, port = start_node(
+        mesh, tmp_path_factory.mktemp("models-hf"), "models", "--pull-allowed-hosts=http://127.0.0.1",
+        f"--image-models-dir={models / 'image'}", f"--motion-adapters-dir={models / 'motion'}",
+        env={"HF_ENDPOINT": origin.url(""), "HF_HUB_OFFLINE": "0"},
+    )  # fmt: skip
+    try:
+        with GenmeshClient(f"127.0.0.1:{port}", "unused") as node:
+            base = node.models.pull("hf:org/tiny-sd", name="hf-tiny-sd")
+            adapter = node.models.pull("hf:org/tiny-sd/motion", name="hf-tiny-motion")
+        assert (base.kind, base.family, base.path) == (
+            models_pb2.MODEL_KIND_IMAGE, "sd15", str(models / "image" / "hf-tiny-sd")
+        )  # fmt: skip
+        assert (adapter.kind, adapter.digest_source, adapter.verified) == (
+            models_pb2.MODEL_KIND_MOTION,
+            "huggingface",
+            True,
+        )
+        assert "hf-tiny-sd" in [model.name for model in client.images.list_models()]
+        video = client.videos.generate(
+            "a lighthouse", model="hf-tiny-sd", motion_adapter="hf-tiny-motion", width=64, height=64, num_frames=2,
+            steps=2, seed=1,
+        )  # fmt: skip
+        assert (video.parameters.model, video.parameters.motion_adapter, video.num_frames) == (
+            "hf-tiny-sd", "hf-tiny-motion", 2
+        )  # fmt: skip
+    finally:
+        process.stop()
+        for name in ("hf-tiny-sd", "hf-tiny-motion"):  # the shared mesh's default image model: leave none
+            with contextlib.suppress(errors.NotFound):
+                client.models.delete(name)
+    assert "hf-tiny-sd" not in [model.name for model in client.images.list_models()]
 
 
 def test_a_server_with_its_own_disk_fetches_a_pulled_model_from_the_store(mesh, origin, cluster_node) -> None:
