@@ -1,5 +1,6 @@
 """What a checkpoint is, from its tensor names and shapes: the family of an SD checkpoint (``sd15``
-or ``sdxl``) and the version of an AnimateDiff motion module. Torch-free, so the models server
+or ``sdxl``; of a diffusers folder, from its pipeline class) and the version of an AnimateDiff
+motion module. Torch-free, so the models server
 (which never loads a model) classifies a pulled file with the same rules the loaders use.
 
 Shapes come from a ``.safetensors`` header (read here, without the tensors) or, for a pickled
@@ -64,6 +65,18 @@ def family_from_shapes(shapes: Shapes, where: object, field: str = "model") -> M
     if any(key.startswith("cond_stage_model.model.") for key in keys) or context == {1024}:
         raise InvalidArgument(f"{field}: {where} looks like Stable Diffusion 2.x, which is not supported", field=field)
     raise InvalidArgument(f"{field}: {where} is not an SD1.5 or SDXL checkpoint", field=field)
+
+
+def family_from_pipeline_class(class_name: str, where: object, field: str = "model") -> ModelFamily:
+    """``sd15`` or ``sdxl`` from a diffusers folder's pipeline class (``model_index.json``'s
+    ``_class_name``); ``InvalidArgument`` naming ``field`` for other pipelines."""
+    if class_name.startswith("StableDiffusionXL"):
+        return ModelFamily.SDXL
+    if class_name.startswith("StableDiffusion") and "3" not in class_name and "Upscale" not in class_name:
+        return ModelFamily.SD15
+    raise InvalidArgument(
+        f"{field}: {where} holds a {class_name or 'unknown'} pipeline, not SD1.5 or SDXL", field=field
+    )
 
 
 def is_motion_module(shapes: Shapes) -> bool:

@@ -2,9 +2,10 @@
 
 Loading never touches the network: every path must exist before diffusers sees it (a missing
 folder would otherwise be taken for a hub repository id), every call passes ``local_files_only``,
-and single files always get ``config=`` (a local config folder; without it diffusers fetches one from
-the hub even with ``local_files_only``). Servers also set ``HF_HUB_OFFLINE=1`` in their environment
-before importing this package, as a second guard.
+and single files always get ``config=`` (a local config folder derived from the checkpoint's
+shapes, ``checkpoint_config``; without it diffusers fetches one from the hub even with
+``local_files_only``). Servers also set ``HF_HUB_OFFLINE=1`` in their environment before importing
+this package, as a second guard.
 
 One load serves every task: :meth:`LoadedModel.pipeline` derives the img2img pipeline from the
 txt2img one's components (``from_pipe``: shared weights, no second load). Loaded with a motion
@@ -26,7 +27,7 @@ import torch
 from genmesh.errors import InvalidArgument, NotFound
 from servers.compute.devices import default_dtype, select_device
 from servers.diffusion.builtin import builtin_folder
-from servers.diffusion.configs import config_folder
+from servers.diffusion.checkpoint_config import checkpoint_config_folder
 from servers.diffusion.detect import INPAINTING_CHANNELS
 from servers.diffusion.families import FamilySpec, ModelFamily, Task, family_spec
 from servers.diffusion.lora import LoraAdapters
@@ -81,9 +82,10 @@ def _read_pipeline(source: ModelSource, family: ModelFamily, dtype: torch.dtype,
     if family is ModelFamily.SD15:
         extra = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
     if source.kind is SourceKind.SINGLE_FILE:
-        conv_in = read_checkpoint_shapes(Path(source.location)).get("model.diffusion_model.input_blocks.0.0.weight")
-        inpainting = conv_in is not None and conv_in[1] == INPAINTING_CHANNELS
-        config_dir = source.config_dir or config_folder(family, cache_dir, inpainting=inpainting)
+        path = Path(source.location)
+        config_dir = source.config_dir or checkpoint_config_folder(
+            read_checkpoint_shapes(path), family, cache_dir, where=path.name
+        )
         _existing(str(config_dir), "config folder")
         return cls.from_single_file(
             source.location, config=str(config_dir), dtype=dtype, local_files_only=True, **extra

@@ -5,7 +5,8 @@ Users download motion modules as single files in the original AnimateDiff layout
 (``mm_sd_v15_v2.ckpt``, ``v3_sd15_mm.ckpt``) or as diffusers ``MotionAdapter`` folders. A single
 file holds weights only; its architecture comes from a bundled config (``configs/motion_adapter/
 v1|v2|v3``), chosen from the file's keys as diffusers itself tells the versions apart: v2 has a
-motion mid block, v1 has 24 positions instead of 32, v3 has neither. ``from_single_file`` always
+motion mid block, v1 has 24 positions instead of 32, v3 has neither; what the weights' shapes fix
+(channels, layers) is read from the file (``checkpoint_config``). ``from_single_file`` always
 gets ``config=``, so the hub is never reached. The built-in tiny adapter (``builtin:``) matches the
 built-in tiny SD1.5. (The reverse, writing an adapter in the original layout, is test tooling:
 ``tests/support/single_file.py``.)
@@ -23,6 +24,7 @@ import torch
 
 from genmesh.errors import InvalidArgument, NotFound
 from servers.diffusion.builtin import TINY_MOTION_ADAPTER, tiny_motion_adapter_folder
+from servers.diffusion.checkpoint_config import motion_config_folder
 from servers.diffusion.configs import CONFIGS_DIR
 from servers.diffusion.detect import MotionVersion, motion_version_from_shapes
 from servers.diffusion.sources import ModelSource, SourceKind, read_checkpoint_shapes
@@ -38,14 +40,25 @@ def motion_config_dir(version: MotionVersion | str) -> Path:
     return MOTION_CONFIGS_DIR / MotionVersion(version).value
 
 
+def _shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    try:
+        return read_checkpoint_shapes(Path(path))
+    except Exception as exc:
+        raise InvalidArgument(f"{FIELD}: {path} is not a readable checkpoint ({exc})", field=FIELD) from None
+
+
 def detect_motion_version(path: Path) -> MotionVersion:
     """v1, v2 or v3 from an original-layout motion module's keys (``detect.motion_version_from_shapes``);
     ``InvalidArgument`` for anything else (an SD1.5 checkpoint, an SDXL motion module, a damaged file)."""
-    try:
-        shapes = read_checkpoint_shapes(Path(path))
-    except Exception as exc:
-        raise InvalidArgument(f"{FIELD}: {path} is not a readable checkpoint ({exc})", field=FIELD) from None
-    return motion_version_from_shapes(shapes, path, FIELD)
+    return motion_version_from_shapes(_shapes(path), path, FIELD)
+
+
+def single_file_config(path: Path, cache_dir: Path) -> Path:
+    """The config folder of an original-layout motion module: its version's bundled config, with
+    what its shapes fix (channels, layers, positions) read from the file (``checkpoint_config``)."""
+    shapes = _shapes(path)
+    version = motion_version_from_shapes(shapes, path, FIELD)
+    return motion_config_folder(shapes, version, motion_config_dir(version), cache_dir, where=Path(path).name)
 
 
 def load_motion_adapter(source: ModelSource, *, cache_dir: Path, dtype: torch.dtype) -> MotionAdapter:
@@ -61,7 +74,7 @@ def load_motion_adapter(source: ModelSource, *, cache_dir: Path, dtype: torch.dt
     if not path.exists():
         raise NotFound(f"{FIELD}: no motion adapter at {source.location}", field=FIELD)
     if source.kind is SourceKind.SINGLE_FILE:
-        config = source.config_dir or motion_config_dir(detect_motion_version(path))
+        config = source.config_dir or single_file_config(path, Path(cache_dir))
         return MotionAdapter.from_single_file(str(path), config=str(config), dtype=dtype, local_files_only=True)
     if not (path / "config.json").is_file():
         raise InvalidArgument(f"{FIELD}: {path} is not a MotionAdapter folder (no config.json)", field=FIELD)

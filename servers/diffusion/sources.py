@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from genmesh.errors import InvalidArgument
-from servers.diffusion.detect import family_from_shapes, safetensors_shapes
+from servers.diffusion.detect import family_from_pipeline_class, family_from_shapes, safetensors_shapes
 from servers.diffusion.families import ModelFamily
 
 BUILTIN_PREFIX = "builtin:"
@@ -87,9 +87,4 @@ def detect_folder_family(path: Path) -> ModelFamily:
     index = Path(path) / "model_index.json"
     if not index.is_file():
         raise InvalidArgument(f"{FIELD}: {path} is not a diffusers folder (no model_index.json)", field=FIELD)
-    class_name = json.loads(index.read_text()).get("_class_name", "")
-    if class_name.startswith("StableDiffusionXL"):
-        return ModelFamily.SDXL
-    if class_name.startswith("StableDiffusion") and "3" not in class_name and "Upscale" not in class_name:
-        return ModelFamily.SD15
-    raise InvalidArgument(f"{FIELD}: {path} holds a {class_name or 'unknown'} pipeline, not SD1.5 or SDXL", field=FIELD)
+    return family_from_pipeline_class(json.loads(index.read_text()).get("_class_name", ""), path, FIELD)

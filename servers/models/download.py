@@ -60,7 +60,7 @@ class Staged:
     meta: Path
     sha256: str
     size: int
-    format: Format
+    format: Format | None  # None for a file downloaded without sniffing (a folder's configs)
     resumed_bytes: int
     retries: int
 
@@ -75,6 +75,7 @@ class Download:
     staging_dir: Path
     opener: urllib.request.OpenerDirector
     allow_pickle: bool = False
+    sniff_format: bool = True  # False: any bytes (a config or tokenizer file of a folder)
     stall_seconds: float = 30.0
     max_retries: int = 5
     check_cancelled: Callable[[], None] = lambda: None
@@ -120,7 +121,7 @@ class Download:
     def _add(self, chunk: bytes) -> None:
         """Hash and count ``chunk``; sniff the format once enough bytes arrived (before writing any
         more, so an HTML page or a refused pickle stops at once)."""
-        if self.form is None:
+        if self.form is None and self.sniff_format:
             self.head += chunk[: SNIFF_BYTES - len(self.head)]
             if len(self.head) >= SNIFF_BYTES or (self.total and self.done + len(chunk) >= self.total):
                 self.form = sniff(self.head, allow_pickle=self.allow_pickle, file_name=self.source.file_name)
@@ -182,7 +183,7 @@ class Download:
                         field=FIELD,
                     ) from None
                 self._wait(min(0.2 * 2**failures, 5.0))
-        if self.form is None:  # shorter than SNIFF_BYTES
+        if self.form is None and self.sniff_format:  # shorter than SNIFF_BYTES
             if not self.head:
                 raise Unavailable(f"{FIELD}: {self.source.url} sent an empty file", field=FIELD)
             self.form = sniff(self.head, allow_pickle=self.allow_pickle, file_name=self.source.file_name)
@@ -300,10 +301,15 @@ class Download:
             raise Unavailable(f"{FIELD}: {self.source.url} answered HTTP {exc.code}", field=FIELD)
 
     def _check_space(self, needed: int) -> None:
-        free = shutil.disk_usage(self.staging_dir).free
-        if needed > 0 and needed + FREE_SPACE_MARGIN_BYTES > free:
-            raise ResourceExhausted(
-                f"{FIELD}: not enough disk space for the model: {needed} bytes needed (plus a "
-                f"{FREE_SPACE_MARGIN_BYTES}-byte margin), {free} free in {self.staging_dir}",
-                field=FIELD,
-            )
+        check_free_space(self.staging_dir, needed)
+
+
+def check_free_space(folder: Path, needed: int) -> None:
+    """``ResourceExhausted`` naming ``ref`` unless ``folder``'s disk has ``needed`` bytes and a margin."""
+    free = shutil.disk_usage(folder).free
+    if needed > 0 and needed + FREE_SPACE_MARGIN_BYTES > free:
+        raise ResourceExhausted(
+            f"{FIELD}: not enough disk space for the model: {needed} bytes needed (plus a "
+            f"{FREE_SPACE_MARGIN_BYTES}-byte margin), {free} free in {folder}",
+            field=FIELD,
+        )

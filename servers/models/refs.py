@@ -1,6 +1,8 @@
-"""Model references (``https://...#sha256=``, ``hf:org/repo/path@rev``, ``civitai:<version id>``),
+"""Model references (``https://...#sha256=``, ``hf:org/repo[/path]@rev``, ``civitai:<version id>``),
 parsed and resolved into a download: URL, file name, expected sha256 and where that digest came
-from, and the auth headers for the first host only.
+from, and the auth headers for the first host only. An ``hf:`` reference to a folder (the repo, or a
+folder in it) resolves to every file of a diffusers folder there (``folders.select``), each with
+the digest the hub gives for it.
 
 Outbound fetches go to addresses a caller chose, so the operator decides where: ``AllowedHosts``
 (setting ``pull_allowed_hosts``) must allow a reference's host and scheme; a redirect from there
@@ -17,10 +19,13 @@ import socket
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
+from typing import Any
 
-from genmesh.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from genmesh.errors import FailedPrecondition, GenmeshError, InvalidArgument, NotFound, Unavailable
 
 FIELD = "ref"
 SHA256_RE = re.compile(r"[0-9a-f]{64}")
@@ -43,7 +48,7 @@ class Reference:
     url: str = ""
     sha256: str | None = None  # from ``#sha256=`` (url references only)
     repo: str = ""  # hf: "org/repo"
-    path: str = ""  # hf: the file's path in the repo
+    path: str = ""  # hf: a file's or a folder's path in the repo; "" for the repo itself
     revision: str = "main"
     version_id: int = 0  # civitai
 
@@ -59,6 +64,28 @@ class Source:
     headers: dict[str, str] = field(default_factory=dict, repr=False)  # auth for the first host only
 
 
+@dataclass(frozen=True)
+class RepoFile:
+    """One file of a hub folder. The hub gives an LFS file's sha256; for a small (plain git) file only
+    its git blob id, ``sha1(b"blob <size>\\0" + bytes)``, which verifies it as well."""
+
+    path: str  # relative to the folder
+    url: str
+    size: int
+    sha256: str | None
+    git_oid: str
+
+
+@dataclass(frozen=True)
+class FolderSource:
+    """A folder to download file by file (``files``: all of it; the pull picks what to fetch)."""
+
+    origin: str  # "hf:org/repo/path@revision"
+    name: str  # the folder's own name (the repo's when it is the repo)
+    files: tuple[RepoFile, ...]
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
+
+
 def _file_name(path: str) -> str:
     name = PurePosixPath(urllib.parse.unquote(path)).name
     if not name or name in (".", ".."):
@@ -69,7 +96,7 @@ def _file_name(path: str) -> str:
 def parse_reference(text: str) -> Reference:
     """Parse ``text``; ``InvalidArgument`` naming ``ref`` and the accepted forms otherwise."""
     text = text.strip()
-    forms = "https://host/path/file[#sha256=<hex>], hf:org/repo/path/file[@revision] or civitai:<version id>"
+    forms = "https://host/path/file[#sha256=<hex>], hf:org/repo[/path][@revision] or civitai:<version id>"
     if not text:
         raise refuse(f"required: one of {forms}")
     if len(text) > MAX_REF_CHARS:
@@ -77,15 +104,14 @@ def parse_reference(text: str) -> Reference:
     if text.startswith("hf:"):
         body, _, revision = text[3:].partition("@")
         parts = body.strip("/").split("/")
-        if len(parts) < 3 or not all(HF_REPO_PART.fullmatch(part) for part in parts[:2]) or "" in parts:
-            raise refuse(f"hf: references are hf:org/repo/path/file[@revision] (got {text!r})")
-        if ".." in parts:
-            raise refuse("hf: a file path may not contain '..'")
+        if len(parts) < 2 or not all(HF_REPO_PART.fullmatch(part) for part in parts[:2]) or "" in parts:
+            raise refuse(f"hf: references are hf:org/repo[/path/in/repo][@revision] (got {text!r})")
+        if ".." in parts or "." in parts:
+            raise refuse("hf: a path in the repo may not contain '.' or '..' parts")
         if revision and not HF_REVISION.fullmatch(revision):
             raise refuse(f"hf: bad revision {revision!r}")
-        path = "/".join(parts[2:])
-        _file_name(path)
-        return Reference(text, "hf", repo="/".join(parts[:2]), path=path, revision=revision or "main")
+        # A file, or a diffusers folder (the repo itself when no path is given): the hub says which.
+        return Reference(text, "hf", repo="/".join(parts[:2]), path="/".join(parts[2:]), revision=revision or "main")
     if text.startswith("civitai:"):
         version = text[len("civitai:") :]
         if not version.isdigit() or not 0 < int(version) < 2**63:
@@ -185,7 +211,7 @@ class Resolver:
     civitai_token: str = field(default="", repr=False)
     hf_endpoint: str | None = None
 
-    def resolve(self, ref: Reference) -> Source:
+    def resolve(self, ref: Reference) -> Source | FolderSource:
         if ref.scheme == "hf":
             return self._huggingface(ref)
         if ref.scheme == "civitai":
@@ -194,28 +220,64 @@ class Resolver:
         return Source(ref.url, _file_name(urllib.parse.urlsplit(ref.url).path), ref.sha256,
                       "reference" if ref.sha256 else "")  # fmt: skip
 
-    def _huggingface(self, ref: Reference) -> Source:
-        from huggingface_hub import HfApi, get_token, hf_hub_url
+    @contextmanager
+    def _hub(self, ref: Reference) -> Iterator[None]:
+        """The hub client's errors as the caller should see them."""
         from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError
 
-        api = HfApi(endpoint=self.hf_endpoint)
-        url = hf_hub_url(ref.repo, ref.path, revision=ref.revision, endpoint=api.endpoint)
-        self.allowed.check(url)
+        endpoint = self.hf_endpoint or "HF_ENDPOINT"
         try:
-            infos = api.get_paths_info(ref.repo, [ref.path], revision=ref.revision)
+            yield
         except (RepositoryNotFoundError, EntryNotFoundError) as exc:
             raise NotFound(f"{FIELD}: {ref.text}: {type(exc).__name__}", field=FIELD) from None
         except HfHubHTTPError as exc:
-            raise Unavailable(f"{FIELD}: the hub at {api.endpoint} answered {exc}", field=FIELD) from None
+            raise Unavailable(f"{FIELD}: the hub at {endpoint} answered {exc}", field=FIELD) from None
+        except GenmeshError:
+            raise
         except Exception as exc:  # the hub client's own transport errors (httpx), not OSError
-            raise Unavailable(f"{FIELD}: the hub at {api.endpoint} does not answer ({exc})", field=FIELD) from None
-        info = next((item for item in infos if getattr(item, "path", None) == ref.path), None)
-        if info is None or not hasattr(info, "lfs"):
-            raise NotFound(f"{FIELD}: {ref.path} is not a file of {ref.repo} at {ref.revision}", field=FIELD)
-        sha256 = info.lfs.sha256 if info.lfs is not None else None  # small non-LFS files carry a git sha1 only
+            raise Unavailable(f"{FIELD}: the hub at {endpoint} does not answer ({exc})", field=FIELD) from None
+
+    def _huggingface(self, ref: Reference) -> Source | FolderSource:
+        from huggingface_hub import HfApi, get_token, hf_hub_url
+
+        api = HfApi(endpoint=self.hf_endpoint)
+        url = hf_hub_url(ref.repo, ref.path or "model_index.json", revision=ref.revision, endpoint=api.endpoint)
+        self.allowed.check(url)
         token = get_token()
         headers = {"Authorization": f"Bearer {token}"} if token else {}
+        info = None
+        if ref.path:
+            with self._hub(ref):
+                infos = api.get_paths_info(ref.repo, [ref.path], revision=ref.revision)
+            info = next((item for item in infos if getattr(item, "path", None) == ref.path), None)
+            if info is None:
+                raise NotFound(f"{FIELD}: {ref.path} is not in {ref.repo} at {ref.revision}", field=FIELD)
+        if info is None or not hasattr(info, "lfs"):  # the repo itself, or a folder in it
+            return self._hub_folder(api, ref, headers)
+        sha256 = info.lfs.sha256 if info.lfs is not None else None  # small non-LFS files carry a git sha1 only
         return Source(url, _file_name(ref.path), sha256, "huggingface" if sha256 else "", headers)
+
+    def _hub_folder(self, api: Any, ref: Reference, headers: dict[str, str]) -> FolderSource:
+        from huggingface_hub import hf_hub_url
+
+        prefix = f"{ref.path}/" if ref.path else ""
+        with self._hub(ref):
+            entries = list(api.list_repo_tree(ref.repo, ref.path or None, recursive=True, revision=ref.revision))
+        files = tuple(
+            RepoFile(
+                entry.path[len(prefix) :],
+                hf_hub_url(ref.repo, entry.path, revision=ref.revision, endpoint=api.endpoint),
+                int(entry.size),
+                entry.lfs.sha256 if entry.lfs is not None else None,
+                entry.blob_id,
+            )
+            for entry in entries
+            if hasattr(entry, "lfs") and entry.path.startswith(prefix)
+        )
+        if not files:
+            raise NotFound(f"{FIELD}: {ref.text} holds no files", field=FIELD)
+        name = PurePosixPath(ref.path).name if ref.path else ref.repo.split("/")[1]
+        return FolderSource(ref.text, name, files, headers)
 
     def _civitai(self, ref: Reference) -> Source:
         api = f"{self.civitai_url.rstrip('/')}/api/v1/model-versions/{ref.version_id}"

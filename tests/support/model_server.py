@@ -3,9 +3,11 @@
 Serves ``files`` (path -> bytes) with a strong ETag per content, honouring ``Range: bytes=N-`` and
 ``If-Range`` (a stale validator gets the whole file, 200). Faults, each used once per arm:
 ``drop_after[path] = n`` closes the connection after n body bytes, ``stall_after[path] = n`` sends n
-bytes then sends nothing until ``release`` is set (or the client goes away). Also the two hub APIs
-pulls ask, kept minimal: Hugging Face's ``paths-info`` and ``resolve`` (point HF_ENDPOINT here) and
-civitai's ``/api/v1/model-versions/<id>``.
+bytes then sends nothing until ``release`` is set (or the client goes away). Also the hub APIs pulls
+ask, kept minimal: Hugging Face's ``paths-info``, ``tree`` (recursive listing, one page) and
+``resolve`` (point HF_ENDPOINT here), with git blob ids for every file and an LFS sha256 for weights
+(configs and tokenizer files are plain git files, as on the hub), and civitai's
+``/api/v1/model-versions/<id>``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import threading
 import urllib.parse
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import numpy as np
 from safetensors.numpy import save
@@ -33,6 +36,27 @@ SD15_KEYS = {
     "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight": (4, 768),
 }
 MOTION_KEYS = {PE_KEY: (1, 32, 4), V2_KEY: (4,)}
+
+
+PLAIN_GIT_SUFFIXES = (".json", ".txt", ".md")  # small text files: no LFS pointer, only a git blob id
+
+
+def git_blob_oid(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def hub_entry(path: str, data: bytes) -> dict:
+    """A file as the hub's paths-info and tree APIs describe it."""
+    entry = {"type": "file", "path": path, "size": len(data), "oid": git_blob_oid(data)}
+    if not path.endswith(PLAIN_GIT_SUFFIXES):
+        entry["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134}
+    return entry
+
+
+def folder_files(folder: Path, prefix: str = "") -> dict[str, bytes]:
+    """Every file under ``folder`` as a hub repo's path -> bytes (under ``prefix``)."""
+    return {prefix + path.relative_to(folder).as_posix(): path.read_bytes()
+            for path in sorted(folder.rglob("*")) if path.is_file()}  # fmt: skip
 
 
 def checkpoint_bytes(shapes: dict[str, tuple[int, ...]]) -> bytes:
@@ -102,8 +126,22 @@ class FileServer:
     def _hf_file(self, path: str) -> bytes | None:
         match = re.fullmatch(r"/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", path)
         if match and match[1] in self.hf_repos:
-            return self.hf_repos[match[1]].get(match[3])
+            return self.hf_repos[match[1]].get(urllib.parse.unquote(match[3]))
         return None
+
+    def _hf_tree(self, path: str) -> list[dict] | None:
+        """The recursive tree of a repo or a folder in it (None: no such repo)."""
+        match = re.fullmatch(r"/api/models/([^/]+/[^/]+)/tree/([^/]+)(?:/(.+))?", path)
+        repo = self.hf_repos.get(match[1]) if match else None
+        if repo is None:
+            return None
+        folder = urllib.parse.unquote(match[3] or "").strip("/")
+        prefix = f"{folder}/" if folder else ""
+        entries = [hub_entry(name, data) for name, data in sorted(repo.items()) if name.startswith(prefix)]
+        folders = sorted({"/".join(name.split("/")[:depth]) for name in repo if name.startswith(prefix)
+                          for depth in range(1, name.count("/") + 1)} - {folder, ""})  # fmt: skip
+        folders = [name for name in folders if name.startswith(prefix)]
+        return [{"type": "directory", "path": name, "oid": "0" * 40} for name in folders] + entries
 
     def _get(self, handler: BaseHTTPRequestHandler) -> None:
         path = urllib.parse.urlsplit(handler.path).path
@@ -113,6 +151,9 @@ class FileServer:
         if civitai:
             version = self.civitai_versions.get(int(civitai[1]))
             return self._json(handler, entry, version, 404 if version is None else 200)
+        if "/tree/" in path:
+            tree = self._hf_tree(path)
+            return self._json(handler, entry, tree or {"error": "Repository not found"}, 404 if tree is None else 200)
         data = self.files.get(path)
         if data is None:
             data = self._hf_file(path)
@@ -174,16 +215,11 @@ class FileServer:
         paths = form.get("paths", [])
         if not paths and body.startswith("{"):
             paths = json.loads(body).get("paths", [])
-        infos = [
-            {
-                "type": "file",
-                "path": name,
-                "size": len(repo[name]),
-                "oid": hashlib.sha1(repo[name]).hexdigest(),
-                "lfs": {"oid": hashlib.sha256(repo[name]).hexdigest(), "size": len(repo[name]), "pointerSize": 134},
-            }
+        infos = [hub_entry(name, repo[name]) for name in paths if name in repo]
+        infos += [
+            {"type": "directory", "path": name, "oid": "0" * 40}
             for name in paths
-            if name in repo
+            if name not in repo and any(each.startswith(f"{name}/") for each in repo)
         ]
         return self._json(handler, entry, infos, 200)
 

@@ -1,5 +1,6 @@
 """Model pull (servers/models): references, detection, and the staging / verify / rename logic
-against a real HTTP server on loopback (tests/support/model_server.py) with Range, ETag, If-Range."""
+against a real HTTP server on loopback (tests/support/model_server.py) with Range, ETag, If-Range,
+which also fakes the hub APIs (HF_ENDPOINT) for hf: files and diffusers folders."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from genmesh.errors import Cancelled, FailedPrecondition, InvalidArgument, NotFo
 from servers.models.engine import Folders, ModelPuller, PullRequest, readable_name
 from servers.models.kinds import Format, Kind, sniff
 from servers.models.refs import AllowedHosts, Resolver, parse_reference
-from tests.support.model_server import MOTION_KEYS, SD15_KEYS, FileServer, checkpoint_bytes
+from tests.support.model_server import MOTION_KEYS, SD15_KEYS, FileServer, checkpoint_bytes, folder_files
 
 
 def sha(data: bytes) -> str:
@@ -82,8 +83,10 @@ def test_references_parse_and_bad_ones_name_the_field() -> None:
     assert (hf.repo, hf.path, hf.revision) == ("org/repo", "sub/model.safetensors", "v1.0")
     assert parse_reference("hf:org/repo/model.gguf").revision == "main"
     assert parse_reference("civitai:12345").version_id == 12345
-    for bad in ("", "ftp://x/y.gguf", "https://x/", "https://x/y.gguf#md5=1", "hf:org/model.gguf", "civitai:x",
-                "hf:org/repo/../x.gguf"):  # fmt: skip
+    folder = parse_reference("hf:org/repo@v2")  # a repo (or a folder in one): a diffusers folder
+    assert (folder.repo, folder.path, folder.revision) == ("org/repo", "", "v2")
+    for bad in ("", "ftp://x/y.gguf", "https://x/", "https://x/y.gguf#md5=1", "hf:model.gguf", "civitai:x",
+                "hf:org/repo/../x.gguf", "hf:org//x.gguf"):  # fmt: skip
         with pytest.raises(InvalidArgument) as refused:
             parse_reference(bad)
         assert refused.value.field == "ref" and refused.value.message.startswith("ref: ")
@@ -318,3 +321,128 @@ def test_too_little_disk_space_is_refused_before_downloading(server, folders, mo
         puller(folders, server).pull(PullRequest(server.url(f"/tiny.gguf#sha256={sha(GGUF)}")), Reporter())
     assert f"{len(GGUF)} bytes needed" in refused.value.message and "1000 free" in refused.value.message
     assert listed(folders) == []
+
+
+class CancelOnceBytesArrive(Reporter):
+    """Cancels at the first check after the pull's progress passed ``after`` bytes."""
+
+    def __init__(self, after: int) -> None:
+        super().__init__()
+        self.after = after
+
+    def check_cancelled(self) -> None:
+        if self.ticks and self.ticks[-1].bytes_done > self.after:
+            raise Cancelled("cancel requested")
+
+
+# -- hf: diffusers folders ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, bytes]]:
+    """A hub repo holding the built-in tiny pipeline as a diffusers folder, its motion adapter as a
+    folder in it, and what real SD repos hold besides (a single file at the root, an fp16 variant, a
+    safety checker, Flax weights, a README): only the pipeline's own files may be fetched."""
+    from servers.compute.devices import configure_threads
+    from servers.diffusion.builtin import tiny_motion_adapter_folder, tiny_sd15_folder
+
+    configure_threads(int(os.environ.get("GENMESH_THREADS", "2")))
+    cache = tmp_path_factory.mktemp("diffusion-cache")
+    pipeline = folder_files(tiny_sd15_folder(cache))
+    extra = {
+        "README.md": b"# tiny",
+        "v1-5-pruned.safetensors": checkpoint_bytes(SD15_KEYS),
+        "unet/diffusion_pytorch_model.fp16.safetensors": checkpoint_bytes(SD15_KEYS),
+        "safety_checker/model.safetensors": checkpoint_bytes(SD15_KEYS),
+        "text_encoder/flax_model.msgpack": b"flax",
+    }
+    return cache, {**pipeline, **folder_files(tiny_motion_adapter_folder(cache), "motion/"), **extra}
+
+
+def fetched(server: FileServer) -> set[str]:
+    return {entry.path.split("/resolve/main/", 1)[1] for entry in server.log if "/resolve/main/" in entry.path}
+
+
+def test_hf_folders_fetch_what_loaders_read_verified_and_generate_at_once(server, folders, tiny_repo, monkeypatch):
+    import huggingface_hub.constants
+
+    from servers.diffusion.animate import VideoParams, animate
+    from servers.diffusion.catalog import MOTION_ADAPTERS, ModelCatalog
+    from servers.diffusion.loading import load_model
+    from servers.runtime.events import NULL_REPORTER
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # tests run offline otherwise
+    cache, repo = tiny_repo
+    server.hf_repos["org/tiny-sd"] = repo
+    pulls = puller(folders, server)
+    image = pulls.pull(PullRequest("hf:org/tiny-sd"), reporter := Reporter())
+    assert (image.kind, image.family, image.path, image.verified) == (
+        Kind.IMAGE,
+        "sd15",
+        folders.image / "tiny-sd",
+        True,
+    )
+    components = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")  # what its model_index.json names
+    pipeline_files = {"model_index.json"} | {
+        name
+        for name in repo
+        if name.split("/")[0] in components and not name.endswith((".fp16.safetensors", ".msgpack"))
+    }
+    assert fetched(server) == pipeline_files
+    assert {
+        path.relative_to(image.path).as_posix() for path in image.path.rglob("*") if path.is_file()
+    } == pipeline_files
+    assert image.size_bytes == sum(len(repo[name]) for name in pipeline_files) == reporter.ticks[-1].bytes_done
+    assert (reporter.phases[0], reporter.phases[-1]) == ("resolve", "install") and "verify" in reporter.phases
+    motion = pulls.pull(PullRequest("hf:org/tiny-sd/motion", name="tiny-motion"), Reporter())
+    assert (motion.kind, motion.family, motion.path) == (Kind.MOTION, "v2", folders.motion / "tiny-motion")
+    assert sorted(path.name for path in motion.path.iterdir()) == ["config.json", "diffusion_pytorch_model.safetensors"]
+    before = len(server.log)
+    again = pulls.pull(PullRequest("hf:org/tiny-sd"), Reporter())
+    assert again.already_present and again.sha256 == image.sha256
+    assert not [entry for entry in server.log[before:] if entry.path.endswith(".safetensors")]  # only the index
+    assert list(folders.staging.iterdir()) == []
+
+    # Usable at once, as the Video server loads catalog entries: the pulled pipeline folder as the base
+    # model and the pulled MotionAdapter folder (one generation exercises both).
+    base = ModelCatalog(folders.image).resolve("tiny-sd").source
+    adapter = ModelCatalog(folders.motion, kind=MOTION_ADAPTERS).resolve("tiny-motion").source
+    video = load_model(base, cache_dir=cache, device="cpu", motion_adapter=adapter)
+    clip = animate(video, VideoParams("a cat", width=64, height=64, num_frames=2, steps=2), NULL_REPORTER)
+    assert len(clip.frames) == 2 and clip.frames[0].size == (64, 64)
+
+
+def test_hf_folder_pulls_refuse_bad_files_and_resume_after_a_cancel(server, folders, tiny_repo, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    _, repo = tiny_repo
+    motion = {name.removeprefix("motion/"): data for name, data in repo.items() if name.startswith("motion/")}
+    server.hf_repos["org/mm"] = motion
+    pulls = puller(folders, server)
+    # A changed byte in a plain git file (no LFS sha256): its git blob id gives it away.
+    server.files["/org/mm/resolve/main/config.json"] = motion["config.json"].replace(b"32", b"33", 1)
+    with pytest.raises(InvalidArgument, match=r"git blob id mismatch for config.json"):
+        pulls.pull(PullRequest("hf:org/mm"), Reporter())
+    assert listed(folders) == []
+    del server.files["/org/mm/resolve/main/config.json"]
+    # Cancelled in the weights (after a dropped connection): nothing listed; the next pull fetches
+    # only what is missing, resuming the weights with a Range request.
+    weights = "/org/mm/resolve/main/diffusion_pytorch_model.safetensors"
+    server.drop_after[weights] = 100_000
+    with pytest.raises(Cancelled):
+        pulls.pull(PullRequest("hf:org/mm"), CancelOnceBytesArrive(after=len(motion["config.json"])))
+    assert listed(folders) == []
+    (partial,) = folders.staging.glob("*.part")
+    kept = partial.stat().st_size
+    before = len(server.log)
+    resumed = pulls.pull(PullRequest("hf:org/mm"), Reporter())
+    assert resumed.kind is Kind.MOTION and resumed.resumed_bytes == kept + len(motion["config.json"]) and kept > 0
+    requests = [entry for entry in server.log[before:] if "/resolve/" in entry.path]
+    assert [(entry.path, entry.range, entry.status) for entry in requests] == [(weights, f"bytes={kept}-", 206)]
+    # Pickled weights without a safetensors copy need allow_pickle; a folder that is no model is refused.
+    server.hf_repos["org/pickled"] = {"config.json": motion["config.json"], "diffusion_pytorch_model.bin": b"\x80\x02"}
+    with pytest.raises(InvalidArgument, match=r"diffusion_pytorch_model.bin is a pickled checkpoint.*allow_pickle"):
+        pulls.pull(PullRequest("hf:org/pickled"), Reporter())
+    server.hf_repos["org/docs"] = {"README.md": b"# nothing here"}
+    with pytest.raises(InvalidArgument, match="not a diffusers folder"):
+        pulls.pull(PullRequest("hf:org/docs"), Reporter())
+    assert [path.name for path in folders.motion.iterdir()] == ["mm"]

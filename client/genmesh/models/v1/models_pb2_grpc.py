@@ -27,9 +27,10 @@ if _version_not_supported:
 
 class ModelsServiceStub:
     """The models on disk: pull one by reference into the folder its kind belongs in (GGUF -> text,
-    SD1.5/SDXL checkpoints -> image, AnimateDiff motion modules -> motion), delete one, prune partial
-    downloads. The Text, Image and Video servers list a pulled model at once (they scan their folders
-    on every call). Pulling and deleting need an admin API key (others: PERMISSION_DENIED).
+    SD1.5/SDXL checkpoints or diffusers folders -> image, AnimateDiff motion modules or MotionAdapter
+    folders -> motion), delete one, prune partial downloads. The Text, Image and Video servers list a
+    pulled model at once (they scan their folders on every call). Pulling and deleting need an admin
+    API key (others: PERMISSION_DENIED).
 
     REST paths stay off `/v1/models` and `/v1/models/{id}`: those are OpenAI's (the web front door).
     """
@@ -79,9 +80,10 @@ class ModelsServiceStub:
 
 class ModelsServiceServicer:
     """The models on disk: pull one by reference into the folder its kind belongs in (GGUF -> text,
-    SD1.5/SDXL checkpoints -> image, AnimateDiff motion modules -> motion), delete one, prune partial
-    downloads. The Text, Image and Video servers list a pulled model at once (they scan their folders
-    on every call). Pulling and deleting need an admin API key (others: PERMISSION_DENIED).
+    SD1.5/SDXL checkpoints or diffusers folders -> image, AnimateDiff motion modules or MotionAdapter
+    folders -> motion), delete one, prune partial downloads. The Text, Image and Video servers list a
+    pulled model at once (they scan their folders on every call). Pulling and deleting need an admin
+    API key (others: PERMISSION_DENIED).
 
     REST paths stay off `/v1/models` and `/v1/models/{id}`: those are OpenAI's (the web front door).
     """
@@ -93,7 +95,9 @@ class ModelsServiceServicer:
         The file is downloaded into a staging folder no catalog lists, hashed as it streams, and moved
         into place only when its sha256 matches the expected one; a dropped or stalled connection is
         resumed with Range + If-Range, and a partial file is kept (and resumed by the next pull of the
-        same reference, also after a restart) until it completes or PruneModels removes it.
+        same reference, also after a restart) until it completes or PruneModels removes it. A diffusers
+        folder is pulled file by file the same way (each verified against the hub's sha256, or git blob
+        id for small files) and moved into place as a whole.
         Errors: INVALID_ARGUMENT (a malformed `ref`, a host the operator does not allow, no digest
         known without `no_verify`, a digest mismatch (both digests named), an HTML page or a file of
         no known model kind, a pickle without `allow_pickle`), NOT_FOUND (the source has no such file),
@@ -202,9 +206,10 @@ def add_ModelsServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class ModelsService:
     """The models on disk: pull one by reference into the folder its kind belongs in (GGUF -> text,
-    SD1.5/SDXL checkpoints -> image, AnimateDiff motion modules -> motion), delete one, prune partial
-    downloads. The Text, Image and Video servers list a pulled model at once (they scan their folders
-    on every call). Pulling and deleting need an admin API key (others: PERMISSION_DENIED).
+    SD1.5/SDXL checkpoints or diffusers folders -> image, AnimateDiff motion modules or MotionAdapter
+    folders -> motion), delete one, prune partial downloads. The Text, Image and Video servers list a
+    pulled model at once (they scan their folders on every call). Pulling and deleting need an admin
+    API key (others: PERMISSION_DENIED).
 
     REST paths stay off `/v1/models` and `/v1/models/{id}`: those are OpenAI's (the web front door).
     """
