@@ -12,7 +12,6 @@ import contextlib
 import hashlib
 import json
 import os
-import secrets
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -29,6 +28,7 @@ from servers.mesh.launcher import Mesh, health_status
 from servers.mesh.processes import ManagedProcess, free_port, wait_until
 from servers.text.models import BUILTIN_NAME
 from storage.object_store import ObjectStore
+from tests.integration.helpers import add_keys
 from tests.support.model_server import FileServer
 
 pytestmark = pytest.mark.integration
@@ -47,17 +47,7 @@ def origin(mesh: Mesh) -> Iterator[FileServer]:
 @pytest.fixture(scope="module")
 def user_key(mesh: Mesh) -> str:
     """An ordinary (not admin) key added to the session mesh's keys file."""
-    key = "gm_" + secrets.token_urlsafe(24)
-    with (mesh.data_dir / "api-keys").open("a", encoding="utf-8") as handle:
-        handle.write(f"pull-user={key}\n")
-    wait_until(
-        lambda: (
-            httpx.get(f"http://{mesh.url}/v1/text/models", headers={"x-api-key": key}, timeout=10).status_code == 200
-        ),
-        timeout=30,
-        what="the gateway to apply the new key",
-    )
-    return key
+    return add_keys(mesh, {"pull-user": ""})["pull-user"]
 
 
 def test_cli_pull_lands_in_text_and_generates_by_name(mesh, client, origin) -> None:
