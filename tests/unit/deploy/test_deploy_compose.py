@@ -81,7 +81,7 @@ def test_compose_services_profiles_and_gpu_overrides(yaml: Any) -> None:
             assert "profiles" not in service, f"{name} is implemented and runs by default"
         else:
             assert name in service["profiles"], f"{name} must be opt-in (a profile)"
-        assert service["command"] == ["python3", "-m", f"servers.{name}"]
+        assert service["command"] == ["python3", "-m", "servers", name]
         assert service["environment"][f"GENMESH_{name.upper()}_PORT"] == str(port)
         assert service["environment"]["GENMESH_HOST"] == "0.0.0.0"
         assert str(port) in service["healthcheck"]["test"]
