@@ -38,7 +38,7 @@ def call(
     try:
         message = json_format.Parse(request, rpcs.requests[rpc]())
     except json_format.ParseError as exc:
-        usage_error(f"REQUEST is not a {rpcs.requests[rpc].DESCRIPTOR.name} in JSON: {exc}")
+        usage_error(f"REQUEST is not a {rpcs.requests[rpc].DESCRIPTOR.name} in JSON: {' '.join(str(exc).split())}")
     with GenmeshClient(url, api_key) as client:
         try:
             answer = client.service(service).call(rpc, message)
