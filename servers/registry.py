@@ -1,9 +1,10 @@
-"""How each service's server is built: its settings class and its service class, by name.
+"""How each declared service's server is built: its settings class and its service class.
 
-With ``genmesh.services`` (names, protos, job prefixes, ports) this is the whole declaration of a
-service: ``python -m servers <name>`` runs any of them, ``genmesh up`` starts them, the gateway
-config gets a route and a cluster for each. Classes are named as ``module:Class`` strings so that
-importing the registry never imports torch or llama.cpp.
+The declaration (``genmesh.services``) names the services; their classes follow from the name by
+convention: ``servers.<name>.settings:<Name>Settings`` and ``servers.<name>.service:<Name>Service``
+(``servers.text.settings:TextSettings``). ``OVERRIDES`` names the classes of a service whose names
+break that convention (none today). Classes are ``module:Class`` strings, so importing the registry
+never imports torch or llama.cpp; ``python -m servers <name>`` runs any of them.
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from genmesh.services import BY_NAME, ServiceInfo
+from genmesh.services import SERVICES, ServiceInfo
+
+# name -> (settings, service) as "module:Class", only where the convention does not hold.
+OVERRIDES: dict[str, tuple[str, str]] = {}
 
 
 @dataclass(frozen=True)
@@ -22,30 +26,29 @@ class ServerSpec:
     info: ServiceInfo
     settings: str  # "servers.text.settings:TextSettings"
     service: str  # "servers.text.service:TextService": built from the settings, run by the bootstrap
-    offline: bool = True  # never reaches a model hub (only the models server pulls from one)
 
     @property
     def name(self) -> str:
         return self.info.name
 
+    @property
+    def offline(self) -> bool:
+        """Never reaches a model hub (only the models server pulls from one)."""
+        return self.info.offline
 
-def _spec(name: str, settings: str, service: str, *, offline: bool = True) -> ServerSpec:
-    return ServerSpec(
-        BY_NAME[name], f"servers.{name}.settings:{settings}", f"servers.{name}.service:{service}", offline
-    )
+
+def conventional(name: str) -> tuple[str, str]:
+    """``("servers.text.settings:TextSettings", "servers.text.service:TextService")`` for ``text``."""
+    title = name.title().replace("_", "")
+    return f"servers.{name}.settings:{title}Settings", f"servers.{name}.service:{title}Service"
 
 
-SERVERS: dict[str, ServerSpec] = {
-    spec.name: spec
-    for spec in (
-        _spec("text", "TextSettings", "TextService"),
-        _spec("image", "ImageSettings", "ImageService"),
-        _spec("video", "VideoSettings", "VideoService"),
-        _spec("training", "TrainingSettings", "TrainingService"),
-        _spec("agent", "AgentSettings", "AgentService"),
-        _spec("models", "ModelsSettings", "ModelsService", offline=False),
-    )
-}
+def spec_for(info: ServiceInfo) -> ServerSpec:
+    settings, service = OVERRIDES.get(info.name) or conventional(info.name)
+    return ServerSpec(info, settings, service)
+
+
+SERVERS: dict[str, ServerSpec] = {info.name: spec_for(info) for info in SERVICES}
 
 
 def _load(path: str) -> Any:

@@ -26,6 +26,7 @@ import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from genmesh.local import DEFAULT_DATA_DIR, KEYS_FILE
+from genmesh.services import BY_NAME, start_order
 from servers.mesh.api_keys import KeySource, RateLimit
 from servers.mesh.claims import DataDirLock, check_port_free
 from servers.mesh.envoy import (
@@ -248,7 +249,7 @@ class Mesh:
             self.api_keys = resolve_api_keys(self.data_dir)
             access, secret = s3_credentials(self.data_dir)
             self.s3 = S3Server(self.data_dir / "s3", access, secret, log_path=self.logs / "s3.log").start()
-            for name in sorted(self.options.services, key=lambda name: name == "agent"):  # the agent calls the others
+            for name in start_order(self.options.services):  # a service that calls others after them
                 self._start_service(name)
             for name, process in self.servers.items():
                 port = self.server_ports[name]
@@ -298,14 +299,13 @@ class Mesh:
 
     def _service_argv(self, name: str) -> list[str]:
         argv = [sys.executable, "-m", "servers", name]
-        if name == "agent":  # it calls the Text, Image and Video servers directly, never through the gateway
-            argv += [
-                f"--{other}-url={grpc_target(self.replica_ports[other])}"
-                for other in ("text", "image", "video")
-                if other in self.server_ports
-            ]
-            if share_one_gpu(self.options.services) and KEEP_ALIVE_ENV not in os.environ:
-                argv.append("--keep-alive-seconds=0")  # the models take turns on the one GPU
+        # The services it calls (the declaration's ``calls``), directly, never through the gateway.
+        calls = BY_NAME[name].calls
+        argv += [
+            f"--{other}-url={grpc_target(self.replica_ports[other])}" for other in calls if other in self.server_ports
+        ]
+        if name == "agent" and share_one_gpu(self.options.services) and KEEP_ALIVE_ENV not in os.environ:
+            argv.append("--keep-alive-seconds=0")  # the models take turns on the one GPU
         return argv + self.options.service_args.get(name, [])
 
     def _start_web(self) -> None:

@@ -112,10 +112,13 @@ class Supervisor:
         if now >= watched.restart_at:
             watched.restart_at = None
             watched.started_at = now
-            watched.restarts += 1
             try:
                 watched.process.start()
             except Exception:  # e.g. Envoy not ready in time: counted as a crash on the next check
                 log.exception("process_restart_failed", process=name)
                 return
+            finally:
+                # Counted once the new process runs (or failed to): a caller that sees the count
+                # rise never finds the dead one still in place.
+                watched.restarts += 1
             log.info("process_restarted", process=name, restarts=watched.restarts)

@@ -1,7 +1,7 @@
 """The ``genmesh`` command line: use the mesh (and run it locally, where the servers are installed).
 
 One module per area (``text``, ``image``, ``video``, ``training``, ``character``, ``jobs``: models, jobs;
-``models``: pull, models rm|prune),
+``models``: pull, models rm|prune; ``call``: any RPC of any declared service),
 sharing ``common`` (connection options, one-line errors); importing this package registers them all
 on ``app`` in the order ``genmesh --help`` shows them. Commands of other installed packages come from
 the ``genmesh.commands`` entry points (the server package's ``up``).
@@ -17,7 +17,7 @@ import typer
 from genmesh.cli.base import app
 
 # Registers the commands, in this order.
-for _module in ("text", "image", "video", "training", "character", "jobs", "models"):
+for _module in ("text", "image", "video", "training", "character", "jobs", "models", "call"):
     importlib.import_module(f"genmesh.cli.{_module}")
 for _command in entry_points(group="genmesh.commands"):
     app.command(_command.name)(_command.load())

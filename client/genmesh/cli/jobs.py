@@ -12,7 +12,7 @@ from genmesh import errors
 from genmesh.cli.base import app, job_app
 from genmesh.cli.common import JsonFlag, KeyOption, UrlOption, fail, to_dict, usage_error
 from genmesh.client import GenmeshClient
-from genmesh.client.jobs import LIST_STUBS, OUTPUT_KINDS, STATES, ListedJob
+from genmesh.client.jobs import LIST_REQUESTS, OUTPUT_KINDS, STATES, ListedJob
 from genmesh.services import SERVICES, service_for_job
 
 models_app = typer.Typer(help="The models each service can run: list them, delete one, prune partial pulls.")
@@ -26,13 +26,9 @@ def models(ctx: typer.Context, url: UrlOption = None, api_key: KeyOption = None,
         return
     listed: list[tuple[str, Any]] = []
     with GenmeshClient(url, api_key) as client:
-        services = (
-            ("text", client.text),
-            ("image", client.images),
-            ("video", client.videos),
-            ("training", client.training),
-        )
-        for service, sub in services:
+        # Every declared service whose client lists models (the agent and the models server do not).
+        services = [(info.name, client.service(info.name)) for info in SERVICES]
+        for service, sub in ((name, sub) for name, sub in services if hasattr(sub, "list_models")):
             try:
                 listed.extend((service, model) for model in sub.list_models())
             except errors.Unavailable:
@@ -86,7 +82,7 @@ def job_row(listed: ListedJob, now: float) -> str:
 def list_jobs(
     state: Annotated[str | None, typer.Option(help="Only jobs in this state: " + ", ".join(STATES) + ".")] = None,
     service: Annotated[
-        list[str] | None, typer.Option(help="Only this service's jobs (repeatable): " + ", ".join(LIST_STUBS) + ".")
+        list[str] | None, typer.Option(help="Only this service's jobs (repeatable): " + ", ".join(LIST_REQUESTS) + ".")
     ] = None,
     all_clients: Annotated[bool, typer.Option("--all", help="Every client's jobs (admin keys only).")] = False,
     limit: Annotated[int, typer.Option(help="Most jobs to show, 1..200.")] = 20,
@@ -98,9 +94,9 @@ def list_jobs(
     position while queued), age. Your own key's jobs unless --all."""
     if state is not None and state.lower() not in STATES:
         usage_error(f"--state must be one of {', '.join(STATES)} (got {state!r})")
-    unknown = sorted(set(service or ()) - set(LIST_STUBS))
+    unknown = sorted(set(service or ()) - set(LIST_REQUESTS))
     if unknown:
-        usage_error(f"--service: unknown {', '.join(unknown)} (one of {', '.join(LIST_STUBS)})")
+        usage_error(f"--service: unknown {', '.join(unknown)} (one of {', '.join(LIST_REQUESTS)})")
     if not 1 <= limit <= 200:
         usage_error(f"--limit must be between 1 and 200 (got {limit})")
     with GenmeshClient(url, api_key) as client:
@@ -178,14 +174,10 @@ def outputs_rm(job_id: str, url: UrlOption = None, api_key: KeyOption = None) ->
 def job_service(client: GenmeshClient, job_id: str) -> Any:
     """The client of the service that owns a job, by its id's prefix (``genmesh.services``)."""
     service = service_for_job(job_id)
-    clients = {
-        "text": client.text, "image": client.images, "video": client.videos, "training": client.training,
-        "agent": client.agent, "models": client.models,
-    }  # fmt: skip
     if service is None:
         prefixes = ", ".join(f"{prefix}-" for info in SERVICES for prefix in info.job_prefixes)
         usage_error(f"job id {job_id!r} does not start with a known prefix ({prefixes})")
-    return clients[service.name]
+    return client.service(service.name)
 
 
 @job_app.command("get")

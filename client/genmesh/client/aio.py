@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import grpc
 
 from genmesh import errors
-from genmesh.agent.v1 import agent_pb2, agent_pb2_grpc
 from genmesh.client import jobs, requests
 from genmesh.client.connection import CHANNEL_OPTIONS, Connection, service_of, translate
-from genmesh.image.v1 import image_pb2, image_pb2_grpc
+from genmesh.client.service_rpcs import service_rpcs
+from genmesh.image.v1 import image_pb2
 from genmesh.library.v1 import library_pb2, library_pb2_grpc
-from genmesh.models.v1 import models_pb2, models_pb2_grpc
-from genmesh.text.v1 import text_pb2, text_pb2_grpc
-from genmesh.video.v1 import video_pb2, video_pb2_grpc
+from genmesh.models.v1 import models_pb2
+from genmesh.services import SERVICES
+from genmesh.text.v1 import text_pb2
+from genmesh.video.v1 import video_pb2
 
 
 async def final_result(events: AsyncIterator[Any]) -> Any:
@@ -49,9 +50,51 @@ class _AsyncServiceClient:
             raise translate(exc, self._service) from None
 
 
-class AsyncTextClient(_AsyncServiceClient):
-    def __init__(self, channel: grpc.aio.Channel, connection: Connection) -> None:
-        super().__init__(text_pb2_grpc.TextServiceStub(channel), connection)
+class AsyncServiceClient(_AsyncServiceClient):
+    """As ``sync.ServiceClient``: a declared service's job methods and ``call``, from the declaration."""
+
+    service: ClassVar[str] = ""
+    _by_service: ClassVar[dict[str, type[AsyncServiceClient]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.service:
+            AsyncServiceClient._by_service[cls.service] = cls
+
+    @classmethod
+    def for_service(cls, name: str) -> type[AsyncServiceClient]:
+        return cls._by_service.get(name, AsyncServiceClient)
+
+    def __init__(self, channel: grpc.aio.Channel, connection: Connection, service: str = "") -> None:
+        self._rpcs = service_rpcs(service or self.service)
+        super().__init__(self._rpcs.stub(channel), connection)
+
+    async def get_job(self, job_id: str) -> Any:
+        rpc, request = self._rpcs.call("Get", job_id)
+        return await self._unary(getattr(self._stub, rpc), request)
+
+    async def cancel_job(self, job_id: str) -> Any:
+        rpc, request = self._rpcs.call("Cancel", job_id)
+        return await self._unary(getattr(self._stub, rpc), request)
+
+    def watch(self, job_id: str, *, timeout: float | None = None) -> AsyncIterator[Any]:
+        """A job's events by id: replayed so far, then live until it ends (never cancels it)."""
+        rpc, request = self._rpcs.call("Watch", job_id)
+        return self._stream(getattr(self._stub, rpc), request, timeout)
+
+    def call(self, rpc: str, request: Any = None, *, timeout: float | None = None, **fields: Any) -> Any:
+        """Any RPC of the service by name: an async iterator of events for a streaming RPC, else an
+        awaitable of the response."""
+        if rpc not in self._rpcs.requests:
+            raise errors.InvalidArgument(f"rpc must be one of {', '.join(sorted(self._rpcs.requests))} (got {rpc!r})")
+        request = request if request is not None else self._rpcs.requests[rpc](**fields)
+        if rpc in self._rpcs.streams:
+            return self._stream(getattr(self._stub, rpc), request, timeout)
+        return self._unary(getattr(self._stub, rpc), request)
+
+
+class AsyncTextClient(AsyncServiceClient):
+    service = "text"
 
     def stream_generate(self, prompt: str, *, timeout: float | None = None, **options: Any) -> AsyncIterator[Any]:
         return self._stream(self._stub.Generate, requests.generate_request(prompt, **options), timeout)
@@ -70,20 +113,9 @@ class AsyncTextClient(_AsyncServiceClient):
     async def list_models(self) -> list[Any]:
         return list((await self._unary(self._stub.ListModels, text_pb2.ListModelsRequest())).models)
 
-    async def get_job(self, job_id: str) -> text_pb2.Job:
-        return await self._unary(self._stub.GetJob, text_pb2.GetJobRequest(job_id=job_id))
 
-    async def cancel_job(self, job_id: str) -> text_pb2.Job:
-        return await self._unary(self._stub.CancelJob, text_pb2.CancelJobRequest(job_id=job_id))
-
-    def watch(self, job_id: str, *, timeout: float | None = None) -> AsyncIterator[Any]:
-        """A job's events by id: replayed so far, then live until it ends (never cancels it)."""
-        return self._stream(self._stub.WatchJob, text_pb2.WatchJobRequest(job_id=job_id), timeout)
-
-
-class AsyncImageClient(_AsyncServiceClient):
-    def __init__(self, channel: grpc.aio.Channel, connection: Connection) -> None:
-        super().__init__(image_pb2_grpc.ImageServiceStub(channel), connection)
+class AsyncImageClient(AsyncServiceClient):
+    service = "image"
 
     def stream_generate(self, prompt: str, *, timeout: float | None = None, **options: Any) -> AsyncIterator[Any]:
         return self._stream(self._stub.GenerateImage, requests.image_request(prompt, **options), timeout)
@@ -94,20 +126,9 @@ class AsyncImageClient(_AsyncServiceClient):
     async def list_models(self) -> list[Any]:
         return list((await self._unary(self._stub.ListModels, image_pb2.ListModelsRequest())).models)
 
-    async def get_job(self, job_id: str) -> image_pb2.Job:
-        return await self._unary(self._stub.GetJob, image_pb2.GetJobRequest(job_id=job_id))
 
-    async def cancel_job(self, job_id: str) -> image_pb2.Job:
-        return await self._unary(self._stub.CancelJob, image_pb2.CancelJobRequest(job_id=job_id))
-
-    def watch(self, job_id: str, *, timeout: float | None = None) -> AsyncIterator[Any]:
-        """A job's events by id: replayed so far, then live until it ends (never cancels it)."""
-        return self._stream(self._stub.WatchJob, image_pb2.WatchJobRequest(job_id=job_id), timeout)
-
-
-class AsyncVideoClient(_AsyncServiceClient):
-    def __init__(self, channel: grpc.aio.Channel, connection: Connection) -> None:
-        super().__init__(video_pb2_grpc.VideoServiceStub(channel), connection)
+class AsyncVideoClient(AsyncServiceClient):
+    service = "video"
 
     def stream_generate(self, prompt: str, *, timeout: float | None = None, **options: Any) -> AsyncIterator[Any]:
         return self._stream(self._stub.GenerateVideo, requests.video_request(prompt, **options), timeout)
@@ -118,20 +139,9 @@ class AsyncVideoClient(_AsyncServiceClient):
     async def list_models(self) -> list[Any]:
         return list((await self._unary(self._stub.ListModels, video_pb2.ListModelsRequest())).models)
 
-    async def get_job(self, job_id: str) -> video_pb2.Job:
-        return await self._unary(self._stub.GetJob, video_pb2.GetJobRequest(job_id=job_id))
 
-    async def cancel_job(self, job_id: str) -> video_pb2.Job:
-        return await self._unary(self._stub.CancelJob, video_pb2.CancelJobRequest(job_id=job_id))
-
-    def watch(self, job_id: str, *, timeout: float | None = None) -> AsyncIterator[Any]:
-        """A job's events by id: replayed so far, then live until it ends (never cancels it)."""
-        return self._stream(self._stub.WatchJob, video_pb2.WatchJobRequest(job_id=job_id), timeout)
-
-
-class AsyncAgentClient(_AsyncServiceClient):
-    def __init__(self, channel: grpc.aio.Channel, connection: Connection) -> None:
-        super().__init__(agent_pb2_grpc.AgentServiceStub(channel), connection)
+class AsyncAgentClient(AsyncServiceClient):
+    service = "agent"
 
     def stream_create_character(
         self, idea: str = "", *, timeout: float | None = None, **options: Any
@@ -140,16 +150,6 @@ class AsyncAgentClient(_AsyncServiceClient):
 
     async def create_character(self, idea: str = "", *, timeout: float | None = None, **options: Any) -> Any:
         return await final_result(self.stream_create_character(idea, timeout=timeout, **options))
-
-    async def get_job(self, job_id: str) -> agent_pb2.Job:
-        return await self._unary(self._stub.GetJob, agent_pb2.GetJobRequest(job_id=job_id))
-
-    async def cancel_job(self, job_id: str) -> agent_pb2.Job:
-        return await self._unary(self._stub.CancelJob, agent_pb2.CancelJobRequest(job_id=job_id))
-
-    def watch(self, job_id: str, *, timeout: float | None = None) -> AsyncIterator[Any]:
-        """A job's events by id: replayed so far, then live until it ends (never cancels it)."""
-        return self._stream(self._stub.WatchJob, agent_pb2.WatchJobRequest(job_id=job_id), timeout)
 
 
 class AsyncLibraryClient(_AsyncServiceClient):
@@ -167,11 +167,10 @@ class AsyncLibraryClient(_AsyncServiceClient):
         return await self._unary(self._stub.DeleteOutput, library_pb2.DeleteOutputRequest(job_id=job_id))
 
 
-class AsyncModelsClient(_AsyncServiceClient):
+class AsyncModelsClient(AsyncServiceClient):
     """As ``sync.ModelsClient``."""
 
-    def __init__(self, channel: grpc.aio.Channel, connection: Connection) -> None:
-        super().__init__(models_pb2_grpc.ModelsServiceStub(channel), connection)
+    service = "models"
 
     def stream_pull(self, ref: str, *, timeout: float | None = None, **options: Any) -> AsyncIterator[Any]:
         return self._stream(self._stub.PullModel, requests.pull_request(ref, **options), timeout)
@@ -185,18 +184,16 @@ class AsyncModelsClient(_AsyncServiceClient):
     async def prune(self) -> models_pb2.PruneModelsResponse:
         return await self._unary(self._stub.PruneModels, models_pb2.PruneModelsRequest())
 
-    async def get_job(self, job_id: str) -> models_pb2.Job:
-        return await self._unary(self._stub.GetJob, models_pb2.GetJobRequest(job_id=job_id))
-
-    async def cancel_job(self, job_id: str) -> models_pb2.Job:
-        return await self._unary(self._stub.CancelJob, models_pb2.CancelJobRequest(job_id=job_id))
-
-    def watch(self, job_id: str, *, timeout: float | None = None) -> AsyncIterator[Any]:
-        return self._stream(self._stub.WatchJob, models_pb2.WatchJobRequest(job_id=job_id), timeout)
-
 
 class AsyncGenmeshClient:
-    """asyncio client for the genmesh gateway (or a single server)."""
+    """asyncio client for the genmesh gateway (or a single server): as ``GenmeshClient``."""
+
+    text: AsyncTextClient
+    images: AsyncImageClient
+    videos: AsyncVideoClient
+    training: AsyncServiceClient
+    agent: AsyncAgentClient
+    models: AsyncModelsClient
 
     def __init__(self, url: str | None = None, api_key: str | None = None, *, secure: bool | None = None) -> None:
         self.connection = Connection.resolve(url, api_key, secure)
@@ -206,24 +203,30 @@ class AsyncGenmeshClient:
             )
         else:
             self._channel = grpc.aio.insecure_channel(self.connection.url, options=CHANNEL_OPTIONS)
-        self.text = AsyncTextClient(self._channel, self.connection)
-        self.images = AsyncImageClient(self._channel, self.connection)
-        self.videos = AsyncVideoClient(self._channel, self.connection)
-        self.agent = AsyncAgentClient(self._channel, self.connection)
+        self._services = {
+            info.name: AsyncServiceClient.for_service(info.name)(self._channel, self.connection, info.name)
+            for info in SERVICES
+        }
+        for info in SERVICES:
+            setattr(self, info.attr, self._services[info.name])
         self.outputs = AsyncLibraryClient(self._channel, self.connection)
-        self.models = AsyncModelsClient(self._channel, self.connection)
-        self._list_calls = {service: stub(self._channel).ListJobs for service, stub in jobs.LIST_STUBS.items()}
+
+    def service(self, name: str) -> AsyncServiceClient:
+        """The client of the declared service ``name`` ("text", "image", ...)."""
+        if name not in self._services:
+            raise errors.InvalidArgument(f"service must be one of {', '.join(self._services)} (got {name!r})")
+        return self._services[name]
 
     async def list_jobs(
         self, *, services: Sequence[str] | None = None, page_size: int = 50, page_token: str = "", **filters: Any
     ) -> jobs.JobPage:
         """As ``GenmeshClient.list_jobs``; the services are asked at once."""
-        merge = jobs.JobMerge(services or list(jobs.LIST_STUBS), page_size, page_token)
+        merge = jobs.JobMerge(services or list(jobs.LIST_REQUESTS), page_size, page_token)
 
         async def fetch(service: str, token: str) -> None:
             request = jobs.list_request(service, page_size=page_size, page_token=token, **filters)
             try:
-                response = await self._list_calls[service](request, metadata=self.connection.metadata())
+                response = await self._services[service]._stub.ListJobs(request, metadata=self.connection.metadata())
             except grpc.RpcError as exc:
                 if exc.code() == grpc.StatusCode.UNAVAILABLE and not services and len(merge.sources) > 1:
                     merge.unavailable_service(service)  # not running: the others are listed

@@ -20,31 +20,12 @@ from typing import Any
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from genmesh import errors
-from genmesh.agent.v1 import agent_pb2, agent_pb2_grpc
+from genmesh.client.service_rpcs import job_services, service_rpcs
 from genmesh.common.v1 import job_pb2
-from genmesh.image.v1 import image_pb2, image_pb2_grpc
 from genmesh.library.v1 import library_pb2
-from genmesh.models.v1 import models_pb2, models_pb2_grpc
-from genmesh.text.v1 import text_pb2, text_pb2_grpc
-from genmesh.training.v1 import training_pb2, training_pb2_grpc
-from genmesh.video.v1 import video_pb2, video_pb2_grpc
 
-LIST_REQUESTS: dict[str, type] = {
-    "text": text_pb2.ListJobsRequest,
-    "image": image_pb2.ListJobsRequest,
-    "video": video_pb2.ListJobsRequest,
-    "training": training_pb2.ListJobsRequest,
-    "agent": agent_pb2.ListJobsRequest,
-    "models": models_pb2.ListJobsRequest,
-}
-LIST_STUBS: dict[str, type] = {  # the stub whose ListJobs a service answers
-    "text": text_pb2_grpc.TextServiceStub,
-    "image": image_pb2_grpc.ImageServiceStub,
-    "video": video_pb2_grpc.VideoServiceStub,
-    "training": training_pb2_grpc.TrainingServiceStub,
-    "agent": agent_pb2_grpc.AgentServiceStub,
-    "models": models_pb2_grpc.ModelsServiceStub,
-}
+# Each service's ListJobsRequest, for every declared service with jobs (``service_rpcs``).
+LIST_REQUESTS: dict[str, type] = {name: service_rpcs(name).requests["ListJobs"] for name in job_services()}
 STATES = {"queued": 1, "running": 2, "succeeded": 3, "failed": 4, "cancelled": 5}
 
 

@@ -3,27 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import grpc
 
 from genmesh import errors
-from genmesh.agent.v1 import agent_pb2, agent_pb2_grpc
 from genmesh.client import jobs, requests
 from genmesh.client.connection import CHANNEL_OPTIONS, Connection, service_of, translate
-from genmesh.image.v1 import image_pb2, image_pb2_grpc
+from genmesh.client.service_rpcs import service_rpcs
+from genmesh.image.v1 import image_pb2
 from genmesh.library.v1 import library_pb2, library_pb2_grpc
-from genmesh.models.v1 import models_pb2, models_pb2_grpc
-from genmesh.text.v1 import text_pb2, text_pb2_grpc
-from genmesh.training.v1 import training_pb2, training_pb2_grpc
-from genmesh.video.v1 import video_pb2, video_pb2_grpc
+from genmesh.models.v1 import models_pb2
+from genmesh.services import SERVICES
+from genmesh.text.v1 import text_pb2
+from genmesh.training.v1 import training_pb2
+from genmesh.video.v1 import video_pb2
 
 TERMINAL = ("result", "error", "cancelled")
-
-
-def _is_task(job_id: str) -> bool:
-    """A Training server task ("tsk-..."), as opposed to a training job ("trn-...")."""
-    return job_id.startswith("tsk-")
 
 
 def final_result(events: Iterator[Any]) -> Any:
@@ -58,9 +54,54 @@ class _ServiceClient:
             raise translate(exc, self._service) from None
 
 
-class TextClient(_ServiceClient):
-    def __init__(self, channel: grpc.Channel, connection: Connection) -> None:
-        super().__init__(text_pb2_grpc.TextServiceStub(channel), connection)
+class ServiceClient(_ServiceClient):
+    """A declared service's client (``genmesh.services``): its job methods and ``call`` come from the
+    declaration and its proto; a subclass naming the service (``service = "text"``) adds its own calls."""
+
+    service: ClassVar[str] = ""
+    _by_service: ClassVar[dict[str, type[ServiceClient]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.service:
+            ServiceClient._by_service[cls.service] = cls
+
+    @classmethod
+    def for_service(cls, name: str) -> type[ServiceClient]:
+        return cls._by_service.get(name, ServiceClient)
+
+    def __init__(self, channel: grpc.Channel, connection: Connection, service: str = "") -> None:
+        self._rpcs = service_rpcs(service or self.service)
+        super().__init__(self._rpcs.stub(channel), connection)
+
+    def get_job(self, job_id: str) -> Any:
+        """The job's status (and result once it has one)."""
+        rpc, request = self._rpcs.call("Get", job_id)
+        return self._unary(getattr(self._stub, rpc), request)
+
+    def cancel_job(self, job_id: str) -> Any:
+        rpc, request = self._rpcs.call("Cancel", job_id)
+        return self._unary(getattr(self._stub, rpc), request)
+
+    def watch(self, job_id: str, *, timeout: float | None = None) -> Iterator[Any]:
+        """A job's events by id (from any client and replica): replayed so far, then live until it
+        ends. Watching never cancels the job."""
+        rpc, request = self._rpcs.call("Watch", job_id)
+        return self._stream(getattr(self._stub, rpc), request, timeout)
+
+    def call(self, rpc: str, request: Any = None, *, timeout: float | None = None, **fields: Any) -> Any:
+        """Any RPC of the service by name, with its request (or the request's fields): a stream of
+        events for a streaming RPC, else the response."""
+        if rpc not in self._rpcs.requests:
+            raise errors.InvalidArgument(f"rpc must be one of {', '.join(sorted(self._rpcs.requests))} (got {rpc!r})")
+        request = request if request is not None else self._rpcs.requests[rpc](**fields)
+        if rpc in self._rpcs.streams:
+            return self._stream(getattr(self._stub, rpc), request, timeout)
+        return self._unary(getattr(self._stub, rpc), request)
+
+
+class TextClient(ServiceClient):
+    service = "text"
 
     def stream_generate(self, prompt: str, *, timeout: float | None = None, **options: Any) -> Iterator[Any]:
         """Yield GenerateResponse events: queued, started, deltas, then the result."""
@@ -80,21 +121,9 @@ class TextClient(_ServiceClient):
     def list_models(self) -> list[Any]:
         return list(self._unary(self._stub.ListModels, text_pb2.ListModelsRequest()).models)
 
-    def get_job(self, job_id: str) -> text_pb2.Job:
-        return self._unary(self._stub.GetJob, text_pb2.GetJobRequest(job_id=job_id))
 
-    def cancel_job(self, job_id: str) -> text_pb2.Job:
-        return self._unary(self._stub.CancelJob, text_pb2.CancelJobRequest(job_id=job_id))
-
-    def watch(self, job_id: str, *, timeout: float | None = None) -> Iterator[Any]:
-        """A job's events by id (from any client and replica): replayed so far, then live until it
-        ends. Watching never cancels the job."""
-        return self._stream(self._stub.WatchJob, text_pb2.WatchJobRequest(job_id=job_id), timeout)
-
-
-class ImageClient(_ServiceClient):
-    def __init__(self, channel: grpc.Channel, connection: Connection) -> None:
-        super().__init__(image_pb2_grpc.ImageServiceStub(channel), connection)
+class ImageClient(ServiceClient):
+    service = "image"
 
     def stream_generate(self, prompt: str, *, timeout: float | None = None, **options: Any) -> Iterator[Any]:
         """Yield GenerateImageResponse events: queued, started, progress (with previews), result.
@@ -110,21 +139,9 @@ class ImageClient(_ServiceClient):
     def list_models(self) -> list[Any]:
         return list(self._unary(self._stub.ListModels, image_pb2.ListModelsRequest()).models)
 
-    def get_job(self, job_id: str) -> image_pb2.Job:
-        return self._unary(self._stub.GetJob, image_pb2.GetJobRequest(job_id=job_id))
 
-    def cancel_job(self, job_id: str) -> image_pb2.Job:
-        return self._unary(self._stub.CancelJob, image_pb2.CancelJobRequest(job_id=job_id))
-
-    def watch(self, job_id: str, *, timeout: float | None = None) -> Iterator[Any]:
-        """A job's events by id (from any client and replica): replayed so far, then live until it
-        ends. Watching never cancels the job."""
-        return self._stream(self._stub.WatchJob, image_pb2.WatchJobRequest(job_id=job_id), timeout)
-
-
-class VideoClient(_ServiceClient):
-    def __init__(self, channel: grpc.Channel, connection: Connection) -> None:
-        super().__init__(video_pb2_grpc.VideoServiceStub(channel), connection)
+class VideoClient(ServiceClient):
+    service = "video"
 
     def stream_generate(self, prompt: str, *, timeout: float | None = None, **options: Any) -> Iterator[Any]:
         """Yield GenerateVideoResponse events: queued, started, progress (per step and decoded chunk),
@@ -141,21 +158,12 @@ class VideoClient(_ServiceClient):
     def list_models(self) -> list[Any]:
         return list(self._unary(self._stub.ListModels, video_pb2.ListModelsRequest()).models)
 
-    def get_job(self, job_id: str) -> video_pb2.Job:
-        return self._unary(self._stub.GetJob, video_pb2.GetJobRequest(job_id=job_id))
 
-    def cancel_job(self, job_id: str) -> video_pb2.Job:
-        return self._unary(self._stub.CancelJob, video_pb2.CancelJobRequest(job_id=job_id))
+class TrainingClient(ServiceClient):
+    """Training jobs ("trn-...") are TrainingJobs (``get_job``, ``cancel_job`` and ``watch`` use the
+    training job RPCs); its tasks ("tsk-...": synthetic data, restore, evaluate) are plain jobs."""
 
-    def watch(self, job_id: str, *, timeout: float | None = None) -> Iterator[Any]:
-        """A job's events by id (from any client and replica): replayed so far, then live until it
-        ends. Watching never cancels the job."""
-        return self._stream(self._stub.WatchJob, video_pb2.WatchJobRequest(job_id=job_id), timeout)
-
-
-class TrainingClient(_ServiceClient):
-    def __init__(self, channel: grpc.Channel, connection: Connection) -> None:
-        super().__init__(training_pb2_grpc.TrainingServiceStub(channel), connection)
+    service = "training"
 
     def stream_synthetic_data(self, *, timeout: float | None = None, **options: Any) -> Iterator[Any]:
         """Yield GenerateSyntheticDataResponse events. Options: num_images, degradation_type, seed,
@@ -174,30 +182,11 @@ class TrainingClient(_ServiceClient):
         )
         return self._unary(self._stub.CreateTrainingJob, request)
 
-    def get_job(self, job_id: str) -> training_pb2.TrainingJob | training_pb2.Job:
-        """A training job ("trn-...") as a TrainingJob; a task ("tsk-...": synthetic data, restore,
-        evaluate) as the server's Job (status and result)."""
-        if _is_task(job_id):
-            return self._unary(self._stub.GetJob, training_pb2.GetJobRequest(job_id=job_id))
-        return self._unary(self._stub.GetTrainingJob, training_pb2.GetTrainingJobRequest(job_id=job_id))
-
     def list_jobs(self, *, state: int = 0, layer: int = 0, page_size: int = 0, page_token: str = "") -> Any:
         request = training_pb2.ListTrainingJobsRequest(
             state=state, layer=layer, page_size=page_size, page_token=page_token
         )
         return self._unary(self._stub.ListTrainingJobs, request)
-
-    def cancel_job(self, job_id: str) -> training_pb2.TrainingJob | training_pb2.Job:
-        if _is_task(job_id):
-            return self._unary(self._stub.CancelJob, training_pb2.CancelJobRequest(job_id=job_id))
-        return self._unary(self._stub.CancelTrainingJob, training_pb2.CancelTrainingJobRequest(job_id=job_id))
-
-    def watch(self, job_id: str, *, timeout: float | None = None) -> Iterator[Any]:
-        """Everything the job did so far (replayed), then live events until it ends (a training job's
-        WatchTrainingJob events, or a task's WatchJob events)."""
-        if _is_task(job_id):
-            return self._stream(self._stub.WatchJob, training_pb2.WatchJobRequest(job_id=job_id), timeout)
-        return self._stream(self._stub.WatchTrainingJob, training_pb2.WatchTrainingJobRequest(job_id=job_id), timeout)
 
     def get_report(self, job_id: str, *, return_inline: bool = False) -> training_pb2.TrainingReport:
         request = training_pb2.GetTrainingReportRequest(job_id=job_id, return_inline=return_inline)
@@ -221,9 +210,8 @@ class TrainingClient(_ServiceClient):
         return final_result(self.stream_restore(model_id, timeout=timeout, **options))
 
 
-class AgentClient(_ServiceClient):
-    def __init__(self, channel: grpc.Channel, connection: Connection) -> None:
-        super().__init__(agent_pb2_grpc.AgentServiceStub(channel), connection)
+class AgentClient(ServiceClient):
+    service = "agent"
 
     def stream_create_character(self, idea: str = "", *, timeout: float | None = None, **options: Any) -> Iterator[Any]:
         """Yield CreateCharacterResponse events: queued, started, then per stage stage_started,
@@ -233,17 +221,6 @@ class AgentClient(_ServiceClient):
 
     def create_character(self, idea: str = "", *, timeout: float | None = None, **options: Any) -> Any:
         return final_result(self.stream_create_character(idea, timeout=timeout, **options))
-
-    def get_job(self, job_id: str) -> agent_pb2.Job:
-        return self._unary(self._stub.GetJob, agent_pb2.GetJobRequest(job_id=job_id))
-
-    def cancel_job(self, job_id: str) -> agent_pb2.Job:
-        return self._unary(self._stub.CancelJob, agent_pb2.CancelJobRequest(job_id=job_id))
-
-    def watch(self, job_id: str, *, timeout: float | None = None) -> Iterator[Any]:
-        """A job's events by id (from any client and replica): replayed so far, then live until it
-        ends. Watching never cancels the job."""
-        return self._stream(self._stub.WatchJob, agent_pb2.WatchJobRequest(job_id=job_id), timeout)
 
 
 class LibraryClient(_ServiceClient):
@@ -261,11 +238,10 @@ class LibraryClient(_ServiceClient):
         return self._unary(self._stub.DeleteOutput, library_pb2.DeleteOutputRequest(job_id=job_id))
 
 
-class ModelsClient(_ServiceClient):
+class ModelsClient(ServiceClient):
     """Model files on the server (admin keys): ``pull`` one by reference, ``delete``, ``prune``."""
 
-    def __init__(self, channel: grpc.Channel, connection: Connection) -> None:
-        super().__init__(models_pb2_grpc.ModelsServiceStub(channel), connection)
+    service = "models"
 
     def stream_pull(self, ref: str, *, timeout: float | None = None, **options: Any) -> Iterator[Any]:
         """Yield PullModelResponse events: queued, started, pull_progress (phase, bytes, speed, ETA),
@@ -284,18 +260,17 @@ class ModelsClient(_ServiceClient):
         """Remove partial downloads no running pull is writing."""
         return self._unary(self._stub.PruneModels, models_pb2.PruneModelsRequest())
 
-    def get_job(self, job_id: str) -> models_pb2.Job:
-        return self._unary(self._stub.GetJob, models_pb2.GetJobRequest(job_id=job_id))
-
-    def cancel_job(self, job_id: str) -> models_pb2.Job:
-        return self._unary(self._stub.CancelJob, models_pb2.CancelJobRequest(job_id=job_id))
-
-    def watch(self, job_id: str, *, timeout: float | None = None) -> Iterator[Any]:
-        return self._stream(self._stub.WatchJob, models_pb2.WatchJobRequest(job_id=job_id), timeout)
-
 
 class GenmeshClient:
-    """Blocking client for the genmesh gateway (or a single server)."""
+    """Blocking client for the genmesh gateway (or a single server). Every declared service is an
+    attribute (``client.text``, ``client.images``, ...: ``ServiceInfo.attr``), also ``service(name)``."""
+
+    text: TextClient
+    images: ImageClient
+    videos: VideoClient
+    training: TrainingClient
+    agent: AgentClient
+    models: ModelsClient
 
     def __init__(self, url: str | None = None, api_key: str | None = None, *, secure: bool | None = None) -> None:
         self.connection = Connection.resolve(url, api_key, secure)
@@ -305,14 +280,19 @@ class GenmeshClient:
             )
         else:
             self._channel = grpc.insecure_channel(self.connection.url, options=CHANNEL_OPTIONS)
-        self.text = TextClient(self._channel, self.connection)
-        self.images = ImageClient(self._channel, self.connection)
-        self.videos = VideoClient(self._channel, self.connection)
-        self.training = TrainingClient(self._channel, self.connection)
-        self.agent = AgentClient(self._channel, self.connection)
+        self._services = {
+            info.name: ServiceClient.for_service(info.name)(self._channel, self.connection, info.name)
+            for info in SERVICES
+        }
+        for info in SERVICES:
+            setattr(self, info.attr, self._services[info.name])
         self.outputs = LibraryClient(self._channel, self.connection)
-        self.models = ModelsClient(self._channel, self.connection)
-        self._list_calls = {service: stub(self._channel).ListJobs for service, stub in jobs.LIST_STUBS.items()}
+
+    def service(self, name: str) -> ServiceClient:
+        """The client of the declared service ``name`` ("text", "image", ...)."""
+        if name not in self._services:
+            raise errors.InvalidArgument(f"service must be one of {', '.join(self._services)} (got {name!r})")
+        return self._services[name]
 
     def list_jobs(
         self, *, services: Sequence[str] | None = None, page_size: int = 50, page_token: str = "", **filters: Any
@@ -321,12 +301,12 @@ class GenmeshClient:
         client's with ``all_clients=True`` (admin keys). Filters: state ("running", ...), created_after,
         created_before (datetimes or Unix seconds), method (with one service). A service that is not
         running is skipped and named in ``unavailable``."""
-        merge = jobs.JobMerge(services or list(jobs.LIST_STUBS), page_size, page_token)
+        merge = jobs.JobMerge(services or list(jobs.LIST_REQUESTS), page_size, page_token)
         while wanted := merge.wanted():
             for service, token in wanted:
                 request = jobs.list_request(service, page_size=page_size, page_token=token, **filters)
                 try:
-                    response = self._list_calls[service](request, metadata=self.connection.metadata())
+                    response = self._services[service]._stub.ListJobs(request, metadata=self.connection.metadata())
                 except grpc.RpcError as exc:
                     if exc.code() == grpc.StatusCode.UNAVAILABLE and not services and len(merge.sources) > 1:
                         merge.unavailable_service(service)  # not running: the others are listed

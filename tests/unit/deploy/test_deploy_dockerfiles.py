@@ -78,7 +78,7 @@ def test_server_dockerfiles_follow_the_conventions() -> None:
     for name in SERVER_DOCKERFILES:
         text = (DOCKER / name).read_text()
         assert "GENMESH_HOST=0.0.0.0" in text, f"{name}: servers default to 127.0.0.1"
-        assert "healthcheck.py" in text and 'CMD ["python3", "-m", "servers.text"]' in text
+        assert "healthcheck.py" in text and 'CMD ["python3", "-m", "servers", "text"]' in text
         assert "--exclude torch" in text, f"{name}: torch is the image's own, never pulled in by an extra"
     cpu, rocm, cuda = ((DOCKER / name).read_text() for name in SERVER_DOCKERFILES)
     assert "python:3.11-slim" in cpu and "download.pytorch.org/whl/cpu" in cpu and "GGML_NATIVE=OFF" in cpu

@@ -49,7 +49,7 @@ def test_kustomizations_build(yaml: Any, variant: str) -> None:
         assert services[name]["spec"]["ports"][0]["port"] == port
         pod = statefulsets[name]["spec"]["template"]["spec"]
         (container,) = pod["containers"]
-        assert container["command"] == ["python3", "-m", f"servers.{name}"]
+        assert container["command"] == ["python3", "-m", "servers", name]
         assert container["ports"] == [{"name": "grpc", "containerPort": port}, METRICS_PORT]
         assert statefulsets[name]["spec"]["template"]["metadata"]["annotations"] == SCRAPE, name
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import genmesh.services
 from tests.unit.deploy.helpers import (
     KUBE_DNS,
     METRICS,
@@ -34,9 +35,10 @@ def test_network_policies_let_only_the_gateway_reach_the_servers(yaml: Any) -> N
         for name, w in workloads.items()
     }  # fmt: skip
     assert set(pods) == {*SERVICES, "gateway", "minio", "web"}
-    agent_calls = {"text", "image", "video"}
     expected = {("gateway", name, port) for name, port in SERVICES.items()}
-    expected |= {("agent", name, SERVICES[name]) for name in agent_calls}
+    # Who calls whom directly: the declaration's `calls` (the agent calls text, image and video).
+    expected |= {(info.name, callee, SERVICES[callee]) for info in genmesh.services.SERVICES for callee in info.calls}
+    assert ("agent", "video", SERVICES["video"]) in expected
     expected |= {(name, "minio", 9000) for name in SERVICES}
     # The web front door: from the gateway only; it calls every server (GET /v1/jobs lists all five).
     expected |= {("gateway", "web", WEB_PORT)} | {("web", name, port) for name, port in WEB_CALLS.items()}
