@@ -15,5 +15,5 @@ Layout, outside in:
 - ``types``: the concepts every layer shares (quality, epoch metrics, dataset stats, the spec and
   its validation, the events a training job emits); ``legacy``: older stored shapes, upgraded.
 
-``service`` wires it together; ``python -m servers.training`` runs it.
+``service`` wires it together; ``python -m servers training`` runs it.
 """
