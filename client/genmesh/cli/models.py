@@ -30,7 +30,10 @@ def pull_description(progress: models_pb2.PullProgress) -> str:
 def pull(
     ref: Annotated[
         str,
-        typer.Argument(help="https://host/path/file[#sha256=HEX], hf:org/repo/path/file[@revision] or civitai:<id>."),
+        typer.Argument(
+            help="https://host/path/file[#sha256=HEX], hf:org/repo/path/file[@revision] (a file), "
+            "hf:org/repo[/folder][@revision] (a diffusers folder) or civitai:<id>."
+        ),
     ],
     no_verify: Annotated[bool, typer.Option("--no-verify", help="Pull even when no sha256 is known.")] = False,
     allow_pickle: Annotated[

@@ -245,8 +245,9 @@ class ModelsClient(ServiceClient):
 
     def stream_pull(self, ref: str, *, timeout: float | None = None, **options: Any) -> Iterator[Any]:
         """Yield PullModelResponse events: queued, started, pull_progress (phase, bytes, speed, ETA),
-        then the result (where it landed). ``ref``: https://...[#sha256=hex], hf:org/repo/file[@rev] or
-        civitai:<version id>. Options: no_verify, allow_pickle, name, detach."""
+        then the result (where it landed). ``ref``: https://...[#sha256=hex], hf:org/repo/file[@rev] (a file),
+        hf:org/repo[/folder][@rev] (a diffusers folder) or civitai:<version id>. Options: no_verify,
+        allow_pickle, name, detach."""
         return self._stream(self._stub.PullModel, requests.pull_request(ref, **options), timeout)
 
     def pull(self, ref: str, *, timeout: float | None = None, **options: Any) -> models_pb2.PullResult:
