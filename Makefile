@@ -9,9 +9,6 @@ STAMP := $(VENV)/.installed
 # For a GPU build set e.g. LLAMA_CMAKE_ARGS="-DGGML_HIP=on -DAMDGPU_TARGETS=gfx1031" (ROCm) or "-DGGML_CUDA=on".
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 PYTEST_ARGS ?=
-# `make test` runs two pytest workers (pytest-xdist): one runs every test of the shared mesh, the other
-# the unit tests and the tests with a mesh of their own (groups: tests/conftest.py). PYTEST_WORKERS=0: one process.
-PYTEST_WORKERS ?= 2
 UP_ARGS ?=
 
 .PHONY: install browser up test unit integration lint format protos bench clean
@@ -32,7 +29,7 @@ up: install
 	$(VENV)/bin/genmesh up $(UP_ARGS)
 
 test: install browser
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 unit: install
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
