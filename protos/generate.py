@@ -57,7 +57,9 @@ def generate(out: Path) -> None:
 def write_openapi(path: Path, files: list[str]) -> None:
     """The REST contract, from the same protos plus their comments (source info), and the web front
     door's routes."""
-    sys.path.insert(0, str(ROOT))
+    # This script's folder comes first on sys.path and holds protos/genmesh/: it would shadow the
+    # client's genmesh package (grpc_tools even imports *_pb2 modules from .proto files there).
+    sys.path[:] = [str(ROOT), *(entry for entry in sys.path if Path(entry or ".").resolve() != PROTO_ROOT)]
     from servers.mesh.openapi import build_openapi
 
     with tempfile.TemporaryDirectory() as folder:
