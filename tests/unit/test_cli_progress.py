@@ -1,7 +1,10 @@
 """The CLI's shared pieces: errors name the flag the user typed, the key hint names the keys file in
-use, progress never shows a total before it is known, and `job cancel` reads any service's state."""
+use, progress never shows a total before it is known, `job cancel` reads any service's state, and
+character.json keeps every field of the sheet."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 import typer
@@ -10,7 +13,7 @@ from typer.main import get_command
 from genmesh import errors
 from genmesh.agent.v1 import agent_pb2
 from genmesh.cli import app, video_progress_text
-from genmesh.cli.character import character_progress_text
+from genmesh.cli.character import character_progress_text, write_files
 from genmesh.cli.common import counted, fail, flag_for, key_hint, progress_bar
 from genmesh.cli.jobs import TERMINAL_STATES, job_state
 from genmesh.common.v1 import job_pb2
@@ -84,3 +87,12 @@ def test_job_state_reads_every_kind_of_job() -> None:
     task = text_pb2.Job(status=job_pb2.JobStatus(state=job_pb2.JOB_STATE_RUNNING))
     training = training_pb2.TrainingJob(state=job_pb2.JOB_STATE_CANCELLED)
     assert job_state(task) not in TERMINAL_STATES and job_state(training) in TERMINAL_STATES
+
+
+def test_character_json_keeps_the_empty_fields_of_the_sheet(tmp_path) -> None:
+    sheet = agent_pb2.CharacterSheet(name="Ilya", appearance_prompt="an elf", motion_prompt="waves")
+    written = write_files(tmp_path, sheet, [])
+    assert [path.name for path in written] == ["character.json"]
+    fields = json.loads(written[0].read_text(encoding="utf-8"))
+    assert list(fields) == [field.name for field in agent_pb2.CharacterSheet.DESCRIPTOR.fields]
+    assert fields["negative_prompt"] == "" and fields["name"] == "Ilya"

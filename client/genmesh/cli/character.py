@@ -158,7 +158,9 @@ def write_files(output_dir: Path, sheet: agent_pb2.CharacterSheet | None, artifa
     written = []
     if sheet is not None and sheet.name:
         path = output_dir / "character.json"
-        path.write_text(json.dumps(to_dict(sheet), ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        # Every field, empty ones too: the same shape as the character.json the mesh stores.
+        fields = {field.name: getattr(sheet, field.name) for field in sheet.DESCRIPTOR.fields}
+        path.write_text(json.dumps(fields, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
         written.append(path)
     for artifact in artifacts:
         if artifact.key:
