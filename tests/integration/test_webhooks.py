@@ -1,19 +1,24 @@
 """Completion webhooks with real parts: a receiver on loopback gets one signed POST per finished job
 through the gateway (verified with the README's recipe), a receiver that answers 500 twice gets the
-third attempt, a server restarted between attempts still delivers (a real object store), and the
-issue's internal URLs are refused with 400 naming ``notify_url`` before anything is queued."""
+third attempt, a server restarted between attempts still delivers (a real object store), the
+issue's internal URLs are refused with 400 naming ``notify_url`` before anything is queued, and the
+CLI's --notify-url reaches the receiver."""
 
 from __future__ import annotations
 
 import asyncio
 import http.server
 import json
+import os
 import queue
 import secrets
+import subprocess
+import sys
 import threading
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import pytest
@@ -193,6 +198,21 @@ def test_internal_urls_without_an_allowlist_entry_are_400_naming_notify_url(mesh
     )
     assert response.status_code == 400 and "notify_url" in response.json()["message"], response.text
     assert url not in WEBHOOK_ALLOW
+
+
+def test_the_cli_notify_url_flag_gets_the_post_and_a_refused_url_names_the_flag(mesh, hooks_key, receiver) -> None:
+    key, secret = hooks_key
+    env = {**os.environ, "GENMESH_URL": mesh.url, "GENMESH_API_KEY": key}
+    cli = [str(Path(sys.executable).parent / "genmesh"), "text", "Hi", "--max-tokens", "1", "--json", "--notify-url"]
+    done = subprocess.run([*cli, receiver.url("cli")], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    job_id = json.loads(done.stdout.splitlines()[0])["job_id"]
+    post = receiver.next()
+    assert post.path == "/hooks/cli" and post.headers["Genmesh-Job-Id"] == job_id
+    assert readme_verify()(secret, post.headers["Genmesh-Signature"], post.body)
+    refused = subprocess.run([*cli, "http://169.254.169.254/"], capture_output=True, text=True, timeout=120, env=env)
+    assert refused.returncode != 0 and "INVALID_ARGUMENT" in refused.stderr and "--notify-url" in refused.stderr
+    assert "Traceback" not in refused.stderr
 
 
 # -- the dispatcher with a real object store (no mesh) --------------------------------------------

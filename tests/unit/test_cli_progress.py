@@ -40,6 +40,8 @@ COMMANDS = get_command(app).commands  # type: ignore[attr-defined]
         ("text", "sampling.max_tokens", "--max-tokens"),
         ("restore", "model_id", "MODEL"),
         ("restore", "tile_size", "--tile-size"),
+        ("chat", "notify_url", "--notify-url"),
+        ("train", "notify_url", "--notify-url"),
         ("video", "not_a_field", None),
         ("video", None, None),
     ],

@@ -15,6 +15,7 @@ from genmesh.cli.base import app
 from genmesh.cli.common import (
     JsonFlag,
     KeyOption,
+    NotifyOption,
     Seed,
     UrlOption,
     counted,
@@ -69,6 +70,7 @@ def character(
     frames: Annotated[int | None, typer.Option(help="Video frames, 2..64 (default 16).")] = None,
     video_format: Annotated[str, typer.Option("--format", help="gif, mp4 or webp.")] = "gif",
     detach: Annotated[bool, typer.Option(help="Keep the job running if this command stops.")] = False,
+    notify_url: NotifyOption = "",
     url: UrlOption = None,
     api_key: KeyOption = None,
     as_json: JsonFlag = False,
@@ -108,6 +110,7 @@ def character(
             video=video,
             detach=detach,
             sheet=given,
+            notify_url=notify_url,
         )
         try:
             with progress_bar(disable=as_json) as bar:

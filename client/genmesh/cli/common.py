@@ -141,6 +141,14 @@ def usage_error(message: str) -> NoReturn:
 
 Seed = Annotated[int | None, typer.Option(help="Seed for reproducible sampling.")]
 Model = Annotated[str, typer.Option(help="Model name (see `genmesh models`); default: the server's.")]
+NotifyOption = Annotated[
+    str,
+    typer.Option(
+        "--notify-url",
+        help="A webhook: the finished job is POSTed here, signed with the key's secret. The operator must allow "
+        "the address (GENMESH_WEBHOOK_ALLOW); default: the key's notify= URL, if any.",
+    ),
+]
 LoraOption = Annotated[
     list[str] | None,
     typer.Option(

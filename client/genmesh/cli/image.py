@@ -15,6 +15,7 @@ from genmesh.cli.common import (
     KeyOption,
     LoraOption,
     Model,
+    NotifyOption,
     Seed,
     UrlOption,
     fail,
@@ -67,6 +68,7 @@ def image(
     lora: LoraOption = None,
     quality: Annotated[int | None, typer.Option(help="WebP/JPEG quality 1..100.")] = None,
     model: Model = "",
+    notify_url: NotifyOption = "",
     url: UrlOption = None,
     api_key: KeyOption = None,
     as_json: JsonFlag = False,
@@ -85,6 +87,7 @@ def image(
         "negative_prompt": negative_prompt, "width": width, "height": height, "steps": steps,
         "guidance_scale": guidance_scale, "seed": seed, "scheduler": scheduler, "num_images": num_images,
         "strength": strength, "quality": quality, "model": model, "output_format": fmt, "return_inline": True,
+        "notify_url": notify_url,
     }  # fmt: skip
     if mask is not None and init_image is None:
         usage_error("--mask needs --init-image (the image to inpaint)")

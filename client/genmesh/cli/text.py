@@ -11,7 +11,17 @@ import typer
 
 from genmesh import errors
 from genmesh.cli.base import app
-from genmesh.cli.common import JsonFlag, KeyOption, Model, Seed, UrlOption, fail, interrupted, to_dict
+from genmesh.cli.common import (
+    JsonFlag,
+    KeyOption,
+    Model,
+    NotifyOption,
+    Seed,
+    UrlOption,
+    fail,
+    interrupted,
+    to_dict,
+)
 from genmesh.client import GenmeshClient
 
 
@@ -108,6 +118,7 @@ def text(
     json_schema: Schema = None,
     json_output: JsonMode = False,
     model: Model = "",
+    notify_url: NotifyOption = "",
     url: UrlOption = None,
     api_key: KeyOption = None,
     as_json: JsonFlag = False,
@@ -116,6 +127,7 @@ def text(
     if prompt == "-":
         prompt = sys.stdin.read()
     options = sampling_args(max_tokens, temperature, top_p, top_k, seed, stop, json_schema, json_output, model)
+    options["notify_url"] = notify_url
     with GenmeshClient(url, api_key) as client:
         try:
             print_stream(client.text.stream_generate(prompt, **options), as_json)
@@ -136,12 +148,14 @@ def chat(
     json_schema: Schema = None,
     json_output: JsonMode = False,
     model: Model = "",
+    notify_url: NotifyOption = "",
     url: UrlOption = None,
     api_key: KeyOption = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Chat with the model's chat template; interactive when no message is given (Ctrl-D ends)."""
     options = sampling_args(max_tokens, temperature, top_p, top_k, seed, stop, json_schema, json_output, model)
+    options["notify_url"] = notify_url
     history: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
     interactive = message is None
     with GenmeshClient(url, api_key) as client:

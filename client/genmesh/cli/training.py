@@ -13,6 +13,7 @@ from genmesh.cli.base import app
 from genmesh.cli.common import (
     JsonFlag,
     KeyOption,
+    NotifyOption,
     Seed,
     UrlOption,
     fail,
@@ -35,6 +36,7 @@ def synthetic_data(
     kind: Annotated[list[str] | None, typer.Option(help="documents, textures or shapes (repeatable).")] = None,
     dataset_name: Annotated[str, typer.Option(help="Pair names start with it (default synthetic).")] = "",
     seed: Seed = None,
+    notify_url: NotifyOption = "",
     url: UrlOption = None,
     api_key: KeyOption = None,
     as_json: JsonFlag = False,
@@ -44,7 +46,7 @@ def synthetic_data(
     with GenmeshClient(url, api_key) as client:
         events = client.training.stream_synthetic_data(
             num_images=num_images, degradation_type=preset, width=width, height=height,
-            content_kinds=kind or (), dataset_name=dataset_name, seed=seed,
+            content_kinds=kind or (), dataset_name=dataset_name, seed=seed, notify_url=notify_url,
         )  # fmt: skip
         result = follow_task(events, as_json)
     if not as_json:
@@ -105,6 +107,7 @@ def restore(
     ] = None,
     tile_overlap: Annotated[int | None, typer.Option(help="Pixels tiles overlap, 0..tile_size/2 (default 32).")] = None,
     quality: Annotated[int | None, typer.Option(help="WebP/JPEG quality 1..100 (default 90).")] = None,
+    notify_url: NotifyOption = "",
     url: UrlOption = None,
     api_key: KeyOption = None,
     as_json: JsonFlag = False,
@@ -130,7 +133,7 @@ def restore(
     with GenmeshClient(url, api_key) as client:
         events = client.training.stream_restore(
             model, tile_size=tile_size, tile_overlap=tile_overlap, quality=quality, output_format=fmt,
-            return_inline=True, **source,
+            return_inline=True, notify_url=notify_url, **source,
         )  # fmt: skip
         result = follow_task(events, as_json)
     output.write_bytes(result.image.data)
@@ -173,6 +176,7 @@ def train(
         str | None, typer.Option(help="Continue a cancelled or failed job (its spec, or these options, apply).")
     ] = None,
     detach: Annotated[bool, typer.Option(help="Create the job and return without watching.")] = False,
+    notify_url: NotifyOption = "",
     url: UrlOption = None,
     api_key: KeyOption = None,
     as_json: JsonFlag = False,
@@ -194,7 +198,7 @@ def train(
                 }  # fmt: skip
                 if resume is not None:  # only what was given overrides the resumed job's spec
                     spec = {key: value for key, value in spec.items() if value not in (None, "")}
-                job = client.training.create_job(resume_job_id=resume or "", **spec)
+                job = client.training.create_job(resume_job_id=resume or "", notify_url=notify_url, **spec)
                 job_id = job.job_id
                 verb = f"resumes {resume}" if resume else "created"
                 typer.echo(json.dumps(to_dict(job)) if as_json else f"job {job_id} {verb}")

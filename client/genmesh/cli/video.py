@@ -15,6 +15,7 @@ from genmesh.cli.common import (
     KeyOption,
     LoraOption,
     Model,
+    NotifyOption,
     Seed,
     UrlOption,
     counted,
@@ -156,6 +157,7 @@ def video(
     ] = None,
     save_frames: Annotated[bool, typer.Option(help="Also store every frame as a PNG on the server.")] = False,
     lora: LoraOption = None,
+    notify_url: NotifyOption = "",
     url: UrlOption = None,
     api_key: KeyOption = None,
     as_json: JsonFlag = False,
@@ -194,6 +196,7 @@ def video(
         "strength": strength,
         "prompt_schedule": prompt_schedule(prompt_at),
         "loras": lora_option(lora),
+        "notify_url": notify_url,
     }
     if init_image is not None:
         options.update(init_media("--init-image", "image", init_image))

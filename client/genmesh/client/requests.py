@@ -316,8 +316,11 @@ def synthetic_data_request(
     height: int | None = None,
     content_kinds: Iterable[str] = (),
     dataset_name: str = "",
+    notify_url: str = "",
 ) -> training_pb2.GenerateSyntheticDataRequest:
-    request = training_pb2.GenerateSyntheticDataRequest(degradation_type=degradation_type, dataset_name=dataset_name)
+    request = training_pb2.GenerateSyntheticDataRequest(
+        degradation_type=degradation_type, dataset_name=dataset_name, notify_url=notify_url
+    )
     for name, value in {"num_images": num_images, "seed": seed, "width": width, "height": height}.items():
         if value is not None:
             setattr(request, name, value)
@@ -372,8 +375,9 @@ def restore_request(
     output_format: str = "png",
     quality: int | None = None,
     return_inline: bool = False,
+    notify_url: str = "",
 ) -> training_pb2.RestoreImageRequest:
-    request = training_pb2.RestoreImageRequest(model_id=model_id, return_inline=return_inline)
+    request = training_pb2.RestoreImageRequest(model_id=model_id, return_inline=return_inline, notify_url=notify_url)
     if image is not None:
         request.image_data = image
     elif image_ref is not None:

@@ -167,18 +167,18 @@ class TrainingClient(ServiceClient):
 
     def stream_synthetic_data(self, *, timeout: float | None = None, **options: Any) -> Iterator[Any]:
         """Yield GenerateSyntheticDataResponse events. Options: num_images, degradation_type, seed,
-        width, height, content_kinds ("documents", "textures", "shapes"), dataset_name."""
+        width, height, content_kinds ("documents", "textures", "shapes"), dataset_name, notify_url."""
         return self._stream(self._stub.GenerateSyntheticData, requests.synthetic_data_request(**options), timeout)
 
     def generate_synthetic_data(self, *, timeout: float | None = None, **options: Any) -> Any:
         return final_result(self.stream_synthetic_data(timeout=timeout, **options))
 
-    def create_job(self, *, resume_job_id: str = "", **spec: Any) -> training_pb2.TrainingJob:
+    def create_job(self, *, resume_job_id: str = "", notify_url: str = "", **spec: Any) -> training_pb2.TrainingJob:
         """Start a detached training job (returns at once). Spec: layer (required), dataset_prefix,
         num_epochs, batch_size, learning_rate, max_pairs, patch_size, validation_split, seed,
-        architecture ("tiny", "small", "base"), description."""
+        architecture ("tiny", "small", "base"), description. ``notify_url``: a webhook POSTed when it ends."""
         request = training_pb2.CreateTrainingJobRequest(
-            spec=requests.training_spec(**spec) if spec else None, resume_job_id=resume_job_id
+            spec=requests.training_spec(**spec) if spec else None, resume_job_id=resume_job_id, notify_url=notify_url
         )
         return self._unary(self._stub.CreateTrainingJob, request)
 
@@ -195,15 +195,19 @@ class TrainingClient(ServiceClient):
     def list_models(self, layer: int = 0) -> list[Any]:
         return list(self._unary(self._stub.ListModels, training_pb2.ListModelsRequest(layer=layer)).models)
 
-    def evaluate(self, model_id: str, *, dataset_prefix: str = "", max_pairs: int | None = None) -> Any:
-        request = training_pb2.EvaluateModelRequest(model_id=model_id, dataset_prefix=dataset_prefix)
+    def evaluate(
+        self, model_id: str, *, dataset_prefix: str = "", max_pairs: int | None = None, notify_url: str = ""
+    ) -> Any:
+        request = training_pb2.EvaluateModelRequest(
+            model_id=model_id, dataset_prefix=dataset_prefix, notify_url=notify_url
+        )
         if max_pairs is not None:
             request.max_pairs = max_pairs
         return self._unary(self._stub.EvaluateModel, request)
 
     def stream_restore(self, model_id: str, *, timeout: float | None = None, **options: Any) -> Iterator[Any]:
         """Options: image (bytes) or image_ref ((bucket, key)), tile_size, tile_overlap, output_format,
-        quality, return_inline."""
+        quality, return_inline, notify_url."""
         return self._stream(self._stub.RestoreImage, requests.restore_request(model_id, **options), timeout)
 
     def restore(self, model_id: str, *, timeout: float | None = None, **options: Any) -> Any:
