@@ -191,6 +191,12 @@ def kube_blocks() -> dict[Path, dict[str, Callable[[str], str]]]:
         KUBE / "components" / "cuda" / "kustomization.yaml": {
             "gpu-servers": lambda indent: f'{indent}name: "{gpu_regex}"\n',
         },
+        KUBE / "components" / "webhooks" / "kustomization.yaml": {
+            "servers": lambda indent: f'{indent}name: "{"|".join(names)}"\n',
+        },
+        KUBE / "components" / "webhooks" / "network-policy.yaml": {
+            "servers": lambda indent: f"{indent}values: [{', '.join(names)}]\n",
+        },
         KUBE / "components" / "mtls" / "kustomization.yaml": {
             "servers": lambda indent: f'{indent}name: "{"|".join(names)}"\n',
             "server-certificates": mtls_patches,

@@ -136,6 +136,23 @@ def k8s_objects(yaml: Any, variant: str) -> list[dict]:
     return [doc for doc in yaml.safe_load_all(_rendered[variant]) if doc]
 
 
+def build_with_component(yaml: Any, tmp_path: Path, resource: Path, component: str) -> list[dict]:
+    """A variant (``resource``: its kustomization folder) with ``components/<component>`` added, as a
+    user's overlay would."""
+    command = kustomize_command()
+    if command is None:
+        pytest.skip("neither kubectl nor kustomize installed: cannot build the kustomizations")
+    relative = os.path.relpath(KUBE, tmp_path)
+    (tmp_path / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        f"resources: [{os.path.relpath(resource, tmp_path)}]\ncomponents: [{relative}/components/{component}]\n"
+    )
+    load = ["--load-restrictor", "LoadRestrictionsNone"] if command[0] == "kubectl" else ["--load-restrictor=none"]
+    result = subprocess.run([*command, *load, str(tmp_path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
 def by_kind(objects: list[dict], kind: str) -> dict[str, dict]:
     return {obj["metadata"]["name"]: obj for obj in objects if obj["kind"] == kind}
 

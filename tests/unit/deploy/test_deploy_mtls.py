@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -18,30 +16,14 @@ from tests.unit.deploy.helpers import (
     SERVICES,
     STRAY,
     _connects,
+    build_with_component,
     by_kind,
     env_of,
-    kustomize_command,
     load_docs,
     rel,
 )
 
 MTLS_HEALTH_PORT = 9465  # components/mtls: the plaintext grpc.health.v1 port the kubelet probes
-
-
-def build_with_mtls(yaml: Any, tmp_path: Path, resource: Path) -> list[dict]:
-    """A variant (``resource``: its kustomization folder) with components/mtls added, as a user's overlay would."""
-    command = kustomize_command()
-    if command is None:
-        pytest.skip("neither kubectl nor kustomize installed: cannot build the kustomizations")
-    relative = os.path.relpath(KUBE, tmp_path)
-    (tmp_path / "kustomization.yaml").write_text(
-        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
-        f"resources: [{os.path.relpath(resource, tmp_path)}]\ncomponents: [{relative}/components/mtls]\n"
-    )
-    load = ["--load-restrictor", "LoadRestrictionsNone"] if command[0] == "kubectl" else ["--load-restrictor=none"]
-    result = subprocess.run([*command, *load, str(tmp_path)], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
 
 def _mtls_mount(pod: dict, container: dict, component: str) -> str:
@@ -57,7 +39,7 @@ def _mtls_mount(pod: dict, container: dict, component: str) -> str:
 def test_mtls_component_gives_the_gateway_and_every_server_its_certificate(
     yaml: Any, tmp_path: Path, variant: str
 ) -> None:
-    objects = build_with_mtls(yaml, tmp_path, K8S_VARIANTS[variant])
+    objects = build_with_component(yaml, tmp_path, K8S_VARIANTS[variant], "mtls")
     deployments, statefulsets = by_kind(objects, "Deployment"), by_kind(objects, "StatefulSet")
     gateway = deployments["gateway"]["spec"]["template"]["spec"]
     (init,) = gateway["initContainers"]
