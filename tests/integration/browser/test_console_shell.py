@@ -96,6 +96,10 @@ def test_every_view_opens_with_the_keyboard(console, api_key) -> None:
     console.open()
     console.enter_key(api_key)
     expect(page.get_by_role("heading", name="Generate an image")).to_be_visible()
+    # A phone's keypad offers a decimal point where a value may be fractional, digits only elsewhere.
+    expect(page.locator("input[name=guidance_scale]")).to_have_attribute("inputmode", "decimal")
+    expect(page.locator("input[name=strength]")).to_have_attribute("inputmode", "decimal")
+    expect(page.locator("input[name=steps]")).to_have_attribute("inputmode", "numeric")
     for name, heading in (("Video", "Generate a video"), ("Text", "Chat"), ("Character", "Make a character"),
                           ("Jobs", "Jobs"), ("Library", "Library"), ("Training", "Training"), ("Models", "Models"),
                           ("Status", "Status")):  # fmt: skip

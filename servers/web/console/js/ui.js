@@ -33,7 +33,9 @@ export function select(name, options, value) {
 }
 
 export function number(name, value, { min, max, step = 1, placeholder } = {}) {
-  return h("input", { type: "number", name, value: value ?? "", min, max, step, placeholder, inputmode: "numeric" });
+  // A phone's keypad: digits only for whole numbers, with a decimal point for fractional ones.
+  const inputmode = Number.isInteger(step) ? "numeric" : "decimal";
+  return h("input", { type: "number", name, value: value ?? "", min, max, step, placeholder, inputmode });
 }
 
 export function seconds(value) {
