@@ -157,7 +157,12 @@ async def test_the_async_client_offers_every_declared_service_with_its_job_metho
 
 def test_declared_extras_and_calls_name_real_things() -> None:
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    (servers_requirement,) = extras["servers"]
+    servers_extra = set(servers_requirement.removeprefix("genmesh[").removesuffix("]").split(","))
+    assert {"mesh", "web"} <= servers_extra
     for service in SERVICES:
         assert not service.extra or service.extra in extras, f"{service.name}: no extra {service.extra!r}"
+        # `make install` installs the servers extra: a service left out of it would not start.
+        assert not service.extra or service.extra in servers_extra, f"{service.name}: not in the servers extra"
         assert set(service.calls) <= set(BY_NAME) - {service.name}, service.name
         assert service.deploy.grace_seconds > service.deploy.drain_seconds
