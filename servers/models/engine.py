@@ -150,10 +150,14 @@ class ModelPuller:
         self._lock = threading.Lock()
 
     def check(self, request: PullRequest) -> Reference:
-        """What can be refused before the job is queued: the reference's form and the name."""
+        """What can be refused before the job is queued: the reference's form, the name, and a URL's
+        host (the hubs' own hosts are checked once resolved)."""
         if request.name:
             check_name(request.name)
-        return parse_reference(request.ref)
+        ref = parse_reference(request.ref)
+        if ref.scheme not in ("hf", "civitai"):
+            self.resolver.allowed.check(ref.url)
+        return ref
 
     def pull(self, request: PullRequest, reporter: PullReporter) -> Pulled:
         ref = self.check(request)

@@ -223,9 +223,10 @@ class Resolver:
     @contextmanager
     def _hub(self, ref: Reference) -> Iterator[None]:
         """The hub client's errors as the caller should see them."""
+        from huggingface_hub import constants
         from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError
 
-        endpoint = self.hf_endpoint or "HF_ENDPOINT"
+        endpoint = self.hf_endpoint or constants.ENDPOINT  # HF_ENDPOINT, else huggingface.co
         try:
             yield
         except (RepositoryNotFoundError, EntryNotFoundError) as exc:

@@ -94,6 +94,10 @@ def test_rest_pull_then_rest_generation_by_name(mesh, origin) -> None:
         f"http://{mesh.url}/v1/models:delete", json={"name": "tiny-rest"}, headers={"x-api-key": mesh.api_key}
     )
     assert deleted.status_code == 200 and deleted.json()["kind"] == "MODEL_KIND_TEXT"
+    # A host the operator did not allow is refused before anything is queued (no job, no traffic).
+    refused = httpx.post(f"http://{mesh.url}/v1/models:pull", json={"ref": "https://example.invalid/x.gguf"},
+                         headers={"x-api-key": mesh.api_key})  # fmt: skip
+    assert refused.status_code == 400 and "may fetch from" in refused.json()["message"], refused.text
 
 
 def test_rest_pull_streams_sse_and_a_flipped_byte_is_refused_with_both_digests(mesh, client, origin) -> None:

@@ -264,7 +264,9 @@ def test_cli_streams_text_and_json(mesh) -> None:
     bad = subprocess.run([cli, "text", "hi", "--max-tokens", "-5"], capture_output=True, text=True, timeout=60, env=env)
     assert bad.returncode == 2 and "sampling.max_tokens" in bad.stderr and "Traceback" not in bad.stderr
     listed = subprocess.run([cli, "models"], capture_output=True, text=True, timeout=60, env=env, check=True)
-    assert "gemma-3-270m" in listed.stdout
+    header, *rows = listed.stdout.splitlines()
+    assert header.split() == ["SERVICE", "NAME", "SIZE", "FLAGS", "DESCRIPTION"] and "gemma-3-270m" in listed.stdout
+    assert len({row.index(" MB") for row in rows if " MB" in row}) == 1  # one column, however long the flags
 
 
 def test_generated_key_file_is_private(mesh) -> None:

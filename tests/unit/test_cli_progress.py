@@ -5,10 +5,12 @@ character.json keeps every field of the sheet."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import typer
 from typer.main import get_command
+from typer.testing import CliRunner
 
 from genmesh import errors
 from genmesh.agent.v1 import agent_pb2
@@ -58,6 +60,21 @@ def test_a_failed_call_names_the_flag_beside_the_field(capsys: pytest.CaptureFix
     assert (
         capsys.readouterr().err == "error: INVALID_ARGUMENT: --frames: num_frames must be between 2 and 64 (got 100)\n"
     )
+
+
+def test_a_message_led_by_its_field_names_the_flag_once(capsys: pytest.CaptureFixture[str]) -> None:
+    error = errors.NotFound("model: unknown model 'nope'; available: tiny-sd15", field="model")
+    with typer.Context(COMMANDS["image"]), pytest.raises(typer.Exit):
+        fail(error)
+    assert capsys.readouterr().err == "error: NOT_FOUND: --model: unknown model 'nope'; available: tiny-sd15\n"
+
+
+def test_connection_options_before_the_command_apply_to_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GENMESH_URL", "127.0.0.1:1")
+    monkeypatch.setenv("GENMESH_API_KEY", "from-env")
+    done = CliRunner().invoke(app, ["--url", "127.0.0.1:7", "--api-key", "given", "text", "--help"])
+    assert done.exit_code == 0, done.output
+    assert os.environ["GENMESH_URL"] == "127.0.0.1:7" and os.environ["GENMESH_API_KEY"] == "given"
 
 
 def test_the_key_hint_names_the_keys_file_in_use(tmp_path) -> None:

@@ -92,6 +92,11 @@ def fail(error: errors.GenmeshError) -> NoReturn:
     message = error.message
     flag = flag_for(error.field, current_command())
     if flag is not None:
+        # "model: unknown model" reads "--model: unknown model", not "--model: model: unknown model".
+        for name in {error.field or "", (error.field or "").rsplit(".", 1)[-1]}:
+            if name and message.startswith(f"{name}: "):
+                message = message.removeprefix(f"{name}: ")
+                break
         message = f"{flag}: {message}"
     if isinstance(error, errors.Unauthenticated):
         message = f"{message}: {key_hint()}"

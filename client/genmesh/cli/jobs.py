@@ -35,22 +35,29 @@ def models(ctx: typer.Context, url: UrlOption = None, api_key: KeyOption = None,
                 continue  # that service is not running
             except errors.GenmeshError as error:
                 fail(error)
-    for service, model in listed:
-        if as_json:
+    if as_json:
+        for service, model in listed:
             typer.echo(json.dumps({"service": service, **to_dict(model)}))
-        else:
-            if service == "training":
-                delta = f"{model.delta_vs_previous.psnr:+.2f} dB vs previous" if model.previous_model_id else "first"
-                typer.echo(
-                    f"{service:8} {model.model_id:28} v{model.version:<3} PSNR {model.metrics.psnr:6.2f}  {delta}"
-                )
-                continue
-            flags = ", ".join(f for f, on in (("default", model.is_default), ("loaded", model.loaded)) if on)
-            kind = model.labels.get("kind")
-            if kind in ("motion_adapter", "lora"):
-                tag = "adapter" if kind == "motion_adapter" else f"lora {model.labels.get('family', '?')}"
-                flags = ", ".join(filter(None, (tag, flags)))
-            typer.echo(f"{service:8} {model.name:28} {model.size_bytes / 1e6:8.1f} MB  {flags:16} {model.description}")
+        return
+    rows: list[tuple[str, str, str, str, str]] = []
+    for service, model in listed:
+        if service == "training":
+            delta = f"{model.delta_vs_previous.psnr:+.2f} dB vs previous" if model.previous_model_id else "first"
+            size = f"v{model.version}"
+            rows.append((service, model.model_id, size, f"PSNR {model.metrics.psnr:.2f}", delta))
+            continue
+        flags = ", ".join(f for f, on in (("default", model.is_default), ("loaded", model.loaded)) if on)
+        kind = model.labels.get("kind")
+        if kind in ("motion_adapter", "lora"):
+            tag = "adapter" if kind == "motion_adapter" else f"lora {model.labels.get('family', '?')}"
+            flags = ", ".join(filter(None, (tag, flags)))
+        rows.append((service, model.name, f"{model.size_bytes / 1e6:.1f} MB", flags, model.description))
+    header = ("SERVICE", "NAME", "SIZE", "FLAGS", "DESCRIPTION")
+    widths = [max(len(row[column]) for row in (header, *rows)) for column in range(4)]
+    for row in (header, *rows) if rows else ():
+        cells = [cell.rjust(width) if column == 2 else cell.ljust(width) for column, (cell, width) in
+                 enumerate(zip(row[:4], widths, strict=True))]  # fmt: skip
+        typer.echo("  ".join([*cells, row[4]]).rstrip())
 
 
 STATE_NAMES = {number: name for name, number in STATES.items()}
@@ -146,6 +153,8 @@ def outputs(
         except errors.GenmeshError as error:
             fail(error)
     now = time.time()
+    if listed.outputs and not as_json:
+        typer.echo(f"{'ID':36} {'KIND':14} {'AGE':>5}  {'FILE'}  PARAMETERS")
     for output in listed.outputs:
         if as_json:
             typer.echo(json.dumps(to_dict(output)))
