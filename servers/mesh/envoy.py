@@ -34,6 +34,7 @@ from servers.mesh.api_keys import (  # re-exported: the launcher and tests impor
 )
 from servers.mesh.gateway_filters import (
     RATE_LIMITED_MESSAGE,
+    UNAUTHENTICATED_MESSAGE,
     GatewayFilters,
     discovery_entries,
     inline_entries,
@@ -316,6 +317,7 @@ def render_envoy_config(
     values["SERVICE_ROUTES"] = "".join(routes)  # each starts with a newline and its own indentation
     values["SERVICE_DOWN_REPLIES"] = "".join(service_down_replies(service) for service in SERVICES)
     values["RATE_LIMITED_MESSAGE"] = json.dumps(RATE_LIMITED_MESSAGE)
+    values["UNAUTHENTICATED_MESSAGE"] = json.dumps(UNAUTHENTICATED_MESSAGE)
     values["SERVICE_CLUSTERS"] = "".join(clusters)
 
     return Template(TEMPLATE_PATH.read_text(encoding="utf-8")).substitute(values)

@@ -55,6 +55,12 @@ RATE_LIMITED_MESSAGE = (
     f"refills every {FILL_SECONDS} s); retry after {FILL_SECONDS} s"
 )
 
+# What a caller without a valid key reads (JSON body or grpc-message): how to send one.
+UNAUTHENTICATED_MESSAGE = (
+    "missing or unknown API key: send it in the x-api-key header (or Authorization: Bearer <key>); "
+    "genmesh up prints one and keeps it in the api-keys file of its data folder"
+)
+
 
 def _bucket(limit: RateLimit) -> dict:
     return {"max_tokens": limit.burst, "tokens_per_fill": limit.rps, "fill_interval": f"{FILL_SECONDS}s"}

@@ -37,6 +37,7 @@ from servers.mesh.gateway_filters import (
     DISCOVERY_FILES,
     FILTER_TYPES,
     LOCAL_RATE_LIMIT,
+    UNAUTHENTICATED_MESSAGE,
     GatewayFilters,
     write_discovery_files,
 )
@@ -399,7 +400,7 @@ def test_envoy_runs_the_rendered_config(tmp_path: Path, descriptor: Path) -> Non
         assert http(f"{base}/healthz")[:1] == (200,)  # probes need no key
 
         status, headers, body = http(f"{base}/v1/images/models")
-        assert status == 401 and json.loads(body) == {"code": 16, "message": "Client authentication failed."}
+        assert status == 401 and json.loads(body) == {"code": 16, "message": UNAUTHENTICATED_MESSAGE}
         assert http(f"{base}/v1/images/models", {"x-api-key": "wrong"})[0] == 401
 
         # The awkward key reached Envoy intact; image has no endpoint: 503 with a gRPC-style JSON body
