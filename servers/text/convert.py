@@ -142,7 +142,38 @@ def token_logprobs(tokens: tuple[events.TokenLogprob, ...]) -> list[text_pb2.Tok
     ]
 
 
-def text_result(outcome: TextOutcome, record: StoredObject | None, queued_seconds: float) -> text_pb2.TextResult:
+def text_parameters(request: TextRequest, seed: int) -> text_pb2.TextParameters:
+    """What the job was asked, defaults filled in: in the result, and so in the job's record."""
+    sampling = request.sampling
+    response_format = text_pb2.ResponseFormat(
+        type=text_pb2.ResponseFormat.TYPE_JSON if request.json_output else text_pb2.ResponseFormat.TYPE_TEXT
+    )
+    if request.json_schema is not None:
+        response_format.json_schema.update(request.json_schema)
+    return text_pb2.TextParameters(
+        prompt=request.prompt or "",
+        messages=[text_pb2.ChatMessage(role=turn.role, content=turn.content) for turn in request.messages],
+        sampling=text_pb2.SamplingOptions(
+            max_tokens=sampling.max_tokens,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            top_k=sampling.top_k,
+            min_p=sampling.min_p,
+            repeat_penalty=sampling.repeat_penalty,
+            seed=seed,
+            stop=sampling.stop,
+        ),
+        response_format=response_format,
+        logprobs=request.logprobs,
+    )
+
+
+def text_result(
+    outcome: TextOutcome,
+    record: StoredObject | None,
+    queued_seconds: float,
+    parameters: text_pb2.TextParameters | None = None,
+) -> text_pb2.TextResult:
     return text_pb2.TextResult(
         text=outcome.text,
         finish_reason=FINISH_REASONS[outcome.finish_reason],
@@ -161,6 +192,7 @@ def text_result(outcome: TextOutcome, record: StoredObject | None, queued_second
         seed=outcome.seed,
         record=common.artifact(record),
         logprobs=token_logprobs(outcome.logprobs),
+        parameters=parameters,
     )
 
 
