@@ -443,9 +443,13 @@ class JobQueue:
 
         self._loop.call_soon_threadsafe(snapshot)
         try:
-            self.record(settled.result(timeout=RECORD_SNAPSHOT_SECONDS))
-        except concurrent.futures.TimeoutError:  # the loop is busy or gone: the event must not wait longer
-            log.warning("job_record_not_saved", job_id=job.id, error="the event loop did not answer")
+            ended = settled.result(timeout=RECORD_SNAPSHOT_SECONDS)
+        except concurrent.futures.TimeoutError:  # the loop is that busy: end now, record after (as if queued)
+            log.warning("job_record_late", job_id=job.id, waited_seconds=RECORD_SNAPSHOT_SECONDS)
+            self._publish(job, end)
+            return
+        try:
+            self.record(ended)
         except Exception:  # ``record`` never raises; if it did, the job still ends
             log.exception("job_record_not_saved", job_id=job.id)
         self._loop.call_soon_threadsafe(self._publish_now, job, end, ended_at)

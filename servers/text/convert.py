@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from google.protobuf import json_format
@@ -144,28 +145,14 @@ def token_logprobs(tokens: tuple[events.TokenLogprob, ...]) -> list[text_pb2.Tok
 
 def text_parameters(request: TextRequest, seed: int) -> text_pb2.TextParameters:
     """What the job was asked, defaults filled in: in the result, and so in the job's record."""
-    sampling = request.sampling
-    response_format = text_pb2.ResponseFormat(
-        type=text_pb2.ResponseFormat.TYPE_JSON if request.json_output else text_pb2.ResponseFormat.TYPE_TEXT
-    )
+    json_type = text_pb2.ResponseFormat.TYPE_JSON if request.json_output else text_pb2.ResponseFormat.TYPE_TEXT
+    parameters = text_pb2.TextParameters(prompt=request.prompt or "", logprobs=request.logprobs)
+    parameters.messages.extend(text_pb2.ChatMessage(role=turn.role, content=turn.content) for turn in request.messages)
+    parameters.sampling.CopyFrom(text_pb2.SamplingOptions(**{**dataclasses.asdict(request.sampling), "seed": seed}))
+    parameters.response_format.type = json_type
     if request.json_schema is not None:
-        response_format.json_schema.update(request.json_schema)
-    return text_pb2.TextParameters(
-        prompt=request.prompt or "",
-        messages=[text_pb2.ChatMessage(role=turn.role, content=turn.content) for turn in request.messages],
-        sampling=text_pb2.SamplingOptions(
-            max_tokens=sampling.max_tokens,
-            temperature=sampling.temperature,
-            top_p=sampling.top_p,
-            top_k=sampling.top_k,
-            min_p=sampling.min_p,
-            repeat_penalty=sampling.repeat_penalty,
-            seed=seed,
-            stop=sampling.stop,
-        ),
-        response_format=response_format,
-        logprobs=request.logprobs,
-    )
+        parameters.response_format.json_schema.update(request.json_schema)
+    return parameters
 
 
 def text_result(
