@@ -221,8 +221,9 @@ async def test_a_job_that_ran_is_recorded_before_its_terminal_event_goes_out() -
 
     job = queue.submit(work, method="M")
     watching = asyncio.create_task(collect(queue, job))
-    while not entered.is_set():
+    while not entered.is_set() and not watching.done():
         await asyncio.sleep(0.01)
+    assert recorded, "the job ended without its record"
     thread, ended, live_state, history = recorded[0]
     assert thread == "test-cpu" and ended is not job  # on the worker, from a copy
     assert (ended.state, ended.result, ended.progress.fraction) == (JobState.SUCCEEDED, 42, 1.0)
@@ -271,7 +272,7 @@ async def test_a_job_that_never_ran_is_recorded_after_its_end() -> None:
     waiting = queue.submit(blocking_work(release), method="M")
     queue.cancel(waiting.id)
     assert waiting.state is JobState.CANCELLED  # at once, not waiting on the record
-    await recorded.wait()
+    await asyncio.wait_for(recorded.wait(), 10)
     ended, on_loop_thread = ended_jobs[0]
     assert ended.id == waiting.id and ended is not waiting and ended.state is JobState.CANCELLED
     assert not on_loop_thread
