@@ -54,7 +54,7 @@ def record(number: int) -> tuple[str, bytes]:
     job.status.state = 3  # SUCCEEDED
     job.status.create_time.FromNanoseconds(int((BASE + number) * 1e9))
     job.result.images[0].artifact.bucket, job.result.images[0].artifact.key = OUTPUTS, folder + "image_0.png"
-    job.result.record.bucket, job.result.record.key = OUTPUTS, folder + "result.json"
+    job.result.record.bucket, job.result.record.key = OUTPUTS, f"jobs/{job_id}.json"
     return job_id, json_format.MessageToJson(job, preserving_proto_field_name=True).encode()
 
 

@@ -1,7 +1,7 @@
 """One CreateCharacter job as a use case: services checked and inputs resolved before queueing, then
 (on a worker thread) text -> image -> video as sub-jobs on those services, each stage's result copied
-into the agent job's folder as it finishes, and a record of every sub-job. The servicer only converts
-and submits."""
+into the agent job's folder as it finishes. The job's record (written by the queue) names every
+sub-job, and each sub-job's own record holds what it ran with. The servicer only converts and submits."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from servers.agent.types import (
 )
 from servers.agent.upstreams import Upstreams
 from servers.runtime import convert as common
+from servers.runtime.job_records import record_object
 from servers.runtime.queue import JobContext
 from storage import outputs
 from storage.buckets import OUTPUTS
@@ -57,7 +58,6 @@ class _Run:
     video_stored: StoredObject | None = None
     sheet_tokens: int = 0  # what the text stage's sheet took
     stages: list[StageDone] = field(default_factory=list)
-    records: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,6 @@ class CharacterJob:
                 self.costs.observe(stage, work_units(request, stage), seconds)
             done = StageDone(done.stage, done.sub_job_id, done.stored, seconds, done.sheet)
             run.stages.append(done)
-            run.records[-1]["seconds"] = round(seconds, 3)
             later = self.costs.seconds_after(request, stage)
             context.output(done, self.plan.step(stage, 1.0), self.plan.total, eta_seconds=later)
         if run.sheet is not None and run.sheet_stored is None:  # the caller's own sheet, stored with the rest
@@ -139,23 +138,6 @@ class CharacterJob:
         run.sheet = _parse_sheet(result)
         run.sheet_tokens = result.usage.completion_tokens
         run.sheet_stored = self._put_sheet(run)
-        run.records.append(
-            {
-                "stage": "text",
-                "service": "text",
-                "sub_job_id": sub_job_id,
-                "parameters": {
-                    "model": result.model,
-                    "seed": result.seed,
-                    "max_tokens": options.max_tokens,
-                    "temperature": options.temperature,
-                    "json_schema": SHEET_SCHEMA,
-                },
-                "usage": common.message_dict(result.usage),
-                "sub_record": result.record.key,
-                "key": run.sheet_stored.key,
-            }
-        )
         return StageDone("text", sub_job_id, run.sheet_stored, 0.0, run.sheet)
 
     def _image(self, context: JobContext, run: _Run) -> StageDone:
@@ -181,7 +163,6 @@ class CharacterJob:
         artifact = result.images[0].artifact
         run.portrait_stored = self._copy(artifact.bucket, artifact.key, f"{run.prefix}portrait.png", "image/png")
         run.portrait = ObjectLocation(run.portrait_stored.bucket, run.portrait_stored.key)
-        run.records.append(self._record("image", sub_job_id, result, run.portrait_stored))
         return StageDone("image", sub_job_id, run.portrait_stored, 0.0)
 
     def _video(self, context: JobContext, run: _Run) -> StageDone:
@@ -207,7 +188,6 @@ class CharacterJob:
         video = result.video
         extension = video.key.rsplit(".", 1)[-1]
         run.video_stored = self._copy(video.bucket, video.key, f"{run.prefix}video.{extension}", video.content_type)
-        run.records.append(self._record("video", sub_job_id, result, run.video_stored))
         return StageDone("video", sub_job_id, run.video_stored, 0.0)
 
     # -- helpers ----------------------------------------------------------------------------------------------
@@ -262,18 +242,6 @@ class CharacterJob:
         data = json.dumps(run.sheet.as_dict(), ensure_ascii=False, indent=2).encode()
         return self.store.put_bytes(OUTPUTS, f"{run.prefix}character.json", data, "application/json")
 
-    @staticmethod
-    def _record(stage: str, sub_job_id: str, result: Any, stored: StoredObject) -> dict[str, Any]:
-        return {
-            "stage": stage,
-            "service": stage,
-            "sub_job_id": sub_job_id,
-            "parameters": common.message_dict(result.parameters),
-            "sub_record": result.record.key,
-            "key": stored.key,
-            "sha256": stored.sha256,
-        }
-
     def _result(self, context: JobContext, run: _Run, seconds: float) -> agent_pb2.CharacterResult:
         request = self.request
         parameters = agent_pb2.CharacterParameters(
@@ -281,26 +249,7 @@ class CharacterJob:
             steps=request.steps or 0,
             stages=[convert.stage_enum(stage) for stage in request.stages],
             style=request.style,
-        )
-        record = outputs.save_record(
-            self.store,
-            run.prefix,
-            {
-                "job_id": context.job_id,
-                "idea": request.idea,
-                "parameters": common.message_dict(parameters),
-                "sheet": run.sheet.as_dict() if run.sheet is not None else None,
-                "files": {
-                    name: stored.key
-                    for name, stored in (
-                        ("sheet", run.sheet_stored),
-                        ("portrait", run.portrait_stored),
-                        ("video", run.video_stored),
-                    )
-                    if stored is not None
-                },
-                "stages": run.records,
-            },
+            idea=request.idea,
         )
         return agent_pb2.CharacterResult(
             sheet=convert.sheet_message(run.sheet),
@@ -309,7 +258,7 @@ class CharacterJob:
             video=common.artifact(run.video_stored),
             stages=[convert.stage_result(done) for done in run.stages],
             parameters=parameters,
-            record=common.artifact(record),
+            record=common.artifact(record_object(self.store, context.job_id)),
             total_seconds=seconds,
         )
 

@@ -1,5 +1,6 @@
 """One GenerateImage job as a use case: inputs fetched and checked before queueing, then (on the
-device worker) generate, store the images and the record, and build the result."""
+device worker) generate, store the images, and build the result (the queue stores it in the job's
+record)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,13 @@ from servers.diffusion import params as spec
 from servers.diffusion.families import family_spec
 from servers.diffusion.generate import check_mask, default_strength
 from servers.diffusion.lora import ResolvedLora
+from servers.diffusion.timings import job_timings
 from servers.image import convert, records
 from servers.image.engine import ImageEngine, check_pixel_budget
 from servers.image.types import ImageRequest
 from servers.media.images import decode_image
-from servers.runtime import convert as common
 from servers.runtime.events import StageChanged
+from servers.runtime.job_records import record_object
 from servers.runtime.queue import JobContext
 from storage import outputs
 from storage.object_store import ObjectLocation, ObjectStore
@@ -109,24 +111,6 @@ class ImageJob:
         if request.mask_image_data is not None and self.mask_image is not None:
             stored = records.save_mask_image(self.store, prefix, self.mask_image)
             mask_location = ObjectLocation(stored.bucket, stored.key)
-        result = outcome.result
-        timings = image_pb2.Timings(
-            queued_seconds=context.queued_seconds,
-            model_load_seconds=outcome.loaded.load_seconds,
-            denoise_seconds=result.denoise_seconds,
-            decode_seconds=result.decode_seconds,
-        )
         parameters = convert.image_parameters(request, outcome, init_location, mask_location)
-        record = outputs.save_record(
-            self.store,
-            prefix,
-            {
-                "job_id": context.job_id,
-                "parameters": common.message_dict(parameters),
-                "images": [{"key": item.stored.key, "seed": item.seed, "sha256": item.stored.sha256} for item in saved],
-                "timings": common.message_dict(timings),
-            },
-        )
-        timings.save_seconds = time.monotonic() - save_started
-        timings.total_seconds = time.monotonic() - started
-        return convert.image_result(request, saved, parameters, record, timings)
+        timings = job_timings(image_pb2.Timings, context, outcome.loaded, outcome.result, started, save_started)
+        return convert.image_result(request, saved, parameters, record_object(self.store, context.job_id), timings)

@@ -1,4 +1,4 @@
-"""Stores a job's images (and its record) in the ``outputs`` bucket under YYYYMMDD_HHmm/<job_id>/."""
+"""Stores a job's images in the ``outputs`` bucket under YYYYMMDD_HHmm/<job_id>/."""
 
 from __future__ import annotations
 

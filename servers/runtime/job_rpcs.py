@@ -48,7 +48,7 @@ from servers.runtime.job_listing import (
     rpc_name,
     time_bounds,
 )
-from servers.runtime.job_records import TerminalRecords
+from servers.runtime.job_records import TerminalRecords, record_key
 from servers.runtime.library import library_index
 from servers.runtime.protos import returned_type
 from servers.runtime.queue import Job, JobQueue
@@ -134,6 +134,15 @@ def _copy(target: Message, source: Message) -> None:
         json_format.ParseDict(json_format.MessageToDict(source), target, ignore_unknown_fields=True)
 
 
+def points_at_record(job: Job) -> bool:
+    """Whether the job's result names its record (``record_object``) in its ``record`` field."""
+    result = job.result
+    descriptor = getattr(result, "DESCRIPTOR", None)
+    if descriptor is None or "record" not in descriptor.fields_by_name:
+        return False
+    return result.HasField("record") and result.record.key == record_key(job.id)
+
+
 def delivery_message(delivery: Delivery) -> job_pb2.WebhookDelivery:
     message = job_pb2.WebhookDelivery(
         url=delivery.url,
@@ -159,19 +168,19 @@ class JobRpcs:
     records: TerminalRecords | None = None
 
     def keep_terminal_records(self) -> None:
-        """Write each job's final ``Job`` message to the object store once it ended, and index it
-        for ListJobs."""
+        """Write each job's final ``Job`` message to the object store as it ends (before its result
+        goes out, ``JobQueue.record``), and index it for ListJobs."""
         index = JobIndex(self.store, service_folder(self.queue.service)) if self.queue.service else None
         self.records = TerminalRecords(self.store, index, library_index(self.store))
-        self._saving: set[asyncio.Future[None]] = set()
-        self.queue.on_terminal.append(self._save_record)
+        self.queue.record = self._save_record
         self.queue.describe = self.job_message  # what its completion webhooks post
 
     def _save_record(self, job: Job) -> None:
+        """Blocking, off the loop; ``job`` is a copy in its terminal state. A result whose ``record``
+        points at a record that could not be written loses that pointer."""
         assert self.records is not None
-        saving = asyncio.get_running_loop().run_in_executor(None, self.records.save, job, self.job_message(job))
-        self._saving.add(saving)  # keep a reference until it is done
-        saving.add_done_callback(self._saving.discard)
+        if not self.records.save(job, self.job_message(job)) and points_at_record(job):
+            job.result.ClearField("record")  # the same message the terminal event will carry
 
     async def _recorded(self, job_id: str, missing: NotFound) -> Any:
         """The job's terminal record, or ``missing`` raised when it has none (or the caller may not see it)."""

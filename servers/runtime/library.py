@@ -9,7 +9,10 @@ output (``OUTPUT_KINDS``) also gets two names in a library index shaped like the
 
 A page is one bounded listing of those names plus one record read per output; each output's
 artifacts are the ``Artifact`` messages of its recorded result, presigned afresh (locally, no
-request). Deleting an output removes its folder and its index names, and marks its record.
+request). The record is the job's only one: outputs of older versions also have a ``result.json``
+in their folder, which their recorded result's ``record`` names; they list the same, and it goes
+with their folder. Deleting an output removes its folder (a text output has none: its text is in
+the record) and its index names, and marks its record.
 
 Nothing here imports grpc.
 """
@@ -132,9 +135,10 @@ class Library:
             if artifact.bucket == OUTPUTS and f"/{listed.job_id}/" in artifact.key
         ]
         folder = own[0][: own[0].index(f"/{listed.job_id}/")] + f"/{listed.job_id}/" if own else ""
-        parameters = json_format.MessageToDict(result, preserving_proto_field_name=True).get("parameters")
-        if parameters is None:  # text: what made it is its model and seed
-            parameters = {name: getattr(result, name) for name in ("model", "seed") if hasattr(result, name)}
+        parameters = json_format.MessageToDict(result, preserving_proto_field_name=True).get("parameters", {})
+        for name in ("model", "seed"):  # text's are the result's own fields (records of old versions: only these)
+            if name not in parameters and name in result.DESCRIPTOR.fields_by_name:
+                parameters[name] = getattr(result, name)
         return Output(
             job_id=listed.job_id,
             kind=listed.state,
@@ -164,10 +168,10 @@ class Library:
         listed = self._output(
             Listed(position_ms(0, job_id), job_id, kind or "", service_info.name, status.client_id)
         )  # its folder, from its artifacts
-        if kind is None or listed is None or not listed.folder:
+        if kind is None or listed is None or not (listed.folder or kind == "text"):
             raise missing
         deleted = 0
-        for entry in list(self.store.list(OUTPUTS, listed.folder)):
+        for entry in list(self.store.list(OUTPUTS, listed.folder)) if listed.folder else []:
             self.store.delete(OUTPUTS, entry.key)
             deleted += 1
         created_ms = status.create_time.ToMilliseconds()

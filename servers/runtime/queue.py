@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import copy
 import itertools
 import threading
 import time
@@ -45,6 +46,8 @@ from servers.runtime.job_ids import JobIds
 from servers.runtime.webhooks import gate
 
 log = structlog.get_logger(__name__)
+
+RECORD_SNAPSHOT_SECONDS = 10.0  # how long a worker waits for the loop to copy its finished job
 
 
 @dataclass
@@ -190,9 +193,14 @@ class JobQueue:
         # The proto service ("genmesh.image.v1.ImageService"): Job.method is "<service>/<RPC>".
         self.service = service
         self.ids = ids or JobIds()
-        # Called on the loop once a job ended, after its watchers got the terminal event (e.g. to
-        # store its record, so other replicas answer for it after this process is gone).
+        # Called on the loop once a job ended, after its watchers got the terminal event.
         self.on_terminal: list[Callable[[Job], None]] = []
+        # Writes a job's durable record (blocking, never raises; ``job_rpcs`` sets it), given a copy
+        # of the job in its terminal state. A job that ran has it written on its worker BEFORE its
+        # terminal event goes out, so whoever receives the result can read the record at once; a
+        # job that ended without running (cancelled while queued, drained) has it written off the
+        # loop after its event (it has no result to read).
+        self.record: Callable[[Job], None] | None = None
         self.observers: list[QueueObserver] = []
         # Completion webhooks (servers/runtime/webhooks): the service's ``Job`` message of a job (set
         # by its servicer), whether jobs of this queue resume after a restart (training), and the
@@ -211,6 +219,7 @@ class JobQueue:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._idle = asyncio.Event()
         self._counter = itertools.count()
+        self._writing: set[asyncio.Future[None]] = set()
 
     @property
     def depth(self) -> int:
@@ -379,8 +388,9 @@ class JobQueue:
         assert self._loop is not None, "JobQueue.start() was not called"
         self._loop.call_soon_threadsafe(self._publish_now, job, event)
 
-    def _publish_now(self, job: Job, event: JobEvent) -> None:
-        """On the loop thread: update the job, record the event, fan it out."""
+    def _publish_now(self, job: Job, event: JobEvent, ended_at: float | None = None) -> None:
+        """On the loop thread: update the job, record the event, fan it out. ``ended_at``: a terminal
+        event whose record the worker already wrote, with the end time recorded."""
         if job.terminal:
             return  # e.g. a late progress report after a cancel; the stream already ended
         match event:
@@ -399,14 +409,9 @@ class JobQueue:
                     job.progress = progress
                 for observer in self.observers:
                     observer.output(job, payload)
-            case Succeeded(result):
-                job.state, job.result = JobState.SUCCEEDED, result
-            case Failed():
-                job.state, job.error = JobState.FAILED, event
-            case CancelledEvent(reason):
-                job.state, job.cancel_reason = JobState.CANCELLED, reason
+            case Succeeded() | Failed() | CancelledEvent():
+                _settle(job, event, ended_at or time.time())
         if job.terminal:
-            job.ended_at = time.time()
             job.cancel_requested.set()  # nothing may keep running for a finished job
         # Progress-only events are not kept (a watcher needs the latest, not all); outputs are.
         if not isinstance(event, ProgressEvent):
@@ -415,6 +420,8 @@ class JobQueue:
         for inbox in job._subscribers:
             inbox.put_nowait(event)
         if job.terminal:
+            if self.record is not None and ended_at is None:  # it never ran: no result waits on it
+                self._loop_record(job)
             for observer in self.observers:
                 observer.finished(job)
             for hook in self.on_terminal:
@@ -422,6 +429,38 @@ class JobQueue:
                     hook(job)
                 except Exception:  # a hook must never break the queue
                     log.exception("job_terminal_hook_failed", job_id=job.id)
+
+    def _end(self, job: Job, end: JobEvent) -> None:
+        """On the worker: write the job's record, then publish its terminal event (``record``)."""
+        if self.record is None or self._loop is None:
+            self._publish(job, end)
+            return
+        ended_at = time.time()
+        settled: concurrent.futures.Future[Job] = concurrent.futures.Future()
+
+        def snapshot() -> None:  # on the loop, after the events the work published before
+            settled.set_result(_terminal_copy(job, end, ended_at))
+
+        self._loop.call_soon_threadsafe(snapshot)
+        try:
+            ended = settled.result(timeout=RECORD_SNAPSHOT_SECONDS)
+        except concurrent.futures.TimeoutError:  # the loop is that busy: end now, record after (as if queued)
+            log.warning("job_record_late", job_id=job.id, waited_seconds=RECORD_SNAPSHOT_SECONDS)
+            self._publish(job, end)
+            return
+        try:
+            self.record(ended)
+        except Exception:  # ``record`` never raises; if it did, the job still ends
+            log.exception("job_record_not_saved", job_id=job.id)
+        self._loop.call_soon_threadsafe(self._publish_now, job, end, ended_at)
+
+    def _loop_record(self, job: Job) -> None:
+        """On the loop: the record of a job that ended without running, written off the loop."""
+        assert self.record is not None and self._loop is not None
+        ended = _terminal_copy(job, None, job.ended_at or time.time())
+        writing = self._loop.run_in_executor(None, self.record, ended)
+        self._writing.add(writing)  # keep a reference until it is done
+        writing.add_done_callback(self._writing.discard)
 
     def _announce_positions(self) -> None:
         with self._cond:
@@ -502,4 +541,26 @@ class JobQueue:
             else:
                 log.info("job_succeeded", seconds=round(time.monotonic() - started, 3))
                 end = Succeeded(result)
-            self._publish(job, end)
+            self._end(job, end)
+
+
+def _settle(job: Job, event: JobEvent, ended_at: float) -> None:
+    """Put ``job`` in the terminal state ``event`` brings."""
+    match event:
+        case Succeeded(result):
+            job.state, job.result = JobState.SUCCEEDED, result
+        case Failed():
+            job.state, job.error = JobState.FAILED, event
+        case CancelledEvent(reason):
+            job.state, job.cancel_reason = JobState.CANCELLED, reason
+    job.ended_at = ended_at
+
+
+def _terminal_copy(job: Job, end: JobEvent | None, ended_at: float) -> Job:
+    """On the loop: a copy of ``job`` as it is once ``end`` is published (``None``: already terminal),
+    for its record to be written from another thread while the job itself lives on."""
+    ended = copy.copy(job)
+    ended.history, ended.history_times = list(job.history), list(job.history_times)
+    if end is not None:
+        _settle(ended, end, ended_at)
+    return ended

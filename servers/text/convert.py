@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from google.protobuf import json_format
@@ -142,7 +143,24 @@ def token_logprobs(tokens: tuple[events.TokenLogprob, ...]) -> list[text_pb2.Tok
     ]
 
 
-def text_result(outcome: TextOutcome, record: StoredObject | None, queued_seconds: float) -> text_pb2.TextResult:
+def text_parameters(request: TextRequest, seed: int) -> text_pb2.TextParameters:
+    """What the job was asked, defaults filled in: in the result, and so in the job's record."""
+    json_type = text_pb2.ResponseFormat.TYPE_JSON if request.json_output else text_pb2.ResponseFormat.TYPE_TEXT
+    parameters = text_pb2.TextParameters(prompt=request.prompt or "", logprobs=request.logprobs)
+    parameters.messages.extend(text_pb2.ChatMessage(role=turn.role, content=turn.content) for turn in request.messages)
+    parameters.sampling.CopyFrom(text_pb2.SamplingOptions(**{**dataclasses.asdict(request.sampling), "seed": seed}))
+    parameters.response_format.type = json_type
+    if request.json_schema is not None:
+        parameters.response_format.json_schema.update(request.json_schema)
+    return parameters
+
+
+def text_result(
+    outcome: TextOutcome,
+    record: StoredObject | None,
+    queued_seconds: float,
+    parameters: text_pb2.TextParameters | None = None,
+) -> text_pb2.TextResult:
     return text_pb2.TextResult(
         text=outcome.text,
         finish_reason=FINISH_REASONS[outcome.finish_reason],
@@ -161,6 +179,7 @@ def text_result(outcome: TextOutcome, record: StoredObject | None, queued_second
         seed=outcome.seed,
         record=common.artifact(record),
         logprobs=token_logprobs(outcome.logprobs),
+        parameters=parameters,
     )
 
 

@@ -7,7 +7,6 @@ import functools
 from collections.abc import AsyncIterator
 
 from genmesh.text.v1 import text_pb2, text_pb2_grpc
-from servers.runtime import caller
 from servers.runtime.job_rpcs import JobRpcs
 from servers.runtime.queue import JobQueue
 from servers.runtime.streaming import stream_job
@@ -34,7 +33,7 @@ class TextServicer(JobRpcs, text_pb2_grpc.TextServiceServicer):
         self.keep_terminal_records()
 
     def _text_job(self, request: TextRequest, method: str) -> TextJob:
-        return TextJob(request, method, caller.current().client_id, self.engine, self.store, self.frame_seconds)
+        return TextJob(request, method, self.engine, self.store, self.frame_seconds)
 
     async def _run(self, job: TextJob | EmbedJob, detach: bool, response_type: type) -> AsyncIterator:
         """Check the job before queueing, then stream its events as ``response_type``."""

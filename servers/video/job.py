@@ -1,5 +1,6 @@
 """One GenerateVideo job as a use case: inputs fetched and checked before queueing, then (on the
-device worker) generate, encode, store, and build the result. The servicer only converts and submits."""
+device worker) generate, encode, store, and build the result (the queue stores it in the job's
+record). The servicer only converts and submits."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from PIL import Image
 
 from genmesh.video.v1 import video_pb2
 from servers.diffusion.animate import VideoParams
+from servers.diffusion.timings import job_timings
 from servers.media.images import decode_image
 from servers.media.video import decode_video
-from servers.runtime import convert as common
 from servers.runtime.events import StageChanged
+from servers.runtime.job_records import record_object
 from servers.runtime.queue import JobContext
 from servers.video import convert, records
 from servers.video.engine import VideoEngine
@@ -68,27 +70,14 @@ class VideoJob:
         if self.init_image is not None or self.init_video_data is not None:
             stored = records.save_init_media(self.store, prefix, self.init_image, self.init_video_data)
             init_media = ObjectLocation(stored.bucket, stored.key)
-        output = outcome.output
-        timings = video_pb2.Timings(
-            queued_seconds=context.queued_seconds,
-            model_load_seconds=outcome.loaded.load_seconds,
-            denoise_seconds=output.denoise_seconds,
-            decode_seconds=output.decode_seconds,
+        parameters = convert.video_parameters(request, outcome, init_media)
+        timings = job_timings(
+            video_pb2.Timings,
+            context,
+            outcome.loaded,
+            outcome.output,
+            started,
+            save_started,
             encode_seconds=encode_seconds,
         )
-        parameters = convert.video_parameters(request, outcome, init_media)
-        record = outputs.save_record(
-            self.store,
-            prefix,
-            {
-                "job_id": context.job_id,
-                "parameters": common.message_dict(parameters),
-                "video": {"key": saved.video.key, "sha256": saved.video.sha256, "size_bytes": saved.video.size_bytes},
-                "poster": saved.poster.key,
-                "frames": [stored.key for stored, _ in saved.frames],
-                "timings": common.message_dict(timings),
-            },
-        )
-        timings.save_seconds = time.monotonic() - save_started
-        timings.total_seconds = time.monotonic() - started
-        return convert.video_result(request, saved, parameters, record, timings)
+        return convert.video_result(request, saved, parameters, record_object(self.store, context.job_id), timings)

@@ -80,8 +80,8 @@ def test_rest_character_streams_three_stages_and_stores_everything(runs, object_
     assert len({p["total_steps"] for p in overall}) == 1
 
     result = events[-1]["result"]
-    folder = result["record"]["key"].rsplit("/", 2)[0]
-    for artifact in (result["sheet_artifact"], result["portrait"], result["video"], result["record"]):
+    folder = result["sheet_artifact"]["key"].rsplit("/", 2)[0]
+    for artifact in (result["sheet_artifact"], result["portrait"], result["video"]):
         assert artifact["bucket"] == "outputs" and artifact["key"].startswith(f"{folder}/{job_id}/")
     assert result["sheet_artifact"]["key"].endswith("/character.json")
     sheet = json.loads(object_store.get_bytes("outputs", result["sheet_artifact"]["key"]))
@@ -99,11 +99,19 @@ def test_rest_character_streams_three_stages_and_stores_everything(runs, object_
     with Image.open(io.BytesIO(video_data)) as gif:
         assert gif.format == "GIF" and gif.n_frames == 8 and gif.size == (64, 64)
 
+    # The job's one record: its Job, written before the result was sent, naming every sub-job.
+    assert (result["record"]["bucket"], result["record"]["key"]) == ("outputs", f"jobs/{job_id}.json")
     record = json.loads(object_store.get_bytes("outputs", result["record"]["key"]))
-    assert record["job_id"] == job_id and record["sheet"] == sheet
-    assert [s["sub_job_id"] for s in record["stages"]] == [s["sub_job_id"] for s in started]
-    assert set(record["files"]) == {"sheet", "portrait", "video"}
-    assert result["parameters"] == {"seed": "7", "steps": 4, "stages": STAGES, "style": "watercolor"}
+    assert record["status"]["job_id"] == job_id and record["result"]["sheet"] == {k: v for k, v in sheet.items() if v}
+    assert [s["sub_job_id"] for s in record["result"]["stages"]] == [s["sub_job_id"] for s in started]
+    assert {name: record["result"][name]["key"] for name in ("sheet_artifact", "portrait", "video")} == {
+        name: result[name]["key"] for name in ("sheet_artifact", "portrait", "video")
+    }
+    stored = [entry.key.rsplit("/", 1)[-1] for entry in object_store.list("outputs", f"{folder}/{job_id}/")]
+    assert sorted(stored) == ["character.json", "portrait.png", "video.gif"]  # no second record in the folder
+    assert result["parameters"] == {
+        "seed": "7", "steps": 4, "stages": STAGES, "style": "watercolor", "idea": BODY["idea"]
+    }  # fmt: skip
 
 
 def test_seed_and_steps_reach_every_stage(runs, client: GenmeshClient, object_store) -> None:
@@ -115,11 +123,14 @@ def test_seed_and_steps_reach_every_stage(runs, client: GenmeshClient, object_st
     assert text.seed == 7 and (image.seed, image.steps) == (7, 4) and (video.seed, video.steps) == (7, 4)
     assert (image.width, image.height, video.num_frames) == (64, 64, 8)
     assert "watercolor" in image.prompt and video.init_media.key == result["portrait"]["key"]
-    record = json.loads(object_store.get_bytes("outputs", result["record"]["key"]))
-    by_stage = {stage["stage"]: stage for stage in record["stages"]}
-    assert by_stage["text"]["parameters"]["seed"] == 7
-    assert by_stage["image"]["parameters"]["seed"] == "7" and by_stage["image"]["parameters"]["steps"] == 4
-    assert by_stage["video"]["parameters"]["seed"] == "7" and by_stage["video"]["parameters"]["steps"] == 4
+    # Each sub-job's own record holds what it ran with.
+    text_record, image_record, video_record = (
+        json.loads(object_store.get_bytes("outputs", f"jobs/{sub_job_id}.json"))["result"]
+        for sub_job_id in (text_id, image_id, video_id)
+    )
+    assert text_record["parameters"]["sampling"]["seed"] == "7" and text_record["parameters"]["messages"]
+    assert image_record["parameters"]["seed"] == "7" and image_record["parameters"]["steps"] == 4
+    assert video_record["parameters"]["seed"] == "7" and video_record["parameters"]["steps"] == 4
 
 
 def test_the_same_request_gives_the_same_bytes(runs) -> None:

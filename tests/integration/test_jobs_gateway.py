@@ -248,10 +248,8 @@ def test_a_queued_job_shows_its_place_and_another_connection_cancels_it(mesh, cl
 
 def test_finished_jobs_are_still_listed_after_their_server_restarts(mesh, clients, object_store, made) -> None:
     a = clients["a"]
-    for job_id in (made["text"], made["other"]):  # the records are written just after the end
-        wait_until(
-            lambda job_id=job_id: object_store.exists(OUTPUTS, f"jobs/{job_id}.json"), timeout=30, what="a record"
-        )
+    for job_id in (made["text"], made["other"]):  # written before their end was sent
+        assert object_store.exists(OUTPUTS, f"jobs/{job_id}.json")
     restarts = mesh.supervisor.restarts("text")
     mesh.servers["text"].kill()
     wait_until(lambda: mesh.supervisor.restarts("text") == restarts + 1, timeout=30, what="the text server's restart")
@@ -353,13 +351,51 @@ def test_deleting_an_output_is_for_its_owner_and_the_record_says_so(mesh, client
     with pytest.raises(errors.NotFound):
         clients["b"].outputs.delete(job_id)
     response = httpx.delete(f"http://{mesh.url}/v1/outputs/{job_id}", headers={"x-api-key": keys["a"]}, timeout=30)
-    assert response.status_code == 200 and int(response.json()["deleted_objects"]) >= 2, response.text
+    # The one image; the record is not in the folder (jobs/<job_id>.json) and stays, marked.
+    assert response.status_code == 200 and int(response.json()["deleted_objects"]) == 1, response.text
     assert list(object_store.list(OUTPUTS, folder)) == []
     assert job_id not in [output.job_id for output in a.outputs.list(page_size=200).outputs]
     recorded = json.loads(object_store.get_bytes(OUTPUTS, f"jobs/{job_id}.json"))
     assert recorded["status"]["outputs_deleted_time"]
     with pytest.raises(errors.NotFound):
         a.outputs.delete(job_id)  # nothing left
+
+
+def test_text_outputs_and_those_of_older_versions_list_and_delete(mesh, clients, object_store, made) -> None:
+    """A text output has no folder (its text is in the job's record); an image output stored by an
+    older version, with a result.json beside its images that its record's `record` names, lists and
+    deletes as it always did."""
+    from servers.runtime.library import Library
+
+    b = clients["b"]
+    # An older version's output: a copy of a real image job's record and files, plus its result.json.
+    old_id = f"img-7-{secrets.token_hex(12)}"
+    record = json.loads(object_store.get_bytes(OUTPUTS, f"jobs/{made['image']}.json").replace(
+        made["image"].encode(), old_id.encode()))  # fmt: skip
+    record["status"]["client_id"] = "jobs-b"
+    image_key = record["result"]["images"][0]["artifact"]["key"]
+    folder = image_key.rsplit("/", 1)[0] + "/"
+    record["result"]["record"] = {"bucket": OUTPUTS, "key": f"{folder}result.json", "content_type": "application/json"}
+    image = object_store.get_bytes(OUTPUTS, image_key.replace(old_id, made["image"]))
+    object_store.put_bytes(OUTPUTS, image_key, image, "image/png")
+    object_store.put_bytes(OUTPUTS, f"{folder}result.json", b'{"job_id": "%s"}' % old_id.encode(), "application/json")
+    object_store.put_bytes(OUTPUTS, f"jobs/{old_id}.json", json.dumps(record).encode(), "application/json")
+    Library(object_store).add(old_id, time.time() - 60, "image", "image", "jobs-b")
+
+    by_id = {output.job_id: output for output in b.outputs.list(page_size=200).outputs}
+    old, text = by_id[old_id], by_id[made["other"]]
+    assert old.folder == folder and old.thumbnail.key == image_key and old.parameters["steps"] == 2
+    assert f"{folder}result.json" in [artifact.key for artifact in old.artifacts]
+    assert text.kind == library_pb2.OUTPUT_KIND_TEXT and text.folder == "" and not text.HasField("thumbnail")
+    assert [artifact.key for artifact in text.artifacts] == [f"jobs/{made['other']}.json"]  # the record itself
+    assert text.parameters["prompt"] == "Twice" and text.parameters["model"] and "seed" in text.parameters
+    assert httpx.get(text.artifacts[0].url, timeout=30).json()["result"]["text"]  # its text, presigned
+
+    assert b.outputs.delete(old_id).deleted_objects == 2 and not list(object_store.list(OUTPUTS, folder))
+    assert b.outputs.delete(made["other"]).deleted_objects == 0  # nothing but the record, which stays
+    for job_id in (old_id, made["other"]):
+        assert json.loads(object_store.get_bytes(OUTPUTS, f"jobs/{job_id}.json"))["status"]["outputs_deleted_time"]
+    assert not {old_id, made["other"]} & {output.job_id for output in b.outputs.list(page_size=200).outputs}
 
 
 def test_the_library_pages_through_many_stored_results(mesh, clients, object_store, made) -> None:

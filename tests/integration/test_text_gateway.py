@@ -61,12 +61,13 @@ def test_rest_sse_generate_streams_job_id_tokens_and_result(gateway_url, api_key
     assert result["text"] == "".join(event["delta"].get("text", "") for event in deltas) and result["text"].strip()
     assert result["usage"]["completion_tokens"] == steps[-1]
     assert result["timings"]["tokens_per_second"] > 0
-    # The record is in object storage under outputs/YYYYMMDD_HHmm/<job_id>/result.json.
+    # The job's one record, outputs/jobs/<job_id>.json, is there as soon as the result arrives.
     record = result["record"]
-    assert record["bucket"] == "outputs" and record["key"].split("/")[1] == events[0]["job_id"]
+    assert (record["bucket"], record["key"]) == ("outputs", f"jobs/{events[0]['job_id']}.json")
     saved = json.loads(object_store.get_bytes("outputs", record["key"]))
-    assert saved["output"]["text"] == result["text"] and saved["request"]["prompt"] == body["prompt"]
-    assert saved["usage"]["completion_tokens"] == steps[-1]
+    assert saved["status"]["state"] == "JOB_STATE_SUCCEEDED" and saved["status"]["client_id"]
+    assert saved["result"]["text"] == result["text"] and saved["result"]["parameters"]["prompt"] == body["prompt"]
+    assert saved["result"]["usage"]["completion_tokens"] == steps[-1]
 
 
 def test_grpc_stream_through_gateway_and_seed_reproducibility(client: GenmeshClient) -> None:

@@ -69,7 +69,7 @@ def test_rest_text_to_video_streams_progress_and_stores_a_gif(gateway_url, api_k
     assert params["motion_adapter"] == "tiny-motion-adapter" and params["seed"] == "7"
     poster = Image.open(io.BytesIO(object_store.get_bytes("outputs", result["poster"]["key"])))
     assert poster.format == "PNG" and "Motion adapter: tiny-motion-adapter" in poster.info["parameters"]
-    record = json.loads(object_store.get_bytes("outputs", result["record"]["key"]))
+    record = json.loads(object_store.get_bytes("outputs", result["record"]["key"]))["result"]
     assert record["video"]["sha256"] == video["sha256"] and record["parameters"]["num_frames"] == 8
 
 

@@ -198,3 +198,84 @@ async def test_the_eta_follows_the_pace_since_the_first_work_not_the_start(monke
     clock[0] += 1
     assert context.make_progress(2, 4).eta_seconds == pytest.approx(2.0)
     assert context.make_progress(0, 4).eta_seconds == 0.0
+
+
+async def test_a_job_that_ran_is_recorded_before_its_terminal_event_goes_out() -> None:
+    """The record (``JobQueue.record``) is written on the worker from a copy in the terminal state,
+    and only then does any watcher see the end: whoever gets the result can read the record."""
+    queue = make_queue()
+    entered, release = threading.Event(), threading.Event()
+    recorded: list[tuple] = []
+
+    def record(ended) -> None:
+        live = queue.get(ended.id)
+        recorded.append((threading.current_thread().name, ended, live.state, list(live.history)))
+        entered.set()
+        release.wait(10)
+
+    queue.record = record
+
+    def work(ctx: JobContext) -> int:
+        ctx.output("piece", 1, 1)
+        return 42
+
+    job = queue.submit(work, method="M")
+    watching = asyncio.create_task(collect(queue, job))
+    while not entered.is_set() and not watching.done():
+        await asyncio.sleep(0.01)
+    assert recorded, "the job ended without its record"
+    thread, ended, live_state, history = recorded[0]
+    assert thread == "test-cpu" and ended is not job  # on the worker, from a copy
+    assert (ended.state, ended.result, ended.progress.fraction) == (JobState.SUCCEEDED, 42, 1.0)
+    assert live_state is JobState.RUNNING and not isinstance(history[-1], Succeeded)  # the end waits
+    assert not watching.done() and job.state is JobState.RUNNING
+    release.set()
+    events = await watching
+    assert events[-1] == Succeeded(42) and job.ended_at == ended.ended_at  # one end time, recorded and live
+    await queue.drain(1)
+
+
+@pytest.mark.parametrize("outcome", ["failed", "cancelled"])
+async def test_failed_and_cancelled_running_jobs_are_recorded_before_their_end(outcome: str) -> None:
+    queue = make_queue()
+    states: list[tuple[JobState, JobState]] = []
+    queue.record = lambda ended: states.append((ended.state, queue.get(ended.id).state))
+    release = threading.Event()
+
+    def failing(ctx: JobContext) -> None:
+        raise InvalidArgument("steps: must be between 1 and 150 (got 0)", field="steps")
+
+    job = queue.submit(failing if outcome == "failed" else blocking_work(release), method="M")
+    if outcome == "cancelled":
+        while job.state is not JobState.RUNNING:
+            await asyncio.sleep(0.01)
+        queue.cancel(job.id)
+    await collect(queue, job)
+    assert states == [(JobState(outcome), JobState.RUNNING)]
+    await queue.drain(1)
+
+
+async def test_a_job_that_never_ran_is_recorded_after_its_end() -> None:
+    """Cancelled while queued: its end goes out at once, its record follows off the loop."""
+    queue = make_queue()
+    recorded = asyncio.Event()
+    ended_jobs: list = []
+    loop = asyncio.get_running_loop()
+
+    def record(ended) -> None:
+        ended_jobs.append((ended, threading.current_thread() is threading.main_thread()))
+        loop.call_soon_threadsafe(recorded.set)
+
+    queue.record = record
+    release = threading.Event()
+    running = queue.submit(blocking_work(release), method="M")
+    waiting = queue.submit(blocking_work(release), method="M")
+    queue.cancel(waiting.id)
+    assert waiting.state is JobState.CANCELLED  # at once, not waiting on the record
+    await asyncio.wait_for(recorded.wait(), 10)
+    ended, on_loop_thread = ended_jobs[0]
+    assert ended.id == waiting.id and ended is not waiting and ended.state is JobState.CANCELLED
+    assert not on_loop_thread
+    release.set()
+    await collect(queue, running)
+    await queue.drain(1)

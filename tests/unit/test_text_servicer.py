@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import grpc
 import pytest
+from google.protobuf import json_format
 
 from genmesh.common.v1 import job_pb2
 from genmesh.errors import NotFound, Unavailable
@@ -72,6 +73,9 @@ class FakeStore:
         self.saved[key] = data
         return StoredObject(bucket, key, f"http://s3/{key}", content_type, len(data), "0" * 64)
 
+    def presign_get(self, bucket: str, key: str) -> str:
+        return f"http://s3/{key}?signed"
+
     def get_bytes(self, bucket: str, key: str) -> bytes:
         if key not in self.saved:
             raise NotFound(f"no object {key}")
@@ -126,7 +130,15 @@ async def test_stream_contract(text_stub) -> None:
     result = events[-1].result
     assert result.text == "t1 t2 t3 t4 " and result.usage.total_tokens == 7
     assert "".join(event.delta.text for event in events[2:-1]) == result.text
-    assert result.record.key.endswith(f"/{events[0].job_id}/result.json") and result.record.key in store.saved
+    # The one record is the job's, written before the result was sent: it holds this very result.
+    assert (result.record.bucket, result.record.key) == ("outputs", f"jobs/{events[0].job_id}.json")
+    recorded = json_format.Parse(store.saved[result.record.key], text_pb2.Job())
+    assert recorded.result == result and recorded.status.state == job_pb2.JOB_STATE_SUCCEEDED
+    assert recorded.status.method == "genmesh.text.v1.TextService/Generate"
+    stored = [key for key in store.saved if not key.startswith("jobs/index/")]  # ListJobs' index names aside
+    assert stored == [result.record.key]  # nothing else: no second copy in a folder
+    assert result.parameters.prompt == "hello" and result.parameters.sampling.max_tokens == 4
+    assert result.parameters.sampling.seed == result.seed and result.parameters.sampling.top_k == 40
 
 
 async def test_the_last_tokens_are_sent_before_the_record_is_stored(text_stub) -> None:
@@ -140,9 +152,10 @@ async def test_the_last_tokens_are_sent_before_the_record_is_stored(text_stub) -
         if event.WhichOneof("event") == "delta":
             deltas.append(event)
     assert [d.progress.step for d in deltas] == [1, 4] and deltas[1].delta.text == "t2 t3 t4 "
-    assert not [key for key in store.saved if not key.startswith("jobs/")]  # the record is still being stored
+    assert not store.saved  # the record is still being stored
     store.slow.clear()
-    assert (await call.read()).WhichOneof("event") == "result"
+    last = await call.read()
+    assert last.WhichOneof("event") == "result" and last.result.record.key in store.saved
 
 
 @pytest.mark.parametrize(

@@ -142,8 +142,9 @@ def character(
         return
     written = write_files(output_dir, result.sheet, (result.portrait, result.video))
     if not as_json:
-        typer.echo(f"{result.sheet.name or 'character'}  seed {result.parameters.seed}  s3://outputs/"
-                   f"{result.record.key.rsplit('/', 1)[0]}/")  # fmt: skip
+        stored = [artifact.key for artifact in (result.sheet_artifact, result.portrait, result.video) if artifact.key]
+        folder = f"{stored[0].rsplit('/', 1)[0]}/" if stored else result.record.key  # the job's folder
+        typer.echo(f"{result.sheet.name or 'character'}  seed {result.parameters.seed}  s3://outputs/{folder}")
         for path in written:
             typer.echo(f"  {path}")
 

@@ -5,6 +5,7 @@ import { test } from "node:test";
 
 import { chartData } from "../../../servers/web/console/js/views/chart.js";
 import { base64Of, outputPicture, sourceFields } from "../../../servers/web/console/js/views/imageinput.js";
+import { fileName } from "../../../servers/web/console/js/views/library.js";
 import { comparisonSeries, signed, versionLabel } from "../../../servers/web/console/js/views/registry.js";
 import { reusedSource } from "../../../servers/web/console/js/views/reuse.js";
 import { byteSize, statusRows } from "../../../servers/web/console/js/views/status.js";
@@ -96,4 +97,10 @@ test("comparing two runs: each metric overlays both runs, each with its own epoc
   assert.equal(signed(0.4212), "+0.42");
   assert.equal(signed(-0.1, 3), "-0.100");
   assert.equal(signed(undefined), "");
+});
+
+test("library files: named within the job's folder; the job's record by its whole key", () => {
+  assert.equal(fileName("20261207_0905/img-0-3f9c/image_0.png"), "image_0.png");
+  assert.equal(fileName("20261207_0905/vid-0-3f9c/frames/0001.png"), "frames/0001.png");
+  assert.equal(fileName("jobs/txt-0-3f9c.json"), "jobs/txt-0-3f9c.json");
 });

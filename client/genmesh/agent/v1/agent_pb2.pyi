@@ -161,16 +161,18 @@ class StageResult(_message.Message):
     def __init__(self, stage: _Optional[_Union[Stage, str]] = ..., sub_job_id: _Optional[str] = ..., sheet: _Optional[_Union[CharacterSheet, _Mapping]] = ..., artifact: _Optional[_Union[_artifact_pb2.Artifact, _Mapping]] = ..., seconds: _Optional[float] = ...) -> None: ...
 
 class CharacterParameters(_message.Message):
-    __slots__ = ("seed", "steps", "stages", "style")
+    __slots__ = ("seed", "steps", "stages", "style", "idea")
     SEED_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
     STAGES_FIELD_NUMBER: _ClassVar[int]
     STYLE_FIELD_NUMBER: _ClassVar[int]
+    IDEA_FIELD_NUMBER: _ClassVar[int]
     seed: int
     steps: int
     stages: _containers.RepeatedScalarFieldContainer[Stage]
     style: str
-    def __init__(self, seed: _Optional[int] = ..., steps: _Optional[int] = ..., stages: _Optional[_Iterable[_Union[Stage, str]]] = ..., style: _Optional[str] = ...) -> None: ...
+    idea: str
+    def __init__(self, seed: _Optional[int] = ..., steps: _Optional[int] = ..., stages: _Optional[_Iterable[_Union[Stage, str]]] = ..., style: _Optional[str] = ..., idea: _Optional[str] = ...) -> None: ...
 
 class CharacterResult(_message.Message):
     __slots__ = ("sheet", "sheet_artifact", "portrait", "video", "stages", "parameters", "record", "total_seconds")

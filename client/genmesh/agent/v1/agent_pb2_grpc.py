@@ -32,8 +32,8 @@ class AgentServiceStub:
     portrait (image-to-video) with the sheet's motion prompt. The agent needs no GPU: it calls the
     Text, Image and Video servers directly over gRPC (never through the public gateway), passing the
     caller's request id and client id on, and copies every stage's result into its own folder in the
-    `outputs` bucket, YYYYMMDD_HHmm/<job_id>/ (character.json, portrait.png, video.<gif|mp4|webp>,
-    result.json).
+    `outputs` bucket, YYYYMMDD_HHmm/<job_id>/ (character.json, portrait.png, video.<gif|mp4|webp>);
+    its record is its Job, under jobs/<job_id>.json.
 
     Its health is SERVING once the services it is configured with answer their health checks.
     """
@@ -78,8 +78,8 @@ class AgentServiceServicer:
     portrait (image-to-video) with the sheet's motion prompt. The agent needs no GPU: it calls the
     Text, Image and Video servers directly over gRPC (never through the public gateway), passing the
     caller's request id and client id on, and copies every stage's result into its own folder in the
-    `outputs` bucket, YYYYMMDD_HHmm/<job_id>/ (character.json, portrait.png, video.<gif|mp4|webp>,
-    result.json).
+    `outputs` bucket, YYYYMMDD_HHmm/<job_id>/ (character.json, portrait.png, video.<gif|mp4|webp>);
+    its record is its Job, under jobs/<job_id>.json.
 
     Its health is SERVING once the services it is configured with answer their health checks.
     """
@@ -190,8 +190,8 @@ class AgentService:
     portrait (image-to-video) with the sheet's motion prompt. The agent needs no GPU: it calls the
     Text, Image and Video servers directly over gRPC (never through the public gateway), passing the
     caller's request id and client id on, and copies every stage's result into its own folder in the
-    `outputs` bucket, YYYYMMDD_HHmm/<job_id>/ (character.json, portrait.png, video.<gif|mp4|webp>,
-    result.json).
+    `outputs` bucket, YYYYMMDD_HHmm/<job_id>/ (character.json, portrait.png, video.<gif|mp4|webp>);
+    its record is its Job, under jobs/<job_id>.json.
 
     Its health is SERVING once the services it is configured with answer their health checks.
     """

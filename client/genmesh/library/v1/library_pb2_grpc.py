@@ -71,8 +71,8 @@ class LibraryServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteOutput(self, request, context):
-        """Deletes one job's output folder (every object under YYYYMMDD_HHmm/<job_id>/); the job's record
-        keeps saying so (`JobStatus.outputs_deleted_time`) and the output is no longer listed. Only the
+        """Deletes one job's output folder (every object under YYYYMMDD_HHmm/<job_id>/; a text output of
+        this version has none, its text stays in the record); the job's record keeps saying so (`JobStatus.outputs_deleted_time`) and the output is no longer listed. Only the
         job's owner or an admin key may. Errors: NOT_FOUND (unknown job, no stored outputs, or another
         client's job).
         """

@@ -103,7 +103,7 @@ export function render(container) {
           "ul",
           { class: "files" },
           (output.artifacts || []).map((artifact) =>
-            h("li", {}, h("a", { href: artifact.url, target: "_blank", rel: "noopener" }, artifact.key.split("/").slice(2).join("/"))),
+            h("li", {}, h("a", { href: artifact.url, target: "_blank", rel: "noopener" }, fileName(artifact.key))),
           ),
         ),
         h("div", { class: "actions" }, reuse, remove),
@@ -123,4 +123,11 @@ export function render(container) {
     grid,
     h("div", { class: "actions" }, more),
   );
+}
+
+/** A file's name within its job's folder ("image_0.png", "frames/0001.png"); the job's record
+ * (jobs/<job_id>.json) is outside any folder and keeps its whole key. */
+export function fileName(key) {
+  const parts = key.split("/");
+  return parts.length > 2 ? parts.slice(2).join("/") : key;
 }
