@@ -28,7 +28,7 @@ from typing import Any
 from google.protobuf import descriptor_pool, json_format
 from google.protobuf.message import Message
 
-from genmesh.common.v1 import job_pb2
+from genmesh.common.v1 import artifact_pb2, job_pb2
 from genmesh.errors import Cancelled, InvalidArgument, NotFound, from_code
 from genmesh.services import SERVICES, service_for_job
 from servers.runtime import caller, job_listing
@@ -58,6 +58,7 @@ from storage.keys import validate_job_id
 from storage.object_store import ObjectStore
 
 CANCEL_WAIT_SECONDS = 5.0
+ARTIFACT = artifact_pb2.Artifact.DESCRIPTOR.full_name  # carries inline bytes when asked (``data``)
 STATE_VALUES = {number: state.value for state, number in STATES.items()}  # proto JobState -> "queued", ...
 DELIVERY_STATES = {
     "pending": job_pb2.DELIVERY_STATE_PENDING,
@@ -160,6 +161,25 @@ def delivery_message(delivery: Delivery) -> job_pb2.WebhookDelivery:
     return message
 
 
+def without_inline_data(message: Message) -> Message:
+    """``message`` with every artifact by reference only: the bytes a request asked for inline went
+    out in its stream, and a job's record, listing or webhook never repeats them."""
+    for field, value in message.ListFields():
+        if field.type != field.TYPE_MESSAGE or field.message_type.full_name.startswith("google.protobuf."):
+            continue
+        if field.message_type.GetOptions().map_entry:
+            value_field = field.message_type.fields_by_name["value"]
+            items = list(value.values()) if value_field.type == value_field.TYPE_MESSAGE else []
+        else:
+            items = list(value) if field.is_repeated else [value]
+        for item in items:
+            if item.DESCRIPTOR.full_name == ARTIFACT:
+                item.ClearField("data")
+            else:
+                without_inline_data(item)
+    return message
+
+
 class JobRpcs:
     queue: JobQueue
     store: ObjectStore
@@ -173,13 +193,17 @@ class JobRpcs:
         index = JobIndex(self.store, service_folder(self.queue.service)) if self.queue.service else None
         self.records = TerminalRecords(self.store, index, library_index(self.store))
         self.queue.record = self._save_record
-        self.queue.describe = self.job_message  # what its completion webhooks post
+        self.queue.describe = self.job_view  # what its completion webhooks post
+
+    def job_view(self, job: Job) -> Any:
+        """The service's ``Job`` message as GetJob, ListJobs, records and webhooks carry it."""
+        return without_inline_data(self.job_message(job))
 
     def _save_record(self, job: Job) -> None:
         """Blocking, off the loop; ``job`` is a copy in its terminal state. A result whose ``record``
         points at a record that could not be written loses that pointer."""
         assert self.records is not None
-        if not self.records.save(job, self.job_message(job)) and points_at_record(job):
+        if not self.records.save(job, self.job_view(job)) and points_at_record(job):
             job.result.ClearField("record")  # the same message the terminal event will carry
 
     async def _recorded(self, job_id: str, missing: NotFound) -> Any:
@@ -208,7 +232,7 @@ class JobRpcs:
         record in the object store); NOT_FOUND otherwise, and for another client's job."""
         job_id = validate_job_id(request.job_id)
         try:
-            message = self.job_message(self._visible(job_id))
+            message = self.job_view(self._visible(job_id))
         except NotFound as missing:
             message = await self._recorded(job_id, missing)
         return await self.with_deliveries(message)
@@ -237,7 +261,7 @@ class JobRpcs:
         if not job.terminal:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._until_terminal(job), CANCEL_WAIT_SECONDS)
-        return await self.with_deliveries(self.job_message(job), stored=False)
+        return await self.with_deliveries(self.job_view(job), stored=False)
 
     async def ListJobs(self, request: Any, context: Any) -> Any:
         """A page of the caller's jobs (every client's for an admin asking ``all_clients``), newest
@@ -247,7 +271,7 @@ class JobRpcs:
         live = [live_entry(job) for job in self.queue.jobs()]
         if job_listing.answering_peer.get():  # another replica merges; it reads the index itself
             waiting = [listed for listed in live if listed.state in ("queued", "running") and query.matches(listed)]
-            return response_type(jobs=[self.job_message(listed.source) for listed in waiting])
+            return response_type(jobs=[self.job_view(listed.source) for listed in waiting])
         live += await self._more_listed(query)
         live += await self._peer_listed()
         stored, horizon = ([], None)
@@ -290,7 +314,7 @@ class JobRpcs:
     async def _listed_message(self, listed: Listed) -> Any:
         """The ``Job`` message of a listed job; None for an indexed job whose record is gone."""
         if isinstance(listed.source, Job):
-            return self.job_message(listed.source)
+            return self.job_view(listed.source)
         if isinstance(listed.source, Message):  # a peer's answer
             return listed.source
         assert self.records is not None

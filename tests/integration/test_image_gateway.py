@@ -66,9 +66,13 @@ def test_rest_img2img_with_png_init_image(gateway_url, api_key, object_store) ->
 
 def test_grpc_same_seed_gives_identical_bytes_and_batches(client: GenmeshClient) -> None:
     options = {"width": 64, "height": 64, "steps": 4, "seed": 1234, "return_inline": True}
-    first = client.images.generate("a cat", **options)
+    events = list(client.images.stream_generate("a cat", **options))
+    first = events[-1].result
     second = client.images.generate("a cat", **options)
-    assert first.images[0].artifact.data == second.images[0].artifact.data
+    assert first.images[0].artifact.data and first.images[0].artifact.data == second.images[0].artifact.data
+    # The job itself (GetJob, its record) names the stored image, never repeats the inline bytes.
+    recorded = client.images.get_job(events[0].job_id).result.images[0].artifact
+    assert not recorded.data and recorded.key == first.images[0].artifact.key
     assert first.images[0].artifact.sha256 == second.images[0].artifact.sha256
     batch = client.images.generate("a cat", num_images=2, scheduler="euler_a", **options)
     assert [image.seed for image in batch.images] == [1234, 1235]
