@@ -1,4 +1,4 @@
-"""An output file format (image or animation): its name, content type and file extension in one place."""
+"""The output file formats (images and animations), each with its name, content type and file extension."""
 
 from __future__ import annotations
 
@@ -26,3 +26,15 @@ class MediaFormat(StrEnum):
     @classmethod
     def extensions(cls) -> dict[Self, str]:
         return {member: member.extension for member in cls}
+
+
+class ImageFormat(MediaFormat):
+    PNG = "png", "image/png", "png"
+    WEBP = "webp", "image/webp", "webp"
+    JPEG = "jpeg", "image/jpeg", "jpg"
+
+
+class VideoFormat(MediaFormat):
+    GIF = "gif", "image/gif", "gif"
+    MP4 = "mp4", "video/mp4", "mp4"
+    WEBP = "webp", "image/webp", "webp"

@@ -21,20 +21,14 @@ from typing import Any
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from genmesh.errors import InvalidArgument
-from servers.media.formats import MediaFormat
+from servers.media.formats import ImageFormat
 
 # Init images larger than this are refused before decoding (the output is at most 2048 x 2048).
 MAX_INPUT_SIDE = 8192
 MAX_INPUT_PIXELS = 40_000_000  # ~120 MB decoded as RGB
 
 
-class ImageFormat(MediaFormat):
-    PNG = "png", "image/png", "png"
-    WEBP = "webp", "image/webp", "webp"
-    JPEG = "jpeg", "image/jpeg", "jpg"
-
-
-CONTENT_TYPES = ImageFormat.content_types()
+CONTENT_TYPES = ImageFormat.content_types()  # also each format's .content_type and .extension
 EXTENSIONS = ImageFormat.extensions()
 
 

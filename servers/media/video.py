@@ -25,7 +25,7 @@ from fractions import Fraction
 from PIL import Image, ImageSequence, UnidentifiedImageError
 
 from genmesh.errors import InvalidArgument
-from servers.media.formats import MediaFormat
+from servers.media.formats import VideoFormat
 from servers.media.images import to_rgb
 
 MAX_INPUT_FRAMES = 256
@@ -34,13 +34,7 @@ MAX_INPUT_PIXELS = 2048 * 2048  # per frame
 MAX_FPS = 60
 
 
-class VideoFormat(MediaFormat):
-    GIF = "gif", "image/gif", "gif"
-    MP4 = "mp4", "video/mp4", "mp4"
-    WEBP = "webp", "image/webp", "webp"
-
-
-CONTENT_TYPES = VideoFormat.content_types()
+CONTENT_TYPES = VideoFormat.content_types()  # also each format's .content_type and .extension
 EXTENSIONS = VideoFormat.extensions()
 # H.264 encoders in order of preference; PyAV's wheels ship libopenh264 when not libx264.
 _H264_ENCODERS = ("libx264", "libopenh264", "h264")

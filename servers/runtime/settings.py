@@ -117,6 +117,29 @@ def setting(default: Any, help: str, env: str | None = None, *, secret: bool = F
 
 
 @dataclasses.dataclass(frozen=True)
+class UpstreamSettings:
+    """The Text, Image and Video servers a server calls directly (host:port of each gRPC server),
+    never through the gateway: the agent's stages and the web front door's routes. Each reads its
+    own ``GENMESH_<SERVICE>_TEXT_URL`` (and so on)."""
+
+    service: ClassVar[str] = ""
+    text_url: str = setting(
+        "", "host:port of the Text server (empty: what needs it answers UNAVAILABLE, 503 over HTTP)", scoped=True
+    )
+    image_url: str = setting(
+        "", "host:port of the Image server (empty: what needs it answers UNAVAILABLE, 503 over HTTP)", scoped=True
+    )
+    video_url: str = setting(
+        "", "host:port of the Video server (empty: what needs it answers UNAVAILABLE, 503 over HTTP)", scoped=True
+    )
+
+    def upstream_urls(self, names: Sequence[str] = ("text", "image", "video")) -> dict[str, str]:
+        """The configured services by name (each ``<name>_url``); unconfigured ones are left out."""
+        urls = {name: getattr(self, f"{name}_url").strip() for name in names}
+        return {name: url for name, url in urls.items() if url}
+
+
+@dataclasses.dataclass(frozen=True)
 class ServerSettings:
     """Settings every genmesh server shares."""
 
