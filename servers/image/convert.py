@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from genmesh.common.v1 import diffusion_pb2, media_pb2
+from genmesh.common.v1 import media_pb2
 from genmesh.image.v1 import image_pb2
 from servers.diffusion.params import IMAGE, optional, refuse, require
 from servers.image.engine import ImageOutcome
 from servers.image.records import SavedImage
 from servers.image.types import ImageFormat, ImageRequest, ObjectLocation
 from servers.runtime import convert as common
-from servers.runtime.convert import MEMORY_MODES, SCHEDULER_ENUMS
 from storage.object_store import StoredObject
 
 FORMATS = {
@@ -64,27 +63,15 @@ def image_parameters(
     """What made the images (as run, defaults filled): in the result and in the job's record."""
     params = outcome.result.params
     return image_pb2.ImageParameters(
+        **common.run_parameters(params, outcome.loaded, request.defaults_note),
         model=outcome.model.name,
         model_family=outcome.family,
-        prompt=params.prompt,
-        negative_prompt=params.negative_prompt,
-        width=params.width or 0,
-        height=params.height or 0,
-        steps=params.steps,
-        guidance_scale=params.guidance_scale,
-        scheduler=SCHEDULER_ENUMS.get(params.scheduler or "", diffusion_pb2.SCHEDULER_UNSPECIFIED),
-        seed=params.seed,
         num_images=params.num_images,
-        strength=params.strength,
         init_image=common.object_ref(init_image),
         output_format=FORMAT_ENUMS[request.output_format],
         quality=0 if request.output_format is ImageFormat.PNG else request.quality,
-        memory_mode=MEMORY_MODES.get(outcome.loaded.memory_mode, diffusion_pb2.MEMORY_MODE_UNSPECIFIED),
-        device=outcome.loaded.device,
-        loras=common.applied_loras(params.loras),
         inpaint_mode=INPAINT_MODES[outcome.result.inpaint_mode],
         mask_image=common.object_ref(mask_image),
-        defaults_note=request.defaults_note,
     )
 
 

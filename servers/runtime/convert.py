@@ -15,6 +15,7 @@ from genmesh.errors import require_range
 from servers.diffusion import params as spec
 from servers.diffusion.lora import LoraRequest, requested_loras  # torch-free: text and agent servers import this
 from servers.diffusion.params import Defaults, refuse, require
+from servers.diffusion.sampling import SamplingParams
 from servers.runtime import events
 from servers.runtime.queue import Job
 from storage.keys import validate_bucket, validate_key
@@ -173,6 +174,26 @@ def diffusion_fields(message: Any, limits: Mapping[str, spec.Limit | spec.Text])
 
 
 MEMORY_MODES = {"full": diffusion_pb2.MEMORY_MODE_FULL, "lowvram": diffusion_pb2.MEMORY_MODE_LOW_VRAM}
+
+
+def run_parameters(params: SamplingParams, loaded: Any, defaults_note: str) -> dict[str, Any]:
+    """What ``ImageParameters`` and ``VideoParameters`` share, from the run's parameters (every
+    default filled) and how its model was loaded (``servers.diffusion.engine.Loaded``)."""
+    return {
+        "prompt": params.prompt,
+        "negative_prompt": params.negative_prompt,
+        "width": params.width or 0,
+        "height": params.height or 0,
+        "steps": params.steps,
+        "guidance_scale": params.guidance_scale,
+        "scheduler": SCHEDULER_ENUMS.get(params.scheduler or "", diffusion_pb2.SCHEDULER_UNSPECIFIED),
+        "seed": params.seed,
+        "strength": params.strength,
+        "memory_mode": MEMORY_MODES.get(loaded.memory_mode, diffusion_pb2.MEMORY_MODE_UNSPECIFIED),
+        "device": loaded.device,
+        "loras": applied_loras(params.loras),
+        "defaults_note": defaults_note,
+    }
 
 
 def generation_defaults(defaults: Defaults, native_side: int = 0) -> model_pb2.GenerationDefaults:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from genmesh.common.v1 import diffusion_pb2
 from genmesh.video.v1 import video_pb2
 from servers.diffusion import animate
 from servers.diffusion import params as spec
@@ -10,7 +9,6 @@ from servers.diffusion.families import Task
 from servers.diffusion.params import VIDEO, optional, require
 from servers.media.video import VideoFormat
 from servers.runtime import convert as common
-from servers.runtime.convert import MEMORY_MODES, SCHEDULER_ENUMS
 from servers.video.engine import VideoOutcome
 from servers.video.records import SavedVideo
 from servers.video.types import VideoRequest
@@ -64,31 +62,19 @@ def video_parameters(
     output = outcome.output
     params = output.params
     return video_pb2.VideoParameters(
+        **common.run_parameters(params, outcome.loaded, request.defaults_note),
         model=outcome.model.name,
         motion_adapter=outcome.motion_adapter.name,
-        prompt=params.prompt,
-        negative_prompt=params.negative_prompt,
-        width=params.width or 0,
-        height=params.height or 0,
         num_frames=len(output.frames),
         fps=request.fps,
-        steps=params.steps,
-        guidance_scale=params.guidance_scale,
-        seed=params.seed,
-        scheduler=SCHEDULER_ENUMS.get(params.scheduler or "", diffusion_pb2.SCHEDULER_UNSPECIFIED),
         output_format=FORMAT_ENUMS[request.output_format],
-        memory_mode=MEMORY_MODES.get(outcome.loaded.memory_mode, diffusion_pb2.MEMORY_MODE_UNSPECIFIED),
-        device=outcome.loaded.device,
         task=TASKS[params.task],
-        strength=params.strength,
         init_media=common.object_ref(init_media),
         context_length=output.context_length,
         context_stride=output.context_stride,
         prompt_schedule=params.prompt_schedule,
         decode_chunk_size=output.decode_chunk_size,
         low_memory_retry=output.low_memory_retry,
-        loras=common.applied_loras(params.loras),
-        defaults_note=request.defaults_note,
     )
 
 
