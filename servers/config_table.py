@@ -172,7 +172,7 @@ def rows(classes: dict[str, type]) -> list[Row]:
     table: dict[str, Row] = {}
     for service, cls in classes.items():
         for field in dataclasses.fields(cls):
-            env = env_name(field)
+            env = env_name(field, cls)
             row = table.setdefault(env, Row(env, "--" + field.name.replace("_", "-")))
             default = field.default if field.default is not dataclasses.MISSING else None
             row.defaults[service] = format_default(default)

@@ -37,6 +37,7 @@ from servers.diffusion.families import Task
 from servers.diffusion.memory import VIDEO_ADVICE, MemoryMode, out_of_memory_guard
 from servers.diffusion.params import VIDEO, VIDEO_NATIVE
 from servers.diffusion.progress import StepCallback
+from servers.diffusion.sampling import SamplingParams
 from servers.diffusion.schedulers import make_scheduler
 from servers.media.images import fit_image, snap_size
 from servers.runtime.events import Reporter, StageChanged
@@ -46,7 +47,6 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from servers.diffusion.loading import LoadedModel
-    from servers.diffusion.lora import ResolvedLora
 
 log = structlog.get_logger(__name__)
 
@@ -65,25 +65,16 @@ CONTEXT_LENGTH, CONTEXT_STRIDE = 16, 4
 
 
 @dataclass(frozen=True)
-class VideoParams:
+class VideoParams(SamplingParams):
     """One request. ``None`` means the default: the input's size or 512, 16 frames (an init video:
-    its length, at most 64), DDIM, strength 0.8 for an image and 0.6 for a video."""
+    its length, at most 64), DDIM, strength 0.8 for an image and 0.6 for a video. LoRAs go on the
+    base UNet's layers under the motion modules."""
 
-    prompt: str
-    negative_prompt: str = ""
-    width: int | None = None
-    height: int | None = None
-    num_frames: int | None = None
     steps: int = DEFAULT_STEPS
     guidance_scale: float = DEFAULT_GUIDANCE
-    seed: int = 0
-    scheduler: str | None = None
-    strength: float | None = None
-    init_image: Image.Image | None = None
+    num_frames: int | None = None
     init_video: list[Image.Image] | None = None
     prompt_schedule: dict[int, str] = field(default_factory=dict)
-    preview_every: int = 0
-    loras: tuple[ResolvedLora, ...] = ()  # on the base UNet's layers under the motion modules
 
     @property
     def task(self) -> Task:

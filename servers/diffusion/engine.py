@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import secrets
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from servers.compute.compile import OFF, CompileOptions
 from servers.compute.devices import configure_threads, device_label, select_device
@@ -17,6 +18,8 @@ from servers.diffusion.catalog import CatalogEntry, ModelCatalog
 from servers.diffusion.compiled import Shape
 from servers.diffusion.loading import LoadedModel, load_model
 from servers.diffusion.lora import DEFAULT_BUDGET_BYTES, LoraAdapters, LoraCatalog
+from servers.diffusion.params import Defaults
+from servers.diffusion.request import DiffusionRequest
 from servers.diffusion.sources import ModelSource
 from servers.runtime.events import Reporter, StageChanged
 from servers.runtime.model_cache import ModelCache
@@ -97,6 +100,21 @@ class DiffusionEngine(abc.ABC, Generic[K]):
         with self.models.use(key, keep_alive_seconds) as model:
             loaded = Loaded(str(model.memory_mode), device_label(model.device), self.models.last_load_seconds)
             yield model, loaded
+
+    @staticmethod
+    def sampling(request: DiffusionRequest, defaults: Defaults) -> dict[str, Any]:
+        """The run parameters (``SamplingParams``) every request fills alike: prompts, scheduler,
+        strength, previews; unset steps and guidance from ``defaults``, an unset seed drawn at random."""
+        return {
+            "prompt": request.prompt,
+            "negative_prompt": request.negative_prompt,
+            "steps": request.steps or defaults.steps,
+            "guidance_scale": defaults.guidance_scale if request.guidance_scale is None else request.guidance_scale,
+            "seed": request.seed if request.seed is not None else secrets.randbits(32),
+            "scheduler": request.scheduler,
+            "strength": request.strength,
+            "preview_every": request.preview_interval_steps,
+        }
 
     def close(self) -> None:
         self.models.close()

@@ -34,6 +34,7 @@ from servers.diffusion.families import ModelFamily, Task, family_spec
 from servers.diffusion.memory import out_of_memory_guard
 from servers.diffusion.params import IMAGE, IMAGE_NATIVE, SEED_MODULUS, require
 from servers.diffusion.progress import StepCallback
+from servers.diffusion.sampling import SamplingParams
 from servers.diffusion.schedulers import make_scheduler
 from servers.media.images import fit_image, snap_size
 from servers.runtime.events import NULL_REPORTER, Reporter
@@ -43,7 +44,6 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from servers.diffusion.loading import LoadedModel
-    from servers.diffusion.lora import ResolvedLora
 
 # Limits live in servers.diffusion.params (checked at admission); these are what unset fields get.
 MAX_SIDE = int(IMAGE["width"].high)  # an init image larger than this is scaled down for its default size
@@ -55,24 +55,14 @@ DEFAULT_INPAINT_STRENGTH = 1.0  # the masked region starts from noise: white re-
 
 
 @dataclass(frozen=True)
-class GenerationParams:
+class GenerationParams(SamplingParams):
     """One request. ``None`` means the default: the init image's size (img2img) or the model's
     native size, the model's own scheduler, strength 0.75 (img2img only)."""
 
-    prompt: str
-    negative_prompt: str = ""
-    width: int | None = None
-    height: int | None = None
     steps: int = DEFAULT_STEPS
     guidance_scale: float = DEFAULT_GUIDANCE
-    seed: int = 0
-    scheduler: str | None = None
     num_images: int = 1
-    strength: float | None = None
-    init_image: Image.Image | None = None  # RGB, e.g. from servers.media.images.decode_image
-    preview_every: int = 0  # a preview every N steps; 0 for none
     mask_image: Image.Image | None = None  # inpainting: greyscale ("L"), white re-draws; needs init_image
-    loras: tuple[ResolvedLora, ...] = ()
 
     @property
     def task(self) -> Task:

@@ -34,6 +34,18 @@ def require(condition: bool, field: str, predicate: str) -> None:
         raise refuse(field, predicate)
 
 
+def check_pixel_budget(width: int, height: int, count: int, max_pixels: int, field: str, advice: str) -> None:
+    """The most pixels one job may make on a server (``GENMESH_<SERVICE>_MAX_PIXELS``): over it is
+    INVALID_ARGUMENT naming ``field``, the count (``num_images``, ``num_frames``), with ``advice``."""
+    pixels = width * height * count
+    if pixels > max_pixels:
+        raise InvalidArgument(
+            f"{field}: width x height x {field} is {pixels} pixels; this server allows at most {max_pixels} per job "
+            f"({advice})",
+            field=field,
+        )
+
+
 @dataclass(frozen=True)
 class Limit:
     """A number's allowed values: ``low..high`` (``low`` excluded when ``low_open``), a multiple of

@@ -11,11 +11,16 @@ from servers.runtime.settings import ServerSettings, setting
 
 @dataclasses.dataclass(frozen=True)
 class DiffusionSettings(ServerSettings):
-    # Each server declares these again with its own help and environment variable.
-    models_dir: Path | None = setting(None, "folder of base models (default: <data_dir>/models/image)")
-    keep_alive_seconds: float = setting(600.0, "unload an idle model after this long (0: never)")
-    preload: bool = setting(True, "load the default model at start (health turns SERVING after)")
-    max_pixels: int = setting(4 * 1024 * 1024, "most pixels one job may generate")
+    # Each server reads these as GENMESH_<SERVICE>_<FIELD>; one declares a field again where its help
+    # or default differs.
+    model: str = setting("", "default model name (empty: the first model in the models folder, else the "
+                         "smoke-test tiny-sd15)", scoped=True)  # fmt: skip
+    models_dir: Path | None = setting(None, "folder of diffusers folders and .safetensors/.ckpt files "
+                                      "(default: <data_dir>/models/image)", scoped=True)  # fmt: skip
+    keep_alive_seconds: float = setting(600.0, "unload an idle model after this long (0: never)", scoped=True)
+    preload: bool = setting(True, "load the default model at start (health turns SERVING after)", scoped=True)
+    max_pixels: int = setting(4 * 1024 * 1024, "most pixels one job may generate (width*height*num_images)",
+                              scoped=True)  # fmt: skip
     loras_dir: Path | None = setting(None, "folder of LoRA .safetensors files, kohya or diffusers layout "
                                      "(default: <data_dir>/models/lora)", env="GENMESH_LORAS_DIR")  # fmt: skip
     lora_budget_mb: int = setting(1024, "LoRA files kept loaded per model beyond the ones a job uses, in MB; "

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-from genmesh.common.v1 import diffusion_pb2, media_pb2
+from genmesh.common.v1 import media_pb2
 from genmesh.image.v1 import image_pb2
-from servers.diffusion import params as spec
-from servers.diffusion.lora import requested_loras
 from servers.diffusion.params import IMAGE, optional, refuse, require
 from servers.image.engine import ImageOutcome
 from servers.image.records import SavedImage
 from servers.image.types import ImageFormat, ImageRequest, ObjectLocation
 from servers.runtime import convert as common
-from servers.runtime import events
-from servers.runtime.convert import MEMORY_MODES, SCHEDULER_ENUMS
-from servers.runtime.queue import Job
-from storage.keys import validate_bucket, validate_key
 from storage.object_store import StoredObject
 
 FORMATS = {
@@ -32,59 +26,29 @@ FORMAT_ENUMS = {ImageFormat.PNG: media_pb2.IMAGE_FORMAT_PNG, ImageFormat.WEBP: m
 def generate_image_request(message: image_pb2.GenerateImageRequest) -> ImageRequest:
     """Presence and oneof rules here; every value's limits from ``servers.diffusion.params``. Unset
     steps, guidance, size and strength stay ``None``: the model's defaults are chosen at ``prepare``."""
-    spec.check(IMAGE, "prompt", message.prompt)
-    spec.check(IMAGE, "negative_prompt", message.negative_prompt)
-    scheduler = common.scheduler_name(message.scheduler)
+    shared = common.diffusion_fields(message, IMAGE)
     require(message.output_format in FORMATS, "output_format", f"must be a known format (got {message.output_format})")
     quality = 90
     if FORMATS[message.output_format] is not ImageFormat.PNG:  # documented as ignored for PNG
         quality = optional(IMAGE, message, "quality") or quality
-    spec.check(IMAGE, "preview_interval_steps", message.preview_interval_steps)
-    prompt, loras = requested_loras(message.prompt, common.lora_requests(message.loras))
 
-    init_data, init_ref = None, None
     source = message.WhichOneof("init_image")
-    if source == "init_image_data":
-        require(len(message.init_image_data) > 0, "init_image_data", "must not be empty")
-        init_data = message.init_image_data
-    elif source == "init_image_ref":
-        ref = message.init_image_ref
-        validate_bucket(ref.bucket, "init_image_ref.bucket")
-        init_ref = ObjectLocation(ref.bucket, validate_key(ref.key, "init_image_ref.key"))
-    mask_data, mask_ref = None, None
+    init_data, init_ref = common.media_input(message, source, "init_image")
     mask_source = message.WhichOneof("mask_image")
     if mask_source is not None:
         require(source is not None, mask_source, "needs an init image (init_image_data or init_image_ref) to inpaint")
-    if mask_source == "mask_image_data":
-        require(len(message.mask_image_data) > 0, "mask_image_data", "must not be empty")
-        mask_data = message.mask_image_data
-    elif mask_source == "mask_image_ref":
-        ref = message.mask_image_ref
-        validate_bucket(ref.bucket, "mask_image_ref.bucket")
-        mask_ref = ObjectLocation(ref.bucket, validate_key(ref.key, "mask_image_ref.key"))
+    mask_data, mask_ref = common.media_input(message, mask_source, "mask_image")
     if message.HasField("strength") and source is None:
         raise refuse("strength", "is only allowed with an init image (img2img)")
 
     return ImageRequest(
-        prompt=prompt,
-        model=message.model,
-        negative_prompt=message.negative_prompt,
-        width=optional(IMAGE, message, "width"),
-        height=optional(IMAGE, message, "height"),
-        steps=optional(IMAGE, message, "steps"),
-        guidance_scale=optional(IMAGE, message, "guidance_scale"),
-        seed=optional(IMAGE, message, "seed"),
-        scheduler=scheduler,
+        **shared,
         num_images=optional(IMAGE, message, "num_images") or 1,
         init_image_data=init_data,
         init_image_ref=init_ref,
         strength=optional(IMAGE, message, "strength"),
         output_format=FORMATS[message.output_format],
         quality=quality,
-        return_inline=message.return_inline,
-        preview_interval_steps=message.preview_interval_steps,
-        keep_alive_seconds=common.keep_alive_seconds(message),
-        loras=loras,
         mask_image_data=mask_data,
         mask_image_ref=mask_ref,
     )
@@ -99,27 +63,15 @@ def image_parameters(
     """What made the images (as run, defaults filled): in the result and in the job's record."""
     params = outcome.result.params
     return image_pb2.ImageParameters(
+        **common.run_parameters(params, outcome.loaded, request.defaults_note),
         model=outcome.model.name,
         model_family=outcome.family,
-        prompt=params.prompt,
-        negative_prompt=params.negative_prompt,
-        width=params.width or 0,
-        height=params.height or 0,
-        steps=params.steps,
-        guidance_scale=params.guidance_scale,
-        scheduler=SCHEDULER_ENUMS.get(params.scheduler or "", diffusion_pb2.SCHEDULER_UNSPECIFIED),
-        seed=params.seed,
         num_images=params.num_images,
-        strength=params.strength,
         init_image=common.object_ref(init_image),
         output_format=FORMAT_ENUMS[request.output_format],
         quality=0 if request.output_format is ImageFormat.PNG else request.quality,
-        memory_mode=MEMORY_MODES.get(outcome.loaded.memory_mode, diffusion_pb2.MEMORY_MODE_UNSPECIFIED),
-        device=outcome.loaded.device,
-        loras=common.applied_loras(params.loras),
         inpaint_mode=INPAINT_MODES[outcome.result.inpaint_mode],
         mask_image=common.object_ref(mask_image),
-        defaults_note=request.defaults_note,
     )
 
 
@@ -143,19 +95,3 @@ def image_result(
         timings=timings,
         record=common.artifact(record),
     )
-
-
-def stream_event(job: Job, event: events.JobEvent) -> image_pb2.GenerateImageResponse:
-    fields = common.common_event_fields(job, event)
-    match event:
-        case events.ProgressEvent():
-            fields["progress_update"] = image_pb2.ProgressUpdate(stage=image_pb2.STAGE_DENOISING)
-        case events.Output(payload=events.StageChanged(stage=stage)):
-            fields["progress_update"] = image_pb2.ProgressUpdate(stage=common.stage_value(image_pb2.Stage, stage))
-        case events.Succeeded(result=result):
-            fields["result"] = result
-    return image_pb2.GenerateImageResponse(**fields)
-
-
-def job_message(job: Job) -> image_pb2.Job:
-    return image_pb2.Job(status=common.job_status(job), result=job.result)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
 from PIL import Image
 
-from genmesh.errors import InvalidArgument
 from servers.compute.compile import logging_request_compiles
 from servers.diffusion import params as spec
 from servers.diffusion.catalog import CatalogEntry
@@ -85,20 +83,11 @@ class ImageEngine(DiffusionEngine[str]):
         entry = self.catalog.resolve(request.model)
         with self.using(entry.name, request.keep_alive_seconds, reporter) as (model, loaded):
             params = GenerationParams(
-                prompt=request.prompt,
-                negative_prompt=request.negative_prompt,
+                **self.sampling(request, spec.IMAGE_NATIVE),  # steps filled at admission (ImageJob.prepare)
                 width=request.width,
                 height=request.height,
-                steps=request.steps or spec.IMAGE_NATIVE.steps,  # filled at admission (ImageJob.prepare)
-                guidance_scale=spec.IMAGE_NATIVE.guidance_scale
-                if request.guidance_scale is None
-                else request.guidance_scale,
-                seed=request.seed if request.seed is not None else secrets.randbits(32),
-                scheduler=request.scheduler,
                 num_images=request.num_images,
-                strength=request.strength,
                 init_image=init_image,
-                preview_every=request.preview_interval_steps,
                 mask_image=mask_image,
                 loras=loras,
             )
@@ -115,10 +104,4 @@ class ImageEngine(DiffusionEngine[str]):
 def check_pixel_budget(width: int, height: int, num_images: int, max_pixels: int) -> None:
     """The most pixels one job may make on this server (``GENMESH_IMAGE_MAX_PIXELS``). Checked before
     queueing (``ImageJob.prepare``) and again once the model's family fixes unset sides."""
-    pixels = width * height * num_images
-    if pixels > max_pixels:
-        raise InvalidArgument(
-            f"num_images: width x height x num_images is {pixels} pixels; this server allows at most "
-            f"{max_pixels} per job (use fewer or smaller images)",
-            field="num_images",
-        )
+    spec.check_pixel_budget(width, height, num_images, max_pixels, "num_images", "use fewer or smaller images")

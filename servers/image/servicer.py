@@ -1,15 +1,13 @@
-"""ImageService: proto in, diffusion job, proto out. Validation lives in convert.py, the job in job.py."""
+"""ImageService: proto in, diffusion job, proto out. Validation lives in convert.py, the job in job.py;
+the RPCs, ListModels and the messages come from ``DiffusionServicer``."""
 
 from __future__ import annotations
 
-import asyncio
-import functools
-from collections.abc import AsyncIterator
-
+from genmesh.common.v1 import model_pb2
 from genmesh.image.v1 import image_pb2, image_pb2_grpc
 from servers.diffusion.catalog import has_inpainting_unet
 from servers.diffusion.families import family_spec
-from servers.diffusion.serving import DiffusionServicer
+from servers.diffusion.serving import DiffusionServicer, Generation
 from servers.image import convert
 from servers.image.engine import ImageEngine
 from servers.image.job import ImageJob
@@ -18,26 +16,14 @@ from servers.runtime import convert as common
 
 class ImageServicer(DiffusionServicer, image_pb2_grpc.ImageServiceServicer):
     engine: ImageEngine
-    job_message = staticmethod(convert.job_message)
-    watch_message = staticmethod(convert.stream_event)
+    # Unknown names and bad or missing init images are refused before queueing.
+    GenerateImage = Generation(image_pb2, convert.generate_image_request, ImageJob.prepare)
 
-    async def GenerateImage(
-        self, request: image_pb2.GenerateImageRequest, context
-    ) -> AsyncIterator[image_pb2.GenerateImageResponse]:
-        domain = convert.generate_image_request(request)
-        # Unknown names and bad or missing init images are refused before queueing.
-        prepare = functools.partial(ImageJob.prepare, domain, self.engine, self.store)
-        async for event in self.submit(prepare, "GenerateImage", request.detach):
-            yield event
-
-    async def ListModels(self, request: image_pb2.ListModelsRequest, context) -> image_pb2.ListModelsResponse:
+    def model_infos(self) -> list[model_pb2.ModelInfo]:
+        """Base models with their family's native size and scheduler, and whether they inpaint."""
         catalog = self.engine.catalog
-        entries = await asyncio.to_thread(catalog.entries)
-        inpainting = await asyncio.to_thread(
-            lambda: {entry.name: has_inpainting_unet(entry.source) for entry in entries}
-        )
         models = []
-        for entry in entries:
+        for entry in catalog.entries():
             family = entry.source.family
             spec = family_spec(family) if family else None
             labels = {
@@ -45,7 +31,7 @@ class ImageServicer(DiffusionServicer, image_pb2_grpc.ImageServiceServicer):
                 "family": family.value if family else "detected at load",
                 "native_resolution": str(spec.native_resolution) if spec else "",
                 "default_scheduler": spec.default_scheduler if spec else "",
-                "inpainting": "true" if inpainting[entry.name] else "",
+                "inpainting": "true" if has_inpainting_unet(entry.source) else "",
             }
             defaults = common.generation_defaults(
                 self.engine.defaults_for(entry), spec.native_resolution if spec else 0
@@ -59,5 +45,4 @@ class ImageServicer(DiffusionServicer, image_pb2_grpc.ImageServiceServicer):
                     defaults=defaults,
                 )
             )
-        models += await asyncio.to_thread(common.lora_infos, self.engine.loras)
-        return image_pb2.ListModelsResponse(models=models)
+        return models

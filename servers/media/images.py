@@ -16,26 +16,20 @@ from __future__ import annotations
 
 import io
 import warnings
-from enum import StrEnum
 from typing import Any
 
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from genmesh.errors import InvalidArgument
+from servers.media.formats import ImageFormat
 
 # Init images larger than this are refused before decoding (the output is at most 2048 x 2048).
 MAX_INPUT_SIDE = 8192
 MAX_INPUT_PIXELS = 40_000_000  # ~120 MB decoded as RGB
 
 
-class ImageFormat(StrEnum):
-    PNG = "png"
-    WEBP = "webp"
-    JPEG = "jpeg"
-
-
-CONTENT_TYPES = {ImageFormat.PNG: "image/png", ImageFormat.WEBP: "image/webp", ImageFormat.JPEG: "image/jpeg"}
-EXTENSIONS = {ImageFormat.PNG: "png", ImageFormat.WEBP: "webp", ImageFormat.JPEG: "jpg"}
+CONTENT_TYPES = ImageFormat.content_types()  # also each format's .content_type and .extension
+EXTENSIONS = ImageFormat.extensions()
 
 
 def _fmt_number(value: float) -> str:

@@ -20,12 +20,12 @@ import os
 import struct
 import tempfile
 import warnings
-from enum import StrEnum
 from fractions import Fraction
 
 from PIL import Image, ImageSequence, UnidentifiedImageError
 
 from genmesh.errors import InvalidArgument
+from servers.media.formats import VideoFormat
 from servers.media.images import to_rgb
 
 MAX_INPUT_FRAMES = 256
@@ -34,14 +34,8 @@ MAX_INPUT_PIXELS = 2048 * 2048  # per frame
 MAX_FPS = 60
 
 
-class VideoFormat(StrEnum):
-    GIF = "gif"
-    MP4 = "mp4"
-    WEBP = "webp"
-
-
-CONTENT_TYPES = {VideoFormat.GIF: "image/gif", VideoFormat.MP4: "video/mp4", VideoFormat.WEBP: "image/webp"}
-EXTENSIONS = {VideoFormat.GIF: "gif", VideoFormat.MP4: "mp4", VideoFormat.WEBP: "webp"}
+CONTENT_TYPES = VideoFormat.content_types()  # also each format's .content_type and .extension
+EXTENSIONS = VideoFormat.extensions()
 # H.264 encoders in order of preference; PyAV's wheels ship libopenh264 when not libx264.
 _H264_ENCODERS = ("libx264", "libopenh264", "h264")
 

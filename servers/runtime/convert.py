@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 from google.protobuf import json_format
@@ -11,10 +12,13 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from genmesh.client.requests import SCHEDULERS as SCHEDULER_NAMES
 from genmesh.common.v1 import artifact_pb2, diffusion_pb2, job_pb2, model_pb2
 from genmesh.errors import require_range
-from servers.diffusion.lora import LoraRequest  # torch-free: text and agent servers import this module
-from servers.diffusion.params import Defaults, refuse
+from servers.diffusion import params as spec
+from servers.diffusion.lora import LoraRequest, requested_loras  # torch-free: text and agent servers import this
+from servers.diffusion.params import Defaults, refuse, require
+from servers.diffusion.sampling import SamplingParams
 from servers.runtime import events
 from servers.runtime.queue import Job
+from storage.keys import validate_bucket, validate_key
 from storage.object_store import ObjectLocation, StoredObject
 
 STATES = {
@@ -146,7 +150,50 @@ def scheduler_name(value: int, field: str = "scheduler") -> str | None:
     return SCHEDULERS[value]
 
 
+def diffusion_fields(message: Any, limits: Mapping[str, spec.Limit | spec.Text]) -> dict[str, Any]:
+    """A GenerateImage or GenerateVideo request's shared fields (``DiffusionRequest``'s, but the init
+    image and strength, whose rules differ), each checked against the service's ``limits``; unset
+    numbers stay ``None``, the model's defaults are chosen at ``prepare``."""
+    spec.check(limits, "prompt", message.prompt)
+    spec.check(limits, "negative_prompt", message.negative_prompt)
+    scheduler = scheduler_name(message.scheduler)
+    spec.check(limits, "preview_interval_steps", message.preview_interval_steps)
+    prompt, loras = requested_loras(message.prompt, lora_requests(message.loras))
+    numbers = ("width", "height", "steps", "guidance_scale", "seed")
+    return {
+        "prompt": prompt,
+        "model": message.model,
+        "negative_prompt": message.negative_prompt,
+        **{name: spec.optional(limits, message, name) for name in numbers},
+        "scheduler": scheduler,
+        "return_inline": message.return_inline,
+        "preview_interval_steps": message.preview_interval_steps,
+        "keep_alive_seconds": keep_alive_seconds(message),
+        "loras": loras,
+    }
+
+
 MEMORY_MODES = {"full": diffusion_pb2.MEMORY_MODE_FULL, "lowvram": diffusion_pb2.MEMORY_MODE_LOW_VRAM}
+
+
+def run_parameters(params: SamplingParams, loaded: Any, defaults_note: str) -> dict[str, Any]:
+    """What ``ImageParameters`` and ``VideoParameters`` share, from the run's parameters (every
+    default filled) and how its model was loaded (``servers.diffusion.engine.Loaded``)."""
+    return {
+        "prompt": params.prompt,
+        "negative_prompt": params.negative_prompt,
+        "width": params.width or 0,
+        "height": params.height or 0,
+        "steps": params.steps,
+        "guidance_scale": params.guidance_scale,
+        "scheduler": SCHEDULER_ENUMS.get(params.scheduler or "", diffusion_pb2.SCHEDULER_UNSPECIFIED),
+        "seed": params.seed,
+        "strength": params.strength,
+        "memory_mode": MEMORY_MODES.get(loaded.memory_mode, diffusion_pb2.MEMORY_MODE_UNSPECIFIED),
+        "device": loaded.device,
+        "loras": applied_loras(params.loras),
+        "defaults_note": defaults_note,
+    }
 
 
 def generation_defaults(defaults: Defaults, native_side: int = 0) -> model_pb2.GenerationDefaults:
@@ -199,3 +246,21 @@ def lora_infos(catalog: Any) -> list[model_pb2.ModelInfo]:
 def object_ref(location: ObjectLocation | None) -> artifact_pb2.ObjectRef | None:
     """A stored object's place as the protos name it (None stays unset)."""
     return artifact_pb2.ObjectRef(bucket=location.bucket, key=location.key) if location else None
+
+
+def object_location(ref: artifact_pb2.ObjectRef, field: str) -> ObjectLocation:
+    """A request's ``ObjectRef``, its bucket and key checked (INVALID_ARGUMENT naming ``field.bucket``/``.key``)."""
+    validate_bucket(ref.bucket, f"{field}.bucket")
+    return ObjectLocation(ref.bucket, validate_key(ref.key, f"{field}.key"))
+
+
+def media_input(message: Any, chosen: str | None, name: str) -> tuple[bytes | None, ObjectLocation | None]:
+    """An input sent inline (``<name>_data``, not empty) or as a stored object (``<name>_ref``), when
+    ``chosen`` (the oneof's field, ``WhichOneof``) is one of the two; else ``(None, None)``."""
+    if chosen == f"{name}_data":
+        data = getattr(message, chosen)
+        require(len(data) > 0, chosen, "must not be empty")
+        return data, None
+    if chosen == f"{name}_ref":
+        return None, object_location(getattr(message, chosen), chosen)
+    return None, None

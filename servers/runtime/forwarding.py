@@ -35,6 +35,7 @@ from google.protobuf import descriptor_pool
 from genmesh.errors import NotFound, Unavailable
 from servers.runtime import caller, job_listing
 from servers.runtime.channels import MESSAGE_SIZE_OPTIONS, RECONNECT_OPTIONS
+from servers.runtime.handlers import HandlerInterceptor, rewrapped
 from servers.runtime.job_ids import JobIds, job_owner
 from servers.runtime.peers import Peers
 from servers.runtime.tls import TlsFiles
@@ -61,7 +62,7 @@ def addresses_job(method: str) -> bool:
     return field is not None and field.type == field.TYPE_STRING and not rpc.client_streaming
 
 
-class ForwardingInterceptor(grpc.aio.ServerInterceptor):
+class ForwardingInterceptor(HandlerInterceptor):
     """Installed after the error interceptor, so forwarded calls are logged and mapped like any other."""
 
     def __init__(self, service: str, ids: JobIds, peers: Peers, tls: TlsFiles | None = None) -> None:
@@ -71,38 +72,22 @@ class ForwardingInterceptor(grpc.aio.ServerInterceptor):
         self.tls = tls
         self._channels: dict[str, grpc.aio.Channel] = {}
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(details)
-        if handler is None or not self.peers.configured:
+    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        if not self.peers.configured:
             return handler
-        if details.method.endswith("/ListJobs") and handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                self._list(handler.unary_unary, details.method),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if not addresses_job(details.method):
+        if method.endswith("/ListJobs"):
+            return rewrapped(handler, unary=functools.partial(self._list, method=method))
+        if not addresses_job(method):
             return handler
         # Local answers are messages, forwarded ones the owner's bytes: serialize only the former.
         original = handler.response_serializer
         serialize = (lambda message: message if type(message) is bytes else original(message)) if original else None
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                self._unary(handler.unary_unary, details.method),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=serialize,
-            )
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                self._stream(handler.unary_stream, details.method),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=serialize,
-            )
-        return handler
+        return rewrapped(
+            handler,
+            unary=functools.partial(self._unary, method=method),
+            stream=functools.partial(self._stream, method=method),
+            response_serializer=serialize,
+        )
 
     async def close(self) -> None:
         for channel in self._channels.values():

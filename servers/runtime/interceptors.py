@@ -17,6 +17,7 @@ it checked here, before the servicer runs, and bound for ``JobQueue.submit``
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -31,6 +32,7 @@ from grpc_status import rpc_status
 from genmesh.errors import GenmeshError, InvalidArgument
 from servers.runtime import caller
 from servers.runtime.errors import as_genmesh_error
+from servers.runtime.handlers import HandlerInterceptor, rewrapped
 from servers.runtime.webhooks import gate
 
 log = structlog.get_logger(__name__)
@@ -59,7 +61,7 @@ def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
     return {key: value for key, value in (context.invocation_metadata() or ()) if isinstance(value, str)}
 
 
-class ErrorAndContextInterceptor(grpc.aio.ServerInterceptor):
+class ErrorAndContextInterceptor(HandlerInterceptor):
     def __init__(self, notify_gate: gate.NotifyGate | None = None) -> None:
         self.notify_gate = notify_gate
 
@@ -78,28 +80,14 @@ class ErrorAndContextInterceptor(grpc.aio.ServerInterceptor):
             return
         gate.bind(await self.notify_gate.admit(request.notify_url, caller.current()))
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(details)
-        if handler is None or details.method.startswith(QUIET_PREFIXES):
+    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        if method.startswith(QUIET_PREFIXES):
             return handler
-        method = details.method
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(handler.unary_unary, method),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(handler.unary_stream, method),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler  # no client-streaming RPCs in genmesh
+        return rewrapped(
+            handler,
+            unary=functools.partial(self._wrap_unary, method=method),
+            stream=functools.partial(self._wrap_stream, method=method),
+        )
 
     @staticmethod
     def _bind(context: grpc.aio.ServicerContext, method: str) -> None:

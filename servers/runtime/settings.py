@@ -15,7 +15,7 @@ import types
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from genmesh.local import DEFAULT_DATA_DIR
 from servers.mesh.api_keys import KeySource
@@ -31,7 +31,14 @@ T = TypeVar("T")
 METRICS_PORT_OFFSET = 1000  # a server's default metrics port: its gRPC port + this
 
 
-def env_name(field: dataclasses.Field[Any]) -> str:
+def env_name(field: dataclasses.Field[Any], owner: type | None = None) -> str:
+    """``GENMESH_<FIELD>``, the name the field declares, or for a service-scoped field (declared once
+    for several servers) ``GENMESH_<SERVICE>_<FIELD>`` with ``owner.service``."""
+    if field.metadata.get("scoped"):
+        service = getattr(owner, "service", "")
+        if not service:
+            raise TypeError(f"{field.name}: a service-scoped setting needs the settings class's service")
+        return f"GENMESH_{service.upper()}_{field.name.upper()}"
     return field.metadata.get("env") or f"GENMESH_{field.name.upper()}"
 
 
@@ -68,7 +75,7 @@ def parse_settings(
     for field in fields:
         kind, _ = _base_type(hints[field.name])
         flag = "--" + field.name.replace("_", "-")
-        helptext = f"{field.metadata.get('help', '')} [env {env_name(field)}]"
+        helptext = f"{field.metadata.get('help', '')} [env {env_name(field, cls)}]"
         if kind is bool:
             parser.add_argument(
                 flag, dest=field.name, action=argparse.BooleanOptionalAction, default=None, help=helptext
@@ -81,8 +88,9 @@ def parse_settings(
         for field in fields:
             kind, optional = _base_type(hints[field.name])
             raw = getattr(parsed, field.name)
-            if raw is None and env_name(field) in environ:
-                raw = environ[env_name(field)]
+            env = env_name(field, cls)
+            if raw is None and env in environ:
+                raw = environ[env]
             if raw is None:
                 continue
             if isinstance(raw, bool):
@@ -90,24 +98,52 @@ def parse_settings(
             elif optional and raw == "":
                 values[field.name] = None
             else:
-                values[field.name] = _convert(raw, kind, env_name(field))
+                values[field.name] = _convert(raw, kind, env)
         return cls(**values)
     except (ValueError, TypeError) as exc:
         parser.error(str(exc))
         raise  # unreachable: parser.error exits
 
 
-def setting(default: Any, help: str, env: str | None = None, *, secret: bool = False) -> Any:
-    """A settings field: its default, its --help text, its environment name; secrets stay out of repr."""
-    metadata = {"help": help}
+def setting(default: Any, help: str, env: str | None = None, *, secret: bool = False, scoped: bool = False) -> Any:
+    """A settings field: its default, its --help text, its environment name; secrets stay out of repr.
+    ``scoped``: each server reads its own ``GENMESH_<SERVICE>_<FIELD>`` (see ``env_name``)."""
+    metadata: dict[str, Any] = {"help": help}
     if env:
         metadata["env"] = env
+    if scoped:
+        metadata["scoped"] = True
     return dataclasses.field(default=default, metadata=metadata, repr=not secret)
+
+
+@dataclasses.dataclass(frozen=True)
+class UpstreamSettings:
+    """The Text, Image and Video servers a server calls directly (host:port of each gRPC server),
+    never through the gateway: the agent's stages and the web front door's routes. Each reads its
+    own ``GENMESH_<SERVICE>_TEXT_URL`` (and so on)."""
+
+    service: ClassVar[str] = ""
+    text_url: str = setting(
+        "", "host:port of the Text server (empty: what needs it answers UNAVAILABLE, 503 over HTTP)", scoped=True
+    )
+    image_url: str = setting(
+        "", "host:port of the Image server (empty: what needs it answers UNAVAILABLE, 503 over HTTP)", scoped=True
+    )
+    video_url: str = setting(
+        "", "host:port of the Video server (empty: what needs it answers UNAVAILABLE, 503 over HTTP)", scoped=True
+    )
+
+    def upstream_urls(self, names: Sequence[str] = ("text", "image", "video")) -> dict[str, str]:
+        """The configured services by name (each ``<name>_url``); unconfigured ones are left out."""
+        urls = {name: getattr(self, f"{name}_url").strip() for name in names}
+        return {name: url for name, url in urls.items() if url}
 
 
 @dataclasses.dataclass(frozen=True)
 class ServerSettings:
     """Settings every genmesh server shares."""
+
+    service: ClassVar[str] = ""  # names the service-scoped settings' variables (GENMESH_<SERVICE>_...)
 
     host: str = setting("127.0.0.1", "address to listen on")
     port: int = setting(50051, "gRPC port (0 picks a free one)")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -116,33 +115,21 @@ class VideoEngine(DiffusionEngine[ModelPair]):
         frames = None if init_video is not None else defaults.num_frames  # else the init video's length
         params = resolve_video_params(
             VideoParams(
-                prompt=request.prompt,
-                negative_prompt=request.negative_prompt,
+                **self.sampling(request, defaults),
                 width=request.width or width,
                 height=request.height or height,
                 num_frames=request.num_frames or frames,
-                steps=request.steps or defaults.steps,
-                guidance_scale=defaults.guidance_scale if request.guidance_scale is None else request.guidance_scale,
-                seed=request.seed if request.seed is not None else secrets.randbits(32),
-                scheduler=request.scheduler,
-                strength=request.strength,
                 init_image=init_image,
                 init_video=init_video,
                 prompt_schedule=dict(request.prompt_schedule),
-                preview_every=request.preview_interval_steps,
                 loras=loras,
             )
         )
         assert params.num_frames is not None
         spec.check_steps_strength(params.steps, params.strength)
         spec.check_video_frames(params.num_frames, params.prompt_schedule, len(init_video) if init_video else None)
-        pixels = (params.width or 0) * (params.height or 0) * params.num_frames
-        if pixels > self.max_pixels:
-            raise InvalidArgument(
-                f"num_frames: width x height x num_frames is {pixels} pixels; this server allows at most "
-                f"{self.max_pixels} per job (use fewer frames or a smaller size)",
-                field="num_frames",
-            )
+        spec.check_pixel_budget(params.width or 0, params.height or 0, params.num_frames, self.max_pixels,
+                                "num_frames", "use fewer frames or a smaller size")  # fmt: skip
         sized = width is not None and not (request.width and request.height)
         note = defaults.note_for(
             size=(params.width, params.height) if sized else None,  # type: ignore[arg-type]

@@ -178,3 +178,19 @@ def assign(message: Any, name: str, value: Any, param: str, limits: Mapping[str,
             except InvalidArgument as exc:
                 raise invalid(param, exc.message) from None
         raise invalid(param, f"{param}: {value!r} is out of range") from None
+
+
+def assign_size_and_extras(
+    message: Any, fields: Body | Form, extras: Iterable[Param], limits: Mapping[str, Any]
+) -> tuple[int | None, int | None]:
+    """What an image and a video request take alike: ``size`` (``WIDTHxHEIGHT`` or auto) and genmesh's
+    own fields by their genmesh names, each checked against the service's ``limits``; the size returned."""
+    width, height = parse_size(fields.get("size", "string"))
+    if width is not None:
+        assign(message, "width", width, "size", limits)
+        assign(message, "height", height, "size", limits)
+    for extra in extras:
+        value = fields.get(extra.name, extra.kind)
+        if value is not None:
+            assign(message, extra.name, value, extra.name, limits)
+    return width, height

@@ -12,7 +12,7 @@ from genmesh.common.v1 import media_pb2
 from genmesh.image.v1 import image_pb2
 from servers.diffusion.params import IMAGE, Limit
 from servers.web.errors import invalid
-from servers.web.fields import Body, Form, Param, assign, parse_size
+from servers.web.fields import Body, Form, Param, assign, assign_size_and_extras
 
 OUTPUT_FORMATS = {
     "png": media_pb2.IMAGE_FORMAT_PNG,
@@ -154,14 +154,7 @@ def _common(fields: Body | Form) -> ImageCall:
     n = fields.get("n", "integer")
     if n is not None:
         assign(request, "num_images", n, "n", IMAGE)
-    width, height = parse_size(fields.get("size", "string"))
-    if width is not None:
-        assign(request, "width", width, "size", IMAGE)
-        assign(request, "height", height, "size", IMAGE)
-    for extra in EXTRAS:
-        value = fields.get(extra.name, extra.kind)
-        if value is not None:
-            assign(request, extra.name, value, extra.name, IMAGE)
+    assign_size_and_extras(request, fields, EXTRAS, IMAGE)
     response_format = fields.get("response_format", "string", "url")
     if response_format not in RESPONSE_FORMATS:
         raise invalid("response_format", f"response_format: url or b64_json (got {response_format!r})")

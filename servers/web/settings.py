@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
+from typing import ClassVar
 
-from servers.runtime.settings import setting
+from servers.runtime.settings import UpstreamSettings, setting
 from servers.web.status import parse_metrics_urls
 
 UPSTREAMS = ("text", "image", "video")  # the services the OpenAI routes call (and /health follows)
@@ -12,18 +14,12 @@ LISTED = ("agent", "training")  # called only to list their jobs (GET /v1/jobs)
 
 
 @dataclasses.dataclass(frozen=True)
-class WebSettings:
+class WebSettings(UpstreamSettings):
     """genmesh web front door: OpenAI-compatible HTTP routes over the Text, Image and Video servers."""
 
+    service: ClassVar[str] = "web"  # GENMESH_WEB_TEXT_URL, ... (UpstreamSettings)
     host: str = setting("127.0.0.1", "address to listen on", env="GENMESH_WEB_HOST")
     port: int = setting(8088, "HTTP port", env="GENMESH_WEB_PORT")
-    # The services are called directly (host:port of each gRPC server), as the agent does.
-    text_url: str = setting("", "host:port of the Text server (empty: its routes answer 503)",
-                            env="GENMESH_WEB_TEXT_URL")  # fmt: skip
-    image_url: str = setting("", "host:port of the Image server (empty: its routes answer 503)",
-                             env="GENMESH_WEB_IMAGE_URL")  # fmt: skip
-    video_url: str = setting("", "host:port of the Video server (empty: its routes answer 503)",
-                             env="GENMESH_WEB_VIDEO_URL")  # fmt: skip
     agent_url: str = setting("", "host:port of the Agent server (empty: GET /v1/jobs leaves its jobs out)",
                              env="GENMESH_WEB_AGENT_URL")  # fmt: skip
     training_url: str = setting("", "host:port of the Training server (empty: GET /v1/jobs leaves its jobs out)",
@@ -50,10 +46,8 @@ class WebSettings:
         if self.media_url.strip() and not (host and port.isdigit() and 0 < int(port) < 65536):
             raise ValueError(f"GENMESH_WEB_MEDIA_URL: expected host:port, got {self.media_url!r}")
 
-    def upstream_urls(self) -> dict[str, str]:
-        """The configured services by name; unconfigured ones are left out."""
-        urls = {name: getattr(self, f"{name}_url").strip() for name in (*UPSTREAMS, *LISTED)}
-        return {name: url for name, url in urls.items() if url}
+    def upstream_urls(self, names: Sequence[str] = (*UPSTREAMS, *LISTED)) -> dict[str, str]:
+        return super().upstream_urls(names)
 
     def metrics_targets(self) -> dict[str, list[str]]:
         """service -> its replicas' /metrics addresses (host:port)."""

@@ -13,7 +13,7 @@ from genmesh.common.v1 import job_pb2
 from genmesh.video.v1 import video_pb2
 from servers.diffusion.params import VIDEO, Limit
 from servers.web.errors import invalid
-from servers.web.fields import Body, Form, Param, assign, parse_size
+from servers.web.fields import Body, Form, Param, assign, assign_size_and_extras
 
 # Frames are seconds x fps. The video service's own default rate (8 fps) is sent explicitly when the
 # caller names no fps, so that the frame count is known here; the service checks both ranges.
@@ -117,14 +117,7 @@ def create_call(fields: Body | Form, reference: tuple[bytes, str] | None) -> Vid
         if not (math.isfinite(frames) and frames > 0):  # also NaN, "inf", or so many frames a float overflows
             raise invalid("seconds", f'seconds: expected a positive number of seconds such as "4" (got {raw!r})')
         assign(request, "num_frames", round(frames), "seconds", VIDEO)
-    width, height = parse_size(fields.get("size", "string"))
-    if width is not None:
-        assign(request, "width", width, "size", VIDEO)
-        assign(request, "height", height, "size", VIDEO)
-    for extra in EXTRAS:
-        value = fields.get(extra.name, extra.kind)
-        if value is not None:
-            assign(request, extra.name, value, extra.name, VIDEO)
+    width, height = assign_size_and_extras(request, fields, EXTRAS, VIDEO)
     output_format = fields.get("output_format", "string", "mp4")
     if output_format not in OUTPUT_FORMATS:
         raise invalid("output_format", f"output_format: mp4, gif or webp (got {output_format!r})")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from servers import config_table
-from servers.runtime.settings import setting
+from servers.runtime.settings import env_name, setting
 
 
 def test_committed_table_matches_the_settings_classes() -> None:
@@ -36,7 +36,7 @@ def test_every_settings_field_gets_a_row_with_its_readers() -> None:
     table = config_table.render()
     for service, cls in config_table.settings_classes().items():
         for field in dataclasses.fields(cls):
-            env = field.metadata.get("env") or f"GENMESH_{field.name.upper()}"
+            env = env_name(field, cls)
             assert f"| `{env}` |" in table, (service, env)
     row = next(line for line in table.splitlines() if line.startswith("| `GENMESH_IMAGE_MODELS_DIR`"))
     assert "| image, models |" in row  # two classes read it, each with its own help text

@@ -121,34 +121,32 @@ def quality_plot(
     return Plot(name, title, _png(fig))
 
 
+# The quality charts after the loss chart: (name, title, y label, display scale) of each metric.
+QUALITY_CHARTS = (
+    ("psnr", "Validation PSNR per epoch", "PSNR (dB)", 1.0),
+    ("ssim", "Validation SSIM per epoch", "SSIM", 1.0),
+    ("accuracy", "Validation accuracy per epoch (pixels within 0.02)", "Accuracy (%)", 100.0),
+)
+
+
 def render_plots(history: Sequence[EpochMetrics], best_epoch: int | None = None) -> list[Plot]:
     """The four charts of a report, in the order loss, psnr, ssim, accuracy; none without history."""
     if not history:
         return []
     return [
         loss_plot(history, best_epoch),
-        quality_plot(
-            history,
-            name="psnr",
-            title="Validation PSNR per epoch",
-            ylabel="PSNR (dB)",
-            value=lambda h: (h.validation.psnr, h.baseline.psnr),
-            best_epoch=best_epoch,
-        ),
-        quality_plot(
-            history,
-            name="ssim",
-            title="Validation SSIM per epoch",
-            ylabel="SSIM",
-            value=lambda h: (h.validation.ssim, h.baseline.ssim),
-            best_epoch=best_epoch,
-        ),
-        quality_plot(
-            history,
-            name="accuracy",
-            title="Validation accuracy per epoch (pixels within 0.02)",
-            ylabel="Accuracy (%)",
-            value=lambda h: (h.validation.accuracy * 100, h.baseline.accuracy * 100),
-            best_epoch=best_epoch,
+        *(
+            quality_plot(
+                history,
+                name=name,
+                title=title,
+                ylabel=ylabel,
+                value=lambda h, name=name, scale=scale: (
+                    getattr(h.validation, name) * scale,
+                    getattr(h.baseline, name) * scale,
+                ),
+                best_epoch=best_epoch,
+            )
+            for name, title, ylabel, scale in QUALITY_CHARTS
         ),
     ]

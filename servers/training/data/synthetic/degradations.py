@@ -39,6 +39,7 @@ Params = dict[str, Any]
 Step = dict[str, Any]
 Preset = Callable[[Image.Image, np.random.Generator], tuple[Image.Image, Params]]
 Op = Callable[..., tuple[np.ndarray, Step]]
+Plan = list[tuple[float, Op, dict[str, Any]]]  # (probability, op, its ranges), in the order applied
 
 
 def _r(value: float, digits: int = 3) -> float:
@@ -235,9 +236,7 @@ def bleed_through(arr: np.ndarray, rng: np.random.Generator, opacity: tuple[floa
 # --- presets -------------------------------------------------------------------------------------
 
 
-def _apply(
-    image: Image.Image, rng: np.random.Generator, name: str, plan: list[tuple[float, Op, dict[str, Any]]]
-) -> tuple[Image.Image, Params]:
+def _apply(image: Image.Image, rng: np.random.Generator, name: str, plan: Plan) -> tuple[Image.Image, Params]:
     """Apply each ``(probability, op, ranges)`` of ``plan`` in order (a probability draw per step,
     always taken so the generator advances the same way whatever is skipped)."""
     arr = _to_array(image)
@@ -249,44 +248,31 @@ def _apply(
     return _to_image(arr), {"preset": name, "steps": steps}
 
 
-def document_clean(image: Image.Image, rng: np.random.Generator) -> tuple[Image.Image, Params]:
-    return _apply(
-        image,
-        rng,
-        "document-clean",
-        [
-            (1.0, illumination, {"strength": (0.02, 0.08)}),
-            (0.5, stains, {"count": (1, 3), "opacity": (0.05, 0.25)}),
-            (0.7, gaussian_blur, {"sigma": (0.3, 0.8)}),
-            (1.0, gaussian_noise, {"sigma": (1.5, 5.0), "colour_p": 0.3}),
-            (1.0, jpeg, {"quality": (60, 92)}),
-        ],
-    )
+def planned(name: str, plan: Plan) -> Preset:
+    """A preset that applies one fixed ``plan`` (see ``_apply``)."""
+    return lambda image, rng: _apply(image, rng, name, plan)
 
 
-def document_heavy(image: Image.Image, rng: np.random.Generator) -> tuple[Image.Image, Params]:
-    return _apply(
-        image,
-        rng,
-        "document-heavy",
-        [
-            (0.5, bleed_through, {"opacity": (0.05, 0.25)}),
-            (0.7, fade, {"amount": (0.05, 0.3)}),
-            (1.0, illumination, {"strength": (0.05, 0.2), "vignette_p": 0.6}),
-            (0.9, stains, {"count": (1, 6), "opacity": (0.1, 0.45), "ring_p": 0.4}),
-            (0.7, specks, {"density": (0.5, 6.0)}),
-            (0.9, gaussian_blur, {"sigma": (0.5, 1.5)}),
-            (1.0, gaussian_noise, {"sigma": (3.0, 12.0), "colour_p": 0.4}),
-            (1.0, jpeg, {"quality": (30, 75)}),
-        ],
-    )
+DOCUMENT_CLEAN = [
+    (1.0, illumination, {"strength": (0.02, 0.08)}),
+    (0.5, stains, {"count": (1, 3), "opacity": (0.05, 0.25)}),
+    (0.7, gaussian_blur, {"sigma": (0.3, 0.8)}),
+    (1.0, gaussian_noise, {"sigma": (1.5, 5.0), "colour_p": 0.3}),
+    (1.0, jpeg, {"quality": (60, 92)}),
+]
+DOCUMENT_HEAVY = [
+    (0.5, bleed_through, {"opacity": (0.05, 0.25)}),
+    (0.7, fade, {"amount": (0.05, 0.3)}),
+    (1.0, illumination, {"strength": (0.05, 0.2), "vignette_p": 0.6}),
+    (0.9, stains, {"count": (1, 6), "opacity": (0.1, 0.45), "ring_p": 0.4}),
+    (0.7, specks, {"density": (0.5, 6.0)}),
+    (0.9, gaussian_blur, {"sigma": (0.5, 1.5)}),
+    (1.0, gaussian_noise, {"sigma": (3.0, 12.0), "colour_p": 0.4}),
+    (1.0, jpeg, {"quality": (30, 75)}),
+]
 
 
-def noise_preset(image: Image.Image, rng: np.random.Generator) -> tuple[Image.Image, Params]:
-    return _apply(image, rng, "gaussian-noise", [(1.0, gaussian_noise, {"sigma": (4.0, 30.0)})])
-
-
-def _blur_plan(rng: np.random.Generator) -> list[tuple[float, Op, dict[str, Any]]]:
+def _blur_plan(rng: np.random.Generator) -> Plan:
     mode = float(rng.random())
     if mode < 0.5:
         return [(1.0, gaussian_blur, {"sigma": (0.8, 3.0)})]
@@ -297,14 +283,6 @@ def _blur_plan(rng: np.random.Generator) -> list[tuple[float, Op, dict[str, Any]
 
 def blur_preset(image: Image.Image, rng: np.random.Generator) -> tuple[Image.Image, Params]:
     return _apply(image, rng, "blur", _blur_plan(rng))
-
-
-def jpeg_preset(image: Image.Image, rng: np.random.Generator) -> tuple[Image.Image, Params]:
-    return _apply(image, rng, "jpeg", [(1.0, jpeg, {"quality": (10, 60)})])
-
-
-def downsample_preset(image: Image.Image, rng: np.random.Generator) -> tuple[Image.Image, Params]:
-    return _apply(image, rng, "downsample", [(1.0, downsample, {"factor": (1.5, 4.0)})])
 
 
 # What "mixed" draws from, in the order it applies them.
@@ -324,13 +302,13 @@ def mixed_preset(image: Image.Image, rng: np.random.Generator) -> tuple[Image.Im
 
 
 PRESETS: dict[str, Preset] = {
-    "document-clean": document_clean,
-    "gaussian-noise": noise_preset,
+    "document-clean": planned("document-clean", DOCUMENT_CLEAN),
+    "gaussian-noise": planned("gaussian-noise", [(1.0, gaussian_noise, {"sigma": (4.0, 30.0)})]),
     "blur": blur_preset,
-    "jpeg": jpeg_preset,
+    "jpeg": planned("jpeg", [(1.0, jpeg, {"quality": (10, 60)})]),
     "mixed": mixed_preset,
-    "document-heavy": document_heavy,
-    "downsample": downsample_preset,
+    "document-heavy": planned("document-heavy", DOCUMENT_HEAVY),
+    "downsample": planned("downsample", [(1.0, downsample, {"factor": (1.5, 4.0)})]),
 }
 
 

@@ -1,7 +1,6 @@
 // Make a character (the agent): idea, style, seed, steps; three stage cards fill as stages finish.
 import { field, h, number } from "../ui.js";
-import { numbers, runJob } from "./common.js";
-import { submitOnCtrlEnter } from "./image.js";
+import { numbers, runJob, submitOnCtrlEnter } from "./common.js";
 import { media } from "./video.js";
 
 export const title = "Character";

@@ -1,6 +1,8 @@
-// What the generation views share: model pickers, schedulers, running one streamed job.
+// What the generation views share: model pickers, schedulers, the sampling fields and request,
+// the page that runs one streamed job beside its form.
 import { call, stream } from "../api.js";
-import { JobPanel, errorBox, h, select } from "../ui.js";
+import { JobPanel, errorBox, field, h, number, select } from "../ui.js";
+import { sourceFields } from "./imageinput.js";
 
 export const SCHEDULERS = [
   ["", "model default"],
@@ -85,4 +87,59 @@ export async function runJob(slot, path, body, { title, onEvent, submit } = {}) 
     if (submit) submit.disabled = false;
   }
   return last;
+}
+
+/** Steps, guidance, seed and scheduler: the sampling fields of every diffusion form. */
+export function samplingFields() {
+  return [
+    field("Steps", number("steps", 25, { min: 1, max: 150 })),
+    field("Guidance", number("guidance_scale", 7.5, { min: 0, max: 30, step: 0.5 })),
+    field("Seed", number("seed", "", { min: 0, placeholder: "random" })),
+    field("Scheduler", select("scheduler", SCHEDULERS, "")),
+  ];
+}
+
+/**
+ * The request every diffusion form sends: its prompts and the `numeric` fields (empty ones left
+ * out), scheduler and model when chosen, a preview every step, and the init image (with its
+ * strength) when `init` has one.
+ */
+export function diffusionBody(form, numeric, init) {
+  const elements = form.elements;
+  const body = {
+    prompt: elements.prompt.value,
+    negative_prompt: elements.negative_prompt.value,
+    ...numbers(form, numeric),
+    preview_interval_steps: 1,
+  };
+  if (elements.scheduler.value) body.scheduler = elements.scheduler.value;
+  if (elements.model.value) body.model = elements.model.value;
+  const source = init.value();
+  if (source) Object.assign(body, sourceFields(source, "init_image"), numbers(form, ["strength"]));
+  return body;
+}
+
+/**
+ * A generation page: `form` beside the live job and its result. Submitting (or Ctrl+Enter) posts
+ * `request()` to `path` (nothing when it returns null) and shows the result with `show`.
+ */
+export function generationPage(container, { heading, form, path, jobTitle, request, show }) {
+  const progress = h("div", { class: "slot" });
+  const result = h("div", { class: "slot result", "aria-live": "polite" });
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const body = request();
+    if (!body) return;
+    result.replaceChildren();
+    const last = await runJob(progress, path, body, { title: jobTitle, submit: form.querySelector("[type=submit]") });
+    if (last?.result) result.replaceChildren(show(last.result));
+  });
+  submitOnCtrlEnter(form);
+  container.append(h("h1", {}, heading), h("div", { class: "columns" }, form, h("div", {}, progress, result)));
+}
+
+export function submitOnCtrlEnter(form) {
+  form.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) form.requestSubmit();
+  });
 }

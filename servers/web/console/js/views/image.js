@@ -1,7 +1,7 @@
 // Generate an image: the form, the live job (queue, step, ETA, latent previews), the result.
-import { field, h, number, select } from "../ui.js";
-import { SCHEDULERS, modelPicker, numbers, runJob } from "./common.js";
-import { imageInput, showStrength, sourceFields } from "./imageinput.js";
+import { field, h, number } from "../ui.js";
+import { diffusionBody, generationPage, modelPicker, samplingFields } from "./common.js";
+import { imageInput, showStrength } from "./imageinput.js";
 import { fillForm, reusedSource, takeReuse } from "./reuse.js";
 
 export const title = "Image";
@@ -21,45 +21,26 @@ export function render(container) {
       { class: "grid" },
       field("Width", number("width", 512, { min: 64, max: 2048, step: 8 })),
       field("Height", number("height", 512, { min: 64, max: 2048, step: 8 })),
-      field("Steps", number("steps", 25, { min: 1, max: 150 })),
-      field("Guidance", number("guidance_scale", 7.5, { min: 0, max: 30, step: 0.5 })),
-      field("Seed", number("seed", "", { min: 0, placeholder: "random" })),
-      field("Scheduler", select("scheduler", SCHEDULERS, "")),
+      ...samplingFields(),
     ),
     field("Model", modelPicker("/v1/images")),
     init.element,
     strength,
     h("div", { class: "actions" }, h("button", { type: "submit", class: "primary" }, "Generate")),
   );
-  const progress = h("div", { class: "slot" });
-  const result = h("div", { class: "slot result", "aria-live": "polite" });
-  form.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    const elements = form.elements;
-    const body = {
-      prompt: elements.prompt.value,
-      negative_prompt: elements.negative_prompt.value,
-      ...numbers(form, ["width", "height", "steps", "guidance_scale", "seed"]),
-      preview_interval_steps: 1,
-    };
-    if (elements.scheduler.value) body.scheduler = elements.scheduler.value;
-    if (elements.model.value) body.model = elements.model.value;
-    const source = init.value();
-    if (source) Object.assign(body, sourceFields(source, "init_image"), numbers(form, ["strength"]));
-    result.replaceChildren();
-    const last = await runJob(progress, "/v1/images:generate", body, {
-      title: "Image job",
-      submit: form.querySelector("[type=submit]"),
-    });
-    if (last?.result) result.replaceChildren(imageResult(last.result));
-  });
   const reused = takeReuse("image");
   if (reused) {
     fillForm(form, reused.parameters);
     init.set(reusedSource(reused.parameters.init_image, reused.artifacts)); // img2img runs again from the same image
   }
-  submitOnCtrlEnter(form);
-  container.append(h("h1", {}, "Generate an image"), h("div", { class: "columns" }, form, h("div", {}, progress, result)));
+  generationPage(container, {
+    heading: "Generate an image",
+    form,
+    path: "/v1/images:generate",
+    jobTitle: "Image job",
+    request: () => diffusionBody(form, ["width", "height", "steps", "guidance_scale", "seed"], init),
+    show: imageResult,
+  });
 }
 
 export function imageResult(result) {
@@ -82,10 +63,4 @@ export function imageResult(result) {
         (result.timings ? ` · ${Number(result.timings.total_seconds).toFixed(1)} s` : ""),
     ),
   );
-}
-
-export function submitOnCtrlEnter(form) {
-  form.addEventListener("keydown", (event) => {
-    if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) form.requestSubmit();
-  });
 }

@@ -16,19 +16,11 @@ const ARCHITECTURES = [
 ];
 
 export function render(container) {
-  const dataForm = h(
-    "form",
-    { class: "gen-form", "aria-label": "Make synthetic data" },
-    h("h2", {}, "Synthetic data"),
-    h(
-      "div",
-      { class: "grid" },
-      field("Preset", select("degradation_type", PRESETS.map((name) => [name, name]), "gaussian-noise")),
-      field("Pairs", number("num_images", 40, { min: 1, max: 10000 })),
-      field("Data seed", number("seed", 1, { min: 0 })),
-    ),
-    h("div", { class: "actions" }, h("button", { type: "submit" }, "Make pairs")),
-  );
+  const dataForm = sectionForm("Make synthetic data", "Synthetic data", "Make pairs", [
+    field("Preset", select("degradation_type", PRESETS.map((name) => [name, name]), "gaussian-noise")),
+    field("Pairs", number("num_images", 40, { min: 1, max: 10000 })),
+    field("Data seed", number("seed", 1, { min: 0 })),
+  ]);
   const dataSlot = h("div", { class: "slot" });
   dataForm.addEventListener("submit", async (event) => {
     event.preventDefault();
@@ -36,22 +28,14 @@ export function render(container) {
     await runJob(dataSlot, "/v1/training/synthetic-data:generate", body, { title: "Synthetic data", submit: dataForm.querySelector("[type=submit]") });
   });
 
-  const trainForm = h(
-    "form",
-    { class: "gen-form", "aria-label": "Start a training job" },
-    h("h2", {}, "Train"),
-    h(
-      "div",
-      { class: "grid" },
-      field("Layer", number("layer", 1, { min: 1, max: 99 })),
-      field("Architecture", select("architecture", ARCHITECTURES, "ARCHITECTURE_TINY")),
-      field("Epochs", number("num_epochs", 3, { min: 1, max: 1000 })),
-      field("Batch size", number("batch_size", 4, { min: 1, max: 256 })),
-      field("Patch size", number("patch_size", 64, { min: 16, max: 512, step: 8 })),
-      field("Dataset prefix", h("input", { name: "dataset_prefix", placeholder: "synthetic_" })),
-    ),
-    h("div", { class: "actions" }, h("button", { type: "submit", class: "primary" }, "Start training")),
-  );
+  const trainForm = sectionForm("Start a training job", "Train", "Start training", [
+    field("Layer", number("layer", 1, { min: 1, max: 99 })),
+    field("Architecture", select("architecture", ARCHITECTURES, "ARCHITECTURE_TINY")),
+    field("Epochs", number("num_epochs", 3, { min: 1, max: 1000 })),
+    field("Batch size", number("batch_size", 4, { min: 1, max: 256 })),
+    field("Patch size", number("patch_size", 64, { min: 16, max: 512, step: 8 })),
+    field("Dataset prefix", h("input", { name: "dataset_prefix", placeholder: "synthetic_" })),
+  ], "primary");
   const watchSlot = h("div", { class: "slot" });
   const charts = h("div", { class: "charts" });
   const epochs = [];
@@ -110,4 +94,15 @@ export function render(container) {
     versions.element,
   );
   return () => controller?.abort(); // leaving the view stops watching; the job keeps running
+}
+
+/** One of the page's forms: a heading, a grid of fields, a submit button (`buttonClass`: "primary"). */
+function sectionForm(label, heading, button, fields, buttonClass) {
+  return h(
+    "form",
+    { class: "gen-form", "aria-label": label },
+    h("h2", {}, heading),
+    h("div", { class: "grid" }, ...fields),
+    h("div", { class: "actions" }, h("button", { type: "submit", ...(buttonClass && { class: buttonClass }) }, button)),
+  );
 }

@@ -1,11 +1,10 @@
 // Generate a video: frames, fps, format, an init image, prompt travel; live steps, previews and
 // frame decoding; cancel.
 import { field, h, number, select } from "../ui.js";
-import { SCHEDULERS, modelPicker, numbers, runJob } from "./common.js";
-import { imageInput, showStrength, sourceFields } from "./imageinput.js";
+import { diffusionBody, generationPage, modelPicker, samplingFields } from "./common.js";
+import { imageInput, showStrength } from "./imageinput.js";
 import { fillForm, reusedSource, takeReuse } from "./reuse.js";
 import { travelEditor } from "./travel.js";
-import { submitOnCtrlEnter } from "./image.js";
 
 export const title = "Video";
 
@@ -33,10 +32,7 @@ export function render(container) {
       field("Format", select("output_format", FORMATS, "VIDEO_FORMAT_GIF")),
       field("Width", number("width", 512, { min: 64, max: 1024, step: 8 })),
       field("Height", number("height", 512, { min: 64, max: 1024, step: 8 })),
-      field("Steps", number("steps", 25, { min: 1, max: 150 })),
-      field("Guidance", number("guidance_scale", 7.5, { min: 0, max: 30, step: 0.5 })),
-      field("Seed", number("seed", "", { min: 0, placeholder: "random" })),
-      field("Scheduler", select("scheduler", SCHEDULERS, "")),
+      ...samplingFields(),
     ),
     h(
       "div",
@@ -49,33 +45,17 @@ export function render(container) {
     strength,
     h("div", { class: "actions" }, h("button", { type: "submit", class: "primary" }, "Generate")),
   );
-  const progress = h("div", { class: "slot" });
-  const result = h("div", { class: "slot result", "aria-live": "polite" });
-  form.addEventListener("submit", async (event) => {
-    event.preventDefault();
+  // The prompt schedule is checked against the frame count first: the editor shows a bad row.
+  const request = () => {
     const elements = form.elements;
     const { schedule, error } = travel.value(Number(elements.num_frames.value.trim() || Number.NaN));
-    if (error) return; // the editor shows it, on the row at fault
-    const body = {
-      prompt: elements.prompt.value,
-      negative_prompt: elements.negative_prompt.value,
-      output_format: elements.output_format.value,
-      ...numbers(form, ["num_frames", "fps", "width", "height", "steps", "guidance_scale", "seed"]),
-      preview_interval_steps: 1,
-    };
-    if (elements.scheduler.value) body.scheduler = elements.scheduler.value;
-    if (elements.model.value) body.model = elements.model.value;
+    if (error) return null;
+    const body = diffusionBody(form, ["num_frames", "fps", "width", "height", "steps", "guidance_scale", "seed"], init);
+    body.output_format = elements.output_format.value;
     if (elements.motion_adapter.value) body.motion_adapter = elements.motion_adapter.value;
     if (Object.keys(schedule).length) body.prompt_schedule = schedule;
-    const source = init.value();
-    if (source) Object.assign(body, sourceFields(source, "init_image"), numbers(form, ["strength"]));
-    result.replaceChildren();
-    const last = await runJob(progress, "/v1/videos:generate", body, {
-      title: "Video job",
-      submit: form.querySelector("[type=submit]"),
-    });
-    if (last?.result) result.replaceChildren(videoResult(last.result));
-  });
+    return body;
+  };
   const reused = takeReuse("video");
   if (reused) {
     const { parameters, artifacts } = reused;
@@ -83,8 +63,14 @@ export function render(container) {
     travel.set(parameters.prompt_schedule);
     if (parameters.task === "VIDEO_TASK_IMAGE_TO_VIDEO") init.set(reusedSource(parameters.init_media, artifacts));
   }
-  submitOnCtrlEnter(form);
-  container.append(h("h1", {}, "Generate a video"), h("div", { class: "columns" }, form, h("div", {}, progress, result)));
+  generationPage(container, {
+    heading: "Generate a video",
+    form,
+    path: "/v1/videos:generate",
+    jobTitle: "Video job",
+    request,
+    show: videoResult,
+  });
 }
 
 /** The clip itself: <video> for MP4, <img> for GIF and animated WebP. */
