@@ -178,6 +178,12 @@ def kube_blocks() -> dict[Path, dict[str, Callable[[str], str]]]:
             "servers": lambda indent: "".join(f"{indent}- {name}.yaml\n" for name in names),
         },
         KUBE / "base" / "gateway.yaml": {"upstreams": upstreams},
+        KUBE / "base" / "web.yaml": {
+            "web-upstreams": lambda indent: "".join(
+                f"{indent}- name: GENMESH_WEB_{info.name.upper()}_URL\n{indent}  value: {info.name}:{info.port}\n"
+                for info in web_calls()
+            ),
+        },
         KUBE / "base" / "network-policies.yaml": {
             "gateway-egress": lambda indent: "".join(_to(info.name, info.port, indent) for info in SERVICES),
             "web-egress": lambda indent: "".join(_to(info.name, info.port, indent) for info in web_calls()),
@@ -246,6 +252,14 @@ def compose_blocks() -> dict[Path, dict[str, Callable[[str], str]]]:
                 f"{indent}GENMESH_UPSTREAM_{info.name.upper()}: {info.name}:{info.port}\n" for info in SERVICES
             ),
             "volumes": lambda indent: "".join(f"{indent}{info.name}-data:\n" for info in SERVICES),
+            "web-upstreams": lambda indent: "".join(
+                f"{indent}GENMESH_WEB_{info.name.upper()}_URL: {info.name}:{info.port}\n" for info in web_calls()
+            ),
+            "web-metrics": lambda indent: (
+                f"{indent}GENMESH_WEB_METRICS_URLS: "
+                + ",".join(f"{info.name}={info.name}:{info.port + METRICS_PORT_OFFSET}" for info in web_calls())
+                + "\n"
+            ),
         },
         COMPOSE / "compose.rocm.yaml": {
             "gpu-servers": lambda indent: "".join(

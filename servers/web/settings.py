@@ -10,7 +10,7 @@ from servers.runtime.settings import UpstreamSettings, setting
 from servers.web.status import parse_metrics_urls
 
 UPSTREAMS = ("text", "image", "video")  # the services the OpenAI routes call (and /health follows)
-LISTED = ("agent", "training")  # called only to list their jobs (GET /v1/jobs)
+LISTED = ("agent", "training", "models")  # called only to list their jobs (GET /v1/jobs) and for /v1/status
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,6 +24,8 @@ class WebSettings(UpstreamSettings):
                              env="GENMESH_WEB_AGENT_URL")  # fmt: skip
     training_url: str = setting("", "host:port of the Training server (empty: GET /v1/jobs leaves its jobs out)",
                                 env="GENMESH_WEB_TRAINING_URL")  # fmt: skip
+    models_url: str = setting("", "host:port of the models server (empty: GET /v1/jobs leaves its pulls out)",
+                              env="GENMESH_WEB_MODELS_URL")  # fmt: skip
     media_url: str = setting("", "host:port to fetch stored files from, keeping the presigned URL's own Host "
                              "header (in containers: the object store, e.g. minio:9000; empty: the URL's address)",
                              env="GENMESH_WEB_MEDIA_URL")  # fmt: skip

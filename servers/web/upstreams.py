@@ -11,14 +11,10 @@ import grpc
 import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from genmesh.agent.v1 import agent_pb2_grpc
 from genmesh.client.connection import CHANNEL_OPTIONS, translate
+from genmesh.client.service_rpcs import service_rpcs
 from genmesh.errors import Cancelled, GenmeshError, Unavailable, from_code
-from genmesh.image.v1 import image_pb2_grpc
 from genmesh.services import BY_NAME
-from genmesh.text.v1 import text_pb2_grpc
-from genmesh.training.v1 import training_pb2_grpc
-from genmesh.video.v1 import video_pb2_grpc
 from servers.runtime.channels import RECONNECT_OPTIONS
 
 log = structlog.get_logger(__name__)
@@ -26,13 +22,6 @@ log = structlog.get_logger(__name__)
 HEALTH_TIMEOUT_SECONDS = 2.0
 # What gRPC's transport says when the server is down or restarting (not a server's own UNAVAILABLE).
 _UNREACHABLE = ("failed to connect", "backends failing", "connection refused", "socket closed", "dns resolution")
-_STUBS = {
-    "text": text_pb2_grpc.TextServiceStub,
-    "image": image_pb2_grpc.ImageServiceStub,
-    "video": video_pb2_grpc.VideoServiceStub,
-    "agent": agent_pb2_grpc.AgentServiceStub,
-    "training": training_pb2_grpc.TrainingServiceStub,
-}
 
 
 class Upstreams:
@@ -43,7 +32,7 @@ class Upstreams:
         self.urls = dict(urls)
         options = [*CHANNEL_OPTIONS, *RECONNECT_OPTIONS, ("grpc.lb_policy_name", "round_robin")]
         self._channels = {name: grpc.aio.insecure_channel(url, options=options) for name, url in self.urls.items()}
-        self._stubs = {name: _STUBS[name](channel) for name, channel in self._channels.items()}
+        self._stubs = {name: service_rpcs(name).stub(channel) for name, channel in self._channels.items()}
         self.statuses: dict[str, str] = {name: "UNKNOWN" for name in self.urls if name in watched}
 
     def stub(self, name: str) -> Any:

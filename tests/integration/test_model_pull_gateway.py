@@ -88,6 +88,10 @@ def test_rest_pull_then_rest_generation_by_name(mesh, origin) -> None:
     assert ticks and ticks[-1]["bytes_done"] == ticks[-1]["bytes_total"] == str(len(origin.files["/tiny.gguf"]))
     result = events[-1]["result"]
     assert result["kind"] == "MODEL_KIND_TEXT" and result["path"].endswith("/models/text/tiny-rest.gguf")
+    # A pull is a job like any other: GET /v1/jobs lists it beside the other services' jobs.
+    listed = httpx.get(f"http://{mesh.url}/v1/jobs", params={"service": "models"}, headers={"x-api-key": mesh.api_key})
+    assert listed.status_code == 200 and listed.json()["unavailable"] == [], listed.text
+    assert events[0]["job_id"] in [job["status"]["job_id"] for job in listed.json()["jobs"]]
     generated = sse(mesh, "/v1/text:generate", {"prompt": "Hi", "model": "tiny-rest", "sampling": {"max_tokens": 2}})
     assert generated[-1]["result"]["model"] == "tiny-rest"
     deleted = httpx.post(

@@ -359,10 +359,7 @@ def test_stored_files_are_fetched_from_the_media_address_with_the_signed_host() 
     assert via_store.headers["host"] == "localhost:8080"
 
 
-def test_get_jobs_refuses_the_models_servers_jobs_by_name() -> None:
-    """Found by the REST fuzz run: service=models answered 503 "set --models-url", an option the front
-    door does not have (pulls go to the models server directly, not through it)."""
-    with pytest.raises(InvalidArgument) as raised:
-        jobs.services(["image,models"], ["image", "text"])
-    assert raised.value.field == "service" and "GET /v1/model-pulls" in raised.value.message
-    assert jobs.services([], ["image", "models", "text"]) == ["text", "image"]  # all: those it can list
+def test_get_jobs_lists_model_pulls_too() -> None:
+    """Pulls are jobs like any other: GET /v1/jobs lists them beside the rest, as ``genmesh jobs`` does."""
+    assert jobs.services(["image,models"], ["image", "models", "text"]) == ["image", "models"]
+    assert jobs.services([], ["image", "models", "text"]) == ["text", "image", "models"]

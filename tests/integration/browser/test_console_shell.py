@@ -111,7 +111,7 @@ def test_every_view_opens_with_the_keyboard(console, api_key) -> None:
         if name == "Models":
             expect(page.locator("[data-service=image] .badge", has_text="default").first).to_be_visible()
         if name == "Status":  # health, queue depth and memory of each service (GET /v1/status)
-            for service in ("text", "image", "video", "agent", "training"):
+            for service in ("text", "image", "video", "agent", "training", "models"):
                 row = page.locator(f"tr[data-service={service}]")
                 expect(row).to_have_attribute("data-state", "up")
                 expect(row).to_have_attribute("data-queue", re.compile(r"^\d+$"))

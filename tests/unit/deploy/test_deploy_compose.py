@@ -123,8 +123,8 @@ def test_compose_runs_the_web_front_door(yaml: Any) -> None:
     assert env["GENMESH_WEB_HOST"] == "0.0.0.0" and env["GENMESH_WEB_PORT"] == str(WEB_PORT)
     assert not any(SECRET_NAME.search(key) for key in env), "it holds no key and no S3 credential"
     # Every service the front door calls, at the address the gateway uses for it.
-    # Pulls go to the models server directly; a new service is the front door's only when it lists it.
-    assert {"text", "image", "video", "training", "agent"} <= set(WEB_CALLS) and "models" not in WEB_CALLS
+    # GET /v1/jobs and /v1/status ask every service, model pulls included.
+    assert {"text", "image", "video", "training", "agent", "models"} <= set(WEB_CALLS)
     for name in WEB_CALLS:
         assert env[f"GENMESH_WEB_{name.upper()}_URL"] == gateway["environment"][f"GENMESH_UPSTREAM_{name.upper()}"]
     # GET /v1/status reads each server's /metrics: its gRPC port + 1000 (compose sets no metrics port).
