@@ -57,6 +57,9 @@ def png_file(name: str, size: int = 48) -> dict:
 def test_an_image_shows_previews_then_the_result(console, api_key) -> None:
     page = console.page
     open_view(console, api_key, "image", "Generate an image")
+    for label in ("Width", "Height", "Steps"):  # left to the server: the model's defaults, lighter on a CPU
+        expect(page.get_by_label(label, exact=True)).to_have_value("")
+        expect(page.get_by_label(label, exact=True)).to_have_attribute("placeholder", "auto")
     fill(page, {"Prompt": "a lighthouse at dusk", "Width": "64", "Height": "64", "Steps": "4", "Seed": "7"})
     page.get_by_role("button", name="Generate").click()
     panel = page.locator(".job-panel")

@@ -21,9 +21,9 @@ export function render(container) {
       "div",
       { class: "grid" },
       field("Seed", number("seed", "", { min: 0, placeholder: "random" })),
-      field("Steps", number("steps", 20, { min: 1, max: 150 })),
-      field("Portrait size", number("size", 512, { min: 64, max: 1024, step: 8 })),
-      field("Frames", number("num_frames", 16, { min: 1, max: 64 })),
+      field("Steps", number("steps", "", { min: 1, max: 150, placeholder: "auto" })),
+      field("Portrait size", number("size", "", { min: 64, max: 1024, step: 8, placeholder: "auto" })),
+      field("Frames", number("num_frames", "", { min: 1, max: 64, placeholder: "auto" })),
     ),
     h("div", { class: "actions" }, h("button", { type: "submit", class: "primary" }, "Make the character")),
   );

@@ -89,10 +89,13 @@ export async function runJob(slot, path, body, { title, onEvent, submit } = {}) 
   return last;
 }
 
-/** Steps, guidance, seed and scheduler: the sampling fields of every diffusion form. */
+/**
+ * Steps, guidance, seed and scheduler: the sampling fields of every diffusion form. Sizes, steps and
+ * frames start empty ("auto"): the server then picks the model's defaults, lighter on a CPU.
+ */
 export function samplingFields() {
   return [
-    field("Steps", number("steps", 25, { min: 1, max: 150 })),
+    field("Steps", number("steps", "", { min: 1, max: 150, placeholder: "auto" })),
     field("Guidance", number("guidance_scale", 7.5, { min: 0, max: 30, step: 0.5 })),
     field("Seed", number("seed", "", { min: 0, placeholder: "random" })),
     field("Scheduler", select("scheduler", SCHEDULERS, "")),

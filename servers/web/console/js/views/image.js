@@ -19,8 +19,8 @@ export function render(container) {
     h(
       "div",
       { class: "grid" },
-      field("Width", number("width", 512, { min: 64, max: 2048, step: 8 })),
-      field("Height", number("height", 512, { min: 64, max: 2048, step: 8 })),
+      field("Width", number("width", "", { min: 64, max: 2048, step: 8, placeholder: "auto" })),
+      field("Height", number("height", "", { min: 64, max: 2048, step: 8, placeholder: "auto" })),
       ...samplingFields(),
     ),
     field("Model", modelPicker("/v1/images")),

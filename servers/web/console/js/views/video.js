@@ -27,11 +27,11 @@ export function render(container) {
     h(
       "div",
       { class: "grid" },
-      field("Frames", number("num_frames", 16, { min: 1, max: 64 })),
+      field("Frames", number("num_frames", "", { min: 1, max: 64, placeholder: "auto" })),
       field("FPS", number("fps", 8, { min: 1, max: 60 })),
       field("Format", select("output_format", FORMATS, "VIDEO_FORMAT_GIF")),
-      field("Width", number("width", 512, { min: 64, max: 1024, step: 8 })),
-      field("Height", number("height", 512, { min: 64, max: 1024, step: 8 })),
+      field("Width", number("width", "", { min: 64, max: 1024, step: 8, placeholder: "auto" })),
+      field("Height", number("height", "", { min: 64, max: 1024, step: 8, placeholder: "auto" })),
       ...samplingFields(),
     ),
     h(
