@@ -5,7 +5,7 @@ import { JobPanel, errorBox, field, h, number, select } from "../ui.js";
 import { sourceFields } from "./imageinput.js";
 
 export const SCHEDULERS = [
-  ["", "model default"],
+  ["", "default"], // short: it must fit the narrow grid cell
   ...[
     "EULER",
     "EULER_ANCESTRAL",
