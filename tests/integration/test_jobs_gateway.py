@@ -18,12 +18,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from grpc_health.v1 import health_pb2
 
 from genmesh import errors
 from genmesh.client import AsyncGenmeshClient, GenmeshClient
 from genmesh.common.v1 import job_pb2
 from genmesh.library.v1 import library_pb2
-from servers.mesh.launcher import LaunchOptions, Mesh
+from servers.mesh.launcher import LaunchOptions, Mesh, health_status
 from servers.mesh.processes import free_port, wait_until
 from storage.buckets import OUTPUTS
 from storage.object_store import ObjectStore
@@ -32,6 +33,7 @@ from tests.integration.helpers import add_keys
 pytestmark = pytest.mark.integration
 
 SUCCEEDED, QUEUED, CANCELLED = job_pb2.JOB_STATE_SUCCEEDED, job_pb2.JOB_STATE_QUEUED, job_pb2.JOB_STATE_CANCELLED
+SERVING_HEALTH = health_pb2.HealthCheckResponse.SERVING
 
 
 @pytest.fixture(scope="module")
@@ -253,6 +255,11 @@ def test_finished_jobs_are_still_listed_after_their_server_restarts(mesh, client
     restarts = mesh.supervisor.restarts("text")
     mesh.servers["text"].kill()
     wait_until(lambda: mesh.supervisor.restarts("text") == restarts + 1, timeout=30, what="the text server's restart")
+    # The new process serving and the gateway routing to it before the calls below: in one loaded full
+    # run a GetJob right after a successful list got UNAVAILABLE (the gateway's health checks catching up).
+    port = mesh.server_ports["text"]
+    wait_until(lambda: health_status(port) == SERVING_HEALTH, timeout=120, what="the restarted text server")
+    wait_until(mesh._gateway_routes_all, timeout=60, what="the gateway to route to it again")
 
     def listed() -> list[str]:
         try:

@@ -1,6 +1,7 @@
 """Two Text replicas behind the gateway (real S3 server, Envoy and server processes), as a user
 runs them with ``genmesh up --replicas text=2``: work spreads over both, any replica answers for any
-job, full queues are retried on the other replica, and a replica killed mid-job is survived."""
+job, full queues are retried on the other replica, and a replica killed mid-job is survived. The same
+mesh runs two Training replicas (``training=2``) for the one test of a training job's replicas."""
 
 from __future__ import annotations
 
@@ -34,13 +35,14 @@ LONG = 1500  # tokens: a job that outlives the test step that needs it running (
 
 @pytest.fixture(scope="module")
 def replicated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    """Two Text replicas and two Training replicas behind one gateway: one start-up for the module."""
     options = LaunchOptions(
         port=free_port(),
-        services=("text",),
+        services=("text", "training"),
         data_dir=tmp_path_factory.mktemp("replicas"),
-        replicas={"text": 2},
+        replicas={"text": 2, "training": 2},
         # One job may wait per replica: two replicas hold four jobs (two running, two waiting).
-        service_args={"text": ["--max-queued", "1", "--context-length", "2048"]},
+        service_args={"text": ["--max-queued", "1", "--context-length", "2048"], "training": ["--threads", "1"]},
     )
     mesh = Mesh(options).start()
     try:
@@ -292,29 +294,19 @@ def test_a_killed_replica_fails_its_streams_and_its_finished_jobs_answer_from_th
     wait_until(replicated._gateway_routes_all, timeout=120, what="the restarted replica")
 
 
-def test_a_training_job_is_watched_and_read_through_the_replica_that_does_not_run_it(tmp_path: Path) -> None:
-    options = LaunchOptions(
-        port=free_port(),
-        services=("training",),
-        data_dir=tmp_path / "data",
-        replicas={"training": 2},
-        service_args={"training": ["--threads", "1"]},
-    )
-    mesh = Mesh(options).start()
-    try:
-        with GenmeshClient(mesh.url, mesh.api_key) as client:
-            data = client.training.generate_synthetic_data(num_images=8, width=64, height=64, seed=5)
-            job = client.training.create_job(
-                layer=3, dataset_prefix=data.dataset_prefix, num_epochs=2, patch_size=32, architecture="tiny",
-                batch_size=2, seed=1,
-            )  # fmt: skip
-        other = 1 - replica_of(job.job_id)
-        with grpc.insecure_channel(f"127.0.0.1:{mesh.replica_ports['training'][other]}") as channel:
-            stub = training_pb2_grpc.TrainingServiceStub(channel)
-            watched = list(stub.WatchTrainingJob(training_pb2.WatchTrainingJobRequest(job_id=job.job_id), timeout=300))
-            kinds = [event.WhichOneof("event") for event in watched]
-            assert kinds.count("epoch_completed") == 2 and kinds[-1] == "result", kinds
-            got = stub.GetTrainingJob(training_pb2.GetTrainingJobRequest(job_id=job.job_id), timeout=30)
-            assert got.state == job_pb2.JOB_STATE_SUCCEEDED and got.model_id
-    finally:
-        mesh.stop()
+def test_a_training_job_is_watched_and_read_through_the_replica_that_does_not_run_it(
+    replicated: Mesh, client: GenmeshClient
+) -> None:
+    data = client.training.generate_synthetic_data(num_images=8, width=64, height=64, seed=5)
+    job = client.training.create_job(
+        layer=3, dataset_prefix=data.dataset_prefix, num_epochs=2, patch_size=32, architecture="tiny",
+        batch_size=2, seed=1,
+    )  # fmt: skip
+    other = 1 - replica_of(job.job_id)
+    with grpc.insecure_channel(f"127.0.0.1:{replicated.replica_ports['training'][other]}") as channel:
+        stub = training_pb2_grpc.TrainingServiceStub(channel)
+        watched = list(stub.WatchTrainingJob(training_pb2.WatchTrainingJobRequest(job_id=job.job_id), timeout=300))
+        kinds = [event.WhichOneof("event") for event in watched]
+        assert kinds.count("epoch_completed") == 2 and kinds[-1] == "result", kinds
+        got = stub.GetTrainingJob(training_pb2.GetTrainingJobRequest(job_id=job.job_id), timeout=30)
+        assert got.state == job_pb2.JOB_STATE_SUCCEEDED and got.model_id

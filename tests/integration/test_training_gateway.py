@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -191,38 +192,48 @@ def test_cli_train_and_report(mesh, dataset, tmp_path: Path) -> None:
     assert Image.open(tmp_path / "clean.webp").size == (80, 72)
 
 
-def test_killed_server_resumes_the_job_from_its_checkpoint(tmp_path: Path) -> None:
-    mesh = Mesh(LaunchOptions(port=free_port(), services=("training",), data_dir=tmp_path / "data",
+@pytest.fixture(scope="module")
+def training_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    """A mesh of its own (S3, Training, Envoy), shared by the two tests that stop its training server
+    (the supervisor, or the test, starts it again): one start-up instead of one each."""
+    data_dir = tmp_path_factory.mktemp("training-mesh") / "data"
+    mesh = Mesh(LaunchOptions(port=free_port(), services=("training",), data_dir=data_dir,
                               service_args={"training": ["--threads", "1"]})).start()  # fmt: skip
     try:
-        with GenmeshClient(mesh.url, mesh.api_key) as client:
-            data = client.training.generate_synthetic_data(
-                num_images=12, width=96, height=96, degradation_type="gaussian-noise", seed=3
-            )
-            job = client.training.create_job(
-                layer=4, dataset_prefix=data.dataset_prefix, num_epochs=8, patch_size=48, architecture="tiny",
-                batch_size=2, seed=9,
-            )  # fmt: skip
-            wait_until(lambda: client.training.get_job(job.job_id).current_epoch >= 2, timeout=120, what="2 epochs")
-            server = mesh.servers["training"]
-            os.kill(server.pid, signal.SIGKILL)  # a crash: no drain, no goodbye
-            # genmesh up's supervisor starts it again on the same port; it resumes the job at start.
-            wait_until(lambda: mesh.supervisor.restarts("training") == 1, timeout=30, what="the restart")
-            wait_until(
-                lambda: client.training.get_job(job.job_id).state == job_pb2.JOB_STATE_SUCCEEDED,
-                timeout=300, what="the resumed job to finish", process=server,
-            )  # fmt: skip
-            finished = client.training.get_job(job.job_id)
-            assert finished.resumed_count == 1 and finished.model_id
-            assert [epoch.epoch for epoch in finished.history] == list(range(1, 9))
-            watched = list(client.training.watch(job.job_id))
-            kinds = [event.WhichOneof("event") for event in watched]
-            assert "resumed" in kinds and kinds[-1] == "result"
-            # Everything happened before this Watch (the result may still be arriving live).
-            assert all(event.replayed for event in watched[:-1])
-            assert "Resumed from checkpoint: 1 time" in client.training.get_report(job.job_id).text
+        yield mesh
     finally:
         mesh.stop()
+
+
+def test_killed_server_resumes_the_job_from_its_checkpoint(training_mesh: Mesh) -> None:
+    mesh = training_mesh
+    with GenmeshClient(mesh.url, mesh.api_key) as client:
+        data = client.training.generate_synthetic_data(
+            num_images=12, width=96, height=96, degradation_type="gaussian-noise", seed=3
+        )
+        job = client.training.create_job(
+            layer=4, dataset_prefix=data.dataset_prefix, num_epochs=8, patch_size=48, architecture="tiny",
+            batch_size=2, seed=9,
+        )  # fmt: skip
+        wait_until(lambda: client.training.get_job(job.job_id).current_epoch >= 2, timeout=120, what="2 epochs")
+        server = mesh.servers["training"]
+        restarts = mesh.supervisor.restarts("training")
+        os.kill(server.pid, signal.SIGKILL)  # a crash: no drain, no goodbye
+        # genmesh up's supervisor starts it again on the same port; it resumes the job at start.
+        wait_until(lambda: mesh.supervisor.restarts("training") == restarts + 1, timeout=30, what="the restart")
+        wait_until(
+            lambda: client.training.get_job(job.job_id).state == job_pb2.JOB_STATE_SUCCEEDED,
+            timeout=300, what="the resumed job to finish", process=server,
+        )  # fmt: skip
+        finished = client.training.get_job(job.job_id)
+        assert finished.resumed_count == 1 and finished.model_id
+        assert [epoch.epoch for epoch in finished.history] == list(range(1, 9))
+        watched = list(client.training.watch(job.job_id))
+        kinds = [event.WhichOneof("event") for event in watched]
+        assert "resumed" in kinds and kinds[-1] == "result"
+        # Everything happened before this Watch (the result may still be arriving live).
+        assert all(event.replayed for event in watched[:-1])
+        assert "Resumed from checkpoint: 1 time" in client.training.get_report(job.job_id).text
 
 
 def test_user_pairs_unpaired_and_unreadable_files_are_counted_and_skipped(client, dataset, object_store) -> None:
@@ -265,28 +276,35 @@ def test_a_cancelled_job_continues_as_a_new_job_from_its_checkpoint(client, data
     assert finished.history[done - 1] == client.training.get_job(first.job_id).history[done - 1]
 
 
-def test_sigterm_stops_training_at_once_and_the_next_start_resumes_it(tmp_path: Path) -> None:
-    mesh = Mesh(LaunchOptions(port=free_port(), services=("training",), data_dir=tmp_path / "data",
-                              service_args={"training": ["--threads", "1"]})).start()  # fmt: skip
-    try:
-        with GenmeshClient(mesh.url, mesh.api_key) as client:
-            data = client.training.generate_synthetic_data(num_images=12, width=96, height=96, seed=8)
-            job = client.training.create_job(
-                layer=5, dataset_prefix=data.dataset_prefix, num_epochs=40, patch_size=48, architecture="tiny",
-                batch_size=2,
-            )  # fmt: skip
-            wait_until(lambda: client.training.get_job(job.job_id).current_epoch >= 1, timeout=120, what="an epoch")
-            server = mesh.servers["training"]
-            server.stop(timeout=30)  # SIGTERM: a drain that does not wait for 40 epochs
-            assert server.returncode() == 0
-            restarted = ManagedProcess(server.name, server.argv, log_path=server.log_path, env=server.env).start()
-            mesh.servers["training"] = restarted
-            wait_until(
-                lambda: client.training.get_job(job.job_id).state == job_pb2.JOB_STATE_SUCCEEDED,
-                timeout=300, what="the resumed job to finish", process=restarted,
-            )  # fmt: skip
-            resumed = [event for event in client.training.watch(job.job_id) if event.WhichOneof("event") == "resumed"]
-            assert resumed and resumed[0].resumed.reason == "server shutting down"
-            assert client.training.get_job(job.job_id).resumed_count == 1
-    finally:
-        mesh.stop()
+def test_sigterm_stops_training_at_once_and_the_next_start_resumes_it(training_mesh: Mesh) -> None:
+    mesh = training_mesh
+    with GenmeshClient(mesh.url, mesh.api_key) as client:
+        data = client.training.generate_synthetic_data(num_images=12, width=96, height=96, seed=8)
+        job = client.training.create_job(
+            layer=5, dataset_prefix=data.dataset_prefix, num_epochs=40, patch_size=48, architecture="tiny",
+            batch_size=2,
+        )  # fmt: skip
+        wait_until(lambda: client.training.get_job(job.job_id).current_epoch >= 1, timeout=120, what="an epoch")
+        server = mesh.servers["training"]
+        server.stop(timeout=30)  # SIGTERM: a drain that does not wait for 40 epochs
+        assert server.returncode() == 0
+        restarted = ManagedProcess(server.name, server.argv, log_path=server.log_path, env=server.env).start()
+        mesh.servers["training"] = restarted
+        mesh.supervisor.watch(restarted)  # as genmesh up would: the module's other test kills it
+        wait_until(lambda: client.training.get_job(job.job_id).resumed_count == 1, timeout=120,
+                   what="the next start to resume it", process=restarted)  # fmt: skip
+        # It trains on from its checkpoint: an epoch after the one it resumed from. (Where a resumed
+        # job ends, and its history, the killed-server test above checks: this one stops here.)
+        resumed = None
+        for event in client.training.watch(job.job_id):
+            kind = event.WhichOneof("event")
+            assert kind not in ("result", "error", "cancelled"), event
+            if kind == "resumed":
+                resumed = event.resumed
+            elif kind == "epoch_completed" and resumed and event.epoch_completed.epoch > resumed.from_epoch:
+                break
+        assert resumed and resumed.reason == "server shutting down" and resumed.resumed_count == 1
+        client.training.cancel_job(job.job_id)
+        wait_until(lambda: client.training.get_job(job.job_id).state == job_pb2.JOB_STATE_CANCELLED, timeout=60,
+                   what="the cancel")  # fmt: skip
+        assert client.training.get_job(job.job_id).resumed_count == 1
