@@ -36,10 +36,9 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = 50
 # Read each stream up to its first event (then the connection closes, which cancels the job).
 # An operation whose input is an id in its path (a cancel's body is empty) draws few distinct
-# requests from 50 examples (many generated ids are filtered out as unsafe in a path): it gets more,
-# in a call of its own with one worker (with two, schemathesis cut some of them to 12-29 requests).
-# Alone, each draws all of its examples plus 10-17 from the coverage phase: 60 gave 69-77 requests
-# each (150 gave 159-167 and took twice as long; the operation is a string id in a path).
+# requests from 50 examples (many generated ids are filtered out as unsafe in a path): it gets more.
+# Each draws all of its examples plus 10-17 from the coverage phase: 60 gave 69-77 requests each
+# (150 gave 159-167 and took twice as long; the operation is a string id in a path).
 BY_ID = r"\{[a-z_]+\}(:watch|:cancel|/report)?$"
 BY_ID_EXAMPLES = 60
 CONFIG = f"""max-stream-events = 1
@@ -97,10 +96,12 @@ def test_schemathesis_finds_no_server_error_and_no_undocumented_answer(
         "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
         "--request-timeout", "30", "--no-color", "--generation-database", "none",
     ]  # fmt: skip
-    # Two workers: one operation's work (a model running) overlaps another's requests; the operations
-    # by id (cheap 404s and 400s) run after, alone.
-    for selection in (["--workers", "2", "--exclude-path-regex", BY_ID], ["--include-path-regex", BY_ID]):
-        result = subprocess.run(command + selection, env=environment, capture_output=True, text=True, timeout=600)
+    # One worker: with two, schemathesis cut some operations' fuzzing short (12-29 requests where 50
+    # were asked, in CI and locally). The operations by id run in a call of their own: in one call with
+    # the rest, the DELETEs by id drew 22 and 32 requests (ids taken from earlier answers repeat).
+    for selection in (["--exclude-path-regex", BY_ID], ["--include-path-regex", BY_ID]):
+        result = subprocess.run([*command, "--workers", "1", *selection], env=environment, capture_output=True,
+                                text=True, timeout=600)  # fmt: skip
         assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     lines = [line.split() for line in calls.read_text().splitlines()]
     counted = collections.Counter(f"{method} {path}" for method, path, *_ in lines)
@@ -119,7 +120,8 @@ def test_schemathesis_finds_no_server_error_and_no_undocumented_answer(
     # A route without parameters or body has only so many distinct requests (schemathesis sends each
     # once: 11 for GET /v1/models); every other one gets at least 50.
     with_inputs = {operation: count for operation, count in counted.items() if _has_inputs(document, operation)}
-    assert len(with_inputs) >= 55 and min(with_inputs.values()) >= EXAMPLES, counted
+    short = {operation: count for operation, count in with_inputs.items() if count < EXAMPLES}
+    assert len(with_inputs) >= 55 and not short, f"fewer than {EXAMPLES} requests: {short}"
     assert not any(status.startswith("5") for status in statuses)
     # Every stream that answered 200 began with an event or an error, never nothing.
     assert firsts["none"] == 0 and firsts["event"] > 0, firsts
