@@ -1,5 +1,5 @@
 """OpenAI-compatible streaming through the gateway (Envoy + the web front door + the Text server)
-vs direct llama-cpp-python, with the same model, prompt, seed, thread count and max_tokens, in one run.
+vs direct llama-cpp-python, with the same model, prompt, seed, sampling, thread count and max_tokens, in one run.
 
     .venv/bin/python bench/openai.py [--max-tokens 128] [--runs 5] [--threads 2]
 
@@ -35,7 +35,8 @@ from servers.text.types import ChatTurn
 
 PROMPT = "Count from one to one thousand in words: one, two, three, four,"
 MESSAGES = [{"role": "user", "content": "Once upon a time"}]
-SAMPLING = {"temperature": 0.8, "top_p": 0.95}
+# Both sides sample alike: named in full, since genmesh's repeat_penalty default (1.1) is not llama.cpp's (1.0).
+SAMPLING = {"temperature": 0.8, "top_p": 0.95, "top_k": 40, "min_p": 0.05, "repeat_penalty": 1.1}
 SETTLE_SECONDS = 0.25  # llama.cpp's idle OpenMP threads spin a while after a generation
 
 
