@@ -3,6 +3,7 @@ keeping its (de)serializers. genmesh has unary and server-streaming RPCs only.""
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -23,8 +24,9 @@ class HandlerInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         return handler if handler is None else self.wrap(handler, details.method)
 
+    @abc.abstractmethod  # grpc.aio.ServerInterceptor is an ABC: a subclass without it cannot be made
     def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
-        raise NotImplementedError
+        """The handler to serve ``method`` with: ``handler`` itself, or ``rewrapped(handler, ...)``."""
 
 
 def rewrapped(
