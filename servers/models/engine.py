@@ -39,7 +39,6 @@ from servers.models.refs import (
     RepoFile,
     Resolver,
     Source,
-    opener,
     parse_reference,
     refuse,
 )
@@ -194,7 +193,7 @@ class ModelPuller:
         download = Download(
             source,
             self.folders.staging,
-            opener(self.resolver.allowed),
+            self.resolver.opener(),
             allow_pickle=request.allow_pickle,
             stall_seconds=self.stall_seconds,
             max_retries=self.max_retries,
@@ -260,7 +259,7 @@ class ModelPuller:
             raise refuse(f"{source.origin}: a {item.size}-byte {item.path} is not a pipeline index")
         request = urllib.request.Request(item.url, headers=source.headers)
         try:
-            with opener(self.resolver.allowed).open(request, timeout=self.stall_seconds) as response:
+            with self.resolver.opener().open(request, timeout=self.stall_seconds) as response:
                 data = response.read(hub_folders.MAX_INDEX_BYTES + 1)
         except urllib.error.HTTPError as exc:
             raise Unavailable(f"{FIELD}: {item.url} answered HTTP {exc.code}", field=FIELD) from None
@@ -344,7 +343,7 @@ class ModelPuller:
         download = Download(
             file_source,
             self.folders.staging,
-            opener(self.resolver.allowed),
+            self.resolver.opener(),
             allow_pickle=request.allow_pickle,
             sniff_format=not item.path.endswith(hub_folders.METADATA_SUFFIXES),
             stall_seconds=self.stall_seconds,

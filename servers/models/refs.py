@@ -7,15 +7,16 @@ the digest the hub gives for it.
 Outbound fetches go to addresses a caller chose, so the operator decides where: ``AllowedHosts``
 (setting ``pull_allowed_hosts``) must allow a reference's host and scheme; a redirect from there
 may go to another allowed host or to any public address (a hub's CDN), never to a loopback or
-private one that the operator did not list.
+private one that the operator did not list. Every connection to a host the operator did not name
+(each redirect hop, again on each retry and resume) resolves it once, checks the addresses and
+connects to a checked one (``servers.runtime.egress``), so a DNS answer that changes after the
+check (rebinding) cannot reach the operator's network.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
-import socket
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -26,6 +27,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from genmesh.errors import FailedPrecondition, GenmeshError, InvalidArgument, NotFound, Unavailable
+from servers.runtime import egress
 
 FIELD = "ref"
 SHA256_RE = re.compile(r"[0-9a-f]{64}")
@@ -144,6 +146,8 @@ class AllowedHosts:
             if not item:
                 continue
             scheme, _, host = item.rpartition("://")
+            if host.startswith("[") and host.endswith("]"):  # an IPv6 literal, as URLs write it
+                host = host[1:-1]
             if scheme not in ("", "http", "https") or not host or "/" in host:
                 raise ValueError(f"GENMESH_PULL_ALLOWED_HOSTS: bad entry {item!r} (expected [http[s]://]host)")
             entries.append((scheme or "https", host))
@@ -167,18 +171,39 @@ class AllowedHosts:
             )
 
     def check_redirect(self, url: str) -> None:
-        """A redirect target: an allowed host, or a public address (never loopback or private)."""
+        """A redirect target: an allowed host, or an https URL of a public host (``addresses`` checks
+        that when connecting, on the addresses the connection then uses)."""
         if self.allows(url):
             return
         parsed = urllib.parse.urlsplit(url)
         if parsed.scheme != "https" or not parsed.hostname:
             raise refuse(f"the source redirected to {parsed.scheme}://{parsed.hostname}, which is not allowed")
+
+    def addresses(self, url: str, resolver: egress.Resolver) -> tuple[str, ...] | None:
+        """Where a connection for ``url`` may go: None (by name) for an allowed host, whatever it
+        resolves to (the operator named it); else a redirect target's addresses, resolved once and
+        all public, the only ones the connection may use."""
+        if self.allows(url):
+            return None
+        self.check_redirect(url)
+        parsed = urllib.parse.urlsplit(url)
+        host = str(parsed.hostname)
         try:
-            addresses = {info[4][0] for info in socket.getaddrinfo(parsed.hostname, parsed.port or 443)}
+            port = parsed.port or 443
+            addresses = tuple(resolver(host, port))
+        except ValueError:  # a port out of range; IDNA errors are UnicodeError, a ValueError too
+            raise refuse(f"the source redirected to a malformed URL {url[:200]!r}") from None
         except OSError as exc:
-            raise Unavailable(f"{FIELD}: cannot resolve {parsed.hostname} ({exc})", field=FIELD) from None
-        if not all(ipaddress.ip_address(address.split("%")[0]).is_global for address in addresses):
-            raise refuse(f"the source redirected to {parsed.hostname}, a non-public address that is not allowed")
+            raise Unavailable(f"{FIELD}: cannot resolve {host} ({exc})", field=FIELD) from None
+        if not addresses:
+            raise Unavailable(f"{FIELD}: cannot resolve {host} (no address)", field=FIELD)
+        for address in addresses:
+            if egress.internal(address):
+                raise refuse(
+                    f"the source redirected to {host}, which resolves to {address}, a non-public address that "
+                    "is not allowed"
+                )
+        return addresses
 
 
 class CheckedRedirects(urllib.request.HTTPRedirectHandler):
@@ -197,19 +222,25 @@ class CheckedRedirects(urllib.request.HTTPRedirectHandler):
         return new
 
 
-def opener(allowed: AllowedHosts) -> urllib.request.OpenerDirector:
-    # No proxy handler from the environment: what is allowed is decided here, not by a proxy.
-    return urllib.request.build_opener(urllib.request.ProxyHandler({}), CheckedRedirects(allowed))
+def opener(allowed: AllowedHosts, dialer: egress.Dialer = egress.DIALER) -> urllib.request.OpenerDirector:
+    """What every request of a pull goes through: allowed hosts by name, any other host only at the
+    public addresses checked for that connection; no proxy."""
+    return egress.opener(allowed.addresses, CheckedRedirects(allowed), dialer=dialer)
 
 
 @dataclass(frozen=True)
 class Resolver:
-    """Turns references into sources. ``hf_endpoint`` None: huggingface_hub's own (HF_ENDPOINT)."""
+    """Turns references into sources. ``hf_endpoint`` None: huggingface_hub's own (HF_ENDPOINT).
+    ``dialer``: how pulls reach the network (tests route it)."""
 
     allowed: AllowedHosts
     civitai_url: str = "https://civitai.com"
     civitai_token: str = field(default="", repr=False)
     hf_endpoint: str | None = None
+    dialer: egress.Dialer = field(default=egress.DIALER, repr=False)
+
+    def opener(self) -> urllib.request.OpenerDirector:
+        return opener(self.allowed, self.dialer)
 
     def resolve(self, ref: Reference) -> Source | FolderSource:
         if ref.scheme == "hf":
@@ -286,7 +317,7 @@ class Resolver:
         headers = {"Authorization": f"Bearer {self.civitai_token}"} if self.civitai_token else {}
         request = urllib.request.Request(api, headers={**headers, "Accept": "application/json"})
         try:
-            with opener(self.allowed).open(request, timeout=JSON_TIMEOUT_SECONDS) as response:
+            with self.opener().open(request, timeout=JSON_TIMEOUT_SECONDS) as response:
                 version = json.loads(response.read())
         except urllib.error.HTTPError as exc:
             if exc.code == 404:

@@ -3,7 +3,8 @@
 Serves ``files`` (path -> bytes) with a strong ETag per content, honouring ``Range: bytes=N-`` and
 ``If-Range`` (a stale validator gets the whole file, 200). Faults, each used once per arm:
 ``drop_after[path] = n`` closes the connection after n body bytes, ``stall_after[path] = n`` sends n
-bytes then sends nothing until ``release`` is set (or the client goes away). Also the hub APIs pulls
+bytes then sends nothing until ``release`` is set (or the client goes away); ``redirects[path] = url``
+answers 302 to ``url``. ``start(tls=context)`` serves HTTPS. Also the hub APIs pulls
 ask, kept minimal: Hugging Face's ``paths-info``, ``tree`` (recursive listing, one page) and
 ``resolve`` (point HF_ENDPOINT here), with git blob ids for every file and an LFS sha256 for weights
 (configs and tokenizer files are plain git files, as on the hub), and civitai's
@@ -15,6 +16,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import ssl
+import sys
 import threading
 import urllib.parse
 from dataclasses import dataclass, field
@@ -71,6 +74,14 @@ class Logged:
     range: str | None
     if_range: str | None
     status: int = 0
+    host: str = ""  # the Host header
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        # A client that went away or refused the certificate is what some tests do: no traceback.
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
 
 
 @dataclass
@@ -79,13 +90,15 @@ class FileServer:
     content_types: dict[str, str] = field(default_factory=dict)
     drop_after: dict[str, int] = field(default_factory=dict)
     stall_after: dict[str, int] = field(default_factory=dict)
+    redirects: dict[str, str] = field(default_factory=dict)  # path -> Location (302)
     hf_repos: dict[str, dict[str, bytes]] = field(default_factory=dict)  # "org/repo" -> path -> bytes (main)
     civitai_versions: dict[int, dict] = field(default_factory=dict)  # id -> the API's JSON
     log: list[Logged] = field(default_factory=list)
     release: threading.Event = field(default_factory=threading.Event)
     port: int = 0
+    scheme: str = "http"
 
-    def start(self, port: int = 0) -> FileServer:
+    def start(self, port: int = 0, tls: ssl.SSLContext | None = None) -> FileServer:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -100,10 +113,14 @@ class FileServer:
             def do_POST(self) -> None:
                 owner._post(self)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.httpd = _Server(("127.0.0.1", port), Handler)
         self.httpd.daemon_threads = True
+        if tls is not None:  # the handshake happens on the handler's thread, at its first read
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True, do_handshake_on_connect=False)
         self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.scheme = "https" if tls is not None else "http"
+        # A short poll: ``stop`` waits for the loop to see the shutdown (0.5 s by default).
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
         return self
 
@@ -112,8 +129,8 @@ class FileServer:
         self.httpd.shutdown()
         self.httpd.server_close()
 
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+    def url(self, path: str, host: str = "127.0.0.1") -> str:
+        return f"{self.scheme}://{host}:{self.port}{path}"
 
     @staticmethod
     def etag(data: bytes) -> str:
@@ -146,7 +163,15 @@ class FileServer:
     def _get(self, handler: BaseHTTPRequestHandler) -> None:
         path = urllib.parse.urlsplit(handler.path).path
         entry = Logged("GET", path, handler.headers.get("Range"), handler.headers.get("If-Range"))
+        entry.host = handler.headers.get("Host", "")
         self.log.append(entry)
+        if path in self.redirects:
+            entry.status = 302
+            handler.send_response(302)
+            handler.send_header("Location", self.redirects[path])
+            handler.send_header("Content-Length", "0")
+            handler.end_headers()
+            return
         civitai = re.fullmatch(r"/api/v1/model-versions/(\d+)", path)
         if civitai:
             version = self.civitai_versions.get(int(civitai[1]))

@@ -5,17 +5,23 @@ which also fakes the hub APIs (HF_ENDPOINT) for hf: files and diffusers folders.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
+import socket
+import ssl
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from genmesh.errors import Cancelled, FailedPrecondition, InvalidArgument, NotFound
+from genmesh.errors import Cancelled, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from servers.models.engine import Folders, ModelPuller, PullRequest, readable_name
 from servers.models.kinds import Format, Kind, sniff
 from servers.models.refs import AllowedHosts, Resolver, parse_reference
+from servers.runtime import egress
+from tests.support.certificates import make_certificates
 from tests.support.model_server import MOTION_KEYS, SD15_KEYS, FileServer, checkpoint_bytes, folder_files
 
 
@@ -65,7 +71,8 @@ def folders(tmp_path: Path) -> Folders:
 
 
 def puller(folders: Folders, server: FileServer, **options) -> ModelPuller:
-    resolver = Resolver(AllowedHosts.parse("http://127.0.0.1"), civitai_url=server.url(""), hf_endpoint=server.url(""))
+    resolver = Resolver(AllowedHosts.parse("http://127.0.0.1"), civitai_url=server.url(""), hf_endpoint=server.url(""),
+                        dialer=options.pop("dialer", egress.DIALER))  # fmt: skip
     return ModelPuller(folders, resolver, stall_seconds=options.pop("stall_seconds", 5.0), **options)
 
 
@@ -99,8 +106,9 @@ def test_source_file_names_become_readable_model_names() -> None:
 
 
 def test_allowed_hosts_take_subdomains_and_schemes() -> None:
-    allowed = AllowedHosts.parse("huggingface.co, http://127.0.0.1")
+    allowed = AllowedHosts.parse("huggingface.co, http://127.0.0.1, http://[::1]")
     assert allowed.allows("https://cdn-lfs.huggingface.co/x") and allowed.allows("http://127.0.0.1:9/x")
+    assert allowed.allows("http://[::1]:8080/x") and not allowed.allows("https://[::1]/x")
     assert not allowed.allows("http://huggingface.co/x") and not allowed.allows("https://evilhuggingface.co/x")
     with pytest.raises(InvalidArgument, match="GENMESH_PULL_ALLOWED_HOSTS"):
         allowed.check("https://10.0.0.1/x.gguf")
@@ -446,3 +454,144 @@ def test_hf_folder_pulls_refuse_bad_files_and_resume_after_a_cancel(server, fold
     with pytest.raises(InvalidArgument, match="not a diffusers folder"):
         pulls.pull(PullRequest("hf:org/docs"), Reporter())
     assert [path.name for path in folders.motion.iterdir()] == ["mm"]
+
+
+# -- redirects to hosts the operator did not name: connections go only to checked addresses -----------
+PUBLIC = "93.184.215.14"  # never connected to: the test network routes it to a server on loopback
+
+
+def _literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+class Network:
+    """The network as a pull sees it: a DNS whose answers for a name may change from one lookup to
+    the next (``answers[host]``, the last one repeating), and a route from the CDN's public address
+    to the HTTPS server on loopback. A connection by name looks the name up again, as the OS would;
+    a connection that would leave the machine fails the test."""
+
+    def __init__(self, answers: dict[str, list[list[str]]], routes: dict[tuple[str, int], int], ca: Path) -> None:
+        self.answers, self.routes = answers, routes
+        self.lookups: list[str] = []
+        self.connects: list[tuple[str, int]] = []
+        self.dialer = egress.Dialer(self.resolve, self.connect, ssl.create_default_context(cafile=ca))
+
+    def resolve(self, host: str, port: int) -> list[str]:
+        if _literal(host):  # an address resolves to itself, with no lookup
+            return [host]
+        if host not in self.answers:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        answers = self.answers[host]
+        self.lookups.append(host)
+        return answers[min(self.lookups.count(host), len(answers)) - 1]
+
+    def connect(self, address: tuple[str, int], timeout: object) -> socket.socket:
+        host, port = address
+        if not _literal(host):
+            host = self.resolve(host, port)[0]
+        self.connects.append((host, port))
+        if (host, port) in self.routes:
+            return socket.create_connection(("127.0.0.1", self.routes[host, port]), timeout)
+        if not ipaddress.ip_address(host).is_loopback:
+            raise AssertionError(f"a connection to {host}:{port} would leave this machine")
+        return socket.create_connection((host, port), timeout)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("pki")
+    make_certificates(folder, {"cdn": "cdn.example.test"})
+    return folder
+
+
+@pytest.fixture
+def cdn(pki: Path) -> Iterator[FileServer]:
+    """The hub's CDN: HTTPS with a certificate for cdn.example.test."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(pki / "cdn" / "tls.crt", pki / "cdn" / "tls.key")
+    served = FileServer(files={"/tiny.gguf": GGUF}).start(tls=context)
+    yield served
+    served.stop()
+
+
+@pytest.fixture
+def trap() -> Iterator[socket.socket]:
+    """A loopback port that no connection may reach: the port the redirect URLs name, where a
+    connection to the re-resolved (loopback) name would land."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setblocking(False)
+    yield listener
+    listener.close()
+
+
+def untouched(trap: socket.socket) -> bool:
+    """No connection reached the trap (a connect completes into the backlog before the client goes on)."""
+    try:
+        trap.accept()[0].close()
+    except BlockingIOError:
+        return True
+    return False
+
+
+def test_a_redirect_to_a_public_host_connects_to_the_checked_address_and_resumes(
+    server, folders, cdn, trap, pki, monkeypatch
+) -> None:
+    port = trap.getsockname()[1]
+    for proxy in ("http_proxy", "https_proxy", "HTTPS_PROXY"):  # never used: they would land in the trap
+        monkeypatch.setenv(proxy, f"http://127.0.0.1:{port}")
+    network = Network({"cdn.example.test": [[PUBLIC]]}, {(PUBLIC, port): cdn.port}, pki / "ca.crt")
+    server.redirects["/dl/tiny.gguf"] = f"https://cdn.example.test:{port}/tiny.gguf"
+    cdn.drop_after["/tiny.gguf"] = 1_000_000
+    pulled = puller(folders, server, dialer=network.dialer).pull(
+        PullRequest(server.url(f"/dl/tiny.gguf#sha256={sha(GGUF)}")), Reporter()
+    )
+    assert (pulled.sha256, pulled.path.name) == (sha(GGUF), "tiny.gguf")
+    first, resumed = cdn.log  # TLS checked against the URL's host, which is also the Host header
+    assert (first.status, first.host) == (200, f"cdn.example.test:{port}")
+    assert (resumed.range, resumed.status, resumed.host) == ("bytes=1000000-", 206, f"cdn.example.test:{port}")
+    # Each request (the first and the resume) checked the name once and connected to what it checked.
+    assert network.lookups == ["cdn.example.test"] * 2
+    assert network.connects == [("127.0.0.1", server.port), (PUBLIC, port)] * 2 and untouched(trap)
+
+
+def test_a_name_rebound_to_loopback_after_its_check_is_never_reached(server, folders, cdn, trap, pki) -> None:
+    port = trap.getsockname()[1]
+    rebinding = {"cdn.example.test": [[PUBLIC], ["127.0.0.1"]]}  # public when checked, loopback after
+    network = Network(rebinding, {(PUBLIC, port): cdn.port}, pki / "ca.crt")
+    server.redirects["/dl/tiny.gguf"] = f"https://cdn.example.test:{port}/tiny.gguf"
+    pulls = puller(folders, server, dialer=network.dialer)
+    ref = server.url(f"/dl/tiny.gguf#sha256={sha(GGUF)}")
+    assert pulls.pull(PullRequest(ref), Reporter()).sha256 == sha(GGUF)
+    assert network.connects[-1] == (PUBLIC, port) and untouched(trap)
+    # The next connection looks the name up again, gets loopback, and is refused before connecting.
+    pulls.delete("tiny")
+    with pytest.raises(InvalidArgument) as refused:
+        pulls.pull(PullRequest(ref), Reporter())
+    assert refused.value.field == "ref"
+    assert "cdn.example.test, which resolves to 127.0.0.1, a non-public address" in refused.value.message
+    assert len(cdn.log) == 1 and network.connects[-1] == ("127.0.0.1", server.port) and untouched(trap)
+
+
+def test_redirects_to_plain_http_internal_addresses_or_another_certificate_are_refused(server, folders, cdn, pki):
+    answers = {"cdn.example.test": [[PUBLIC]], "other.example.test": [[PUBLIC]],
+               "meta.example.test": [[PUBLIC, "169.254.169.254"]], "v6.example.test": [["::1"]]}  # fmt: skip
+    network = Network(answers, {(PUBLIC, cdn.port): cdn.port}, pki / "ca.crt")
+    pulls = puller(folders, server, dialer=network.dialer, max_retries=0)
+    for path, location, error, message in [
+        ("/a", f"http://cdn.example.test:{cdn.port}/tiny.gguf", InvalidArgument,
+         "redirected to http://cdn.example.test, which is not allowed"),
+        ("/b", f"https://meta.example.test:{cdn.port}/x", InvalidArgument, "resolves to 169.254.169.254"),
+        ("/c", f"https://[::1]:{cdn.port}/x", InvalidArgument, "redirected to ::1, which resolves to ::1"),
+        ("/d", f"https://v6.example.test:{cdn.port}/x", InvalidArgument, "resolves to ::1"),
+        ("/e", f"https://unknown.example.test:{cdn.port}/x", Unavailable, "cannot resolve unknown.example.test"),
+        # Connected to the checked address, the certificate is still checked against the URL's host.
+        ("/f", f"https://other.example.test:{cdn.port}/tiny.gguf", Unavailable, "CERTIFICATE_VERIFY_FAILED"),
+    ]:  # fmt: skip
+        server.redirects[f"{path}/tiny.gguf"] = location
+        with pytest.raises(error, match=message):
+            pulls.pull(PullRequest(server.url(f"{path}/tiny.gguf"), no_verify=True), Reporter())
+    assert len(cdn.log) == 0 and listed(folders) == []

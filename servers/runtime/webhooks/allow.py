@@ -9,21 +9,19 @@ scheme's default; without a path, any path. Empty: webhooks are off.
 Every address the host resolves to is checked: a loopback, private, link-local (cloud metadata at
 169.254.169.254), multicast, reserved or unspecified one is refused unless the matching pattern names
 the host literally (no ``*``), so ``https://*`` never reaches ``http://10.0.0.5``. The request is then
-sent to one of the checked addresses (``deliver.py``), so a DNS answer that changes in between
-(rebinding) cannot swap in another one.
+sent to one of the checked addresses (``deliver.py`` over ``servers.runtime.egress``), so a DNS answer
+that changes in between (rebinding) cannot swap in another one.
 """
 
 from __future__ import annotations
 
 import functools
-import ipaddress
 import re
-import socket
 import urllib.parse
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from genmesh.errors import InvalidArgument
+from servers.runtime.egress import Resolver, internal, resolve
 
 ENV = "GENMESH_WEBHOOK_ALLOW"
 FIELD = "notify_url"
@@ -31,19 +29,11 @@ MAX_URL_LENGTH = 2048
 DEFAULT_PORTS = {"http": 80, "https": 443}
 _PATTERN_RE = re.compile(r"(https?)://([A-Za-z0-9*.\-]+)(?::([0-9]{1,5}|\*))?(/.*)?")
 
-Resolver = Callable[[str, int], Sequence[str]]
-
 
 @functools.cache
 def _wildcard(pattern: str) -> re.Pattern[str]:
     """``*`` matches any run of characters; everything else only itself."""
     return re.compile(".*".join(re.escape(part) for part in pattern.split("*")), re.DOTALL)
-
-
-def resolve(host: str, port: int) -> list[str]:
-    """Every address ``host`` resolves to (IPv4 and IPv6), in the resolver's order."""
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
-    return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
 @dataclass(frozen=True)
@@ -133,14 +123,6 @@ class Target:
 
     url: Url
     addresses: tuple[str, ...]
-
-
-def internal(address: str) -> bool:
-    """Whether an address is inside someone's network rather than on the public internet."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return not ip.is_global or ip.is_multicast or ip.is_reserved or ip.is_unspecified
 
 
 def check(text: str, allow: AllowList, resolver: Resolver = resolve) -> Target:

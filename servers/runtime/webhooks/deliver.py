@@ -9,10 +9,10 @@ connecting and for the answer; the answer's body is read up to a small limit and
 from __future__ import annotations
 
 import http.client
-import socket
 import ssl
 from dataclasses import dataclass
 
+from servers.runtime.egress import PinnedHTTPConnection, PinnedHTTPSConnection
 from servers.runtime.webhooks import sign
 from servers.runtime.webhooks.allow import Target
 
@@ -49,25 +49,6 @@ class Outcome:
         return 200 <= self.status < 300
 
 
-class _PinnedHTTP(http.client.HTTPConnection):
-    def __init__(self, host: str, port: int, address: str, timeout: float) -> None:
-        super().__init__(host, port, timeout=timeout)
-        self.address = address
-
-    def connect(self) -> None:
-        self.sock = socket.create_connection((self.address, self.port), self.timeout)
-
-
-class _PinnedHTTPS(http.client.HTTPSConnection):
-    def __init__(self, host: str, port: int, address: str, timeout: float) -> None:
-        super().__init__(host, port, timeout=timeout, context=ssl.create_default_context())
-        self.address = address
-
-    def connect(self) -> None:
-        raw = socket.create_connection((self.address, self.port), self.timeout)
-        self.sock = self._context.wrap_socket(raw, server_hostname=self.host)  # type: ignore[attr-defined]
-
-
 def post(target: Target, body: bytes, secret: str, job_id: str, timeout: float) -> Outcome:
     """Blocking: one signed POST of ``body`` to ``target`` (its first address that connects)."""
     url = target.url
@@ -79,8 +60,8 @@ def post(target: Target, body: bytes, secret: str, job_id: str, timeout: float) 
     }
     error = "no address"
     for address in target.addresses:
-        kind = _PinnedHTTPS if url.scheme == "https" else _PinnedHTTP
-        connection = kind(url.host, url.port, address, timeout)
+        kind = PinnedHTTPSConnection if url.scheme == "https" else PinnedHTTPConnection
+        connection = kind(url.host, url.port, addresses=(address,), timeout=timeout)
         try:
             connection.request("POST", url.path, body=body, headers=headers)
             answer = connection.getresponse()
