@@ -98,7 +98,8 @@ def test_ctrl_c_on_character_cancels_it_and_keeps_the_finished_stages(
     mesh: Mesh, client: GenmeshClient, tmp_path: Path
 ) -> None:
     # From a sheet (no LLM stage: cheap): the portrait is drawn at once, the video's 150 steps of 64
-    # frames take long enough that the signal lands while it runs, even on a loaded machine. --json prints one event a line, so the test sees the portrait's end.
+    # frames take long enough that the signal lands while it runs, even on a loaded machine. --json
+    # prints one event a line, so the test sees the portrait's end.
     sheet = {"name": "Ember", "biography": "A tired dragon.", "personality": "sleepy",
              "appearance_prompt": "a tired red dragon, portrait", "motion_prompt": "the dragon yawns"}  # fmt: skip
     (tmp_path / "ember.json").write_text(json.dumps(sheet))
