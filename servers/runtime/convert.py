@@ -72,6 +72,7 @@ def job_status(job: Job) -> job_pb2.JobStatus:
         detached=job.detached,
         method=job.method,
         client_id=job.owner,
+        parent_job_id=job.parent,
     )
 
 

@@ -136,11 +136,20 @@ def outputs(
     kind: Annotated[str | None, typer.Option(help="Only this kind: " + ", ".join(OUTPUT_KINDS) + ".")] = None,
     limit: Annotated[int, typer.Option(help="Most outputs to show, 1..200.")] = 20,
     all_clients: Annotated[bool, typer.Option("--all", help="Every client's outputs (admin keys only).")] = False,
+    sub_jobs: Annotated[
+        bool,
+        typer.Option(
+            "--sub-jobs",
+            help="Also the outputs of sub-jobs (a character's portrait and animation as their jobs made them).",
+        ),
+    ] = False,
     url: UrlOption = None,
     api_key: KeyOption = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """List stored outputs, newest first: job id, kind, age, thumbnail or first file, parameters."""
+    """List stored outputs, newest first: job id, kind, age, thumbnail or first file, parameters.
+    A character is one output (its portrait as the file); its stages' sub-jobs only with --sub-jobs,
+    each marked with the job it belongs to."""
     if ctx.invoked_subcommand is not None:
         return
     if kind is not None and kind not in OUTPUT_KINDS:
@@ -149,7 +158,7 @@ def outputs(
         usage_error(f"--limit must be between 1 and 200 (got {limit})")
     with GenmeshClient(url, api_key) as client:
         try:
-            listed = client.outputs.list(kind=kind, page_size=limit, all_clients=all_clients)
+            listed = client.outputs.list(kind=kind, page_size=limit, all_clients=all_clients, include_sub_jobs=sub_jobs)
         except errors.GenmeshError as error:
             fail(error)
     now = time.time()
@@ -166,6 +175,8 @@ def outputs(
         parameters = json.dumps(to_dict(output.parameters), separators=(",", ":"))
         created = output.create_time.ToMilliseconds() / 1000
         kind_name = KIND_NAMES.get(output.kind, "?")
+        if output.parent_job_id:
+            where = f"{where}  (sub-job of {output.parent_job_id})"
         typer.echo(f"{output.job_id:36} {kind_name:14} {age(now - created):>5}  {where}  {parameters[:80]}")
 
 

@@ -5,7 +5,7 @@ import { test } from "node:test";
 
 import { chartData } from "../../../servers/web/console/js/views/chart.js";
 import { base64Of, outputPicture, sourceFields } from "../../../servers/web/console/js/views/imageinput.js";
-import { fileName } from "../../../servers/web/console/js/views/library.js";
+import { animationOf, fileName } from "../../../servers/web/console/js/views/library.js";
 import { comparisonSeries, signed, versionLabel } from "../../../servers/web/console/js/views/registry.js";
 import { reusedSource } from "../../../servers/web/console/js/views/reuse.js";
 import { byteSize, statusRows } from "../../../servers/web/console/js/views/status.js";
@@ -103,4 +103,13 @@ test("library files: named within the job's folder; the job's record by its whol
   assert.equal(fileName("20261207_0905/img-0-3f9c/image_0.png"), "image_0.png");
   assert.equal(fileName("20261207_0905/vid-0-3f9c/frames/0001.png"), "frames/0001.png");
   assert.equal(fileName("jobs/txt-0-3f9c.json"), "jobs/txt-0-3f9c.json");
+});
+
+test("library: a character's animation is found among its files, whatever its format", () => {
+  const files = (...keys) => keys.map((key) => ({ key }));
+  const folder = "20261207_0905/agt-0-1f";
+  assert.equal(animationOf(files(`${folder}/character.json`, `${folder}/portrait.png`, `${folder}/video.gif`)).key, `${folder}/video.gif`);
+  assert.equal(animationOf(files(`${folder}/video.mp4`)).key, `${folder}/video.mp4`);
+  assert.equal(animationOf(files(`${folder}/portrait.png`, "jobs/agt-0-1f.json")), null); // stopped before the video stage
+  assert.equal(animationOf(), null);
 });
