@@ -381,6 +381,8 @@ def test_the_library_lists_a_clients_outputs_with_their_parameters(mesh, clients
     assert shown.returncode == 0, shown.stderr
     header, first = shown.stdout.splitlines()[:2]
     assert header.split()[:3] == ["ID", "KIND", "AGE"] and first.split()[:2] == [made["image"], "image"]
+    # For people: numbers as numbers (the int64 seed, the steps the Struct holds as 2.0).
+    assert {"seed=1", "steps=2", "width=64"} <= set(first.split()) and 'prompt="a dot"' in first, first
 
 
 def test_deleting_an_output_is_for_its_owner_and_the_record_says_so(mesh, clients, keys, object_store) -> None:

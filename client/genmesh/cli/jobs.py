@@ -13,6 +13,7 @@ from genmesh.cli.base import app, job_app
 from genmesh.cli.common import JsonFlag, KeyOption, UrlOption, fail, to_dict, usage_error
 from genmesh.client import GenmeshClient
 from genmesh.client.jobs import LIST_REQUESTS, OUTPUT_KINDS, STATES, ListedJob
+from genmesh.client.parameters import typed_parameters
 from genmesh.services import SERVICES, service_for_job
 
 models_app = typer.Typer(help="The models each service can run: list them, delete one, prune partial pulls.")
@@ -172,12 +173,32 @@ def outputs(
             output.thumbnail if output.HasField("thumbnail") else (output.artifacts[0] if output.artifacts else None)
         )
         where = f"{shown.bucket}/{shown.key}" if shown is not None else output.folder
-        parameters = json.dumps(to_dict(output.parameters), separators=(",", ":"))
+        parameters = parameter_text(typed_parameters(output.method, output.parameters))
         created = output.create_time.ToMilliseconds() / 1000
         kind_name = KIND_NAMES.get(output.kind, "?")
         if output.parent_job_id:
             where = f"{where}  (sub-job of {output.parent_job_id})"
-        typer.echo(f"{output.job_id:36} {kind_name:14} {age(now - created):>5}  {where}  {parameters[:80]}")
+        typer.echo(f"{output.job_id:36} {kind_name:14} {age(now - created):>5}  {where}  {parameters}")
+
+
+PARAMETERS_WIDTH = 160  # characters of an output's parameters on its line (a prompt can be long)
+
+
+def parameter_text(parameters: dict[str, Any], width: int = PARAMETERS_WIDTH) -> str:
+    """``name=value`` pairs as people read them: numbers as numbers (``seed=42``), text quoted when it
+    has spaces, nested values as compact JSON; empty ones left out; cut at ``width`` with "…"."""
+
+    def shown(value: Any) -> str:
+        if isinstance(value, str):
+            return json.dumps(value) if not value or any(c.isspace() or c in '"=' for c in value) else value
+        if isinstance(value, bool):
+            return str(value).lower()
+        if isinstance(value, (dict, list)):
+            return json.dumps(value, separators=(",", ":"))
+        return str(value)
+
+    text = " ".join(f"{name}={shown(value)}" for name, value in parameters.items() if value not in ("", [], {}, None))
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 @outputs_app.command("rm")

@@ -205,6 +205,9 @@ def test_a_character_fills_its_three_stage_cards(console, api_key, gateway_url) 
     animation = detail.locator("img.animation")
     page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=animation.element_handle())
     expect(detail.locator("dt", has_text="seed").locator("xpath=following-sibling::dd[1]")).to_have_text("7")
+    expect(detail.locator("dt", has_text="stages").locator("xpath=following-sibling::dd[1]")).to_have_text(
+        "STAGE_TEXT, STAGE_IMAGE, STAGE_VIDEO"
+    )
     console.shot("library-character")
     # Asked for, the sub-jobs are listed too, each naming its character.
     page.get_by_label("sub-jobs too").check()

@@ -5,7 +5,7 @@ import { test } from "node:test";
 
 import { chartData } from "../../../servers/web/console/js/views/chart.js";
 import { base64Of, outputPicture, sourceFields } from "../../../servers/web/console/js/views/imageinput.js";
-import { animationOf, fileName } from "../../../servers/web/console/js/views/library.js";
+import { animationOf, fileName, parameterText } from "../../../servers/web/console/js/views/library.js";
 import { comparisonSeries, signed, versionLabel } from "../../../servers/web/console/js/views/registry.js";
 import { reusedSource } from "../../../servers/web/console/js/views/reuse.js";
 import { byteSize, statusRows } from "../../../servers/web/console/js/views/status.js";
@@ -112,4 +112,16 @@ test("library: a character's animation is found among its files, whatever its fo
   assert.equal(animationOf(files(`${folder}/video.mp4`)).key, `${folder}/video.mp4`);
   assert.equal(animationOf(files(`${folder}/portrait.png`, "jobs/agt-0-1f.json")), null); // stopped before the video stage
   assert.equal(animationOf(), null);
+});
+
+test("library: parameters read as values, an int64 seed as its number, nested ones too", () => {
+  assert.equal(parameterText("42"), "42"); // proto JSON's int64: no quotes shown
+  assert.equal(parameterText(7.5), "7.5");
+  assert.equal(parameterText(""), "");
+  assert.equal(parameterText(null), "");
+  assert.equal(parameterText(["STAGE_TEXT", "STAGE_IMAGE"]), "STAGE_TEXT, STAGE_IMAGE");
+  assert.equal(parameterText({ bucket: "outputs", key: "20261207_0905/img-0-1/image_0.png" }), "outputs/20261207_0905/img-0-1/image_0.png");
+  assert.equal(parameterText({ max_tokens: 12, seed: "3", stop: [] }), "max_tokens 12 · seed 3");
+  assert.equal(parameterText([{ name: "ink", weight: 0.8 }]), "name ink · weight 0.8");
+  assert.equal(parameterText({ 0: "a meadow", 4: "the meadow at night" }), "0 a meadow · 4 the meadow at night");
 });

@@ -106,8 +106,9 @@ export function render(container) {
           "dl",
           { class: "parameters" },
           Object.entries(parameters)
-            .filter(([, value]) => value !== "" && value !== null && typeof value !== "object")
-            .map(([name, value]) => [h("dt", {}, name), h("dd", {}, String(value))]),
+            .map(([name, value]) => [name, parameterText(value)])
+            .filter(([, text]) => text !== "")
+            .map(([name, text]) => [h("dt", {}, name), h("dd", {}, text)]),
         ),
         h(
           "ul",
@@ -141,6 +142,26 @@ export function render(container) {
     grid,
     h("div", { class: "actions" }, more),
   );
+}
+
+/**
+ * A parameter as people read it. The REST shape stays proto JSON (an int64 seed is the string "42",
+ * to send back as it is): shown as text it reads as the number it is, nested ones included, where
+ * JSON would quote it. Stored objects read as bucket/key; nested values as "name value" pairs;
+ * empty values give "".
+ */
+export function parameterText(value) {
+  if (value === null || value === undefined) return "";
+  if (Array.isArray(value)) return value.map(parameterText).filter((text) => text !== "").join(", ");
+  if (typeof value === "object") {
+    if (typeof value.bucket === "string" && typeof value.key === "string") return `${value.bucket}/${value.key}`;
+    return Object.entries(value)
+      .map(([name, item]) => [name, parameterText(item)])
+      .filter(([, text]) => text !== "")
+      .map(([name, text]) => `${name} ${text}`)
+      .join(" · ");
+  }
+  return String(value);
 }
 
 /** A character's animation among its files (video.gif, video.mp4, ...), or null. */
