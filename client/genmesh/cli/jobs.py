@@ -14,6 +14,7 @@ from genmesh.cli.common import JsonFlag, KeyOption, UrlOption, fail, to_dict, us
 from genmesh.client import GenmeshClient
 from genmesh.client.jobs import LIST_REQUESTS, OUTPUT_KINDS, STATES, ListedJob
 from genmesh.client.parameters import typed_parameters
+from genmesh.common.v1 import model_pb2
 from genmesh.services import SERVICES, service_for_job
 
 models_app = typer.Typer(help="The models each service can run: list them, delete one, prune partial pulls.")
@@ -40,25 +41,38 @@ def models(ctx: typer.Context, url: UrlOption = None, api_key: KeyOption = None,
         for service, model in listed:
             typer.echo(json.dumps({"service": service, **to_dict(model)}))
         return
-    rows: list[tuple[str, str, str, str, str]] = []
+    rows: list[tuple[str, ...]] = []
     for service, model in listed:
         if service == "training":
             delta = f"{model.delta_vs_previous.psnr:+.2f} dB vs previous" if model.previous_model_id else "first"
             size = f"v{model.version}"
-            rows.append((service, model.model_id, size, f"PSNR {model.metrics.psnr:.2f}", delta))
+            rows.append((service, model.model_id, size, "-", f"PSNR {model.metrics.psnr:.2f}", delta))
             continue
-        flags = ", ".join(f for f, on in (("default", model.is_default), ("loaded", model.loaded)) if on)
+        flags = "default" if model.is_default else ""
         kind = model.labels.get("kind")
         if kind in ("motion_adapter", "lora"):
             tag = "adapter" if kind == "motion_adapter" else f"lora {model.labels.get('family', '?')}"
             flags = ", ".join(filter(None, (tag, flags)))
-        rows.append((service, model.name, f"{model.size_bytes / 1e6:.1f} MB", flags, model.description))
-    header = ("SERVICE", "NAME", "SIZE", "FLAGS", "DESCRIPTION")
-    widths = [max(len(row[column]) for row in (header, *rows)) for column in range(4)]
+        size = f"{model.size_bytes / 1e6:.1f} MB"
+        rows.append((service, model.name, size, model_state_text(model), flags or "-", model.description))
+    header = ("SERVICE", "NAME", "SIZE", "STATE", "FLAGS", "DESCRIPTION")
+    widths = [max(len(row[column]) for row in (header, *rows)) for column in range(5)]
     for row in (header, *rows) if rows else ():
         cells = [cell.rjust(width) if column == 2 else cell.ljust(width) for column, (cell, width) in
-                 enumerate(zip(row[:4], widths, strict=True))]  # fmt: skip
-        typer.echo("  ".join([*cells, row[4]]).rstrip())
+                 enumerate(zip(row[:5], widths, strict=True))]  # fmt: skip
+        typer.echo("  ".join([*cells, row[5]]).rstrip())
+
+
+MODEL_STATES = {
+    model_pb2.MODEL_STATE_LOADED: "loaded",
+    model_pb2.MODEL_STATE_LOADS_ON_FIRST_USE: "loads on first use",
+    model_pb2.MODEL_STATE_NOT_DOWNLOADED: "not downloaded",
+}
+
+
+def model_state_text(model: model_pb2.ModelInfo) -> str:
+    """A model's state as `genmesh models` shows it (a server older than the field tells ``loaded`` only)."""
+    return MODEL_STATES.get(model.state) or ("loaded" if model.loaded else "not loaded")
 
 
 STATE_NAMES = {number: name for name, number in STATES.items()}

@@ -7,6 +7,7 @@ import { chartData } from "../../../servers/web/console/js/views/chart.js";
 import { base64Of, outputPicture, sourceFields } from "../../../servers/web/console/js/views/imageinput.js";
 import { animationOf, fileName, parameterText } from "../../../servers/web/console/js/views/library.js";
 import { comparisonSeries, signed, versionLabel } from "../../../servers/web/console/js/views/registry.js";
+import { modelState } from "../../../servers/web/console/js/views/common.js";
 import { reusedSource } from "../../../servers/web/console/js/views/reuse.js";
 import { byteSize, statusRows } from "../../../servers/web/console/js/views/status.js";
 import { MAX_ENTRIES, promptSchedule } from "../../../servers/web/console/js/views/travel.js";
@@ -124,4 +125,12 @@ test("library: parameters read as values, an int64 seed as its number, nested on
   assert.equal(parameterText({ max_tokens: 12, seed: "3", stop: [] }), "max_tokens 12 · seed 3");
   assert.equal(parameterText([{ name: "ink", weight: 0.8 }]), "name ink · weight 0.8");
   assert.equal(parameterText({ 0: "a meadow", 4: "the meadow at night" }), "0 a meadow · 4 the meadow at night");
+});
+
+test("models: one state per model, by the server's rule; a registry model has none", () => {
+  assert.deepEqual(modelState({ name: "tiny-sd15", state: "MODEL_STATE_LOADS_ON_FIRST_USE", is_default: true }), ["loads on first use", ""]);
+  assert.deepEqual(modelState({ name: "gemma", state: "MODEL_STATE_LOADED", loaded: true }), ["loaded", "ok"]);
+  assert.deepEqual(modelState({ name: "pulled", state: "MODEL_STATE_NOT_DOWNLOADED" }), ["not downloaded", "warn"]);
+  assert.deepEqual(modelState({ name: "old", loaded: false }), ["not loaded", ""]); // a server older than `state`
+  assert.equal(modelState({ model_id: "layer_61/v1", version: 1 }), null);
 });
