@@ -11,10 +11,12 @@ Nothing here imports grpc; the interceptor binds the caller of each call.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
+
+from genmesh.errors import InvalidArgument
+from storage.keys import validate_job_id
 
 CLIENT_HEADER = "x-client-id"
 ADMIN_HEADER = "x-genmesh-admin"  # "true" for a key marked admin in the keys file
@@ -25,7 +27,6 @@ SUB_JOB_HEADER = "x-genmesh-sub-job"
 # sub-job (``JobStatus.parent_job_id``) so the library lists its parent alone. The gateway drops a
 # caller's copy: only the agent, calling the services directly, sets it.
 PARENT_JOB_HEADER = "x-genmesh-parent-job"
-_JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 # What a call made on a caller's behalf passes on (a forwarded call, the web front door's calls):
 # the request id for the logs, and who asks, for ownership.
 PASSED_ON = ("x-request-id", CLIENT_HEADER, ADMIN_HEADER)
@@ -59,8 +60,7 @@ _current: ContextVar[Caller] = ContextVar("genmesh_caller", default=OPERATOR)
 
 def from_headers(metadata: Mapping[str, str]) -> Caller:
     client_id = metadata.get(CLIENT_HEADER, "")
-    parent = metadata.get(PARENT_JOB_HEADER, "")
-    parent = parent if _JOB_ID.fullmatch(parent) and ".." not in parent else ""  # not a job id: no parent
+    parent = _job_id(metadata.get(PARENT_JOB_HEADER, ""))
     if not client_id:
         return Caller("", admin=True, parent_job_id=parent) if parent else OPERATOR
     return Caller(
@@ -69,6 +69,14 @@ def from_headers(metadata: Mapping[str, str]) -> Caller:
         sub_job=metadata.get(SUB_JOB_HEADER) == "true",
         parent_job_id=parent,
     )
+
+
+def _job_id(value: str) -> str:
+    """``value`` when it is a job id, else "" (a header that is not one names no parent)."""
+    try:
+        return validate_job_id(value) if value else ""
+    except InvalidArgument:
+        return ""
 
 
 def bind(caller: Caller) -> None:

@@ -124,12 +124,12 @@ class Library:
         # Kept: starting threads per page costs more than the reads on a busy machine.
         self._readers = ThreadPoolExecutor(READERS, thread_name_prefix="library-read")
 
-    def add(self, job_id: str, created_at: float, kind: str, service: str, owner: str, sub_job: bool = False) -> None:
-        """Blocking; what ``TerminalRecords.save`` adds with the job's terminal record."""
-        self.index.add(job_id, created_at, library_kind(kind, sub_job), service, owner)
+    def add(self, job_id: str, created_at: float, kind: str, service: str, owner: str) -> None:
+        """Blocking; called with the job's terminal record (``TerminalRecords.save``)."""
+        self.index.add(job_id, created_at, kind, service, owner)
 
     def page(self, query: JobQuery) -> tuple[list[Output], str]:
-        """One page: ``query.states`` are kinds as the index names them (``library_query``) and
+        """One page: ``query.states`` are kinds as the index names them (``library_states``) and
         ``query.method`` stays empty."""
         found, horizon = self.index.scan(query)
         page = found[: query.page_size]
