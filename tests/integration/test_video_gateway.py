@@ -199,7 +199,7 @@ def test_list_models_lists_base_models_and_motion_adapters(client) -> None:
     assert "noise" in base.description
     assert (base.defaults.width, base.defaults.num_frames, base.defaults.steps) == (128, 8, 4)  # light ones
     assert "smoke-test" in base.defaults.note and not adapter.HasField("defaults")
-    # Video loads its default pair on first use: the state says which it is now, as `loaded` does.
+    # Loaded at start or not yet (preload off, keep-alive): the state says which, as `loaded` does.
     for model in (base, adapter):
         loaded = model_pb2.MODEL_STATE_LOADED if model.loaded else model_pb2.MODEL_STATE_LOADS_ON_FIRST_USE
         assert model.state == loaded, model

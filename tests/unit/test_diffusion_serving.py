@@ -90,8 +90,9 @@ def test_each_output_format_knows_its_content_type_and_extension() -> None:
 
 
 def test_models_say_where_they_stand_by_one_rule_and_video_loads_on_first_use(tmp_path) -> None:
-    """Video loads its default pair lazily: listed as the default, it says "loads on first use" until
-    a job loads it; the rule is the one Text and Image list by."""
+    """A Video server that has not loaded its default pair (preload off, or unloaded after its
+    keep-alive) lists it as the default that "loads on first use" until a job loads it; the rule is
+    the one Text and Image list by."""
     from genmesh.common.v1 import model_pb2
     from servers.diffusion.catalog import MOTION_ADAPTERS, ModelCatalog
     from servers.runtime.convert import model_state
