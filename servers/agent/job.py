@@ -28,6 +28,7 @@ from servers.agent.types import (
     StageStarted,
 )
 from servers.agent.upstreams import Upstreams
+from servers.runtime import caller
 from servers.runtime import convert as common
 from servers.runtime.job_records import record_object
 from servers.runtime.queue import JobContext
@@ -226,7 +227,9 @@ class CharacterJob:
             self.upstreams.require_serving(stage)
         except Unavailable as exc:
             raise Unavailable(f"the {stage} stage failed: {exc.message}") from None
-        result = self.upstreams.stream(stage, method, message, self.metadata, context, on_event)
+        # The sub-job records its parent, so the library lists the character alone.
+        metadata = (*self.metadata, (caller.PARENT_JOB_HEADER, context.job_id))
+        result = self.upstreams.stream(stage, method, message, metadata, context, on_event)
         return result, ids[0] if ids else ""
 
     def _keep_alive(self, message: Any) -> None:

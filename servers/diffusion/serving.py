@@ -170,6 +170,7 @@ class DiffusionServicer(JobRpcs):
             source=str(entry.source),
             size_bytes=entry.size_bytes,
             loaded=loaded,
+            state=common.model_state(loaded, entry.location),
             is_default=is_default,
             labels={key: value for key, value in labels.items() if value},
             defaults=defaults,

@@ -15,11 +15,18 @@ from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 
+from genmesh.errors import InvalidArgument
+from storage.keys import validate_job_id
+
 CLIENT_HEADER = "x-client-id"
 ADMIN_HEADER = "x-genmesh-admin"  # "true" for a key marked admin in the keys file
 # "true" on the agent's calls for its sub-jobs: they do not take the key's default webhook (the
 # agent job itself does). A caller sending it only drops its own default, so the gateway lets it be.
 SUB_JOB_HEADER = "x-genmesh-sub-job"
+# The id of the job a sub-job is a step of (the agent's job, for its stages), recorded with the
+# sub-job (``JobStatus.parent_job_id``) so the library lists its parent alone. The gateway drops a
+# caller's copy: only the agent, calling the services directly, sets it.
+PARENT_JOB_HEADER = "x-genmesh-parent-job"
 # What a call made on a caller's behalf passes on (a forwarded call, the web front door's calls):
 # the request id for the logs, and who asks, for ownership.
 PASSED_ON = ("x-request-id", CLIENT_HEADER, ADMIN_HEADER)
@@ -30,6 +37,7 @@ class Caller:
     client_id: str  # "" without the gateway
     admin: bool
     sub_job: bool = False  # a call another job makes on the caller's behalf (the agent's stages)
+    parent_job_id: str = ""  # the job that call is a step of, when it says (``PARENT_JOB_HEADER``)
 
     def may_see(self, owner: str) -> bool:
         """Whether this caller may get, watch, cancel or list a job owned by ``owner``."""
@@ -52,9 +60,23 @@ _current: ContextVar[Caller] = ContextVar("genmesh_caller", default=OPERATOR)
 
 def from_headers(metadata: Mapping[str, str]) -> Caller:
     client_id = metadata.get(CLIENT_HEADER, "")
+    parent = _job_id(metadata.get(PARENT_JOB_HEADER, ""))
     if not client_id:
-        return OPERATOR
-    return Caller(client_id, admin=metadata.get(ADMIN_HEADER) == "true", sub_job=metadata.get(SUB_JOB_HEADER) == "true")
+        return Caller("", admin=True, parent_job_id=parent) if parent else OPERATOR
+    return Caller(
+        client_id,
+        admin=metadata.get(ADMIN_HEADER) == "true",
+        sub_job=metadata.get(SUB_JOB_HEADER) == "true",
+        parent_job_id=parent,
+    )
+
+
+def _job_id(value: str) -> str:
+    """``value`` when it is a job id, else "" (a header that is not one names no parent)."""
+    try:
+        return validate_job_id(value) if value else ""
+    except InvalidArgument:
+        return ""
 
 
 def bind(caller: Caller) -> None:

@@ -72,6 +72,7 @@ def job_status(job: Job) -> job_pb2.JobStatus:
         detached=job.detached,
         method=job.method,
         client_id=job.owner,
+        parent_job_id=job.parent,
     )
 
 
@@ -221,6 +222,16 @@ def applied_loras(loras: Any) -> list[diffusion_pb2.AppliedLora]:
     ]
 
 
+def model_state(loaded: bool, location: str) -> model_pb2.ModelState.ValueType:
+    """Where a model stands, one rule for every service's ListModels: in memory, else what its first
+    use waits for (a load; a download first when only the object store holds it)."""
+    if loaded:
+        return model_pb2.MODEL_STATE_LOADED
+    if location == "store":
+        return model_pb2.MODEL_STATE_NOT_DOWNLOADED
+    return model_pb2.MODEL_STATE_LOADS_ON_FIRST_USE
+
+
 def lora_infos(catalog: Any) -> list[model_pb2.ModelInfo]:
     """ListModels entries for a ``servers.diffusion.lora.LoraCatalog``: kind "lora", the family each
     fits and its layout, read from the file; an unreadable file is listed with its "problem"."""
@@ -238,6 +249,8 @@ def lora_infos(catalog: Any) -> list[model_pb2.ModelInfo]:
                 source=str(path),
                 size_bytes=path.stat().st_size if path.exists() else 0,
                 labels=labels,
+                # Read into a model on its first use with it (which model holds which is not told).
+                state=model_state(False, "local"),
             )
         )
     return infos

@@ -66,8 +66,21 @@ OUTPUT_KINDS = {
 }
 
 
+SUB_JOB_MARK = "-sub"  # the library index names a sub-job's kind "image-sub": listed only when asked
+
+
 def output_kind(service: str, method: str) -> str | None:
     return OUTPUT_KINDS.get((service, rpc_name(method)))
+
+
+def library_kind(kind: str, sub_job: bool) -> str:
+    """The kind as the library index names it: a sub-job's ("image-sub") apart from a client's."""
+    return kind + SUB_JOB_MARK if sub_job else kind
+
+
+def split_library_kind(name: str) -> tuple[str, bool]:
+    """``library_kind`` undone: ("image", True) for "image-sub"."""
+    return (name.removesuffix(SUB_JOB_MARK), True) if name.endswith(SUB_JOB_MARK) else (name, False)
 
 
 def milliseconds(created_at: float) -> int:
@@ -109,18 +122,21 @@ class Listed:
 @dataclass(frozen=True)
 class JobQuery:
     owner: str | None  # None: every client's jobs
-    state: str | None = None
+    states: frozenset[str] | None = None  # None: every state
     method: str = ""  # an RPC name; "" every RPC
     created_after_ms: int | None = None
     created_before_ms: int | None = None
     page_size: int = PAGE_SIZE_DEFAULT
     after: str = ""  # the position the previous page ended at
+    # Whether ``states`` leaves out only a few names (the library's sub-jobs): the scan then reads
+    # names a page at a time, as without a filter, instead of up to its limit in one request.
+    dense: bool = False
 
     def matches(self, listed: Listed) -> bool:
         ms = created_ms(listed.position)
         return (
             (self.owner is None or listed.owner is None or listed.owner == self.owner)
-            and (self.state is None or listed.state == self.state)
+            and (self.states is None or listed.state in self.states)
             and (not self.method or listed.method == self.method)
             and (self.created_after_ms is None or ms > self.created_after_ms)
             and (self.created_before_ms is None or ms < self.created_before_ms)
@@ -216,9 +232,11 @@ class JobIndex:
         start = prefix + max(starts) if starts else None
         found: list[Listed] = []
         scanned = 0
-        # Without a filter on the names, the page's names (and one to know whether more follow)
-        # are all it needs; with one, up to the scan limit in one request.
-        page_keys = SCAN_LIMIT if query.state or query.method else query.page_size + 1
+        # Without a filter on the names (or one that leaves out few), the page's names (and one to
+        # know whether more follow) are about all it needs; with one, up to the scan limit in one
+        # request.
+        sparse = (query.states is not None and not query.dense) or query.method
+        page_keys = SCAN_LIMIT if sparse else query.page_size + 1
         for entry in self.store.list(OUTPUTS, prefix, start_after=start, page_keys=page_keys):
             listed = parse_name(entry.key[len(prefix) :], query.owner)
             if listed is None:

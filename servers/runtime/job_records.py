@@ -21,7 +21,7 @@ from google.protobuf import json_format
 
 from genmesh.errors import GenmeshError, NotFound
 from servers.runtime.events import JobState
-from servers.runtime.job_listing import JobIndex, output_kind
+from servers.runtime.job_listing import JobIndex, library_kind, output_kind
 from servers.runtime.queue import Job
 from storage.buckets import OUTPUTS
 from storage.keys import validate_job_id
@@ -72,7 +72,8 @@ class TerminalRecords:
                 self.index.add(job_id, job.created_at, job.state.value, job.method, job.owner)
                 kind = output_kind(self.index.service, job.method)
                 if self.library is not None and kind is not None and job.state is JobState.SUCCEEDED:
-                    self.library.add(job_id, job.created_at, kind, self.index.service, job.owner)
+                    named = library_kind(kind, sub_job=bool(job.parent))
+                    self.library.add(job_id, job.created_at, named, self.index.service, job.owner)
         except GenmeshError as exc:
             log.warning("job_not_indexed", job_id=job_id, error=exc.message)
         except Exception:

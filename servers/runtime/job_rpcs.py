@@ -95,7 +95,7 @@ def job_query(service: str, request: Any, who: caller.Caller) -> JobQuery:
     after, before = time_bounds(request)
     return JobQuery(
         owner=owner,
-        state=STATE_VALUES.get(request.state),
+        states=frozenset({STATE_VALUES[request.state]}) if request.state in STATE_VALUES else None,
         method=method,
         created_after_ms=after,
         created_before_ms=before,

@@ -7,6 +7,11 @@ output (``OUTPUT_KINDS``) also gets two names in a library index shaped like the
 
     jobs/index/library/{all,by-client/<client>}/<position>.<kind>.<service>
 
+A sub-job's kind is marked (``library_kind``: "image-sub" for a character's portrait as its Image
+job made it, its record naming the character in ``parent_job_id``): a listing leaves those names
+out unless asked to include sub-jobs, so a character is one output. (Sub-jobs indexed before the
+mark existed list as their kind.)
+
 A page is one bounded listing of those names plus one record read per output; each output's
 artifacts are the ``Artifact`` messages of its recorded result, presigned afresh (locally, no
 request). The record is the job's only one: outputs of older versions also have a ``result.json``
@@ -33,7 +38,16 @@ from genmesh.common.v1 import artifact_pb2
 from genmesh.errors import NotFound
 from genmesh.services import BY_NAME
 from servers.runtime import caller
-from servers.runtime.job_listing import JobIndex, JobQuery, Listed, output_kind, position_ms
+from servers.runtime.job_listing import (
+    OUTPUT_KINDS,
+    JobIndex,
+    JobQuery,
+    Listed,
+    library_kind,
+    output_kind,
+    position_ms,
+    split_library_kind,
+)
 from servers.runtime.job_records import TerminalRecords
 from servers.runtime.protos import returned_type
 from storage.buckets import OUTPUTS
@@ -62,6 +76,7 @@ class Output:
     artifacts: list[artifact_pb2.Artifact]
     thumbnail: artifact_pb2.Artifact | None
     parameters: dict[str, Any]
+    parent_job_id: str = ""  # the job this one is a step of; "" for one a client asked for
 
 
 def artifacts_of(message: Message) -> Iterator[tuple[str, artifact_pb2.Artifact]]:
@@ -83,6 +98,18 @@ def artifacts_of(message: Message) -> Iterator[tuple[str, artifact_pb2.Artifact]
     yield from walk(message, "")
 
 
+def library_states(kind: str | None, include_sub_jobs: bool) -> tuple[frozenset[str] | None, bool]:
+    """The index kinds a listing of ``kind`` (None: every kind) shows, and whether they leave out few
+    names (``JobQuery.dense``): without sub-jobs, every client's kind but no sub-job's."""
+    kinds = [kind] if kind is not None else sorted(set(OUTPUT_KINDS.values()))
+    if kind is None and include_sub_jobs:
+        return None, False
+    names = {library_kind(name, False) for name in kinds}
+    if include_sub_jobs:
+        names |= {library_kind(name, True) for name in kinds}
+    return frozenset(names), kind is None
+
+
 def library_index(store: ObjectStore) -> JobIndex:
     """The library's index: its names carry the kind and the service where a job index's carry the
     state and the RPC (``TerminalRecords`` adds a job to it with those)."""
@@ -102,7 +129,8 @@ class Library:
         self.index.add(job_id, created_at, kind, service, owner)
 
     def page(self, query: JobQuery) -> tuple[list[Output], str]:
-        """One page: ``query.state`` is the kind ("image") and ``query.method`` stays empty."""
+        """One page: ``query.states`` are kinds as the index names them (``library_states``) and
+        ``query.method`` stays empty."""
         found, horizon = self.index.scan(query)
         page = found[: query.page_size]
         after = page[-1].position if len(found) > query.page_size else (horizon or "")
@@ -127,8 +155,12 @@ class Library:
             fresh.ClearField("data")
             fresh.url = self.store.presign_get(fresh.bucket, fresh.key)
             artifacts.append(fresh)
-        top = THUMBNAILS.get(listed.state)
+        kind, _ = split_library_kind(listed.state)
+        top = THUMBNAILS.get(kind)
         thumbnail = next((fresh for (name, _), fresh in zip(found, artifacts, strict=True) if name == top), None)
+        # One entry per file: a character names its portrait twice (as itself and as its stage's).
+        unique = {(artifact.bucket, artifact.key): artifact for artifact in reversed(artifacts)}
+        artifacts = [artifact for artifact in artifacts if unique[(artifact.bucket, artifact.key)] is artifact]
         own = [
             artifact.key
             for artifact in artifacts
@@ -141,7 +173,7 @@ class Library:
                 parameters[name] = getattr(result, name)
         return Output(
             job_id=listed.job_id,
-            kind=listed.state,
+            kind=kind,
             service=service,
             method=recorded.status.method,
             created_ms=recorded.status.create_time.ToMilliseconds(),
@@ -150,6 +182,7 @@ class Library:
             artifacts=artifacts,
             thumbnail=thumbnail,
             parameters=parameters,
+            parent_job_id=recorded.status.parent_job_id,
         )
 
     def delete(self, job_id: str) -> int:
@@ -175,7 +208,8 @@ class Library:
             self.store.delete(OUTPUTS, entry.key)
             deleted += 1
         created_ms = status.create_time.ToMilliseconds()
-        for key in self.index.keys(job_id, created_ms, kind, service_info.name, status.client_id):
+        named = library_kind(kind, sub_job=bool(status.parent_job_id))
+        for key in self.index.keys(job_id, created_ms, named, service_info.name, status.client_id):
             self.store.delete(OUTPUTS, key)
         status.outputs_deleted_time.FromNanoseconds(time.time_ns())
         self.records.write(job_id, recorded)

@@ -18,7 +18,7 @@ from servers.runtime.job_listing import (
     owner_filter,
     time_bounds,
 )
-from servers.runtime.library import Library, Output
+from servers.runtime.library import Library, Output, library_states
 from storage.object_store import ObjectStore
 
 KINDS = {
@@ -37,9 +37,12 @@ def output_query(request: library_pb2.ListOutputsRequest, who: caller.Caller) ->
     if request.kind and request.kind not in KIND_NAMES:
         raise InvalidArgument(f"kind: unknown output kind {request.kind}", field="kind")
     after, before = time_bounds(request)
+    # The library index's names carry the kind where jobs' carry the state.
+    states, dense = library_states(KIND_NAMES.get(request.kind), request.include_sub_jobs)
     return JobQuery(
         owner=owner,
-        state=KIND_NAMES.get(request.kind),  # the library index's names carry the kind where jobs' carry the state
+        states=states,
+        dense=dense,
         created_after_ms=after,
         created_before_ms=before,
         page_size=page_size,
@@ -61,6 +64,7 @@ def output_message(output: Output) -> library_pb2.Output:
         artifacts=output.artifacts,
         thumbnail=output.thumbnail,
         parameters=parameters,
+        parent_job_id=output.parent_job_id,
     )
 
 

@@ -68,6 +68,7 @@ class Job:
     error: Failed | None = None
     cancel_reason: str | None = None
     owner: str = ""  # the client id of the caller that submitted it ("" without the gateway)
+    parent: str = ""  # the job it is a step of (an agent job's stage), "" for a job a client asked for
     notify: gate.Notify | None = None  # its completion webhook, checked before it was queued
     # The submitting call's log context (request id, client id), re-bound in the worker thread.
     log_context: dict[str, Any] = field(default_factory=dict)
@@ -298,6 +299,7 @@ class JobQueue:
             detached=detached,
             work=work,
             owner=caller.current().client_id,
+            parent=caller.current().parent_job_id,
             notify=gate.requested(),
             log_context=log_context,
         )

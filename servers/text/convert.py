@@ -240,6 +240,7 @@ def model_info(spec: ModelSpec, default_name: str, context_length: int, loaded: 
         source=spec.source,
         size_bytes=spec.size_bytes,
         loaded=loaded,
+        state=common.model_state(loaded, spec.location),
         is_default=spec.name == default_name,
         labels=labels,
     )

@@ -301,7 +301,7 @@ def test_listing_pages_through_the_index_without_reading_it_all(mesh, clients, o
     assert [listed.status.job_id for listed in after] == list(reversed(ids[4:]))
 
 
-def test_an_agent_jobs_sub_jobs_belong_to_its_caller(clients) -> None:
+def test_an_agent_jobs_sub_jobs_belong_to_its_caller(mesh, clients, keys) -> None:
     a = clients["a"]
     made: list = []
 
@@ -319,6 +319,40 @@ def test_an_agent_jobs_sub_jobs_belong_to_its_caller(clients) -> None:
     assert sub_job in [listed.status.job_id for listed in a.list_jobs(services=["text"]).jobs]
     with pytest.raises(errors.NotFound):
         clients["b"].text.get_job(sub_job)
+    # The library lists the character as one output; its stage's job (a text output of its own) only
+    # when asked, naming the character; by id it is there as any job.
+    character = events[0].job_id
+    assert a.text.get_job(sub_job).status.parent_job_id == character
+    assert a.agent.get_job(character).status.parent_job_id == ""
+    shown = {output.job_id: output for output in a.outputs.list(page_size=200).outputs}
+    assert shown[character].kind == library_pb2.OUTPUT_KIND_CHARACTER and sub_job not in shown
+    assert sub_job not in [output.job_id for output in a.outputs.list(kind="text").outputs]
+    with_sub_jobs = {output.job_id: output for output in a.outputs.list(page_size=200, include_sub_jobs=True).outputs}
+    assert with_sub_jobs[sub_job].parent_job_id == character and with_sub_jobs[character].parent_job_id == ""
+    assert with_sub_jobs[sub_job].kind == library_pb2.OUTPUT_KIND_TEXT
+    assert set(shown) < set(with_sub_jobs)
+    texts = a.outputs.list(kind="text", include_sub_jobs=True).outputs
+    assert sub_job in [output.job_id for output in texts] and character not in [output.job_id for output in texts]
+    body = rest(mesh, keys["a"], "/v1/outputs", include_sub_jobs="true", kind="OUTPUT_KIND_TEXT").json()
+    assert {"job_id": sub_job, "parent_job_id": character}.items() <= next(
+        output for output in body["outputs"] if output["job_id"] == sub_job
+    ).items()
+    b_sees = clients["b"].outputs.list(page_size=200, include_sub_jobs=True).outputs
+    assert not {character, sub_job} & {output.job_id for output in b_sees}  # still only one's own
+    env = {**os.environ, "GENMESH_URL": mesh.url, "GENMESH_API_KEY": keys["a"]}
+    listed = subprocess.run([CLI, "outputs", "--limit", "200"], env=env, capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0 and character in listed.stdout and sub_job not in listed.stdout, listed.stderr
+    listed = subprocess.run([CLI, "outputs", "--kind", "text", "--sub-jobs"], env=env, capture_output=True, text=True)
+    line = next(line for line in listed.stdout.splitlines() if line.startswith(sub_job))
+    assert f"(sub-job of {character})" in line, listed.stdout
+    # A caller cannot make its own job pass for a sub-job: the gateway drops the header.
+    forged = {"x-api-key": keys["a"], "x-genmesh-parent-job": character}
+    with httpx.stream("POST", f"http://{mesh.url}/v1/text:generate", headers=forged, timeout=120,
+                      json={"prompt": "Once", "sampling": {"max_tokens": 1}, "detach": True}) as response:  # fmt: skip
+        assert response.status_code == 200, response.read()
+        first = json.loads(next(line for line in response.iter_lines() if line.startswith("data: "))[6:])
+    wait_until(lambda: a.text.get_job(first["job_id"]).status.state == SUCCEEDED, timeout=120, what="it")
+    assert a.text.get_job(first["job_id"]).status.parent_job_id == ""
 
 
 # -- the library of outputs ---------------------------------------------------------------------
@@ -347,6 +381,8 @@ def test_the_library_lists_a_clients_outputs_with_their_parameters(mesh, clients
     assert shown.returncode == 0, shown.stderr
     header, first = shown.stdout.splitlines()[:2]
     assert header.split()[:3] == ["ID", "KIND", "AGE"] and first.split()[:2] == [made["image"], "image"]
+    # For people: numbers as numbers (the int64 seed, the steps the Struct holds as 2.0).
+    assert {"seed=1", "steps=2", "width=64"} <= set(first.split()) and 'prompt="a dot"' in first, first
 
 
 def test_deleting_an_output_is_for_its_owner_and_the_record_says_so(mesh, clients, keys, object_store) -> None:

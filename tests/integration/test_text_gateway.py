@@ -267,8 +267,18 @@ def test_cli_streams_text_and_json(mesh) -> None:
     assert bad.returncode == 2 and "sampling.max_tokens" in bad.stderr and "Traceback" not in bad.stderr
     listed = subprocess.run([cli, "models"], capture_output=True, text=True, timeout=60, env=env, check=True)
     header, *rows = listed.stdout.splitlines()
-    assert header.split() == ["SERVICE", "NAME", "SIZE", "FLAGS", "DESCRIPTION"] and "gemma-3-270m" in listed.stdout
+    assert (
+        header.split() == ["SERVICE", "NAME", "SIZE", "STATE", "FLAGS", "DESCRIPTION"]
+        and "gemma-3-270m" in listed.stdout
+    )
     assert len({row.index(" MB") for row in rows if " MB" in row}) == 1  # one column, however long the flags
+    # One state column by one rule: every model of every service says where it stands.
+    name_at, state_at, flags_at = (header.index(column) for column in ("NAME", "STATE", "FLAGS"))
+    states = {
+        row[name_at:].split()[0]: row[state_at:flags_at].strip() for row in rows if not row.startswith("training")
+    }
+    assert set(states.values()) <= {"loaded", "loads on first use", "not downloaded"}, listed.stdout
+    assert any(name.startswith("gemma-3-270m") and state == "loaded" for name, state in states.items()), listed.stdout
 
 
 def test_generated_key_file_is_private(mesh) -> None:

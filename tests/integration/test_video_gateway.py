@@ -21,7 +21,7 @@ from PIL import Image
 
 from genmesh import errors
 from genmesh.client import GenmeshClient
-from genmesh.common.v1 import job_pb2
+from genmesh.common.v1 import job_pb2, model_pb2
 from genmesh.video.v1 import video_pb2
 from servers.mesh.processes import wait_until
 from tests.integration.helpers import png_bytes, sse
@@ -199,6 +199,10 @@ def test_list_models_lists_base_models_and_motion_adapters(client) -> None:
     assert "noise" in base.description
     assert (base.defaults.width, base.defaults.num_frames, base.defaults.steps) == (128, 8, 4)  # light ones
     assert "smoke-test" in base.defaults.note and not adapter.HasField("defaults")
+    # Loaded at start or not yet (preload off, keep-alive): the state says which, as `loaded` does.
+    for model in (base, adapter):
+        loaded = model_pb2.MODEL_STATE_LOADED if model.loaded else model_pb2.MODEL_STATE_LOADS_ON_FIRST_USE
+        assert model.state == loaded, model
 
 
 def test_grpcurl_streams_a_video(mesh) -> None:

@@ -87,3 +87,33 @@ def test_each_output_format_knows_its_content_type_and_extension() -> None:
     assert [(f.value, f.content_type, f.extension) for f in ImageFormat] == [
         ("png", "image/png", "png"), ("webp", "image/webp", "webp"), ("jpeg", "image/jpeg", "jpg")]  # fmt: skip
     assert VideoFormat("mp4").content_type == "video/mp4" and VideoFormat.GIF == "gif"
+
+
+def test_models_say_where_they_stand_by_one_rule_and_video_loads_on_first_use(tmp_path) -> None:
+    """A Video server that has not loaded its default pair (preload off, or unloaded after its
+    keep-alive) lists it as the default that "loads on first use" until a job loads it; the rule is
+    the one Text and Image list by."""
+    from genmesh.common.v1 import model_pb2
+    from servers.diffusion.catalog import MOTION_ADAPTERS, ModelCatalog
+    from servers.runtime.convert import model_state
+    from servers.video.engine import ModelPair, VideoEngine
+
+    assert model_state(True, "local") == model_state(True, "store") == model_pb2.MODEL_STATE_LOADED
+    assert model_state(False, "local") == model_pb2.MODEL_STATE_LOADS_ON_FIRST_USE
+    assert model_state(False, "store") == model_pb2.MODEL_STATE_NOT_DOWNLOADED
+    engine = VideoEngine(
+        ModelCatalog(tmp_path / "models"), ModelCatalog(tmp_path / "motion", kind=MOTION_ADAPTERS),
+        cache_dir=tmp_path, device="cpu",
+    )  # fmt: skip
+    servicer = object.__new__(VideoServicer)  # ListModels reads the engine alone
+    servicer.engine = engine
+    before = {model.name: model for model in servicer.model_infos()}
+    assert before and all(model.state == model_pb2.MODEL_STATE_LOADS_ON_FIRST_USE for model in before.values())
+    assert before["tiny-sd15"].is_default and before["tiny-motion-adapter"].is_default
+    engine.models._key, engine.models._model = (
+        ModelPair("tiny-sd15", "tiny-motion-adapter"),
+        object(),
+    )  # a job loaded them
+    after = {model.name: model for model in servicer.model_infos()}
+    assert after["tiny-sd15"].state == after["tiny-motion-adapter"].state == model_pb2.MODEL_STATE_LOADED
+    assert after["tiny-sd15"].loaded

@@ -156,6 +156,7 @@ def test_values_are_emitted_as_json(descriptor: Path) -> None:
     ]
     removed = filters["envoy.filters.http.header_mutation"]["mutations"]["request_mutations"]
     assert {"remove": "x-genmesh-admin"} in removed and {"remove": "x-client-id"} in removed
+    assert {"remove": "x-genmesh-parent-job"} in removed  # only the agent names a sub-job's parent
     assert filters[API_KEY_AUTH]["credentials"] == [{"key": AWKWARD_KEY, "client": "bob"}]
     assert 'socket_address: {address: "0.0.0.0", port_value: 18080}' in text
     assert "socket_address: {address: 127.0.0.1, port_value: 19901}" in text  # admin never leaves loopback

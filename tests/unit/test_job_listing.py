@@ -82,8 +82,8 @@ def test_merge_prefers_memory_and_stops_at_the_horizon() -> None:
 
 def test_query_filters() -> None:
     job = entry(100, "j", "failed")
-    assert JobQuery(owner="a", state="failed").matches(job)
-    assert not JobQuery(owner="a", state="running").matches(job)
+    assert JobQuery(owner="a", states=frozenset({"failed"})).matches(job)
+    assert not JobQuery(owner="a", states=frozenset({"running", "queued"})).matches(job)
     assert not JobQuery(owner="b").matches(job) and JobQuery(owner=None).matches(job)
     assert JobQuery(owner="a", created_after_ms=99_999, created_before_ms=100_001).matches(job)
     assert not JobQuery(owner="a", created_before_ms=100_000).matches(job)
@@ -163,3 +163,32 @@ def test_an_outputs_artifacts_are_found_wherever_its_result_holds_them() -> None
     assert [name for name, _ in artifacts_of(character)] == ["portrait"]
     assert output_kind("training", "genmesh.training.v1.TrainingService/RestoreImage") == "restored_image"
     assert output_kind("training", "GenerateSyntheticData") is None and output_kind("text", "Chat") == "text"
+
+
+def test_the_library_leaves_sub_jobs_out_unless_asked() -> None:
+    from servers.runtime.caller import PARENT_JOB_HEADER, from_headers
+    from servers.runtime.job_listing import library_kind, split_library_kind
+    from servers.runtime.library import library_states
+
+    assert (
+        library_kind("image", sub_job=True) == "image-sub" and library_kind("restored_image", False) == "restored_image"
+    )
+    assert split_library_kind("image-sub") == ("image", True) and split_library_kind("restored_image") == (
+        "restored_image",
+        False,
+    )
+    shown, dense = library_states(None, include_sub_jobs=False)
+    assert dense and shown == {"text", "image", "video", "character", "restored_image"}
+    assert library_states(None, include_sub_jobs=True) == (None, False)
+    assert library_states("image", include_sub_jobs=False) == (frozenset({"image"}), False)
+    assert library_states("image", include_sub_jobs=True) == (frozenset({"image", "image-sub"}), False)
+    names = [
+        entry(10.0 - n, f"img-{n}", state) for n, state in enumerate(["image", "image-sub", "character", "text-sub"])
+    ]
+    default = JobQuery(owner="a", states=shown, dense=dense)
+    assert [listed.job_id for listed in names if default.matches(listed)] == ["img-0", "img-2"]
+    # A sub-job says whose step it is in a header only the agent sets (the gateway drops a caller's).
+    assert from_headers({"x-client-id": "a", PARENT_JOB_HEADER: "agt-0-1f"}).parent_job_id == "agt-0-1f"
+    assert from_headers({PARENT_JOB_HEADER: "agt-0-1f"}).parent_job_id == "agt-0-1f"  # a direct call too
+    for bad in ("../x", "", "a/b", "x" * 200):
+        assert from_headers({"x-client-id": "a", PARENT_JOB_HEADER: bad}).parent_job_id == ""

@@ -13,6 +13,8 @@ from genmesh.cli.base import app, job_app
 from genmesh.cli.common import JsonFlag, KeyOption, UrlOption, fail, to_dict, usage_error
 from genmesh.client import GenmeshClient
 from genmesh.client.jobs import LIST_REQUESTS, OUTPUT_KINDS, STATES, ListedJob
+from genmesh.client.parameters import typed_parameters
+from genmesh.common.v1 import model_pb2
 from genmesh.services import SERVICES, service_for_job
 
 models_app = typer.Typer(help="The models each service can run: list them, delete one, prune partial pulls.")
@@ -39,25 +41,38 @@ def models(ctx: typer.Context, url: UrlOption = None, api_key: KeyOption = None,
         for service, model in listed:
             typer.echo(json.dumps({"service": service, **to_dict(model)}))
         return
-    rows: list[tuple[str, str, str, str, str]] = []
+    rows: list[tuple[str, ...]] = []
     for service, model in listed:
         if service == "training":
             delta = f"{model.delta_vs_previous.psnr:+.2f} dB vs previous" if model.previous_model_id else "first"
             size = f"v{model.version}"
-            rows.append((service, model.model_id, size, f"PSNR {model.metrics.psnr:.2f}", delta))
+            rows.append((service, model.model_id, size, "-", f"PSNR {model.metrics.psnr:.2f}", delta))
             continue
-        flags = ", ".join(f for f, on in (("default", model.is_default), ("loaded", model.loaded)) if on)
+        flags = "default" if model.is_default else ""
         kind = model.labels.get("kind")
         if kind in ("motion_adapter", "lora"):
             tag = "adapter" if kind == "motion_adapter" else f"lora {model.labels.get('family', '?')}"
             flags = ", ".join(filter(None, (tag, flags)))
-        rows.append((service, model.name, f"{model.size_bytes / 1e6:.1f} MB", flags, model.description))
-    header = ("SERVICE", "NAME", "SIZE", "FLAGS", "DESCRIPTION")
-    widths = [max(len(row[column]) for row in (header, *rows)) for column in range(4)]
+        size = f"{model.size_bytes / 1e6:.1f} MB"
+        rows.append((service, model.name, size, model_state_text(model), flags or "-", model.description))
+    header = ("SERVICE", "NAME", "SIZE", "STATE", "FLAGS", "DESCRIPTION")
+    widths = [max(len(row[column]) for row in (header, *rows)) for column in range(5)]
     for row in (header, *rows) if rows else ():
         cells = [cell.rjust(width) if column == 2 else cell.ljust(width) for column, (cell, width) in
-                 enumerate(zip(row[:4], widths, strict=True))]  # fmt: skip
-        typer.echo("  ".join([*cells, row[4]]).rstrip())
+                 enumerate(zip(row[:5], widths, strict=True))]  # fmt: skip
+        typer.echo("  ".join([*cells, row[5]]).rstrip())
+
+
+MODEL_STATES = {
+    model_pb2.MODEL_STATE_LOADED: "loaded",
+    model_pb2.MODEL_STATE_LOADS_ON_FIRST_USE: "loads on first use",
+    model_pb2.MODEL_STATE_NOT_DOWNLOADED: "not downloaded",
+}
+
+
+def model_state_text(model: model_pb2.ModelInfo) -> str:
+    """A model's state as `genmesh models` shows it (a server older than the field tells ``loaded`` only)."""
+    return MODEL_STATES.get(model.state) or ("loaded" if model.loaded else "not loaded")
 
 
 STATE_NAMES = {number: name for name, number in STATES.items()}
@@ -136,11 +151,20 @@ def outputs(
     kind: Annotated[str | None, typer.Option(help="Only this kind: " + ", ".join(OUTPUT_KINDS) + ".")] = None,
     limit: Annotated[int, typer.Option(help="Most outputs to show, 1..200.")] = 20,
     all_clients: Annotated[bool, typer.Option("--all", help="Every client's outputs (admin keys only).")] = False,
+    sub_jobs: Annotated[
+        bool,
+        typer.Option(
+            "--sub-jobs",
+            help="Also the outputs of sub-jobs (a character's portrait and animation as their jobs made them).",
+        ),
+    ] = False,
     url: UrlOption = None,
     api_key: KeyOption = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """List stored outputs, newest first: job id, kind, age, thumbnail or first file, parameters."""
+    """List stored outputs, newest first: job id, kind, age, thumbnail or first file, parameters.
+    A character is one output (its portrait as the file); its stages' sub-jobs only with --sub-jobs,
+    each marked with the job it belongs to."""
     if ctx.invoked_subcommand is not None:
         return
     if kind is not None and kind not in OUTPUT_KINDS:
@@ -149,7 +173,7 @@ def outputs(
         usage_error(f"--limit must be between 1 and 200 (got {limit})")
     with GenmeshClient(url, api_key) as client:
         try:
-            listed = client.outputs.list(kind=kind, page_size=limit, all_clients=all_clients)
+            listed = client.outputs.list(kind=kind, page_size=limit, all_clients=all_clients, include_sub_jobs=sub_jobs)
         except errors.GenmeshError as error:
             fail(error)
     now = time.time()
@@ -163,10 +187,32 @@ def outputs(
             output.thumbnail if output.HasField("thumbnail") else (output.artifacts[0] if output.artifacts else None)
         )
         where = f"{shown.bucket}/{shown.key}" if shown is not None else output.folder
-        parameters = json.dumps(to_dict(output.parameters), separators=(",", ":"))
+        parameters = parameter_text(typed_parameters(output.method, output.parameters))
         created = output.create_time.ToMilliseconds() / 1000
         kind_name = KIND_NAMES.get(output.kind, "?")
-        typer.echo(f"{output.job_id:36} {kind_name:14} {age(now - created):>5}  {where}  {parameters[:80]}")
+        if output.parent_job_id:
+            where = f"{where}  (sub-job of {output.parent_job_id})"
+        typer.echo(f"{output.job_id:36} {kind_name:14} {age(now - created):>5}  {where}  {parameters}")
+
+
+PARAMETERS_WIDTH = 160  # characters of an output's parameters on its line (a prompt can be long)
+
+
+def parameter_text(parameters: dict[str, Any], width: int = PARAMETERS_WIDTH) -> str:
+    """``name=value`` pairs as people read them: numbers as numbers (``seed=42``), text quoted when it
+    has spaces, nested values as compact JSON; empty ones left out; cut at ``width`` with "…"."""
+
+    def shown(value: Any) -> str:
+        if isinstance(value, str):
+            return json.dumps(value) if not value or any(c.isspace() or c in '"=' for c in value) else value
+        if isinstance(value, bool):
+            return str(value).lower()
+        if isinstance(value, (dict, list)):
+            return json.dumps(value, separators=(",", ":"))
+        return str(value)
+
+    text = " ".join(f"{name}={shown(value)}" for name, value in parameters.items() if value not in ("", [], {}, None))
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 @outputs_app.command("rm")

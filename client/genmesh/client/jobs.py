@@ -174,9 +174,16 @@ OUTPUT_KINDS = {"text": 1, "image": 2, "video": 3, "character": 4, "restored_ima
 
 
 def outputs_request(
-    *, kind: str | None = None, page_size: int = 20, page_token: str = "", all_clients: bool = False, **times: Any
+    *,
+    kind: str | None = None,
+    page_size: int = 20,
+    page_token: str = "",
+    all_clients: bool = False,
+    include_sub_jobs: bool = False,
+    **times: Any,
 ) -> library_pb2.ListOutputsRequest:
-    """A ListOutputsRequest; ``kind`` is a name ("image"), times (created_after/before) datetimes or Unix seconds."""
+    """A ListOutputsRequest; ``kind`` is a name ("image"), times (created_after/before) datetimes or
+    Unix seconds; ``include_sub_jobs`` adds the outputs of sub-jobs (a character's stages)."""
     if kind is not None and kind not in OUTPUT_KINDS:
         raise errors.InvalidArgument(f"kind must be one of {', '.join(OUTPUT_KINDS)} (got {kind!r})", field="kind")
     return library_pb2.ListOutputsRequest(
@@ -184,5 +191,6 @@ def outputs_request(
         page_size=page_size,
         page_token=page_token,
         all_clients=all_clients,
+        include_sub_jobs=include_sub_jobs,
         **{name: _timestamp(value) for name, value in times.items()},
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import re
 
+import httpx
 import pytest
 from PIL import Image
 from playwright.sync_api import expect
@@ -169,7 +170,7 @@ def test_chat_streams_a_reply(console, api_key) -> None:
 
 
 @pytest.mark.parametrize("console", ["desktop"], indirect=True)
-def test_a_character_fills_its_three_stage_cards(console, api_key) -> None:
+def test_a_character_fills_its_three_stage_cards(console, api_key, gateway_url) -> None:
     page = console.page
     console.open("#/character")
     console.enter_key(api_key)
@@ -188,6 +189,33 @@ def test_a_character_fills_its_three_stage_cards(console, api_key) -> None:
         media = page.locator(f".stage-card[data-stage={stage}] img")
         page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=media.element_handle())
     console.shot("cards")
+    # The Library shows the character as one item (its portrait the thumbnail), not its stages' jobs.
+    character = data["jobId"]
+    job = httpx.get(f"{gateway_url}/v1/agent/jobs/{character}", headers={"x-api-key": api_key}, timeout=30).json()
+    sub_jobs = [stage["sub_job_id"] for stage in job["result"]["stages"]]
+    page.get_by_role("link", name="Library").click()
+    tile = page.locator(f".library li[data-job-id='{character}'] button")
+    expect(tile).to_be_visible()
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=tile.locator("img").element_handle())
+    for sub_job in sub_jobs:
+        expect(page.locator(f".library li[data-job-id='{sub_job}']")).to_have_count(0)
+    # Its detail: the animation plays there, and the seed reads as the number it is (REST has "7").
+    tile.click()
+    detail = page.locator(f".output-detail[data-job-id='{character}']")
+    animation = detail.locator("img.animation")
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=animation.element_handle())
+    expect(detail.locator("dt", has_text="seed").locator("xpath=following-sibling::dd[1]")).to_have_text("7")
+    expect(detail.locator("dt", has_text="stages").locator("xpath=following-sibling::dd[1]")).to_have_text(
+        "STAGE_TEXT, STAGE_IMAGE, STAGE_VIDEO"
+    )
+    console.shot("library-character")
+    # Asked for, the sub-jobs are listed too, each naming its character.
+    page.get_by_label("sub-jobs too").check()
+    for sub_job in sub_jobs:
+        expect(page.locator(f".library li[data-job-id='{sub_job}']")).to_have_attribute("data-parent", character)
+    page.locator(f".library li[data-job-id='{sub_jobs[1]}'] button").click()
+    expect(page.locator(f".output-detail[data-job-id='{sub_jobs[1]}'] .parent")).to_contain_text(character)
+    console.shot("library-sub-jobs")
 
 
 @pytest.mark.parametrize("console", ["desktop"], indirect=True)

@@ -110,6 +110,13 @@ def test_every_view_opens_with_the_keyboard(console, api_key) -> None:
         assert page.get_by_role("link", name=name, exact=True).get_attribute("aria-current") == "page"
         if name == "Models":
             expect(page.locator("[data-service=image] .badge", has_text="default").first).to_be_visible()
+            # Every model of every service says where it stands, by one rule (Video's default too).
+            expect(page.locator("[data-service=text] li[data-state=loaded]").first).to_be_visible()
+            for service in ("text", "image", "video"):
+                items = page.locator(f"[data-service={service}] ul.models > li")
+                expect(items.first).to_be_visible()
+                states = set(items.evaluate_all("items => items.map((item) => item.dataset.state)"))
+                assert states <= {"loaded", "loads on first use", "not downloaded"}, (service, states)
         if name == "Status":  # health, queue depth and memory of each service (GET /v1/status)
             for service in ("text", "image", "video", "agent", "training", "models"):
                 row = page.locator(f"tr[data-service={service}]")

@@ -5,8 +5,9 @@ import { test } from "node:test";
 
 import { chartData } from "../../../servers/web/console/js/views/chart.js";
 import { base64Of, outputPicture, sourceFields } from "../../../servers/web/console/js/views/imageinput.js";
-import { fileName } from "../../../servers/web/console/js/views/library.js";
+import { animationOf, fileName, parameterText } from "../../../servers/web/console/js/views/library.js";
 import { comparisonSeries, signed, versionLabel } from "../../../servers/web/console/js/views/registry.js";
+import { modelState } from "../../../servers/web/console/js/views/common.js";
 import { reusedSource } from "../../../servers/web/console/js/views/reuse.js";
 import { byteSize, statusRows } from "../../../servers/web/console/js/views/status.js";
 import { MAX_ENTRIES, promptSchedule } from "../../../servers/web/console/js/views/travel.js";
@@ -103,4 +104,33 @@ test("library files: named within the job's folder; the job's record by its whol
   assert.equal(fileName("20261207_0905/img-0-3f9c/image_0.png"), "image_0.png");
   assert.equal(fileName("20261207_0905/vid-0-3f9c/frames/0001.png"), "frames/0001.png");
   assert.equal(fileName("jobs/txt-0-3f9c.json"), "jobs/txt-0-3f9c.json");
+});
+
+test("library: a character's animation is found among its files, whatever its format", () => {
+  const files = (...keys) => keys.map((key) => ({ key }));
+  const folder = "20261207_0905/agt-0-1f";
+  assert.equal(animationOf(files(`${folder}/character.json`, `${folder}/portrait.png`, `${folder}/video.gif`)).key, `${folder}/video.gif`);
+  assert.equal(animationOf(files(`${folder}/video.mp4`)).key, `${folder}/video.mp4`);
+  assert.equal(animationOf(files(`${folder}/portrait.png`, "jobs/agt-0-1f.json")), null); // stopped before the video stage
+  assert.equal(animationOf(), null);
+});
+
+test("library: parameters read as values, an int64 seed as its number, nested ones too", () => {
+  assert.equal(parameterText("42"), "42"); // proto JSON's int64: no quotes shown
+  assert.equal(parameterText(7.5), "7.5");
+  assert.equal(parameterText(""), "");
+  assert.equal(parameterText(null), "");
+  assert.equal(parameterText(["STAGE_TEXT", "STAGE_IMAGE"]), "STAGE_TEXT, STAGE_IMAGE");
+  assert.equal(parameterText({ bucket: "outputs", key: "20261207_0905/img-0-1/image_0.png" }), "outputs/20261207_0905/img-0-1/image_0.png");
+  assert.equal(parameterText({ max_tokens: 12, seed: "3", stop: [] }), "max_tokens 12 · seed 3");
+  assert.equal(parameterText([{ name: "ink", weight: 0.8 }]), "name ink · weight 0.8");
+  assert.equal(parameterText({ 0: "a meadow", 4: "the meadow at night" }), "0 a meadow · 4 the meadow at night");
+});
+
+test("models: one state per model, by the server's rule; a registry model has none", () => {
+  assert.deepEqual(modelState({ name: "tiny-sd15", state: "MODEL_STATE_LOADS_ON_FIRST_USE", is_default: true }), ["loads on first use", ""]);
+  assert.deepEqual(modelState({ name: "gemma", state: "MODEL_STATE_LOADED", loaded: true }), ["loaded", "ok"]);
+  assert.deepEqual(modelState({ name: "pulled", state: "MODEL_STATE_NOT_DOWNLOADED" }), ["not downloaded", "warn"]);
+  assert.deepEqual(modelState({ name: "old", loaded: false }), ["not loaded", ""]); // a server older than `state`
+  assert.equal(modelState({ model_id: "layer_61/v1", version: 1 }), null);
 });

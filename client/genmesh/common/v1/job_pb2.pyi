@@ -91,7 +91,7 @@ class Cancelled(_message.Message):
     def __init__(self, reason: _Optional[str] = ...) -> None: ...
 
 class JobStatus(_message.Message):
-    __slots__ = ("job_id", "state", "queue_position", "progress", "error", "cancelled", "create_time", "start_time", "end_time", "detached", "method", "client_id", "outputs_deleted_time", "deliveries")
+    __slots__ = ("job_id", "state", "queue_position", "progress", "error", "cancelled", "create_time", "start_time", "end_time", "detached", "method", "client_id", "outputs_deleted_time", "deliveries", "parent_job_id")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     QUEUE_POSITION_FIELD_NUMBER: _ClassVar[int]
@@ -106,6 +106,7 @@ class JobStatus(_message.Message):
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     OUTPUTS_DELETED_TIME_FIELD_NUMBER: _ClassVar[int]
     DELIVERIES_FIELD_NUMBER: _ClassVar[int]
+    PARENT_JOB_ID_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     state: JobState
     queue_position: int
@@ -120,7 +121,8 @@ class JobStatus(_message.Message):
     client_id: str
     outputs_deleted_time: _timestamp_pb2.Timestamp
     deliveries: _containers.RepeatedCompositeFieldContainer[WebhookDelivery]
-    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., queue_position: _Optional[int] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., cancelled: _Optional[_Union[Cancelled, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., detached: _Optional[bool] = ..., method: _Optional[str] = ..., client_id: _Optional[str] = ..., outputs_deleted_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deliveries: _Optional[_Iterable[_Union[WebhookDelivery, _Mapping]]] = ...) -> None: ...
+    parent_job_id: str
+    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., queue_position: _Optional[int] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., cancelled: _Optional[_Union[Cancelled, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., detached: _Optional[bool] = ..., method: _Optional[str] = ..., client_id: _Optional[str] = ..., outputs_deleted_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deliveries: _Optional[_Iterable[_Union[WebhookDelivery, _Mapping]]] = ..., parent_job_id: _Optional[str] = ...) -> None: ...
 
 class WebhookDelivery(_message.Message):
     __slots__ = ("url", "state", "attempts", "last_status_code", "last_error", "last_attempt_time", "next_attempt_time")

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dgenmesh/common/v1/model.proto\x12\x11genmesh.common.v1\"\x98\x02\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\x12\x0e\n\x06loaded\x18\x05 \x01(\x08\x12\x12\n\nis_default\x18\x06 \x01(\x08\x12\x38\n\x06labels\x18\x07 \x03(\x0b\x32(.genmesh.common.v1.ModelInfo.LabelsEntry\x12\x37\n\x08\x64\x65\x66\x61ults\x18\x08 \x01(\x0b\x32%.genmesh.common.v1.GenerationDefaults\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"|\n\x12GenerationDefaults\x12\r\n\x05width\x18\x01 \x01(\x05\x12\x0e\n\x06height\x18\x02 \x01(\x05\x12\r\n\x05steps\x18\x03 \x01(\x05\x12\x16\n\x0eguidance_scale\x18\x04 \x01(\x02\x12\x12\n\nnum_frames\x18\x05 \x01(\x05\x12\x0c\n\x04note\x18\x06 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dgenmesh/common/v1/model.proto\x12\x11genmesh.common.v1\"\xc6\x02\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\x12\x0e\n\x06loaded\x18\x05 \x01(\x08\x12\x12\n\nis_default\x18\x06 \x01(\x08\x12\x38\n\x06labels\x18\x07 \x03(\x0b\x32(.genmesh.common.v1.ModelInfo.LabelsEntry\x12\x37\n\x08\x64\x65\x66\x61ults\x18\x08 \x01(\x0b\x32%.genmesh.common.v1.GenerationDefaults\x12,\n\x05state\x18\t \x01(\x0e\x32\x1d.genmesh.common.v1.ModelState\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"|\n\x12GenerationDefaults\x12\r\n\x05width\x18\x01 \x01(\x05\x12\x0e\n\x06height\x18\x02 \x01(\x05\x12\r\n\x05steps\x18\x03 \x01(\x05\x12\x16\n\x0eguidance_scale\x18\x04 \x01(\x02\x12\x12\n\nnum_frames\x18\x05 \x01(\x05\x12\x0c\n\x04note\x18\x06 \x01(\t*\x85\x01\n\nModelState\x12\x1b\n\x17MODEL_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12MODEL_STATE_LOADED\x10\x01\x12\"\n\x1eMODEL_STATE_LOADS_ON_FIRST_USE\x10\x02\x12\x1e\n\x1aMODEL_STATE_NOT_DOWNLOADED\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,10 +33,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_MODELINFO_LABELSENTRY']._loaded_options = None
   _globals['_MODELINFO_LABELSENTRY']._serialized_options = b'8\001'
+  _globals['_MODELSTATE']._serialized_start=508
+  _globals['_MODELSTATE']._serialized_end=641
   _globals['_MODELINFO']._serialized_start=53
-  _globals['_MODELINFO']._serialized_end=333
-  _globals['_MODELINFO_LABELSENTRY']._serialized_start=288
-  _globals['_MODELINFO_LABELSENTRY']._serialized_end=333
-  _globals['_GENERATIONDEFAULTS']._serialized_start=335
-  _globals['_GENERATIONDEFAULTS']._serialized_end=459
+  _globals['_MODELINFO']._serialized_end=379
+  _globals['_MODELINFO_LABELSENTRY']._serialized_start=334
+  _globals['_MODELINFO_LABELSENTRY']._serialized_end=379
+  _globals['_GENERATIONDEFAULTS']._serialized_start=381
+  _globals['_GENERATIONDEFAULTS']._serialized_end=505
 # @@protoc_insertion_point(module_scope)

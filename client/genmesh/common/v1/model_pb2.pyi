@@ -1,4 +1,5 @@
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Mapping as _Mapping
@@ -6,8 +7,19 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ModelState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MODEL_STATE_UNSPECIFIED: _ClassVar[ModelState]
+    MODEL_STATE_LOADED: _ClassVar[ModelState]
+    MODEL_STATE_LOADS_ON_FIRST_USE: _ClassVar[ModelState]
+    MODEL_STATE_NOT_DOWNLOADED: _ClassVar[ModelState]
+MODEL_STATE_UNSPECIFIED: ModelState
+MODEL_STATE_LOADED: ModelState
+MODEL_STATE_LOADS_ON_FIRST_USE: ModelState
+MODEL_STATE_NOT_DOWNLOADED: ModelState
+
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "description", "source", "size_bytes", "loaded", "is_default", "labels", "defaults")
+    __slots__ = ("name", "description", "source", "size_bytes", "loaded", "is_default", "labels", "defaults", "state")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -23,6 +35,7 @@ class ModelInfo(_message.Message):
     IS_DEFAULT_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     DEFAULTS_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     source: str
@@ -31,7 +44,8 @@ class ModelInfo(_message.Message):
     is_default: bool
     labels: _containers.ScalarMap[str, str]
     defaults: GenerationDefaults
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., source: _Optional[str] = ..., size_bytes: _Optional[int] = ..., loaded: _Optional[bool] = ..., is_default: _Optional[bool] = ..., labels: _Optional[_Mapping[str, str]] = ..., defaults: _Optional[_Union[GenerationDefaults, _Mapping]] = ...) -> None: ...
+    state: ModelState
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., source: _Optional[str] = ..., size_bytes: _Optional[int] = ..., loaded: _Optional[bool] = ..., is_default: _Optional[bool] = ..., labels: _Optional[_Mapping[str, str]] = ..., defaults: _Optional[_Union[GenerationDefaults, _Mapping]] = ..., state: _Optional[_Union[ModelState, str]] = ...) -> None: ...
 
 class GenerationDefaults(_message.Message):
     __slots__ = ("width", "height", "steps", "guidance_scale", "num_frames", "note")

@@ -28,7 +28,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n genmesh/library/v1/library.proto\x12\x12genmesh.library.v1\x1a genmesh/common/v1/artifact.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe5\x01\n\x12ListOutputsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12,\n\x04kind\x18\x03 \x01(\x0e\x32\x1e.genmesh.library.v1.OutputKind\x12\x31\n\rcreated_after\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x63reated_before\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x61ll_clients\x18\x06 \x01(\x08\"\xc8\x02\n\x06Output\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12,\n\x04kind\x18\x02 \x01(\x0e\x32\x1e.genmesh.library.v1.OutputKind\x12\x0f\n\x07service\x18\x03 \x01(\t\x12\x0e\n\x06method\x18\x04 \x01(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tclient_id\x18\x06 \x01(\t\x12\x0e\n\x06\x66older\x18\x07 \x01(\t\x12.\n\tartifacts\x18\x08 \x03(\x0b\x32\x1b.genmesh.common.v1.Artifact\x12.\n\tthumbnail\x18\t \x01(\x0b\x32\x1b.genmesh.common.v1.Artifact\x12+\n\nparameters\x18\n \x01(\x0b\x32\x17.google.protobuf.Struct\"[\n\x13ListOutputsResponse\x12+\n\x07outputs\x18\x01 \x03(\x0b\x32\x1a.genmesh.library.v1.Output\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"%\n\x13\x44\x65leteOutputRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"?\n\x14\x44\x65leteOutputResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x17\n\x0f\x64\x65leted_objects\x18\x02 \x01(\x05*\xa8\x01\n\nOutputKind\x12\x1b\n\x17OUTPUT_KIND_UNSPECIFIED\x10\x00\x12\x14\n\x10OUTPUT_KIND_TEXT\x10\x01\x12\x15\n\x11OUTPUT_KIND_IMAGE\x10\x02\x12\x15\n\x11OUTPUT_KIND_VIDEO\x10\x03\x12\x19\n\x15OUTPUT_KIND_CHARACTER\x10\x04\x12\x1e\n\x1aOUTPUT_KIND_RESTORED_IMAGE\x10\x05\x32\x86\x02\n\x0eLibraryService\x12s\n\x0bListOutputs\x12&.genmesh.library.v1.ListOutputsRequest\x1a\'.genmesh.library.v1.ListOutputsResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\x0b/v1/outputs\x12\x7f\n\x0c\x44\x65leteOutput\x12\'.genmesh.library.v1.DeleteOutputRequest\x1a(.genmesh.library.v1.DeleteOutputResponse\"\x1c\x82\xd3\xe4\x93\x02\x16*\x14/v1/outputs/{job_id}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n genmesh/library/v1/library.proto\x12\x12genmesh.library.v1\x1a genmesh/common/v1/artifact.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xff\x01\n\x12ListOutputsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12,\n\x04kind\x18\x03 \x01(\x0e\x32\x1e.genmesh.library.v1.OutputKind\x12\x31\n\rcreated_after\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x63reated_before\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x61ll_clients\x18\x06 \x01(\x08\x12\x18\n\x10include_sub_jobs\x18\x07 \x01(\x08\"\xdf\x02\n\x06Output\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12,\n\x04kind\x18\x02 \x01(\x0e\x32\x1e.genmesh.library.v1.OutputKind\x12\x0f\n\x07service\x18\x03 \x01(\t\x12\x0e\n\x06method\x18\x04 \x01(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tclient_id\x18\x06 \x01(\t\x12\x0e\n\x06\x66older\x18\x07 \x01(\t\x12.\n\tartifacts\x18\x08 \x03(\x0b\x32\x1b.genmesh.common.v1.Artifact\x12.\n\tthumbnail\x18\t \x01(\x0b\x32\x1b.genmesh.common.v1.Artifact\x12+\n\nparameters\x18\n \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x15\n\rparent_job_id\x18\x0b \x01(\t\"[\n\x13ListOutputsResponse\x12+\n\x07outputs\x18\x01 \x03(\x0b\x32\x1a.genmesh.library.v1.Output\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"%\n\x13\x44\x65leteOutputRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"?\n\x14\x44\x65leteOutputResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x17\n\x0f\x64\x65leted_objects\x18\x02 \x01(\x05*\xa8\x01\n\nOutputKind\x12\x1b\n\x17OUTPUT_KIND_UNSPECIFIED\x10\x00\x12\x14\n\x10OUTPUT_KIND_TEXT\x10\x01\x12\x15\n\x11OUTPUT_KIND_IMAGE\x10\x02\x12\x15\n\x11OUTPUT_KIND_VIDEO\x10\x03\x12\x19\n\x15OUTPUT_KIND_CHARACTER\x10\x04\x12\x1e\n\x1aOUTPUT_KIND_RESTORED_IMAGE\x10\x05\x32\x86\x02\n\x0eLibraryService\x12s\n\x0bListOutputs\x12&.genmesh.library.v1.ListOutputsRequest\x1a\'.genmesh.library.v1.ListOutputsResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\x0b/v1/outputs\x12\x7f\n\x0c\x44\x65leteOutput\x12\'.genmesh.library.v1.DeleteOutputRequest\x1a(.genmesh.library.v1.DeleteOutputResponse\"\x1c\x82\xd3\xe4\x93\x02\x16*\x14/v1/outputs/{job_id}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,18 +39,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LIBRARYSERVICE'].methods_by_name['ListOutputs']._serialized_options = b'\202\323\344\223\002\r\022\013/v1/outputs'
   _globals['_LIBRARYSERVICE'].methods_by_name['DeleteOutput']._loaded_options = None
   _globals['_LIBRARYSERVICE'].methods_by_name['DeleteOutput']._serialized_options = b'\202\323\344\223\002\026*\024/v1/outputs/{job_id}'
-  _globals['_OUTPUTKIND']._serialized_start=944
-  _globals['_OUTPUTKIND']._serialized_end=1112
+  _globals['_OUTPUTKIND']._serialized_start=993
+  _globals['_OUTPUTKIND']._serialized_end=1161
   _globals['_LISTOUTPUTSREQUEST']._serialized_start=184
-  _globals['_LISTOUTPUTSREQUEST']._serialized_end=413
-  _globals['_OUTPUT']._serialized_start=416
-  _globals['_OUTPUT']._serialized_end=744
-  _globals['_LISTOUTPUTSRESPONSE']._serialized_start=746
-  _globals['_LISTOUTPUTSRESPONSE']._serialized_end=837
-  _globals['_DELETEOUTPUTREQUEST']._serialized_start=839
-  _globals['_DELETEOUTPUTREQUEST']._serialized_end=876
-  _globals['_DELETEOUTPUTRESPONSE']._serialized_start=878
-  _globals['_DELETEOUTPUTRESPONSE']._serialized_end=941
-  _globals['_LIBRARYSERVICE']._serialized_start=1115
-  _globals['_LIBRARYSERVICE']._serialized_end=1377
+  _globals['_LISTOUTPUTSREQUEST']._serialized_end=439
+  _globals['_OUTPUT']._serialized_start=442
+  _globals['_OUTPUT']._serialized_end=793
+  _globals['_LISTOUTPUTSRESPONSE']._serialized_start=795
+  _globals['_LISTOUTPUTSRESPONSE']._serialized_end=886
+  _globals['_DELETEOUTPUTREQUEST']._serialized_start=888
+  _globals['_DELETEOUTPUTREQUEST']._serialized_end=925
+  _globals['_DELETEOUTPUTRESPONSE']._serialized_start=927
+  _globals['_DELETEOUTPUTRESPONSE']._serialized_end=990
+  _globals['_LIBRARYSERVICE']._serialized_start=1164
+  _globals['_LIBRARYSERVICE']._serialized_end=1426
 # @@protoc_insertion_point(module_scope)

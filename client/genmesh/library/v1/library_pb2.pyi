@@ -29,23 +29,25 @@ OUTPUT_KIND_CHARACTER: OutputKind
 OUTPUT_KIND_RESTORED_IMAGE: OutputKind
 
 class ListOutputsRequest(_message.Message):
-    __slots__ = ("page_size", "page_token", "kind", "created_after", "created_before", "all_clients")
+    __slots__ = ("page_size", "page_token", "kind", "created_after", "created_before", "all_clients", "include_sub_jobs")
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     CREATED_AFTER_FIELD_NUMBER: _ClassVar[int]
     CREATED_BEFORE_FIELD_NUMBER: _ClassVar[int]
     ALL_CLIENTS_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_SUB_JOBS_FIELD_NUMBER: _ClassVar[int]
     page_size: int
     page_token: str
     kind: OutputKind
     created_after: _timestamp_pb2.Timestamp
     created_before: _timestamp_pb2.Timestamp
     all_clients: bool
-    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., kind: _Optional[_Union[OutputKind, str]] = ..., created_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., all_clients: _Optional[bool] = ...) -> None: ...
+    include_sub_jobs: bool
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., kind: _Optional[_Union[OutputKind, str]] = ..., created_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., all_clients: _Optional[bool] = ..., include_sub_jobs: _Optional[bool] = ...) -> None: ...
 
 class Output(_message.Message):
-    __slots__ = ("job_id", "kind", "service", "method", "create_time", "client_id", "folder", "artifacts", "thumbnail", "parameters")
+    __slots__ = ("job_id", "kind", "service", "method", "create_time", "client_id", "folder", "artifacts", "thumbnail", "parameters", "parent_job_id")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     SERVICE_FIELD_NUMBER: _ClassVar[int]
@@ -56,6 +58,7 @@ class Output(_message.Message):
     ARTIFACTS_FIELD_NUMBER: _ClassVar[int]
     THUMBNAIL_FIELD_NUMBER: _ClassVar[int]
     PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    PARENT_JOB_ID_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     kind: OutputKind
     service: str
@@ -66,7 +69,8 @@ class Output(_message.Message):
     artifacts: _containers.RepeatedCompositeFieldContainer[_artifact_pb2.Artifact]
     thumbnail: _artifact_pb2.Artifact
     parameters: _struct_pb2.Struct
-    def __init__(self, job_id: _Optional[str] = ..., kind: _Optional[_Union[OutputKind, str]] = ..., service: _Optional[str] = ..., method: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., client_id: _Optional[str] = ..., folder: _Optional[str] = ..., artifacts: _Optional[_Iterable[_Union[_artifact_pb2.Artifact, _Mapping]]] = ..., thumbnail: _Optional[_Union[_artifact_pb2.Artifact, _Mapping]] = ..., parameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    parent_job_id: str
+    def __init__(self, job_id: _Optional[str] = ..., kind: _Optional[_Union[OutputKind, str]] = ..., service: _Optional[str] = ..., method: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., client_id: _Optional[str] = ..., folder: _Optional[str] = ..., artifacts: _Optional[_Iterable[_Union[_artifact_pb2.Artifact, _Mapping]]] = ..., thumbnail: _Optional[_Union[_artifact_pb2.Artifact, _Mapping]] = ..., parameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., parent_job_id: _Optional[str] = ...) -> None: ...
 
 class ListOutputsResponse(_message.Message):
     __slots__ = ("outputs", "next_page_token")

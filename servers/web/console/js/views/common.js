@@ -25,6 +25,19 @@ export const SCHEDULERS = [
   ].map((name) => [`SCHEDULER_${name}`, name.toLowerCase().replaceAll("_", " ").replace("dpmpp", "dpm++")]),
 ];
 
+const MODEL_STATES = {
+  MODEL_STATE_LOADED: ["loaded", "ok"],
+  MODEL_STATE_LOADS_ON_FIRST_USE: ["loads on first use", ""],
+  MODEL_STATE_NOT_DOWNLOADED: ["not downloaded", "warn"],
+};
+
+/** A model's state badge as [text, class]; null for a registry model (training), which has none. */
+export function modelState(model) {
+  if (MODEL_STATES[model.state]) return MODEL_STATES[model.state];
+  if (model.model_id !== undefined && model.name === undefined) return null;
+  return model.loaded ? MODEL_STATES.MODEL_STATE_LOADED : ["not loaded", ""]; // a server older than `state`
+}
+
 /**
  * A <select> of a service's models (ListModels) of one kind (labels.kind: Video lists its motion
  * adapters beside the image models), the default chosen; smoke-test models say so.
@@ -35,7 +48,7 @@ export function modelPicker(root, name = "model", kind = (labels) => labels.kind
     ({ models = [] }) => {
       picker.replaceChildren(
         ...models.filter((model) => kind(model.labels || {})).map((model) => {
-          const badges = [model.is_default && "default", model.loaded && "loaded", smokeTest(model) && "smoke test"];
+          const badges = [model.is_default && "default", modelState(model)?.[0], smokeTest(model) && "smoke test"];
           const text = [model.name, ...badges.filter(Boolean)].join(" · ");
           return h("option", { value: model.name, selected: model.is_default }, text);
         }),

@@ -1,7 +1,8 @@
-// Models: each service's ListModels with loaded / default / smoke-test badges.
+// Models: each service's ListModels with its state (loaded / loads on first use / not downloaded)
+// and default / smoke-test badges.
 import { SERVICES, call } from "../api.js";
 import { errorBox, h } from "../ui.js";
-import { smokeTest } from "./common.js";
+import { modelState, smokeTest } from "./common.js";
 
 export const title = "Models";
 const WITH_MODELS = ["text", "image", "video", "training"];
@@ -13,17 +14,18 @@ export function render(container) {
     container.append(section);
     call("GET", `${SERVICES[name].root}/models`).then(
       ({ models = [] }) => {
-        const items = models.map((model) =>
-          h(
+        const items = models.map((model) => {
+          const state = modelState(model);
+          return h(
             "li",
-            {},
+            { "data-state": state ? state[0] : "" },
             h("strong", {}, model.name || model.model_id || "(unnamed)"),
+            state && h("span", { class: `badge state ${state[1]}`.trim() }, state[0]),
             model.is_default && h("span", { class: "badge" }, "default"),
-            model.loaded && h("span", { class: "badge ok" }, "loaded"),
             smokeTest(model) && h("span", { class: "badge warn" }, "smoke test"),
             model.description && h("small", {}, model.description),
-          ),
-        );
+          );
+        });
         section.lastChild.replaceWith(items.length ? h("ul", { class: "models" }, items) : h("p", { class: "hint" }, "No models."));
       },
       (error) => section.lastChild.replaceWith(errorBox(error)),
