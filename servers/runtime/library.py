@@ -24,6 +24,7 @@ Nothing here imports grpc.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -96,6 +97,24 @@ def artifacts_of(message: Message) -> Iterator[tuple[str, artifact_pb2.Artifact]
                     yield from walk(item, top or field.name)
 
     yield from walk(message, "")
+
+
+def sub_job_ids(message: Message | None) -> list[str]:
+    """The sub-job ids a result names (``sub_job_id`` fields at any depth), each once, in order."""
+    found: dict[str, None] = {}
+
+    def walk(node: Message) -> None:
+        for field, value in node.ListFields():
+            if field.name == "sub_job_id" and isinstance(value, str):
+                found[value] = None
+            elif field.message_type is not None:
+                for item in value if field.is_repeated else [value]:
+                    if isinstance(item, Message):
+                        walk(item)
+
+    if message is not None:
+        walk(message)
+    return list(found)
 
 
 def library_states(kind: str | None, include_sub_jobs: bool) -> tuple[frozenset[str] | None, bool]:
@@ -186,8 +205,19 @@ class Library:
         )
 
     def delete(self, job_id: str) -> int:
-        """Remove a job's output folder and index names and mark its record; the objects removed.
-        NOT_FOUND for an unknown job, one without outputs, or another client's job."""
+        """Remove a job's output folder and index names and mark its record, and so for the sub-jobs
+        its result names (a character's stages as their services made them: listed only with their
+        parent, they go with it); the objects removed. NOT_FOUND for an unknown job, one without
+        outputs, or another client's job."""
+        deleted, result = self._delete(job_id)
+        for sub_job in sub_job_ids(result):
+            with contextlib.suppress(NotFound):  # its outputs are gone already, or it made none
+                deleted += self._delete(sub_job, parent=job_id)[0]
+        return deleted
+
+    def _delete(self, job_id: str, parent: str = "") -> tuple[int, Message | None]:
+        """One job's outputs deleted (``delete``); ``parent``: only if it is that job's sub-job. The
+        objects removed and the job's result."""
         validate_job_id(job_id)
         service_info = next((info for info in BY_NAME.values() if job_id.partition("-")[0] in info.job_prefixes), None)
         missing = NotFound(f"job {job_id!r} has no stored outputs", field="job_id")
@@ -195,6 +225,8 @@ class Library:
             raise missing
         recorded = self.records.load(job_id, returned_type(service_info.proto_service, "GetJob"))
         if recorded is None or not caller.current().may_see(recorded.status.client_id):
+            raise missing
+        if parent and recorded.status.parent_job_id != parent:
             raise missing
         status = recorded.status
         kind = output_kind(service_info.name, status.method)
@@ -213,5 +245,5 @@ class Library:
             self.store.delete(OUTPUTS, key)
         status.outputs_deleted_time.FromNanoseconds(time.time_ns())
         self.records.write(job_id, recorded)
-        log.info("outputs_deleted", job_id=job_id, objects=deleted, folder=listed.folder)
-        return deleted
+        log.info("outputs_deleted", job_id=job_id, objects=deleted, folder=listed.folder, parent_job_id=parent)
+        return deleted, getattr(recorded, "result", None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping, Sequence
 
+from genmesh.common.v1 import model_pb2
 from genmesh.errors import GenmeshError
 from genmesh.image.v1 import image_pb2
 from genmesh.text.v1 import text_pb2
@@ -20,6 +21,7 @@ MODEL = {
         "services": {"type": "array", "items": {"type": "string"}}, "kind": {"type": "string"},
         "smoke_test": {"type": "boolean"}, "description": {"type": "string"}, "loaded": {"type": "boolean"},
         "default": {"type": "boolean"}, "alias_of": {"type": "string"},
+        "state": {"enum": ["loaded", "loads_on_first_use", "not_downloaded", "unspecified"]},
     },
 }  # fmt: skip
 MODEL_LIST = {
@@ -48,6 +50,8 @@ def _entry(service: str, info) -> dict:
         "smoke_test": labels.get("smoke_test") == "true",
         "description": info.description,
         "loaded": info.loaded,
+        # What the first request that uses it waits for (ListModels' ModelInfo.state).
+        "state": model_pb2.ModelState.Name(info.state).removeprefix("MODEL_STATE_").lower(),
         "default": info.is_default,
     }
 

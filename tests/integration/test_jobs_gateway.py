@@ -353,6 +353,15 @@ def test_an_agent_jobs_sub_jobs_belong_to_its_caller(mesh, clients, keys) -> Non
         first = json.loads(next(line for line in response.iter_lines() if line.startswith("data: "))[6:])
     wait_until(lambda: a.text.get_job(first["job_id"]).status.state == SUCCEEDED, timeout=120, what="it")
     assert a.text.get_job(first["job_id"]).status.parent_job_id == ""
+    # Deleting the character deletes its stages' outputs with it: neither is listed any more, even
+    # with sub-jobs, and another key cannot delete them.
+    with pytest.raises(errors.NotFound):
+        clients["b"].outputs.delete(character)
+    a.outputs.delete(character)
+    left = {output.job_id for output in a.outputs.list(page_size=200, include_sub_jobs=True).outputs}
+    assert not {character, sub_job} & left
+    with pytest.raises(errors.NotFound):
+        a.outputs.delete(sub_job)  # gone with its character
 
 
 # -- the library of outputs ---------------------------------------------------------------------

@@ -64,6 +64,9 @@ def test_models_lists_every_model_of_every_service(oai: openai.OpenAI, client: G
     assert {model.owned_by for model in models.values()} == {"genmesh"}
     assert {model.object for model in models.values()} == {"model"}
     assert models[MODEL].service == "text" and models[MODEL].smoke_test is False
+    # The state as ListModels says it: the text default is loaded by the time the mesh serves.
+    assert models[MODEL].state == "loaded" and models[MODEL].loaded is True
+    assert {model.state for model in models.values()} <= {"loaded", "loads_on_first_use", "not_downloaded"}
     # The built-in diffusion model draws noise: flagged as a smoke test; Image and Video both run it.
     assert models["tiny-sd15"].smoke_test is True and models["tiny-sd15"].services == ["image", "video"]
     assert models["tiny-motion-adapter"].kind == "motion_adapter"

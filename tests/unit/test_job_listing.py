@@ -165,6 +165,18 @@ def test_an_outputs_artifacts_are_found_wherever_its_result_holds_them() -> None
     assert output_kind("training", "GenerateSyntheticData") is None and output_kind("text", "Chat") == "text"
 
 
+def test_a_characters_sub_jobs_are_found_in_its_result_each_once() -> None:
+    from genmesh.agent.v1 import agent_pb2
+    from servers.runtime.library import sub_job_ids
+
+    character = agent_pb2.CharacterResult(
+        stages=[agent_pb2.StageResult(sub_job_id="txt-1"), agent_pb2.StageResult(sub_job_id="img-2"),
+                agent_pb2.StageResult(sub_job_id="txt-1"), agent_pb2.StageResult()],
+    )  # fmt: skip
+    assert sub_job_ids(character) == ["txt-1", "img-2"]
+    assert sub_job_ids(agent_pb2.CharacterResult()) == [] and sub_job_ids(None) == []
+
+
 def test_the_library_leaves_sub_jobs_out_unless_asked() -> None:
     from servers.runtime.caller import PARENT_JOB_HEADER, from_headers
     from servers.runtime.job_listing import library_kind, split_library_kind
