@@ -72,9 +72,10 @@ class LibraryServiceServicer:
 
     def DeleteOutput(self, request, context):
         """Deletes one job's output folder (every object under YYYYMMDD_HHmm/<job_id>/; a text output of
-        this version has none, its text stays in the record); the job's record keeps saying so (`JobStatus.outputs_deleted_time`) and the output is no longer listed. Only the
-        job's owner or an admin key may. Errors: NOT_FOUND (unknown job, no stored outputs, or another
-        client's job).
+        this version has none, its text stays in the record); the job's record keeps saying so
+        (`JobStatus.outputs_deleted_time`) and the output is no longer listed. A character's sub-jobs'
+        outputs (`Output.parent_job_id`) go with it. Only the job's owner or an admin key may. Errors:
+        NOT_FOUND (unknown job, no stored outputs, or another client's job).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
