@@ -160,3 +160,21 @@ def start_order(names: tuple[str, ...] | list[str]) -> list[str]:
     for name in names:
         visit(name, ())
     return ordered
+
+
+def stop_waves(names: tuple[str, ...] | list[str]) -> list[list[str]]:
+    """``names`` in groups to stop one after another, each group at once: a service stops only after
+    every service that calls it (a caller may be finishing a job that needs it)."""
+    wave: dict[str, int] = {}
+
+    def depth(name: str, path: tuple[str, ...]) -> int:
+        if name not in wave:
+            if name in path:
+                raise ValueError(f"services call each other in a circle: {' -> '.join((*path, name))}")
+            callers = [other for other in names if name in BY_NAME[other].calls]
+            wave[name] = 1 + max((depth(caller, (*path, name)) for caller in callers), default=-1)
+        return wave[name]
+
+    for name in names:
+        depth(name, ())
+    return [[name for name in names if wave[name] == level] for level in range(max(wave.values(), default=-1) + 1)]

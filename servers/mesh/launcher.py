@@ -26,7 +26,7 @@ import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from genmesh.local import DEFAULT_DATA_DIR, KEYS_FILE
-from genmesh.services import BY_NAME, start_order
+from genmesh.services import BY_NAME, start_order, stop_waves
 from servers.mesh.api_keys import KeySource, RateLimit
 from servers.mesh.claims import DataDirLock, check_port_free
 from servers.mesh.envoy import (
@@ -39,7 +39,7 @@ from servers.mesh.envoy import (
 )
 from servers.mesh.gpus import share_one_gpu
 from servers.mesh.keys_sync import KeySync
-from servers.mesh.processes import ManagedProcess, free_port, wait_until
+from servers.mesh.processes import ManagedProcess, free_port, stop_together, wait_until
 from servers.mesh.s3 import S3Server
 from servers.mesh.supervisor import Supervisor
 from servers.registry import SERVERS
@@ -374,8 +374,11 @@ class Mesh:
             self.envoy.stop()
         if self.web is not None:
             self.web.stop()
-        for process in reversed(list(self.servers.values())):
-            process.stop(timeout=SERVER_STOP_TIMEOUT)  # servers drain running jobs first
+        # Servers drain their running jobs first; side by side, each after the servers calling it.
+        for wave in stop_waves(list(self.replica_ports)):
+            names = [name if index == 0 else f"{name}-{index}" for name in wave
+                     for index in range(len(self.replica_ports[name]))]  # fmt: skip
+            stop_together([self.servers[name] for name in names if name in self.servers], SERVER_STOP_TIMEOUT)
         if self.s3 is not None:
             self.s3.stop()
         if self.lock is not None:

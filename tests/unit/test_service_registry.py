@@ -16,7 +16,7 @@ import yaml
 
 from genmesh.client import AsyncGenmeshClient, GenmeshClient
 from genmesh.client.service_rpcs import job_services, service_rpcs
-from genmesh.services import BY_NAME, SERVICES, service_for_job, start_order
+from genmesh.services import BY_NAME, SERVICES, service_for_job, start_order, stop_waves
 from genmesh.training.v1 import training_pb2
 from servers.mesh.envoy import LIBRARY, render_envoy_config
 from servers.mesh.launcher import DESCRIPTOR_PATH, LaunchOptions, Mesh, implemented_services
@@ -100,6 +100,13 @@ def test_callers_start_after_the_services_they_call_and_get_their_addresses(tmp_
     assert sorted(everything) == sorted(BY_NAME)
     for service in SERVICES:
         assert all(everything.index(callee) < everything.index(service.name) for callee in service.calls)
+    # They stop the other way round, each group at once: a caller's jobs may still need its callees.
+    assert stop_waves(["text", "image", "agent", "training"]) == [["agent", "training"], ["text", "image"]]
+    waves = stop_waves(list(BY_NAME))
+    assert sorted(name for wave in waves for name in wave) == sorted(BY_NAME)
+    wave_of = {name: index for index, wave in enumerate(waves) for name in wave}
+    for service in SERVICES:
+        assert all(wave_of[callee] > wave_of[service.name] for callee in service.calls)
     mesh = Mesh(LaunchOptions(services=("agent", "text", "image"), data_dir=tmp_path))
     mesh.replica_ports = {"text": [50001], "image": [50002, 50003]}
     mesh.server_ports = {"text": 50001, "image": 50002, "image-1": 50003}

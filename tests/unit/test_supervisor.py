@@ -69,3 +69,40 @@ def test_a_clean_exit_is_respected(tmp_path: Path) -> None:
         assert "exited cleanly" in lines[0] and supervisor.restarts("done") == 0
     finally:
         supervisor.stop()
+
+
+# Once its SIGTERM handler is set it writes <own>.ready. On SIGTERM (a second one counts too) it
+# marks its own file, then exits 0 once the other child's mark exists: exit 0 from both shows the two
+# were told at once; 3: it waited for the other's in vain.
+DRAINS_WITH = """
+import pathlib, signal, sys, time
+own, other = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+def stop(*_):
+    own.write_text(own.read_text() + "x" if own.exists() else "x")
+signal.signal(signal.SIGTERM, stop)
+pathlib.Path(str(own) + ".ready").touch()
+while not own.exists():
+    time.sleep(0.01)
+deadline = time.monotonic() + 10
+while not other.exists():
+    if time.monotonic() > deadline:
+        sys.exit(3)
+    time.sleep(0.01)
+sys.exit(0)
+"""
+
+
+def test_stop_together_tells_every_child_at_once_and_only_once(tmp_path: Path) -> None:
+    from servers.mesh.processes import stop_together
+
+    a, b = tmp_path / "a.mark", tmp_path / "b.mark"
+    children = [
+        ManagedProcess(name, [sys.executable, "-c", DRAINS_WITH, str(own), str(peer)], log_path=tmp_path / name)
+        for name, own, peer in (("a", a, b), ("b", b, a))
+    ]
+    for child in children:
+        child.start()
+    wait_until(lambda: all(Path(f"{own}.ready").exists() for own in (a, b)), timeout=30, what="both handlers")
+    stop_together(children, timeout=30)
+    assert [child.returncode() for child in children] == [0, 0]
+    assert a.read_text() == "x" and b.read_text() == "x"  # one SIGTERM each
